@@ -1,0 +1,128 @@
+"""The ``wavedge`` command. Each subcommand imports only what it needs: ``inspect`` and ``run``
+never import torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wavedge.errors import WavedgeError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    import torch
+
+    from wavedge.models.train import default_recipe, train
+
+    torch.set_num_threads(args.threads)
+    recipe = default_recipe(args.task, args.arch)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    recipe = replace(recipe, **overrides)
+    _, meta = train(recipe, out=args.out, progress=not args.quiet)
+    m = meta["metrics"]
+    print(f"{args.task}/{args.arch}: test accuracy {m['test_accuracy']:.3f} "
+          f"(final step, {m['n_test']} sequences), train {m['train_accuracy']:.3f}, "
+          f"{m['n_parameters']} parameters, {m['train_seconds']} s -> {args.out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from wavedge.export import ExportOptions, export_model_dir
+    from wavedge.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint, expect_arch=args.arch)
+    options = ExportOptions(chunk_samples=args.chunk, tolerance=args.tolerance,
+                            check_steps=args.check_steps, recording=args.recording)
+    manifest_path = export_model_dir(ckpt, args.out, options)
+    raw = json.loads(manifest_path.read_text())
+    for f in raw["files"]:
+        e = f["error_vs_torch"]
+        print(f"{f['path']}: {f['size_bytes']} bytes, {f['samples_per_call']} sample(s)/call, "
+              f"error vs torch {e['error']:.2e} over {e['steps']} steps "
+              f"(tolerance {options.tolerance:g}), argmax agreement {e['argmax_agreement']:.4f}")
+    print(f"wrote {manifest_path}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from wavedge.manifest import load_manifest
+
+    m = load_manifest(args.model_dir)
+    if args.json:
+        print(json.dumps(m.raw, indent=2))
+        return 0
+    rate = f"{m.sample_rate_hz:g} Hz" if m.sample_rate_hz else "no fixed rate"
+    print(f"{m.name} ({m.raw['family']}), manifest version {m.raw['version']}: files verified")
+    print(f"  input:  {m.input_size} channels {', '.join(m.channels)} at {rate}")
+    print(f"  output: {m.raw['output']['kind']} x{m.output_size}"
+          + (f" ({', '.join(m.labels)})" if m.labels else ""))
+    for s in m.state:
+        print(f"  state:  {s.name} {list(s.shape)} {s.dtype}, reset to {s.reset_value:g}")
+    for f in m.files:
+        print(f"  file:   {f.path} [{f.format} {f.precision} {f.graph}, {f.samples_per_call}/call, "
+              f"{f.size_bytes} bytes, error vs torch {f.error_vs_torch.get('error', float('nan')):.1e}]")
+    acc = (m.raw.get("training") or {}).get("test_accuracy")
+    if acc is not None:
+        print(f"  trained: {m.raw['training'].get('task')}, test accuracy {acc:.3f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wavedge", description="Train, export and stream brain-inspired sequence models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model on a bundled dataset (needs the export extra)",
+                       description="Train a model with its default recipe; writes a checkpoint "
+                                   "holding the test accuracy.")
+    p.add_argument("--task", default="basic_motions", choices=["basic_motions", "digits"])
+    p.add_argument("--arch", default="wave_rnn", choices=["wave_rnn", "irnn", "gru"])
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.pt)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    p.add_argument("--seed", type=int, help="override the recipe's seed (default 0)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="export a checkpoint to a checked ONNX model directory",
+                       description="Export the step and chunk graphs, check both against torch "
+                                   "over long held-out streams, write manifest.json.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--arch", help="refuse a checkpoint of any other architecture")
+    p.add_argument("--chunk", type=int, default=32, help="samples per chunk-graph call (32)")
+    p.add_argument("--tolerance", type=float, default=1e-5,
+                   help="largest allowed error of either graph vs torch (1e-5)")
+    p.add_argument("--check-steps", type=int, default=2048,
+                   help="length of the held-out check stream (2048, at least 1000)")
+    p.add_argument("--recording", action="store_true",
+                   help="also write the test split as recording.csv")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("inspect", help="validate a model directory and describe it",
+                       description="Check the manifest (format, version, checksums) and print "
+                                   "what the model takes and gives.")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except WavedgeError as exc:
+        print(f"wavedge: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("wavedge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

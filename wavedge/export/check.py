@@ -1,0 +1,88 @@
+"""Parity of exported graphs with torch over long streams, state carried throughout.
+
+The reference is the model's whole-sequence path (``sequence``) in torch float32; the graphs are
+run in ONNX Runtime exactly as a stream would run them: one sample (or one chunk) per call, the
+state fed back from the previous call's outputs.
+
+The error of a graph is ``max |onnx - torch| / max(1, max |torch|)`` over every step's output and
+the final state: an absolute error for values up to 1, relative above that (the ReLU state of a
+Wave-RNN is unbounded, and float32 rounding grows with it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wavedge.models import StepModel
+
+
+@dataclass(frozen=True)
+class GraphError:
+    """How far one exported graph is from torch on the check streams."""
+
+    max_abs_y: float
+    max_abs_state: float
+    error: float  # max abs error over max(1, |reference|), the number compared to the tolerance
+    argmax_agreement: float
+    steps: int
+
+    def to_json(self) -> dict:
+        return {"max_abs_y": self.max_abs_y, "max_abs_state": self.max_abs_state,
+                "error": self.error, "argmax_agreement": self.argmax_agreement,
+                "steps": self.steps}
+
+
+def check_stream(streams: np.ndarray, steps: int, multiple_of: int) -> np.ndarray:
+    """Concatenate held-out sequences ``[N, T, D]`` into one stream of ``steps`` samples.
+
+    Sequences follow each other without a reset (the state is carried across their borders,
+    as on a board); they are repeated when there are too few. ``steps`` is rounded up to a
+    multiple of ``multiple_of`` so the chunk graph sees whole chunks.
+    """
+    steps = -(-steps // multiple_of) * multiple_of
+    flat = streams.reshape(-1, streams.shape[-1])
+    reps = -(-steps // len(flat))
+    return np.ascontiguousarray(np.tile(flat, (reps, 1))[:steps], dtype=np.float32)
+
+
+@torch.inference_mode()
+def torch_reference(model: StepModel, stream: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Outputs ``[T, O]`` and final state of the torch model over one stream from reset."""
+    y, *state = model.sequence(torch.from_numpy(stream)[None], *model.init_state(1))
+    return y[0].numpy(), [s.numpy() for s in state]
+
+
+def run_onnx(path: Path, model: StepModel, stream: np.ndarray,
+             samples: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Run an exported graph over ``stream`` the way a stream does: state fed back every call."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    state = [s.numpy() for s in model.init_state(1)]
+    in_names = [i.name for i in sess.get_inputs()]
+    ys = []
+    for i in range(0, len(stream), samples):
+        x = stream[i:i + samples]
+        x = x if samples > 1 else x.reshape(1, -1)
+        feeds = dict(zip(in_names, [x[None] if samples > 1 else x, *state]))
+        y, *state = sess.run(None, feeds)
+        ys.append(y.reshape(-1, y.shape[-1]))
+    return np.concatenate(ys), state
+
+
+def compare(y: np.ndarray, state: list[np.ndarray], ref_y: np.ndarray,
+            ref_state: list[np.ndarray]) -> GraphError:
+    err_y = float(np.max(np.abs(y - ref_y)))
+    err_s = max(float(np.max(np.abs(a - b))) for a, b in zip(state, ref_state))
+    scale_y = max(1.0, float(np.max(np.abs(ref_y))))
+    scale_s = max(1.0, max(float(np.max(np.abs(b))) for b in ref_state))
+    return GraphError(max_abs_y=err_y, max_abs_state=err_s,
+                      error=max(err_y / scale_y, err_s / scale_s),
+                      argmax_agreement=float(np.mean(y.argmax(-1) == ref_y.argmax(-1))),
+                      steps=len(y))

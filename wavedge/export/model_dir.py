@@ -1,0 +1,162 @@
+"""Checkpoint -> model directory: the artefact that travels to the board.
+
+``export_model_dir`` writes the step and chunk graphs, checks both against torch over long
+held-out streams, and only then writes ``manifest.json`` and moves the directory into place. A
+model whose graphs miss the tolerance is never written.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import wavedge
+from wavedge.errors import ExportError, InputError
+from wavedge.export.check import check_stream, compare, run_onnx, torch_reference
+from wavedge.export.onnx_export import DEFAULT_OPSET, export_graph
+from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
+from wavedge.models.checkpoint import Checkpoint
+from wavedge.models.data import load_dataset
+
+RECORDING_NAME = "recording.csv"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export and how strictly to check."""
+
+    chunk_samples: int = 32  # K, samples per call of the chunk graph
+    tolerance: float = 1e-5  # largest allowed error of either graph (see wavedge.export.check)
+    check_steps: int = 2048  # length of the held-out check stream, state carried throughout
+    opset: int = DEFAULT_OPSET
+    recording: bool = False  # also write the test split as recording.csv
+
+    def validate(self) -> None:
+        if self.chunk_samples < 2:
+            raise InputError(f"chunk_samples must be at least 2, got {self.chunk_samples}")
+        if self.check_steps < 1000:
+            raise InputError(f"check_steps must be at least 1000, got {self.check_steps}")
+        if not self.tolerance > 0:
+            raise InputError(f"tolerance must be positive, got {self.tolerance}")
+
+
+def held_out_sequences(ckpt: Checkpoint) -> tuple[np.ndarray, np.ndarray, object]:
+    """The checkpoint's test split, normalised as in training: (x [N, T, D], raw x, dataset)."""
+    task = ckpt.meta.get("task")
+    if not task:
+        raise ExportError(f"{ckpt.path}: checkpoint names no task, so there is no held-out data "
+                          "to check the export against")
+    data = load_dataset(task)
+    mean, std = _normalisation(ckpt)
+    return (data.x_test - mean) / std, data.x_test, data
+
+
+def _normalisation(ckpt: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
+    norm = ckpt.meta.get("normalisation") or {}
+    d = ckpt.model.input_size
+    mean = np.asarray(norm.get("mean", [0.0] * d), dtype=np.float32)
+    std = np.asarray(norm.get("std", [1.0] * d), dtype=np.float32)
+    return mean, std
+
+
+def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
+                     options: ExportOptions = ExportOptions()) -> Path:
+    """Export ``ckpt`` to ``out_dir`` (replaced if it is already a model directory).
+
+    Raises ``ExportError`` when a graph's error exceeds ``options.tolerance``; nothing is
+    written then. Returns the path of the written manifest.
+    """
+    options.validate()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
+        raise ExportError(f"{out_dir}: exists and is not a wavedge model directory; "
+                          "refusing to overwrite it")
+    x_norm, x_raw, data = held_out_sequences(ckpt)
+    stream = check_stream(x_norm, options.check_steps, options.chunk_samples)
+    ref_y, ref_state = torch_reference(ckpt.model, stream)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
+    try:
+        files = []
+        for graph, samples in (("step", 1), ("chunk", options.chunk_samples)):
+            path = export_graph(ckpt.model, tmp / f"model.{graph}.onnx", samples, options.opset)
+            err = compare(*run_onnx(path, ckpt.model, stream, samples), ref_y, ref_state)
+            if err.error > options.tolerance:
+                raise ExportError(
+                    f"the exported {graph} graph differs from torch by {err.error:.3g} "
+                    f"(tolerance {options.tolerance:g}) over {err.steps} steps; nothing written")
+            files.append(_file_entry(path, graph, samples, err.to_json(), options.opset))
+        raw = _manifest(ckpt, data, files, options, len(stream))
+        if options.recording:
+            raw["recording"] = write_recording(tmp / RECORDING_NAME, x_raw, data)
+        write_manifest(tmp, raw)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / MANIFEST_NAME
+
+
+def _file_entry(path: Path, graph: str, samples: int, error: dict, opset: int) -> dict:
+    return {"path": path.name, "format": "onnx", "graph": graph, "precision": "fp32",
+            "samples_per_call": samples, "opset": opset, "sha256": sha256_of(path),
+            "size_bytes": path.stat().st_size, "error_vs_torch": error}
+
+
+def _manifest(ckpt: Checkpoint, data, files: list[dict], options: ExportOptions,
+              check_steps: int) -> dict:
+    meta, model = ckpt.meta, ckpt.model
+    mean, std = _normalisation(ckpt)
+    metrics = meta.get("metrics", {})
+    return {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "name": f"{model.arch}-{meta.get('task', 'custom')}",
+        "family": model.arch,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "wavedge_version": wavedge.__version__,
+        "model": {"arch": model.arch, "config": model.config,
+                  "n_parameters": model.n_parameters()},
+        "input": {"name": "x", "channels": list(meta.get("channels") or data.channels),
+                  "dtype": "float32", "sample_rate_hz": meta.get("sample_rate_hz"),
+                  "normalisation": {"mean": mean.tolist(), "std": std.tolist()}},
+        "output": {"name": "y", "kind": "class_scores", "activation": "logits",
+                   "size": model.output_size, "labels": list(meta.get("labels") or data.labels)},
+        "state": [{**s.to_json(), "input": f"state_in.{s.name}", "output": f"state_out.{s.name}"}
+                  for s in model.state_spec],
+        "files": files,
+        "check": {"tolerance": options.tolerance, "steps": check_steps,
+                  "error": "max |onnx - torch| / max(1, max |torch|), outputs and final state",
+                  "data": f"{data.name} test split, {len(data.x_test)} sequences concatenated "
+                          "(repeated as needed), state carried throughout, from reset"},
+        "calibration": None,
+        "training": {"task": meta.get("task"), "dataset": meta.get("dataset"),
+                     "test_accuracy": metrics.get("test_accuracy"),
+                     "train_accuracy": metrics.get("train_accuracy"),
+                     "metric": "accuracy of the prediction at the final step of each sequence",
+                     "n_train": metrics.get("n_train"), "n_test": metrics.get("n_test"),
+                     "recipe": meta.get("recipe"), "torch_version": meta.get("torch_version")},
+    }
+
+
+def write_recording(path: Path, x_raw: np.ndarray, data) -> dict:
+    """Write raw (unnormalised) sequences as CSV: ``sequence,label,<channels...>``, one row per
+    sample, sequences back to back. Returns the manifest's ``recording`` entry."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sequence", "label", *data.channels])
+        for i, (seq, label) in enumerate(zip(x_raw, data.y_test)):
+            for sample in seq:
+                w.writerow([i, data.labels[label], *(f"{v:.6g}" for v in sample)])
+    return {"path": path.name, "sha256": sha256_of(path), "size_bytes": path.stat().st_size,
+            "sequences": int(len(x_raw)), "samples": int(x_raw.shape[0] * x_raw.shape[1]),
+            "description": f"{data.name} test split, raw sensor units, one row per sample"}

@@ -1,0 +1,110 @@
+"""torch -> ONNX: the step graph and the chunk graph of one model, with tidy weights."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from wavedge.errors import ExportError
+from wavedge.export.graphs import ChunkGraph, StepGraph, io_names
+from wavedge.models import StepModel
+
+DEFAULT_OPSET = 18
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's progress prints and its 'torchvision is not installed' warnings."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_graph(model: StepModel, path: Path, samples: int, opset: int = DEFAULT_OPSET) -> Path:
+    """Export the step graph (``samples == 1``) or the chunk graph of ``samples`` to ``path``.
+
+    Batch is fixed at 1 (one stream per call; several streams share one session). Raises
+    ``ExportError`` when torch cannot export the model.
+    """
+    import onnx
+
+    model = model.eval()
+    graph = StepGraph(model) if samples == 1 else ChunkGraph(model, samples)
+    d = model.input_size
+    x = torch.zeros(1, d) if samples == 1 else torch.zeros(1, samples, d)
+    inputs, outputs = io_names(model)
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(graph, (x, *model.init_state(1)), dynamo=True,
+                                        input_names=inputs, output_names=outputs,
+                                        opset_version=opset, verbose=False)
+    except Exception as exc:  # the exporter raises many types; say which graph failed
+        raise ExportError(f"torch could not export the {model.arch} "
+                          f"{'step' if samples == 1 else 'chunk'} graph: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                          ) from exc
+    proto = program.model_proto
+    dedupe_initializers(proto)
+    strip_debug_info(proto)
+    proto.doc_string = f"wavedge {model.arch} {'step' if samples == 1 else f'chunk of {samples}'}"
+    onnx.helper.set_model_props(proto, {"wavedge.arch": model.arch,
+                                        "wavedge.graph": "step" if samples == 1 else "chunk",
+                                        "wavedge.samples_per_call": str(samples)})
+    onnx.checker.check_model(proto)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(path))
+    return path
+
+
+def dedupe_initializers(proto) -> int:
+    """Point every node at one copy of each distinct constant; return how many were dropped.
+
+    The dynamo exporter folds a transposed weight once per unrolled step, so a chunk graph of K
+    steps would otherwise carry K copies of the same matrix.
+    """
+    graph = proto.graph
+    first: dict[str, str] = {}
+    rename: dict[str, str] = {}
+    keep = []
+    for init in graph.initializer:
+        anonymous = type(init)()
+        anonymous.CopyFrom(init)
+        anonymous.name = ""
+        key = hashlib.sha256(anonymous.SerializeToString(deterministic=True)).hexdigest()
+        if key in first:
+            rename[init.name] = first[key]
+        else:
+            first[key] = init.name
+            keep.append(init)
+    if not rename:
+        return 0
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    return len(rename)
+
+
+def strip_debug_info(proto) -> None:
+    """Drop per-node stack traces and intermediate shape annotations.
+
+    They carry the exporting machine's file paths and make up most of a small model's bytes;
+    the runtime needs neither.
+    """
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    del proto.graph.value_info[:]

@@ -1,0 +1,24 @@
+"""PyTorch definitions of the seed models (the only part of wavedge, with ``export``, that
+imports torch). Each model follows the step contract in ``wavedge.models.base``."""
+
+from __future__ import annotations
+
+from wavedge.errors import CheckpointError
+from wavedge.models.base import StateSpec, StepModel
+from wavedge.models.baselines import GRU, IRNN
+from wavedge.models.wave_rnn import WaveRNN
+
+ARCHITECTURES: dict[str, type[StepModel]] = {cls.arch: cls for cls in (WaveRNN, IRNN, GRU)}
+
+
+def build_model(arch: str, **config) -> StepModel:
+    """Build a model by architecture name (``wave_rnn``, ``irnn``, ``gru``)."""
+    try:
+        cls = ARCHITECTURES[arch]
+    except KeyError:
+        raise CheckpointError(
+            f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
+    return cls(**config)
+
+
+__all__ = ["ARCHITECTURES", "GRU", "IRNN", "StateSpec", "StepModel", "WaveRNN", "build_model"]

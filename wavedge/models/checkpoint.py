@@ -1,0 +1,99 @@
+"""Training checkpoints: a versioned dict saved with ``torch.save`` and read back with
+``weights_only=True`` (no arbitrary code runs when a checkpoint is loaded).
+
+Fields: ``format`` ("wavedge-checkpoint"), ``version``, ``arch``, ``config`` (the model's
+keyword arguments), ``state_dict``, and ``meta``: task, labels, channel names, sample rate,
+normalisation (per-channel mean/std of the training inputs), recipe and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from wavedge.errors import CheckpointError, WavedgeError
+from wavedge.models import ARCHITECTURES, StepModel, build_model
+
+CHECKPOINT_FORMAT = "wavedge-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (in eval mode) and its metadata."""
+
+    path: Path
+    model: StepModel
+    meta: dict
+
+
+def save_checkpoint(path: str | Path, model: StepModel, meta: dict) -> Path:
+    """Write ``model`` and ``meta`` to ``path`` (parent folders are created)."""
+    path = Path(path)
+    meta = json.loads(json.dumps(meta))  # plain types only, so weights_only loading accepts it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": model.arch,
+                "config": model.config, "state_dict": model.state_dict(), "meta": meta}, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, expect_arch: str | None = None) -> Checkpoint:
+    """Load a checkpoint and rebuild its model.
+
+    Raises ``CheckpointError`` naming the file when it is missing, truncated or not a wavedge
+    checkpoint, of an unknown version, of another architecture than ``expect_arch``, or when its
+    weights do not fit the architecture it declares.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or not a "
+                              f"torch file): {reason}") from None
+    except Exception as exc:  # the unpickler raises assorted types on foreign pickles
+        raise CheckpointError(f"{path}: not a wavedge checkpoint (it holds objects that only "
+                              f"load by running code: {type(exc).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a wavedge checkpoint (no format "
+                              f"{CHECKPOINT_FORMAT!r}); train one with `wavedge train`")
+    if blob.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {blob.get('version')!r} is not "
+                              f"supported (this wavedge reads version {CHECKPOINT_VERSION})")
+    arch = blob.get("arch")
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r}; "
+                              f"known: {', '.join(sorted(ARCHITECTURES))}")
+    if expect_arch is not None and arch != expect_arch:
+        raise CheckpointError(f"{path}: architecture is {arch!r}, expected {expect_arch!r}")
+    try:
+        model = build_model(arch, **blob["config"])
+    except (TypeError, KeyError, WavedgeError) as exc:
+        raise CheckpointError(f"{path}: bad config for architecture {arch!r}: {exc}") from None
+    _load_weights(path, model, blob.get("state_dict"))
+    model.eval()
+    return Checkpoint(path=path, model=model, meta=dict(blob.get("meta") or {}))
+
+
+def _load_weights(path: Path, model: StepModel, state_dict: object) -> None:
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{path}: has no state_dict")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match architecture {model.arch!r} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, tensor in expected.items():
+        got = state_dict[name]
+        if tuple(got.shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{path}: weight {name!r} has shape {tuple(got.shape)}, "
+                                  f"architecture {model.arch!r} expects {tuple(tensor.shape)}")
+    model.load_state_dict(state_dict)
