@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wavedge.errors import ExportError
 from wavedge.models import StepModel
 
 
@@ -36,24 +37,38 @@ class GraphError:
                 "steps": self.steps}
 
 
-def check_stream(streams: np.ndarray, steps: int, multiple_of: int) -> np.ndarray:
+def check_stream(sequences: np.ndarray, steps: int, multiple_of: int, seed: int = 0) -> np.ndarray:
     """Concatenate held-out sequences ``[N, T, D]`` into one stream of ``steps`` samples.
 
-    Sequences follow each other without a reset (the state is carried across their borders,
-    as on a board); they are repeated when there are too few. ``steps`` is rounded up to a
-    multiple of ``multiple_of`` so the chunk graph sees whole chunks.
+    Sequences follow each other in a seeded random order without a reset (the state is carried
+    across their borders, as on a board), each pass reshuffled, repeated as needed. ``steps`` is
+    rounded up to a multiple of ``multiple_of`` so the chunk graph sees whole chunks.
     """
     steps = -(-steps // multiple_of) * multiple_of
-    flat = streams.reshape(-1, streams.shape[-1])
-    reps = -(-steps // len(flat))
-    return np.ascontiguousarray(np.tile(flat, (reps, 1))[:steps], dtype=np.float32)
+    n, t, _ = sequences.shape
+    rng = np.random.default_rng(seed)
+    passes = -(-steps // (n * t))
+    order = np.concatenate([rng.permutation(n) for _ in range(passes)])
+    flat = sequences[order].reshape(-1, sequences.shape[-1])
+    return np.ascontiguousarray(flat[:steps], dtype=np.float32)
 
 
 @torch.inference_mode()
 def torch_reference(model: StepModel, stream: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Outputs ``[T, O]`` and final state of the torch model over one stream from reset."""
+    """Outputs ``[T, O]`` and final state of the torch model over one stream from reset.
+
+    Raises ``ExportError`` when the model itself diverges (an output or the state becomes
+    inf/NaN): such a model cannot stream, whatever the export does.
+    """
     y, *state = model.sequence(torch.from_numpy(stream)[None], *model.init_state(1))
-    return y[0].numpy(), [s.numpy() for s in state]
+    y, state = y[0].numpy(), [s.numpy() for s in state]
+    bad = ~np.isfinite(y).all(axis=-1)
+    if bad.any() or not all(np.isfinite(s).all() for s in state):
+        first = int(np.argmax(bad)) if bad.any() else len(y)
+        raise ExportError(f"the torch model diverges on the check stream: outputs are inf/NaN "
+                          f"from step {first} of {len(y)} (its recurrent state grows without "
+                          "bound; train it on streams, see Recipe.stream_segments)")
+    return y, state
 
 
 def run_onnx(path: Path, model: StepModel, stream: np.ndarray,
@@ -78,6 +93,10 @@ def run_onnx(path: Path, model: StepModel, stream: np.ndarray,
 
 def compare(y: np.ndarray, state: list[np.ndarray], ref_y: np.ndarray,
             ref_state: list[np.ndarray]) -> GraphError:
+    """Error of one graph's run against the reference; non-finite values count as infinite."""
+    if not (np.isfinite(y).all() and all(np.isfinite(s).all() for s in state)):
+        return GraphError(max_abs_y=float("inf"), max_abs_state=float("inf"), error=float("inf"),
+                          argmax_agreement=0.0, steps=len(y))
     err_y = float(np.max(np.abs(y - ref_y)))
     err_s = max(float(np.max(np.abs(a - b))) for a, b in zip(state, ref_state))
     scale_y = max(1.0, float(np.max(np.abs(ref_y))))

@@ -136,13 +136,16 @@ def _manifest(ckpt: Checkpoint, data, files: list[dict], options: ExportOptions,
         "files": files,
         "check": {"tolerance": options.tolerance, "steps": check_steps,
                   "error": "max |onnx - torch| / max(1, max |torch|), outputs and final state",
-                  "data": f"{data.name} test split, {len(data.x_test)} sequences concatenated "
-                          "(repeated as needed), state carried throughout, from reset"},
+                  "data": f"{data.name} test split, {len(data.x_test)} sequences concatenated in "
+                          "seeded random order (reshuffled per pass), state carried "
+                          "throughout, from reset"},
         "calibration": None,
         "training": {"task": meta.get("task"), "dataset": meta.get("dataset"),
                      "test_accuracy": metrics.get("test_accuracy"),
+                     "test_stream_accuracy": metrics.get("test_stream_accuracy"),
                      "train_accuracy": metrics.get("train_accuracy"),
-                     "metric": "accuracy of the prediction at the final step of each sequence",
+                     "metric": "accuracy of the prediction at the final step of each sequence "
+                               "(from reset; stream: 5 shuffled passes, never reset)",
                      "n_train": metrics.get("n_train"), "n_test": metrics.get("n_test"),
                      "recipe": meta.get("recipe"), "torch_version": meta.get("torch_version")},
     }

@@ -1,0 +1,58 @@
+"""Shared fixtures. Everything runs on the CPU with data shipped inside packages; no hardware."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "wavedge" / "bundled"
+BUNDLED_MODEL = BUNDLED / "wave_basic_motions"
+BUNDLED_CHECKPOINT = BUNDLED / "wave_basic_motions.pt"
+
+
+def run_cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """Run the ``wavedge`` command in a fresh interpreter, as a user would."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "wavedge.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout_s, env=env)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A failed command: non-zero exit, one line on stderr naming the problem, no traceback."""
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("wavedge: error: "), lines[0]
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="session")
+def basic_motions_meta():
+    """The metadata a BasicMotions checkpoint carries (labels, channels, normalisation)."""
+    from wavedge.models.data import basic_motions
+    from wavedge.models.train import normalisation
+
+    data = basic_motions()
+    mean, std = normalisation(data.x_train)
+    return {"task": "basic_motions", "dataset": data.description, "labels": list(data.labels),
+            "channels": list(data.channels), "sample_rate_hz": data.sample_rate_hz,
+            "normalisation": {"mean": mean.tolist(), "std": std.tolist()},
+            "metrics": {"test_accuracy": None}}
+
+
+@pytest.fixture(scope="session")
+def exported_bundled(tmp_path_factory) -> Path:
+    """The bundled checkpoint exported afresh (the committed model dir is tested separately)."""
+    from wavedge.export import export_model_dir
+    from wavedge.models.checkpoint import load_checkpoint
+
+    out = tmp_path_factory.mktemp("export") / "wave"
+    export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out)
+    return out

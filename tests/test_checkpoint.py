@@ -1,0 +1,86 @@
+"""Checkpoints: saved and reloaded exactly; every broken one is a one-line error naming it."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from conftest import BUNDLED_CHECKPOINT, assert_one_line_error, run_cli
+from wavedge.errors import CheckpointError
+from wavedge.models import GRU, WaveRNN
+from wavedge.models.checkpoint import load_checkpoint, save_checkpoint
+
+
+def test_round_trip_keeps_weights_config_and_meta(tmp_path):
+    model = WaveRNN(input_size=2, output_size=3, channels=2, ring_size=5, mlp_hidden=4)
+    path = save_checkpoint(tmp_path / "m.pt", model, {"task": "x", "metrics": {"a": 0.5}})
+    ckpt = load_checkpoint(path)
+    assert ckpt.model.config == model.config
+    assert ckpt.meta == {"task": "x", "metrics": {"a": 0.5}}
+    for (k, a), (_, b) in zip(model.state_dict().items(), ckpt.model.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_truncated_checkpoint(tmp_path):
+    data = BUNDLED_CHECKPOINT.read_bytes()
+    bad = tmp_path / "trunc.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(bad)
+
+
+def test_foreign_pickle_is_not_executed(tmp_path):
+    bad = tmp_path / "evil.pt"
+    bad.write_bytes(pickle.dumps(pickle.Pickler))  # a global that weights_only refuses
+    with pytest.raises(CheckpointError, match=str(bad)):
+        load_checkpoint(bad)
+
+
+def test_plain_state_dict_is_not_a_wavedge_checkpoint(tmp_path):
+    path = tmp_path / "sd.pt"
+    torch.save(WaveRNN(2, 3, 2, 5).state_dict(), path)
+    with pytest.raises(CheckpointError, match="not a wavedge checkpoint"):
+        load_checkpoint(path)
+
+
+def test_other_architecture_is_refused_when_one_is_expected(tmp_path):
+    path = save_checkpoint(tmp_path / "gru.pt", GRU(2, 3, hidden_size=4), {})
+    with pytest.raises(CheckpointError, match="architecture is 'gru', expected 'wave_rnn'"):
+        load_checkpoint(path, expect_arch="wave_rnn")
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", WaveRNN(2, 3, 2, 5), {})
+    blob = torch.load(path, weights_only=True)
+    blob["state_dict"] = GRU(2, 3, hidden_size=4).state_dict()  # declared wave_rnn, GRU weights
+    torch.save(blob, path)
+    with pytest.raises(CheckpointError, match="do not match architecture 'wave_rnn'"):
+        load_checkpoint(path)
+
+
+def test_unknown_checkpoint_version(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", WaveRNN(2, 3, 2, 5), {})
+    blob = torch.load(path, weights_only=True)
+    blob["version"] = 99
+    torch.save(blob, path)
+    with pytest.raises(CheckpointError, match="version 99 is not supported"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "other_arch"])
+def test_cli_export_reports_a_bad_checkpoint_in_one_line(tmp_path, case):
+    path = tmp_path / "ckpt.pt"
+    if case == "truncated":
+        path.write_bytes(BUNDLED_CHECKPOINT.read_bytes()[:1000])
+    elif case == "other_arch":
+        save_checkpoint(path, GRU(6, 4, hidden_size=8), {"task": "basic_motions"})
+    proc = run_cli("export", path, "--out", tmp_path / "out", "--arch", "wave_rnn")
+    assert_one_line_error(proc, str(path))
+    assert not (tmp_path / "out").exists()

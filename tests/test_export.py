@@ -1,0 +1,106 @@
+"""ONNX export: both graphs equal torch over long streams with the state carried; a model that
+misses the tolerance is never written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import BUNDLED_CHECKPOINT
+from wavedge.errors import ExportError
+from wavedge.export import ExportOptions, export_model_dir
+from wavedge.export.check import check_stream, torch_reference
+from wavedge.manifest import load_manifest
+from wavedge.models import build_model
+from wavedge.models.checkpoint import load_checkpoint, save_checkpoint
+
+
+def _stream_through_session(path, stream, state, samples):
+    """Feed ``stream`` through an ONNX file call by call, carrying the state by name."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    assert names[0] == "x" and all(n.startswith("state_in.") for n in names[1:])
+    assert [o.name for o in sess.get_outputs()][0] == "y"
+    ys = []
+    for i in range(0, len(stream), samples):
+        x = stream[i:i + samples][None] if samples > 1 else stream[i:i + 1]
+        y, *state = sess.run(None, dict(zip(names, [x, *state])))
+        ys.append(y.reshape(-1, y.shape[-1]))
+    return np.concatenate(ys), state
+
+
+def test_exported_graphs_equal_torch_over_long_streams(exported_bundled):
+    manifest = load_manifest(exported_bundled)
+    ckpt = load_checkpoint(BUNDLED_CHECKPOINT)
+    # a stream the export check never saw: 1600 samples of the test split in another order
+    from wavedge.export.model_dir import held_out_sequences
+
+    x_norm, _, _ = held_out_sequences(ckpt)
+    stream = check_stream(x_norm, 1600, 32, seed=1)
+    ref_y, ref_state = torch_reference(ckpt.model, stream)
+    for graph, samples in (("step", 1), ("chunk", 32)):
+        entry = manifest.find_file(graph)
+        assert entry.samples_per_call == samples
+        state0 = [np.zeros((1, *s.shape), np.float32) for s in manifest.state]
+        y, state = _stream_through_session(exported_bundled / entry.path, stream, state0, samples)
+        scale = max(1.0, float(np.abs(ref_y).max()))
+        assert np.abs(y - ref_y).max() / scale <= 1e-5, graph
+        assert np.abs(state[0] - ref_state[0]).max() / max(1.0, np.abs(ref_state[0]).max()) <= 1e-5
+        assert (y.argmax(-1) == ref_y.argmax(-1)).all()
+
+
+def test_manifest_records_the_measured_error_and_provenance(exported_bundled):
+    raw = json.loads((exported_bundled / "manifest.json").read_text())
+    assert raw["format"] == "wavedge-model" and raw["version"] == 1
+    assert raw["check"]["steps"] >= 1000 and raw["check"]["tolerance"] == 1e-5
+    for f in raw["files"]:
+        err = f["error_vs_torch"]
+        assert 0 <= err["error"] <= 1e-5 and err["steps"] >= 1000
+    assert raw["state"] == [{"name": "h", "shape": [16, 64], "dtype": "float32",
+                             "reset_value": 0.0, "input": "state_in.h", "output": "state_out.h"}]
+    assert raw["input"]["channels"][:3] == ["acc_x", "acc_y", "acc_z"]
+    assert raw["input"]["sample_rate_hz"] == 10.0
+    assert raw["output"]["labels"] == ["badminton", "running", "standing", "walking"]
+    assert raw["training"]["test_accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize("arch,config", [("irnn", {"hidden_size": 24}),
+                                         ("gru", {"hidden_size": 24})])
+def test_baselines_export_within_tolerance(tmp_path, basic_motions_meta, arch, config):
+    torch.manual_seed(0)
+    model = build_model(arch, input_size=6, output_size=4, **config)
+    if arch == "irnn":
+        with torch.no_grad():
+            model.recurrent.weight.mul_(0.95)  # untrained identity recurrence: keep it bounded
+    ckpt_path = save_checkpoint(tmp_path / f"{arch}.pt", model, basic_motions_meta)
+    out = tmp_path / arch
+    export_model_dir(load_checkpoint(ckpt_path), out, ExportOptions(chunk_samples=8,
+                                                                    check_steps=1000))
+    manifest = load_manifest(out)
+    assert {f.graph for f in manifest.files} == {"step", "chunk"}
+    assert all(f.error_vs_torch["error"] <= 1e-5 for f in manifest.files)
+    sess = ort.InferenceSession(str(out / "model.step.onnx"), providers=["CPUExecutionProvider"])
+    assert "GRU" not in {n.op_type for n in __import__("onnx").load(out / "model.step.onnx").graph.node}
+    assert [i.shape for i in sess.get_inputs()] == [[1, 6], [1, 24]]
+
+
+def test_export_refuses_a_model_beyond_the_tolerance(tmp_path):
+    out = tmp_path / "strict"
+    ckpt = load_checkpoint(BUNDLED_CHECKPOINT)
+    with pytest.raises(ExportError, match=r"differs from torch by .* \(tolerance 1e-12\).*nothing written"):
+        export_model_dir(ckpt, out, ExportOptions(tolerance=1e-12, check_steps=1000))
+    assert not out.exists()
+    assert not any(p.name.startswith(".strict") for p in tmp_path.iterdir())  # no temp left
+
+
+def test_export_will_not_overwrite_a_foreign_directory(tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(ExportError, match="not a wavedge model directory"):
+        export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out)
+    assert (out / "holiday.jpg").exists()
