@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from wavedge.errors import WavedgeError
+from wavedge.errors import InputError, WavedgeError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -71,6 +71,34 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from wavedge.runtime import BackendOptions, load_model, open_sink, open_source
+    from wavedge.runtime.loop import run
+
+    options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)))
+    model = load_model(args.model_dir, args.backend, args.precision, options)
+    source_url = args.source
+    if source_url is None:
+        rec = (model.manifest.raw.get("recording") or {}).get("path")
+        if not rec:
+            raise InputError(f"{args.model_dir} has no recording; give --source URL")
+        source_url = f"replay:{model.manifest.directory / rec}"
+    source = open_source(source_url, model.manifest)
+    sink = open_sink(args.sink, model.manifest)
+    g = model.step_graph
+    chunk = f" + chunk graph ({model.chunk_samples}/call)" if model.chunk_graph else ""
+    print(f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)} "
+          f"{g.detail.get('providers', '')}, {model.precision}, step graph{chunk}; "
+          f"source {source_url}, sink {args.sink}, policy {args.policy}", file=sys.stderr)
+    summary = run(model.stream(args.policy), source, sink, limit=args.limit)
+    for line in summary.lines():
+        print(f"wavedge: {line}", file=sys.stderr)
+    if summary.error:
+        print(f"wavedge: error: {summary.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavedge", description="Train, export and stream brain-inspired sequence models.")
@@ -102,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recording", action="store_true",
                    help="also write the test split as recording.csv")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("run", help="stream a source through a model into a sink (no torch)",
+                       description="Stream samples from SOURCE through the model, one at a time, "
+                                   "into SINK. Ctrl-C stops with a summary. Sources: "
+                                   "replay:FILE[?rate=HZ|max&loop=N&limit=N], stdin:, "
+                                   "serial://PORT[?baud=N], synthetic:imu[?n=N&rate=HZ]. Sinks: "
+                                   "stdout:[?every=N], jsonl:FILE, csv:FILE, null:.")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--source", help="source URL (default: the model directory's recording)")
+    p.add_argument("--sink", default="stdout:", help="sink URL (default stdout:)")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "litert"])
+    p.add_argument("--precision", default="fp32", help="artefact precision (default fp32)")
+    p.add_argument("--policy", default="reject", choices=["reject", "hold", "zero"],
+                   help="bad samples (wrong length, non-numeric, NaN/inf): reject = drop and "
+                        "count, hold = repeat the last good value, zero = use 0")
+    p.add_argument("--provider", action="append", choices=["cpu", "cuda", "tensorrt"],
+                   help="onnxruntime execution provider, in preference order (default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="backend threads (default 1)")
+    p.add_argument("--limit", type=int, help="stop after this many samples")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("inspect", help="validate a model directory and describe it",
                        description="Check the manifest (format, version, checksums) and print "

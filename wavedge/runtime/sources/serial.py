@@ -1,0 +1,89 @@
+"""``serial://PORT[?baud=N&reconnect_s=S]``: CSV text lines from a microcontroller over a serial
+port, through pyserial (so ``PORT`` may be any pyserial URL too: ``loop://``, ``socket://``).
+
+If the port vanishes (unplugged), the source retries every 0.2 s for ``reconnect_s`` seconds
+(default 10) without busy-looping, counts the gap and carries on where the port came back; if it
+does not, it ends with ``SourceError``. Framed SENSOR messages arrive with the firmware bridge.
+"""
+
+from __future__ import annotations
+
+import time
+
+from wavedge.runtime.sources import Sample, SourceError, header_columns, parse_fields
+
+RETRY_S = 0.2
+
+
+class SerialSource:
+    def __init__(self, url, manifest) -> None:
+        url.check_params(("baud", "reconnect_s"))
+        try:
+            import serial
+        except ImportError:
+            raise SourceError("serial sources need pyserial: pip install pyserial") from None
+        self._serial = serial
+        self.port = url.path
+        self.baud = url.get("baud", 115200, int)
+        self.reconnect_s = url.get("reconnect_s", 10.0, float)
+        self.channels = manifest.channels
+        self.gaps = 0
+        self.conn = self._open()
+
+    def _open(self):
+        try:
+            return self._serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.5)
+        except (self._serial.SerialException, OSError, ValueError) as exc:
+            raise SourceError(f"serial port {self.port}: cannot open ({exc})") from None
+
+    def _reopen(self):
+        deadline = time.monotonic() + self.reconnect_s
+        while time.monotonic() < deadline:
+            time.sleep(RETRY_S)
+            try:
+                return self._serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.5)
+            except (self._serial.SerialException, OSError):
+                continue
+        raise SourceError(f"serial port {self.port} vanished and did not come back within "
+                          f"{self.reconnect_s:g} s")
+
+    def _lines(self):
+        buf = b""
+        while True:
+            try:
+                chunk = self.conn.read(self.conn.in_waiting or 1)
+            except (self._serial.SerialException, OSError):
+                self.conn.close()
+                self.gaps += 1
+                self.conn = self._reopen()
+                buf = b""  # a line cut by the unplug is dropped, never half-used
+                continue
+            if not chunk:
+                continue
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                yield line.decode("utf-8", "replace").strip()
+
+    def __iter__(self):
+        cols, first = None, True
+        for line in self._lines():
+            if not line:
+                continue
+            fields = [f.strip() for f in line.split(",")]
+            if first:
+                first = False
+                cols = header_columns(fields, self.channels, strict=False)
+                if cols is not None:
+                    continue
+            if cols is not None and max(cols) < len(fields):
+                fields = [fields[c] for c in cols]
+            values, problem = parse_fields(fields, len(self.channels))
+            yield Sample(values, problem)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open(url, manifest) -> SerialSource:  # noqa: A001
+    return SerialSource(url, manifest)

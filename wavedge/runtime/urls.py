@@ -1,0 +1,90 @@
+"""Sources and sinks selected by URL, the pyserial ``serial_for_url`` way.
+
+``scheme:rest?key=value&...`` picks the module ``wavedge.runtime.sources.<scheme>`` (or
+``sinks.<scheme>``), whose ``open(url, context)`` builds the object. Add your own scheme with
+``register_source("myscheme", factory)``/``register_sink`` or by naming a module:
+``register_source("myscheme", "mypackage.mysource")``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from wavedge.errors import InputError
+
+_SOURCES: dict[str, object] = {s: f"wavedge.runtime.sources.{s}"
+                               for s in ("replay", "stdin", "serial", "synthetic")}
+_SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
+                             for s, m in (("stdout", "stdout"), ("jsonl", "jsonl"),
+                                          ("csv", "csvfile"), ("null", "null"))}
+
+
+@dataclass(frozen=True)
+class URL:
+    """A parsed ``scheme:path?query`` (``scheme://path`` works too)."""
+
+    text: str
+    scheme: str
+    path: str
+    params: dict = field(default_factory=dict)
+
+    def get(self, key: str, default=None, kind=str):
+        """The query parameter ``key`` converted with ``kind``; ``InputError`` if it does not
+        convert."""
+        if key not in self.params:
+            return default
+        try:
+            return kind(self.params[key])
+        except ValueError:
+            raise InputError(f"{self.text}: parameter {key}={self.params[key]!r} is not a "
+                             f"valid {kind.__name__}") from None
+
+    def check_params(self, allowed: tuple[str, ...]) -> None:
+        unknown = sorted(set(self.params) - set(allowed))
+        if unknown:
+            raise InputError(f"{self.text}: unknown parameter(s) {', '.join(unknown)}; "
+                             f"allowed: {', '.join(allowed) or 'none'}")
+
+
+def parse_url(text: str) -> URL:
+    if ":" not in text:
+        raise InputError(f"{text!r} is not a URL: expected scheme:..., e.g. "
+                         "replay:recording.csv, stdin:, stdout:")
+    scheme, rest = text.split(":", 1)
+    if rest.startswith("//"):
+        rest = rest[2:]
+    path, _, query = rest.partition("?")
+    return URL(text, scheme.lower(), path, dict(parse_qsl(query, keep_blank_values=True)))
+
+
+def register_source(scheme: str, factory) -> None:
+    """Make ``scheme:`` URLs open with ``factory(url, context)`` (or a module's ``open``)."""
+    _SOURCES[scheme.lower()] = factory
+
+
+def register_sink(scheme: str, factory) -> None:
+    _SINKS[scheme.lower()] = factory
+
+
+def _open(table: dict, kind: str, text: str, context):
+    url = parse_url(text)
+    try:
+        target = table[url.scheme]
+    except KeyError:
+        raise InputError(f"{text}: unknown {kind} scheme {url.scheme!r}; known: "
+                         f"{', '.join(sorted(table))}") from None
+    if isinstance(target, str):
+        target = importlib.import_module(target).open
+    return target(url, context)
+
+
+def open_source(text: str, context):
+    """Open a source URL; ``context`` is the manifest (channels, sample rate)."""
+    return _open(_SOURCES, "source", text, context)
+
+
+def open_sink(text: str, context):
+    """Open a sink URL; ``context`` is the manifest (labels)."""
+    return _open(_SINKS, "sink", text, context)
