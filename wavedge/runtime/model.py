@@ -9,7 +9,7 @@ import numpy as np
 
 from wavedge.errors import ManifestError
 from wavedge.manifest import FileEntry, Manifest, load_manifest
-from wavedge.runtime.backends import BackendOptions, Graph, load_graph
+from wavedge.runtime.backends import BACKENDS, BackendError, BackendOptions, Graph, load_graph
 
 FILE_FORMAT = {"onnxruntime": "onnx", "litert": "tflite"}
 
@@ -50,8 +50,10 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
     precision, or a graph's inputs and outputs do not match the manifest; ``BackendError`` when
     the backend is missing or cannot load the file.
     """
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     manifest = load_manifest(model_dir)
-    fmt = FILE_FORMAT.get(backend, backend)
+    fmt = FILE_FORMAT[backend]
     step = manifest.find_file("step", precision, fmt)
     if step is None:
         have = ", ".join(sorted({f"{f.format}/{f.precision}" for f in manifest.files}))

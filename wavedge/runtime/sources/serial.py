@@ -36,8 +36,10 @@ class SerialSource:
         except (self._serial.SerialException, OSError, ValueError) as exc:
             raise SourceError(f"serial port {self.port}: cannot open ({exc})") from None
 
-    def _reopen(self):
-        deadline = time.monotonic() + self.reconnect_s
+    def _reopen(self, down_since: float):
+        # the deadline runs from the first failure until data flows again, so a port that
+        # opens but fails at once (a hung-up tty) cannot keep the source alive forever
+        deadline = down_since + self.reconnect_s
         while time.monotonic() < deadline:
             time.sleep(RETRY_S)
             try:
@@ -49,17 +51,21 @@ class SerialSource:
 
     def _lines(self):
         buf = b""
+        down_since = None
         while True:
             try:
                 chunk = self.conn.read(self.conn.in_waiting or 1)
             except (self._serial.SerialException, OSError):
                 self.conn.close()
-                self.gaps += 1
-                self.conn = self._reopen()
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.gaps += 1
+                self.conn = self._reopen(down_since)
                 buf = b""  # a line cut by the unplug is dropped, never half-used
                 continue
             if not chunk:
                 continue
+            down_since = None
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)

@@ -1,0 +1,259 @@
+"""Sources and sinks by URL, the `wavedge run` loop and its CLI: real files, real pipes, a real
+pseudo-terminal with pyserial on it, a real TCP socket; no torch on the board side."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli
+from wavedge.errors import InputError
+from wavedge.runtime import SourceError, load_model, open_sink, open_source, register_source
+from wavedge.runtime.loop import run
+from wavedge.runtime.sources import Sample
+
+RECORDING = BUNDLED_MODEL / "recording.csv"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(BUNDLED_MODEL)
+
+
+def _collect(url, model):
+    return list(open_source(url, model.manifest))
+
+
+def test_replay_csv_with_header_carries_truth(model):
+    samples = _collect(f"replay:{RECORDING}?rate=max&limit=250", model)
+    assert len(samples) == 250
+    assert samples[0].truth in model.labels and samples[0].sequence == 0
+    assert samples[-1].sequence == 2
+    assert samples[0].values.shape == (6,) and samples[0].problem is None
+
+
+def test_replay_headerless_csv_and_npy_give_the_same_samples(model, tmp_path):
+    rows = _collect(f"replay:{RECORDING}?rate=max&limit=30", model)
+    x = np.stack([s.values for s in rows])
+    (tmp_path / "plain.csv").write_text("\n".join(",".join(map(str, r)) for r in x) + "\n")
+    np.save(tmp_path / "rec.npy", x.reshape(3, 10, 6))
+    for name in ("plain.csv", "rec.npy"):
+        got = np.stack([s.values for s in _collect(f"replay:{tmp_path / name}?rate=max", model)])
+        np.testing.assert_allclose(got, x, rtol=1e-6)
+
+
+def test_replay_paces_at_the_requested_rate(model):
+    t0 = time.perf_counter()
+    n = len(_collect(f"replay:{RECORDING}?rate=200&limit=41", model))
+    elapsed = time.perf_counter() - t0
+    assert n == 41 and elapsed >= 0.19  # 40 periods of 5 ms at least; never early
+
+
+def test_replay_loop_repeats(model):
+    assert len(_collect(f"replay:{RECORDING}?rate=max&loop=3&limit=9000", model)) == 9000
+
+
+@pytest.mark.parametrize("url,message", [
+    ("replay:/nonexistent.csv", "no such file"),
+    ("replay:{rec}?speed=2", "unknown parameter(s) speed"),
+    ("replay:{rec}?rate=fast", "rate=fast"),
+    ("nosuch:thing", "unknown source scheme 'nosuch'"),
+    ("recording.csv", "is not a URL"),
+])
+def test_bad_source_urls_are_clear_errors(model, url, message):
+    with pytest.raises((SourceError, InputError), match=message.replace("(", r"\(")
+                       .replace(")", r"\)")):
+        open_source(url.format(rec=RECORDING), model.manifest)
+
+
+def test_csv_header_without_the_models_channels(model, tmp_path):
+    (tmp_path / "h.csv").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(SourceError, match=r"lacks channel\(s\) \['acc_x'"):
+        open_source(f"replay:{tmp_path / 'h.csv'}", model.manifest)
+
+
+def test_malformed_rows_are_counted_not_fatal(model, tmp_path):
+    good = "1.0,-9.8,0.5,0.01,0.02,0.03"
+    (tmp_path / "m.csv").write_text(
+        "\n".join([good, "1.0,-9.8,abc,0.01,0.02,0.03", "1,2,3", good, "nan,1,1,1,1,1", good]))
+    source = open_source(f"replay:{tmp_path / 'm.csv'}?rate=max", model.manifest)
+    warnings = []
+    summary = run(model.stream("reject"), source, open_sink("null:", model.manifest),
+                  warn=warnings.append)
+    assert summary.samples == 3
+    assert summary.dropped == {"not_numeric": 1, "wrong_shape": 1, "non_finite": 1}
+    assert len(warnings) == 3 and "step 1" in warnings[0]
+    source = open_source(f"replay:{tmp_path / 'm.csv'}?rate=max", model.manifest)
+    summary = run(model.stream("hold"), source, open_sink("null:", model.manifest))
+    assert summary.samples == 6 and sum(summary.repaired.values()) == 3
+
+
+def test_sinks_write_jsonl_and_csv(model, tmp_path):
+    for scheme in ("jsonl", "csv"):
+        path = tmp_path / "out" / f"r.{scheme}"
+        source = open_source(f"replay:{RECORDING}?rate=max&limit=100", model.manifest)
+        summary = run(model.stream(), source, open_sink(f"{scheme}:{path}", model.manifest))
+        assert summary.samples == 100
+        lines = path.read_text().splitlines()
+        if scheme == "jsonl":
+            last = json.loads(lines[-1])
+            assert last["step"] == 99 and last["truth"] in model.labels
+            assert last["label"] in model.labels and len(last["logits"]) == 4
+        else:
+            assert lines[0].startswith("step,class_id,label,score,truth,logit_badminton")
+            assert len(lines) == 101
+
+
+def test_users_can_add_a_scheme(model):
+    class Ones:
+        def __init__(self, url, manifest):
+            self.n = url.get("n", 3, int)
+
+        def __iter__(self):
+            return (Sample(np.ones(6, np.float32)) for _ in range(self.n))
+
+        def close(self):
+            pass
+
+    register_source("ones", Ones)
+    assert len(_collect("ones:?n=5", model)) == 5
+
+
+def test_stdin_source_through_the_cli_survives_bad_lines():
+    lines = ["acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z"] + ["0.1,-9.8,0.2,0.0,0.1,0.0"] * 5
+    lines.insert(3, "0.1,oops,0.2,0.0,0.1,0.0")
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                           "--source", "stdin:", "--sink", "jsonl:-"],
+                          input="\n".join(lines) + "\n", capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 5
+    assert "not_numeric 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert "warning: step 2: sample rejected by the source: not_numeric" in proc.stderr
+
+
+def test_serial_source_on_a_pseudo_terminal_and_the_port_vanishing(model):
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    source = open_source(f"serial://{port}?reconnect_s=0.5", model.manifest)
+
+    def mcu():
+        os.write(master, b"garbage-from-a-line-cut-in-half\n")
+        for i in range(20):
+            os.write(master, f"{i * 0.1:.1f},-9.8,0.2,0.0,0.1,0.0\r\n".encode())
+        time.sleep(0.3)
+        os.close(master)  # unplug
+        os.close(slave)
+
+    threading.Thread(target=mcu, daemon=True).start()
+    t0 = time.monotonic()
+    summary = run(model.stream(), source, open_sink("null:", model.manifest), warn=lambda m: None)
+    assert summary.samples == 20
+    assert summary.dropped == {"wrong_shape": 1}  # the half line, never half-used
+    assert summary.error and "vanished and did not come back within 0.5 s" in summary.error
+    assert time.monotonic() - t0 < 5
+
+
+def test_serial_source_reconnects_when_the_port_returns(model):
+    """A socket:// port (pyserial URL) closed and re-accepted: the stream carries on."""
+    server = socket.create_server(("127.0.0.1", 0))
+    host, port = server.getsockname()
+
+    def mcu():
+        for batch in range(2):
+            conn, _ = server.accept()
+            time.sleep(0.1)  # pyserial flushes input on open: what came before is discarded
+            for i in range(10):
+                conn.sendall(f"{batch}.{i},-9.8,0.2,0.0,0.1,0.0\n".encode())
+            time.sleep(0.2)
+            conn.close()  # unplug; the next accept is the replug
+        server.close()
+
+    threading.Thread(target=mcu, daemon=True).start()
+    source = open_source(f"serial:socket://{host}:{port}?reconnect_s=1", model.manifest)
+    summary = run(model.stream(), source, open_sink("null:", model.manifest), limit=20)
+    assert summary.samples == 20 and summary.error is None, summary
+    assert source.gaps == 1
+
+
+def test_synthetic_source_smoke_through_the_cli(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = run_cli("run", BUNDLED_MODEL, "--source", "synthetic:imu?n=300&rate=max",
+                   "--sink", f"jsonl:{out}")
+    assert proc.returncode == 0, proc.stderr
+    assert len(out.read_text().splitlines()) == 300
+    assert "latency per push: p50" in proc.stderr
+
+
+def test_cli_run_default_source_is_the_recording():
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
+                   "--sink", "stdout:?every=100")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 40
+    assert "at the last sample of each recording: " in proc.stderr
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary():
+    proc = subprocess.Popen([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                             "--source", "synthetic:imu?n=0&rate=200", "--sink", "null:"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "(interrupted)" in err and "latency per push" in err and "Traceback" not in err
+
+
+def test_cli_run_reports_a_bad_model_dir_in_one_line(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"format": "wavedge-model", "version": 9}')
+    assert_one_line_error(run_cli("run", tmp_path), "version 9 is not supported")
+
+
+@pytest.mark.parametrize("command", ["train", "export", "inspect", "run"])
+def test_every_command_has_help(command):
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0 and "usage: wavedge " + command in proc.stdout
+
+
+BLOCKER = """
+import importlib.abc, sys
+HEAVY = ("torch", "onnx", "onnxscript", "sklearn", "sktime", "pandas", "scipy", "tqdm")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_runtime_and_run_never_import_torch_or_the_builders():
+    """With torch, onnx (the builder), sklearn and friends made unimportable, the runtime
+    still loads and `wavedge run` still streams: numpy + onnxruntime + pyserial suffice."""
+    code = BLOCKER + f"""
+import wavedge.runtime
+from wavedge.cli import main
+rc = main(["run", {str(BUNDLED_MODEL)!r}, "--source", "replay:{RECORDING}?rate=max&limit=200",
+           "--sink", "null:"])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
+print("RC", rc, "HEAVY", heavy)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert "RC 0 HEAVY []" in proc.stdout, proc.stderr
+
+
+def test_runtime_dependencies_are_lean():
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = sorted(d.split(">")[0].split("=")[0].split("<")[0].strip() for d in deps)
+    assert names == ["numpy", "onnxruntime", "pyserial"]

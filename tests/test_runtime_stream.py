@@ -1,0 +1,194 @@
+"""The streaming runtime: same answers as torch, state owned by the stream, bad samples handled
+by policy and counted."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL
+from wavedge.errors import InputError, ManifestError
+from wavedge.runtime import BackendError, available, load_model
+
+
+def _recording():
+    with open(BUNDLED_MODEL / "recording.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    channels = load_model(BUNDLED_MODEL).manifest.channels
+    return np.array([[float(r[c]) for c in channels] for r in rows], np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(BUNDLED_MODEL)
+
+
+@pytest.fixture(scope="module")
+def recording():
+    return _recording()
+
+
+@pytest.fixture(scope="module")
+def torch_logits(recording):
+    """The torch model offline over the whole recording as one stream (never reset)."""
+    import torch
+
+    from wavedge.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(BUNDLED_CHECKPOINT)
+    mean = np.array(ckpt.meta["normalisation"]["mean"], np.float32)
+    std = np.array(ckpt.meta["normalisation"]["std"], np.float32)
+    with torch.inference_mode():
+        y = ckpt.model(torch.from_numpy((recording - mean) / std)[None])
+    return y[0].numpy()
+
+
+def _tolerance(model) -> float:
+    return model.manifest.raw["check"]["tolerance"]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
+def test_streaming_the_recording_matches_torch_offline(backend, recording, torch_logits):
+    if not available()[backend]:
+        pytest.skip(f"{backend} is not installed")
+    try:
+        model = load_model(BUNDLED_MODEL, backend=backend)
+    except ManifestError as exc:
+        pytest.skip(f"the bundled model has no {backend} artefact yet: {exc}")
+    stream = model.stream()
+    logits = np.stack([stream.push(x).logits for x in recording])
+    scale = max(1.0, float(np.abs(torch_logits).max()))
+    assert (logits.argmax(-1) == torch_logits.argmax(-1)).all()
+    assert np.abs(logits - torch_logits).max() / scale <= _tolerance(model)
+    chunked = model.stream().push_chunk(recording)
+    assert (chunked.class_ids == torch_logits.argmax(-1)).all()
+    assert np.abs(chunked.logits - torch_logits).max() / scale <= _tolerance(model)
+
+
+def test_push_chunk_handles_any_length_across_calls(model, recording):
+    """Chunk graph for whole chunks, step graph for the rest, the state carried between."""
+    ref = np.stack([r.logits for r in model.stream().push_chunk(recording[:500])])
+    stream = model.stream()
+    parts = [stream.push_chunk(recording[a:b]) for a, b in ((0, 7), (7, 77), (77, 300),
+                                                            (300, 301), (301, 500))]
+    got = np.concatenate([p.logits for p in parts])
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-5)
+    assert parts[-1].steps[-1] == 499 and stream.steps == 500
+
+
+def test_streams_share_a_model_but_not_state(model, recording):
+    a, b = model.stream(), model.stream()
+    alone = model.stream()
+    solo = [alone.push(x).logits for x in recording[:200]]
+    reverse = recording[:200][::-1]
+    for i in range(200):  # interleave: b gets other data in between every push of a
+        got = a.push(recording[i]).logits
+        b.push(reverse[i])
+        np.testing.assert_allclose(got, solo[i], atol=1e-6)
+
+
+def test_reset_returns_to_the_start(model, recording):
+    stream = model.stream()
+    first = [stream.push(x).logits for x in recording[:50]]
+    assert np.abs(stream.state[0]).max() > 0
+    stream.reset()
+    assert not stream.state[0].any()
+    again = [stream.push(x).logits for x in recording[:50]]
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))
+
+
+def test_result_carries_label_and_probability(model, recording):
+    r = model.stream().push(recording[0])
+    assert r.label in model.labels and 0.0 < r.score <= 1.0
+    assert np.isclose(r.probabilities.sum(), 1.0, atol=1e-5)
+    assert r.step == 0
+
+
+@pytest.mark.parametrize("sample,reason", [
+    (np.zeros(5, np.float32), "expected 6 values, got shape (5,)"),
+    (np.zeros((2, 6), np.float32), "expected 6 values, got shape (2, 6)"),
+    (["1", "2", "x", "4", "5", "6"], "not numeric"),
+    ([1, 2, float("nan"), 4, 5, 6], "NaN/inf in channel(s) [2]"),
+    ([1, 2, 3, 4, 5, float("inf")], "NaN/inf in channel(s) [5]"),
+])
+def test_reject_policy_names_the_problem_and_keeps_the_state(model, recording, sample, reason):
+    stream = model.stream("reject")
+    stream.push(recording[0])
+    before = stream.state[0]
+    with pytest.raises(InputError, match=reason.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")):
+        stream.push(sample)
+    np.testing.assert_array_equal(stream.state[0], before)
+    assert stream.steps == 1 and sum(stream.stats.dropped.values()) == 1
+    stream.push(recording[1])  # the stream carries on
+    assert stream.steps == 2
+
+
+def test_hold_and_zero_policies_repair_and_count(model, recording):
+    bad = recording[1].copy()
+    bad[[0, 3]] = np.nan
+    held = bad.copy()
+    held[[0, 3]] = recording[0][[0, 3]]
+    zeroed = np.nan_to_num(bad, nan=0.0)
+    for policy, repaired in (("hold", held), ("zero", zeroed)):
+        s, ref = model.stream(policy), model.stream()
+        s.push(recording[0]), ref.push(recording[0])
+        np.testing.assert_array_equal(s.push(bad).logits, ref.push(repaired).logits)
+        assert s.stats.repaired == {"non_finite": 1} and not s.stats.dropped
+        s.push(np.zeros(3))  # wrong length: the whole sample is held / zeroed
+        assert s.stats.repaired["wrong_shape"] == 1
+
+
+def test_push_chunk_drops_bad_rows_under_reject_and_keeps_the_good(model, recording):
+    x = recording[:64].copy()
+    x[10, 2] = np.inf
+    res = model.stream("reject").push_chunk(x)
+    assert len(res) == 63
+    ref = model.stream().push_chunk(np.delete(x, 10, axis=0))
+    np.testing.assert_allclose(res.logits, ref.logits, atol=1e-6)
+    with pytest.raises(InputError, match=r"expected shape \(N, 6\), got \(4, 5\)"):
+        model.stream().push_chunk(np.zeros((4, 5)))
+
+
+def test_unknown_policy_and_precision_are_clear_errors(model):
+    with pytest.raises(InputError, match="policy 'skip' is not one of reject, hold, zero"):
+        model.stream("skip")
+    with pytest.raises(ManifestError, match="no onnx step graph at precision 'int8'"):
+        load_model(BUNDLED_MODEL, precision="int8")
+    with pytest.raises(BackendError, match="unknown backend 'tensorflow'"):
+        load_model(BUNDLED_MODEL, backend="tensorflow")
+
+
+def _rewrite(model_dir, name, data):
+    from wavedge.manifest import sha256_of
+
+    (model_dir / name).write_bytes(data)
+    path = model_dir / "manifest.json"
+    raw = json.loads(path.read_text())
+    for f in raw["files"]:
+        if f["path"] == name:
+            f["sha256"], f["size_bytes"] = sha256_of(model_dir / name), len(data)
+    path.write_text(json.dumps(raw))
+
+
+def test_a_garbage_graph_file_is_a_clear_load_error(tmp_path):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(BUNDLED_MODEL, d)
+    _rewrite(d, "model.step.onnx", (d / "model.step.onnx").read_bytes()[:2000])
+    with pytest.raises(BackendError, match="model.step.onnx: onnxruntime cannot load it"):
+        load_model(d)
+
+
+def test_a_graph_that_does_not_match_its_manifest_is_refused(tmp_path):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(BUNDLED_MODEL, d)
+    _rewrite(d, "model.step.onnx", (d / "model.chunk.onnx").read_bytes())  # wrong graph
+    with pytest.raises(ManifestError, match=r"input 'x': expected shape \(1, 6\)"):
+        load_model(d)
