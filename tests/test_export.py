@@ -37,11 +37,11 @@ def test_exported_graphs_equal_torch_over_long_streams(exported_bundled):
     manifest = load_manifest(exported_bundled)
     ckpt = load_checkpoint(BUNDLED_CHECKPOINT)
     # a stream the export check never saw: 1600 samples of the test split in another order
-    from wavedge.export.model_dir import held_out_sequences
+    from wavedge.export.model_dir import held_out_sequences, normalisation
 
-    x_norm, _, _ = held_out_sequences(ckpt)
-    stream = check_stream(x_norm, 1600, 32, seed=1)
-    ref_y, ref_state = torch_reference(ckpt.model, stream)
+    x_raw, _ = held_out_sequences(ckpt)
+    stream = check_stream(x_raw, 1600, 32, seed=1)
+    ref_y, ref_state = torch_reference(ckpt.model, stream, *normalisation(ckpt))
     for graph, samples in (("step", 1), ("chunk", 32)):
         entry = manifest.find_file(graph)
         assert entry.samples_per_call == samples

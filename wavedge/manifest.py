@@ -118,7 +118,7 @@ _REQUIRED: tuple[tuple[str, type | tuple[type, ...]], ...] = (
     ("name", str), ("family", str),
     ("input", dict), ("input.channels", list), ("input.dtype", str),
     ("input.normalisation", dict), ("input.normalisation.mean", list),
-    ("input.normalisation.std", list),
+    ("input.normalisation.std", list), ("input.normalisation.in_graph", bool),
     ("output", dict), ("output.kind", str), ("output.size", int),
     ("state", list), ("files", list),
 )
@@ -153,7 +153,7 @@ def validate(raw: object, where: str) -> dict:
             value = _get(raw, dotted)
         except KeyError:
             raise ManifestError(f"{where}: missing field {dotted!r}") from None
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ManifestError(f"{where}: field {dotted!r} should be {_kind_name(kind)}, "
                                 f"got {type(value).__name__}")
     inp, out = raw["input"], raw["output"]
@@ -165,6 +165,9 @@ def validate(raw: object, where: str) -> dict:
         if len(vals) != n or not all(isinstance(v, (int, float)) for v in vals):
             raise ManifestError(f"{where}: input.normalisation.{key} should hold {n} numbers, "
                                 f"got {vals!r}")
+    if inp["normalisation"]["in_graph"] is not True:
+        raise ManifestError(f"{where}: input.normalisation.in_graph must be true (version-1 "
+                            "graphs take raw sensor values and normalise them themselves)")
     if any(v <= 0 for v in inp["normalisation"]["std"]):
         raise ManifestError(f"{where}: input.normalisation.std must be positive")
     rate = inp.get("sample_rate_hz")

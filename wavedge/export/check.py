@@ -54,13 +54,16 @@ def check_stream(sequences: np.ndarray, steps: int, multiple_of: int, seed: int 
 
 
 @torch.inference_mode()
-def torch_reference(model: StepModel, stream: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Outputs ``[T, O]`` and final state of the torch model over one stream from reset.
+def torch_reference(model: StepModel, stream: np.ndarray, mean=0.0,
+                    std=1.0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Outputs ``[T, O]`` and final state of the torch model over one raw stream from reset
+    (normalised with ``mean``/``std`` as in training).
 
     Raises ``ExportError`` when the model itself diverges (an output or the state becomes
     inf/NaN): such a model cannot stream, whatever the export does.
     """
-    y, *state = model.sequence(torch.from_numpy(stream)[None], *model.init_state(1))
+    x = (torch.from_numpy(stream) - torch.as_tensor(mean)) / torch.as_tensor(std)
+    y, *state = model.sequence(x.float()[None], *model.init_state(1))
     y, state = y[0].numpy(), [s.numpy() for s in state]
     bad = ~np.isfinite(y).all(axis=-1)
     if bad.any() or not all(np.isfinite(s).all() for s in state):

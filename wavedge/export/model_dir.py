@@ -47,18 +47,17 @@ class ExportOptions:
             raise InputError(f"tolerance must be positive, got {self.tolerance}")
 
 
-def held_out_sequences(ckpt: Checkpoint) -> tuple[np.ndarray, np.ndarray, object]:
-    """The checkpoint's test split, normalised as in training: (x [N, T, D], raw x, dataset)."""
+def held_out_sequences(ckpt: Checkpoint) -> tuple[np.ndarray, object]:
+    """The checkpoint's test split in raw sensor units: (x [N, T, D], dataset)."""
     task = ckpt.meta.get("task")
     if not task:
         raise ExportError(f"{ckpt.path}: checkpoint names no task, so there is no held-out data "
                           "to check the export against")
     data = load_dataset(task)
-    mean, std = _normalisation(ckpt)
-    return (data.x_test - mean) / std, data.x_test, data
+    return data.x_test, data
 
 
-def _normalisation(ckpt: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
+def normalisation(ckpt: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
     norm = ckpt.meta.get("normalisation") or {}
     d = ckpt.model.input_size
     mean = np.asarray(norm.get("mean", [0.0] * d), dtype=np.float32)
@@ -78,16 +77,18 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
     if out_dir.exists() and not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir}: exists and is not a wavedge model directory; "
                           "refusing to overwrite it")
-    x_norm, x_raw, data = held_out_sequences(ckpt)
-    stream = check_stream(x_norm, options.check_steps, options.chunk_samples)
-    ref_y, ref_state = torch_reference(ckpt.model, stream)
+    x_raw, data = held_out_sequences(ckpt)
+    mean, std = normalisation(ckpt)
+    stream = check_stream(x_raw, options.check_steps, options.chunk_samples)
+    ref_y, ref_state = torch_reference(ckpt.model, stream, mean, std)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
     try:
         files = []
         for graph, samples in (("step", 1), ("chunk", options.chunk_samples)):
-            path = export_graph(ckpt.model, tmp / f"model.{graph}.onnx", samples, options.opset)
+            path = export_graph(ckpt.model, tmp / f"model.{graph}.onnx", samples, mean, std,
+                                options.opset)
             err = compare(*run_onnx(path, ckpt.model, stream, samples), ref_y, ref_state)
             if err.error > options.tolerance:
                 raise ExportError(
@@ -115,7 +116,7 @@ def _file_entry(path: Path, graph: str, samples: int, error: dict, opset: int) -
 def _manifest(ckpt: Checkpoint, data, files: list[dict], options: ExportOptions,
               check_steps: int) -> dict:
     meta, model = ckpt.meta, ckpt.model
-    mean, std = _normalisation(ckpt)
+    mean, std = normalisation(ckpt)
     metrics = meta.get("metrics", {})
     return {
         "format": MODEL_FORMAT,
@@ -128,7 +129,8 @@ def _manifest(ckpt: Checkpoint, data, files: list[dict], options: ExportOptions,
                   "n_parameters": model.n_parameters()},
         "input": {"name": "x", "channels": list(meta.get("channels") or data.channels),
                   "dtype": "float32", "sample_rate_hz": meta.get("sample_rate_hz"),
-                  "normalisation": {"mean": mean.tolist(), "std": std.tolist()}},
+                  "normalisation": {"mean": mean.tolist(), "std": std.tolist(),
+                                    "in_graph": True}},
         "output": {"name": "y", "kind": "class_scores", "activation": "logits",
                    "size": model.output_size, "labels": list(meta.get("labels") or data.labels)},
         "state": [{**s.to_json(), "input": f"state_in.{s.name}", "output": f"state_out.{s.name}"}

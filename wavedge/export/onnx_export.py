@@ -32,8 +32,10 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def export_graph(model: StepModel, path: Path, samples: int, opset: int = DEFAULT_OPSET) -> Path:
-    """Export the step graph (``samples == 1``) or the chunk graph of ``samples`` to ``path``.
+def export_graph(model: StepModel, path: Path, samples: int, mean=None, std=None,
+                 opset: int = DEFAULT_OPSET) -> Path:
+    """Export the step graph (``samples == 1``) or the chunk graph of ``samples`` to ``path``,
+    taking raw inputs normalised in-graph by ``mean``/``std`` (default 0 and 1).
 
     Batch is fixed at 1 (one stream per call; several streams share one session). Raises
     ``ExportError`` when torch cannot export the model.
@@ -41,8 +43,10 @@ def export_graph(model: StepModel, path: Path, samples: int, opset: int = DEFAUL
     import onnx
 
     model = model.eval()
-    graph = StepGraph(model) if samples == 1 else ChunkGraph(model, samples)
     d = model.input_size
+    mean = [0.0] * d if mean is None else mean
+    std = [1.0] * d if std is None else std
+    graph = StepGraph(model, mean, std) if samples == 1 else ChunkGraph(model, samples, mean, std)
     x = torch.zeros(1, d) if samples == 1 else torch.zeros(1, samples, d)
     inputs, outputs = io_names(model)
     try:

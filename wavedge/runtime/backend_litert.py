@@ -59,17 +59,24 @@ class LiteRTRunner:
         self.interp.allocate_tensors()
         by_name_in = {_tensor_name(d): d for d in self.interp.get_input_details()}
         by_name_out = {_tensor_name(d): d for d in self.interp.get_output_details()}
-        self._in_idx = [by_name_in[t.name]["index"] for t in graph.inputs]
-        self._out_idx = [by_name_out[t.name]["index"] for t in graph.outputs]
-        self.inputs = [np.zeros(t.shape, np.float32) for t in graph.inputs]
-        self.outputs = [np.zeros(t.shape, np.float32) for t in graph.outputs]
+        x_spec, *state_in = graph.inputs
+        y_spec, *state_out = graph.outputs
+        self._x_idx = by_name_in[x_spec.name]["index"]
+        self._s_in = [by_name_in[t.name]["index"] for t in state_in]
+        self._y_idx = by_name_out[y_spec.name]["index"]
+        self._s_out = [by_name_out[t.name]["index"] for t in state_out]
+        self.x = np.zeros(x_spec.shape, np.float32)
+        self.y = np.zeros(y_spec.shape, np.float32)
+        self.state = [np.zeros(t.shape, np.float32) for t in state_in]
 
     def run(self) -> None:
         interp = self.interp
-        for idx, buf in zip(self._in_idx, self.inputs):
+        interp.set_tensor(self._x_idx, self.x)
+        for idx, buf in zip(self._s_in, self.state):
             interp.set_tensor(idx, buf)
         interp.invoke()
-        for idx, buf in zip(self._out_idx, self.outputs):
+        self.y[...] = interp.get_tensor(self._y_idx)
+        for idx, buf in zip(self._s_out, self.state):
             buf[...] = interp.get_tensor(idx)
 
 

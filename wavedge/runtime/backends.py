@@ -34,11 +34,13 @@ class TensorSpec:
 
 
 class Runner(Protocol):
-    """One stream's handle on a graph. Write ``inputs`` in place, call ``run()``, read
-    ``outputs`` (valid until the next ``run()``)."""
+    """One stream's handle on a graph. Write the sample into ``x`` in place, call ``run()``,
+    read ``y``; ``state`` holds the current state (read from and replaced by ``run()``; a
+    runner may swap the arrays behind it, so look it up after every run)."""
 
-    inputs: list[np.ndarray]
-    outputs: list[np.ndarray]
+    x: np.ndarray
+    y: np.ndarray
+    state: list[np.ndarray]
 
     def run(self) -> None: ...
 

@@ -2,8 +2,8 @@
 
 ``push(sample)`` runs one sample through the step graph; ``push_chunk(samples)`` runs many,
 through the chunk graph for every whole chunk and the step graph for the rest; ``reset()``
-returns the state to its reset value. Samples are raw sensor values: the stream normalises them
-with the manifest's per-channel mean and std.
+returns the state to its reset value. Samples are raw sensor values: the graphs normalise them
+(the manifest's per-channel mean and std are part of each graph).
 
 Bad samples (wrong length or type, a non-numeric field, NaN or inf) follow the stream's policy
 and are counted in ``stats``:
@@ -26,6 +26,7 @@ from wavedge.errors import InputError
 from wavedge.runtime.model import Model, softmax
 
 POLICIES = ("reject", "hold", "zero")
+_F32 = np.dtype(np.float32)
 
 
 @dataclass
@@ -102,16 +103,12 @@ class Stream:
         self.channels = m.input_size
         self._shape = (self.channels,)
         self._mean = np.asarray(m.mean, np.float32)
-        self._inv_std = (1.0 / np.asarray(m.std, np.float64)).astype(np.float32)
         self._reset_values = [s.reset_value for s in m.state]
         self._step = model.step_graph.runner()
         self._chunk = model.chunk_graph.runner() if model.chunk_graph is not None else None
         self._k = model.chunk_samples
-        self._x = self._step.inputs[0].reshape(-1)  # view on the bound input buffer
-        self._state = self._step.inputs[1:]  # the stream's state lives in the step inputs
-        self._state_out = self._step.outputs[1:]
-        self._y = self._step.outputs[0]
-        self._last = self._mean.copy()  # what 'hold' repeats before any sample was accepted
+        self._x = self._step.x.reshape(-1)  # a view on the step graph's bound input
+        self._y = self._step.y
         self.stats = StreamStats()
         self._last_drop: str | None = None
         self.steps = 0  # index of the next sample
@@ -120,18 +117,18 @@ class Stream:
     # -- state -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Return the state to its reset value (the counters and step index keep counting)."""
-        for buf, value in zip(self._state, self._reset_values):
+        for buf, value in zip(self._step.state, self._reset_values):
             buf.fill(value)
-        self._last = self._mean.copy()
+        self._x[...] = self._mean  # what 'hold' repeats before any sample was accepted
 
     @property
     def state(self) -> tuple[np.ndarray, ...]:
         """A copy of the current state, one array per manifest state entry (batch axis 1)."""
-        return tuple(s.copy() for s in self._state)
+        return tuple(s.copy() for s in self._step.state)
 
     @state.setter
     def state(self, values) -> None:
-        for buf, v in zip(self._state, values):
+        for buf, v in zip(self._step.state, values):
             v = np.asarray(v, np.float32)
             if v.shape != buf.shape:
                 raise InputError(f"state: expected shape {buf.shape}, got {v.shape}")
@@ -145,22 +142,20 @@ class Stream:
         policy counts it under that reason. Raises ``InputError`` when the policy is 'reject'
         and the sample is bad; the state is then unchanged.
         """
-        x = self._accept(sample, problem)
-        np.subtract(x, self._mean, out=self._x)
-        np.multiply(self._x, self._inv_std, out=self._x)
+        if (problem is None and type(sample) is np.ndarray and sample.dtype is _F32
+                and sample.shape == self._shape and math.isfinite(sum(sample.tolist()))):
+            # the common case, checked in plain Python floats (a numpy reduction over six
+            # values costs more than the rest of the push)
+            self._x[...] = sample
+        else:
+            self._x[...] = self._accept(sample, problem)
         self._step.run()
-        for dst, src in zip(self._state, self._state_out):
-            np.copyto(dst, src)
         step = self.steps
         self.steps += 1
         self.stats.samples += 1
         return Result(step, self._y[0].copy(), self.labels)
 
     def _accept(self, sample, problem: str | None) -> np.ndarray:
-        if (problem is None and type(sample) is np.ndarray and sample.dtype == np.float32
-                and sample.shape == self._shape and math.isfinite(sample.sum())):
-            self._last = sample  # fast path: the common case costs one reduction
-            return sample
         if problem is None:
             try:
                 x = np.asarray(sample, dtype=np.float32)
@@ -172,7 +167,6 @@ class Stream:
             x = x.reshape(self.channels)
             finite = np.isfinite(x)
             if finite.all():
-                self._last = x
                 return x
             return self._bad("non_finite", (x, finite), f"sample has NaN/inf in channel(s) "
                              f"{np.flatnonzero(~finite).tolist()}")
@@ -186,7 +180,8 @@ class Stream:
             self._last_drop = reason
             raise InputError(f"step {self.steps}: {message}")
         self.stats.repaired[reason] += 1
-        fill = self._last if self.policy == "hold" else np.zeros(self.channels, np.float32)
+        # the step graph's input buffer still holds the last accepted sample
+        fill = self._x.copy() if self.policy == "hold" else np.zeros(self.channels, np.float32)
         if usable is None:
             return fill.copy()
         x, finite = usable
@@ -206,30 +201,26 @@ class Stream:
             raise InputError("push_chunk: samples are not numeric") from None
         if x.ndim != 2 or x.shape[1] != self.channels:
             raise InputError(f"push_chunk: expected shape (N, {self.channels}), got {x.shape}")
-        x = self._filter_rows(x)
-        xn = (x - self._mean) * self._inv_std
+        xn = self._filter_rows(x)
         n, out = len(xn), np.empty((len(xn), self.model.manifest.output_size), np.float32)
         i = 0
-        if self._chunk is not None:
-            cx, cs_in, cy, cs_out = (self._chunk.inputs[0], self._chunk.inputs[1:],
-                                     self._chunk.outputs[0], self._chunk.outputs[1:])
+        step, chunk = self._step, self._chunk
+        if chunk is not None and n >= self._k:
+            for dst, src in zip(chunk.state, step.state):
+                np.copyto(dst, src)
             while n - i >= self._k:
-                cx[0] = xn[i:i + self._k]
-                for dst, src in zip(cs_in, self._state):
-                    np.copyto(dst, src)
-                self._chunk.run()
-                for dst, src in zip(self._state, cs_out):
-                    np.copyto(dst, src)
-                out[i:i + self._k] = cy[0]
+                chunk.x[0] = xn[i:i + self._k]
+                chunk.run()
+                out[i:i + self._k] = chunk.y[0]
                 i += self._k
+            for dst, src in zip(step.state, chunk.state):
+                np.copyto(dst, src)
         for j in range(i, n):
             self._x[...] = xn[j]
-            self._step.run()
-            for dst, src in zip(self._state, self._state_out):
-                np.copyto(dst, src)
+            step.run()
             out[j] = self._y[0]
         if n:
-            self._last = x[-1].copy()
+            self._x[...] = xn[-1]  # the last accepted sample, kept for 'hold'
         steps = np.arange(self.steps, self.steps + n)
         self.steps += n
         self.stats.samples += n
@@ -245,7 +236,7 @@ class Stream:
             return x[~bad]
         self.stats.repaired["non_finite"] += int(bad.sum())
         x = x.copy()
-        last = self._last
+        last = self._x
         for r in np.flatnonzero(bad):  # rows in order, so 'hold' carries the last good values
             if self.policy == "hold":
                 if r > 0:
