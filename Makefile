@@ -8,23 +8,44 @@ STAMP := $(VENV)/.installed-stamp
 BUNDLED := wavedge/bundled/wave_basic_motions
 OUT ?= out
 
-.PHONY: venv demo test train-all bundle clean
+TFLITE_VENV ?= .venv-tflite
+TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 
-# The venv: runtime (numpy, onnxruntime, pyserial) + export extra (torch==2.13.0 CPU, onnx,
-# scikit-learn, sktime) + pytest, the package installed editable. Rebuilt when pyproject changes.
+.PHONY: venv demo test bench train-all bundle clean
+
+# The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
+# (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + pytest, the package installed editable.
+# Rebuilt when pyproject changes.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[export,test]'
+	$(BIN)/python -m pip install -q -e '.[export,litert,test]'
 	touch $(STAMP)
+
+# A second venv with litert-torch for TFLite export (about 2 GB; only `make bundle` needs it).
+$(TFLITE_STAMP): pyproject.toml
+	$(PY) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TFLITE_VENV)/bin/python -m pip install -q -e '.[export,litert,tflite,test]'
+	touch $(TFLITE_STAMP)
 
 venv: $(STAMP)
 
-# Main job on the bundled default: validate the bundled model directory, then export its
-# checkpoint afresh and check both ONNX graphs against torch over 2048 held-out steps.
+# Main job on the bundled default: check the bundled model directory, then stream its recording
+# of the 40 BasicMotions test recordings (4,000 samples, never reset) through the wave-encoder on
+# ONNX Runtime and on LiteRT, printing the prediction at the end of each recording against the
+# true activity, and the latency summary.
 demo: $(STAMP)
 	$(BIN)/wavedge inspect $(BUNDLED)
-	$(BIN)/wavedge export $(BUNDLED).pt --out $(OUT)/demo-export
+	$(BIN)/wavedge run $(BUNDLED) --source 'replay:$(BUNDLED)/recording.csv?rate=max' \
+		--sink 'stdout:?every=100' --backend onnxruntime
+	$(BIN)/wavedge run $(BUNDLED) --source 'replay:$(BUNDLED)/recording.csv?rate=max' \
+		--sink null: --backend litert
+
+# Runtime benchmark: push vs the bare backend call vs torch step, per backend (a minute or two);
+# results in $(OUT)/bench/runtime.json. Numbers in docs/runtime.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_runtime.py --out $(OUT)/bench/runtime.json
 
 # The default test run (no hardware, no network, a few minutes on 2 cores).
 test: $(STAMP)
@@ -35,11 +56,12 @@ test: $(STAMP)
 train-all: $(STAMP)
 	$(BIN)/python -m wavedge.models.train_all --out $(OUT)/train
 
-# Retrain the bundled wave-encoder and re-export its model directory with the test recording.
-bundle: $(STAMP)
+# Retrain the bundled wave-encoder and re-export its model directory (ONNX and TFLite, each
+# checked against torch) with the test recording.
+bundle: $(STAMP) $(TFLITE_STAMP)
 	$(BIN)/wavedge train --task basic_motions --arch wave_rnn --out $(BUNDLED).pt
-	$(BIN)/wavedge export $(BUNDLED).pt --out $(BUNDLED) --recording
+	$(TFLITE_VENV)/bin/wavedge export $(BUNDLED).pt --out $(BUNDLED) --recording --format onnx,tflite
 
 # Remove the venv and everything generated.
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache *.egg-info
+	rm -rf $(VENV) $(TFLITE_VENV) $(OUT) .pytest_cache *.egg-info

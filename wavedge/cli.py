@@ -36,7 +36,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     ckpt = load_checkpoint(args.checkpoint, expect_arch=args.arch)
     options = ExportOptions(chunk_samples=args.chunk, tolerance=args.tolerance,
-                            check_steps=args.check_steps, recording=args.recording)
+                            check_steps=args.check_steps, recording=args.recording,
+                            formats=tuple(f.strip() for f in args.format.split(",") if f.strip()))
     manifest_path = export_model_dir(ckpt, args.out, options)
     raw = json.loads(manifest_path.read_text())
     for f in raw["files"]:
@@ -87,8 +88,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     sink = open_sink(args.sink, model.manifest)
     g = model.step_graph
     chunk = f" + chunk graph ({model.chunk_samples}/call)" if model.chunk_graph else ""
-    print(f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)} "
-          f"{g.detail.get('providers', '')}, {model.precision}, step graph{chunk}; "
+    providers = f" {', '.join(g.detail['providers'])}" if g.detail.get("providers") else ""
+    print(f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
+          f"{providers}, {model.precision}, step graph{chunk}; "
           f"source {source_url}, sink {args.sink}, policy {args.policy}", file=sys.stderr)
     summary = run(model.stream(args.policy), source, sink, limit=args.limit)
     for line in summary.lines():
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length of the held-out check stream (2048, at least 1000)")
     p.add_argument("--recording", action="store_true",
                    help="also write the test split as recording.csv")
+    p.add_argument("--format", default="onnx",
+                   help="comma-separated: onnx, tflite (tflite needs the tflite extra)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("run", help="stream a source through a model into a sink (no torch)",

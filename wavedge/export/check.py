@@ -74,24 +74,25 @@ def torch_reference(model: StepModel, stream: np.ndarray, mean=0.0,
     return y, state
 
 
-def run_onnx(path: Path, model: StepModel, stream: np.ndarray,
-             samples: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Run an exported graph over ``stream`` the way a stream does: state fed back every call."""
-    import onnxruntime as ort
+def run_graph(path: Path, backend: str, model: StepModel, stream: np.ndarray,
+              samples: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Run an exported graph over ``stream`` through wavedge's own runtime backend, as a
+    stream does: one sample (or chunk) per call, the state fed back from the previous call."""
+    from wavedge.runtime.model import load_checked_graph
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    state = [s.numpy() for s in model.init_state(1)]
-    in_names = [i.name for i in sess.get_inputs()]
+    d, o = model.input_size, model.output_size
+    x_shape, y_shape = ((1, d), (1, o)) if samples == 1 else ((1, samples, d), (1, samples, o))
+    want_in = [("x", x_shape)] + [(f"state_in.{s.name}", (1, *s.shape)) for s in model.state_spec]
+    want_out = [("y", y_shape)] + [(f"state_out.{s.name}", (1, *s.shape))
+                                   for s in model.state_spec]
+    runner = load_checked_graph(path, backend, want_in, want_out).runner()
+    for buf, spec in zip(runner.state, model.state_spec):
+        buf.fill(spec.reset_value)
     ys = []
     for i in range(0, len(stream), samples):
-        x = stream[i:i + samples]
-        x = x if samples > 1 else x.reshape(1, -1)
-        feeds = dict(zip(in_names, [x[None] if samples > 1 else x, *state]))
-        y, *state = sess.run(None, feeds)
-        ys.append(y.reshape(-1, y.shape[-1]))
-    return np.concatenate(ys), state
+        runner.x[...] = stream[i:i + samples].reshape(x_shape)
+        ys.append(runner.run().reshape(-1, o))
+    return np.concatenate(ys), [s.copy() for s in runner.state]
 
 
 def compare(y: np.ndarray, state: list[np.ndarray], ref_y: np.ndarray,

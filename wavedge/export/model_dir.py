@@ -19,13 +19,14 @@ import numpy as np
 
 import wavedge
 from wavedge.errors import ExportError, InputError
-from wavedge.export.check import check_stream, compare, run_onnx, torch_reference
+from wavedge.export.check import check_stream, compare, run_graph, torch_reference
 from wavedge.export.onnx_export import DEFAULT_OPSET, export_graph
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
 from wavedge.models.checkpoint import Checkpoint
 from wavedge.models.data import load_dataset
 
 RECORDING_NAME = "recording.csv"
+FORMATS = {"onnx": "onnxruntime", "tflite": "litert"}  # file format -> runtime backend
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,13 @@ class ExportOptions:
     check_steps: int = 2048  # length of the held-out check stream, state carried throughout
     opset: int = DEFAULT_OPSET
     recording: bool = False  # also write the test split as recording.csv
+    formats: tuple[str, ...] = ("onnx",)  # and "tflite" (needs the tflite extra)
 
     def validate(self) -> None:
+        unknown = sorted(set(self.formats) - set(FORMATS))
+        if unknown or not self.formats:
+            raise InputError(f"format(s) {unknown or '(none)'} not supported; choose from "
+                             f"{', '.join(FORMATS)}")
         if self.chunk_samples < 2:
             raise InputError(f"chunk_samples must be at least 2, got {self.chunk_samples}")
         if self.check_steps < 1000:
@@ -86,15 +92,24 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
     tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
     try:
         files = []
-        for graph, samples in (("step", 1), ("chunk", options.chunk_samples)):
-            path = export_graph(ckpt.model, tmp / f"model.{graph}.onnx", samples, mean, std,
-                                options.opset)
-            err = compare(*run_onnx(path, ckpt.model, stream, samples), ref_y, ref_state)
-            if err.error > options.tolerance:
-                raise ExportError(
-                    f"the exported {graph} graph differs from torch by {err.error:.3g} "
-                    f"(tolerance {options.tolerance:g}) over {err.steps} steps; nothing written")
-            files.append(_file_entry(path, graph, samples, err.to_json(), options.opset))
+        for fmt in options.formats:
+            for graph, samples in (("step", 1), ("chunk", options.chunk_samples)):
+                path = tmp / f"model.{graph}.{fmt}"
+                if fmt == "onnx":
+                    export_graph(ckpt.model, path, samples, mean, std, options.opset)
+                else:
+                    from wavedge.export.tflite_export import export_tflite_graph
+
+                    export_tflite_graph(ckpt.model, path, samples, mean, std)
+                err = compare(*run_graph(path, FORMATS[fmt], ckpt.model, stream, samples),
+                              ref_y, ref_state)
+                if err.error > options.tolerance:
+                    raise ExportError(
+                        f"the exported {fmt} {graph} graph differs from torch by "
+                        f"{err.error:.3g} (tolerance {options.tolerance:g}) over {err.steps} "
+                        "steps; nothing written")
+                files.append(_file_entry(path, fmt, graph, samples, err.to_json(),
+                                         options.opset if fmt == "onnx" else None))
         raw = _manifest(ckpt, data, files, options, len(stream))
         if options.recording:
             raw["recording"] = write_recording(tmp / RECORDING_NAME, x_raw, data)
@@ -107,10 +122,14 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
     return out_dir / MANIFEST_NAME
 
 
-def _file_entry(path: Path, graph: str, samples: int, error: dict, opset: int) -> dict:
-    return {"path": path.name, "format": "onnx", "graph": graph, "precision": "fp32",
-            "samples_per_call": samples, "opset": opset, "sha256": sha256_of(path),
-            "size_bytes": path.stat().st_size, "error_vs_torch": error}
+def _file_entry(path: Path, fmt: str, graph: str, samples: int, error: dict,
+                opset: int | None) -> dict:
+    entry = {"path": path.name, "format": fmt, "graph": graph, "precision": "fp32",
+             "samples_per_call": samples, "sha256": sha256_of(path),
+             "size_bytes": path.stat().st_size, "error_vs_torch": error}
+    if opset is not None:
+        entry["opset"] = opset
+    return entry
 
 
 def _manifest(ckpt: Checkpoint, data, files: list[dict], options: ExportOptions,
@@ -137,7 +156,7 @@ def _manifest(ckpt: Checkpoint, data, files: list[dict], options: ExportOptions,
                   for s in model.state_spec],
         "files": files,
         "check": {"tolerance": options.tolerance, "steps": check_steps,
-                  "error": "max |onnx - torch| / max(1, max |torch|), outputs and final state",
+                  "error": "max |graph - torch| / max(1, max |torch|), outputs and final state",
                   "data": f"{data.name} test split, {len(data.x_test)} sequences concatenated in "
                           "seeded random order (reshuffled per pass), state carried "
                           "throughout, from reset"},

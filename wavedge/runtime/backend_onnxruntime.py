@@ -105,9 +105,10 @@ class OrtRunner:
         """The current state buffers (they swap roles after every ``run()``)."""
         return self._buffers[self._k]
 
-    def run(self) -> None:
+    def run(self) -> np.ndarray:
         self._calls[self._k]()
         self._k ^= 1
+        return self.y.copy()  # the bound buffer is rewritten by the next run
 
 
 def _bind(method, spec: TensorSpec, buf: np.ndarray) -> None:

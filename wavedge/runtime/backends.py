@@ -34,15 +34,14 @@ class TensorSpec:
 
 
 class Runner(Protocol):
-    """One stream's handle on a graph. Write the sample into ``x`` in place, call ``run()``,
-    read ``y``; ``state`` holds the current state (read from and replaced by ``run()``; a
-    runner may swap the arrays behind it, so look it up after every run)."""
+    """One stream's handle on a graph. Write the sample into ``x`` in place; ``run()`` returns
+    the output ``y`` as an array the caller owns; ``state`` holds the current state (read and
+    replaced by ``run()``; a runner may swap the arrays behind it, so look it up each time)."""
 
     x: np.ndarray
-    y: np.ndarray
     state: list[np.ndarray]
 
-    def run(self) -> None: ...
+    def run(self) -> np.ndarray: ...
 
 
 @dataclass

@@ -77,9 +77,16 @@ def expected_io(manifest: Manifest, samples: int) -> tuple[list, list]:
 
 def _load_checked(manifest: Manifest, entry: FileEntry, backend: str,
                   options: BackendOptions) -> Graph:
-    path = manifest.directory / entry.path
-    graph = load_graph(backend, path, options)
     want_in, want_out = expected_io(manifest, entry.samples_per_call)
+    return load_checked_graph(manifest.directory / entry.path, backend, want_in, want_out,
+                              options)
+
+
+def load_checked_graph(path: Path, backend: str, want_in: list, want_out: list,
+                       options: BackendOptions = BackendOptions()) -> Graph:
+    """Load ``path`` and check its tensors against ``want_in``/``want_out`` ((name, shape)
+    lists, ``x`` and ``y`` first); the graph's tensors come back in that order."""
+    graph = load_graph(backend, path, options)
     for kind, want, got in (("input", want_in, graph.inputs), ("output", want_out, graph.outputs)):
         got_map = {t.name: t.shape for t in got}
         if set(got_map) != {n for n, _ in want}:

@@ -108,7 +108,6 @@ class Stream:
         self._chunk = model.chunk_graph.runner() if model.chunk_graph is not None else None
         self._k = model.chunk_samples
         self._x = self._step.x.reshape(-1)  # a view on the step graph's bound input
-        self._y = self._step.y
         self.stats = StreamStats()
         self._last_drop: str | None = None
         self.steps = 0  # index of the next sample
@@ -149,11 +148,11 @@ class Stream:
             self._x[...] = sample
         else:
             self._x[...] = self._accept(sample, problem)
-        self._step.run()
+        y = self._step.run()
         step = self.steps
         self.steps += 1
         self.stats.samples += 1
-        return Result(step, self._y[0].copy(), self.labels)
+        return Result(step, y[0], self.labels)
 
     def _accept(self, sample, problem: str | None) -> np.ndarray:
         if problem is None:
@@ -210,15 +209,13 @@ class Stream:
                 np.copyto(dst, src)
             while n - i >= self._k:
                 chunk.x[0] = xn[i:i + self._k]
-                chunk.run()
-                out[i:i + self._k] = chunk.y[0]
+                out[i:i + self._k] = chunk.run()[0]
                 i += self._k
             for dst, src in zip(step.state, chunk.state):
                 np.copyto(dst, src)
         for j in range(i, n):
             self._x[...] = xn[j]
-            step.run()
-            out[j] = self._y[0]
+            out[j] = step.run()[0]
         if n:
             self._x[...] = xn[-1]  # the last accepted sample, kept for 'hold'
         steps = np.arange(self.steps, self.steps + n)
