@@ -104,3 +104,24 @@ def test_export_will_not_overwrite_a_foreign_directory(tmp_path):
     with pytest.raises(ExportError, match="not a wavedge model directory"):
         export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out)
     assert (out / "holiday.jpg").exists()
+
+
+def test_tflite_export_matches_torch(tmp_path):
+    """Needs the tflite extra (litert-torch, ~2 GB: `make bundle` builds .venv-tflite); the
+    committed bundled .tflite files are checked by the runtime tests on every run."""
+    pytest.importorskip("litert_torch")
+    out = tmp_path / "tfl"
+    export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out,
+                     ExportOptions(check_steps=1000, formats=("tflite",)))
+    manifest = load_manifest(out)
+    assert {(f.format, f.graph) for f in manifest.files} == {("tflite", "step"),
+                                                             ("tflite", "chunk")}
+    assert all(f.error_vs_torch["error"] <= 1e-5 for f in manifest.files)
+
+
+def test_unknown_export_format_is_refused(tmp_path):
+    from wavedge.errors import InputError
+
+    with pytest.raises(InputError, match=r"format\(s\) \['coreml'\] not supported"):
+        export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), tmp_path / "x",
+                         ExportOptions(formats=("coreml",)))

@@ -192,3 +192,27 @@ def test_a_graph_that_does_not_match_its_manifest_is_refused(tmp_path):
     _rewrite(d, "model.step.onnx", (d / "model.chunk.onnx").read_bytes())  # wrong graph
     with pytest.raises(ManifestError, match=r"input 'x': expected shape \(1, 6\)"):
         load_model(d)
+
+
+def test_a_corrupted_tflite_file_is_a_clear_load_error(tmp_path):
+    import shutil
+
+    if not available()["litert"]:
+        pytest.skip("litert is not installed")
+    d = tmp_path / "m"
+    shutil.copytree(BUNDLED_MODEL, d)
+    _rewrite(d, "model.step.tflite", b"TFL3" + bytes(500))
+    with pytest.raises(BackendError, match="model.step.tflite: ai_edge_litert cannot load it"):
+        load_model(d, backend="litert")
+
+
+def test_an_accelerator_provider_that_is_not_built_in_is_a_clear_error():
+    from wavedge.runtime import BackendOptions
+
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(BackendError, match="provider 'cuda' is not available in this "
+                                           "onnxruntime build"):
+        load_model(BUNDLED_MODEL, options=BackendOptions(providers=("cuda",)))
