@@ -15,7 +15,23 @@ from wavedge.models.base import StateSpec, StepModel
 from wavedge.models.wave_rnn import make_readout
 
 
-class IRNN(StepModel):
+class _HiddenVector(StepModel):
+    """A model whose state is one vector ``h`` of ``hidden_size``."""
+
+    hidden_size: int
+    mlp_hidden: int
+
+    @property
+    def config(self) -> dict:
+        return {"input_size": self.input_size, "output_size": self.output_size,
+                "hidden_size": self.hidden_size, "mlp_hidden": self.mlp_hidden}
+
+    @property
+    def state_spec(self) -> tuple[StateSpec, ...]:
+        return (StateSpec("h", (self.hidden_size,)),)
+
+
+class IRNN(_HiddenVector):
     """``h' = ReLU(W h + V x + b)`` with ``W`` initialised to the identity."""
 
     arch = "irnn"
@@ -32,15 +48,6 @@ class IRNN(StepModel):
             nn.init.normal_(self.encoder.weight, 0.0, 1e-3)
             self.encoder.bias.zero_()
 
-    @property
-    def config(self) -> dict:
-        return {"input_size": self.input_size, "output_size": self.output_size,
-                "hidden_size": self.hidden_size, "mlp_hidden": self.mlp_hidden}
-
-    @property
-    def state_spec(self) -> tuple[StateSpec, ...]:
-        return (StateSpec("h", (self.hidden_size,)),)
-
     def step(self, x_t: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.relu(self.encoder(x_t) + self.recurrent(h))
         return self.readout(h), h
@@ -54,7 +61,7 @@ class IRNN(StepModel):
         return self.readout(torch.stack(hs, dim=1)), h
 
 
-class GRU(StepModel):
+class GRU(_HiddenVector):
     """Single-layer GRU with a per-step linear (or MLP) readout."""
 
     arch = "gru"
@@ -65,15 +72,6 @@ class GRU(StepModel):
         self.hidden_size, self.mlp_hidden = hidden_size, mlp_hidden
         self.gru = nn.GRU(input_size, hidden_size, batch_first=True)
         self.readout = make_readout(hidden_size, output_size, mlp_hidden)
-
-    @property
-    def config(self) -> dict:
-        return {"input_size": self.input_size, "output_size": self.output_size,
-                "hidden_size": self.hidden_size, "mlp_hidden": self.mlp_hidden}
-
-    @property
-    def state_spec(self) -> tuple[StateSpec, ...]:
-        return (StateSpec("h", (self.hidden_size,)),)
 
     def step(self, x_t: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.gru

@@ -63,6 +63,25 @@ def header_columns(first: list[str], channels: tuple[str, ...],
     return [names.index(c) for c in channels]
 
 
+def csv_samples(lines, channels: tuple[str, ...], strict_header: bool = True):
+    """Samples from CSV text lines (one sample per line; blank lines skipped). The first line
+    may be a header naming the model's channels (other columns are then ignored)."""
+    cols, first = None, True
+    for line in lines:
+        fields = [f.strip() for f in line.strip().split(",")]
+        if fields == [""]:
+            continue
+        if first:
+            first = False
+            cols = header_columns(fields, channels, strict=strict_header)
+            if cols is not None:
+                continue
+        if cols is not None and max(cols) < len(fields):
+            fields = [fields[c] for c in cols]
+        values, problem = parse_fields(fields, len(channels))
+        yield Sample(values, problem)
+
+
 class Pacer:
     """Releases samples at ``rate_hz`` on an absolute schedule (no drift); ``None`` = no wait."""
 

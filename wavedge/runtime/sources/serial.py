@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from wavedge.runtime.sources import Sample, SourceError, header_columns, parse_fields
+from wavedge.runtime.sources import SourceError, csv_samples
 
 RETRY_S = 0.2
 
@@ -72,20 +72,8 @@ class SerialSource:
                 yield line.decode("utf-8", "replace").strip()
 
     def __iter__(self):
-        cols, first = None, True
-        for line in self._lines():
-            if not line:
-                continue
-            fields = [f.strip() for f in line.split(",")]
-            if first:
-                first = False
-                cols = header_columns(fields, self.channels, strict=False)
-                if cols is not None:
-                    continue
-            if cols is not None and max(cols) < len(fields):
-                fields = [fields[c] for c in cols]
-            values, problem = parse_fields(fields, len(self.channels))
-            yield Sample(values, problem)
+        # a first line cut in half by connecting mid-stream is data (counted), not a bad header
+        return csv_samples(self._lines(), self.channels, strict_header=False)
 
     def close(self) -> None:
         self.conn.close()

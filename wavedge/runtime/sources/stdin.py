@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from wavedge.runtime.sources import Sample, header_columns, parse_fields
+from wavedge.runtime.sources import csv_samples
 
 
 class StdinSource:
@@ -15,21 +15,7 @@ class StdinSource:
         self.stream = stream if stream is not None else sys.stdin
 
     def __iter__(self):
-        cols = None
-        first = True
-        for line in self.stream:
-            fields = [f.strip() for f in line.strip().split(",")]
-            if fields == [""]:
-                continue
-            if first:
-                first = False
-                cols = header_columns(fields, self.channels)
-                if cols is not None:
-                    continue
-            if cols is not None and max(cols) < len(fields):
-                fields = [fields[c] for c in cols]
-            values, problem = parse_fields(fields, len(self.channels))
-            yield Sample(values, problem)
+        return csv_samples(self.stream, self.channels)
 
     def close(self) -> None:
         pass
