@@ -41,6 +41,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     manifest_path = export_model_dir(ckpt, args.out, options)
     raw = json.loads(manifest_path.read_text())
     for f in raw["files"]:
+        if f["graph"] == "identity":
+            continue  # the benchmark floor graph: no model in it to compare
         e = f["error_vs_torch"]
         print(f"{f['path']}: {f['size_bytes']} bytes, {f['samples_per_call']} sample(s)/call, "
               f"error vs torch {e['error']:.2e} over {e['steps']} steps "
@@ -64,6 +66,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for s in m.state:
         print(f"  state:  {s.name} {list(s.shape)} {s.dtype}, reset to {s.reset_value:g}")
     for f in m.files:
+        if f.graph == "identity":
+            print(f"  file:   {f.path} [{f.format} benchmark floor, {f.size_bytes} bytes]")
+            continue
         print(f"  file:   {f.path} [{f.format} {f.precision} {f.graph}, {f.samples_per_call}/call, "
               f"{f.size_bytes} bytes, error vs torch {f.error_vs_torch.get('error', float('nan')):.1e}]")
     acc = (m.raw.get("training") or {}).get("test_accuracy")

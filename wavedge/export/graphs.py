@@ -47,6 +47,28 @@ class ChunkGraph(_Normalised):
         return (torch.stack(ys, dim=1), *state)
 
 
+class IdentityGraph(nn.Module):
+    """The step graph's inputs and outputs with (almost) nothing between them: the state passes
+    through and ``y`` is the first input value broadcast. Benchmarks time it as the backend's
+    per-call floor for this signature."""
+
+    def __init__(self, model: StepModel) -> None:
+        super().__init__()
+        self.register_buffer("zeros", torch.zeros(1, model.output_size))
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.zeros + x[:, :1], *(s + 0.0 for s in state))
+
+
+def build_graph(model: StepModel, graph: str, samples: int, mean, std) -> nn.Module:
+    """The module to export for ``graph`` ("step", "chunk" or "identity")."""
+    if graph == "identity":
+        return IdentityGraph(model)
+    if graph == "step":
+        return StepGraph(model, mean, std)
+    return ChunkGraph(model, samples, mean, std)
+
+
 def io_names(model: StepModel) -> tuple[list[str], list[str]]:
     """ONNX input and output names: ``x, state_in.<s>...`` and ``y, state_out.<s>...``."""
     names = [s.name for s in model.state_spec]

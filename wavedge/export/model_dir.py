@@ -21,6 +21,7 @@ import wavedge
 from wavedge.errors import ExportError, InputError
 from wavedge.export.check import check_stream, compare, run_graph, torch_reference
 from wavedge.export.onnx_export import DEFAULT_OPSET, export_graph
+from wavedge.export.tflite_export import export_tflite_graph
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
 from wavedge.models.checkpoint import Checkpoint
 from wavedge.models.data import load_dataset
@@ -98,8 +99,6 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
                 if fmt == "onnx":
                     export_graph(ckpt.model, path, samples, mean, std, options.opset)
                 else:
-                    from wavedge.export.tflite_export import export_tflite_graph
-
                     export_tflite_graph(ckpt.model, path, samples, mean, std)
                 err = compare(*run_graph(path, FORMATS[fmt], ckpt.model, stream, samples),
                               ref_y, ref_state)
@@ -110,6 +109,15 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
                         "steps; nothing written")
                 files.append(_file_entry(path, fmt, graph, samples, err.to_json(),
                                          options.opset if fmt == "onnx" else None))
+            # the backend's per-call floor for this signature, for `wavedge bench`
+            path = tmp / f"bench.identity.{fmt}"
+            if fmt == "onnx":
+                export_graph(ckpt.model, path, 1, opset=options.opset, graph_kind="identity")
+            else:
+                export_tflite_graph(ckpt.model, path, 1, None, None, graph_kind="identity")
+            files.append(_file_entry(path, fmt, "identity", 1, {"note": "benchmark floor: "
+                                     "inputs passed through, no model"},
+                                     options.opset if fmt == "onnx" else None))
         raw = _manifest(ckpt, data, files, options, len(stream))
         if options.recording:
             raw["recording"] = write_recording(tmp / RECORDING_NAME, x_raw, data)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from wavedge.errors import ExportError
-from wavedge.export.graphs import ChunkGraph, StepGraph, io_names
+from wavedge.export.graphs import build_graph, io_names
 from wavedge.models import StepModel
 
 DEFAULT_OPSET = 18
@@ -33,9 +33,10 @@ def _quiet_exporter():
 
 
 def export_graph(model: StepModel, path: Path, samples: int, mean=None, std=None,
-                 opset: int = DEFAULT_OPSET) -> Path:
+                 opset: int = DEFAULT_OPSET, graph_kind: str | None = None) -> Path:
     """Export the step graph (``samples == 1``) or the chunk graph of ``samples`` to ``path``,
-    taking raw inputs normalised in-graph by ``mean``/``std`` (default 0 and 1).
+    taking raw inputs normalised in-graph by ``mean``/``std`` (default 0 and 1);
+    ``graph_kind="identity"`` exports the benchmark floor graph instead.
 
     Batch is fixed at 1 (one stream per call; several streams share one session). Raises
     ``ExportError`` when torch cannot export the model.
@@ -46,7 +47,8 @@ def export_graph(model: StepModel, path: Path, samples: int, mean=None, std=None
     d = model.input_size
     mean = [0.0] * d if mean is None else mean
     std = [1.0] * d if std is None else std
-    graph = StepGraph(model, mean, std) if samples == 1 else ChunkGraph(model, samples, mean, std)
+    kind = graph_kind or ("step" if samples == 1 else "chunk")
+    graph = build_graph(model, kind, samples, mean, std)
     x = torch.zeros(1, d) if samples == 1 else torch.zeros(1, samples, d)
     inputs, outputs = io_names(model)
     try:
@@ -55,16 +57,15 @@ def export_graph(model: StepModel, path: Path, samples: int, mean=None, std=None
                                         input_names=inputs, output_names=outputs,
                                         opset_version=opset, verbose=False)
     except Exception as exc:  # the exporter raises many types; say which graph failed
-        raise ExportError(f"torch could not export the {model.arch} "
-                          f"{'step' if samples == 1 else 'chunk'} graph: "
+        raise ExportError(f"torch could not export the {model.arch} {kind} graph: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                           ) from exc
     proto = program.model_proto
     dedupe_initializers(proto)
     strip_debug_info(proto)
-    proto.doc_string = f"wavedge {model.arch} {'step' if samples == 1 else f'chunk of {samples}'}"
+    proto.doc_string = f"wavedge {model.arch} {kind} ({samples} sample(s) per call)"
     onnx.helper.set_model_props(proto, {"wavedge.arch": model.arch,
-                                        "wavedge.graph": "step" if samples == 1 else "chunk",
+                                        "wavedge.graph": kind,
                                         "wavedge.samples_per_call": str(samples)})
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)

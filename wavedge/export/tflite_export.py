@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from wavedge.errors import ExportError
-from wavedge.export.graphs import ChunkGraph, StepGraph
+from wavedge.export.graphs import build_graph
 from wavedge.models import StepModel
 
 
@@ -44,15 +44,18 @@ class _Signature(nn.Module):
         return {"y": y, **{f"state_out.{n}": s for n, s in zip(self.state_names, new_state)}}
 
 
-def export_tflite_graph(model: StepModel, path: Path, samples: int, mean, std) -> Path:
-    """Convert the step graph (``samples == 1``) or chunk graph to an fp32 ``.tflite``."""
+def export_tflite_graph(model: StepModel, path: Path, samples: int, mean, std,
+                        graph_kind: str | None = None) -> Path:
+    """Convert the step graph (``samples == 1``), chunk graph or identity (benchmark floor)
+    graph to an fp32 ``.tflite``."""
     try:
         import litert_torch
     except ImportError:
         raise ExportError("TFLite export needs litert-torch: pip install 'wavedge[tflite]'") \
             from None
     model = model.eval()
-    graph = StepGraph(model, mean, std) if samples == 1 else ChunkGraph(model, samples, mean, std)
+    kind = graph_kind or ("step" if samples == 1 else "chunk")
+    graph = build_graph(model, kind, samples, mean, std)
     names = [s.name for s in model.state_spec]
     d = model.input_size
     kwargs = {"x": torch.zeros(1, d) if samples == 1 else torch.zeros(1, samples, d)}
@@ -66,7 +69,7 @@ def export_tflite_graph(model: StepModel, path: Path, samples: int, mean, std) -
             path.parent.mkdir(parents=True, exist_ok=True)
             edge.export(os.fspath(path))
     except Exception as exc:  # the converter raises many types; say which graph failed
-        raise ExportError(f"litert-torch could not convert the {model.arch} "
-                          f"{'step' if samples == 1 else 'chunk'} graph: {type(exc).__name__}: "
+        raise ExportError(f"litert-torch could not convert the {model.arch} {kind} graph: "
+                          f"{type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     return path
