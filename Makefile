@@ -14,12 +14,13 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 .PHONY: venv demo test bench train-all bundle clean
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
-# (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + pytest, the package installed editable.
+# (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + matplotlib (bench plot) + pytest, the
+# package installed editable.
 # Rebuilt when pyproject changes.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[export,litert,test]'
+	$(BIN)/python -m pip install -q -e '.[export,litert,bench,test]'
 	touch $(STAMP)
 
 # A second venv with litert-torch for TFLite export (about 2 GB; only `make bundle` needs it).
@@ -42,10 +43,12 @@ demo: $(STAMP)
 	$(BIN)/wavedge run $(BUNDLED) --source 'replay:$(BUNDLED)/recording.csv?rate=max' \
 		--sink null: --backend litert
 
-# Runtime benchmark: push vs the bare backend call vs torch step, per backend (a minute or two);
-# results in $(OUT)/bench/runtime.json. Numbers in docs/runtime.md.
+# Benchmark the bundled model: every backend x precision x mode beside the bare backend call,
+# the backend's floor, torch and numpy step by step and sliding-window re-inference (about a
+# minute); table on screen, bench.json and bench.png in $(OUT)/bench. See docs/benchmarks.md.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_runtime.py --out $(OUT)/bench/runtime.json
+	$(BIN)/wavedge bench $(BUNDLED) --checkpoint $(BUNDLED).pt --repeats 5 --samples 3000 \
+		--rate 100 --rate 1000 --rate 16000 --out $(OUT)/bench
 
 # The default test run (no hardware, no network, a few minutes on 2 cores).
 test: $(STAMP)

@@ -106,6 +106,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from wavedge.runtime import bench
+
+    if args.compare:
+        a, b = (bench.load_report(p) for p in args.compare)
+        print(bench.compare(a, b, str(args.compare[0]), str(args.compare[1])))
+        return 0
+    if args.model_dir is None:
+        raise InputError("bench: give MODEL_DIR, or --compare A.json B.json")
+    options = bench.BenchOptions(
+        samples=args.samples, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+        pin_cpu=args.pin, rates_hz=tuple(args.rate or ()), window=args.window,
+        backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()),
+        checkpoint=args.checkpoint)
+    report = bench.run_bench(args.model_dir, options,
+                             progress=lambda m: print(f"wavedge: bench {m}", file=sys.stderr))
+    print(bench.format_table(report))
+    if args.out is not None:
+        for path in bench.write_report(report, args.out):
+            print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavedge", description="Train, export and stream brain-inspired sequence models.")
@@ -159,6 +182,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="backend threads (default 1)")
     p.add_argument("--limit", type=int, help="stop after this many samples")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("bench", help="benchmark every backend x precision x mode of a model",
+                       description="Measure init, first inference, warm-up, latency "
+                                   "percentiles, throughput, duty cycle and memory for every "
+                                   "installed backend, precision and mode, beside the backend's "
+                                   "floor, torch and numpy step by step, and sliding-window "
+                                   "re-inference. Or compare two saved reports.")
+    p.add_argument("model_dir", type=Path, nargs="?")
+    p.add_argument("--backend", action="append", choices=["onnxruntime", "litert"],
+                   help="only this backend (repeatable; default: every installed one)")
+    p.add_argument("--precision", action="append", help="only this precision (repeatable)")
+    p.add_argument("--samples", type=int, default=2000, help="timed calls per repeat (2000)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats, spread shown (3)")
+    p.add_argument("--warmup", type=int, default=200, help="untimed warm-up calls (200)")
+    p.add_argument("--threads", type=int, default=1, help="backend and torch threads (1)")
+    p.add_argument("--pin", type=int, metavar="CPU", help="pin the process to this CPU")
+    p.add_argument("--rate", type=float, action="append", metavar="HZ",
+                   help="also give the duty cycle at this sample rate (repeatable)")
+    p.add_argument("--window", type=int, default=100,
+                   help="samples re-run per step by the sliding-window baseline (100)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="the model's torch checkpoint, for the torch and numpy baselines")
+    p.add_argument("--out", type=Path, help="folder for bench.json and bench.png")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
+                   help="compare two saved reports instead of measuring")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("inspect", help="validate a model directory and describe it",
                        description="Check the manifest (format, version, checksums) and print "

@@ -34,6 +34,9 @@ class StepModel(nn.Module):
     """Base class: subclasses set ``arch`` and implement ``state_spec``, ``step`` and ``sequence``."""
 
     arch: str = ""
+    # export the chunk graph from ``sequence`` (plain ops); False where ``sequence`` uses a
+    # fused op that exporters get wrong or converters lack (the GRU)
+    chunk_via_sequence: bool = True
 
     def __init__(self, input_size: int, output_size: int) -> None:
         super().__init__()

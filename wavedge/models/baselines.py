@@ -65,6 +65,7 @@ class GRU(_HiddenVector):
     """Single-layer GRU with a per-step linear (or MLP) readout."""
 
     arch = "gru"
+    chunk_via_sequence = False  # nn.GRU would export as an ONNX GRU node
 
     def __init__(self, input_size: int, output_size: int, hidden_size: int = 128,
                  mlp_hidden: int = 0) -> None:

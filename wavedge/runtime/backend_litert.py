@@ -58,19 +58,36 @@ def is_installed() -> bool:
     return _interpreter_class()[0] is not None
 
 
+def _wavedge_name(name: str) -> str:
+    """TFLite input names cannot hold dots: ``state_in_h`` is wavedge's ``state_in.h``."""
+    for kind in ("state_in_", "state_out_"):
+        if name.startswith(kind):
+            return kind[:-1] + "." + name[len(kind):]
+    return name
+
+
 def _tensor_name(detail: dict) -> str:
-    """The wavedge name of a TFLite tensor: converters prefix signature tensors
-    ("serving_default_y_output"), and input names cannot hold dots ("state_in_h")."""
+    """The wavedge name of a TFLite tensor found by its tensor name (models without a
+    signature): converters prefix them ("serving_default_y_output")."""
     name = detail["name"].split(":")[0]
     for prefix in ("serving_default_", "StatefulPartitionedCall_"):
         if name.startswith(prefix):
             name = name[len(prefix):]
     if name.endswith("_output"):
         name = name[: -len("_output")]
-    for kind in ("state_in_", "state_out_"):
-        if name.startswith(kind):
-            name = kind[:-1] + "." + name[len(kind):]
-    return name
+    return _wavedge_name(name)
+
+
+def io_details(interp) -> tuple[dict, dict]:
+    """{wavedge name: tensor details} of the inputs and outputs, from the model's signature
+    when it has one (names as the exporter gave them, even where a converter made an output
+    the very tensor of an input), else from tensor names."""
+    if interp.get_signature_list():
+        runner = interp.get_signature_runner()
+        return ({_wavedge_name(k): v for k, v in runner.get_input_details().items()},
+                {_wavedge_name(k): v for k, v in runner.get_output_details().items()})
+    return ({_tensor_name(d): d for d in interp.get_input_details()},
+            {_tensor_name(d): d for d in interp.get_output_details()})
 
 
 class LiteRTGraph(Graph):
@@ -88,8 +105,7 @@ class LiteRTRunner:
             self.interp = graph._factory(model_content=graph._content,
                                          num_threads=graph._options.threads)
             self.interp.allocate_tensors()
-        by_name_in = {_tensor_name(d): d for d in self.interp.get_input_details()}
-        by_name_out = {_tensor_name(d): d for d in self.interp.get_output_details()}
+        by_name_in, by_name_out = io_details(self.interp)
         x_spec, *state_in = graph.inputs
         y_spec, *state_out = graph.outputs
         self._x_idx = by_name_in[x_spec.name]["index"]
@@ -152,13 +168,13 @@ def load(path: Path, options: BackendOptions) -> LiteRTGraph:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackendError(f"{path}: {library} cannot load it: {first}") from None
     specs = []
-    for details in (interp.get_input_details(), interp.get_output_details()):
+    for details in io_details(interp):
         group = []
-        for d in details:
+        for name, d in details.items():
             if d["dtype"] != np.float32:
-                raise BackendError(f"{path}: tensor {_tensor_name(d)!r} is {d['dtype'].__name__}; "
+                raise BackendError(f"{path}: tensor {name!r} is {np.dtype(d['dtype']).name}; "
                                    "this runtime feeds float32")
-            group.append(TensorSpec(_tensor_name(d), tuple(int(v) for v in d["shape"])))
+            group.append(TensorSpec(name, tuple(int(v) for v in d["shape"])))
         specs.append(group)
     version = getattr(__import__(library), "__version__", "?")
     return LiteRTGraph(path, content, factory, specs[0], specs[1],

@@ -1,0 +1,107 @@
+"""`wavedge bench`: complete, well-formed output whose ratios come from the same run. Speed is
+never asserted here (see docs/benchmarks.md for measured numbers)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, assert_one_line_error, run_cli
+from wavedge.runtime import available
+from wavedge.runtime.bench import numpy_step_fn
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = run_cli("bench", BUNDLED_MODEL, "--checkpoint", BUNDLED_CHECKPOINT, "--samples", "100",
+                   "--repeats", "2", "--warmup", "20", "--rate", "1000", "--window", "40",
+                   "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout, json.loads((out / "bench.json").read_text())
+
+
+def test_every_installed_backend_and_mode_is_measured(report):
+    _, _, r = report
+    backends = [b for b, ok in available().items() if ok]
+    for b in backends:
+        for mode in ("step", "bare", "chunk32", "window40"):
+            assert f"{b}/fp32/{mode}" in r["configs"], mode
+        assert f"{b}/floor" in r["configs"]
+    assert {"torch/step", "numpy/step"} <= set(r["configs"])
+    for name, c in r["configs"].items():
+        u = c["us_per_sample"]
+        assert 0 < u["min"] <= u["p50"] <= u["p99"] <= u["max"], name
+        assert u["p90"] <= u["p99"] and u["std"] >= 0
+        assert len(u["p50_per_repeat"]) == 2
+        assert c["throughput_samples_per_s"] > 0
+        assert set(c["duty_cycle"]) == {"10", "1000"}  # the manifest's 10 Hz and the asked rate
+
+
+def test_step_configs_carry_init_first_inference_and_size(report):
+    _, _, r = report
+    step = r["configs"]["onnxruntime/fp32/step"]
+    assert step["init_ms"] > 0 and step["first_inference_us"] > 0
+    assert step["warmup_us_per_sample"] > 0 and step["artefact_bytes"] > 10_000
+    assert r["peak_rss_mb"] > 0
+    m = r["machine"]
+    assert m["cpu"] and m["cores"] >= 1 and "numpy" in m["versions"]
+    assert r["method"]["threads"] == 1 and r["method"]["repeats"] == 2
+
+
+def test_ratios_are_computed_from_the_same_run(report):
+    _, _, r = report
+    c = r["configs"]
+    for b in [b for b, ok in available().items() if ok]:
+        step = c[f"{b}/fp32/step"]["us_per_sample"]["p50"]
+        for key, other in ((f"{b}/fp32: step / bare", f"{b}/fp32/bare"),
+                           (f"{b}/fp32: step / floor", f"{b}/floor")):
+            assert r["ratios"][key] == pytest.approx(step / c[other]["us_per_sample"]["p50"])
+        assert r["ratios"][f"{b}/fp32: torch step / step"] == pytest.approx(
+            c["torch/step"]["us_per_sample"]["p50"] / step)
+        assert r["ratios"][f"{b}/fp32: chunk / step"] > 0
+    duty = c["onnxruntime/fp32/step"]["duty_cycle"]["1000"]
+    assert duty == pytest.approx(c["onnxruntime/fp32/step"]["us_per_sample"]["p50"] * 1e-3)
+
+
+def test_table_and_plot_are_written(report):
+    out, stdout, _ = report
+    assert "onnxruntime/fp32/step" in stdout and "ratios (p50, same run)" in stdout
+    assert "duty@1000Hz" in stdout
+    png = out / "bench.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_two_reports(report, tmp_path):
+    out, _, r = report
+    other = json.loads(json.dumps(r))
+    for c in other["configs"].values():
+        c["us_per_sample"]["p50"] *= 2
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    proc = run_cli("bench", "--compare", out / "bench.json", tmp_path / "b.json")
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("onnxruntime/fp32/step"))
+    assert line.split()[-1] == "2.00"
+
+
+def test_compare_refuses_a_file_that_is_not_a_report(tmp_path):
+    (tmp_path / "a.json").write_text('{"hello": 1}')
+    assert_one_line_error(run_cli("bench", "--compare", tmp_path / "a.json", tmp_path / "a.json"),
+                          "not a wavedge bench report")
+
+
+def test_numpy_baseline_is_the_same_model():
+    from wavedge.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(BUNDLED_CHECKPOINT)
+    mean = np.array(ckpt.meta["normalisation"]["mean"], np.float32)
+    std = np.array(ckpt.meta["normalisation"]["std"], np.float32)
+    step = numpy_step_fn(ckpt.model, mean, std)
+    x = (mean + std * np.random.default_rng(0).standard_normal((200, 6))).astype(np.float32)
+    with torch.inference_mode():
+        ref = ckpt.model(torch.from_numpy((x - mean) / std)[None])[0].numpy()
+    got = np.stack([step(v) for v in x])
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
