@@ -117,7 +117,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise InputError("bench: give MODEL_DIR, or --compare A.json B.json")
     options = bench.BenchOptions(
         samples=args.samples, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-        pin_cpu=args.pin, rates_hz=tuple(args.rate or ()), window=args.window,
+        providers=tuple(args.provider or ("cpu",)), pin_cpu=args.pin, rates_hz=tuple(args.rate or ()), window=args.window,
         backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()),
         checkpoint=args.checkpoint)
     report = bench.run_bench(args.model_dir, options,
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="repeats, spread shown (3)")
     p.add_argument("--warmup", type=int, default=200, help="untimed warm-up calls (200)")
     p.add_argument("--threads", type=int, default=1, help="backend and torch threads (1)")
+    p.add_argument("--provider", action="append", choices=["cpu", "cuda", "tensorrt"],
+                   help="onnxruntime execution provider, in preference order (default cpu)")
     p.add_argument("--pin", type=int, metavar="CPU", help="pin the process to this CPU")
     p.add_argument("--rate", type=float, action="append", metavar="HZ",
                    help="also give the duty cycle at this sample rate (repeatable)")

@@ -37,6 +37,7 @@ class BenchOptions:
     repeats: int = 3
     warmup: int = 200
     threads: int = 1
+    providers: tuple[str, ...] = ("cpu",)  # onnxruntime providers (a Jetson: cuda, tensorrt)
     pin_cpu: int | None = None  # pin the process to this CPU (Linux)
     rates_hz: tuple[float, ...] = ()  # duty cycle at these rates too (the manifest's is always in)
     window: int = 100  # sliding-window re-inference: samples re-run at every step
@@ -124,7 +125,7 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
     backends = options.backends or tuple(b for b in FILE_FORMAT if have.get(b))
     precisions = options.precisions or tuple(sorted({f.precision for f in manifest.files
                                                      if f.graph == "step"}))
-    bopts = BackendOptions(threads=options.threads)
+    bopts = BackendOptions(threads=options.threads, providers=options.providers)
     configs: list[Config] = []
     artefacts = {}
     for backend in backends:
@@ -156,6 +157,7 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
             "machine": describe(),
             "method": {"samples": options.samples, "repeats": options.repeats,
                        "warmup": options.warmup, "threads": options.threads,
+                       "providers": list(options.providers),
                        "pinned_cpu": options.pin_cpu, "window": options.window,
                        "rates_hz": rates, "clock": "time.perf_counter_ns around each call; "
                        "per-sample = per-call / samples per call; p50 = median over repeats of "
@@ -516,7 +518,7 @@ def compare(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> str:
     only = sorted(set(a["configs"]) ^ set(b["configs"]))
     if only:
         lines.append(f"in one report only: {', '.join(only)}")
-    lines.append("ratios within each run:")
+    lines.append(f"ratios within each run:{'':<23}{'A':>8}{'B':>8}")
     for k in a["ratios"]:
         if k in b["ratios"]:
             lines.append(f"  {k:<44}{a['ratios'][k]:>8.2f}{b['ratios'][k]:>8.2f}")
