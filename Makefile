@@ -63,7 +63,8 @@ train-all: $(STAMP)
 # checked against torch) with the test recording.
 bundle: $(STAMP) $(TFLITE_STAMP)
 	$(BIN)/wavedge train --task basic_motions --arch wave_rnn --out $(BUNDLED).pt
-	$(TFLITE_VENV)/bin/wavedge export $(BUNDLED).pt --out $(BUNDLED) --recording --format onnx,tflite
+	$(TFLITE_VENV)/bin/wavedge export $(BUNDLED).pt --out $(BUNDLED) --recording \
+		--format onnx,tflite --precision fp32,int8
 
 # Remove the venv and everything generated.
 clean:

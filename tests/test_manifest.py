@@ -31,7 +31,7 @@ def test_bundled_manifest_loads_and_describes_the_model(model_dir):
     assert m.input_size == 6 and m.output_size == 4 and m.sample_rate_hz == 10.0
     assert m.find_file("step").samples_per_call == 1
     assert m.find_file("chunk").samples_per_call == 32
-    assert m.find_file("step", precision="int8") is None
+    assert m.find_file("step", precision="int4") is None
 
 
 CASES = {

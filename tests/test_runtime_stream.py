@@ -156,8 +156,8 @@ def test_push_chunk_drops_bad_rows_under_reject_and_keeps_the_good(model, record
 def test_unknown_policy_and_precision_are_clear_errors(model):
     with pytest.raises(InputError, match="policy 'skip' is not one of reject, hold, zero"):
         model.stream("skip")
-    with pytest.raises(ManifestError, match="no onnx step graph at precision 'int8'"):
-        load_model(BUNDLED_MODEL, precision="int8")
+    with pytest.raises(ManifestError, match="no onnx step graph at precision 'int4'"):
+        load_model(BUNDLED_MODEL, precision="int4")
     with pytest.raises(BackendError, match="unknown backend 'tensorflow'"):
         load_model(BUNDLED_MODEL, backend="tensorflow")
 

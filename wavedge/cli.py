@@ -32,21 +32,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from wavedge.export import ExportOptions, export_model_dir
+    from wavedge.export.quantize import QuantOptions
     from wavedge.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint, expect_arch=args.arch)
     options = ExportOptions(chunk_samples=args.chunk, tolerance=args.tolerance,
                             check_steps=args.check_steps, recording=args.recording,
-                            formats=tuple(f.strip() for f in args.format.split(",") if f.strip()))
+                            formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
+                            precisions=tuple(p.strip() for p in args.precision.split(",")
+                                             if p.strip()),
+                            quant=QuantOptions(method=args.quant_method,
+                                               max_accuracy_drop=args.max_accuracy_drop,
+                                               force=args.force))
     manifest_path = export_model_dir(ckpt, args.out, options)
     raw = json.loads(manifest_path.read_text())
     for f in raw["files"]:
         if f["graph"] == "identity":
             continue  # the benchmark floor graph: no model in it to compare
         e = f["error_vs_torch"]
+        acc = f.get("accuracy", {})
+        gate = (f"tolerance {options.tolerance:g}" if f["precision"] == "fp32"
+                else "recorded, not gated")
         print(f"{f['path']}: {f['size_bytes']} bytes, {f['samples_per_call']} sample(s)/call, "
-              f"error vs torch {e['error']:.2e} over {e['steps']} steps "
-              f"(tolerance {options.tolerance:g}), argmax agreement {e['argmax_agreement']:.4f}")
+              f"error vs torch {e['error']:.2e} over {e['steps']} steps ({gate}), argmax "
+              f"agreement {e['argmax_agreement']:.4f}, test accuracy {acc.get('test', 0):.3f} "
+              f"(torch fp32 {acc.get('torch_fp32', 0):.3f})")
     print(f"wrote {manifest_path}")
     return 0
 
@@ -161,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the test split as recording.csv")
     p.add_argument("--format", default="onnx",
                    help="comma-separated: onnx, tflite (tflite needs the tflite extra)")
+    p.add_argument("--precision", default="fp32",
+                   help="comma-separated: fp32, int8 (int8: ONNX, calibrated on the training "
+                        "recordings streamed with the state carried)")
+    p.add_argument("--quant-method", default="dynamic", choices=["static", "dynamic"],
+                   help="int8: dynamic (int8 weights of the input and readout matmuls, the "
+                        "recurrence in fp32; the default, measured) or static (calibrated)")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                   help="points of test accuracy an int8 artefact may lose (1.0)")
+    p.add_argument("--force", action="store_true",
+                   help="write an int8 artefact that misses the accuracy gate anyway")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("run", help="stream a source through a model into a sink (no torch)",

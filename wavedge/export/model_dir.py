@@ -12,7 +12,7 @@ import datetime as _dt
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import wavedge
 from wavedge.errors import ExportError, InputError
 from wavedge.export.check import check_stream, compare, run_graph, torch_reference
 from wavedge.export.onnx_export import DEFAULT_OPSET, export_graph
+from wavedge.export.quantize import QuantOptions, StreamCalibrationReader, quantize_onnx
 from wavedge.export.tflite_export import export_tflite_graph
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
 from wavedge.models.checkpoint import Checkpoint
@@ -40,8 +41,18 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     recording: bool = False  # also write the test split as recording.csv
     formats: tuple[str, ...] = ("onnx",)  # and "tflite" (needs the tflite extra)
+    precisions: tuple[str, ...] = ("fp32",)  # and "int8" (ONNX: calibrated static int8)
+    quant: QuantOptions = field(default_factory=QuantOptions)
 
     def validate(self) -> None:
+        self.quant.validate()
+        bad = sorted(set(self.precisions) - {"fp32", "int8"})
+        if bad or "fp32" not in self.precisions:
+            raise InputError(f"precisions {list(self.precisions)}: fp32 is required and int8 "
+                             "is the other one supported")
+        if "int8" in self.precisions and "onnx" not in self.formats:
+            raise InputError("int8 is exported as ONNX only for now (int8 TFLite is not "
+                             "supported yet): add onnx to the formats")
         unknown = sorted(set(self.formats) - set(FORMATS))
         if unknown or not self.formats:
             raise InputError(f"format(s) {unknown or '(none)'} not supported; choose from "
@@ -91,6 +102,7 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
+    calibration: dict = {}
     try:
         files = []
         for fmt in options.formats:
@@ -109,6 +121,9 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
                         "steps; nothing written")
                 files.append(_file_entry(path, fmt, graph, samples, err.to_json(),
                                          options.opset if fmt == "onnx" else None))
+                if fmt == "onnx" and "int8" in options.precisions:
+                    files.append(_int8_entry(ckpt, path, graph, samples, data, stream, ref_y,
+                                             ref_state, options, calibration))
             # the backend's per-call floor for this signature, for `wavedge bench`
             path = tmp / f"bench.identity.{fmt}"
             if fmt == "onnx":
@@ -119,8 +134,15 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
                                      "inputs passed through, no model"},
                                      options.opset if fmt == "onnx" else None))
         raw = _manifest(ckpt, data, files, options, len(stream))
+        if "int8" in options.precisions:
+            if not calibration:
+                calibration = {"data": None, "how": "dynamic quantisation: int8 weights, "
+                               "activations quantised on the fly; no calibration data"}
+            raw["calibration"] = {**calibration, "options": asdict(options.quant)}
         if options.recording:
             raw["recording"] = write_recording(tmp / RECORDING_NAME, x_raw, data)
+        write_manifest(tmp, raw)
+        _accuracy_gate(tmp, raw, ckpt, data, options)
         write_manifest(tmp, raw)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -128,6 +150,70 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / MANIFEST_NAME
+
+
+def _int8_entry(ckpt, fp32_path: Path, graph: str, samples: int, data, stream, ref_y,
+                ref_state, options: ExportOptions, calibration: dict) -> dict:
+    """Quantise one fp32 ONNX graph, calibrated on the training recordings streamed with the
+    state carried; its error versus torch is measured and recorded, not gated (the accuracy
+    gate decides)."""
+    out = fp32_path.with_name(f"model.{graph}.int8.onnx")
+    reader = None
+    if options.quant.method == "static":
+        reader = StreamCalibrationReader(fp32_path, data.x_train, samples,
+                                         options.quant.calibration_passes,
+                                         options.quant.calibration_stride)
+        calibration.setdefault("data", f"{data.name} training split "
+                                       f"({len(data.x_train)} recordings)")
+        calibration[f"{graph}_graph"] = reader.description
+    quantize_onnx(fp32_path, out, reader, options.quant)
+    err = compare(*run_graph(out, "onnxruntime", ckpt.model, stream, samples), ref_y, ref_state)
+    entry = _file_entry(out, "onnx", graph, samples, err.to_json(), options.opset)
+    entry["precision"] = "int8"
+    entry["size_vs_fp32"] = round(out.stat().st_size / fp32_path.stat().st_size, 3)
+    return entry
+
+
+def _accuracy_gate(directory: Path, raw: dict, ckpt: Checkpoint, data,
+                   options: ExportOptions) -> None:
+    """Measure every artefact's test accuracy through the runtime (each test recording from
+    reset, the prediction at its last sample) beside the torch fp32 model's; refuse an int8
+    artefact that loses more than ``max_accuracy_drop`` points, unless forced."""
+    import torch
+
+    from wavedge.runtime.model import load_model
+
+    mean, std = normalisation(ckpt)
+    with torch.inference_mode():
+        logits = ckpt.model(torch.from_numpy((data.x_test - mean) / std).float())
+    torch_acc = float((logits[:, -1].argmax(-1).numpy() == data.y_test).mean())
+    for fmt in options.formats:
+        backend = FORMATS[fmt]
+        for precision in options.precisions:
+            if not any((f["format"], f["precision"]) == (fmt, precision) for f in raw["files"]):
+                continue  # e.g. int8 TFLite, not produced yet
+            for graph, use_chunk in (("step", False), ("chunk", True)):
+                model = load_model(directory, backend, precision, use_chunk=use_chunk)
+                correct = 0
+                for seq, label in zip(data.x_test, data.y_test):
+                    stream = model.stream()
+                    correct += int(stream.push_chunk(seq).class_ids[-1] == label)
+                acc = correct / len(data.x_test)
+                drop = (torch_acc - acc) * 100.0
+                entry = next(f for f in raw["files"] if (f["format"], f["graph"],
+                                                         f["precision"]) == (fmt, graph, precision))
+                entry["accuracy"] = {"test": acc, "torch_fp32": torch_acc,
+                                     "drop_points": round(drop, 3), "n_test": len(data.x_test),
+                                     "graphs": "step only" if not use_chunk else
+                                               f"chunk of {options.chunk_samples}, then step"}
+                if precision != "fp32" and drop > options.quant.max_accuracy_drop \
+                        and not options.quant.force:
+                    raise ExportError(
+                        f"{entry['path']}: test accuracy {acc:.1%} vs {torch_acc:.1%} for the "
+                        f"fp32 torch model, a drop of {drop:.1f} points where "
+                        f"{options.quant.max_accuracy_drop:g} is allowed (missed by "
+                        f"{drop - options.quant.max_accuracy_drop:.1f}); nothing written "
+                        "(--force writes it anyway)")
 
 
 def _file_entry(path: Path, fmt: str, graph: str, samples: int, error: dict,

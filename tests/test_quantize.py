@@ -1,0 +1,74 @@
+"""int8 artefacts: smaller, as accurate as fp32 within a point, refused when they are not."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL
+from wavedge.errors import ExportError, InputError
+from wavedge.export import ExportOptions, export_model_dir
+from wavedge.export.quantize import QuantOptions, StreamCalibrationReader
+from wavedge.manifest import load_manifest
+from wavedge.models.checkpoint import load_checkpoint
+from wavedge.models.data import basic_motions
+from wavedge.runtime import load_model
+
+
+def test_bundled_int8_artefacts_are_smaller_and_keep_accuracy():
+    m = load_manifest(BUNDLED_MODEL)
+    for graph in ("step", "chunk"):
+        fp32, int8 = m.find_file(graph, "fp32"), m.find_file(graph, "int8")
+        assert int8.size_bytes < fp32.size_bytes
+        raw = next(f for f in m.raw["files"] if f["path"] == int8.path)
+        acc = raw["accuracy"]
+        assert acc["drop_points"] <= 1.0 and acc["test"] >= acc["torch_fp32"] - 0.01
+        assert raw["size_vs_fp32"] == pytest.approx(int8.size_bytes / fp32.size_bytes, abs=1e-3)
+    assert m.raw["calibration"]["options"]["method"] == "dynamic"
+
+
+def test_int8_stream_agrees_with_fp32_on_the_recording():
+    data = basic_motions()
+    x = data.x_test.reshape(-1, 6)
+    fp32 = load_model(BUNDLED_MODEL).stream().push_chunk(x)
+    int8_stream = load_model(BUNDLED_MODEL, precision="int8").stream()
+    int8 = np.stack([int8_stream.push(v).logits for v in x])
+    assert np.mean(int8.argmax(-1) == fp32.class_ids) >= 0.99
+    # the activity at the end of every recording, streamed without reset, is unchanged
+    ends = np.arange(99, len(x), 100)
+    assert (int8.argmax(-1)[ends] == fp32.class_ids[ends]).all()
+
+
+def test_calibration_reader_streams_full_recordings_with_the_state():
+    data = basic_motions()
+    reader = StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", data.x_train[:4],
+                                     passes=1, stride=1)
+    feeds = list(reader)
+    assert len(feeds) == 400 and reader.description["stream_samples"] == 400
+    assert not feeds[0]["state_in.h"].any() and feeds[150]["state_in.h"].any()
+    assert reader.get_next() is feeds[0] and reader.get_next() is feeds[1]
+    with pytest.raises(InputError, match=r"expected shape \(N, T, D\)"):
+        StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", data.x_train[0])
+
+
+def test_accuracy_gate_refuses_static_int8_and_says_by_how_much(tmp_path):
+    out = tmp_path / "static"
+    options = ExportOptions(precisions=("fp32", "int8"), check_steps=1000,
+                            quant=QuantOptions(method="static", op_types=()))
+    with pytest.raises(ExportError, match=r"a drop of .* points where 1 is allowed "
+                                          r"\(missed by .*\); nothing written"):
+        export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out, options)
+    assert not out.exists()
+    forced = ExportOptions(precisions=("fp32", "int8"), check_steps=1000,
+                           quant=QuantOptions(method="static", op_types=(), force=True))
+    export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out, forced)
+    raw = json.loads((out / "manifest.json").read_text())
+    step = next(f for f in raw["files"] if f["path"] == "model.step.int8.onnx")
+    assert step["accuracy"]["drop_points"] > 1.0  # written, with the miss on record
+
+
+def test_int8_needs_onnx():
+    with pytest.raises(InputError, match="int8 is exported as ONNX only"):
+        ExportOptions(formats=("tflite",), precisions=("fp32", "int8")).validate()
