@@ -139,6 +139,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_backend_settings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--provider", action="append", choices=["cpu", "cuda", "tensorrt"],
+                   help="onnxruntime execution provider, in preference order (default cpu)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="backend threads, and torch's in bench (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavedge", description="Train, export and stream brain-inspired sequence models.")
@@ -197,9 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="reject", choices=["reject", "hold", "zero"],
                    help="bad samples (wrong length, non-numeric, NaN/inf): reject = drop and "
                         "count, hold = repeat the last good value, zero = use 0")
-    p.add_argument("--provider", action="append", choices=["cpu", "cuda", "tensorrt"],
-                   help="onnxruntime execution provider, in preference order (default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="backend threads (default 1)")
+    _add_backend_settings(p)
     p.add_argument("--limit", type=int, help="stop after this many samples")
     p.set_defaults(func=_cmd_run)
 
@@ -216,9 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=2000, help="timed calls per repeat (2000)")
     p.add_argument("--repeats", type=int, default=3, help="repeats, spread shown (3)")
     p.add_argument("--warmup", type=int, default=200, help="untimed warm-up calls (200)")
-    p.add_argument("--threads", type=int, default=1, help="backend and torch threads (1)")
-    p.add_argument("--provider", action="append", choices=["cpu", "cuda", "tensorrt"],
-                   help="onnxruntime execution provider, in preference order (default cpu)")
+    _add_backend_settings(p)
     p.add_argument("--pin", type=int, metavar="CPU", help="pin the process to this CPU")
     p.add_argument("--rate", type=float, action="append", metavar="HZ",
                    help="also give the duty cycle at this sample rate (repeatable)")

@@ -113,7 +113,6 @@ class LiteRTRunner:
         self._y_idx = by_name_out[y_spec.name]["index"]
         self._s_out = [by_name_out[t.name]["index"] for t in state_out]
         self.x = np.zeros(x_spec.shape, np.float32)
-        self.y = np.zeros(y_spec.shape, np.float32)
         self.state = [np.zeros(t.shape, np.float32) for t in state_in]
 
     def run(self) -> np.ndarray:
