@@ -108,8 +108,9 @@ def test_result_carries_label_and_probability(model, recording):
 
 
 @pytest.mark.parametrize("sample,reason", [
-    (np.zeros(5, np.float32), "expected 6 values, got shape (5,)"),
-    (np.zeros((2, 6), np.float32), "expected 6 values, got shape (2, 6)"),
+    (np.zeros(5, np.float32), "expected 6 values, shape (6,), got shape (5,)"),
+    (np.zeros((2, 6), np.float32), "expected 6 values, shape (6,), got shape (2, 6)"),
+    (np.zeros((2, 3), np.float32), "got shape (2, 3)"),  # six values, but not one sample
     (["1", "2", "x", "4", "5", "6"], "not numeric"),
     ([1, 2, float("nan"), 4, 5, 6], "NaN/inf in channel(s) [2]"),
     ([1, 2, 3, 4, 5, float("inf")], "NaN/inf in channel(s) [5]"),

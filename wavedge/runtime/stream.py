@@ -160,9 +160,9 @@ class Stream:
                 x = np.asarray(sample, dtype=np.float32)
             except (TypeError, ValueError):
                 return self._bad("not_numeric", None, f"sample is not numeric: {sample!r:.60}")
-            if x.size != self.channels or x.ndim > 2:
-                return self._bad("wrong_shape", None,
-                                 f"sample: expected {self.channels} values, got shape {x.shape}")
+            if x.shape not in (self._shape, (1, self.channels)):
+                return self._bad("wrong_shape", None, f"sample: expected {self.channels} "
+                                 f"values, shape ({self.channels},), got shape {x.shape}")
             x = x.reshape(self.channels)
             finite = np.isfinite(x)
             if finite.all():
