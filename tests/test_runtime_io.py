@@ -257,3 +257,14 @@ def test_runtime_dependencies_are_lean():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = sorted(d.split(">")[0].split("=")[0].split("<")[0].strip() for d in deps)
     assert names == ["numpy", "onnxruntime", "pyserial"]
+
+
+def test_output_piped_into_a_reader_that_stops_is_not_an_error():
+    """`wavedge run ... | head -3`: no traceback, exit 0, a summary that says it stopped."""
+    cmd = (f"{sys.executable} -m wavedge.cli run {BUNDLED_MODEL} "
+           f"--source 'replay:{RECORDING}?rate=max' | head -3")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 3
+    assert "Traceback" not in proc.stderr and "(interrupted)" in proc.stderr

@@ -67,6 +67,7 @@ def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
     prev_result = None
     clock = time.perf_counter_ns
     started = clock()
+    complete = False  # the source ended by itself, so its last sample closes a recording
     try:
         for sample in source:
             t0 = clock()
@@ -91,14 +92,21 @@ def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
             prev, prev_result = sample, result
             if limit is not None and summary.samples >= limit:
                 break
+        else:
+            complete = True
     except KeyboardInterrupt:
+        summary.interrupted = True
+    except BrokenPipeError:  # the reader of our output went away (`| head`): stop quietly
         summary.interrupted = True
     except WavedgeError as exc:
         summary.error = str(exc)
     finally:
         source.close()
-        sink.close()
-    if prev is not None and prev.sequence is not None and not summary.interrupted:
+        try:
+            sink.close()
+        except BrokenPipeError:
+            pass
+    if complete and prev is not None and prev.sequence is not None:
         summary.ends += 1
         summary.ends_correct += prev_result.label == prev.truth
     summary.seconds = (clock() - started) / 1e9
