@@ -425,17 +425,21 @@ def format_table(report: dict) -> str:
     lines = [f"{report['model']['name']} on {m['cpu']} ({m['arch']}, {m['cores']} cores, flags: "
              f"{' '.join(m['flags']) or 'none of interest'}), threads {report['method']['threads']}"]
     rates = report["method"]["rates_hz"]
-    head = (f"{'configuration':<34}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>10}{'std':>8}"
+    head = (f"{'configuration':<34}{'p50':>9}{'p50 spread':>15}{'p90':>9}{'p99':>9}{'max':>10}"
+            f"{'std':>8}"
             f"{'samples/s':>12}" + "".join(f"{'duty@' + format(r, 'g') + 'Hz':>13}"
                                           for r in rates))
     lines += [head, "-" * len(head)]
     for name, c in report["configs"].items():
         u = c["us_per_sample"]
         duty = "".join(f"{c['duty_cycle'][format(r, 'g')]:>12.3%} " for r in rates)
-        lines.append(f"{name:<34}{u['p50']:>9.2f}{u['p90']:>9.2f}{u['p99']:>9.2f}"
+        reps = u["p50_per_repeat"]
+        spread = f"{min(reps):.2f}-{max(reps):.2f}"
+        lines.append(f"{name:<34}{u['p50']:>9.2f}{spread:>15}{u['p90']:>9.2f}{u['p99']:>9.2f}"
                      f"{u['max']:>10.1f}{u['std']:>8.2f}{c['throughput_samples_per_s']:>12,.0f}"
                      + duty)
-    lines.append("(us per sample)")
+    lines.append(f"(us per sample; p50 spread: the lowest and highest of the "
+                 f"{report['method']['repeats']} repeats' medians)")
     for name, c in report["configs"].items():
         if "init_ms" in c and c["mode"] == "step":
             lines.append(f"{name}: init {c['init_ms']:.1f} ms, first inference "
