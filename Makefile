@@ -11,7 +11,7 @@ OUT ?= out
 TFLITE_VENV ?= .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 
-.PHONY: venv demo test bench train-all bundle clean
+.PHONY: venv demo test bench train-all bundle fuzz clean
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + matplotlib (bench plot) + pytest, the
@@ -69,3 +69,13 @@ bundle: $(STAMP) $(TFLITE_STAMP)
 # Remove the venv and everything generated.
 clean:
 	rm -rf $(VENV) $(TFLITE_VENV) $(OUT) .pytest_cache *.egg-info
+
+# Fuzz the C frame decoder with libFuzzer under ASan/UBSan for FUZZ_SECONDS (installs clang
+# from Debian if it is missing). Not part of `make test`.
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v clang >/dev/null || apt-get install -y -q clang
+	mkdir -p $(OUT)/fuzz/corpus
+	clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -I wavedge/firmware_bridge/c \
+		wavedge/firmware_bridge/c/wb_frame.c tests/c/fuzz_wb_decoder.c -o $(OUT)/fuzz/wb_decoder
+	$(OUT)/fuzz/wb_decoder -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(OUT)/fuzz/corpus
