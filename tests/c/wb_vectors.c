@@ -4,9 +4,16 @@
  *                                     "S frames crc cobs length version overflows skipped"
  *   C                              -> canary sweep of wb_frame_encode over every payload and
  *                                     buffer length: "C ok" or "C fail ..."
+ *   V                              -> "V <WB_SCHEMA_HASH>"
+ *   H proto hash max_payload boot  -> HELLO payload hex
+ *   R stream step ts class score v1 v2 ...  -> RESULT payload hex (floats as decimals)
+ *   U hex                          -> RESULT unpacked: "U stream step ts class scorebits nbits..."
+ *   S stream first channels count v1 ...    -> SENSOR payload hex
+ *   A seq code / K uptime          -> ACK / HEARTBEAT payload hex
  * The decoder state persists across D lines (a stream split into chunks).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "wb_frame.h"
@@ -108,6 +115,74 @@ int main(void)
                    (unsigned long)dec.stats.overflows, (unsigned long)dec.stats.bytes_skipped);
         } else if (line[0] == 'C') {
             if (canary_sweep() != 0) return 1;
+        } else if (line[0] == 'V') {
+            printf("V %lu\n", (unsigned long)WB_SCHEMA_HASH);
+        } else if (strchr("HRSAK", line[0]) != NULL) {
+            uint8_t out[WB_MAX_PAYLOAD];
+            size_t n = 0u;
+            char *p = line + 1, *end;
+            unsigned long v[8 + 2 * WB_MAX_VECTOR];
+            float f[WB_MAX_VECTOR * 8];
+            size_t k = 0u, nf = 0u;
+            if (line[0] == 'R' || line[0] == 'S') {
+                /* integers first (R: 4, S: 4), then floats */
+                for (k = 0u; k < 4u; k++) v[k] = strtoul(p, &p, 10);
+                while (nf < sizeof(f) / sizeof(f[0])) {
+                    float x = strtof(p, &end);
+                    if (end == p) break;
+                    f[nf++] = x;
+                    p = end;
+                }
+            } else {
+                while (k < 8u) {
+                    v[k] = strtoul(p, &end, 10);
+                    if (end == p) break;
+                    k++;
+                    p = end;
+                }
+            }
+            if (line[0] == 'H') {
+                wb_hello_t h = {(uint8_t)v[0], (uint32_t)v[1], (uint16_t)v[2], (uint32_t)v[3]};
+                n = wb_hello_pack(&h, out, sizeof(out));
+            } else if (line[0] == 'R') {
+                wb_result_t r;
+                size_t i;
+                r.stream_id = (uint8_t)v[0];
+                r.step = (uint32_t)v[1];
+                r.timestamp_ms = (uint32_t)v[2];
+                r.class_id = (uint16_t)v[3];
+                r.score = nf > 0u ? f[0] : 0.0f;
+                r.vector_len = (uint8_t)(nf > 0u ? nf - 1u : 0u);
+                for (i = 0u; i + 1u < nf && i < WB_MAX_VECTOR; i++) r.vector[i] = f[i + 1u];
+                n = wb_result_pack(&r, out, sizeof(out));
+            } else if (line[0] == 'S') {
+                n = wb_sensor_pack((uint8_t)v[0], (uint32_t)v[1], (uint8_t)v[2], (uint8_t)v[3], f,
+                                   out, sizeof(out));
+            } else if (line[0] == 'A') {
+                n = wb_ack_pack((uint16_t)v[0], (uint8_t)v[1], out, sizeof(out));
+            } else {
+                n = wb_heartbeat_pack((uint32_t)v[0], out, sizeof(out));
+            }
+            printf("%c ", line[0]);
+            if (n == 0u) printf("0");
+            puthex(out, n);
+            printf("\n");
+        } else if (line[0] == 'U') {
+            size_t n = unhex(line + 2, buf, sizeof(buf)), i;
+            wb_result_t r;
+            uint32_t bits;
+            if (!wb_result_unpack(buf, n, &r)) {
+                printf("U bad\n");
+            } else {
+                memcpy(&bits, &r.score, 4u);
+                printf("U %u %lu %lu %u %08lx", r.stream_id, (unsigned long)r.step,
+                       (unsigned long)r.timestamp_ms, r.class_id, (unsigned long)bits);
+                for (i = 0u; i < r.vector_len; i++) {
+                    memcpy(&bits, &r.vector[i], 4u);
+                    printf(" %08lx", (unsigned long)bits);
+                }
+                printf("\n");
+            }
         }
         fflush(stdout);
     }

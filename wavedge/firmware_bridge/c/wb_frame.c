@@ -1,6 +1,8 @@
 /* wb_frame: see wb_frame.h. C99, no malloc, no VLAs, no globals (the CRC table is const). */
 #include "wb_frame.h"
 
+#include <string.h>
+
 uint32_t wb_crc32(uint32_t crc, const uint8_t *data_ptr, size_t data_len)
 {
     /* bitwise, table-free: 8 shifts per byte; small code beats speed on an MCU here */
@@ -201,4 +203,152 @@ const char *wb_status_name(uint8_t flag)
     case WB_ERR_VERSION: return "version";
     default: return "none";
     }
+}
+
+/* ---- messages ---------------------------------------------------------------------------- */
+
+static void wb_put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v & 0xFFu);
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void wb_put32(uint8_t *p, uint32_t v)
+{
+    unsigned i;
+    for (i = 0u; i < 4u; i++) {
+        p[i] = (uint8_t)(v >> (8u * i));
+    }
+}
+
+static uint16_t wb_get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t wb_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+static void wb_putf(uint8_t *p, float f)
+{
+    uint32_t v;
+    memcpy(&v, &f, sizeof(v));
+    wb_put32(p, v);
+}
+
+static float wb_getf(const uint8_t *p)
+{
+    uint32_t v = wb_get32(p);
+    float f;
+    memcpy(&f, &v, sizeof(f));
+    return f;
+}
+
+size_t wb_hello_pack(const wb_hello_t *msg, uint8_t *dst_ptr, size_t dst_len)
+{
+    if (dst_len < 11u) {
+        return 0u;
+    }
+    dst_ptr[0] = msg->protocol_version;
+    wb_put32(dst_ptr + 1, msg->schema_hash);
+    wb_put16(dst_ptr + 5, msg->max_payload);
+    wb_put32(dst_ptr + 7, msg->boot_id);
+    return 11u;
+}
+
+int wb_hello_unpack(const uint8_t *src_ptr, size_t src_len, wb_hello_t *msg)
+{
+    if (src_len != 11u) {
+        return 0;
+    }
+    msg->protocol_version = src_ptr[0];
+    msg->schema_hash = wb_get32(src_ptr + 1);
+    msg->max_payload = wb_get16(src_ptr + 5);
+    msg->boot_id = wb_get32(src_ptr + 7);
+    return 1;
+}
+
+size_t wb_result_pack(const wb_result_t *msg, uint8_t *dst_ptr, size_t dst_len)
+{
+    size_t n = 16u + 4u * (size_t)msg->vector_len, i;
+    if (msg->vector_len > WB_MAX_VECTOR || dst_len < n) {
+        return 0u;
+    }
+    dst_ptr[0] = msg->stream_id;
+    wb_put32(dst_ptr + 1, msg->step);
+    wb_put32(dst_ptr + 5, msg->timestamp_ms);
+    wb_put16(dst_ptr + 9, msg->class_id);
+    wb_putf(dst_ptr + 11, msg->score);
+    dst_ptr[15] = msg->vector_len;
+    for (i = 0u; i < msg->vector_len; i++) {
+        wb_putf(dst_ptr + 16 + 4u * i, msg->vector[i]);
+    }
+    return n;
+}
+
+int wb_result_unpack(const uint8_t *src_ptr, size_t src_len, wb_result_t *msg)
+{
+    size_t i;
+    if (src_len < 16u || src_ptr[15] > WB_MAX_VECTOR || src_len != 16u + 4u * src_ptr[15]) {
+        return 0;
+    }
+    msg->stream_id = src_ptr[0];
+    msg->step = wb_get32(src_ptr + 1);
+    msg->timestamp_ms = wb_get32(src_ptr + 5);
+    msg->class_id = wb_get16(src_ptr + 9);
+    msg->score = wb_getf(src_ptr + 11);
+    msg->vector_len = src_ptr[15];
+    for (i = 0u; i < msg->vector_len; i++) {
+        msg->vector[i] = wb_getf(src_ptr + 16 + 4u * i);
+    }
+    return 1;
+}
+
+size_t wb_sensor_pack(uint8_t stream_id, uint32_t first_step, uint8_t channels, uint8_t count,
+                      const float *values_ptr, uint8_t *dst_ptr, size_t dst_len)
+{
+    size_t n = 7u + 4u * (size_t)channels * count, i;
+    if (channels == 0u || dst_len < n || n > WB_MAX_PAYLOAD) {
+        return 0u;
+    }
+    dst_ptr[0] = stream_id;
+    wb_put32(dst_ptr + 1, first_step);
+    dst_ptr[5] = channels;
+    dst_ptr[6] = count;
+    for (i = 0u; i < (size_t)channels * count; i++) {
+        wb_putf(dst_ptr + 7 + 4u * i, values_ptr[i]);
+    }
+    return n;
+}
+
+size_t wb_ack_pack(uint16_t seq, uint8_t code, uint8_t *dst_ptr, size_t dst_len)
+{
+    if (dst_len < 3u) {
+        return 0u;
+    }
+    wb_put16(dst_ptr, seq);
+    dst_ptr[2] = code;
+    return 3u;
+}
+
+int wb_ack_unpack(const uint8_t *src_ptr, size_t src_len, uint16_t *seq, uint8_t *code)
+{
+    if (src_len != 3u) {
+        return 0;
+    }
+    *seq = wb_get16(src_ptr);
+    *code = src_ptr[2];
+    return 1;
+}
+
+size_t wb_heartbeat_pack(uint32_t uptime_ms, uint8_t *dst_ptr, size_t dst_len)
+{
+    if (dst_len < 4u) {
+        return 0u;
+    }
+    wb_put32(dst_ptr, uptime_ms);
+    return 4u;
 }

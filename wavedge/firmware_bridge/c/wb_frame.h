@@ -92,6 +92,44 @@ void wb_decoder_init(wb_decoder_t *dec);
  * flags for a frame that was dropped, or 0 when nothing completed. */
 uint8_t wb_decoder_feed(wb_decoder_t *dec, uint8_t byte);
 
+/* ---- messages: the payload layouts (little-endian; floats IEEE-754, the MCU little-endian) */
+#define WB_SCHEMA_HASH 0xA3F40676u /* CRC-32 of wavedge.firmware_bridge.messages.SCHEMA */
+#define WB_MAX_VECTOR 32u
+
+enum { WB_HELLO = 1, WB_RESULT = 2, WB_SENSOR = 3, WB_COMMAND = 4, WB_ACK = 5, WB_NACK = 6,
+       WB_HEARTBEAT = 7 };
+
+typedef struct {
+    uint8_t protocol_version;
+    uint32_t schema_hash;
+    uint16_t max_payload;
+    uint32_t boot_id;
+} wb_hello_t;
+
+typedef struct {
+    uint8_t stream_id;
+    uint32_t step;
+    uint32_t timestamp_ms;
+    uint16_t class_id;
+    float score;
+    uint8_t vector_len;
+    float vector[WB_MAX_VECTOR];
+} wb_result_t;
+
+/* Each pack writes the payload into dst and returns its length, or 0 when it does not fit
+ * dst_len; each unpack returns 1 when the payload has exactly the layout, else 0. */
+size_t wb_hello_pack(const wb_hello_t *msg, uint8_t *dst_ptr, size_t dst_len);
+int wb_hello_unpack(const uint8_t *src_ptr, size_t src_len, wb_hello_t *msg);
+size_t wb_result_pack(const wb_result_t *msg, uint8_t *dst_ptr, size_t dst_len);
+int wb_result_unpack(const uint8_t *src_ptr, size_t src_len, wb_result_t *msg);
+/* SENSOR: count samples of channels floats each (sample-major). */
+size_t wb_sensor_pack(uint8_t stream_id, uint32_t first_step, uint8_t channels, uint8_t count,
+                      const float *values_ptr, uint8_t *dst_ptr, size_t dst_len);
+/* ACK / NACK: the seq of the command answered and a code (0 = ok). */
+size_t wb_ack_pack(uint16_t seq, uint8_t code, uint8_t *dst_ptr, size_t dst_len);
+int wb_ack_unpack(const uint8_t *src_ptr, size_t src_len, uint16_t *seq, uint8_t *code);
+size_t wb_heartbeat_pack(uint32_t uptime_ms, uint8_t *dst_ptr, size_t dst_len);
+
 /* A short name for one status flag (for logs). */
 const char *wb_status_name(uint8_t flag);
 
