@@ -35,13 +35,15 @@ venv: $(STAMP)
 # Main job on the bundled default: check the bundled model directory, then stream its recording
 # of the 40 BasicMotions test recordings (4,000 samples, never reset) through the wave-encoder on
 # ONNX Runtime and on LiteRT, printing the prediction at the end of each recording against the
-# true activity, and the latency summary.
+# true activity, and the latency summary; then sends the results as RESULT frames over a
+# pseudo-terminal to the stand-in microcontroller (C, built here), which prints what it got.
 demo: $(STAMP)
 	$(BIN)/wavedge inspect $(BUNDLED)
 	$(BIN)/wavedge run $(BUNDLED) --source 'replay:$(BUNDLED)/recording.csv?rate=max' \
 		--sink 'stdout:?every=100' --backend onnxruntime
 	$(BIN)/wavedge run $(BUNDLED) --source 'replay:$(BUNDLED)/recording.csv?rate=max' \
 		--sink null: --backend litert
+	$(BIN)/python -m wavedge.firmware_bridge.standin $(BUNDLED) --limit 4000
 
 # Benchmark the bundled model: every backend x precision x mode beside the bare backend call,
 # the backend's floor, torch and numpy step by step and sliding-window re-inference (about a

@@ -18,7 +18,8 @@ _SOURCES: dict[str, object] = {s: f"wavedge.runtime.sources.{s}"
                                for s in ("replay", "stdin", "serial", "synthetic")}
 _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
                              for s, m in (("stdout", "stdout"), ("jsonl", "jsonl"),
-                                          ("csv", "csvfile"), ("null", "null"))}
+                                          ("csv", "csvfile"), ("null", "null"),
+                                          ("link", "link"))}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""The host link and the `link:` sink against the stand-in microcontroller (the C library,
+compiled here with sanitizers) on a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import BUNDLED_MODEL, assert_one_line_error, run_cli
+from wavedge.firmware_bridge.link import Link, LinkError
+from wavedge.firmware_bridge.messages import SCHEMA_HASH, Ack, Command, Hello
+from wavedge.firmware_bridge.standin import StandIn, build
+from wavedge.runtime import load_model, open_sink, open_source
+from wavedge.runtime.loop import run
+
+
+@pytest.fixture(scope="module")
+def standin_exe(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("standin"), sanitize=True)
+
+
+def test_handshake_and_command_ack(standin_exe):
+    board = StandIn(standin_exe, boot_id=7)
+    with Link(board.port) as link:
+        hello = link.handshake(boot_id=1)
+        assert hello == Hello(1, SCHEMA_HASH, 240, 7)
+        seq = link.send(Command(3, b"\x01"))
+        ack = link.receive(2.0, Ack)
+        assert ack == Ack(seq, 0)
+        assert link.stats.seq_gaps == 0 and link.stats.write_timeouts == 0
+    assert board.close() == 0
+    assert board.lines[-1].startswith("STATS frames=2 crc=0")
+
+
+def test_results_reach_the_board_intact(standin_exe):
+    model = load_model(BUNDLED_MODEL)
+    rec = BUNDLED_MODEL / "recording.csv"
+    board = StandIn(standin_exe)
+    source = open_source(f"replay:{rec}?rate=max&limit=300", model.manifest)
+    summary = run(model.stream(), source, open_sink(f"link:{board.port}?vector=1", model.manifest))
+    assert board.close() == 0
+    got = [ln for ln in board.lines if ln.startswith("RESULT")]
+    assert summary.samples == 300 and len(got) == 300
+    x = [s.values for s in open_source(f"replay:{rec}?rate=max&limit=300", model.manifest)]
+    expected = model.stream().push_chunk(x).class_ids
+    assert [int(ln.split("class=")[1].split()[0]) for ln in got] == list(expected)
+    assert [int(ln.split("step=")[1].split()[0]) for ln in got] == list(range(300))
+    assert all("vector=4" in ln for ln in got)
+
+
+def test_a_silent_port_fails_the_handshake():
+    """A port with nothing answering (a TCP peer that never speaks): LinkError, no hang."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    host, port = server.getsockname()
+    with Link(f"socket://{host}:{port}") as link:
+        conn, _ = server.accept()
+        with pytest.raises(LinkError, match=r"no HELLO from the board within 0.3 s"):
+            link.handshake(timeout_s=0.3)
+        conn.close()
+    server.close()
+
+
+def test_a_board_with_another_schema_is_refused():
+    """loop:// echoes our HELLO; with a different schema hash in it, the handshake refuses."""
+    from wavedge.firmware_bridge.framing import Frame, encode_frame
+
+    with Link("loop://") as link:
+        link.port.write(encode_frame(Frame(1, Hello(1, 0x12345678, 240, 9).pack(), seq=0)))
+        with pytest.raises(LinkError, match="schema hash 0x12345678 is not ours"):
+            link.handshake(timeout_s=1.0)
+
+
+def test_cli_run_to_a_missing_port_is_one_line():
+    proc = run_cli("run", BUNDLED_MODEL, "--sink", "link:/dev/nonexistent-tty", "--limit", "5")
+    assert_one_line_error(proc, "link /dev/nonexistent-tty: cannot open")
