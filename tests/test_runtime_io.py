@@ -206,7 +206,9 @@ def test_ctrl_c_stops_cleanly_with_a_summary():
     proc = subprocess.Popen([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
                              "--source", "synthetic:imu?n=0&rate=200", "--sink", "null:"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    first = proc.stderr.readline()  # printed once the model is loaded and the loop starts
+    assert first.startswith("wavedge: wave_rnn-basic_motions on "), first
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
