@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "into SINK. Ctrl-C stops with a summary. Sources: "
                                    "replay:FILE[?rate=HZ|max&loop=N&limit=N], stdin:, "
                                    "serial://PORT[?baud=N], synthetic:imu[?n=N&rate=HZ]. Sinks: "
-                                   "stdout:[?every=N], jsonl:FILE, csv:FILE, null:.")
+                                   "stdout:[?every=N], jsonl:FILE, csv:FILE, null:, "
+                                   "link:PORT (RESULT frames to a microcontroller).")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--source", help="source URL (default: the model directory's recording)")
     p.add_argument("--sink", default="stdout:", help="sink URL (default stdout:)")
