@@ -140,6 +140,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_firmware(args: argparse.Namespace) -> int:
+    import shutil
+
+    from wavedge.firmware_bridge.standin import C_DIR
+
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    sketch = out / "wavedge_bridge"
+    sketch.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in ("wb_frame.h", "wb_frame.c"):
+        for dest in (out / name, sketch / name):
+            shutil.copyfile(C_DIR / name, dest)
+            copied.append(dest)
+    shutil.copyfile(C_DIR / "arduino" / "wavedge_bridge" / "wavedge_bridge.ino",
+                    sketch / "wavedge_bridge.ino")
+    copied.append(sketch / "wavedge_bridge.ino")
+    for path in copied:
+        print(f"wrote {path}")
+    return 0
+
+
 def _add_backend_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", action="append", choices=["cpu", "cuda", "tensorrt"],
                    help="onnxruntime execution provider, in preference order (default cpu)")
@@ -235,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
                    help="compare two saved reports instead of measuring")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("firmware", help="copy the bridge's C library and Arduino sketch out",
+                       description="Copy wb_frame.h/.c (the bridge protocol for a "
+                                   "microcontroller: C99, no malloc) into OUT for a firmware "
+                                   "project, and an Arduino sketch using them into "
+                                   "OUT/wavedge_bridge/.")
+    p.add_argument("--out", type=Path, required=True, help="folder to write into")
+    p.set_defaults(func=_cmd_firmware)
 
     p = sub.add_parser("inspect", help="validate a model directory and describe it",
                        description="Check the manifest (format, version, checksums) and print "

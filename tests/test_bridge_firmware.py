@@ -1,0 +1,31 @@
+"""`wavedge firmware --out DIR` copies the C library and an Arduino sketch that compiles."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+
+def test_firmware_copies_the_library_and_the_sketch_compiles(tmp_path):
+    proc = run_cli("firmware", "--out", tmp_path / "fw")
+    assert proc.returncode == 0, proc.stderr
+    sketch = tmp_path / "fw" / "wavedge_bridge"
+    for name in ("wb_frame.h", "wb_frame.c"):
+        assert (tmp_path / "fw" / name).read_bytes() == \
+            (ROOT / "wavedge" / "firmware_bridge" / "c" / name).read_bytes()
+        assert (sketch / name).exists()
+    if not (shutil.which("g++") and shutil.which("gcc")):
+        pytest.skip("no C/C++ compiler to build the sketch against the Arduino stub")
+    main = tmp_path / "main.cpp"
+    main.write_text(f'#include "{ROOT / "tests" / "c" / "arduino_stub.h"}"\n'
+                    '#include "wavedge_bridge.ino"\nint main() { setup(); loop(); return 0; }\n')
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-c",
+                    str(sketch / "wb_frame.c"), "-o", str(tmp_path / "wb_frame.o")], check=True)
+    subprocess.run(["g++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-I", str(sketch),
+                    str(main), str(tmp_path / "wb_frame.o"), "-o", str(tmp_path / "sketch")],
+                   check=True)
+    assert subprocess.run([str(tmp_path / "sketch")]).returncode == 0
