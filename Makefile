@@ -11,7 +11,7 @@ OUT ?= out
 TFLITE_VENV ?= .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 
-.PHONY: venv demo test bench train-all bundle fuzz clean
+.PHONY: venv demo test bench bench-bridge train-all bundle fuzz clean
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + matplotlib (bench plot) + pytest, the
@@ -55,6 +55,10 @@ bench: $(STAMP)
 # The default test run (no hardware, no network, a few minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Throughput of the Python frame codec against a 921600-baud link (a few seconds).
+bench-bridge: $(STAMP)
+	$(BIN)/python -m wavedge.firmware_bridge.bench --out $(OUT)/bench/bridge.json
 
 # Train every model on both bundled datasets with the default recipes (about 10 minutes);
 # checkpoints and results.json land in $(OUT)/train. The numbers in docs/wave-encoder.md.

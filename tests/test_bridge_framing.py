@@ -179,3 +179,12 @@ def test_python_decoder_takes_any_bytes():
         for f in dec.feed(data):
             assert FrameDecoder().feed(encode_frame(f)) == [f]
         assert len(dec._buf) <= MAX_ENCODED
+
+
+def test_codec_benchmark_reports_against_the_link_rate():
+    from wavedge.firmware_bridge.bench import measure
+
+    r = measure(frames=300, repeats=1)
+    assert r["frames"] == 300 and r["bytes"] == r["bytes_per_frame"] * 300
+    assert r["link_921600_baud_bytes_per_s"] == 92160
+    assert r["decode_x_link"] == pytest.approx(r["decode_bytes_per_s"] / 92160)
