@@ -74,3 +74,68 @@ def test_a_board_with_another_schema_is_refused():
 def test_cli_run_to_a_missing_port_is_one_line():
     proc = run_cli("run", BUNDLED_MODEL, "--sink", "link:/dev/nonexistent-tty", "--limit", "5")
     assert_one_line_error(proc, "link /dev/nonexistent-tty: cannot open")
+
+
+def _wait(cond, timeout_s=3.0):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return time.monotonic()
+        time.sleep(0.01)
+    return None
+
+
+def test_unplug_replug_and_reboot_recover_by_themselves(standin_exe, tmp_path):
+    """The board's port vanishes (its pseudo-terminal closed), comes back as a new one behind
+    the same stable path (as /dev/serial/by-id does) with a new boot id: the link reopens it,
+    handshakes again, adopts the new boot id, and results flow again - within a second, without
+    a busy loop while the port is gone."""
+    import os
+    import time
+
+    from wavedge.firmware_bridge.messages import Result
+
+    stable = tmp_path / "ttyWAVEDGE"
+    first = StandIn(standin_exe, boot_id=1)
+    os.symlink(first.port, stable)
+    link = Link(str(stable), retry_s=0.1)
+    try:
+        assert link.handshake(boot_id=5).boot_id == 1
+        for i in range(5):
+            assert link.send(Result(0, i, 0, 1, 0.5)) is not None
+        time.sleep(0.2)
+        first.proc.kill()  # unplug: the pty's master side goes away
+        first.close()
+        assert _wait(lambda: not link.connected) is not None
+        down = time.monotonic()
+        time.sleep(0.5)  # the port is gone for half a second
+        assert link.send(Result(0, 99, 0, 1, 0.5)) is None  # dropped, counted, not blocking
+        attempts_while_down = link.stats.reopen_attempts
+        second = StandIn(standin_exe, boot_id=2)  # replug, after a reboot
+        back = time.monotonic()
+        os.replace(_symlink_tmp(tmp_path, second.port), stable)
+        recovered = _wait(lambda: link.connected and link.board.boot_id == 2)
+        assert recovered is not None and recovered - back < 1.0
+        assert attempts_while_down <= (back - down) / 0.1 + 2  # paced retries, no busy loop
+        assert link.stats.disconnects == 1 and link.stats.reconnects == 1
+        assert link.stats.reboots == 1 and link.stats.dropped_while_down >= 1
+        for i in range(5):
+            assert link.send(Result(0, 100 + i, 0, 3, 0.5)) is not None
+        time.sleep(0.3)
+    finally:
+        link.close()
+    assert second.close() == 0
+    got = [ln for ln in second.lines if ln.startswith("RESULT")]
+    assert [int(ln.split("step=")[1].split()[0]) for ln in got] == list(range(100, 105))
+
+
+def _symlink_tmp(tmp_path, target):
+    import os
+
+    tmp = tmp_path / "ttyWAVEDGE.new"
+    if tmp.exists() or tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    return tmp

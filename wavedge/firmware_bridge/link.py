@@ -4,8 +4,13 @@
 A reader thread decodes incoming bytes into messages and puts them in a bounded inbox that
 drops the oldest when full (and counts it); writes have a timeout so the inference loop never
 blocks on a stalled port (a timed-out frame is counted, not retried). ``handshake()`` exchanges
-HELLO and checks the schema hash. Still to come (issue 5): reconnection after the port vanishes,
-re-handshake on a new boot id.
+HELLO and checks the schema hash.
+
+When the port vanishes (unplugged), the reader thread closes it and tries to reopen it by its
+path every ``retry_s`` (no busy loop) - a stable path such as ``/dev/serial/by-id/...`` finds the
+board again wherever the OS puts it; once it is back it handshakes again. A HELLO with a new boot
+id (the board rebooted) is counted and adopted. Frames sent while the port is gone are dropped
+and counted, never queued, so the inference loop never waits for a board.
 """
 
 from __future__ import annotations
@@ -33,27 +38,33 @@ class LinkStats:
     inbox_dropped: int = 0  # oldest messages dropped because nobody read them
     seq_gaps: int = 0  # incoming frames missing, seen as jumps in the sequence number
     bad_messages: int = 0  # intact frames whose payload did not fit their type
+    disconnects: int = 0  # times the port vanished
+    reconnects: int = 0  # times it came back
+    reopen_attempts: int = 0
+    reboots: int = 0  # HELLOs with a new boot id
+    dropped_while_down: int = 0  # frames not sent because the port was gone
 
 
 class Link:
     def __init__(self, url: str, baud: int = 115200, write_timeout_s: float = 0.05,
-                 inbox_frames: int = 256) -> None:
+                 inbox_frames: int = 256, retry_s: float = 0.1) -> None:
         try:
             import serial
         except ImportError:
             raise LinkError("the bridge needs pyserial: pip install pyserial") from None
         self._serial_mod = serial
+        self.url, self.baud, self.write_timeout_s, self.retry_s = url, baud, write_timeout_s, retry_s
         try:
-            self.port = serial.serial_for_url(url, baudrate=baud, timeout=0.1,
-                                              write_timeout=write_timeout_s)
+            self.port = self._open()
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"link {url}: cannot open ({exc})") from None
-        self.url = url
+        self.connected = True
         self.stats = LinkStats()
         self.decoder = FrameDecoder()
         self.board: Hello | None = None
         self._seq = 0
         self._last_in: int | None = None
+        self._boot_id = 0
         self._inbox: collections.deque = collections.deque(maxlen=inbox_frames)
         self._ready = threading.Condition()
         self._write_lock = threading.Lock()
@@ -61,12 +72,19 @@ class Link:
         self._thread = threading.Thread(target=self._read_loop, name="wavedge-link", daemon=True)
         self._thread.start()
 
+    def _open(self):
+        return self._serial_mod.serial_for_url(self.url, baudrate=self.baud, timeout=0.1,
+                                               write_timeout=self.write_timeout_s)
+
     # -- sending -------------------------------------------------------------------------------
     def send(self, message, flags: int = 0) -> int | None:
         """Frame and write ``message``; returns its sequence number, or None when the port did
         not take it within the write timeout (counted in ``stats.write_timeouts``)."""
         mtype, payload = pack(message)
         with self._write_lock:
+            if not self.connected:
+                self.stats.dropped_while_down += 1
+                return None
             seq = self._seq
             self._seq = (self._seq + 1) & 0xFFFF
             try:
@@ -74,8 +92,9 @@ class Link:
             except self._serial_mod.SerialTimeoutException:
                 self.stats.write_timeouts += 1
                 return None
-            except (self._serial_mod.SerialException, OSError) as exc:
-                raise LinkError(f"link {self.url}: write failed ({exc})") from None
+            except (self._serial_mod.SerialException, OSError):
+                self.stats.dropped_while_down += 1  # the reader thread sees it go and reopens
+                return None
         self.stats.frames_out += 1
         return seq
 
@@ -85,9 +104,33 @@ class Link:
             try:
                 data = self.port.read(self.port.in_waiting or 1)
             except (self._serial_mod.SerialException, OSError, TypeError):
-                break  # the port went away; reconnection is still to come
+                self._reconnect()
+                continue
             for frame in self.decoder.feed(data):
                 self._accept(frame)
+
+    def _reconnect(self) -> None:
+        """The port vanished: close it, reopen it by path every ``retry_s``, then handshake."""
+        with self._write_lock:
+            self.connected = False
+            self.stats.disconnects += 1
+            try:
+                self.port.close()
+            except (self._serial_mod.SerialException, OSError):
+                pass
+        self.decoder.feed(b"\x00")  # a frame cut by the unplug is dropped, not spliced
+        while not self._stop.wait(self.retry_s):
+            self.stats.reopen_attempts += 1
+            try:
+                port = self._open()
+            except (self._serial_mod.SerialException, OSError, ValueError):
+                continue
+            with self._write_lock:
+                self.port, self.connected = port, True
+            self.stats.reconnects += 1
+            self._last_in = None  # the board's sequence numbers may restart
+            self.send(Hello(PROTOCOL_VERSION, SCHEMA_HASH, MAX_PAYLOAD, self._boot_id))
+            return
 
     def _accept(self, frame: Frame) -> None:
         if self._last_in is not None and frame.seq != (self._last_in + 1) & 0xFFFF:
@@ -99,6 +142,11 @@ class Link:
         except MessageError:
             self.stats.bad_messages += 1
             return
+        if isinstance(message, Hello) and message.schema_hash == SCHEMA_HASH:
+            if self.board is not None and message.boot_id != self.board.boot_id:
+                self.stats.reboots += 1
+            if self.board is not None:
+                self.board = message  # after the first handshake, HELLOs keep it current
         with self._ready:
             if len(self._inbox) == self._inbox.maxlen:
                 self.stats.inbox_dropped += 1
@@ -122,6 +170,7 @@ class Link:
 
     def handshake(self, boot_id: int = 0, timeout_s: float = 1.0) -> Hello:
         """Send HELLO, wait for the board's; raise ``LinkError`` on silence or another schema."""
+        self._boot_id = boot_id
         self.send(Hello(PROTOCOL_VERSION, SCHEMA_HASH, MAX_PAYLOAD, boot_id))
         reply = self.receive(timeout_s, Hello)
         if reply is None:
@@ -136,7 +185,9 @@ class Link:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=1.0)
-        self.port.close()
+        with self._write_lock:
+            self.connected = False
+            self.port.close()
 
     def __enter__(self) -> "Link":
         return self
