@@ -41,7 +41,15 @@ class StandIn:
     """The stand-in running on the master side of a new pseudo-terminal; ``port`` is the
     slave's path. Its output lines collect in ``lines``; ``close()`` waits for it to exit."""
 
-    def __init__(self, exe: Path, boot_id: int = 1) -> None:
+    def __init__(self, exe: Path, boot_id: int = 1, port: str | None = None) -> None:
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        if port is not None:  # an existing port (a real device, or a proxy's board side)
+            self.port, self._slave = port, None
+            self.proc = subprocess.Popen([str(exe), port, str(boot_id)], stdout=subprocess.PIPE,
+                                         text=True)
+            self._start_reader()
+            return
         master, slave = os.openpty()
         self.port = os.ttyname(slave)
         import termios
@@ -53,8 +61,9 @@ class StandIn:
         self.proc = subprocess.Popen([str(exe), "-f", str(master), str(boot_id)],
                                      pass_fds=(master,), stdout=subprocess.PIPE, text=True)
         os.close(master)
-        self.lines: list[str] = []
-        self._ready = threading.Event()
+        self._start_reader()
+
+    def _start_reader(self) -> None:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if not self._ready.wait(5):
