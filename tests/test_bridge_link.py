@@ -191,3 +191,56 @@ def test_proxy_from_the_command_line():
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "to board: FaultCounts(" in err
+
+
+def test_sensor_frames_from_a_board_feed_the_stream():
+    """A board on a pseudo-terminal answers HELLO and sends SENSOR frames (3 samples each, and
+    one with the wrong channel count); `--source link:` turns them into samples."""
+    import os
+    import threading
+    import tty
+
+    import numpy as np
+
+    from wavedge.firmware_bridge.framing import Frame, FrameDecoder, encode_frame
+    from wavedge.firmware_bridge.messages import MAX_PAYLOAD, Sensor, pack
+
+    model = load_model(BUNDLED_MODEL)
+    x = [s.values for s in open_source(f"replay:{BUNDLED_MODEL / 'recording.csv'}?rate=max"
+                                       "&limit=60", model.manifest)]
+    master, slave = os.openpty()
+    tty.setraw(slave)
+
+    def board():
+        dec = FrameDecoder()
+        while True:  # wait for the host's HELLO, answer it
+            frames = dec.feed(os.read(master, 256))
+            if any(f.type == 1 for f in frames):
+                break
+        seq = 0
+        os.write(master, encode_frame(Frame(*pack(Hello(1, SCHEMA_HASH, MAX_PAYLOAD, 3)), seq)))
+        for i in range(0, 60, 3):
+            seq += 1
+            values = tuple(float(v) for v in np.concatenate(x[i:i + 3]))
+            os.write(master, encode_frame(Frame(*pack(Sensor(0, i, 6, values)), seq)))
+            if i == 30:  # a board misconfigured for 5 channels, once
+                seq += 1
+                os.write(master, encode_frame(Frame(*pack(Sensor(0, i, 5, (0.0,) * 5)), seq)))
+
+    thread = threading.Thread(target=board, daemon=True)
+    thread.start()
+    source = open_source(f"link:{os.ttyname(slave)}?timeout_s=1", model.manifest)
+    sink_rows = []
+
+    class Collect:
+        def write(self, result, sample):
+            sink_rows.append(result.class_id)
+
+        def close(self):
+            pass
+
+    summary = run(model.stream(), source, Collect(), warn=lambda m: None)
+    os.close(master)
+    os.close(slave)
+    assert summary.samples == 60 and summary.dropped == {"wrong_shape": 1}
+    assert sink_rows == list(model.stream().push_chunk(np.stack(x)).class_ids)

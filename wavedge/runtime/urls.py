@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from wavedge.errors import InputError
 
 _SOURCES: dict[str, object] = {s: f"wavedge.runtime.sources.{s}"
-                               for s in ("replay", "stdin", "serial", "synthetic")}
+                               for s in ("replay", "stdin", "serial", "synthetic", "link")}
 _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
                              for s, m in (("stdout", "stdout"), ("jsonl", "jsonl"),
                                           ("csv", "csvfile"), ("null", "null"),

@@ -1,0 +1,59 @@
+"""``link:PORT[?baud=N&limit=N&timeout_s=S]``: samples from a microcontroller's SENSOR frames
+over the bridge (PORT: a device path or any pyserial URL). The handshake runs at open. Each
+SENSOR message carries ``count`` samples of ``channels`` values; a message with the wrong
+number of channels yields samples marked ``wrong_shape`` (the stream's policy decides). Lost
+frames show in the link's statistics as sequence gaps. With ``timeout_s`` the source ends
+when no SENSOR frame arrives for that long (default: wait forever; Ctrl-C stops)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wavedge.errors import InputError
+from wavedge.runtime.sources import Sample
+
+
+class LinkSource:
+    def __init__(self, url, manifest) -> None:
+        from wavedge.firmware_bridge.link import Link
+
+        url.check_params(("baud", "limit", "timeout_s"))
+        if not url.path:
+            raise InputError(f"{url.text}: give the port, e.g. link:/dev/ttyACM0")
+        self.channels = manifest.input_size
+        self.limit = url.get("limit", None, int)
+        self.timeout_s = url.get("timeout_s", None, float)
+        self.link = Link(url.path, baud=url.get("baud", 115200, int))
+        try:
+            self.link.handshake()
+        except Exception:
+            self.link.close()
+            raise
+
+    def __iter__(self):
+        from wavedge.firmware_bridge.messages import Sensor
+
+        count = 0
+        while self.limit is None or count < self.limit:
+            msg = self.link.receive(self.timeout_s if self.timeout_s else 3600.0, Sensor)
+            if msg is None:
+                if self.timeout_s:
+                    return
+                continue
+            values = np.asarray(msg.values, np.float32)
+            if msg.channels != self.channels:
+                yield Sample(values, "wrong_shape")
+                count += 1
+                continue
+            for row in values.reshape(-1, self.channels):
+                if self.limit is not None and count >= self.limit:
+                    return
+                yield Sample(row)
+                count += 1
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def open(url, manifest) -> LinkSource:  # noqa: A001
+    return LinkSource(url, manifest)
