@@ -244,3 +244,70 @@ def test_sensor_frames_from_a_board_feed_the_stream():
     os.close(slave)
     assert summary.samples == 60 and summary.dropped == {"wrong_shape": 1}
     assert sink_rows == list(model.stream().push_chunk(np.stack(x)).class_ids)
+
+
+def test_usb_urls_find_the_device_by_vid_pid_serial():
+    from serial.tools.list_ports_common import ListPortInfo
+
+    from wavedge.firmware_bridge.link import find_usb_port, parse_usb
+
+    def port(device, vid, pid, serial):
+        p = ListPortInfo(device)
+        p.vid, p.pid, p.serial_number = vid, pid, serial
+        return p
+
+    ports = [port("/dev/ttyS0", None, None, None), port("/dev/ttyACM0", 0x2341, 0x0043, "A1"),
+             port("/dev/ttyACM1", 0x2341, 0x0043, "B2")]
+    assert parse_usb("usb:2341:0043:B2") == (0x2341, 0x0043, "B2")
+    assert parse_usb("/dev/ttyACM0") is None
+    assert find_usb_port(0x2341, 0x0043, "B2", ports) == "/dev/ttyACM1"
+    assert find_usb_port(0x2341, 0x0043, None, ports) == "/dev/ttyACM0"
+    assert find_usb_port(0x1234, 0x0043, None, ports) is None
+    with pytest.raises(LinkError, match="expected usb:VID:PID"):
+        parse_usb("usb:arduino")
+
+
+def test_a_usb_board_that_is_not_plugged_in_is_a_clear_error():
+    with pytest.raises(LinkError, match="no USB serial device 0bad:f00d"):
+        Link("usb:0bad:f00d")
+
+
+def test_a_board_reboot_behind_a_live_port_is_adopted_and_handshaken():
+    """The board resets (new boot id) while the USB port stays: its unsolicited HELLO is
+    counted as a reboot, adopted, and answered with the host's HELLO."""
+    import os
+    import threading
+    import time
+    import tty
+
+    from wavedge.firmware_bridge.framing import Frame, FrameDecoder, encode_frame
+    from wavedge.firmware_bridge.messages import pack
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    host_hellos = []
+
+    def board():
+        dec = FrameDecoder()
+
+        def wait_for_host_hellos(n):
+            while len(host_hellos) < n:
+                host_hellos.extend(f for f in dec.feed(os.read(master, 256)) if f.type == 1)
+
+        wait_for_host_hellos(1)
+        os.write(master, encode_frame(Frame(*pack(Hello(1, SCHEMA_HASH, 240, 1)), 0)))
+        time.sleep(0.2)  # ... and then the board resets and announces itself
+        os.write(master, encode_frame(Frame(*pack(Hello(1, SCHEMA_HASH, 240, 2)), 0)))
+        wait_for_host_hellos(2)
+
+    link = Link(os.ttyname(slave))
+    try:
+        threading.Thread(target=board, daemon=True).start()
+        assert link.handshake().boot_id == 1
+        assert _wait(lambda: link.board.boot_id == 2)
+        assert link.stats.reboots == 1
+        assert _wait(lambda: len(host_hellos) == 2)  # the host handshook again
+    finally:
+        link.close()
+        os.close(master)
+        os.close(slave)

@@ -7,8 +7,9 @@ blocks on a stalled port (a timed-out frame is counted, not retried). ``handshak
 HELLO and checks the schema hash.
 
 When the port vanishes (unplugged), the reader thread closes it and tries to reopen it by its
-path every ``retry_s`` (no busy loop) - a stable path such as ``/dev/serial/by-id/...`` finds the
-board again wherever the OS puts it; once it is back it handshakes again. A HELLO with a new boot
+path every ``retry_s`` (no busy loop) - a stable path such as ``/dev/serial/by-id/...``, or a
+``usb:VID:PID[:SERIAL]`` URL looked up again at every try, finds the board wherever the OS puts
+it; once it is back it handshakes again. A HELLO with a new boot
 id (the board rebooted) is counted and adopted. Frames sent while the port is gone are dropped
 and counted, never queued, so the inference loop never waits for a board.
 """
@@ -28,6 +29,34 @@ from wavedge.firmware_bridge.messages import SCHEMA_HASH, Hello, MessageError, p
 
 class LinkError(WavedgeError):
     """The port cannot be opened, the handshake failed, or the board speaks another schema."""
+
+
+def parse_usb(url: str) -> tuple[int, int, str | None] | None:
+    """``usb:VID:PID[:SERIAL]`` (hex VID and PID, as lsusb prints them) -> (vid, pid, serial);
+    None for any other URL."""
+    if not url.startswith("usb:"):
+        return None
+    parts = url[4:].split(":")
+    try:
+        vid, pid = int(parts[0], 16), int(parts[1], 16)
+    except (IndexError, ValueError):
+        raise LinkError(f"{url}: expected usb:VID:PID[:SERIAL] with hex VID and PID, e.g. "
+                        "usb:2341:0043") from None
+    return vid, pid, (parts[2] if len(parts) > 2 and parts[2] else None)
+
+
+def find_usb_port(vid: int, pid: int, serial_number: str | None, ports=None) -> str | None:
+    """The device path of the USB serial port with this VID:PID (and serial number, when
+    given), wherever the OS put it this time; None when none is plugged in."""
+    if ports is None:
+        from serial.tools import list_ports
+
+        ports = list_ports.comports()
+    for p in ports:
+        if p.vid == vid and p.pid == pid and (serial_number is None
+                                              or p.serial_number == serial_number):
+            return p.device
+    return None
 
 
 @dataclass
@@ -73,7 +102,13 @@ class Link:
         self._thread.start()
 
     def _open(self):
-        return self._serial_mod.serial_for_url(self.url, baudrate=self.baud, timeout=0.1,
+        target = self.url
+        usb = parse_usb(self.url)
+        if usb is not None:  # found again on every (re)open: the path may change on replug
+            target = find_usb_port(*usb)
+            if target is None:
+                raise self._serial_mod.SerialException(f"no USB serial device {self.url[4:]}")
+        return self._serial_mod.serial_for_url(target, baudrate=self.baud, timeout=0.1,
                                                write_timeout=self.write_timeout_s)
 
     # -- sending -------------------------------------------------------------------------------
@@ -144,9 +179,11 @@ class Link:
             return
         if isinstance(message, Hello) and message.schema_hash == SCHEMA_HASH:
             if self.board is not None and message.boot_id != self.board.boot_id:
+                # the board rebooted behind a port that stayed: count it, adopt the new boot
+                # id, and handshake again so a board that waits for the host's HELLO resumes
                 self.stats.reboots += 1
-            if self.board is not None:
-                self.board = message  # after the first handshake, HELLOs keep it current
+                self.board = message
+                self.send(Hello(PROTOCOL_VERSION, SCHEMA_HASH, MAX_PAYLOAD, self._boot_id))
         with self._ready:
             if len(self._inbox) == self._inbox.maxlen:
                 self.stats.inbox_dropped += 1
