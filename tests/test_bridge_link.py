@@ -311,3 +311,26 @@ def test_a_board_reboot_behind_a_live_port_is_adopted_and_handshaken():
         link.close()
         os.close(master)
         os.close(slave)
+
+
+def test_a_stalled_port_never_blocks_the_sender():
+    """Nobody reads the board side: once the port's buffer is full, frames time out after the
+    write timeout, are counted, and send() returns instead of blocking the inference loop."""
+    import os
+    import time
+    import tty
+
+    from wavedge.firmware_bridge.messages import Result
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    with Link(os.ttyname(slave), write_timeout_s=0.02) as link:
+        sent = []
+        while sent.count(None) < 20 and len(sent) < 20000:  # fill the buffer, then 20 more
+            t0 = time.monotonic()
+            sent.append(link.send(Result(0, len(sent), 0, 1, 0.5, (0.0,) * 32)))
+            assert time.monotonic() - t0 < 1.0  # a stalled send gives up, it never hangs
+        assert sent.count(None) == link.stats.write_timeouts == 20
+        assert link.stats.frames_out + link.stats.write_timeouts == len(sent)
+    os.close(master)
+    os.close(slave)
