@@ -231,3 +231,14 @@ class Link:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def connect(url: str, baud: int = 115200, **kwargs) -> Link:
+    """Open a link and handshake; the port is closed again when the handshake fails."""
+    link = Link(url, baud=baud, **kwargs)
+    try:
+        link.handshake()
+    except BaseException:
+        link.close()
+        raise
+    return link

@@ -11,21 +11,17 @@ from wavedge.errors import InputError
 
 class LinkSink:
     def __init__(self, url, manifest) -> None:
-        from wavedge.firmware_bridge.link import Link
+        from wavedge.firmware_bridge.link import connect
         from wavedge.firmware_bridge.messages import Result
 
         url.check_params(("baud", "stream", "vector"))
         if not url.path:
-            raise InputError(f"{url.text}: give the port, e.g. link:/dev/ttyACM0")
+            raise InputError(f"{url.text}: give the port, e.g. link:/dev/ttyACM0 or "
+                             "link:usb:2341:0043")
         self._result = Result
         self.stream_id = url.get("stream", 0, int)
         self.vector = bool(url.get("vector", 0, int))
-        self.link = Link(url.path, baud=url.get("baud", 115200, int))
-        try:
-            self.link.handshake()
-        except Exception:
-            self.link.close()
-            raise
+        self.link = connect(url.path, baud=url.get("baud", 115200, int))
         self._t0 = time.monotonic()
 
     def write(self, result, sample) -> None:

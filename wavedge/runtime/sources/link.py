@@ -15,20 +15,16 @@ from wavedge.runtime.sources import Sample
 
 class LinkSource:
     def __init__(self, url, manifest) -> None:
-        from wavedge.firmware_bridge.link import Link
+        from wavedge.firmware_bridge.link import connect
 
         url.check_params(("baud", "limit", "timeout_s"))
         if not url.path:
-            raise InputError(f"{url.text}: give the port, e.g. link:/dev/ttyACM0")
+            raise InputError(f"{url.text}: give the port, e.g. link:/dev/ttyACM0 or "
+                             "link:usb:2341:0043")
         self.channels = manifest.input_size
         self.limit = url.get("limit", None, int)
         self.timeout_s = url.get("timeout_s", None, float)
-        self.link = Link(url.path, baud=url.get("baud", 115200, int))
-        try:
-            self.link.handshake()
-        except Exception:
-            self.link.close()
-            raise
+        self.link = connect(url.path, baud=url.get("baud", 115200, int))
 
     def __iter__(self):
         from wavedge.firmware_bridge.messages import Sensor
