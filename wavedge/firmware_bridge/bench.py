@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from wavedge.firmware_bridge.framing import Frame, FrameDecoder, encode_frame
 from wavedge.firmware_bridge.messages import Result
@@ -51,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
           f"921600-baud link; decode {r['decode_bytes_per_s'] / 1e6:.2f} MB/s = "
           f"{r['decode_x_link']:.1f}x")
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump(r, fh, indent=2)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}")
     return 0
 
 
