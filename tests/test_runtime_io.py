@@ -75,6 +75,12 @@ def test_bad_source_urls_are_clear_errors(model, url, message):
         open_source(url.format(rec=RECORDING), model.manifest)
 
 
+def test_a_file_named_npy_that_is_not_one(model, tmp_path):
+    (tmp_path / "bad.npy").write_text("garbage")
+    with pytest.raises(SourceError, match=r"bad.npy: not a .npy file \(no NUMPY header\)"):
+        open_source(f"replay:{tmp_path / 'bad.npy'}", model.manifest)
+
+
 def test_csv_header_without_the_models_channels(model, tmp_path):
     (tmp_path / "h.csv").write_text("a,b,c\n1,2,3\n")
     with pytest.raises(SourceError, match=r"lacks channel\(s\) \['acc_x'"):

@@ -34,6 +34,9 @@ class ReplaySource:
             self._rows = self._load_csv()
 
     def _load_npy(self) -> list[Sample]:
+        with builtins.open(self.path, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise SourceError(f"{self.path}: not a .npy file (no NUMPY header)")
         try:
             arr = np.load(self.path, allow_pickle=False)
         except (ValueError, OSError) as exc:
