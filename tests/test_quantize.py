@@ -17,10 +17,11 @@ from wavedge.models.data import basic_motions
 from wavedge.runtime import load_model
 
 
-def test_bundled_int8_artefacts_are_smaller_and_keep_accuracy():
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_bundled_int8_artefacts_are_smaller_and_keep_accuracy(fmt):
     m = load_manifest(BUNDLED_MODEL)
     for graph in ("step", "chunk"):
-        fp32, int8 = m.find_file(graph, "fp32"), m.find_file(graph, "int8")
+        fp32, int8 = m.find_file(graph, "fp32", fmt), m.find_file(graph, "int8", fmt)
         assert int8.size_bytes < fp32.size_bytes
         raw = next(f for f in m.raw["files"] if f["path"] == int8.path)
         acc = raw["accuracy"]
@@ -29,11 +30,16 @@ def test_bundled_int8_artefacts_are_smaller_and_keep_accuracy():
     assert m.raw["calibration"]["options"]["method"] == "dynamic"
 
 
-def test_int8_stream_agrees_with_fp32_on_the_recording():
+@pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
+def test_int8_stream_agrees_with_fp32_on_the_recording(backend):
+    from wavedge.runtime import available
+
+    if not available()[backend]:
+        pytest.skip(f"{backend} is not installed")
     data = basic_motions()
     x = data.x_test.reshape(-1, 6)
     fp32 = load_model(BUNDLED_MODEL).stream().push_chunk(x)
-    int8_stream = load_model(BUNDLED_MODEL, precision="int8").stream()
+    int8_stream = load_model(BUNDLED_MODEL, backend=backend, precision="int8").stream()
     int8 = np.stack([int8_stream.push(v).logits for v in x])
     assert np.mean(int8.argmax(-1) == fp32.class_ids) >= 0.99
     # the activity at the end of every recording, streamed without reset, is unchanged
@@ -69,6 +75,8 @@ def test_accuracy_gate_refuses_static_int8_and_says_by_how_much(tmp_path):
     assert step["accuracy"]["drop_points"] > 1.0  # written, with the miss on record
 
 
-def test_int8_needs_onnx():
-    with pytest.raises(InputError, match="int8 is exported as ONNX only"):
-        ExportOptions(formats=("tflite",), precisions=("fp32", "int8")).validate()
+def test_precisions_must_include_fp32_and_be_known():
+    with pytest.raises(InputError, match="fp32 is required and int8 is the other one"):
+        ExportOptions(precisions=("int8",)).validate()
+    with pytest.raises(InputError, match="fp32 is required"):
+        ExportOptions(precisions=("fp32", "int4")).validate()

@@ -73,3 +73,28 @@ def export_tflite_graph(model: StepModel, path: Path, samples: int, mean, std,
                           f"{type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     return path
+
+
+def quantize_tflite(fp32_path: Path, out_path: Path) -> Path:
+    """int8 weights for the fully-connected ops (input drive, readout), float activations, the
+    ring convolution left in fp32 - the TFLite twin of the ONNX recipe, through ai-edge-quantizer
+    (which litert-torch brings). A dynamic-range ("hybrid") model: LiteRT runs it, TFLite Micro
+    does not."""
+    try:
+        from ai_edge_quantizer import quantizer, recipe
+    except ImportError:
+        raise ExportError("int8 TFLite needs ai-edge-quantizer: pip install 'wavedge[tflite]'") \
+            from None
+    base = recipe.dynamic_wi8_afp32()
+    rules = [dict(rule, operation="FULLY_CONNECTED") for rule in base]
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            qt = quantizer.Quantizer(os.fspath(fp32_path))
+            qt.load_quantization_recipe(rules)
+            qt.quantize().export_model(os.fspath(out_path), overwrite=True)
+    except Exception as exc:  # the quantiser raises many types; name the graph
+        raise ExportError(f"{fp32_path.name}: int8 TFLite quantisation failed: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                          ) from exc
+    return out_path
