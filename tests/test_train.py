@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from conftest import assert_one_line_error, run_cli
+from conftest import run_cli
 from wavedge.models.checkpoint import load_checkpoint
 from wavedge.models.data import Dataset, basic_motions, digits
 from wavedge.models.train import default_recipe, train

@@ -158,27 +158,24 @@ def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, data,
     out = fp32_path.with_name(f"model.{graph}.int8.{fmt}")
     if fmt == "tflite":
         quantize_tflite(fp32_path, out)
-        err = compare(*run_graph(out, "litert", ckpt.model, stream, samples), ref_y, ref_state)
-        entry = _file_entry(out, fmt, graph, samples, err.to_json(), None)
-        entry["precision"] = "int8"
+    else:
+        reader = None
+        if options.quant.method == "static":
+            reader = StreamCalibrationReader(fp32_path, data.x_train, samples,
+                                             options.quant.calibration_passes,
+                                             options.quant.calibration_stride)
+            calibration.setdefault("data", f"{data.name} training split "
+                                           f"({len(data.x_train)} recordings)")
+            calibration[f"{graph}_graph"] = reader.description
+        quantize_onnx(fp32_path, out, reader, options.quant)
+    err = compare(*run_graph(out, FORMATS[fmt], ckpt.model, stream, samples), ref_y, ref_state)
+    entry = _file_entry(out, fmt, graph, samples, err.to_json(),
+                        options.opset if fmt == "onnx" else None, precision="int8")
+    entry["size_vs_fp32"] = round(out.stat().st_size / fp32_path.stat().st_size, 3)
+    if fmt == "tflite":
         entry["quantisation"] = ("ai-edge-quantizer dynamic_wi8_afp32 on FULLY_CONNECTED only "
                                  "(int8 weights, float activations, ring conv fp32; hybrid: "
                                  "LiteRT yes, TFLite Micro no)")
-        entry["size_vs_fp32"] = round(out.stat().st_size / fp32_path.stat().st_size, 3)
-        return entry
-    reader = None
-    if options.quant.method == "static":
-        reader = StreamCalibrationReader(fp32_path, data.x_train, samples,
-                                         options.quant.calibration_passes,
-                                         options.quant.calibration_stride)
-        calibration.setdefault("data", f"{data.name} training split "
-                                       f"({len(data.x_train)} recordings)")
-        calibration[f"{graph}_graph"] = reader.description
-    quantize_onnx(fp32_path, out, reader, options.quant)
-    err = compare(*run_graph(out, "onnxruntime", ckpt.model, stream, samples), ref_y, ref_state)
-    entry = _file_entry(out, "onnx", graph, samples, err.to_json(), options.opset)
-    entry["precision"] = "int8"
-    entry["size_vs_fp32"] = round(out.stat().st_size / fp32_path.stat().st_size, 3)
     return entry
 
 
@@ -225,8 +222,8 @@ def _accuracy_gate(directory: Path, raw: dict, ckpt: Checkpoint, data,
 
 
 def _file_entry(path: Path, fmt: str, graph: str, samples: int, error: dict,
-                opset: int | None) -> dict:
-    entry = {"path": path.name, "format": fmt, "graph": graph, "precision": "fp32",
+                opset: int | None, precision: str = "fp32") -> dict:
+    entry = {"path": path.name, "format": fmt, "graph": graph, "precision": precision,
              "samples_per_call": samples, "sha256": sha256_of(path),
              "size_bytes": path.stat().st_size, "error_vs_torch": error}
     if opset is not None:

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import tty
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -397,7 +397,7 @@ def _ratios(s: dict) -> dict:
     def p50(name):
         return s[name]["us_per_sample"]["p50"] if name in s else None
 
-    for name, c in s.items():
+    for c in s.values():
         if c["kind"] != "stream" or c["mode"] != "step":
             continue
         b, prec = c["backend"], c["precision"]
