@@ -14,13 +14,13 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 .PHONY: venv demo test bench bench-bridge train-all bundle fuzz clean
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
-# (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + matplotlib (bench plot) + pytest, the
-# package installed editable.
+# (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
+# (bench plot) + pytest, the package installed editable.
 # Rebuilt when pyproject changes.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[export,litert,bench,test]'
+	$(BIN)/python -m pip install -q -e '.[export,litert,micro,bench,test]'
 	touch $(STAMP)
 
 # A second venv with litert-torch for TFLite export (about 2 GB; only `make bundle` needs it).

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from wavedge.errors import InputError
 from wavedge.models import StepModel, build_model
 from wavedge.models.checkpoint import save_checkpoint
 from wavedge.models.data import Dataset, load_dataset
+from wavedge.models.quant_aware import grid_error, int8_weight_grid
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,20 @@ class Recipe:
     # streams (trained on single sequences from reset, a ReLU Wave-RNN's state can grow without
     # bound once it runs past the training length)
     stream_segments: int = 1
+    # then this many epochs of quantisation-aware fine-tuning at quant_aware_lr: the weights
+    # computed on their int8 grid, and left there (wavedge.models.quant_aware), so that int8
+    # conversion does not change them
+    quant_aware_epochs: int = 0
+    quant_aware_lr: float = 3e-4
     seed: int = 0
 
 
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("basic_motions", "wave_rnn"): Recipe("basic_motions", "wave_rnn",
-                                          {"channels": 16, "ring_size": 64}, epochs=40,
-                                          input_noise=0.3, stream_segments=4),
+                                          {"channels": 16, "ring_size": 64,
+                                           "encoder_bias": False}, epochs=40,
+                                          input_noise=0.3, stream_segments=4,
+                                          quant_aware_epochs=20),
     ("basic_motions", "irnn"): Recipe("basic_motions", "irnn", {"hidden_size": 128}, epochs=40,
                                       input_noise=0.3, stream_segments=4),
     ("basic_motions", "gru"): Recipe("basic_motions", "gru", {"hidden_size": 128}, epochs=40,
@@ -121,32 +130,16 @@ def final_step_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor) -> f
     return int((model(x)[:, -1].argmax(-1) == y).sum()) / len(y)
 
 
-def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
-          dataset: Dataset | None = None) -> tuple[StepModel, dict]:
-    """Train ``recipe``; write a checkpoint to ``out`` when given. Returns (model, meta).
-
-    ``meta`` carries the test accuracy at the final step, the normalisation and the provenance
-    that export copies into the manifest.
-    """
+def _fit(model: StepModel, recipe: Recipe, x_tr: torch.Tensor, y_tr: torch.Tensor, t0: int,
+         gen: torch.Generator, epochs: int, lr: float, progress: bool, desc: str) -> None:
+    """``epochs`` of AdamW (cosine decay to 0 when the recipe says so) on random streams."""
     from tqdm.auto import tqdm
 
-    data = dataset if dataset is not None else load_dataset(recipe.task)
-    seed_everything(recipe.seed)
-    mean, std = normalisation(data.x_train)
-    x_tr = torch.from_numpy((data.x_train - mean) / std)
-    x_te = torch.from_numpy((data.x_test - mean) / std)
-    y_tr, y_te = torch.from_numpy(data.y_train), torch.from_numpy(data.y_test)
-    model = build_model(recipe.arch, input_size=x_tr.shape[-1], output_size=len(data.labels),
-                        **recipe.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, recipe.epochs)) \
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) \
         if recipe.cosine else None
     loss_fn = nn.CrossEntropyLoss()
-    t0 = int(recipe.loss_from * x_tr.shape[1]) if recipe.loss_from < 1.0 else x_tr.shape[1] - 1
-    gen = torch.Generator().manual_seed(recipe.seed)
-    started = time.perf_counter()
-    bar = tqdm(range(recipe.epochs), desc=f"{recipe.task}/{recipe.arch}", disable=not progress,
-               unit="epoch")
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch")
     steps_per_epoch = -(-len(x_tr) // recipe.batch_size)
     for _ in bar:
         model.train()
@@ -155,7 +148,8 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
             xb, yb, mask = _batch(x_tr, y_tr, recipe, t0, gen)
             if recipe.input_noise > 0:
                 xb = xb + recipe.input_noise * torch.randn(xb.shape, generator=gen)
-            logits = model(xb)
+            with parametrize.cached():  # int8-grid weights: rounded once per batch, not per step
+                logits = model(xb)
             loss = loss_fn(logits[mask], yb[mask])
             opt.zero_grad()
             loss.backward()
@@ -166,6 +160,32 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
         if sched is not None:
             sched.step()
         bar.set_postfix(loss=f"{total / steps_per_epoch:.4f}")
+
+
+def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
+          dataset: Dataset | None = None) -> tuple[StepModel, dict]:
+    """Train ``recipe``; write a checkpoint to ``out`` when given. Returns (model, meta).
+
+    ``meta`` carries the test accuracy at the final step, the normalisation and the provenance
+    that export copies into the manifest.
+    """
+    data = dataset if dataset is not None else load_dataset(recipe.task)
+    seed_everything(recipe.seed)
+    mean, std = normalisation(data.x_train)
+    x_tr = torch.from_numpy((data.x_train - mean) / std)
+    x_te = torch.from_numpy((data.x_test - mean) / std)
+    y_tr, y_te = torch.from_numpy(data.y_train), torch.from_numpy(data.y_test)
+    model = build_model(recipe.arch, input_size=x_tr.shape[-1], output_size=len(data.labels),
+                        **recipe.model)
+    t0 = int(recipe.loss_from * x_tr.shape[1]) if recipe.loss_from < 1.0 else x_tr.shape[1] - 1
+    gen = torch.Generator().manual_seed(recipe.seed)
+    started = time.perf_counter()
+    _fit(model, recipe, x_tr, y_tr, t0, gen, recipe.epochs, recipe.lr, progress,
+         f"{recipe.task}/{recipe.arch}")
+    if recipe.quant_aware_epochs > 0:
+        with int8_weight_grid(model):
+            _fit(model, recipe, x_tr, y_tr, t0, gen, recipe.quant_aware_epochs,
+                 recipe.quant_aware_lr, progress, f"{recipe.task}/{recipe.arch} int8-aware")
     model.eval()
     meta = {
         "task": data.name,
@@ -183,6 +203,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
             "n_train": len(x_tr), "n_test": len(x_te),
             "train_seconds": round(time.perf_counter() - started, 1),
             "n_parameters": model.n_parameters(),
+            "int8_grid_error": round(grid_error(model), 4),
         },
         "torch_version": torch.__version__,
     }

@@ -41,11 +41,15 @@ class WaveRNN(StepModel):
     arch = "wave_rnn"
 
     def __init__(self, input_size: int, output_size: int, channels: int = 16, ring_size: int = 64,
-                 mlp_hidden: int = 0, shift_init: bool = True, solo_init: bool = True) -> None:
+                 mlp_hidden: int = 0, shift_init: bool = True, solo_init: bool = True,
+                 encoder_bias: bool = True) -> None:
         super().__init__(input_size, output_size)
         self.channels, self.ring_size = channels, ring_size
         self.mlp_hidden, self.shift_init, self.solo_init = mlp_hidden, shift_init, solo_init
-        self.encoder = nn.Linear(input_size, channels * ring_size)  # V and b
+        # b, one bias per neuron (c * n of them); without it the ring conv's per-channel bias
+        # remains. An int8 model stores b as 32- or 64-bit integers: a third of its bytes.
+        self.encoder_bias = encoder_bias
+        self.encoder = nn.Linear(input_size, channels * ring_size, bias=encoder_bias)  # V, b
         self.ring = nn.Conv1d(channels, channels, kernel_size=3, padding=0)  # u, bias b_u
         self.readout = make_readout(channels * ring_size, output_size, mlp_hidden)
         self.reset_parameters()
@@ -61,7 +65,8 @@ class WaveRNN(StepModel):
             if self.solo_init:
                 # every input dimension drives neuron 0 of every ring with weight 1, nothing else
                 self.encoder.weight.zero_()
-                self.encoder.bias.zero_()
+                if self.encoder.bias is not None:
+                    self.encoder.bias.zero_()
                 w = self.encoder.weight.view(self.channels, self.ring_size, self.input_size)
                 w[:, 0, :] = 1.0
             else:
@@ -72,7 +77,7 @@ class WaveRNN(StepModel):
         return {"input_size": self.input_size, "output_size": self.output_size,
                 "channels": self.channels, "ring_size": self.ring_size,
                 "mlp_hidden": self.mlp_hidden, "shift_init": self.shift_init,
-                "solo_init": self.solo_init}
+                "solo_init": self.solo_init, "encoder_bias": self.encoder_bias}
 
     @property
     def state_spec(self) -> tuple[StateSpec, ...]:

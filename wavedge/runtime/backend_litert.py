@@ -4,6 +4,11 @@ installs (e.g. 32-bit Raspberry Pi OS); ``Graph.detail['library']`` says which o
 Each runner is its own interpreter over the shared model bytes (a TFLite interpreter owns its
 tensor buffers, so streams cannot share one). Inputs and outputs are matched by name; the model
 must keep wavedge's names (``x``, ``state_in.*`` -> ``y``, ``state_out.*``) in its signature.
+
+Full-integer models (int8 or int16 inputs and outputs, one scale per tensor) run too: the runner
+still takes and gives float32, quantising on the way in and dequantising on the way out, so the
+state is carried in float between calls and requantised with the input's own scale (exact when,
+as wavedge's exporter arranges, state_in and state_out share a scale).
 """
 
 from __future__ import annotations
@@ -54,6 +59,19 @@ def _quiet_stderr():
         os.close(devnull)
 
 
+def load_interpreter(content: bytes, threads: int = 1):
+    """An interpreter over ``content`` with its tensors allocated (the library's INFO line
+    hidden)."""
+    factory, library = _interpreter_class()
+    if factory is None:
+        raise BackendError("backend 'litert' needs ai-edge-litert (or tflite-runtime): "
+                           "pip install ai-edge-litert")
+    with _quiet_stderr():
+        interp = factory(model_content=content, num_threads=threads)
+        interp.allocate_tensors()
+    return interp
+
+
 def is_installed() -> bool:
     return _interpreter_class()[0] is not None
 
@@ -96,6 +114,8 @@ class LiteRTGraph(Graph):
         self._content, self._factory, self._options = content, factory, options
 
     def runner(self) -> "LiteRTRunner":
+        if any(t.scale is not None for t in (*self.inputs, *self.outputs)):
+            return LiteRTIntRunner(self)
         return LiteRTRunner1(self) if len(self.inputs) == 2 else LiteRTRunner(self)
 
 
@@ -153,6 +173,65 @@ class LiteRTRunner1(LiteRTRunner):
         return self._get(self._y_idx)
 
 
+class _Affine:
+    """float32 <-> one integer tensor: ``q = clip(round(v / scale) + zero_point)``."""
+
+    def __init__(self, spec: TensorSpec) -> None:
+        self.dtype = np.dtype(spec.dtype)
+        self.scale, self.zero_point = np.float32(spec.scale), spec.zero_point
+        info = np.iinfo(self.dtype)
+        self.lo, self.hi = info.min, info.max
+
+    def quantize(self, v: np.ndarray) -> np.ndarray:
+        q = np.rint(v / self.scale)
+        if self.zero_point:
+            q += self.zero_point
+        return np.clip(q, self.lo, self.hi, out=q).astype(self.dtype)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        v = q.astype(np.float32)
+        if self.zero_point:
+            v -= self.zero_point
+        v *= self.scale
+        return v
+
+
+class LiteRTIntRunner(LiteRTRunner):
+    """A full-integer model behind the float32 runner interface."""
+
+    def __init__(self, graph: LiteRTGraph) -> None:
+        super().__init__(graph)
+        x_spec, *state_in = graph.inputs
+        y_spec, *state_out = graph.outputs
+        self._qx = _Affine(x_spec)
+        self._qs = [_Affine(t) for t in state_in]
+        self._qy = _Affine(y_spec)
+        self._ds = [_Affine(t) for t in state_out]
+
+    def run(self) -> np.ndarray:
+        interp = self.interp
+        interp.set_tensor(self._x_idx, self._qx.quantize(self.x))
+        for idx, buf, q in zip(self._s_in, self.state, self._qs):
+            interp.set_tensor(idx, q.quantize(buf))
+        interp.invoke()
+        self.state = [d.dequantize(interp.get_tensor(idx)) for idx, d in zip(self._s_out,
+                                                                            self._ds)]
+        return self._qy.dequantize(interp.get_tensor(self._y_idx))
+
+
+def _spec(path: Path, name: str, d: dict) -> TensorSpec:
+    shape = tuple(int(v) for v in d["shape"])
+    dtype = np.dtype(d["dtype"])
+    if dtype == np.float32:
+        return TensorSpec(name, shape)
+    scales = d.get("quantization_parameters", {}).get("scales", ())
+    if dtype in (np.int8, np.int16) and len(scales) == 1:
+        zero_point = int(d["quantization_parameters"]["zero_points"][0])
+        return TensorSpec(name, shape, dtype.name, float(scales[0]), zero_point)
+    raise BackendError(f"{path}: tensor {name!r} is {dtype.name} without one scale; this "
+                       "runtime feeds float32, or int8/int16 with one scale per tensor")
+
+
 def load(path: Path, options: BackendOptions) -> LiteRTGraph:
     factory, library = _interpreter_class()
     if factory is None:
@@ -160,21 +239,14 @@ def load(path: Path, options: BackendOptions) -> LiteRTGraph:
                            "pip install ai-edge-litert")
     content = Path(path).read_bytes()
     try:
-        with _quiet_stderr():
-            interp = factory(model_content=content, num_threads=options.threads)
-            interp.allocate_tensors()
+        interp = load_interpreter(content, options.threads)
     except Exception as exc:  # the interpreter raises ValueError/RuntimeError on bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackendError(f"{path}: {library} cannot load it: {first}") from None
-    specs = []
-    for details in io_details(interp):
-        group = []
-        for name, d in details.items():
-            if d["dtype"] != np.float32:
-                raise BackendError(f"{path}: tensor {name!r} is {np.dtype(d['dtype']).name}; "
-                                   "this runtime feeds float32")
-            group.append(TensorSpec(name, tuple(int(v) for v in d["shape"])))
-        specs.append(group)
+    # x and y first, the states after them by name (signatures list inputs alphabetically)
+    specs = [sorted((_spec(path, name, d) for name, d in details.items()),
+                    key=lambda t: (t.name not in ("x", "y"), t.name))
+             for details in io_details(interp)]
     version = getattr(__import__(library), "__version__", "?")
     return LiteRTGraph(path, content, factory, specs[0], specs[1],
                        {"library": f"{library} {version}", "threads": options.threads}, options)

@@ -30,7 +30,9 @@ class BackendError(WavedgeError):
 class TensorSpec:
     name: str
     shape: tuple[int, ...]
-    dtype: str = "float32"
+    dtype: str = "float32"  # in the file; runners always take and give float32
+    scale: float | None = None  # integer tensors: real = scale * (q - zero_point)
+    zero_point: int = 0
 
 
 class Runner(Protocol):

@@ -1,0 +1,136 @@
+"""Microcontroller check: run a full-integer ``.tflite`` in the TensorFlow Lite for
+Microcontrollers interpreter (the ``tflite-micro`` package: the TFLM C++ kernels with a Python
+wrapper, no board needed) on the same stream as LiteRT, and find the smallest tensor arena it
+runs in, so a user knows whether the model fits a given microcontroller.
+
+- ``arena_bytes``: the smallest arena (to 16 bytes) in which TFLM allocates and invokes the
+  model, found by bisection. Measured on this 64-bit host; TFLM's bookkeeping is smaller with
+  32-bit pointers, so a Cortex-M needs no more than this.
+- agreement: every call's inputs (x and the state, quantised) go to both interpreters; the
+  largest difference of any output or state element is counted in quantisation steps (LSB).
+  Then TFLM runs the stream on its own, its state fed back, and its argmax is compared with
+  LiteRT's at every step.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from wavedge.errors import ExportError
+
+ARENA_SEARCH_LIMIT = 4 << 20  # bytes; a model that needs more is no microcontroller model
+
+
+def is_installed() -> bool:
+    try:
+        from tflite_micro import runtime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _runs(runtime, content: bytes, arena: int, inputs: list[np.ndarray]) -> bool:
+    try:
+        interp = runtime.Interpreter.from_bytes(content, arena_size=arena)
+        for i, value in enumerate(inputs):
+            interp.set_input(value, i)
+        interp.invoke()
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def min_arena(content: bytes, inputs: list[np.ndarray]) -> int:
+    """The smallest arena, in bytes (to 16), in which TFLM allocates the model and runs it on
+    ``inputs`` (in the subgraph's input order)."""
+    from tflite_micro import runtime
+
+    from wavedge.runtime.backend_litert import _quiet_stderr
+
+    with _quiet_stderr():  # TFLM prints every failed allocation
+        if not _runs(runtime, content, ARENA_SEARCH_LIMIT, inputs):
+            raise ExportError(f"TFLite Micro cannot run the model in {ARENA_SEARCH_LIMIT} bytes")
+        lo, hi = 0, ARENA_SEARCH_LIMIT
+        while hi - lo > 16:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if _runs(runtime, content, mid, inputs) else (mid, hi)
+    return hi
+
+
+def micro_check(path: Path, stream: np.ndarray) -> dict:
+    """Run the step graph ``path`` (full-integer) in TFLM and LiteRT over ``stream``
+    (``[T, D]``, raw sensor units); returns the manifest's ``micro`` record."""
+    from tflite_micro import runtime
+
+    from wavedge.runtime.backend_litert import _Affine, _spec, io_details, load_interpreter
+
+    content = Path(path).read_bytes()
+    litert = load_interpreter(content)
+    by_name_in, by_name_out = io_details(litert)
+    specs = {name: _spec(path, name, d) for name, d in (*by_name_in.items(),
+                                                        *by_name_out.items())}
+    if any(s.scale is None for s in specs.values()):
+        raise ExportError(f"{path}: TFLite Micro runs full-integer models; this one has float "
+                          "inputs or outputs")
+    # TFLM knows no signatures: tensors by position in the subgraph's input/output lists
+    pos_in = {d["index"]: i for i, d in enumerate(litert.get_input_details())}
+    pos_out = {d["index"]: i for i, d in enumerate(litert.get_output_details())}
+    state_names = [n[len("state_in."):] for n in by_name_in if n.startswith("state_in.")]
+    arena = min_arena(content, [np.zeros(d["shape"], d["dtype"])
+                                for d in litert.get_input_details()])
+    micro = runtime.Interpreter.from_bytes(content, arena_size=arena)
+    qx = _Affine(specs["x"])
+    q_in = {n: _Affine(specs[f"state_in.{n}"]) for n in state_names}
+    q_out = {n: _Affine(specs[f"state_out.{n}"]) for n in state_names}
+
+    def call(interp, set_in, get_out, x, state):
+        set_in(by_name_in["x"], qx.quantize(x))
+        for n in state_names:
+            set_in(by_name_in[f"state_in.{n}"], state[n])
+        interp.invoke()
+        return ({n: get_out(by_name_out[f"state_out.{n}"]) for n in state_names},
+                get_out(by_name_out["y"]))
+
+    def lite_set(d, v):
+        litert.set_tensor(d["index"], v)
+
+    def micro_set(d, v):
+        micro.set_input(v, pos_in[d["index"]])
+
+    def lite_get(d):
+        return litert.get_tensor(d["index"])
+
+    def micro_get(d):
+        return np.asarray(micro.get_output(pos_out[d["index"]])).reshape(d["shape"])
+
+    def fed_back(state_out):  # requantised with the input's scale (identity when tied)
+        return {n: q_in[n].quantize(q_out[n].dequantize(s)) for n, s in state_out.items()}
+
+    zero = {n: q_in[n].quantize(np.zeros(specs[f"state_in.{n}"].shape, np.float32))
+            for n in state_names}
+    lite_state, micro_state = dict(zero), dict(zero)
+    worst_lsb, agree, micro_seconds = 0, 0, 0.0
+    for sample in stream:
+        x = sample[None].astype(np.float32)
+        l_state, l_y = call(litert, lite_set, lite_get, x, lite_state)
+        m_state, m_y = call(micro, micro_set, micro_get, x, lite_state)  # the same inputs
+        worst_lsb = max(worst_lsb, int(np.abs(l_y.astype(np.int32) - m_y).max()),
+                        *(int(np.abs(l_state[n].astype(np.int32) - m_state[n]).max())
+                          for n in state_names))
+        started = time.perf_counter()
+        own_state, own_y = call(micro, micro_set, micro_get, x, micro_state)  # its own state
+        micro_seconds += time.perf_counter() - started
+        agree += int(own_y.argmax() == l_y.argmax())
+        lite_state, micro_state = fed_back(l_state), fed_back(own_state)
+    import tflite_micro
+
+    return {"interpreter": f"tflite-micro {tflite_micro.__version__}",
+            "arena_bytes": arena, "model_bytes": len(content),
+            "max_diff_lsb_same_inputs": worst_lsb,
+            "argmax_agreement_own_state": agree / len(stream), "steps": len(stream),
+            "call_us_host": round(micro_seconds / len(stream) * 1e6, 1),
+            "note": "arena measured on a 64-bit host (bisection to 16 bytes); same-inputs "
+                    "difference in quantisation steps over every output and state element"}
