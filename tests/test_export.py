@@ -121,6 +121,27 @@ def test_tflite_export_matches_torch(tmp_path):
     assert all(f.error_vs_torch["error"] <= 1e-5 for f in manifest.files if f.graph != "identity")
 
 
+def test_int8_tflite_export_is_full_integer_checked_in_micro_and_gated(tmp_path):
+    """Needs the tflite extra, like the test above. 16-bit activations hold the accuracy and
+    pass TFLite Micro; 8-bit activations lose it and the gate refuses them."""
+    pytest.importorskip("litert_torch")
+    from wavedge.export.quantize import QuantOptions
+
+    ckpt = load_checkpoint(BUNDLED_CHECKPOINT)
+    out = tmp_path / "int8"
+    export_model_dir(ckpt, out, ExportOptions(check_steps=1000, formats=("tflite",),
+                                              precisions=("fp32", "int8")))
+    raw = load_manifest(out).raw
+    step = next(f for f in raw["files"] if f["path"] == "model.step.int8.tflite")
+    assert step["quantisation"]["activations"] == "int16"
+    assert step["accuracy"]["drop_points"] <= 1.0 and step["size_vs_fp32"] <= 0.35
+    assert step["micro"]["arena_bytes"] > 0 and step["micro"]["max_diff_lsb_same_inputs"] <= 2
+    with pytest.raises(ExportError, match=r"model.step.int8.tflite: .* missed by"):
+        export_model_dir(ckpt, tmp_path / "a8", ExportOptions(
+            check_steps=1000, formats=("tflite",), precisions=("fp32", "int8"),
+            quant=QuantOptions(tflite_activation_bits=8)))
+
+
 def test_unknown_export_format_is_refused(tmp_path):
     from wavedge.errors import InputError
 

@@ -17,10 +17,10 @@ from wavedge.models.data import basic_motions
 from wavedge.runtime import load_model
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_bundled_int8_artefacts_are_smaller_and_keep_accuracy(fmt):
+@pytest.mark.parametrize("fmt, graphs", [("onnx", ("step", "chunk")), ("tflite", ("step",))])
+def test_bundled_int8_artefacts_are_smaller_and_keep_accuracy(fmt, graphs):
     m = load_manifest(BUNDLED_MODEL)
-    for graph in ("step", "chunk"):
+    for graph in graphs:
         fp32, int8 = m.find_file(graph, "fp32", fmt), m.find_file(graph, "int8", fmt)
         assert int8.size_bytes < fp32.size_bytes
         raw = next(f for f in m.raw["files"] if f["path"] == int8.path)
@@ -28,6 +28,29 @@ def test_bundled_int8_artefacts_are_smaller_and_keep_accuracy(fmt):
         assert acc["drop_points"] <= 1.0 and acc["test"] >= acc["torch_fp32"] - 0.01
         assert raw["size_vs_fp32"] == pytest.approx(int8.size_bytes / fp32.size_bytes, abs=1e-3)
     assert m.raw["calibration"]["options"]["method"] == "dynamic"
+
+
+def test_bundled_int8_tflite_is_full_integer_and_a_third_of_fp32():
+    from wavedge.runtime.backend_litert import io_details, load_interpreter
+
+    m = load_manifest(BUNDLED_MODEL)
+    fp32, int8 = m.find_file("step", "fp32", "tflite"), m.find_file("step", "int8", "tflite")
+    assert int8.size_bytes <= 0.35 * fp32.size_bytes
+    inputs, outputs = io_details(load_interpreter((BUNDLED_MODEL / int8.path).read_bytes()))
+    details = {**inputs, **outputs}
+    assert {np.dtype(d["dtype"]).name for d in details.values()} == {"int16"}
+    # one scale for the state in and out: a board carries the integers as they are
+    q_in = details["state_in.h"]["quantization_parameters"]
+    q_out = details["state_out.h"]["quantization_parameters"]
+    assert q_in["scales"][0] == q_out["scales"][0]
+    assert q_in["zero_points"][0] == q_out["zero_points"][0]
+    assert m.find_file("chunk", "int8", "tflite") is None  # measured worse; not written
+
+
+def test_bundled_checkpoint_weights_lie_on_their_int8_grid():
+    from wavedge.models.quant_aware import grid_error
+
+    assert grid_error(load_checkpoint(BUNDLED_CHECKPOINT).model) < 1e-3
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
@@ -80,3 +103,56 @@ def test_precisions_must_include_fp32_and_be_known():
         ExportOptions(precisions=("int8",)).validate()
     with pytest.raises(InputError, match="fp32 is required"):
         ExportOptions(precisions=("fp32", "int4")).validate()
+
+
+def test_int8_grid_training_passes_gradients_and_leaves_weights_on_the_grid():
+    import torch
+
+    from wavedge.models import WaveRNN
+    from wavedge.models.quant_aware import grid_error, int8_weight_grid
+
+    torch.manual_seed(0)
+    model = WaveRNN(3, 2, channels=2, ring_size=8, shift_init=False, solo_init=False)
+    assert grid_error(model) > 0.1
+    with int8_weight_grid(model):
+        loss = model(torch.randn(2, 5, 3)).square().mean()
+        loss.backward()
+        grad = model.ring.parametrizations.weight.original.grad
+        assert grad is not None and grad.abs().sum() > 0  # straight through the rounding
+    assert grid_error(model) < 1e-3
+    assert not hasattr(model.ring, "parametrizations")
+
+
+def test_micro_check_reruns_the_bundled_int8_tflite():
+    pytest.importorskip("tflite_micro")
+    from wavedge.export.check import check_stream
+    from wavedge.export.micro import micro_check
+
+    m = load_manifest(BUNDLED_MODEL)
+    recorded = next(f for f in m.raw["files"] if f["path"] == "model.step.int8.tflite")["micro"]
+    assert recorded["argmax_agreement_own_state"] >= 0.99
+    assert recorded["max_diff_lsb_same_inputs"] <= 2
+    stream = check_stream(basic_motions().x_test, 300, 1)
+    got = micro_check(BUNDLED_MODEL / "model.step.int8.tflite", stream)
+    assert got["arena_bytes"] == recorded["arena_bytes"]
+    assert got["max_diff_lsb_same_inputs"] <= 2 and got["argmax_agreement_own_state"] >= 0.99
+
+
+def test_micro_check_refuses_a_float_model():
+    pytest.importorskip("tflite_micro")
+    from wavedge.export.micro import micro_check
+
+    with pytest.raises(ExportError, match="full-integer"):
+        micro_check(BUNDLED_MODEL / "model.step.tflite", np.zeros((4, 6), np.float32))
+
+
+def test_calibration_reader_runs_a_tflite_graph_through_litert():
+    pytest.importorskip("ai_edge_litert")
+    data = basic_motions()
+    onnx = list(StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", data.x_train[:2],
+                                        passes=1, stride=10))
+    tfl = list(StreamCalibrationReader(BUNDLED_MODEL / "model.step.tflite", data.x_train[:2],
+                                       passes=1, stride=10))
+    assert len(tfl) == len(onnx) == 20 and set(tfl[0]) == {"x", "state_in.h"}
+    for a, b in zip(onnx, tfl):
+        np.testing.assert_allclose(a["state_in.h"], b["state_in.h"], atol=1e-4)

@@ -276,7 +276,10 @@ def bare_backend_call(model, data: np.ndarray):
     runner = g.runner()
     it = runner.interp
     xi, yi, s_in, s_out = runner._x_idx, runner._y_idx, runner._s_in, runner._s_out
-    state = [np.zeros(t.shape, np.float32) for t in g.inputs[1:]]
+    # a full-integer model is fed integers, quantised beforehand: the bare call is the
+    # interpreter's alone
+    data = runner._qx.quantize(data) if hasattr(runner, "_qx") else data
+    state = [np.zeros(t.shape, np.dtype(t.dtype)) for t in g.inputs[1:]]
 
     def call():
         k = i[0] & 4095
@@ -369,7 +372,8 @@ def numpy_step_fn(model, mean: np.ndarray, std: np.ndarray):
     if "readout.weight" not in sd:
         return None  # a linear readout only; the MLP readout is not covered here
     c, n = model.channels, model.ring_size
-    w_in, b_in = sd["encoder.weight"], sd["encoder.bias"]
+    w_in = sd["encoder.weight"]
+    b_in = sd.get("encoder.bias", np.zeros(w_in.shape[0], np.float32))  # encoder_bias=False
     u = np.concatenate([sd["ring.weight"][:, :, k] for k in range(3)], axis=1)  # [c, 3c]
     b_u = sd["ring.bias"][:, None]
     w_out, b_out = sd["readout.weight"], sd["readout.bias"]
