@@ -136,7 +136,7 @@ def test_int8_tflite_export_is_full_integer_checked_in_micro_and_gated(tmp_path)
     assert step["quantisation"]["activations"] == "int16"
     assert step["accuracy"]["drop_points"] <= 1.0 and step["size_vs_fp32"] <= 0.35
     assert step["micro"]["arena_bytes"] > 0 and step["micro"]["max_diff_lsb_same_inputs"] <= 2
-    with pytest.raises(ExportError, match=r"model.step.int8.tflite: .* missed by"):
+    with pytest.raises(ExportError, match=r"model.step.int8.tflite: .*\(missed by"):
         export_model_dir(ckpt, tmp_path / "a8", ExportOptions(
             check_steps=1000, formats=("tflite",), precisions=("fp32", "int8"),
             quant=QuantOptions(tflite_activation_bits=8)))
