@@ -48,9 +48,9 @@ def min_arena(content: bytes, inputs: list[np.ndarray]) -> int:
     ``inputs`` (in the subgraph's input order)."""
     from tflite_micro import runtime
 
-    from wavedge.runtime.backend_litert import _quiet_stderr
+    from wavedge.runtime.backend_litert import quiet_stderr
 
-    with _quiet_stderr():  # TFLM prints every failed allocation
+    with quiet_stderr():  # TFLM prints every failed allocation
         if not _runs(runtime, content, ARENA_SEARCH_LIMIT, inputs):
             raise ExportError(f"TFLite Micro cannot run the model in {ARENA_SEARCH_LIMIT} bytes")
         lo, hi = 0, ARENA_SEARCH_LIMIT
@@ -65,12 +65,12 @@ def micro_check(path: Path, stream: np.ndarray) -> dict:
     (``[T, D]``, raw sensor units); returns the manifest's ``micro`` record."""
     from tflite_micro import runtime
 
-    from wavedge.runtime.backend_litert import _Affine, _spec, io_details, load_interpreter
+    from wavedge.runtime.backend_litert import Affine, tensor_spec, io_details, load_interpreter
 
     content = Path(path).read_bytes()
     litert = load_interpreter(content)
     by_name_in, by_name_out = io_details(litert)
-    specs = {name: _spec(path, name, d) for name, d in (*by_name_in.items(),
+    specs = {name: tensor_spec(path, name, d) for name, d in (*by_name_in.items(),
                                                         *by_name_out.items())}
     if any(s.scale is None for s in specs.values()):
         raise ExportError(f"{path}: TFLite Micro runs full-integer models; this one has float "
@@ -82,9 +82,9 @@ def micro_check(path: Path, stream: np.ndarray) -> dict:
     arena = min_arena(content, [np.zeros(d["shape"], d["dtype"])
                                 for d in litert.get_input_details()])
     micro = runtime.Interpreter.from_bytes(content, arena_size=arena)
-    qx = _Affine(specs["x"])
-    q_in = {n: _Affine(specs[f"state_in.{n}"]) for n in state_names}
-    q_out = {n: _Affine(specs[f"state_out.{n}"]) for n in state_names}
+    qx = Affine(specs["x"])
+    q_in = {n: Affine(specs[f"state_in.{n}"]) for n in state_names}
+    q_out = {n: Affine(specs[f"state_out.{n}"]) for n in state_names}
 
     def call(interp, set_in, get_out, x, state):
         set_in(by_name_in["x"], qx.quantize(x))

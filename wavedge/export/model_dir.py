@@ -163,16 +163,15 @@ def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, data,
     its error versus torch is measured and recorded, not gated (the accuracy gate decides)."""
     out = fp32_path.with_name(f"model.{graph}.int8.{fmt}")
     quant = options.quant
-    if fmt == "tflite":
+    reader = None
+    if fmt == "tflite" or quant.method == "static":
         reader = StreamCalibrationReader(fp32_path, data.x_train, samples,
                                          quant.calibration_passes, quant.calibration_stride)
+    if fmt == "tflite":
         description = quantize_tflite(fp32_path, out, reader, quant.tflite_activation_bits)
         description["calibration"] = {"data": f"{data.name} training split", **reader.description}
     else:
-        reader = None
-        if quant.method == "static":
-            reader = StreamCalibrationReader(fp32_path, data.x_train, samples,
-                                             quant.calibration_passes, quant.calibration_stride)
+        if reader is not None:
             calibration.setdefault("data", f"{data.name} training split "
                                            f"({len(data.x_train)} recordings)")
             calibration[f"{graph}_graph"] = reader.description

@@ -109,7 +109,8 @@ def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationRe
     range of everything seen; each state's input and output share one range, so one scale: a
     board carries the integers from one call to the next as they are.
 
-    Returns the manifest's description of the quantisation.
+    Returns the manifest's description of the quantisation (the caller adds the calibration
+    data's).
     """
     try:
         from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe_manager
@@ -138,7 +139,7 @@ def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationRe
                           ) from exc
     return {"tool": "ai-edge-quantizer", "weights": "int8 (ring conv per output channel, "
             "fully-connected per tensor)", "activations": f"int{activation_bits}",
-            "io": f"int{activation_bits}", "calibration": reader.description,
+            "io": f"int{activation_bits}",
             "state": "state_in and state_out share one scale: carry the integers as they are"}
 
 

@@ -39,7 +39,7 @@ def _interpreter_class():
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """Hide the interpreter's C++ 'INFO: Created TensorFlow Lite XNNPACK delegate' line (it
     writes to file descriptor 2 directly); errors still arrive as Python exceptions."""
     try:
@@ -66,7 +66,7 @@ def load_interpreter(content: bytes, threads: int = 1):
     if factory is None:
         raise BackendError("backend 'litert' needs ai-edge-litert (or tflite-runtime): "
                            "pip install ai-edge-litert")
-    with _quiet_stderr():
+    with quiet_stderr():
         interp = factory(model_content=content, num_threads=threads)
         interp.allocate_tensors()
     return interp
@@ -121,7 +121,7 @@ class LiteRTGraph(Graph):
 
 class LiteRTRunner:
     def __init__(self, graph: LiteRTGraph) -> None:
-        with _quiet_stderr():
+        with quiet_stderr():
             self.interp = graph._factory(model_content=graph._content,
                                          num_threads=graph._options.threads)
             self.interp.allocate_tensors()
@@ -173,7 +173,7 @@ class LiteRTRunner1(LiteRTRunner):
         return self._get(self._y_idx)
 
 
-class _Affine:
+class Affine:
     """float32 <-> one integer tensor: ``q = clip(round(v / scale) + zero_point)``."""
 
     def __init__(self, spec: TensorSpec) -> None:
@@ -203,10 +203,10 @@ class LiteRTIntRunner(LiteRTRunner):
         super().__init__(graph)
         x_spec, *state_in = graph.inputs
         y_spec, *state_out = graph.outputs
-        self._qx = _Affine(x_spec)
-        self._qs = [_Affine(t) for t in state_in]
-        self._qy = _Affine(y_spec)
-        self._ds = [_Affine(t) for t in state_out]
+        self._qx = Affine(x_spec)
+        self._qs = [Affine(t) for t in state_in]
+        self._qy = Affine(y_spec)
+        self._ds = [Affine(t) for t in state_out]
 
     def run(self) -> np.ndarray:
         interp = self.interp
@@ -219,7 +219,7 @@ class LiteRTIntRunner(LiteRTRunner):
         return self._qy.dequantize(interp.get_tensor(self._y_idx))
 
 
-def _spec(path: Path, name: str, d: dict) -> TensorSpec:
+def tensor_spec(path: Path, name: str, d: dict) -> TensorSpec:
     shape = tuple(int(v) for v in d["shape"])
     dtype = np.dtype(d["dtype"])
     if dtype == np.float32:
@@ -244,7 +244,7 @@ def load(path: Path, options: BackendOptions) -> LiteRTGraph:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackendError(f"{path}: {library} cannot load it: {first}") from None
     # x and y first, the states after them by name (signatures list inputs alphabetically)
-    specs = [sorted((_spec(path, name, d) for name, d in details.items()),
+    specs = [sorted((tensor_spec(path, name, d) for name, d in details.items()),
                     key=lambda t: (t.name not in ("x", "y"), t.name))
              for details in io_details(interp)]
     version = getattr(__import__(library), "__version__", "?")
