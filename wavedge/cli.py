@@ -44,7 +44,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                              if p.strip()),
                             quant=QuantOptions(method=args.quant_method,
                                                max_accuracy_drop=args.max_accuracy_drop,
-                                               tflite_activation_bits=args.tflite_activations,
+                                               activation_bits=args.activations,
                                                force=args.force))
     manifest_path = export_model_dir(ckpt, args.out, options)
     raw = json.loads(manifest_path.read_text())
@@ -205,12 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: onnx, tflite (tflite needs the tflite extra)")
     p.add_argument("--precision", default="fp32",
                    help="comma-separated: fp32, int8 (int8 weights; see docs/quantisation.md)")
-    p.add_argument("--quant-method", default="dynamic", choices=["static", "dynamic"],
-                   help="int8 ONNX: dynamic (int8 weights of the input and readout matmuls, "
-                        "the recurrence in fp32; the default, measured) or static (calibrated)")
-    p.add_argument("--tflite-activations", type=int, default=16, choices=[8, 16],
-                   help="int8 TFLite (full-integer, calibrated on the training recordings "
-                        "streamed with the state carried): activation bits (16, measured)")
+    p.add_argument("--quant-method", default="static", choices=["static", "dynamic"],
+                   help="int8 ONNX: static (calibrated on the training recordings streamed "
+                        "with the state carried; the default, measured) or dynamic (int8 "
+                        "weights of the matmuls, activations quantised on the fly, the "
+                        "recurrence in fp32)")
+    p.add_argument("--activations", type=int, default=16, choices=[8, 16],
+                   help="int8 artefacts (static ONNX, full-integer TFLite): activation bits, "
+                        "the state included (16, measured; 8 loses accuracy on recurrences)")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="points of test accuracy an int8 artefact may lose (1.0)")
     p.add_argument("--force", action="store_true",

@@ -22,7 +22,7 @@ from wavedge.errors import ExportError, InputError
 from wavedge.export.check import check_stream, compare, run_graph, torch_reference
 from wavedge.export.micro import is_installed as micro_installed
 from wavedge.export.micro import micro_check
-from wavedge.export.onnx_export import DEFAULT_OPSET, export_graph
+from wavedge.export.onnx_export import DEFAULT_OPSET, export_graph, scan_chunk
 from wavedge.export.quantize import QuantOptions, StreamCalibrationReader, quantize_onnx
 from wavedge.export.tflite_export import export_tflite_graph, quantize_tflite
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
@@ -138,10 +138,8 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
                                      options.opset if fmt == "onnx" else None))
         raw = _manifest(ckpt, data, files, options, len(stream))
         if "int8" in options.precisions:
-            if not calibration:
-                calibration = {"data": None, "how": "dynamic quantisation: int8 weights, "
-                               "activations quantised on the fly; no calibration data"}
-            raw["calibration"] = {**calibration, "options": asdict(options.quant)}
+            raw["calibration"] = {**(calibration or {"data": None}),
+                                  "options": asdict(options.quant)}
         if options.recording:
             raw["recording"] = write_recording(tmp / RECORDING_NAME, x_raw, data)
         write_manifest(tmp, raw)
@@ -157,35 +155,46 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
 
 def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, data, stream, ref_y,
                 ref_state, options: ExportOptions, calibration: dict) -> dict:
-    """Quantise one fp32 graph (ONNX: as ``options.quant`` says, static ones calibrated on the
-    training recordings streamed with the state carried; TFLite: full-integer, calibrated the
-    same way, and run in TFLite Micro when it is installed);
-    its error versus torch is measured and recorded, not gated (the accuracy gate decides)."""
+    """Quantise one fp32 graph as ``options.quant`` says, calibrated on the training recordings
+    streamed with the state carried (the int8 ONNX chunk graph: the int8 step graph in a
+    ``Scan``; the int8 TFLite step graph is also run in TFLite Micro when it is installed).
+    Its error versus torch is measured and recorded, not gated (the accuracy gate decides)."""
     out = fp32_path.with_name(f"model.{graph}.int8.{fmt}")
     quant = options.quant
     reader = None
-    if fmt == "tflite" or quant.method == "static":
-        reader = StreamCalibrationReader(fp32_path, data.x_train, samples,
-                                         quant.calibration_passes, quant.calibration_stride)
-    if fmt == "tflite":
-        description = quantize_tflite(fp32_path, out, reader, quant.tflite_activation_bits)
-        description["calibration"] = {"data": f"{data.name} training split", **reader.description}
+    if (fmt, graph) == ("onnx", "chunk") and quant.method == "static":
+        scan_chunk(out.with_name("model.step.int8.onnx"), out, samples)
+        description = {**quant.describe_onnx(), "graph": "the int8 step graph in an ONNX Scan "
+                       f"of {samples}: the step graph's integers, its weights once"}
     else:
-        if reader is not None:
+        if fmt == "tflite" or quant.method == "static":
+            reader = StreamCalibrationReader(fp32_path, data.x_train, samples,
+                                             quant.calibration_passes, quant.calibration_stride)
             calibration.setdefault("data", f"{data.name} training split "
                                            f"({len(data.x_train)} recordings)")
-            calibration[f"{graph}_graph"] = reader.description
-        quantize_onnx(fp32_path, out, reader, quant)
+            calibration.setdefault(f"{graph}_graph", reader.description)
+        if fmt == "tflite":
+            description = quantize_tflite(fp32_path, out, reader, quant.activation_bits)
+        else:
+            quantize_onnx(fp32_path, out, reader, quant)
+            description = quant.describe_onnx()
     err = compare(*run_graph(out, FORMATS[fmt], ckpt.model, stream, samples), ref_y, ref_state)
     entry = _file_entry(out, fmt, graph, samples, err.to_json(),
-                        options.opset if fmt == "onnx" else None, precision="int8")
+                        _onnx_opset(out) if fmt == "onnx" else None, precision="int8")
     entry["size_vs_fp32"] = round(out.stat().st_size / fp32_path.stat().st_size, 3)
-    if fmt == "tflite":
-        entry["quantisation"] = description
-        if graph == "step":
-            entry["micro"] = (micro_check(out, stream) if micro_installed() else
-                              {"skipped": "tflite-micro is not installed"})
+    entry["quantisation"] = description
+    if fmt == "tflite" and graph == "step":
+        entry["micro"] = (micro_check(out, stream) if micro_installed() else
+                          {"skipped": "tflite-micro is not installed"})
     return entry
+
+
+def _onnx_opset(path: Path) -> int:
+    """The default-domain opset a file needs (the quantiser moves 16-bit graphs to 21)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _accuracy_gate(directory: Path, raw: dict, ckpt: Checkpoint, data,

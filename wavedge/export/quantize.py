@@ -3,9 +3,16 @@
 Recurrent models are where quantisation fails most often: calibrating on short or independent
 samples under-estimates the range of the fed-back state, and ONNX Runtime's u8 x s8 kernels
 saturate on x86 CPUs without VNNI. So the calibration reader streams the fp32 graph itself over
-long sequences of real recordings, state carried from step to step, and hands ONNX Runtime's
-calibrator the very ``(x, state_in.*)`` pairs a board will see; weights are per output channel
-with ``reduce_range`` (7-bit) by default.
+long sequences of real recordings, state carried from step to step, and hands the calibrator the
+very ``(x, state_in.*)`` pairs a board will see.
+
+The default, measured on the bundled wave-encoder (docs/quantisation.md): QDQ with int8
+symmetric weights (the ring convolution per output channel, the fully-connected layers per
+tensor: the grid ``wavedge.models.quant_aware`` trains on) and int16 symmetric activations, the
+state included. 16-bit activations never meet a u8 x s8 kernel, so nothing saturates; 8-bit
+activations (``activation_bits=8``: uint8, with ``reduce_range`` against the saturation) lost
+half the test recordings. The chunk graph is the quantised step graph inside an ONNX ``Scan``:
+the same integers as the step graph, one copy of the weights.
 
 The reader follows ONNX Runtime's ``CalibrationDataReader`` protocol (``get_next()`` returns a
 feed dict or None) and is also an iterator, so it can feed any calibrator.
@@ -20,30 +27,31 @@ import numpy as np
 
 from wavedge.errors import ExportError, InputError
 
+PER_CHANNEL = ("conv", "all", "none")  # which weights get one scale per output channel
+
 
 @dataclass(frozen=True)
 class QuantOptions:
     """How to quantise, and how much accuracy may be lost.
 
-    The defaults are what held the bundled wave-encoder's accuracy, measured (docs/quantisation.md):
-    int8 weights for the input and readout matmuls, activations quantised on the fly, and the
-    ring convolution - the recurrence, whose error is re-injected at every step - kept in fp32.
-    Static int8 of everything (calibrated activations, the state included) lost 40 points.
+    The defaults are what held the bundled wave-encoder's accuracy, measured
+    (docs/quantisation.md): static, calibrated, int8 weights and 16-bit activations, in ONNX
+    and TFLite alike.
     """
 
-    method: str = "dynamic"  # dynamic (int8 weights, activations on the fly) or static
-    op_types: tuple[str, ...] = ("Gemm", "MatMul")  # which ops; () = every quantisable op
-    weight_type: str = "quint8"  # quint8 or qint8
-    quant_format: str = "qoperator"  # static only: qoperator (smaller) or qdq
-    per_channel: bool = False
+    method: str = "static"  # ONNX: static (calibrated) or dynamic (int8 weights of the
+    #                         matmuls, activations quantised on the fly, the recurrence in fp32)
+    activation_bits: int = 16  # static ONNX and TFLite: 16 (int16) or 8 (ONNX uint8, TFLite int8)
+    op_types: tuple[str, ...] = ()  # ONNX ops to quantise; () = Conv, Gemm, MatMul (dynamic:
+    #                                 Gemm, MatMul)
+    weight_type: str = "qint8"  # ONNX: qint8 (symmetric, as TFLite) or quint8
+    quant_format: str = "qdq"  # static ONNX: qdq, or qoperator (8-bit activations only)
+    per_channel: str = "conv"  # conv, all or none (ONNX; TFLite: conv)
     reduce_range: bool = False  # 7-bit weights: avoids u8 x s8 saturation without VNNI
     calibration_passes: int = 2  # shuffled passes over the calibration recordings
     calibration_stride: int = 2  # keep every n-th step's feed (the state still runs every step)
     max_accuracy_drop: float = 1.0  # points of test accuracy an int8 artefact may lose
     force: bool = False  # write an artefact that misses the accuracy gate anyway
-    # int8 TFLite: full-integer, int8 weights; activations (the state included) in 16 bits
-    # (TFLite's "16x8") or 8; 8 lost 28 points on the bundled model (docs/quantisation.md)
-    tflite_activation_bits: int = 16
 
     def validate(self) -> None:
         if self.method not in ("static", "dynamic"):
@@ -52,13 +60,41 @@ class QuantOptions:
             raise InputError(f"weight type {self.weight_type!r}: choose quint8 or qint8")
         if self.quant_format not in ("qoperator", "qdq"):
             raise InputError(f"quantisation format {self.quant_format!r}: choose qoperator or qdq")
+        if self.per_channel not in PER_CHANNEL:
+            raise InputError(f"per_channel {self.per_channel!r}: choose {', '.join(PER_CHANNEL)}")
         if self.calibration_passes < 1 or self.calibration_stride < 1:
             raise InputError("calibration_passes and calibration_stride must be at least 1")
-        if self.tflite_activation_bits not in (8, 16):
-            raise InputError(f"TFLite activation bits must be 8 or 16, got "
-                             f"{self.tflite_activation_bits}")
+        if self.activation_bits not in (8, 16):
+            raise InputError(f"activation bits must be 8 or 16, got {self.activation_bits}")
+        if self.activation_bits == 16 and self.quant_format == "qoperator" \
+                and self.method == "static":
+            raise InputError("16-bit activations need the qdq format (ONNX Runtime has no "
+                             "16-bit QOperator kernels)")
         if self.max_accuracy_drop < 0:
             raise InputError(f"max_accuracy_drop must be >= 0, got {self.max_accuracy_drop}")
+
+    def onnx_op_types(self) -> list[str]:
+        if self.op_types:
+            return list(self.op_types)
+        return ["Conv", "Gemm", "MatMul"] if self.method == "static" else ["Gemm", "MatMul"]
+
+    def describe_onnx(self) -> dict:
+        """The manifest's account of an int8 ONNX file's quantisation."""
+        if self.method == "dynamic":
+            return {"tool": "onnxruntime.quantization (dynamic)",
+                    "weights": f"{self.weight_type} ({self._granularity()})",
+                    "ops": self.onnx_op_types(),
+                    "activations": "quantised to uint8 on the fly at every call; the "
+                                   "recurrence's state in fp32"}
+        act = "int16, symmetric" if self.activation_bits == 16 else "uint8"
+        return {"tool": "onnxruntime.quantization (static)", "format": self.quant_format,
+                "weights": f"{self.weight_type} ({self._granularity()})",
+                "ops": self.onnx_op_types(), "activations": f"{act}, the state included",
+                "io": "float (quantised inside the graph)"}
+
+    def _granularity(self) -> str:
+        return {"conv": "convolutions per output channel, the rest per tensor",
+                "all": "per output channel", "none": "per tensor"}[self.per_channel]
 
 
 class StreamCalibrationReader:
@@ -112,32 +148,72 @@ class StreamCalibrationReader:
 
 def quantize_onnx(fp32_path: Path, out_path: Path, reader: StreamCalibrationReader | None,
                   options: QuantOptions) -> Path:
-    """Write the int8 version of ``fp32_path`` to ``out_path``; raises ``ExportError``."""
+    """Write the int8 version of ``fp32_path`` to ``out_path`` (inner names shortened, see
+    ``onnx_export.shorten_names``); raises ``ExportError``."""
+    import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
 
+    from wavedge.export.onnx_export import shorten_names
+
     options.validate()
     weight = QuantType.QUInt8 if options.weight_type == "quint8" else QuantType.QInt8
-    ops = list(options.op_types) or None
+    ops = options.onnx_op_types()
     try:
-        if options.method == "dynamic":
-            quantize_dynamic(str(fp32_path), str(out_path), weight_type=weight,
-                             per_channel=options.per_channel, reduce_range=options.reduce_range,
-                             op_types_to_quantize=ops)
-        else:
-            if reader is None:
-                raise ExportError("static quantisation needs calibration recordings")
-            reader.rewind()
-            quantize_static(str(fp32_path), str(out_path), reader,
-                            quant_format=(QuantFormat.QOperator
-                                          if options.quant_format == "qoperator"
-                                          else QuantFormat.QDQ),
-                            per_channel=options.per_channel, reduce_range=options.reduce_range,
-                            activation_type=QuantType.QUInt8, weight_type=weight,
-                            op_types_to_quantize=ops, calibrate_method=CalibrationMethod.MinMax)
+        with _quiet_quantiser():
+            if options.method == "dynamic":
+                quantize_dynamic(str(fp32_path), str(out_path), weight_type=weight,
+                                 per_channel=options.per_channel == "all",
+                                 reduce_range=options.reduce_range, op_types_to_quantize=ops)
+            else:
+                if reader is None:
+                    raise ExportError("static quantisation needs calibration recordings")
+                reader.rewind()
+                sixteen = options.activation_bits == 16
+                extra = {"ActivationSymmetric": sixteen, "WeightSymmetric": True}
+                if options.per_channel == "conv":  # one scale per output channel, conv only
+                    extra["TensorQuantOverrides"] = {
+                        name: [{"axis": 0}] for name in _conv_weights(fp32_path)}
+                quantize_static(str(fp32_path), str(out_path), reader,
+                                quant_format=(QuantFormat.QOperator
+                                              if options.quant_format == "qoperator"
+                                              else QuantFormat.QDQ),
+                                per_channel=options.per_channel == "all",
+                                reduce_range=options.reduce_range,
+                                activation_type=QuantType.QInt16 if sixteen else QuantType.QUInt8,
+                                weight_type=weight, op_types_to_quantize=ops,
+                                calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
+        proto = onnx.load(str(out_path))
+        shorten_names(proto)
+        onnx.checker.check_model(proto)
+        onnx.save_model(proto, str(out_path))
     except ExportError:
         raise
     except Exception as exc:  # the quantiser raises many types; name the graph
         raise ExportError(f"{fp32_path.name}: int8 quantisation failed: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     return out_path
+
+
+def _conv_weights(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    constants = {init.name for init in graph.initializer}
+    return [n.input[1] for n in graph.node if n.op_type == "Conv" and n.input[1] in constants]
+
+
+class _quiet_quantiser:
+    """ONNX Runtime's quantiser logs advice (pre-processing, the opset it moves a 16-bit model
+    to) on the root logger at WARNING; an export prints its own account."""
+
+    def __enter__(self):
+        import logging
+
+        self._logger = logging.getLogger()
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self._logger.setLevel(self._level)
+        return False

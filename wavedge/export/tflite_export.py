@@ -106,8 +106,8 @@ def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationRe
     (per output channel for the ring convolution, per tensor for the fully-connected layers,
     as ``wavedge.models.quant_aware`` trains them) and ``activation_bits`` activations, integer
     inputs and outputs. Calibrated on ``reader``'s feeds (long streams, state carried) with the
-    range of everything seen; each state's input and output share one range, so one scale: a
-    board carries the integers from one call to the next as they are.
+    range of everything seen; each state's recurrence shares one range, so one scale (see
+    ``_tie_state_ranges``): a board carries the integers from one call to the next as they are.
 
     Returns the manifest's description of the quantisation (the caller adds the calibration
     data's).
@@ -140,24 +140,69 @@ def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationRe
     return {"tool": "ai-edge-quantizer", "weights": "int8 (ring conv per output channel, "
             "fully-connected per tensor)", "activations": f"int{activation_bits}",
             "io": f"int{activation_bits}",
-            "state": "state_in and state_out share one scale: carry the integers as they are"}
+            "state": "state in, state out and the sum that makes the new state share one "
+                     "scale: carry the integers as they are"}
 
 
 def _tie_state_ranges(qsvs: dict, fp32_path: Path) -> dict:
-    """Give each state_in/state_out pair the union of their ranges (same scale, same zero
-    point), so the state needs no requantisation between calls."""
-    from wavedge.runtime.backend_litert import io_details, load_interpreter
+    """Give every tensor of each state's recurrence one range (so one scale, one zero point):
+    the state input, what is cut and joined from it (slices, concatenations, reshapes), the
+    state output and the tensors summed into it. The state then needs no requantisation between
+    calls, and the sum that makes the new state adds integers of one scale: implementations
+    that round a layer differently by one step (TFLite Micro and LiteRT's optimised kernels
+    do) stay one step apart, where a rescaling add made it two."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
 
-    inputs, outputs = io_details(load_interpreter(Path(fp32_path).read_bytes()))
-    for name, d_in in inputs.items():
-        if not name.startswith("state_in."):
+    ops = schema.BuiltinOperator
+    reshaping = {ops.RESHAPE, ops.TRANSPOSE, ops.SQUEEZE, ops.EXPAND_DIMS}
+    moving = reshaping | {ops.SLICE, ops.STRIDED_SLICE, ops.CONCATENATION, ops.GATHER}
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(fp32_path).read_bytes()))
+    graph = model.subgraphs[0]
+
+    def code(op) -> int:
+        c = model.operatorCodes[op.opcodeIndex]
+        return max(c.builtinCode, c.deprecatedBuiltinCode)
+
+    def name(i: int) -> str:
+        return graph.tensors[i].name.decode()
+
+    producer = {int(o): op for op in graph.operators for o in op.outputs}
+
+    def back_through_reshapes(i: int) -> list[int]:
+        chain = [i]
+        while i in producer and code(producer[i]) in reshaping:
+            i = int(producer[i].inputs[0])
+            chain.append(i)
+        return chain
+
+    by_name = {name(int(i)): int(i) for i in (*graph.inputs, *graph.outputs)}
+    for in_name, i in by_name.items():
+        if not in_name.startswith("serving_default_state_in_"):
             continue
-        d_out = outputs["state_out." + name[len("state_in."):]]
-        keys = [d["name"].split(":")[0] for d in (d_in, d_out)]
-        if not all(k in qsvs for k in keys):
-            raise ExportError(f"{fp32_path.name}: no calibration range for {name}")
-        both = {"min": np.minimum(*(qsvs[k]["min"] for k in keys)),
-                "max": np.maximum(*(qsvs[k]["max"] for k in keys))}
+        state = in_name[len("serving_default_state_in_"):]
+        out = by_name.get(f"serving_default_state_out.{state}_output")
+        if out is None:
+            raise ExportError(f"{fp32_path.name}: state input {state} has no output")
+        tied = {i}
+        for op in graph.operators:  # operators are stored in execution order
+            if code(op) not in moving:
+                continue
+            data = list(op.inputs) if code(op) == ops.CONCATENATION else [op.inputs[0]]
+            if all(int(t) in tied for t in data):
+                tied.update(int(o) for o in op.outputs)
+        chain = back_through_reshapes(out)
+        tied.update(chain)
+        adder = producer.get(chain[-1])
+        if adder is not None and code(adder) == ops.ADD:
+            for t in adder.inputs:
+                tied.update(back_through_reshapes(int(t)))
+        keys = [name(t) for t in tied if name(t) in qsvs]
+        if name(i) not in keys or name(out) not in keys:
+            raise ExportError(f"{fp32_path.name}: no calibration range for state {state}")
+        low = min(float(np.min(qsvs[k]["min"])) for k in keys)
+        high = max(float(np.max(qsvs[k]["max"])) for k in keys)
         for k in keys:
-            qsvs[k] = dict(qsvs[k], **both)
+            qsvs[k] = dict(qsvs[k], min=np.full_like(qsvs[k]["min"], low),
+                           max=np.full_like(qsvs[k]["max"], high))
     return qsvs
