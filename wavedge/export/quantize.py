@@ -44,7 +44,8 @@ class QuantOptions:
     activation_bits: int = 16  # static ONNX and TFLite: 16 (int16) or 8 (ONNX uint8, TFLite int8)
     op_types: tuple[str, ...] = ()  # ONNX ops to quantise; () = Conv, Gemm, MatMul (dynamic:
     #                                 Gemm, MatMul)
-    weight_type: str = "qint8"  # ONNX: qint8 (symmetric, as TFLite) or quint8
+    weight_type: str = "auto"  # ONNX: qint8, quint8, or auto: qint8 for static (symmetric, as
+    #  TFLite), quint8 for dynamic (its u8 activations x s8 weights saturate on x86 without VNNI)
     quant_format: str = "qdq"  # static ONNX: qdq, or qoperator (8-bit activations only)
     per_channel: str = "conv"  # conv, all or none (ONNX; TFLite: conv)
     reduce_range: bool = False  # 7-bit weights: avoids u8 x s8 saturation without VNNI
@@ -56,8 +57,8 @@ class QuantOptions:
     def validate(self) -> None:
         if self.method not in ("static", "dynamic"):
             raise InputError(f"quantisation method {self.method!r}: choose static or dynamic")
-        if self.weight_type not in ("quint8", "qint8"):
-            raise InputError(f"weight type {self.weight_type!r}: choose quint8 or qint8")
+        if self.weight_type not in ("auto", "quint8", "qint8"):
+            raise InputError(f"weight type {self.weight_type!r}: choose auto, quint8 or qint8")
         if self.quant_format not in ("qoperator", "qdq"):
             raise InputError(f"quantisation format {self.quant_format!r}: choose qoperator or qdq")
         if self.per_channel not in PER_CHANNEL:
@@ -70,8 +71,16 @@ class QuantOptions:
                 and self.method == "static":
             raise InputError("16-bit activations need the qdq format (ONNX Runtime has no "
                              "16-bit QOperator kernels)")
+        if self.quant_format == "qoperator" and self.per_channel == "conv":
+            raise InputError("the qoperator format sets per-channel weights for every op or "
+                             "none: per_channel 'all' or 'none'")
         if self.max_accuracy_drop < 0:
             raise InputError(f"max_accuracy_drop must be >= 0, got {self.max_accuracy_drop}")
+
+    def onnx_weight_type(self) -> str:
+        if self.weight_type != "auto":
+            return self.weight_type
+        return "qint8" if self.method == "static" else "quint8"
 
     def onnx_op_types(self) -> list[str]:
         if self.op_types:
@@ -82,13 +91,13 @@ class QuantOptions:
         """The manifest's account of an int8 ONNX file's quantisation."""
         if self.method == "dynamic":
             return {"tool": "onnxruntime.quantization (dynamic)",
-                    "weights": f"{self.weight_type} ({self._granularity()})",
+                    "weights": f"{self.onnx_weight_type()} ({self._granularity()})",
                     "ops": self.onnx_op_types(),
                     "activations": "quantised to uint8 on the fly at every call; the "
                                    "recurrence's state in fp32"}
         act = "int16, symmetric" if self.activation_bits == 16 else "uint8"
         return {"tool": "onnxruntime.quantization (static)", "format": self.quant_format,
-                "weights": f"{self.weight_type} ({self._granularity()})",
+                "weights": f"{self.onnx_weight_type()} ({self._granularity()})",
                 "ops": self.onnx_op_types(), "activations": f"{act}, the state included",
                 "io": "float (quantised inside the graph)"}
 
@@ -157,7 +166,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, reader: StreamCalibrationRead
     from wavedge.export.onnx_export import shorten_names
 
     options.validate()
-    weight = QuantType.QUInt8 if options.weight_type == "quint8" else QuantType.QInt8
+    weight = QuantType.QUInt8 if options.onnx_weight_type() == "quint8" else QuantType.QInt8
     ops = options.onnx_op_types()
     try:
         with _quiet_quantiser():
