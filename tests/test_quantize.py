@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL
+from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, assert_one_line_error, run_cli
 from wavedge.errors import ExportError, InputError
 from wavedge.export import ExportOptions, export_model_dir
 from wavedge.export.quantize import QuantOptions, StreamCalibrationReader
@@ -225,3 +225,58 @@ def test_calibration_reader_runs_a_tflite_graph_through_litert():
     assert len(tfl) == len(onnx) == 20 and set(tfl[0]) == {"x", "state_in.h"}
     for a, b in zip(onnx, tfl):
         np.testing.assert_allclose(a["state_in.h"], b["state_in.h"], atol=1e-4)
+
+
+def test_calibration_from_a_recording_file_as_a_user_has_one(tmp_path):
+    """Calibrate on a CSV of sensor recordings (here the bundled recording.csv: a header with
+    the channels, a sequence column splitting it into 40 recordings)."""
+    from wavedge.export.quantize import load_recordings
+
+    csv_path = BUNDLED_MODEL / "recording.csv"
+    channels = load_manifest(BUNDLED_MODEL).channels
+    recordings = load_recordings(csv_path, channels)
+    assert len(recordings) == 40 and {r.shape for r in recordings} == {(100, 6)}
+    np.testing.assert_allclose(recordings[3], basic_motions().x_test[3], rtol=1e-5)
+    out = tmp_path / "cal"
+    options = ExportOptions(precisions=("fp32", "int8"), check_steps=1000, calibration=csv_path)
+    raw = json.loads(export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out, options)
+                     .read_text())
+    assert raw["calibration"]["data"].startswith("recording.csv (sha256 ")
+    assert raw["calibration"]["step_graph"]["recordings"] == 40
+    step = next(f for f in raw["files"] if f["path"] == "model.step.int8.onnx")
+    assert step["accuracy"]["drop_points"] <= 1.0
+
+
+def test_bad_calibration_recordings_are_refused_in_one_line(tmp_path):
+    from wavedge.export.quantize import load_recordings
+
+    channels = load_manifest(BUNDLED_MODEL).channels
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",".join(channels) + "\n1,2,3,4,5,6\n1,2,x,4,5,6\n")
+    with pytest.raises(InputError, match=r"bad.csv, sample 2: not_numeric \(expected 6 "
+                                         r"numbers: acc_x"):
+        load_recordings(bad, channels)
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.full((2, 5, 6), np.nan, np.float32))
+    with pytest.raises(InputError, match="sample 1: not finite"):
+        load_recordings(nan, channels)
+    with pytest.raises(InputError, match="lacks channel"):
+        other = tmp_path / "other.csv"
+        other.write_text("a,b\n1,2\n")
+        load_recordings(other, channels)
+    with pytest.raises(InputError, match="takes 6"):
+        StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", [np.zeros((10, 3))])
+    out = tmp_path / "never"
+    with pytest.raises(InputError, match="sample 2: not_numeric"):
+        export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out, ExportOptions(
+            precisions=("fp32", "int8"), check_steps=1000, calibration=bad))
+    assert not out.exists()
+
+
+def test_cli_export_with_bad_calibration_recordings_fails_in_one_line(tmp_path):
+    bad = tmp_path / "half.csv"
+    bad.write_text("acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n1,2,3,4,5,6\n1,2,3\n")
+    proc = run_cli("export", BUNDLED_CHECKPOINT, "--out", tmp_path / "out", "--precision",
+                   "fp32,int8", "--calibration", bad)
+    assert_one_line_error(proc, "half.csv, sample 2: wrong_shape")
+    assert not (tmp_path / "out").exists()

@@ -45,7 +45,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                             quant=QuantOptions(method=args.quant_method,
                                                max_accuracy_drop=args.max_accuracy_drop,
                                                activation_bits=args.activations,
-                                               force=args.force))
+                                               force=args.force),
+                            calibration=args.calibration)
     manifest_path = export_model_dir(ckpt, args.out, options)
     raw = json.loads(manifest_path.read_text())
     for f in raw["files"]:
@@ -213,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activations", type=int, default=16, choices=[8, 16],
                    help="int8 artefacts (static ONNX, full-integer TFLite): activation bits, "
                         "the state included (16, measured; 8 loses accuracy on recurrences)")
+    p.add_argument("--calibration", type=Path, metavar="FILE",
+                   help="int8: calibrate on these sensor recordings (CSV with the model's "
+                        "channels in its header, a sequence column splitting recordings, or "
+                        ".npy [N, T, D]); default: the task's training split")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="points of test accuracy an int8 artefact may lose (1.0)")
     p.add_argument("--force", action="store_true",

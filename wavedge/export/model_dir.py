@@ -23,7 +23,8 @@ from wavedge.export.check import check_stream, compare, run_graph, torch_referen
 from wavedge.export.micro import is_installed as micro_installed
 from wavedge.export.micro import micro_check
 from wavedge.export.onnx_export import DEFAULT_OPSET, export_graph, scan_chunk
-from wavedge.export.quantize import QuantOptions, StreamCalibrationReader, quantize_onnx
+from wavedge.export.quantize import (QuantOptions, StreamCalibrationReader, load_recordings,
+                                     quantize_onnx)
 from wavedge.export.tflite_export import export_tflite_graph, quantize_tflite
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
 from wavedge.models.checkpoint import Checkpoint
@@ -45,9 +46,14 @@ class ExportOptions:
     formats: tuple[str, ...] = ("onnx",)  # and "tflite" (needs the tflite extra)
     precisions: tuple[str, ...] = ("fp32",)  # and "int8" (see QuantOptions)
     quant: QuantOptions = field(default_factory=QuantOptions)
+    # sensor recordings to calibrate int8 on (CSV or .npy, see quantize.load_recordings);
+    # None: the checkpoint task's training split
+    calibration: Path | None = None
 
     def validate(self) -> None:
         self.quant.validate()
+        if self.calibration is not None and not Path(self.calibration).is_file():
+            raise InputError(f"calibration recordings: no such file {self.calibration}")
         bad = sorted(set(self.precisions) - {"fp32", "int8"})
         if bad or "fp32" not in self.precisions:
             raise InputError(f"precisions {list(self.precisions)}: fp32 is required and int8 "
@@ -103,6 +109,12 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
     calibration: dict = {}
+    recordings, recordings_name = data.x_train, f"{data.name} training split"
+    if options.calibration is not None and "int8" in options.precisions:
+        recordings = load_recordings(options.calibration, tuple(ckpt.meta.get("channels")
+                                                                or data.channels))
+        recordings_name = f"{Path(options.calibration).name} (sha256 " \
+                          f"{sha256_of(Path(options.calibration))[:16]})"
     try:
         files = []
         for fmt in options.formats:
@@ -125,8 +137,9 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
                     # (an int8 TFLite chunk graph measured 1.04x the fp32 size and 0.97
                     # agreement: its 32 unrolled steps each carry their own quantisation
                     # parameters; an int8 TFLite runs step by step, as on a microcontroller)
-                    files.append(_int8_entry(ckpt, path, fmt, graph, samples, data, stream,
-                                             ref_y, ref_state, options, calibration))
+                    files.append(_int8_entry(ckpt, path, fmt, graph, samples,
+                                             (recordings_name, recordings), stream, ref_y,
+                                             ref_state, options, calibration))
             # the backend's per-call floor for this signature, for `wavedge bench`
             path = tmp / f"bench.identity.{fmt}"
             if fmt == "onnx":
@@ -153,8 +166,8 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
     return out_dir / MANIFEST_NAME
 
 
-def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, data, stream, ref_y,
-                ref_state, options: ExportOptions, calibration: dict) -> dict:
+def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, recordings: tuple,
+                stream, ref_y, ref_state, options: ExportOptions, calibration: dict) -> dict:
     """Quantise one fp32 graph as ``options.quant`` says, calibrated on the training recordings
     streamed with the state carried (the int8 ONNX chunk graph: the int8 step graph in a
     ``Scan``; the int8 TFLite step graph is also run in TFLite Micro when it is installed).
@@ -168,10 +181,10 @@ def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, data,
                        f"of {samples}: the step graph's integers, its weights once"}
     else:
         if fmt == "tflite" or quant.method == "static":
-            reader = StreamCalibrationReader(fp32_path, data.x_train, samples,
+            name, sequences = recordings
+            reader = StreamCalibrationReader(fp32_path, sequences, samples,
                                              quant.calibration_passes, quant.calibration_stride)
-            calibration.setdefault("data", f"{data.name} training split "
-                                           f"({len(data.x_train)} recordings)")
+            calibration.setdefault("data", f"{name} ({len(sequences)} recordings)")
             calibration.setdefault(f"{graph}_graph", reader.description)
         if fmt == "tflite":
             description = quantize_tflite(fp32_path, out, reader, quant.activation_bits)

@@ -106,30 +106,68 @@ class QuantOptions:
                 "all": "per output channel", "none": "per tensor"}[self.per_channel]
 
 
+def load_recordings(path: Path, channels: tuple[str, ...]) -> list[np.ndarray]:
+    """Sensor recordings for calibration from a file ``wavedge run`` can replay: a CSV whose
+    header names the model's channels (a ``sequence`` column, if any, splits it into
+    recordings; ``recording.csv`` of a model directory is one) or a ``.npy`` of ``[T, D]`` or
+    ``[N, T, D]``. Raw sensor units. Raises ``InputError`` on the first bad row: calibrating on
+    NaN or half rows would set every range wrong."""
+    from wavedge.runtime.sources import SourceError
+    from wavedge.runtime.sources.replay import read_recording
+
+    try:
+        samples = read_recording(Path(path), tuple(channels))
+    except SourceError as exc:
+        raise InputError(f"calibration recordings: {exc}") from None
+    if not samples:
+        raise InputError(f"calibration recordings: {path} holds no samples")
+    recordings: list[list[np.ndarray]] = []
+    previous = object()
+    for row, sample in enumerate(samples, start=1):
+        if sample.problem is not None or not np.isfinite(sample.values).all():
+            raise InputError(f"calibration recordings: {path}, sample {row}: "
+                             f"{sample.problem or 'not finite'} (expected {len(channels)} "
+                             f"numbers: {', '.join(channels)})")
+        if sample.sequence != previous:
+            recordings.append([])
+            previous = sample.sequence
+        recordings[-1].append(sample.values)
+    return [np.stack(r).astype(np.float32) for r in recordings]
+
+
 class StreamCalibrationReader:
-    """Feeds for calibrating one graph: the recordings ``sequences`` (``[N, T, D]``, raw
-    sensor units) concatenated in shuffled order, ``passes`` times, run through the fp32 graph
-    at ``fp32_path`` with its state carried throughout; every ``stride``-th call's inputs are
+    """Feeds for calibrating one graph: the recordings ``sequences`` (``[N, T, D]``, or a list
+    of ``[T_i, D]`` of any lengths, raw sensor units; see ``load_recordings`` for files)
+    concatenated in shuffled order, ``passes`` times, run through the fp32 graph at
+    ``fp32_path`` with its state carried throughout; every ``stride``-th call's inputs are
     kept. For a chunk graph, ``samples_per_call`` samples go in per call."""
 
-    def __init__(self, fp32_path: Path, sequences: np.ndarray, samples_per_call: int = 1,
+    def __init__(self, fp32_path: Path, sequences, samples_per_call: int = 1,
                  passes: int = 2, stride: int = 2, seed: int = 0) -> None:
         from wavedge.runtime.backends import load_graph
 
-        sequences = np.asarray(sequences, np.float32)
-        if sequences.ndim != 3:
+        if isinstance(sequences, np.ndarray) and sequences.ndim != 3:
             raise InputError(f"calibration recordings: expected shape (N, T, D), got "
                              f"{sequences.shape}")
+        sequences = [np.asarray(s, np.float32) for s in sequences]
+        widths = {s.shape[-1] if s.ndim == 2 else None for s in sequences}
+        if not sequences or len(widths) != 1 or None in widths:
+            raise InputError("calibration recordings: expected (T, D) arrays of one width D")
         # the fp32 graph through wavedge's own runtime: ONNX Runtime or LiteRT by file type
         backend = "litert" if Path(fp32_path).suffix == ".tflite" else "onnxruntime"
         graph = load_graph(backend, Path(fp32_path))
         runner = graph.runner()
         names = [t.name for t in graph.inputs]
+        (width,) = widths
+        if width != runner.x.shape[-1]:
+            raise InputError(f"calibration recordings have {width} channels; "
+                             f"{Path(fp32_path).name} takes {runner.x.shape[-1]}")
         rng = np.random.default_rng(seed)
         order = np.concatenate([rng.permutation(len(sequences)) for _ in range(passes)])
-        stream = sequences[order].reshape(-1, sequences.shape[-1])
+        stream = np.concatenate([sequences[i] for i in order])
         k = samples_per_call
         stream = stream[: len(stream) // k * k]
+        lengths = sorted({len(s) for s in sequences})
         self.feeds: list[dict] = []
         for n, i in enumerate(range(0, len(stream), k)):
             runner.x[...] = stream[i:i + k].reshape(runner.x.shape)
@@ -138,7 +176,9 @@ class StreamCalibrationReader:
                                                    *(s.copy() for s in runner.state)])))
             runner.run()
         self.description = {
-            "recordings": int(len(sequences)), "samples_per_recording": int(sequences.shape[1]),
+            "recordings": len(sequences),
+            "samples_per_recording": (lengths[0] if len(lengths) == 1
+                                      else f"{lengths[0]}-{lengths[-1]}"),
             "passes": passes, "stream_samples": int(len(stream)), "feeds": len(self.feeds),
             "stride": stride, "seed": seed,
             "how": "recordings concatenated in shuffled order, state carried throughout, "

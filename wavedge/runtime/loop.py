@@ -86,7 +86,8 @@ def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
             if sample.truth is not None:
                 summary.truth_samples += 1
                 summary.truth_correct += result.label == sample.truth
-            if prev is not None and prev.sequence is not None and sample.sequence != prev.sequence:
+            if prev is not None and prev.sequence is not None and prev.truth is not None \
+                    and sample.sequence != prev.sequence:
                 summary.ends += 1
                 summary.ends_correct += prev_result.label == prev.truth
             prev, prev_result = sample, result
@@ -106,7 +107,7 @@ def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
             sink.close()
         except BrokenPipeError:
             pass
-    if complete and prev is not None and prev.sequence is not None:
+    if complete and prev is not None and prev.sequence is not None and prev.truth is not None:
         summary.ends += 1
         summary.ends_correct += prev_result.label == prev.truth
     summary.seconds = (clock() - started) / 1e9
