@@ -280,3 +280,34 @@ def test_cli_export_with_bad_calibration_recordings_fails_in_one_line(tmp_path):
                    "fp32,int8", "--calibration", bad)
     assert_one_line_error(proc, "half.csv, sample 2: wrong_shape")
     assert not (tmp_path / "out").exists()
+
+
+def test_litert_int8_stream_carries_the_integer_state_and_honours_resets():
+    from wavedge.runtime import available
+    from wavedge.runtime.backend_litert import io_details, load_interpreter
+
+    if not available()["litert"]:
+        pytest.skip("litert is not installed")
+    x = basic_motions().x_test[0]
+    stream = load_model(BUNDLED_MODEL, backend="litert", precision="int8").stream()
+    first = np.stack([stream.push(v).logits for v in x[:50]])
+    snapshot = stream.state
+    later = np.stack([stream.push(v).logits for v in x[50:]])
+    stream.state = snapshot
+    np.testing.assert_array_equal(np.stack([stream.push(v).logits for v in x[50:]]), later)
+    stream.reset()
+    np.testing.assert_array_equal(np.stack([stream.push(v).logits for v in x[:50]]), first)
+    # what a board does: the integers from one call go into the next as they are
+    interp = load_interpreter((BUNDLED_MODEL / "model.step.int8.tflite").read_bytes())
+    ins, outs = io_details(interp)
+    sx, zx = ins["x"]["quantization"]
+    sy, zy = outs["y"]["quantization"]
+    h = np.zeros(ins["state_in.h"]["shape"], np.int16)
+    for i, v in enumerate(x[:50]):
+        interp.set_tensor(ins["x"]["index"], np.clip(np.rint(v[None] / sx) + zx, -32768,
+                                                     32767).astype(np.int16))
+        interp.set_tensor(ins["state_in.h"]["index"], h)
+        interp.invoke()
+        h = interp.get_tensor(outs["state_out.h"]["index"])
+        y = (interp.get_tensor(outs["y"]["index"]).astype(np.float32) - zy) * np.float32(sy)
+        np.testing.assert_allclose(first[i], y[0], rtol=0, atol=1e-6)

@@ -197,7 +197,12 @@ class Affine:
 
 
 class LiteRTIntRunner(LiteRTRunner):
-    """A full-integer model behind the float32 runner interface."""
+    """A full-integer model behind the float32 runner interface.
+
+    The state is carried as the integers the model wrote (requantised only where its input and
+    output scales differ; wavedge's export ties them): streaming never converts it. The float
+    ``state`` is made when asked for, and whatever the caller then writes into it (a reset, a
+    restore) is quantised back at the next call."""
 
     def __init__(self, graph: LiteRTGraph) -> None:
         super().__init__(graph)
@@ -207,15 +212,35 @@ class LiteRTIntRunner(LiteRTRunner):
         self._qs = [Affine(t) for t in state_in]
         self._qy = Affine(y_spec)
         self._ds = [Affine(t) for t in state_out]
+        self._same_scale = [(i.scale, i.zero_point, i.dtype) == (o.scale, o.zero_point, o.dtype)
+                            for i, o in zip(state_in, state_out)]
+        self._q_state = [q.quantize(np.zeros(t.shape, np.float32))
+                         for q, t in zip(self._qs, state_in)]
+        self._f_state: list[np.ndarray] | None = None
+
+    @property
+    def state(self) -> list[np.ndarray]:
+        if self._f_state is None:
+            self._f_state = [q.dequantize(v) for q, v in zip(self._qs, self._q_state)]
+        return self._f_state
+
+    @state.setter
+    def state(self, value: list[np.ndarray]) -> None:
+        self._f_state = list(value)
 
     def run(self) -> np.ndarray:
         interp = self.interp
+        if self._f_state is not None:  # handed out: the caller may have written into it
+            self._q_state = [q.quantize(v) for q, v in zip(self._qs, self._f_state)]
+            self._f_state = None
         interp.set_tensor(self._x_idx, self._qx.quantize(self.x))
-        for idx, buf, q in zip(self._s_in, self.state, self._qs):
-            interp.set_tensor(idx, q.quantize(buf))
+        for idx, v in zip(self._s_in, self._q_state):
+            interp.set_tensor(idx, v)
         interp.invoke()
-        self.state = [d.dequantize(interp.get_tensor(idx)) for idx, d in zip(self._s_out,
-                                                                            self._ds)]
+        self._q_state = [interp.get_tensor(idx) if same else q.quantize(d.dequantize(
+                             interp.get_tensor(idx)))
+                         for idx, same, q, d in zip(self._s_out, self._same_scale, self._qs,
+                                                    self._ds)]
         return self._qy.dequantize(interp.get_tensor(self._y_idx))
 
 
