@@ -168,8 +168,8 @@ def export_model_dir(ckpt: Checkpoint, out_dir: str | Path,
 
 def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, recordings: tuple,
                 stream, ref_y, ref_state, options: ExportOptions, calibration: dict) -> dict:
-    """Quantise one fp32 graph as ``options.quant`` says, calibrated on the training recordings
-    streamed with the state carried (the int8 ONNX chunk graph: the int8 step graph in a
+    """Quantise one fp32 graph as ``options.quant`` says, calibrated on ``recordings`` (name,
+    sequences: the task's training split or the user's file) streamed with the state carried (the int8 ONNX chunk graph: the int8 step graph in a
     ``Scan``; the int8 TFLite step graph is also run in TFLite Micro when it is installed).
     Its error versus torch is measured and recorded, not gated (the accuracy gate decides)."""
     out = fp32_path.with_name(f"model.{graph}.int8.{fmt}")

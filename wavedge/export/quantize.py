@@ -20,6 +20,8 @@ feed dict or None) and is also an iterator, so it can feed any calibrator.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,17 +254,14 @@ def _conv_weights(path: Path) -> list[str]:
     return [n.input[1] for n in graph.node if n.op_type == "Conv" and n.input[1] in constants]
 
 
-class _quiet_quantiser:
+@contextlib.contextmanager
+def _quiet_quantiser():
     """ONNX Runtime's quantiser logs advice (pre-processing, the opset it moves a 16-bit model
     to) on the root logger at WARNING; an export prints its own account."""
-
-    def __enter__(self):
-        import logging
-
-        self._logger = logging.getLogger()
-        self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        self._logger.setLevel(self._level)
-        return False
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
