@@ -154,10 +154,13 @@ def _tie_state_ranges(qsvs: dict, fp32_path: Path) -> dict:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
+    from wavedge.runtime.backend_litert import io_details, load_interpreter
+
     ops = schema.BuiltinOperator
     reshaping = {ops.RESHAPE, ops.TRANSPOSE, ops.SQUEEZE, ops.EXPAND_DIMS}
     moving = reshaping | {ops.SLICE, ops.STRIDED_SLICE, ops.CONCATENATION, ops.GATHER}
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(fp32_path).read_bytes()))
+    content = Path(fp32_path).read_bytes()
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
     graph = model.subgraphs[0]
 
     def code(op) -> int:
@@ -176,14 +179,16 @@ def _tie_state_ranges(qsvs: dict, fp32_path: Path) -> dict:
             chain.append(i)
         return chain
 
-    by_name = {name(int(i)): int(i) for i in (*graph.inputs, *graph.outputs)}
-    for in_name, i in by_name.items():
-        if not in_name.startswith("serving_default_state_in_"):
+    # wavedge's names for the signature's tensors, as the runtime reads them
+    inputs, outputs = io_details(load_interpreter(content))
+    for in_name, d_in in inputs.items():
+        if not in_name.startswith("state_in."):
             continue
-        state = in_name[len("serving_default_state_in_"):]
-        out = by_name.get(f"serving_default_state_out.{state}_output")
-        if out is None:
+        state = in_name[len("state_in."):]
+        d_out = outputs.get(f"state_out.{state}")
+        if d_out is None:
             raise ExportError(f"{fp32_path.name}: state input {state} has no output")
+        i, out = int(d_in["index"]), int(d_out["index"])
         tied = {i}
         for op in graph.operators:  # operators are stored in execution order
             if code(op) not in moving:
