@@ -34,9 +34,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from wavedge.export import ExportOptions, export_model_dir
     from wavedge.export.quantize import QuantOptions
-    from wavedge.models.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint, expect_arch=args.arch)
+    ckpt = _load_exportable(args)
+    task = None
+    if args.data is not None:
+        from wavedge.models.tasks import recordings_task
+
+        task = recordings_task(args.data, ckpt.model.signature)
     options = ExportOptions(chunk_samples=args.chunk, tolerance=args.tolerance,
                             check_steps=args.check_steps, recording=args.recording,
                             formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
@@ -47,20 +51,47 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                                activation_bits=args.activations,
                                                force=args.force),
                             calibration=args.calibration)
-    manifest_path = export_model_dir(ckpt, args.out, options)
+    manifest_path = export_model_dir(ckpt, args.out, options, task=task)
     raw = json.loads(manifest_path.read_text())
     for f in raw["files"]:
         if f["graph"] == "identity":
             continue  # the benchmark floor graph: no model in it to compare
         e = f["error_vs_torch"]
-        acc = f.get("accuracy", {})
+        quality = f.get("accuracy") or f.get("quality")
         gate = (f"tolerance {options.tolerance:g}" if f["precision"] == "fp32"
                 else "recorded, not gated")
+        agree = (f", argmax agreement {e['argmax_agreement']:.4f}"
+                 if e.get("argmax_agreement") is not None else "")
+        measured = (f", {quality['metric'].split(' of ')[0]} {quality['test']:.4g} (torch fp32 "
+                    f"{quality['torch_fp32']:.4g})" if quality else "")
         print(f"{f['path']}: {f['size_bytes']} bytes, {f['samples_per_call']} sample(s)/call, "
-              f"error vs torch {e['error']:.2e} over {e['steps']} steps ({gate}), argmax "
-              f"agreement {e['argmax_agreement']:.4f}, test accuracy {acc.get('test', 0):.3f} "
-              f"(torch fp32 {acc.get('torch_fp32', 0):.3f})")
+              f"error vs torch {e['error']:.2e} over {e['steps']} steps ({gate}){agree}"
+              f"{measured}")
+    if (raw.get("quality") or {}).get("gate", True) is None:
+        print(f"note: {raw['quality']['note']}")
     print(f"wrote {manifest_path}")
+    return 0
+
+
+def _load_exportable(args: argparse.Namespace):
+    """A checkpoint file, or ``FILE.py:CLASS`` (a user's own model) with ``--weights``."""
+    from wavedge.models.checkpoint import load_checkpoint
+    from wavedge.models.own import load_own_model
+
+    spec = str(args.checkpoint)
+    if ".py:" in spec:
+        return load_own_model(spec, args.weights, args.config)
+    if args.weights is not None or args.config is not None:
+        raise InputError("--weights and --config go with a model given as FILE.py:CLASS")
+    return load_checkpoint(args.checkpoint, expect_arch=args.arch)
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from wavedge.manifest import MODEL_VERSION, load_manifest, write_manifest
+
+    m = load_manifest(args.model_dir)  # upgrades a version-1 manifest in memory, files checked
+    write_manifest(m.directory, m.raw)
+    print(f"{m.directory / 'manifest.json'}: version {MODEL_VERSION}")
     return 0
 
 
@@ -71,13 +102,21 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(m.raw, indent=2))
         return 0
-    rate = f"{m.sample_rate_hz:g} Hz" if m.sample_rate_hz else "no fixed rate"
+    sig = m.signature
+    rate = f"{sig.sample_rate_hz:g} Hz" if sig.sample_rate_hz else "no fixed rate"
     print(f"{m.name} ({m.raw['family']}), manifest version {m.raw['version']}: files verified")
-    print(f"  input:  {m.input_size} channels {', '.join(m.channels)} at {rate}")
-    print(f"  output: {m.raw['output']['kind']} x{m.output_size}"
-          + (f" ({', '.join(m.labels)})" if m.labels else ""))
-    for s in m.state:
-        print(f"  state:  {s.name} {list(s.shape)} {s.dtype}, reset to {s.reset_value:g}")
+    for i in sig.inputs:
+        what = f"{', '.join(i.channels)}" if i.channels else f"shape {list(i.shape)}"
+        extra = " normalised in-graph" if i.normalise else ""
+        extra += f" in [{i.range[0]}, {i.range[1]})" if i.range else ""
+        print(f"  input:  {i.name} {i.dtype} {i.role} {what}{extra}, at {rate}")
+    for o in sig.outputs:
+        print(f"  output: {o.name} {o.kind} {list(o.shape)}"
+              + (f" ({', '.join(o.labels)})" if o.labels else "")
+              + (f", variance in {o.variance}" if o.variance else ""))
+    for s in sig.state:
+        reset = "a reset tensor" if s.reset is not None else f"{s.reset_value:g}"
+        print(f"  state:  {s.name} {list(s.shape)} {s.dtype}, reset to {reset}")
     for f in m.files:
         if f.graph == "identity":
             print(f"  file:   {f.path} [{f.format} benchmark floor, {f.size_bytes} bytes]")
@@ -87,6 +126,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     acc = (m.raw.get("training") or {}).get("test_accuracy")
     if acc is not None:
         print(f"  trained: {m.raw['training'].get('task')}, test accuracy {acc:.3f}")
+    if (m.raw.get("quality") or {}).get("gate", True) is None:
+        print(f"  quality: {m.raw['quality']['note']}")
     return 0
 
 
@@ -130,11 +171,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise InputError("bench: give MODEL_DIR, or --compare A.json B.json")
     options = bench.BenchOptions(
         samples=args.samples, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-        providers=tuple(args.provider or ("cpu",)), pin_cpu=args.pin, rates_hz=tuple(args.rate or ()), window=args.window,
-        backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()),
-        checkpoint=args.checkpoint)
+        providers=tuple(args.provider or ("cpu",)), pin_cpu=args.pin,
+        rates_hz=tuple(args.rate or ()), window=args.window,
+        backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()))
+    baselines = None
+    if args.checkpoint is not None:
+        try:
+            from wavedge.models.bench_baselines import baselines as make_baselines
+        except ImportError:  # a board without torch
+            baselines = ()
+        else:
+            baselines = make_baselines(args.checkpoint, args.threads)
     report = bench.run_bench(args.model_dir, options,
-                             progress=lambda m: print(f"wavedge: bench {m}", file=sys.stderr))
+                             progress=lambda m: print(f"wavedge: bench {m}", file=sys.stderr),
+                             baselines=baselines)
     print(bench.format_table(report))
     if args.out is not None:
         for path in bench.write_report(report, args.out):
@@ -192,8 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to a checked ONNX model directory",
                        description="Export the step and chunk graphs, check both against torch "
                                    "over long held-out streams, write manifest.json.")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, metavar="MODEL",
+                   help="a checkpoint (.pt from `wavedge train`), or FILE.py:CLASS: your own "
+                        "StepModel subclass (with --weights; docs/own-model.md)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--weights", type=Path,
+                   help="FILE.py:CLASS: a state_dict saved with torch.save")
+    p.add_argument("--config", help="FILE.py:CLASS: the constructor's keyword arguments as "
+                                    "JSON (default none)")
+    p.add_argument("--data", type=Path, metavar="FILE",
+                   help="check against your own recordings (CSV with the model's channels in "
+                        "its header, a 'label' or 'target' column, an optional 'sequence' "
+                        "column): held out, calibration and the quality gate")
     p.add_argument("--arch", help="refuse a checkpoint of any other architecture")
     p.add_argument("--chunk", type=int, default=32, help="samples per chunk-graph call (32)")
     p.add_argument("--tolerance", type=float, default=1e-5,
@@ -276,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OUT/wavedge_bridge/.")
     p.add_argument("--out", type=Path, required=True, help="folder to write into")
     p.set_defaults(func=_cmd_firmware)
+
+    p = sub.add_parser("upgrade", help="rewrite a model directory's manifest as version 2",
+                       description="Read a version-1 manifest.json (every file verified) and "
+                                   "write it back as version 2; the graph files are unchanged.")
+    p.add_argument("model_dir", type=Path)
+    p.set_defaults(func=_cmd_upgrade)
 
     p = sub.add_parser("inspect", help="validate a model directory and describe it",
                        description="Check the manifest (format, version, checksums) and print "

@@ -10,38 +10,29 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from wavedge.errors import ManifestError
+from wavedge.signature import Signature, StateSpec
 
 MANIFEST_NAME = "manifest.json"
 MODEL_FORMAT = "wavedge-model"
-MODEL_VERSION = 1
-OUTPUT_KINDS = ("class_scores", "regression", "embedding")
-
-
-@dataclass(frozen=True)
-class StateEntry:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    reset_value: float
-
-    @property
-    def input_name(self) -> str:
-        return f"state_in.{self.name}"
-
-    @property
-    def output_name(self) -> str:
-        return f"state_out.{self.name}"
+MODEL_VERSION = 2
+READS_VERSIONS = (1, 2)  # version 1 is upgraded in memory (``upgrade_v1``; `wavedge upgrade`)
+GRAPH_KINDS = ("step", "chunk", "identity")
+FILE_FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
 class FileEntry:
     path: str
-    format: str  # "onnx", later "tflite"
-    graph: str  # "step" or "chunk"
-    precision: str  # "fp32", later "int8"
+    format: str  # one of FILE_FORMATS
+    graph: str  # one of GRAPH_KINDS
+    precision: str  # one of PRECISIONS
     samples_per_call: int
     sha256: str
     size_bytes: int
@@ -50,7 +41,7 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated manifest; ``raw`` keeps every field as written."""
+    """A validated manifest; ``raw`` keeps every field as written (version 2)."""
 
     directory: Path
     raw: dict
@@ -59,38 +50,49 @@ class Manifest:
     def name(self) -> str:
         return self.raw["name"]
 
+    @cached_property
+    def signature(self) -> Signature:
+        return Signature.from_json(self.raw["signature"])
+
+    # shorthands for the first float input and the first output, which line-oriented sources
+    # (CSV replay, serial, SENSOR frames) and the class-score sinks serve
     @property
     def channels(self) -> tuple[str, ...]:
-        return tuple(self.raw["input"]["channels"])
+        sensor = self.signature.sensor
+        if sensor is None:
+            return ()
+        return sensor.channels or tuple(f"{sensor.name}_{i}" for i in range(sensor.size))
 
     @property
     def input_size(self) -> int:
-        return len(self.raw["input"]["channels"])
+        sensor = self.signature.sensor
+        return sensor.size if sensor is not None else 0
 
     @property
     def sample_rate_hz(self) -> float | None:
-        return self.raw["input"].get("sample_rate_hz")
+        return self.raw["signature"].get("sample_rate_hz")
 
     @property
     def mean(self) -> list[float]:
-        return self.raw["input"]["normalisation"]["mean"]
+        norm = self.signature.sensor.normalise
+        return list(norm.mean) if norm else [0.0] * self.input_size
 
     @property
     def std(self) -> list[float]:
-        return self.raw["input"]["normalisation"]["std"]
+        norm = self.signature.sensor.normalise
+        return list(norm.std) if norm else [1.0] * self.input_size
 
     @property
     def labels(self) -> tuple[str, ...]:
-        return tuple(self.raw["output"].get("labels") or ())
+        return self.signature.outputs[0].labels
 
     @property
     def output_size(self) -> int:
-        return int(self.raw["output"]["size"])
+        return int(np.prod(self.signature.outputs[0].shape))
 
     @property
-    def state(self) -> tuple[StateEntry, ...]:
-        return tuple(StateEntry(s["name"], tuple(s["shape"]), s["dtype"], float(s["reset_value"]))
-                     for s in self.raw["state"])
+    def state(self) -> tuple[StateSpec, ...]:
+        return self.signature.state
 
     @property
     def files(self) -> tuple[FileEntry, ...]:
@@ -113,20 +115,13 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-# (dotted field, type or tuple of types) that every version-1 manifest must have
+# (dotted field, type or tuple of types) that every version-2 manifest must have
 _REQUIRED: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("name", str), ("family", str),
-    ("input", dict), ("input.channels", list), ("input.dtype", str),
-    ("input.normalisation", dict), ("input.normalisation.mean", list),
-    ("input.normalisation.std", list), ("input.normalisation.in_graph", bool),
-    ("output", dict), ("output.kind", str), ("output.size", int),
-    ("state", list), ("files", list),
+    ("name", str), ("family", str), ("signature", dict), ("files", list),
 )
 _FILE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "path": str, "format": str, "graph": str, "precision": str, "samples_per_call": int,
     "sha256": str, "size_bytes": int, "error_vs_torch": dict}
-_STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "name": str, "shape": list, "dtype": str, "reset_value": (int, float)}
 
 
 def _get(raw: dict, dotted: str) -> object:
@@ -139,15 +134,19 @@ def _get(raw: dict, dotted: str) -> object:
 
 
 def validate(raw: object, where: str) -> dict:
-    """Check ``raw`` against the version-1 schema; raise ``ManifestError`` naming ``where``."""
+    """Check ``raw`` against the version-2 schema (a version-1 manifest is upgraded first);
+    return the version-2 dict; raise ``ManifestError`` naming ``where``."""
     if not isinstance(raw, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(raw).__name__}")
     if raw.get("format") != MODEL_FORMAT:
         raise ManifestError(f"{where}: format is {raw.get('format')!r}, expected {MODEL_FORMAT!r}")
     version = raw.get("version")
-    if version != MODEL_VERSION:
+    if version not in READS_VERSIONS or isinstance(version, bool):
         raise ManifestError(f"{where}: manifest version {version!r} is not supported "
-                            f"(this wavedge reads version {MODEL_VERSION})")
+                            f"(this wavedge reads versions "
+                            f"{', '.join(map(str, READS_VERSIONS))})")
+    if version == 1:
+        raw = upgrade_v1(raw, where)
     for dotted, kind in _REQUIRED:
         try:
             value = _get(raw, dotted)
@@ -156,35 +155,46 @@ def validate(raw: object, where: str) -> dict:
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ManifestError(f"{where}: field {dotted!r} should be {_kind_name(kind)}, "
                                 f"got {type(value).__name__}")
-    inp, out = raw["input"], raw["output"]
-    n = len(inp["channels"])
-    if n == 0:
-        raise ManifestError(f"{where}: input.channels is empty")
-    for key in ("mean", "std"):
-        vals = inp["normalisation"][key]
-        if len(vals) != n or not all(isinstance(v, (int, float)) for v in vals):
-            raise ManifestError(f"{where}: input.normalisation.{key} should hold {n} numbers, "
-                                f"got {vals!r}")
-    if inp["normalisation"]["in_graph"] is not True:
-        raise ManifestError(f"{where}: input.normalisation.in_graph must be true (version-1 "
-                            "graphs take raw sensor values and normalise them themselves)")
-    if any(v <= 0 for v in inp["normalisation"]["std"]):
-        raise ManifestError(f"{where}: input.normalisation.std must be positive")
-    rate = inp.get("sample_rate_hz")
-    if rate is not None and (not isinstance(rate, (int, float)) or rate <= 0):
-        raise ManifestError(f"{where}: input.sample_rate_hz should be a positive number or null, "
-                            f"got {rate!r}")
-    if out["kind"] not in OUTPUT_KINDS:
-        raise ManifestError(f"{where}: output.kind {out['kind']!r} is not one of {OUTPUT_KINDS}")
-    labels = out.get("labels")
-    if out["kind"] == "class_scores" and (not isinstance(labels, list)
-                                          or len(labels) != out["size"]):
-        raise ManifestError(f"{where}: output.labels should list {out['size']} class names")
-    _check_entries(raw["state"], _STATE_FIELDS, "state", where)
+    Signature.from_json(raw["signature"], f"{where}: signature")
     _check_entries(raw["files"], _FILE_FIELDS, "files", where)
     if not raw["files"]:
         raise ManifestError(f"{where}: files is empty: the model directory has no model")
+    for i, f in enumerate(raw["files"]):
+        for key, allowed in (("format", FILE_FORMATS), ("graph", GRAPH_KINDS),
+                             ("precision", PRECISIONS)):
+            if f[key] not in allowed:
+                raise ManifestError(f"{where}: files[{i}].{key} {f[key]!r} is not one of "
+                                    f"{', '.join(allowed)}")
     return raw
+
+
+def upgrade_v1(raw: dict, where: str = "manifest") -> dict:
+    """A version-1 manifest (one float input ``x`` with channels and normalisation, one
+    output ``y``, float state) as version 2: the same model, its signature written out. The
+    graph files are unchanged (their tensor names are version 2's)."""
+    try:
+        inp, out = raw["input"], raw["output"]
+        norm = inp["normalisation"]
+        signature = {
+            "inputs": [{"name": inp.get("name", "x"), "shape": [len(inp["channels"])],
+                        "dtype": inp.get("dtype", "float32"), "role": "sensor",
+                        "channels": list(inp["channels"]),
+                        "preprocessing": {"kind": "normalise", "mean": norm["mean"],
+                                          "std": norm["std"], "in_graph": norm["in_graph"]}}],
+            "outputs": [{"name": out.get("name", "y"), "shape": [out["size"]],
+                         "dtype": "float32", "kind": out["kind"],
+                         **({"labels": out["labels"]} if out.get("labels") else {})}],
+            "state": [{k: s[k] for k in ("name", "shape", "dtype", "reset_value")}
+                      for s in raw["state"]],
+            "sample_rate_hz": inp.get("sample_rate_hz"),
+        }
+    except (KeyError, TypeError) as exc:
+        raise ManifestError(f"{where}: version-1 manifest lacks {exc} (cannot upgrade it)") \
+            from None
+    new = {k: v for k, v in raw.items() if k not in ("input", "output", "state")}
+    new.update(version=MODEL_VERSION, signature=signature,
+               upgraded_from={"version": 1, "by": "wavedge.manifest.upgrade_v1"})
+    return new
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -226,6 +236,7 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
         raise ManifestError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} "
                             f"column {exc.colno})") from None
     manifest = Manifest(directory, validate(raw, str(path)))
+    manifest.signature  # parsed once here so that a bad one fails at load
     if verify_files:
         for f in manifest.files:
             verify_file(manifest, f)

@@ -1,17 +1,20 @@
 """Parity of exported graphs with torch over long streams, state carried throughout.
 
 The reference is the model's whole-sequence path (``sequence``) in torch float32; the graphs are
-run in ONNX Runtime exactly as a stream would run them: one sample (or one chunk) per call, the
-state fed back from the previous call's outputs.
+run through wavedge's own runtime exactly as a stream would run them: one sample (or one chunk)
+per call, the state fed back from the previous call's outputs. Inputs and outputs are read by
+name from the model's signature.
 
-The error of a graph is ``max |onnx - torch| / max(1, max |torch|)`` over every step's output and
-the final state: an absolute error for values up to 1, relative above that (the ReLU state of a
-Wave-RNN is unbounded, and float32 rounding grows with it).
+Per tensor: a float output or state's error is ``max |graph - torch| / max(1, max |torch|)``
+over every step (outputs) or the final state: an absolute error for values up to 1, relative
+above that (the ReLU state of a Wave-RNN is unbounded, and float32 rounding grows with it).
+Integer and boolean tensors must be exactly equal: their error is the fraction of elements that
+differ. ``error`` is the largest of them all, the number compared to the tolerance.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,93 +22,137 @@ import torch
 
 from wavedge.errors import ExportError
 from wavedge.models import StepModel
+from wavedge.signature import Signature
+
+Stream = dict  # {input name: np.ndarray [T, *shape]}
 
 
 @dataclass(frozen=True)
 class GraphError:
     """How far one exported graph is from torch on the check streams."""
 
-    max_abs_y: float
-    max_abs_state: float
-    error: float  # max abs error over max(1, |reference|), the number compared to the tolerance
-    argmax_agreement: float
+    max_abs_y: float  # over the float outputs
+    max_abs_state: float  # over the float state
+    error: float  # the largest per-tensor error, the number compared to the tolerance
+    argmax_agreement: float | None  # the first class-score or token output, else None
     steps: int
+    tensors: dict = field(default_factory=dict)  # name -> error (exact tensors: mismatch rate)
 
     def to_json(self) -> dict:
         return {"max_abs_y": self.max_abs_y, "max_abs_state": self.max_abs_state,
                 "error": self.error, "argmax_agreement": self.argmax_agreement,
-                "steps": self.steps}
+                "steps": self.steps, "tensors": self.tensors}
 
 
-def check_stream(sequences: np.ndarray, steps: int, multiple_of: int, seed: int = 0) -> np.ndarray:
-    """Concatenate held-out sequences ``[N, T, D]`` into one stream of ``steps`` samples.
+def check_stream(recordings: list[Stream], steps: int, multiple_of: int,
+                 seed: int = 0) -> Stream:
+    """Concatenate held-out recordings into one stream of ``steps`` samples per input.
 
-    Sequences follow each other in a seeded random order without a reset (the state is carried
+    Recordings follow each other in a seeded random order without a reset (the state is carried
     across their borders, as on a board), each pass reshuffled, repeated as needed. ``steps`` is
     rounded up to a multiple of ``multiple_of`` so the chunk graph sees whole chunks.
     """
     steps = -(-steps // multiple_of) * multiple_of
-    n, t, _ = sequences.shape
+    if not recordings:
+        raise ExportError("no held-out recordings to check the export against")
+    total = sum(len(next(iter(r.values()))) for r in recordings)
     rng = np.random.default_rng(seed)
-    passes = -(-steps // (n * t))
-    order = np.concatenate([rng.permutation(n) for _ in range(passes)])
-    flat = sequences[order].reshape(-1, sequences.shape[-1])
-    return np.ascontiguousarray(flat[:steps], dtype=np.float32)
+    passes = -(-steps // max(1, total))
+    order = np.concatenate([rng.permutation(len(recordings)) for _ in range(passes)])
+    names = list(recordings[0])
+    return {n: np.ascontiguousarray(np.concatenate([recordings[i][n] for i in order])[:steps])
+            for n in names}
+
+
+def _as_torch(signature: Signature, stream: Stream) -> list[torch.Tensor]:
+    from wavedge.models.base import TORCH_DTYPES
+
+    out = []
+    for spec in signature.inputs:
+        x = torch.from_numpy(np.asarray(stream[spec.name], spec.dtype)).to(TORCH_DTYPES[spec.dtype])
+        if spec.normalise is not None:
+            x = (x - torch.tensor(spec.normalise.mean)) / torch.tensor(spec.normalise.std)
+        out.append(x[None])
+    return out
 
 
 @torch.inference_mode()
-def torch_reference(model: StepModel, stream: np.ndarray, mean=0.0,
-                    std=1.0) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Outputs ``[T, O]`` and final state of the torch model over one raw stream from reset
-    (normalised with ``mean``/``std`` as in training).
+def torch_outputs(model: StepModel, stream: Stream, state=None) -> tuple[list, list]:
+    """Outputs (``[T, *shape]`` each) and final state of the torch model over one raw stream,
+    from reset or from ``state``, normalised as the signature declares."""
+    sig = model.signature
+    state = model.init_state(1) if state is None else state
+    res = model.sequence(*_as_torch(sig, stream), *state)
+    n = len(sig.outputs)
+    return [y[0].numpy() for y in res[:n]], [s.numpy() for s in res[n:]]
 
-    Raises ``ExportError`` when the model itself diverges (an output or the state becomes
-    inf/NaN): such a model cannot stream, whatever the export does.
-    """
-    x = (torch.from_numpy(stream) - torch.as_tensor(mean)) / torch.as_tensor(std)
-    y, *state = model.sequence(x.float()[None], *model.init_state(1))
-    y, state = y[0].numpy(), [s.numpy() for s in state]
-    bad = ~np.isfinite(y).all(axis=-1)
-    if bad.any() or not all(np.isfinite(s).all() for s in state):
-        first = int(np.argmax(bad)) if bad.any() else len(y)
+
+def torch_reference(model: StepModel, stream: Stream) -> tuple[list, list]:
+    """``torch_outputs`` from reset; raises ``ExportError`` when the model itself diverges (an
+    output or the state becomes inf/NaN): such a model cannot stream, whatever the export
+    does."""
+    ys, state = torch_outputs(model, stream)
+    floats = [y for y in ys if y.dtype.kind == "f"] + [s for s in state if s.dtype.kind == "f"]
+    bad = [~np.isfinite(y).reshape(len(y), -1).all(axis=1) for y in ys if y.dtype.kind == "f"]
+    if any(b.any() for b in bad) or not all(np.isfinite(a).all() for a in floats):
+        first = min((int(np.argmax(b)) for b in bad if b.any()), default=len(ys[0]))
         raise ExportError(f"the torch model diverges on the check stream: outputs are inf/NaN "
-                          f"from step {first} of {len(y)} (its recurrent state grows without "
+                          f"from step {first} of {len(ys[0])} (its recurrent state grows without "
                           "bound; train it on streams, see Recipe.stream_segments)")
-    return y, state
+    return ys, state
 
 
-def run_graph(path: Path, backend: str, model: StepModel, stream: np.ndarray,
-              samples: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def run_graph(path: Path, backend: str, signature: Signature, stream: Stream,
+              samples: int) -> tuple[list, list]:
     """Run an exported graph over ``stream`` through wavedge's own runtime backend, as a
     stream does: one sample (or chunk) per call, the state fed back from the previous call."""
     from wavedge.runtime.model import load_checked_graph
 
-    d, o = model.input_size, model.output_size
-    x_shape, y_shape = ((1, d), (1, o)) if samples == 1 else ((1, samples, d), (1, samples, o))
-    want_in = [("x", x_shape)] + [(f"state_in.{s.name}", (1, *s.shape)) for s in model.state_spec]
-    want_out = [("y", y_shape)] + [(f"state_out.{s.name}", (1, *s.shape))
-                                   for s in model.state_spec]
-    runner = load_checked_graph(path, backend, want_in, want_out).runner()
-    for buf, spec in zip(runner.state, model.state_spec):
-        buf.fill(spec.reset_value)
-    ys = []
-    for i in range(0, len(stream), samples):
-        runner.x[...] = stream[i:i + samples].reshape(x_shape)
-        ys.append(runner.run().reshape(-1, o))
-    return np.concatenate(ys), [s.copy() for s in runner.state]
+    runner = load_checked_graph(path, backend, signature, samples).runner()
+    for buf, spec in zip(runner.state, signature.state):
+        buf[...] = spec.reset_array(1)
+    names = [i.name for i in signature.inputs]
+    steps = len(stream[names[0]])
+    ys: list[list] = [[] for _ in signature.outputs]
+    for i in range(0, steps, samples):
+        for buf, name in zip(runner.inputs, names):
+            buf[...] = stream[name][i:i + samples].reshape(buf.shape)
+        for acc, y, spec in zip(ys, runner.run(), signature.outputs):
+            acc.append(y.reshape(-1, *spec.shape))
+    return [np.concatenate(y) for y in ys], [s.copy() for s in runner.state]
 
 
-def compare(y: np.ndarray, state: list[np.ndarray], ref_y: np.ndarray,
-            ref_state: list[np.ndarray]) -> GraphError:
-    """Error of one graph's run against the reference; non-finite values count as infinite."""
-    if not (np.isfinite(y).all() and all(np.isfinite(s).all() for s in state)):
-        return GraphError(max_abs_y=float("inf"), max_abs_state=float("inf"), error=float("inf"),
-                          argmax_agreement=0.0, steps=len(y))
-    err_y = float(np.max(np.abs(y - ref_y)))
-    err_s = max(float(np.max(np.abs(a - b))) for a, b in zip(state, ref_state))
-    scale_y = max(1.0, float(np.max(np.abs(ref_y))))
-    scale_s = max(1.0, max(float(np.max(np.abs(b))) for b in ref_state))
-    return GraphError(max_abs_y=err_y, max_abs_state=err_s,
-                      error=max(err_y / scale_y, err_s / scale_s),
-                      argmax_agreement=float(np.mean(y.argmax(-1) == ref_y.argmax(-1))),
-                      steps=len(y))
+def _tensor_error(got: np.ndarray, ref: np.ndarray) -> float:
+    if ref.dtype.kind != "f":
+        return float(np.mean(np.asarray(got) != ref))
+    got = np.asarray(got, np.float64)
+    if not np.isfinite(got).all():
+        return float("inf")
+    return float(np.max(np.abs(got - ref), initial=0.0)) / max(
+        1.0, float(np.max(np.abs(ref), initial=0.0)))
+
+
+def compare(signature: Signature, ys: list, state: list, ref_ys: list,
+            ref_state: list) -> GraphError:
+    """Error of one graph's run against the reference, per output and per state."""
+    tensors = {}
+    abs_y = abs_s = 0.0
+    for spec, y, r in zip(signature.outputs, ys, ref_ys):
+        tensors[spec.name] = _tensor_error(y, r)
+        if r.dtype.kind == "f":
+            abs_y = max(abs_y, float(np.max(np.abs(np.asarray(y, np.float64) - r), initial=0)))
+    for spec, s, r in zip(signature.state, state, ref_state):
+        tensors[spec.output_name] = _tensor_error(s, r)
+        if r.dtype.kind == "f":
+            abs_s = max(abs_s, float(np.max(np.abs(np.asarray(s, np.float64) - r), initial=0)))
+    agreement = None
+    for spec, y, r in zip(signature.outputs, ys, ref_ys):
+        if spec.kind in ("class_scores", "token_logits"):
+            agreement = float(np.mean(y.argmax(-1) == r.argmax(-1)))
+            break
+    error = max(tensors.values())
+    if not np.isfinite(error):
+        abs_y = abs_s = float("inf")
+        agreement = 0.0 if agreement is not None else None
+    return GraphError(max_abs_y=abs_y, max_abs_state=abs_s, error=error,
+                      argmax_agreement=agreement, steps=len(ys[0]), tensors=tensors)

@@ -1,17 +1,20 @@
-"""The two exported graphs, as torch modules over a model's ``step``.
+"""The exported graphs, as torch modules over a model's ``step``, built from its signature.
 
-Both take the state as separate named tensors and return the new state, so ONNX Runtime (which
-is stateless by design) never holds state: the host loop does.
+Every graph takes the model's inputs and its state as separate named tensors and returns its
+outputs and the new state (names and order: ``Signature.graph_inputs``/``graph_outputs``), so
+ONNX Runtime (stateless by design) never holds state: the host loop does.
 
-- ``StepGraph``: ``(x[1, D], *state) -> (y[1, O], *state')``, one sample per call.
-- ``ChunkGraph``: ``(x[1, K, D], *state) -> (y[1, K, O], *state')``, ``K`` samples per call: the
-  model's ``sequence`` (recurrence unrolled ``K`` times, input and readout batched), or ``step``
+- ``StepGraph``: one sample per call.
+- ``ChunkGraph``: ``K`` samples per call (a time axis on every input and output): the model's
+  ``sequence`` (recurrence unrolled ``K`` times, input and readout batched), or ``step``
   unrolled ``K`` times for models whose ``sequence`` uses a fused op (no ONNX Loop/Scan/GRU:
   every runtime and converter handles the result).
+- ``IdentityGraph``: the step graph's tensors with nothing between them, the backend's
+  per-call floor for `wavedge bench`.
 
-``x`` is in raw sensor units: the per-channel normalisation of training, ``(x - mean) / std``,
-is the graph's first operation, so no runtime (nor a microcontroller) can forget or misapply it,
-and the host spends no time on it.
+Inputs are in raw units: an input's declared normalisation, ``(x - mean) / std``, is the
+graph's first operation on it, so no runtime (nor a microcontroller) can forget or misapply
+it, and the host spends no time on it.
 """
 
 from __future__ import annotations
@@ -19,65 +22,107 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wavedge.errors import ExportError
 from wavedge.models import StepModel
+from wavedge.models.base import TORCH_DTYPES
+
+GRAPHS = ("step", "chunk", "identity")
 
 
-class _Normalised(nn.Module):
-    def __init__(self, model: StepModel, mean, std) -> None:
+class _Graph(nn.Module):
+    def __init__(self, model: StepModel) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+        sig = model.signature
+        self.n_inputs = len(sig.inputs)
+        self.norm = [i.normalise is not None for i in sig.inputs]
+        for k, spec in enumerate(sig.inputs):
+            if spec.normalise is not None:
+                self.register_buffer(f"mean{k}", torch.tensor(spec.normalise.mean))
+                self.register_buffer(f"std{k}", torch.tensor(spec.normalise.std))
+
+    def split(self, args) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
+        inputs = list(args[:self.n_inputs])
+        for k, normalised in enumerate(self.norm):
+            if normalised:
+                inputs[k] = (inputs[k] - getattr(self, f"mean{k}")) / getattr(self, f"std{k}")
+        return inputs, tuple(args[self.n_inputs:])
 
 
-class StepGraph(_Normalised):
-    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.model.step((x - self.mean) / self.std, *state)
+class StepGraph(_Graph):
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        inputs, state = self.split(args)
+        return tuple(self.model.step(*inputs, *state))
 
 
-class ChunkGraph(_Normalised):
-    def __init__(self, model: StepModel, samples: int, mean, std) -> None:
-        super().__init__(model, mean, std)
+class ChunkGraph(_Graph):
+    def __init__(self, model: StepModel, samples: int) -> None:
+        super().__init__(model)
         self.samples = samples
 
-    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = (x - self.mean) / self.std
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        inputs, state = self.split(args)
         if self.model.chunk_via_sequence:
             # the whole-sequence path: input drive and readout of all K samples in one matmul
             # each, only the recurrence unrolled (measured 0.8x the time of K unrolled steps)
-            return self.model.sequence(x, *state)
-        ys = []
+            return tuple(self.model.sequence(*inputs, *state))
+        per_step = []
         for i in range(self.samples):
-            y, *state = self.model.step(x[:, i], *state)
-            ys.append(y)
-        return (torch.stack(ys, dim=1), *state)
+            out = self.model.step(*(x[:, i] for x in inputs), *state)
+            k = len(out) - len(state)
+            per_step.append(out[:k])
+            state = tuple(out[k:])
+        return (*(torch.stack(ys, dim=1) for ys in zip(*per_step)), *state)
 
 
 class IdentityGraph(nn.Module):
-    """The step graph's inputs and outputs with (almost) nothing between them: the state passes
-    through and ``y`` is the first input value broadcast. Benchmarks time it as the backend's
-    per-call floor for this signature."""
+    """The step graph's inputs and outputs with (almost) nothing between them: the state
+    passes through and each output is zeros plus a data-dependent no-op. Benchmarks time it as
+    the backend's per-call floor for this signature."""
 
     def __init__(self, model: StepModel) -> None:
         super().__init__()
-        self.register_buffer("zeros", torch.zeros(1, model.output_size))
+        sig = model.signature
+        self.n_inputs = len(sig.inputs)
+        self.shapes = [(o.shape, TORCH_DTYPES[o.dtype]) for o in sig.outputs]
 
-    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # a data-dependent no-op, so that no converter folds the state output into the input
-        touch = 0.0 * x[:, :1]
-        return (self.zeros + x[:, :1], *(s + touch.reshape([1] * s.dim()) for s in state))
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # a data-dependent zero, so that no converter folds an output into an input
+        first = args[0].reshape(1, -1)[:, :1].to(torch.float32)
+        touch = 0.0 * first
+        outs = [touch.reshape([1] * (len(shape) + 1)).expand(1, *shape).to(dtype)
+                for shape, dtype in self.shapes]
+        state = [_touched(s, touch) for s in args[self.n_inputs:]]
+        return (*outs, *state)
 
 
-def build_graph(model: StepModel, graph: str, samples: int, mean, std) -> nn.Module:
-    """The module to export for ``graph`` ("step", "chunk" or "identity")."""
+def _touched(s: torch.Tensor, touch: torch.Tensor) -> torch.Tensor:
+    t = touch.reshape([1] * s.dim())
+    if s.dtype == torch.bool:
+        return torch.logical_or(s, t != 0)
+    return s + t.to(s.dtype)
+
+
+def build_graph(model: StepModel, graph: str, samples: int) -> nn.Module:
+    """The module to export for ``graph`` (one of ``GRAPHS``)."""
     if graph == "identity":
         return IdentityGraph(model)
     if graph == "step":
-        return StepGraph(model, mean, std)
-    return ChunkGraph(model, samples, mean, std)
+        return StepGraph(model)
+    if graph == "chunk":
+        return ChunkGraph(model, samples)
+    raise ExportError(f"unknown graph {graph!r}; known: {', '.join(GRAPHS)}")
+
+
+def dummy_inputs(model: StepModel, samples: int) -> tuple[torch.Tensor, ...]:
+    """Typed example tensors of the graph's inputs (batch 1), then the reset state."""
+    sig = model.signature
+    t = () if samples == 1 else (samples,)
+    xs = tuple(torch.zeros((1, *t, *i.shape), dtype=TORCH_DTYPES[i.dtype]) for i in sig.inputs)
+    return (*xs, *model.init_state(1))
 
 
 def io_names(model: StepModel) -> tuple[list[str], list[str]]:
-    """ONNX input and output names: ``x, state_in.<s>...`` and ``y, state_out.<s>...``."""
-    names = [s.name for s in model.state_spec]
-    return ["x", *(f"state_in.{n}" for n in names)], ["y", *(f"state_out.{n}" for n in names)]
+    """Graph input and output names, in the step contract's order."""
+    sig = model.signature
+    return sig.graph_inputs(), sig.graph_outputs()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wavedge.errors import ExportError
+from wavedge.signature import state_input_name, state_output_name
 
 ARENA_SEARCH_LIMIT = 4 << 20  # bytes; a model that needs more is no microcontroller model
 
@@ -60,39 +61,43 @@ def min_arena(content: bytes, inputs: list[np.ndarray]) -> int:
     return hi
 
 
-def micro_check(path: Path, stream: np.ndarray) -> dict:
+def micro_check(path: Path, signature, stream: dict) -> dict:
     """Run the step graph ``path`` (full-integer) in TFLM and LiteRT over ``stream``
-    (``[T, D]``, raw sensor units); returns the manifest's ``micro`` record."""
+    (``{input name: [T, *shape]}``, raw units), tensors named by ``signature``; returns the
+    manifest's ``micro`` record."""
     from tflite_micro import runtime
 
-    from wavedge.runtime.backend_litert import Affine, tensor_spec, io_details, load_interpreter
+    from wavedge.runtime.backend_litert import codec, io_details, load_interpreter, tensor_spec
 
     content = Path(path).read_bytes()
     litert = load_interpreter(content)
     by_name_in, by_name_out = io_details(litert)
     specs = {name: tensor_spec(path, name, d) for name, d in (*by_name_in.items(),
                                                         *by_name_out.items())}
-    if any(s.scale is None for s in specs.values()):
+    if any(s.scale is None and s.dtype == "float32" for s in specs.values()):
         raise ExportError(f"{path}: TFLite Micro runs full-integer models; this one has float "
                           "inputs or outputs")
     # TFLM knows no signatures: tensors by position in the subgraph's input/output lists
     pos_in = {d["index"]: i for i, d in enumerate(litert.get_input_details())}
     pos_out = {d["index"]: i for i, d in enumerate(litert.get_output_details())}
-    state_names = [n[len("state_in."):] for n in by_name_in if n.startswith("state_in.")]
+    state_names = [st.name for st in signature.state]
+    in_names = [i.name for i in signature.inputs]
+    first_out = signature.outputs[0].name
     arena = min_arena(content, [np.zeros(d["shape"], d["dtype"])
                                 for d in litert.get_input_details()])
     micro = runtime.Interpreter.from_bytes(content, arena_size=arena)
-    qx = Affine(specs["x"])
-    q_in = {n: Affine(specs[f"state_in.{n}"]) for n in state_names}
-    q_out = {n: Affine(specs[f"state_out.{n}"]) for n in state_names}
+    q_x = {n: codec(specs[n]) for n in in_names}
+    q_in = {n: codec(specs[state_input_name(n)]) for n in state_names}
+    q_out = {n: codec(specs[state_output_name(n)]) for n in state_names}
 
-    def call(interp, set_in, get_out, x, state):
-        set_in(by_name_in["x"], qx.quantize(x))
+    def call(interp, set_in, get_out, xs, state):
+        for n in in_names:
+            set_in(by_name_in[n], q_x[n].quantize(xs[n]))
         for n in state_names:
-            set_in(by_name_in[f"state_in.{n}"], state[n])
+            set_in(by_name_in[state_input_name(n)], state[n])
         interp.invoke()
-        return ({n: get_out(by_name_out[f"state_out.{n}"]) for n in state_names},
-                get_out(by_name_out["y"]))
+        return ({n: get_out(by_name_out[state_output_name(n)]) for n in state_names},
+                get_out(by_name_out[first_out]))
 
     def lite_set(d, v):
         litert.set_tensor(d["index"], v)
@@ -109,12 +114,12 @@ def micro_check(path: Path, stream: np.ndarray) -> dict:
     def fed_back(state_out):  # requantised with the input's scale (identity when tied)
         return {n: q_in[n].quantize(q_out[n].dequantize(s)) for n, s in state_out.items()}
 
-    zero = {n: q_in[n].quantize(np.zeros(specs[f"state_in.{n}"].shape, np.float32))
-            for n in state_names}
+    zero = {st.name: q_in[st.name].quantize(st.reset_array(1)) for st in signature.state}
     lite_state, micro_state = dict(zero), dict(zero)
     worst_lsb, agree, micro_seconds = 0, 0, 0.0
-    for sample in stream:
-        x = sample[None].astype(np.float32)
+    steps = len(stream[in_names[0]])
+    for t in range(steps):
+        x = {n: stream[n][t:t + 1] for n in in_names}
         l_state, l_y = call(litert, lite_set, lite_get, x, lite_state)
         m_state, m_y = call(micro, micro_set, micro_get, x, lite_state)  # the same inputs
         worst_lsb = max(worst_lsb, int(np.abs(l_y.astype(np.int32) - m_y).max()),
@@ -130,7 +135,7 @@ def micro_check(path: Path, stream: np.ndarray) -> dict:
     return {"interpreter": f"tflite-micro {tflite_micro.__version__}",
             "arena_bytes": arena, "model_bytes": len(content),
             "max_diff_lsb_same_inputs": worst_lsb,
-            "argmax_agreement_own_state": agree / len(stream), "steps": len(stream),
-            "call_us_host": round(micro_seconds / len(stream) * 1e6, 1),
+            "argmax_agreement_own_state": agree / steps, "steps": steps,
+            "call_us_host": round(micro_seconds / steps * 1e6, 1),
             "note": "arena measured on a 64-bit host (bisection to 16 bytes); same-inputs "
                     "difference in quantisation steps over every output and state element"}

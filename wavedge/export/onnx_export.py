@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from wavedge.errors import ExportError
-from wavedge.export.graphs import build_graph, io_names
+from wavedge.export.graphs import build_graph, dummy_inputs, io_names
 from wavedge.models import StepModel
 
 DEFAULT_OPSET = 18
@@ -32,11 +32,11 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def export_graph(model: StepModel, path: Path, samples: int, mean=None, std=None,
-                 opset: int = DEFAULT_OPSET, graph_kind: str | None = None) -> Path:
+def export_graph(model: StepModel, path: Path, samples: int, opset: int = DEFAULT_OPSET,
+                 graph_kind: str | None = None) -> Path:
     """Export the step graph (``samples == 1``) or the chunk graph of ``samples`` to ``path``,
-    taking raw inputs normalised in-graph by ``mean``/``std`` (default 0 and 1);
-    ``graph_kind="identity"`` exports the benchmark floor graph instead.
+    its tensors named and typed by the model's signature (inputs normalised in-graph where it
+    declares so); ``graph_kind="identity"`` exports the benchmark floor graph instead.
 
     Batch is fixed at 1 (one stream per call; several streams share one session). Raises
     ``ExportError`` when torch cannot export the model.
@@ -44,27 +44,24 @@ def export_graph(model: StepModel, path: Path, samples: int, mean=None, std=None
     import onnx
 
     model = model.eval()
-    d = model.input_size
-    mean = [0.0] * d if mean is None else mean
-    std = [1.0] * d if std is None else std
     kind = graph_kind or ("step" if samples == 1 else "chunk")
-    graph = build_graph(model, kind, samples, mean, std)
-    x = torch.zeros(1, d) if samples == 1 else torch.zeros(1, samples, d)
+    graph = build_graph(model, kind, samples)
     inputs, outputs = io_names(model)
     try:
         with _quiet_exporter(), torch.no_grad():
-            program = torch.onnx.export(graph, (x, *model.init_state(1)), dynamo=True,
+            program = torch.onnx.export(graph, dummy_inputs(model, samples), dynamo=True,
                                         input_names=inputs, output_names=outputs,
                                         opset_version=opset, verbose=False)
     except Exception as exc:  # the exporter raises many types; say which graph failed
-        raise ExportError(f"torch could not export the {model.arch} {kind} graph: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                          ) from exc
+        raise ExportError(f"torch could not export the {model.arch or type(model).__name__} "
+                          f"{kind} graph: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     proto = program.model_proto
     dedupe_initializers(proto)
     strip_debug_info(proto)
-    proto.doc_string = f"wavedge {model.arch} {kind} ({samples} sample(s) per call)"
-    onnx.helper.set_model_props(proto, {"wavedge.arch": model.arch,
+    arch = model.arch or type(model).__name__
+    proto.doc_string = f"wavedge {arch} {kind} ({samples} sample(s) per call)"
+    onnx.helper.set_model_props(proto, {"wavedge.arch": arch,
                                         "wavedge.graph": kind,
                                         "wavedge.samples_per_call": str(samples)})
     onnx.checker.check_model(proto)
@@ -139,20 +136,24 @@ def shorten_names(proto) -> None:
     del graph.value_info[:]
 
 
-def scan_chunk(step_path: Path, out_path: Path, samples: int) -> Path:
+def scan_chunk(step_path: Path, out_path: Path, samples: int, n_inputs: int,
+               n_outputs: int) -> Path:
     """Write the chunk graph of ``samples`` as the step graph at ``step_path`` inside an ONNX
-    ``Scan``: ``(x[1, K, D], *state) -> (y[1, K, O], *state')``, the state carried through
-    the K steps. Its numbers are the step graph's exactly and its weights are stored once
-    (an unrolled int8 chunk carries K sets of quantisation nodes: 3.2x the size)."""
+    ``Scan``: its first ``n_inputs`` inputs and ``n_outputs`` outputs gain a time axis of K
+    and the state is carried through the K steps. Its numbers are the step graph's exactly
+    and its weights are stored once (an unrolled int8 chunk carries K sets of quantisation
+    nodes: 3.2x the size)."""
     import onnx
     from onnx import helper
 
     step = onnx.load(str(step_path))
     graph = step.graph
     inputs, outputs = list(graph.input), list(graph.output)
-    if [v.name for v in inputs[:1]] != ["x"] or [v.name for v in outputs[:1]] != ["y"]:
-        raise ExportError(f"{step_path.name}: not a wavedge step graph (x, state_in.* -> "
-                          "y, state_out.*)")
+    if len(inputs) - n_inputs != len(outputs) - n_outputs:
+        raise ExportError(f"{step_path.name}: not a wavedge step graph (as many state inputs "
+                          "as state outputs)")
+    scanned_in, state_in = inputs[:n_inputs], inputs[n_inputs:]
+    scanned_out, state_out = outputs[:n_outputs], outputs[n_outputs:]
     body_name = {v.name: f"step.{v.name}" for v in (*inputs, *outputs)}  # no outer shadowing
     for node in graph.node:
         node.input[:] = [body_name.get(n, n) for n in node.input]
@@ -164,22 +165,23 @@ def scan_chunk(step_path: Path, out_path: Path, samples: int) -> Path:
         copy.name = prefix + v.name
         return copy
 
-    def widened(v):  # [1, D] -> [1, K, D]
+    def widened(v):  # [1, *shape] -> [1, K, *shape]
         copy = renamed(v, "")
         dims = copy.type.tensor_type.shape.dim
         dims.insert(1, type(dims[0])(dim_value=samples))
         return copy
 
-    # Scan's body takes the carried state first, then the scanned slice; same for outputs
+    # Scan's body takes the carried state first, then the scanned slices; same for outputs
     body = helper.make_graph(list(graph.node), "step",
-                             [renamed(v) for v in (*inputs[1:], inputs[0])],
-                             [renamed(v) for v in (*outputs[1:], outputs[0])],
+                             [renamed(v) for v in (*state_in, *scanned_in)],
+                             [renamed(v) for v in (*state_out, *scanned_out)],
                              initializer=list(graph.initializer))
-    scan = helper.make_node("Scan", [v.name for v in (*inputs[1:], inputs[0])],
-                            [v.name for v in (*outputs[1:], outputs[0])], body=body,
-                            num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1])
-    outer = helper.make_graph([scan], "chunk", [widened(inputs[0]), *inputs[1:]],
-                              [widened(outputs[0]), *outputs[1:]])
+    scan = helper.make_node("Scan", [v.name for v in (*state_in, *scanned_in)],
+                            [v.name for v in (*state_out, *scanned_out)], body=body,
+                            num_scan_inputs=n_inputs, scan_input_axes=[1] * n_inputs,
+                            scan_output_axes=[1] * n_outputs)
+    outer = helper.make_graph([scan], "chunk", [*map(widened, scanned_in), *state_in],
+                              [*map(widened, scanned_out), *state_out])
     proto = helper.make_model(outer, opset_imports=step.opset_import, ir_version=step.ir_version)
     proto.doc_string = f"wavedge chunk ({samples} samples per call): the step graph in a Scan"
     props = {p.key: p.value for p in step.metadata_props}

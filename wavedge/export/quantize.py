@@ -29,7 +29,9 @@ import numpy as np
 
 from wavedge.errors import ExportError, InputError
 
-PER_CHANNEL = ("conv", "all", "none")  # which weights get one scale per output channel
+# which weights get one scale per output channel: the family's choice (its QuantPolicy's
+# per_channel_ops: the Wave-RNN's ring convolution), every op's, or none
+PER_CHANNEL = ("family", "all", "none")
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,12 @@ class QuantOptions:
     method: str = "static"  # ONNX: static (calibrated) or dynamic (int8 weights of the
     #                         matmuls, activations quantised on the fly, the recurrence in fp32)
     activation_bits: int = 16  # static ONNX and TFLite: 16 (int16) or 8 (ONNX uint8, TFLite int8)
-    op_types: tuple[str, ...] = ()  # ONNX ops to quantise; () = Conv, Gemm, MatMul (dynamic:
-    #                                 Gemm, MatMul)
+    op_types: tuple[str, ...] = ()  # ONNX ops to quantise; () = the family's, else Conv, Gemm,
+    #                                 MatMul (dynamic: Gemm, MatMul)
     weight_type: str = "auto"  # ONNX: qint8, quint8, or auto: qint8 for static (symmetric, as
     #  TFLite), quint8 for dynamic (its u8 activations x s8 weights saturate on x86 without VNNI)
     quant_format: str = "qdq"  # static ONNX: qdq, or qoperator (8-bit activations only)
-    per_channel: str = "conv"  # conv, all or none (ONNX; TFLite: conv)
+    per_channel: str = "family"  # family, all or none (ONNX; TFLite: the family's)
     reduce_range: bool = False  # 7-bit weights: avoids u8 x s8 saturation without VNNI
     calibration_passes: int = 2  # shuffled passes over the calibration recordings
     calibration_stride: int = 2  # keep every n-th step's feed (the state still runs every step)
@@ -73,7 +75,7 @@ class QuantOptions:
                 and self.method == "static":
             raise InputError("16-bit activations need the qdq format (ONNX Runtime has no "
                              "16-bit QOperator kernels)")
-        if self.quant_format == "qoperator" and self.per_channel == "conv":
+        if self.quant_format == "qoperator" and self.per_channel == "family":
             raise InputError("the qoperator format sets per-channel weights for every op or "
                              "none: per_channel 'all' or 'none'")
         if self.max_accuracy_drop < 0:
@@ -84,28 +86,34 @@ class QuantOptions:
             return self.weight_type
         return "qint8" if self.method == "static" else "quint8"
 
-    def onnx_op_types(self) -> list[str]:
+    def onnx_op_types(self, policy=None) -> list[str]:
         if self.op_types:
             return list(self.op_types)
+        if policy is not None and policy.op_types:
+            return list(policy.op_types)
         return ["Conv", "Gemm", "MatMul"] if self.method == "static" else ["Gemm", "MatMul"]
 
-    def describe_onnx(self) -> dict:
-        """The manifest's account of an int8 ONNX file's quantisation."""
+    def describe_onnx(self, policy=None) -> dict:
+        """The manifest's account of an int8 ONNX file's quantisation (``policy``: the
+        family's ``QuantPolicy``)."""
         if self.method == "dynamic":
             return {"tool": "onnxruntime.quantization (dynamic)",
-                    "weights": f"{self.onnx_weight_type()} ({self._granularity()})",
-                    "ops": self.onnx_op_types(),
+                    "weights": f"{self.onnx_weight_type()} ({self._granularity(policy)})",
+                    "ops": self.onnx_op_types(policy),
                     "activations": "quantised to uint8 on the fly at every call; the "
                                    "recurrence's state in fp32"}
         act = "int16, symmetric" if self.activation_bits == 16 else "uint8"
         return {"tool": "onnxruntime.quantization (static)", "format": self.quant_format,
-                "weights": f"{self.onnx_weight_type()} ({self._granularity()})",
-                "ops": self.onnx_op_types(), "activations": f"{act}, the state included",
-                "io": "float (quantised inside the graph)"}
+                "weights": f"{self.onnx_weight_type()} ({self._granularity(policy)})",
+                "ops": self.onnx_op_types(policy), "activations": f"{act}, the float state "
+                "included", "io": "float (quantised inside the graph)"}
 
-    def _granularity(self) -> str:
-        return {"conv": "convolutions per output channel, the rest per tensor",
-                "all": "per output channel", "none": "per tensor"}[self.per_channel]
+    def _granularity(self, policy=None) -> str:
+        ops = policy.per_channel_ops if policy is not None else ()
+        family = (f"{', '.join(ops)} per output channel, the rest per tensor" if ops
+                  else "per tensor")
+        return {"family": family, "all": "per output channel",
+                "none": "per tensor"}[self.per_channel]
 
 
 def load_recordings(path: Path, channels: tuple[str, ...]) -> list[np.ndarray]:
@@ -138,50 +146,45 @@ def load_recordings(path: Path, channels: tuple[str, ...]) -> list[np.ndarray]:
 
 
 class StreamCalibrationReader:
-    """Feeds for calibrating one graph: the recordings ``sequences`` (``[N, T, D]``, or a list
-    of ``[T_i, D]`` of any lengths, raw sensor units; see ``load_recordings`` for files)
-    concatenated in shuffled order, ``passes`` times, run through the fp32 graph at
-    ``fp32_path`` with its state carried throughout; every ``stride``-th call's inputs are
-    kept. For a chunk graph, ``samples_per_call`` samples go in per call."""
+    """Feeds for calibrating one graph: the ``recordings`` (``{input name: [T, *shape]}`` of
+    any lengths, raw units; a list of ``[T, D]`` arrays or an ``[N, T, D]`` array for a model
+    with one input; see ``load_recordings`` for files) concatenated in shuffled order,
+    ``passes`` times, run through the fp32 graph at ``fp32_path`` with its state carried
+    throughout; every ``stride``-th call's inputs are kept. For a chunk graph,
+    ``samples_per_call`` samples go in per call."""
 
-    def __init__(self, fp32_path: Path, sequences, samples_per_call: int = 1,
+    def __init__(self, fp32_path: Path, signature, recordings, samples_per_call: int = 1,
                  passes: int = 2, stride: int = 2, seed: int = 0) -> None:
-        from wavedge.runtime.backends import load_graph
+        from wavedge.runtime.model import load_checked_graph
 
-        if isinstance(sequences, np.ndarray) and sequences.ndim != 3:
-            raise InputError(f"calibration recordings: expected shape (N, T, D), got "
-                             f"{sequences.shape}")
-        sequences = [np.asarray(s, np.float32) for s in sequences]
-        widths = {s.shape[-1] if s.ndim == 2 else None for s in sequences}
-        if not sequences or len(widths) != 1 or None in widths:
-            raise InputError("calibration recordings: expected (T, D) arrays of one width D")
+        recordings = _as_recordings(signature, recordings)
         # the fp32 graph through wavedge's own runtime: ONNX Runtime or LiteRT by file type
         backend = "litert" if Path(fp32_path).suffix == ".tflite" else "onnxruntime"
-        graph = load_graph(backend, Path(fp32_path))
+        graph = load_checked_graph(Path(fp32_path), backend, signature, samples_per_call)
         runner = graph.runner()
+        for buf, spec in zip(runner.state, signature.state):
+            buf[...] = spec.reset_array(1)
         names = [t.name for t in graph.inputs]
-        (width,) = widths
-        if width != runner.x.shape[-1]:
-            raise InputError(f"calibration recordings have {width} channels; "
-                             f"{Path(fp32_path).name} takes {runner.x.shape[-1]}")
         rng = np.random.default_rng(seed)
-        order = np.concatenate([rng.permutation(len(sequences)) for _ in range(passes)])
-        stream = np.concatenate([sequences[i] for i in order])
+        order = np.concatenate([rng.permutation(len(recordings)) for _ in range(passes)])
         k = samples_per_call
-        stream = stream[: len(stream) // k * k]
-        lengths = sorted({len(s) for s in sequences})
+        inputs = [i.name for i in signature.inputs]
+        stream = {n: np.concatenate([recordings[i][n] for i in order]) for n in inputs}
+        total = len(stream[inputs[0]]) // k * k
+        lengths = sorted({len(r[inputs[0]]) for r in recordings})
         self.feeds: list[dict] = []
-        for n, i in enumerate(range(0, len(stream), k)):
-            runner.x[...] = stream[i:i + k].reshape(runner.x.shape)
+        for n, i in enumerate(range(0, total, k)):
+            for buf, name in zip(runner.inputs, inputs):
+                buf[...] = stream[name][i:i + k].reshape(buf.shape)
             if n % stride == 0:
-                self.feeds.append(dict(zip(names, [runner.x.copy(),
+                self.feeds.append(dict(zip(names, [*(b.copy() for b in runner.inputs),
                                                    *(s.copy() for s in runner.state)])))
             runner.run()
         self.description = {
-            "recordings": len(sequences),
+            "recordings": len(recordings),
             "samples_per_recording": (lengths[0] if len(lengths) == 1
                                       else f"{lengths[0]}-{lengths[-1]}"),
-            "passes": passes, "stream_samples": int(len(stream)), "feeds": len(self.feeds),
+            "passes": passes, "stream_samples": int(total), "feeds": len(self.feeds),
             "stride": stride, "seed": seed,
             "how": "recordings concatenated in shuffled order, state carried throughout, "
                    "the fp32 graph's own state fed back"}
@@ -197,8 +200,34 @@ class StreamCalibrationReader:
         return iter(self.feeds)
 
 
+def _as_recordings(signature, recordings) -> list[dict]:
+    """Recordings as ``{input name: array}`` dicts, each checked against the signature."""
+    first = signature.inputs[0]
+    if isinstance(recordings, np.ndarray):
+        if recordings.ndim != len(first.shape) + 2:
+            raise InputError(f"calibration recordings: expected shape (N, T, "
+                             f"{', '.join(map(str, first.shape))}), got {recordings.shape}")
+        recordings = list(recordings)
+    out = []
+    for r in recordings:
+        rec = r if isinstance(r, dict) else {first.name: r}
+        for spec in signature.inputs:
+            if spec.name not in rec:
+                raise InputError(f"calibration recordings lack input {spec.name!r}")
+            x = np.asarray(rec[spec.name], spec.dtype)
+            if x.ndim != len(spec.shape) + 1 or x.shape[1:] != spec.shape:
+                raise InputError(f"calibration recordings: input {spec.name!r} should be "
+                                 f"(T, {', '.join(map(str, spec.shape))}), got {x.shape} "
+                                 f"({spec.size} channels expected)")
+            rec = {**rec, spec.name: x}
+        out.append(rec)
+    if not out:
+        raise InputError("calibration recordings: none given")
+    return out
+
+
 def quantize_onnx(fp32_path: Path, out_path: Path, reader: StreamCalibrationReader | None,
-                  options: QuantOptions) -> Path:
+                  options: QuantOptions, policy=None) -> Path:
     """Write the int8 version of ``fp32_path`` to ``out_path`` (inner names shortened, see
     ``onnx_export.shorten_names``); raises ``ExportError``."""
     import onnx
@@ -209,7 +238,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, reader: StreamCalibrationRead
 
     options.validate()
     weight = QuantType.QUInt8 if options.onnx_weight_type() == "quint8" else QuantType.QInt8
-    ops = options.onnx_op_types()
+    ops = options.onnx_op_types(policy)
     try:
         with _quiet_quantiser():
             if options.method == "dynamic":
@@ -222,9 +251,10 @@ def quantize_onnx(fp32_path: Path, out_path: Path, reader: StreamCalibrationRead
                 reader.rewind()
                 sixteen = options.activation_bits == 16
                 extra = {"ActivationSymmetric": sixteen, "WeightSymmetric": True}
-                if options.per_channel == "conv":  # one scale per output channel, conv only
+                per_op = policy.per_channel_ops if policy is not None else ()
+                if options.per_channel == "family" and per_op:  # the family's ops only
                     extra["TensorQuantOverrides"] = {
-                        name: [{"axis": 0}] for name in _conv_weights(fp32_path)}
+                        name: [{"axis": 0}] for name in _weights_of(fp32_path, per_op)}
                 quantize_static(str(fp32_path), str(out_path), reader,
                                 quant_format=(QuantFormat.QOperator
                                               if options.quant_format == "qoperator"
@@ -246,12 +276,14 @@ def quantize_onnx(fp32_path: Path, out_path: Path, reader: StreamCalibrationRead
     return out_path
 
 
-def _conv_weights(path: Path) -> list[str]:
+def _weights_of(path: Path, op_types: tuple[str, ...]) -> list[str]:
+    """The constant weight inputs of the graph's nodes of ``op_types``."""
     import onnx
 
     graph = onnx.load(str(path)).graph
     constants = {init.name for init in graph.initializer}
-    return [n.input[1] for n in graph.node if n.op_type == "Conv" and n.input[1] in constants]
+    return [n.input[1] for n in graph.node if n.op_type in op_types and len(n.input) > 1
+            and n.input[1] in constants]
 
 
 @contextlib.contextmanager

@@ -2,8 +2,9 @@
 extra: ``pip install 'wavedge[tflite]'``; a heavy, export-time-only dependency).
 
 The graphs are the same ``StepGraph``/``ChunkGraph`` as for ONNX (normalisation inside, state in
-and out). TFLite signatures keep output names as given; input names come from Python argument
-names, so ``state_in.h`` is written ``state_in_h`` and the LiteRT backend matches either.
+and out), named by the model's signature. TFLite signatures keep output names as given; input
+names come from Python argument names, so ``state_in.h`` is written ``state_in_h`` and the LiteRT
+backend matches either.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import torch
 from torch import nn
 
 from wavedge.errors import ExportError
-from wavedge.export.graphs import build_graph
+from wavedge.export.graphs import build_graph, dummy_inputs, io_names
 from wavedge.export.quantize import StreamCalibrationReader
 from wavedge.models import StepModel
+from wavedge.signature import state_input_name, state_output_name
 
 
 def is_installed() -> bool:
@@ -33,20 +35,25 @@ def is_installed() -> bool:
     return True
 
 
-class _Signature(nn.Module):
-    """Named inputs (``x``, ``state_in_<s>``) and named outputs (``y``, ``state_out.<s>``)."""
+def _tflite_name(name: str) -> str:
+    return name.replace(".", "_")
 
-    def __init__(self, graph: nn.Module, state_names: list[str]) -> None:
+
+class _Signature(nn.Module):
+    """The graph with the signature's names: keyword inputs (dots written ``_``), a dict of
+    named outputs."""
+
+    def __init__(self, graph: nn.Module, inputs: list[str], outputs: list[str]) -> None:
         super().__init__()
-        self.inner, self.state_names = graph, state_names  # not "graph": fx reserves it
+        self.inner = graph  # not "graph": fx reserves it
+        self.inputs, self.outputs = [_tflite_name(n) for n in inputs], outputs
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        state = [inputs[f"state_in_{n}"] for n in self.state_names]
-        y, *new_state = self.inner(inputs["x"], *state)
-        return {"y": y, **{f"state_out.{n}": s for n, s in zip(self.state_names, new_state)}}
+        res = self.inner(*(inputs[n] for n in self.inputs))
+        return dict(zip(self.outputs, res))
 
 
-def export_tflite_graph(model: StepModel, path: Path, samples: int, mean, std,
+def export_tflite_graph(model: StepModel, path: Path, samples: int,
                         graph_kind: str | None = None) -> Path:
     """Convert the step graph (``samples == 1``), chunk graph or identity (benchmark floor)
     graph to an fp32 ``.tflite``."""
@@ -57,23 +64,22 @@ def export_tflite_graph(model: StepModel, path: Path, samples: int, mean, std,
             from None
     model = model.eval()
     kind = graph_kind or ("step" if samples == 1 else "chunk")
-    graph = build_graph(model, kind, samples, mean, std)
-    names = [s.name for s in model.state_spec]
-    d = model.input_size
-    kwargs = {"x": torch.zeros(1, d) if samples == 1 else torch.zeros(1, samples, d)}
-    kwargs.update({f"state_in_{n}": s for n, s in zip(names, model.init_state(1))})
+    graph = build_graph(model, kind, samples)
+    inputs, outputs = io_names(model)
+    kwargs = {_tflite_name(n): t for n, t in zip(inputs, dummy_inputs(model, samples))}
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
-            edge = litert_torch.convert(_Signature(graph, names).eval(), sample_kwargs=kwargs)
+            edge = litert_torch.convert(_Signature(graph, inputs, outputs).eval(),
+                                        sample_kwargs=kwargs)
             path.parent.mkdir(parents=True, exist_ok=True)
             edge.export(os.fspath(path))
         shorten_tensor_names(path)
     except Exception as exc:  # the converter raises many types; say which graph failed
-        raise ExportError(f"litert-torch could not convert the {model.arch} {kind} graph: "
-                          f"{type(exc).__name__}: "
+        raise ExportError(f"litert-torch could not convert the {model.arch or type(model).__name__}"
+                          f" {kind} graph: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     return path
 
@@ -101,13 +107,14 @@ def _extremes(old: dict, new: dict) -> dict:
 
 
 def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationReader,
-                    activation_bits: int = 16) -> dict:
+                    signature, policy, activation_bits: int = 16) -> dict:
     """Full-integer TFLite through ai-edge-quantizer (which litert-torch brings): int8 weights
-    (per output channel for the ring convolution, per tensor for the fully-connected layers,
-    as ``wavedge.models.quant_aware`` trains them) and ``activation_bits`` activations, integer
+    (per output channel by default, per tensor for the fully-connected layers, as
+    ``wavedge.models.quant_aware`` trains them) and ``activation_bits`` activations, integer
     inputs and outputs. Calibrated on ``reader``'s feeds (long streams, state carried) with the
-    range of everything seen; each state's recurrence shares one range, so one scale (see
-    ``_tie_state_ranges``): a board carries the integers from one call to the next as they are.
+    range of everything seen; where the family's ``policy`` says so, each float state's
+    recurrence shares one range, so one scale (see ``_tie_state_ranges``): a board carries the
+    integers from one call to the next as they are.
 
     Returns the manifest's description of the quantisation (the caller adds the calibration
     data's).
@@ -129,7 +136,10 @@ def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationRe
             cal = calibrator.Calibrator(Path(fp32_path).read_bytes(), qsv_update_func=_extremes)
             (signature,) = cal.get_signature_list()
             cal.calibrate({signature: feeds}, rm)
-            qsvs = _tie_state_ranges(cal.get_model_qsvs(), fp32_path)
+            qsvs = cal.get_model_qsvs()
+            if policy.tie_states:
+                float_states = [st.name for st in signature.state if st.dtype == "float32"]
+                qsvs = _tie_state_ranges(qsvs, fp32_path, float_states)
             qt = quantizer.Quantizer(os.fspath(fp32_path))
             qt.load_quantization_recipe(rm.get_quantization_recipe())
             qt.quantize(qsvs).export_model(os.fspath(out_path), overwrite=True)
@@ -137,14 +147,14 @@ def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationRe
         raise ExportError(f"{fp32_path.name}: int8 TFLite quantisation failed: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                           ) from exc
-    return {"tool": "ai-edge-quantizer", "weights": "int8 (ring conv per output channel, "
-            "fully-connected per tensor)", "activations": f"int{activation_bits}",
-            "io": f"int{activation_bits}",
-            "state": "state in, state out and the sum that makes the new state share one "
-                     "scale: carry the integers as they are"}
+    return {"tool": "ai-edge-quantizer", "weights": policy.description,
+            "activations": f"int{activation_bits}", "io": f"int{activation_bits}",
+            "state": ("state in, state out and the sum that makes the new state share one "
+                      "scale: carry the integers as they are") if policy.tie_states else
+                     "each tensor its own scale"}
 
 
-def _tie_state_ranges(qsvs: dict, fp32_path: Path) -> dict:
+def _tie_state_ranges(qsvs: dict, fp32_path: Path, states: list[str]) -> dict:
     """Give every tensor of each state's recurrence one range (so one scale, one zero point):
     the state input, what is cut and joined from it (slices, concatenations, reshapes), the
     state output and the tensors summed into it. The state then needs no requantisation between
@@ -181,12 +191,9 @@ def _tie_state_ranges(qsvs: dict, fp32_path: Path) -> dict:
 
     # wavedge's names for the signature's tensors, as the runtime reads them
     inputs, outputs = io_details(load_interpreter(content))
-    for in_name, d_in in inputs.items():
-        if not in_name.startswith("state_in."):
-            continue
-        state = in_name[len("state_in."):]
-        d_out = outputs.get(f"state_out.{state}")
-        if d_out is None:
+    for state in states:
+        d_in, d_out = inputs.get(state_input_name(state)), outputs.get(state_output_name(state))
+        if d_in is None or d_out is None:
             raise ExportError(f"{fp32_path.name}: state input {state} has no output")
         i, out = int(d_in["index"]), int(d_out["index"])
         tied = {i}

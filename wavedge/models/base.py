@@ -1,11 +1,21 @@
-"""The step contract every wavedge model follows (see docs/wave-encoder.md).
+"""The step contract every wavedge model follows (see docs/wave-encoder.md and
+docs/own-model.md), in the order of the model's ``signature`` (``wavedge.signature``):
 
-- ``forward(x[B, T, D]) -> y[B, T, O]``: whole-sequence evaluation from the reset state.
-- ``sequence(x[B, T, D], *state) -> (y[B, T, O], *state_T)``: the same, from a given state.
-- ``init_state(batch) -> tuple of tensors`` and ``state_spec`` (names, per-sample shapes, dtypes).
-- ``step(x_t[B, D], *state) -> (y_t[B, O], *new_state)``: the unit that is exported.
+- ``step(*inputs_t, *state) -> (*outputs_t, *new_state)``: the unit that is exported; each input
+  ``[B, *shape]``, each output ``[B, *shape]``.
+- ``sequence(*inputs, *state) -> (*outputs, *state_T)``: the same over ``[B, T, *shape]``
+  inputs from a given state (the default runs ``step`` T times).
+- ``init_state(batch)``: the reset state, built from the signature's state specs (their
+  dtypes and reset values honoured).
+- ``forward(*inputs)``: ``sequence`` from the reset state, the outputs only (one tensor when
+  the model has one output).
 
-Invariant, tested for every model: T calls of ``step`` equal ``forward`` over the T samples.
+Invariant, tested for every model: T calls of ``step`` equal ``sequence`` over the T samples.
+
+A classifier over one float input need only set ``input_size``/``output_size`` and
+``state_spec``: the default ``signature`` declares ``x`` -> class scores ``y``. Any other model
+overrides ``signature``. Families hook into export and bench through ``quant_policy`` and
+``numpy_step`` (both optional).
 """
 
 from __future__ import annotations
@@ -15,57 +25,114 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from wavedge.signature import InputSpec, Normalise, OutputSpec, Signature, StateSpec
+
+TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64,
+                "bool": torch.bool}
+
 
 @dataclass(frozen=True)
-class StateSpec:
-    """One recurrent state tensor: its name, shape for one stream (no batch axis) and dtype."""
+class QuantPolicy:
+    """How a family's graphs become int8 (export reads it; see docs/quantisation.md).
 
-    name: str
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-    reset_value: float = 0.0
+    ``per_channel_ops``: ONNX op types whose weights get one scale per output channel (the
+    rest per tensor); ``op_types``: ops to quantise (() = Conv, Gemm, MatMul); ``tie_states``:
+    each float state's recurrence shares one range in TFLite (carry the integers as they
+    are); ``tflite_chunk``: write an int8 TFLite chunk graph too; ``description``: the weights'
+    granularity in words, for the manifest."""
 
-    def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "reset_value": self.reset_value}
+    per_channel_ops: tuple[str, ...] = ()
+    op_types: tuple[str, ...] = ()
+    tie_states: bool = True
+    tflite_chunk: bool = False
+    description: str = "int8, per tensor"
 
 
 class StepModel(nn.Module):
-    """Base class: subclasses set ``arch`` and implement ``state_spec``, ``step`` and ``sequence``."""
+    """Base class: subclasses set ``arch`` and implement ``step`` (and ``sequence`` where a
+    batched whole-sequence path is faster), and either ``state_spec`` (classifiers) or
+    ``signature``."""
 
     arch: str = ""
     # export the chunk graph from ``sequence`` (plain ops); False where ``sequence`` uses a
     # fused op that exporters get wrong or converters lack (the GRU)
     chunk_via_sequence: bool = True
 
-    def __init__(self, input_size: int, output_size: int) -> None:
+    def __init__(self, input_size: int = 0, output_size: int = 0) -> None:
         super().__init__()
         self.input_size = input_size
         self.output_size = output_size
+        self.annotations: dict = {}  # channels, labels, mean/std, sample rate (from training)
 
     @property
     def config(self) -> dict:
         """The keyword arguments that rebuild this model (stored in checkpoints)."""
-        raise NotImplementedError
+        return {}
 
     @property
     def state_spec(self) -> tuple[StateSpec, ...]:
-        raise NotImplementedError
+        return self.signature.state
+
+    @property
+    def signature(self) -> Signature:
+        """The default: one float input ``x`` of ``input_size`` channels, class scores ``y``
+        over ``output_size`` classes, the ``state_spec``; annotated with what training
+        learnt (``annotate``)."""
+        sig = Signature((InputSpec("x", (self.input_size,)),),
+                        (OutputSpec("y", (self.output_size,), "class_scores"),),
+                        tuple(self.state_spec))
+        return sig.with_annotations(**self.annotations)
+
+    def annotate(self, channels=None, labels=None, mean=None, std=None,
+                 sample_rate_hz=None) -> "StepModel":
+        """Record the data's channel names, class labels, normalisation and sample rate for
+        the default signature (a checkpoint's meta carries them)."""
+        self.annotations = {k: v for k, v in dict(channels=channels, labels=labels, mean=mean,
+                                                  std=std, sample_rate_hz=sample_rate_hz).items()
+                            if v is not None}
+        return self
+
+    def quant_policy(self) -> QuantPolicy:
+        return QuantPolicy()
+
+    def numpy_step(self):
+        """Optional bench baseline: a function ``f(sample) -> outputs`` doing one step in
+        plain numpy with its own state (raw samples, normalisation included), or None."""
+        return None
+
+    def int8_hint(self) -> str:
+        """Advice appended to a failed int8 accuracy gate."""
+        return ""
 
     def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        """The reset state for ``batch`` streams."""
-        p = next(self.parameters())
-        return tuple(torch.full((batch, *s.shape), s.reset_value, dtype=p.dtype, device=p.device)
-                     for s in self.state_spec)
+        """The reset state for ``batch`` streams, each state in its declared dtype."""
+        p = next(self.parameters(), None)
+        device = p.device if p is not None else None
+        return tuple(torch.from_numpy(s.reset_array(batch)).to(device) for s in self.state_spec)
 
-    def step(self, x_t: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def step(self, *inputs_and_state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
-    def sequence(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        raise NotImplementedError
+    def sequence(self, *inputs_and_state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``step`` over the time axis (axis 1) of every input."""
+        n = len(self.signature.inputs)
+        inputs, state = inputs_and_state[:n], inputs_and_state[n:]
+        per_step = []
+        for t in zip(*(x.unbind(1) for x in inputs)):
+            out = self.step(*t, *state)
+            k = len(out) - len(state)
+            per_step.append(out[:k])
+            state = out[k:]
+        outputs = tuple(torch.stack(ys, dim=1) for ys in zip(*per_step))
+        return (*outputs, *state)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sequence(x, *self.init_state(x.shape[0]))[0]
+    def forward(self, *inputs: torch.Tensor):
+        outs = self.sequence(*inputs, *self.init_state(inputs[0].shape[0]))
+        n = len(self.signature.outputs)
+        return outs[0] if n == 1 else outs[:n]
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+__all__ = ["Normalise", "QuantPolicy", "StateSpec", "StepModel", "TORCH_DTYPES"]

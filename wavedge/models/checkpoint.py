@@ -78,7 +78,18 @@ def load_checkpoint(path: str | Path, expect_arch: str | None = None) -> Checkpo
         raise CheckpointError(f"{path}: bad config for architecture {arch!r}: {exc}") from None
     _load_weights(path, model, blob.get("state_dict"))
     model.eval()
-    return Checkpoint(path=path, model=model, meta=dict(blob.get("meta") or {}))
+    meta = dict(blob.get("meta") or {})
+    annotate_from_meta(model, meta)
+    return Checkpoint(path=path, model=model, meta=meta)
+
+
+def annotate_from_meta(model: StepModel, meta: dict) -> StepModel:
+    """Give ``model``'s default signature the channel names, labels, normalisation and sample
+    rate that training recorded in ``meta``."""
+    norm = meta.get("normalisation") or {}
+    return model.annotate(channels=meta.get("channels"), labels=meta.get("labels"),
+                          mean=norm.get("mean"), std=norm.get("std"),
+                          sample_rate_hz=meta.get("sample_rate_hz"))
 
 
 def _load_weights(path: Path, model: StepModel, state_dict: object) -> None:

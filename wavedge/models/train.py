@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from wavedge.errors import InputError
 from wavedge.models import StepModel, build_model
-from wavedge.models.checkpoint import save_checkpoint
+from wavedge.models.checkpoint import annotate_from_meta, save_checkpoint
 from wavedge.models.data import Dataset, load_dataset
 from wavedge.models.quant_aware import grid_error, int8_weight_grid
 
@@ -207,6 +207,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
         },
         "torch_version": torch.__version__,
     }
+    annotate_from_meta(model, meta)
     if out is not None:
         save_checkpoint(out, model, meta)
     return model, meta

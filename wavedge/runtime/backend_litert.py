@@ -2,13 +2,14 @@
 installs (e.g. 32-bit Raspberry Pi OS); ``Graph.detail['library']`` says which one loaded.
 
 Each runner is its own interpreter over the shared model bytes (a TFLite interpreter owns its
-tensor buffers, so streams cannot share one). Inputs and outputs are matched by name; the model
-must keep wavedge's names (``x``, ``state_in.*`` -> ``y``, ``state_out.*``) in its signature.
+tensor buffers, so streams cannot share one). Inputs and outputs are matched by name: the
+model's TFLite signature keeps the names of the wavedge signature (TFLite input names cannot
+hold dots, so ``state_in.h`` arrives as ``state_in_h``).
 
-Full-integer models (int8 or int16 inputs and outputs, one scale per tensor) run too: the runner
-still takes and gives float32, quantising on the way in and dequantising on the way out, so the
-state is carried in float between calls and requantised with the input's own scale (exact when,
-as wavedge's exporter arranges, state_in and state_out share a scale).
+Full-integer models (int8 or int16 tensors, one scale per tensor) run too: the runner still
+takes and gives float32 for them, quantising inputs and dequantising outputs, and carries the
+state as the integers the model wrote (see ``LiteRTIntRunner``). Integer and boolean tensors
+without a scale (positions, token ids, masks) pass through as they are.
 """
 
 from __future__ import annotations
@@ -116,7 +117,32 @@ class LiteRTGraph(Graph):
     def runner(self) -> "LiteRTRunner":
         if any(t.scale is not None for t in (*self.inputs, *self.outputs)):
             return LiteRTIntRunner(self)
-        return LiteRTRunner1(self) if len(self.inputs) == 2 else LiteRTRunner(self)
+        simple = (self.n_inputs, self.n_outputs, len(self.inputs)) == (1, 1, 2)
+        return LiteRTRunner1(self) if simple else LiteRTRunner(self)
+
+    def bare_call(self, feeds: list[np.ndarray]):
+        """``set_tensor``/``invoke``/``get_tensor`` on one interpreter; a full-integer model
+        is fed integers quantised beforehand, so the call is the interpreter's alone."""
+        runner = LiteRTRunner(self)
+        it = runner.interp
+        feeds = [Affine(t).quantize(f) if t.scale is not None else f.astype(t.dtype)
+                 for t, f in zip(self.inputs, feeds)]
+        state = [np.zeros(t.shape, np.dtype(t.dtype)) for t in self.inputs[self.n_inputs:]]
+        i = [0]
+
+        def call():
+            k = i[0] % len(feeds[0])
+            for idx, f in zip(runner._in_idx, feeds):
+                it.set_tensor(idx, f[k:k + 1])
+            for idx, buf in zip(runner._s_in, state):
+                it.set_tensor(idx, buf)
+            it.invoke()
+            out = [it.get_tensor(idx) for idx in runner._out_idx]
+            state[:] = [it.get_tensor(idx) for idx in runner._s_out]
+            i[0] += 1
+            return out
+
+        return call
 
 
 class LiteRTRunner:
@@ -126,34 +152,37 @@ class LiteRTRunner:
                                          num_threads=graph._options.threads)
             self.interp.allocate_tensors()
         by_name_in, by_name_out = io_details(self.interp)
-        x_spec, *state_in = graph.inputs
-        y_spec, *state_out = graph.outputs
-        self._x_idx = by_name_in[x_spec.name]["index"]
+        ins, state_in = graph.inputs[:graph.n_inputs], graph.inputs[graph.n_inputs:]
+        outs, state_out = graph.outputs[:graph.n_outputs], graph.outputs[graph.n_outputs:]
+        self._in_idx = [by_name_in[t.name]["index"] for t in ins]
         self._s_in = [by_name_in[t.name]["index"] for t in state_in]
-        self._y_idx = by_name_out[y_spec.name]["index"]
+        self._out_idx = [by_name_out[t.name]["index"] for t in outs]
         self._s_out = [by_name_out[t.name]["index"] for t in state_out]
-        self.x = np.zeros(x_spec.shape, np.float32)
-        self.state = [np.zeros(t.shape, np.float32) for t in state_in]
+        self.inputs = [np.zeros(t.shape, t.host_dtype) for t in ins]
+        self.x = self.inputs[0]
+        self.state = [np.zeros(t.shape, t.host_dtype) for t in state_in]
 
-    def run(self) -> np.ndarray:
+    def run(self) -> list[np.ndarray]:
         interp = self.interp
-        interp.set_tensor(self._x_idx, self.x)
+        for idx, buf in zip(self._in_idx, self.inputs):
+            interp.set_tensor(idx, buf)
         for idx, buf in zip(self._s_in, self.state):
             interp.set_tensor(idx, buf)
         interp.invoke()
         # get_tensor returns fresh arrays: take them as they are instead of copying again
         self.state = [interp.get_tensor(idx) for idx in self._s_out]
-        return interp.get_tensor(self._y_idx)
+        return [interp.get_tensor(idx) for idx in self._out_idx]
 
 
 class LiteRTRunner1(LiteRTRunner):
-    """The common case of one state tensor, without the loops (a push is only ~7 us here, so
-    a microsecond of Python is worth saving)."""
+    """The common case of one input, one output and one state tensor, without the loops (a
+    push is only ~7 us here, so a microsecond of Python is worth saving)."""
 
     def __init__(self, graph: LiteRTGraph) -> None:
         super().__init__(graph)
         self._set, self._get, self._invoke = (self.interp.set_tensor, self.interp.get_tensor,
                                               self.interp.invoke)
+        self._xi, self._yi = self._in_idx[0], self._out_idx[0]
         self._si, self._so = self._s_in[0], self._s_out[0]
         self._state = self.state[0]
 
@@ -165,12 +194,12 @@ class LiteRTRunner1(LiteRTRunner):
     def state(self, value: list[np.ndarray]) -> None:
         self._state = value[0]
 
-    def run(self) -> np.ndarray:
-        self._set(self._x_idx, self.x)
+    def run(self) -> list[np.ndarray]:
+        self._set(self._xi, self.x)
         self._set(self._si, self._state)
         self._invoke()
         self._state = self._get(self._so)
-        return self._get(self._y_idx)
+        return [self._get(self._yi)]
 
 
 class Affine:
@@ -196,6 +225,22 @@ class Affine:
         return v
 
 
+class _Passthrough:
+    """An unquantised tensor (an integer position, a mask) in a full-integer model."""
+
+    def __init__(self, spec: TensorSpec) -> None:
+        self.dtype = np.dtype(spec.dtype)
+
+    def quantize(self, v: np.ndarray) -> np.ndarray:
+        return np.asarray(v, self.dtype)
+
+    dequantize = quantize
+
+
+def codec(spec: TensorSpec):
+    return Affine(spec) if spec.scale is not None else _Passthrough(spec)
+
+
 class LiteRTIntRunner(LiteRTRunner):
     """A full-integer model behind the float32 runner interface.
 
@@ -206,15 +251,15 @@ class LiteRTIntRunner(LiteRTRunner):
 
     def __init__(self, graph: LiteRTGraph) -> None:
         super().__init__(graph)
-        x_spec, *state_in = graph.inputs
-        y_spec, *state_out = graph.outputs
-        self._qx = Affine(x_spec)
-        self._qs = [Affine(t) for t in state_in]
-        self._qy = Affine(y_spec)
-        self._ds = [Affine(t) for t in state_out]
+        n_in, n_out = graph.n_inputs, graph.n_outputs
+        state_in, state_out = graph.inputs[n_in:], graph.outputs[n_out:]
+        self._qx = [codec(t) for t in graph.inputs[:n_in]]
+        self._qs = [codec(t) for t in state_in]
+        self._qy = [codec(t) for t in graph.outputs[:n_out]]
+        self._ds = [codec(t) for t in state_out]
         self._same_scale = [(i.scale, i.zero_point, i.dtype) == (o.scale, o.zero_point, o.dtype)
                             for i, o in zip(state_in, state_out)]
-        self._q_state = [q.quantize(np.zeros(t.shape, np.float32))
+        self._q_state = [q.quantize(np.zeros(t.shape, t.host_dtype))
                          for q, t in zip(self._qs, state_in)]
         self._f_state: list[np.ndarray] | None = None
 
@@ -228,12 +273,13 @@ class LiteRTIntRunner(LiteRTRunner):
     def state(self, value: list[np.ndarray]) -> None:
         self._f_state = list(value)
 
-    def run(self) -> np.ndarray:
+    def run(self) -> list[np.ndarray]:
         interp = self.interp
         if self._f_state is not None:  # handed out: the caller may have written into it
             self._q_state = [q.quantize(v) for q, v in zip(self._qs, self._f_state)]
             self._f_state = None
-        interp.set_tensor(self._x_idx, self._qx.quantize(self.x))
+        for idx, q, buf in zip(self._in_idx, self._qx, self.inputs):
+            interp.set_tensor(idx, q.quantize(buf))
         for idx, v in zip(self._s_in, self._q_state):
             interp.set_tensor(idx, v)
         interp.invoke()
@@ -241,20 +287,21 @@ class LiteRTIntRunner(LiteRTRunner):
                              interp.get_tensor(idx)))
                          for idx, same, q, d in zip(self._s_out, self._same_scale, self._qs,
                                                     self._ds)]
-        return self._qy.dequantize(interp.get_tensor(self._y_idx))
+        return [q.dequantize(interp.get_tensor(idx)) for idx, q in zip(self._out_idx, self._qy)]
 
 
 def tensor_spec(path: Path, name: str, d: dict) -> TensorSpec:
     shape = tuple(int(v) for v in d["shape"])
     dtype = np.dtype(d["dtype"])
-    if dtype == np.float32:
-        return TensorSpec(name, shape)
     scales = d.get("quantization_parameters", {}).get("scales", ())
+    if dtype.name in ("float32", "int32", "int64", "bool") and not len(scales):
+        return TensorSpec(name, shape, dtype.name)
     if dtype in (np.int8, np.int16) and len(scales) == 1:
         zero_point = int(d["quantization_parameters"]["zero_points"][0])
         return TensorSpec(name, shape, dtype.name, float(scales[0]), zero_point)
     raise BackendError(f"{path}: tensor {name!r} is {dtype.name} without one scale; this "
-                       "runtime feeds float32, or int8/int16 with one scale per tensor")
+                       "runtime feeds float32, int32, int64 and bool as they are, and int8/int16 "
+                       "with one scale per tensor")
 
 
 def load(path: Path, options: BackendOptions) -> LiteRTGraph:
@@ -268,9 +315,8 @@ def load(path: Path, options: BackendOptions) -> LiteRTGraph:
     except Exception as exc:  # the interpreter raises ValueError/RuntimeError on bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackendError(f"{path}: {library} cannot load it: {first}") from None
-    # x and y first, the states after them by name (signatures list inputs alphabetically)
-    specs = [sorted((tensor_spec(path, name, d) for name, d in details.items()),
-                    key=lambda t: (t.name not in ("x", "y"), t.name))
+    # in file order; wavedge.runtime.model puts them in signature order
+    specs = [[tensor_spec(path, name, d) for name, d in details.items()]
              for details in io_details(interp)]
     version = getattr(__import__(library), "__version__", "?")
     return LiteRTGraph(path, content, factory, specs[0], specs[1],

@@ -58,6 +58,10 @@ def resolve_providers(names: tuple[str, ...]) -> list[str]:
     return out
 
 
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)": "int64",
+              "tensor(bool)": "bool"}
+
+
 class OrtGraph(Graph):
     def __init__(self, path: Path, session, inputs, outputs, detail) -> None:
         super().__init__(path, inputs, outputs, "onnxruntime", detail)
@@ -66,25 +70,67 @@ class OrtGraph(Graph):
     def runner(self) -> "OrtRunner":
         return OrtRunner(self)
 
+    def bare_call(self, feeds: list[np.ndarray]):
+        """One IOBinding over preallocated buffers through the same C++ entry point wavedge
+        uses; each call copies the next feed rows and the state in, the outputs and state
+        out."""
+        sess = self.session
+        bufs = {t.name: np.zeros(t.shape, t.host_dtype) for t in (*self.inputs, *self.outputs)}
+        binding = sess.io_binding()
+        for t in self.inputs:
+            _bind(binding.bind_input, t, bufs[t.name])
+        for t in self.outputs:
+            _bind(binding.bind_output, t, bufs[t.name])
+        inner = getattr(sess, "_sess", None)
+        invoke = ((lambda b=binding._iobinding: inner.run_with_iobinding(b, None))
+                  if inner is not None and hasattr(binding, "_iobinding")
+                  else (lambda: sess.run_with_iobinding(binding)))
+        n_in, n_out = self.n_inputs, self.n_outputs
+        xs = [bufs[t.name] for t in self.inputs[:n_in]]
+        ys = [bufs[t.name] for t in self.outputs[:n_out]]
+        s_in = [bufs[t.name] for t in self.inputs[n_in:]]
+        s_out = [bufs[t.name] for t in self.outputs[n_out:]]
+        state = [np.zeros_like(b) for b in s_in]
+        i = [0]
+
+        def call():
+            k = i[0] % len(feeds[0])
+            for dst, src in zip(xs, feeds):
+                np.copyto(dst[0], src[k])
+            for dst, src in zip(s_in, state):
+                np.copyto(dst, src)
+            invoke()
+            out = [y.copy() for y in ys]
+            for dst, src in zip(state, s_out):
+                np.copyto(dst, src)
+            i[0] += 1
+            return out
+
+        return call
+
 
 class OrtRunner:
     """Two IOBindings over preallocated buffers, ping-ponging the state: run ``k`` reads the
     state from buffer ``k % 2`` and writes the new state into the other, so no state is copied.
+    Every buffer has its tensor's dtype (float32, int32, int64 or bool).
     """
 
     def __init__(self, graph: OrtGraph) -> None:
         session = graph.session
-        x_spec, *state_in = graph.inputs
-        y_spec, *state_out = graph.outputs
-        self.x = np.zeros(x_spec.shape, np.float32)
-        self.y = np.zeros(y_spec.shape, np.float32)
-        self._buffers = ([np.zeros(t.shape, np.float32) for t in state_in],
-                         [np.zeros(t.shape, np.float32) for t in state_in])
+        ins, state_in = graph.inputs[:graph.n_inputs], graph.inputs[graph.n_inputs:]
+        outs, state_out = graph.outputs[:graph.n_outputs], graph.outputs[graph.n_outputs:]
+        self.inputs = [np.zeros(t.shape, t.host_dtype) for t in ins]
+        self.x = self.inputs[0]
+        self._outputs = [np.zeros(t.shape, t.host_dtype) for t in outs]
+        self._buffers = ([np.zeros(t.shape, t.host_dtype) for t in state_in],
+                         [np.zeros(t.shape, t.host_dtype) for t in state_in])
         self._bindings = []
         for k in (0, 1):
             b = session.io_binding()
-            _bind(b.bind_input, x_spec, self.x)
-            _bind(b.bind_output, y_spec, self.y)
+            for spec, buf in zip(ins, self.inputs):
+                _bind(b.bind_input, spec, buf)
+            for spec, buf in zip(outs, self._outputs):
+                _bind(b.bind_output, spec, buf)
             for spec, buf in zip(state_in, self._buffers[k]):
                 _bind(b.bind_input, spec, buf)
             for spec, buf in zip(state_out, self._buffers[1 - k]):
@@ -105,14 +151,14 @@ class OrtRunner:
         """The current state buffers (they swap roles after every ``run()``)."""
         return self._buffers[self._k]
 
-    def run(self) -> np.ndarray:
+    def run(self) -> list[np.ndarray]:
         self._calls[self._k]()
         self._k ^= 1
-        return self.y.copy()  # the bound buffer is rewritten by the next run
+        return [y.copy() for y in self._outputs]  # the bound buffers are rewritten next run
 
 
 def _bind(method, spec: TensorSpec, buf: np.ndarray) -> None:
-    method(spec.name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
+    method(spec.name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
 
 
 def load(path: Path, options: BackendOptions) -> OrtGraph:
@@ -131,10 +177,11 @@ def load(path: Path, options: BackendOptions) -> OrtGraph:
     inputs, outputs = [], []
     for group, target in ((session.get_inputs(), inputs), (session.get_outputs(), outputs)):
         for t in group:
-            if t.type != "tensor(float)" or not all(isinstance(d, int) for d in t.shape):
+            if t.type not in ORT_DTYPES or not all(isinstance(d, int) for d in t.shape):
                 raise BackendError(f"{path}: tensor {t.name!r} is {t.type} {t.shape}; wavedge "
-                                   "graphs have float32 tensors of fixed shape")
-            target.append(TensorSpec(t.name, tuple(t.shape)))
+                                   f"graphs have {', '.join(ORT_DTYPES.values())} tensors of "
+                                   "fixed shape")
+            target.append(TensorSpec(t.name, tuple(t.shape), ORT_DTYPES[t.type]))
     detail = {"library": f"onnxruntime {ort.__version__}",
               "providers": session.get_providers(), "threads": options.threads}
     return OrtGraph(path, session, inputs, outputs, detail)

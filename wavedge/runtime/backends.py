@@ -30,34 +30,52 @@ class BackendError(WavedgeError):
 class TensorSpec:
     name: str
     shape: tuple[int, ...]
-    dtype: str = "float32"  # in the file; runners always take and give float32
-    scale: float | None = None  # integer tensors: real = scale * (q - zero_point)
+    dtype: str = "float32"  # in the file (a signature dtype, or int8/int16 with a scale)
+    scale: float | None = None  # quantised tensors: real = scale * (q - zero_point)
     zero_point: int = 0
+
+    @property
+    def host_dtype(self) -> np.dtype:
+        """What the runner takes and gives: float32 for a quantised tensor (it converts),
+        the file's dtype otherwise (integer and boolean tensors pass through as they are)."""
+        return np.dtype(np.float32 if self.scale is not None else self.dtype)
 
 
 class Runner(Protocol):
-    """One stream's handle on a graph. Write the sample into ``x`` in place; ``run()`` returns
-    the output ``y`` as an array the caller owns; ``state`` holds the current state (read and
-    replaced by ``run()``; a runner may swap the arrays behind it, so look it up each time)."""
+    """One stream's handle on a graph. Write each sample into the ``inputs`` buffers in place
+    (signature order; ``x`` is ``inputs[0]``); ``run()`` returns the outputs in signature
+    order, as arrays the caller owns; ``state`` holds the current state (read and replaced by
+    ``run()``; a runner may swap the arrays behind it, so look it up each time)."""
 
+    inputs: list[np.ndarray]
     x: np.ndarray
     state: list[np.ndarray]
 
-    def run(self) -> np.ndarray: ...
+    def run(self) -> list[np.ndarray]: ...
 
 
 @dataclass
 class Graph:
-    """A loaded graph file; ``runner()`` makes a new per-stream runner."""
+    """A loaded graph file; ``runner()`` makes a new per-stream runner. ``inputs`` and
+    ``outputs`` are in signature order once checked (``wavedge.runtime.model``): the first
+    ``n_inputs`` inputs are the model's, the rest its state; likewise ``n_outputs``."""
 
     path: Path
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     backend: str
     detail: dict = field(default_factory=dict)  # e.g. providers, library and version
+    n_inputs: int = 1
+    n_outputs: int = 1
 
     def runner(self) -> Runner:  # pragma: no cover - implemented by each backend
         raise NotImplementedError
+
+    def bare_call(self, feeds: list[np.ndarray]):
+        """A function doing one call with the backend alone, as a careful hand-written loop
+        would (for bench): ``feeds`` are the step graph's inputs, one row per call, in the
+        file's dtypes; the state fed back."""
+        raise NotImplementedError  # pragma: no cover
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,11 @@ model directory: init time, first inference, warm-up, per-sample latency (min, p
 max, std) over several repeats, throughput, duty cycle at the sample rate, peak memory, artefact
 size. Beside them, in the same run: the backend's per-call floor (the identity graph exported
 with the model), the torch model step by step and a plain numpy step (when torch and the
-checkpoint are at hand), and sliding-window re-inference over the last W samples at every step
-(what people do without explicit state). Ratios are what to quote: absolute times drift on
+checkpoint are at hand: baselines the model's family provides, handed in by the caller so that
+the runtime imports no torch), and sliding-window re-inference over the last W samples at every
+step (what people do without explicit state). Inputs are generated from the model's signature
+(``Signature.example_inputs``): sensor values about the normalisation, token ids and actions
+over their ranges. Ratios are what to quote: absolute times drift on
 shared machines, ratios from one run much less.
 """
 
@@ -25,7 +28,7 @@ from wavedge.errors import InputError
 from wavedge.manifest import load_manifest
 from wavedge.runtime.backends import BackendOptions, available
 from wavedge.runtime.machine import describe
-from wavedge.runtime.model import FILE_FORMAT, expected_io, load_checked_graph, load_model
+from wavedge.runtime.model import FILE_FORMAT, load_checked_graph, load_model
 
 BENCH_FORMAT = "wavedge-bench"
 BENCH_VERSION = 1
@@ -43,7 +46,6 @@ class BenchOptions:
     window: int = 100  # sliding-window re-inference: samples re-run at every step
     backends: tuple[str, ...] = ()  # default: every installed one
     precisions: tuple[str, ...] = ()  # default: every precision the model directory has
-    checkpoint: Path | None = None  # torch model for the torch and numpy baselines
 
     def validate(self) -> None:
         for name, value, low in (("samples", self.samples, 50), ("repeats", self.repeats, 1),
@@ -102,15 +104,47 @@ def _peak_rss_mb() -> float:
     return peak / 1024.0 if os.uname().sysname == "Linux" else peak / 1e6
 
 
-def _data(manifest, n: int = 4096) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return (np.asarray(manifest.mean) + np.asarray(manifest.std)
-            * rng.standard_normal((n, manifest.input_size))).astype(np.float32)
+DATA_SAMPLES = 4096
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A step function outside the runtime to time beside it (e.g. the torch model step by
+    step): ``make()`` returns ``f(sample)`` with its own state; ``sample`` is what
+    ``Stream.push`` takes."""
+
+    name: str  # "torch", "numpy"
+    library: str
+    make: object  # () -> callable(sample)
+    divisor: int = 1  # timed calls per repeat: samples / divisor (at least 50)
+
+
+class _Samples:
+    """Generated inputs, cycled: ``[k]`` is one sample as ``push`` takes it."""
+
+    def __init__(self, signature, n: int = DATA_SAMPLES) -> None:
+        self.arrays = signature.example_inputs(n)
+        self.names = [i.name for i in signature.inputs]
+        self.n = n
+        self.single = self.arrays[self.names[0]] if len(self.names) == 1 else None
+
+    def __getitem__(self, k: int):
+        k %= self.n
+        if self.single is not None:
+            return self.single[k]
+        return {name: self.arrays[name][k] for name in self.names}
+
+    def block(self, length: int):
+        if self.single is not None:
+            return self.single[:length]
+        return {name: a[:length] for name, a in self.arrays.items()}
 
 
 def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
-              progress=lambda msg: None) -> dict:
-    """Measure every configuration of ``model_dir``; returns the JSON-ready report."""
+              progress=lambda msg: None, baselines: tuple[Baseline, ...] | None = None) -> dict:
+    """Measure every configuration of ``model_dir``; returns the JSON-ready report.
+    ``baselines``: step functions outside the runtime (``wavedge.models.bench_baselines``
+    makes the torch and numpy ones from a checkpoint); None: none were asked for."""
     options.validate()
     if options.pin_cpu is not None:
         try:
@@ -120,7 +154,7 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
     manifest = load_manifest(model_dir)
     rates = sorted({*options.rates_hz, *([manifest.sample_rate_hz] if manifest.sample_rate_hz
                                           else [])})
-    data = _data(manifest)
+    data = _Samples(manifest.signature)
     have = available()
     backends = options.backends or tuple(b for b in FILE_FORMAT if have.get(b))
     precisions = options.precisions or tuple(sorted({f.precision for f in manifest.files
@@ -141,14 +175,13 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
         if floor is not None:
             configs.append(floor)
     notes = []
-    if options.checkpoint is not None:
-        progress("torch and numpy baselines")
-        baselines = _torch_configs(options.checkpoint, data, options)
-        if not baselines:
-            notes.append("torch is not installed: no torch or numpy baselines")
-        configs += baselines
-    else:
+    if baselines is None:
         notes.append("no --checkpoint: no torch or numpy baselines")
+    elif not baselines:
+        notes.append("torch is not installed: no torch or numpy baselines")
+    else:
+        progress(" and ".join(b.name for b in baselines) + " baselines")
+        configs += _baseline_configs(baselines, data, options)
     summaries = {c.name: c.summary(rates) for c in configs}
     return {"format": BENCH_FORMAT, "version": BENCH_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -187,7 +220,7 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
     i = [0]
 
     def push():
-        stream.push(data[i[0] & 4095])
+        stream.push(data[i[0]])
         i[0] += 1
 
     base = {"library": library, "init_ms": init_ms}
@@ -204,7 +237,7 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
     chunk = None
     if model.chunk_graph is not None:
         cstream = model.stream()
-        block = data[:k]
+        block = data.block(k)
         chunk = Config(f"{backend}/{precision}/chunk{k}", "stream", backend, precision, "chunk",
                        k, extra={**base, "artefact_bytes":
                                  manifest.find_file("chunk", precision, fmt).size_bytes})
@@ -212,7 +245,7 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
             cstream.push_chunk(block)
         out.append(chunk)
     wstream = model.stream()
-    window = data[:options.window]
+    window = data.block(options.window)
 
     def rerun():  # what a stateless deployment does: reset, run the last W samples, answer
         wstream.reset()
@@ -221,7 +254,7 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
     win = Config(f"{backend}/{precision}/window{options.window}", "baseline", backend, precision,
                  "window", 1, extra={**base, "window": options.window})
     out.append(win)
-    bare_call = bare_backend_call(model, data)
+    bare_call = model.step_graph.bare_call([data.arrays[n] for n in data.names])
     bare = Config(f"{backend}/{precision}/bare", "floor", backend, precision, "bare", 1,
                   extra={**base, "what": "the backend alone on the step graph: set the sample "
                          "and state, invoke, read the result and new state (preallocated)"})
@@ -238,75 +271,21 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
     return out
 
 
-def bare_backend_call(model, data: np.ndarray):
-    """A function doing one step with the backend alone, as a careful hand-written loop would:
-    ONNX Runtime with one IOBinding over preallocated buffers (through the same C++ entry point
-    wavedge uses), LiteRT with ``set_tensor``/``invoke``/``get_tensor``."""
-    g = model.step_graph
-    i = [0]
-    if model.backend == "onnxruntime":
-        sess = g.session
-        bufs = {t.name: np.zeros(t.shape, np.float32) for t in (*g.inputs, *g.outputs)}
-        binding = sess.io_binding()
-        for t in g.inputs:
-            binding.bind_input(t.name, "cpu", 0, np.float32, t.shape, bufs[t.name].ctypes.data)
-        for t in g.outputs:
-            binding.bind_output(t.name, "cpu", 0, np.float32, t.shape, bufs[t.name].ctypes.data)
-        inner = getattr(sess, "_sess", None)
-        invoke = ((lambda b=binding._iobinding: inner.run_with_iobinding(b, None))
-                  if inner is not None and hasattr(binding, "_iobinding")
-                  else (lambda: sess.run_with_iobinding(binding)))
-        x, y = bufs[g.inputs[0].name], bufs[g.outputs[0].name]
-        s_in = [bufs[t.name] for t in g.inputs[1:]]
-        s_out = [bufs[t.name] for t in g.outputs[1:]]
-        state = [np.zeros_like(b) for b in s_in]
-
-        def call():
-            np.copyto(x[0], data[i[0] & 4095])
-            for dst, src in zip(s_in, state):
-                np.copyto(dst, src)
-            invoke()
-            out = y.copy()
-            for dst, src in zip(state, s_out):
-                np.copyto(dst, src)
-            i[0] += 1
-            return out
-
-        return call
-    runner = g.runner()
-    it = runner.interp
-    xi, yi, s_in, s_out = runner._x_idx, runner._y_idx, runner._s_in, runner._s_out
-    # a full-integer model is fed integers, quantised beforehand: the bare call is the
-    # interpreter's alone
-    data = runner._qx.quantize(data) if hasattr(runner, "_qx") else data
-    state = [np.zeros(t.shape, np.dtype(t.dtype)) for t in g.inputs[1:]]
-
-    def call():
-        k = i[0] & 4095
-        it.set_tensor(xi, data[k:k + 1])
-        for idx, buf in zip(s_in, state):
-            it.set_tensor(idx, buf)
-        it.invoke()
-        out = it.get_tensor(yi)
-        state[:] = [it.get_tensor(idx) for idx in s_out]
-        i[0] += 1
-        return out
-
-    return call
-
-
 def _floor_config(manifest, backend, bopts, data, options) -> Config | None:
     entry = manifest.find_file("identity", "fp32", FILE_FORMAT[backend])
     if entry is None:
         return None
-    want_in, want_out = expected_io(manifest, 1)
-    graph = load_checked_graph(manifest.directory / entry.path, backend, want_in, want_out, bopts)
+    graph = load_checked_graph(manifest.directory / entry.path, backend, manifest.signature,
+                               1, bopts)
     runner = graph.runner()
-    x = runner.x.reshape(-1)
+    xs = [(buf.reshape(-1), data.arrays[n].reshape(data.n, -1))
+          for buf, n in zip(runner.inputs, data.names)]
     i = [0]
 
     def call():  # the same per-call work as a push, on a graph that computes nothing
-        x[...] = data[i[0] & 4095]
+        k = i[0] % data.n
+        for buf, src in xs:
+            buf[...] = src[k]
         runner.run()
         i[0] += 1
 
@@ -321,77 +300,28 @@ def _floor_config(manifest, backend, bopts, data, options) -> Config | None:
     return cfg
 
 
-def _torch_configs(checkpoint: Path, data, options) -> list[Config]:
-    try:
-        import torch
-
-        from wavedge.models.checkpoint import load_checkpoint
-    except ImportError:
-        return []
-    ckpt = load_checkpoint(checkpoint)
-    model = ckpt.model
-    torch.set_num_threads(options.threads)
-    norm = ckpt.meta.get("normalisation") or {}
-    mean = np.asarray(norm.get("mean", 0.0), np.float32)
-    std = np.asarray(norm.get("std", 1.0), np.float32)
-    state = list(model.init_state(1))
+def _baseline_configs(baselines: tuple[Baseline, ...], data: _Samples,
+                      options: BenchOptions) -> list[Config]:
+    """Time each baseline step function, interleaved over the repeats."""
+    out, calls = [], []
     i = [0]
+    for b in baselines:
+        step = b.make()
+        cfg = Config(f"{b.name}/step", "baseline", None, "fp32", b.name, 1,
+                     extra={"library": b.library})
 
-    def torch_step():
-        x = torch.from_numpy((data[i[0] & 4095] - mean) / std)[None]
-        with torch.inference_mode():
-            _, *new = model.step(x, *state)
-        state[:] = new
-        i[0] += 1
+        def call(step=step):
+            step(data[i[0]])
+            i[0] += 1
 
-    out = [Config("torch/step", "baseline", None, "fp32", "torch", 1,
-                  extra={"library": f"torch {torch.__version__}"})]
-    numpy_step = numpy_step_fn(model, mean, std) if model.arch == "wave_rnn" else None
-    if numpy_step is not None:
-        out.append(Config("numpy/step", "baseline", None, "fp32", "numpy", 1,
-                          extra={"library": f"numpy {np.__version__}"}))
-    for _ in range(options.warmup):
-        torch_step()
-    calls = max(50, options.samples // 5)
+        for _ in range(options.warmup):
+            call()
+        out.append(cfg)
+        calls.append((call, max(50, options.samples // b.divisor)))
     for _ in range(options.repeats):
-        out[0].repeats.append(_time_calls(torch_step, calls, 1))
-        if numpy_step is not None:
-            def call():
-                numpy_step(data[i[0] & 4095])
-                i[0] += 1
-
-            out[1].repeats.append(_time_calls(call, options.samples, 1))
+        for cfg, (call, n) in zip(out, calls):
+            cfg.repeats.append(_time_calls(call, n, 1))
     return out
-
-
-def numpy_step_fn(model, mean: np.ndarray, std: np.ndarray):
-    """A plain numpy Wave-RNN step (the hand-written alternative to a runtime): one GEMV for
-    the input drive, the ring convolution as one [c, 3c] @ [3c, n] matmul over the wrapped
-    neighbours, one GEMV for the readout. Checked against torch in the tests."""
-    sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
-    if "readout.weight" not in sd:
-        return None  # a linear readout only; the MLP readout is not covered here
-    c, n = model.channels, model.ring_size
-    w_in = sd["encoder.weight"]
-    b_in = sd.get("encoder.bias", np.zeros(w_in.shape[0], np.float32))  # encoder_bias=False
-    u = np.concatenate([sd["ring.weight"][:, :, k] for k in range(3)], axis=1)  # [c, 3c]
-    b_u = sd["ring.bias"][:, None]
-    w_out, b_out = sd["readout.weight"], sd["readout.bias"]
-    inv_std = (1.0 / std).astype(np.float32)
-    h = np.zeros((c, n), np.float32)
-    left, right = np.roll(np.arange(n), 1), np.roll(np.arange(n), -1)
-    stacked = np.empty((3 * c, n), np.float32)
-
-    def step(x: np.ndarray) -> np.ndarray:
-        nonlocal h
-        xn = (x - mean) * inv_std
-        np.take(h, left, axis=1, out=stacked[:c])
-        stacked[c:2 * c] = h
-        np.take(h, right, axis=1, out=stacked[2 * c:])
-        h = np.maximum((w_in @ xn + b_in).reshape(c, n) + u @ stacked + b_u, 0.0)
-        return w_out @ h.reshape(-1) + b_out
-
-    return step
 
 
 def _ratios(s: dict) -> dict:

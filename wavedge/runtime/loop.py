@@ -29,7 +29,9 @@ class Summary:
     latency_us: dict = field(default_factory=dict)
     seconds: float = 0.0
     truth_samples: int = 0
-    truth_correct: int = 0
+    truth_correct: int = 0  # agreement heads (class scores, tokens)
+    truth_sq_error: float = 0.0  # squared-error heads (regression, Gaussian mean)
+    truth_metric: str | None = None  # "agreement" or "squared_error", from the head
     ends: int = 0  # samples that closed a labelled sequence
     ends_correct: int = 0
     interrupted: bool = False
@@ -45,7 +47,11 @@ class Summary:
             lat = self.latency_us
             out.append(f"latency per push: p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us, "
                        f"max {lat['max']:.1f} us")
-        if self.truth_samples:
+        if self.truth_samples and self.truth_metric == "squared_error":
+            out.append(f"mean squared error against truth: "
+                       f"{self.truth_sq_error / self.truth_samples:.4g} over "
+                       f"{self.truth_samples} samples")
+        elif self.truth_samples:
             out.append(f"agreement with truth: {self.truth_correct / self.truth_samples:.1%} of "
                        f"{self.truth_samples} samples")
         if self.ends:
@@ -84,12 +90,10 @@ def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
             summary.samples += 1
             sink.write(result, sample)
             if sample.truth is not None:
-                summary.truth_samples += 1
-                summary.truth_correct += result.label == sample.truth
+                _score_truth(summary, result, sample.truth)
             if prev is not None and prev.sequence is not None and prev.truth is not None \
                     and sample.sequence != prev.sequence:
-                summary.ends += 1
-                summary.ends_correct += prev_result.label == prev.truth
+                _score_end(summary, prev_result, prev.truth)
             prev, prev_result = sample, result
             if limit is not None and summary.samples >= limit:
                 break
@@ -108,8 +112,7 @@ def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
         except BrokenPipeError:
             pass
     if complete and prev is not None and prev.sequence is not None and prev.truth is not None:
-        summary.ends += 1
-        summary.ends_correct += prev_result.label == prev.truth
+        _score_end(summary, prev_result, prev.truth)
     summary.seconds = (clock() - started) / 1e9
     summary.dropped = Counter(stream.stats.dropped)
     summary.repaired = Counter(stream.stats.repaired)
@@ -118,6 +121,27 @@ def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
         summary.latency_us = {"p50": float(np.percentile(lat, 50)),
                               "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}
     return summary
+
+
+def _score_truth(summary: Summary, result, truth: str) -> None:
+    """The primary head's score against the source's truth: agreement or squared error."""
+    score = result.head.score_truth(result.values, truth)
+    if score is None:
+        return
+    summary.truth_samples += 1
+    summary.truth_metric = "agreement" if isinstance(score, bool) else "squared_error"
+    if isinstance(score, bool):
+        summary.truth_correct += score
+    else:
+        summary.truth_sq_error += score
+
+
+def _score_end(summary: Summary, result, truth: str) -> None:
+    """Agreement at the last sample of a labelled recording (agreement heads only)."""
+    score = result.head.score_truth(result.values, truth)
+    if isinstance(score, bool):
+        summary.ends += 1
+        summary.ends_correct += score
 
 
 def _last_reason(stream) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 from wavedge.errors import ManifestError
 from wavedge.manifest import FileEntry, Manifest, load_manifest
 from wavedge.runtime.backends import BACKENDS, BackendError, BackendOptions, Graph, load_graph
+from wavedge.signature import Signature
 
 FILE_FORMAT = {"onnxruntime": "onnx", "litert": "tflite"}
 
@@ -27,12 +28,12 @@ class Model:
     chunk_samples: int
 
     @property
-    def labels(self) -> tuple[str, ...]:
-        return self.manifest.labels
+    def signature(self) -> Signature:
+        return self.manifest.signature
 
     @property
-    def input_size(self) -> int:
-        return self.manifest.input_size
+    def labels(self) -> tuple[str, ...]:
+        return self.manifest.labels
 
     def stream(self, policy: str = "reject"):
         """A new stream from the reset state; ``policy`` for bad samples: reject, hold, zero."""
@@ -66,45 +67,36 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
                  chunk.samples_per_call if chunk else 1)
 
 
-def expected_io(manifest: Manifest, samples: int) -> tuple[list, list]:
-    """(name, shape) of the inputs and outputs a graph of ``samples`` per call must have."""
-    d, o = manifest.input_size, manifest.output_size
-    x, y = ((1, d), (1, o)) if samples == 1 else ((1, samples, d), (1, samples, o))
-    ins = [("x", x)] + [(s.input_name, (1, *s.shape)) for s in manifest.state]
-    outs = [("y", y)] + [(s.output_name, (1, *s.shape)) for s in manifest.state]
-    return ins, outs
-
-
 def _load_checked(manifest: Manifest, entry: FileEntry, backend: str,
                   options: BackendOptions) -> Graph:
-    want_in, want_out = expected_io(manifest, entry.samples_per_call)
-    return load_checked_graph(manifest.directory / entry.path, backend, want_in, want_out,
-                              options)
+    return load_checked_graph(manifest.directory / entry.path, backend, manifest.signature,
+                              entry.samples_per_call, options)
 
 
-def load_checked_graph(path: Path, backend: str, want_in: list, want_out: list,
+def load_checked_graph(path: Path, backend: str, signature: Signature, samples: int = 1,
                        options: BackendOptions = BackendOptions()) -> Graph:
-    """Load ``path`` and check its tensors against ``want_in``/``want_out`` ((name, shape)
-    lists, ``x`` and ``y`` first); the graph's tensors come back in that order."""
+    """Load ``path`` and check its tensors against ``signature`` at ``samples`` per call
+    (names, shapes, dtypes); the graph's tensors come back in signature order. Raises
+    ``ManifestError`` naming the tensor that does not match."""
     graph = load_graph(backend, path, options)
+    want_in, want_out = signature.graph_io(samples)
     for kind, want, got in (("input", want_in, graph.inputs), ("output", want_out, graph.outputs)):
-        got_map = {t.name: t.shape for t in got}
-        if set(got_map) != {n for n, _ in want}:
+        got_map = {t.name: t for t in got}
+        if set(got_map) != {n for n, _, _ in want}:
             raise ManifestError(f"{path}: {kind}s are {sorted(got_map)}, the manifest expects "
-                                f"{sorted(n for n, _ in want)}")
-        for name, shape in want:
-            if tuple(got_map[name]) != tuple(shape):
+                                f"{sorted(n for n, _, _ in want)}")
+        for name, shape, dtype in want:
+            t = got_map[name]
+            if tuple(t.shape) != tuple(shape):
                 raise ManifestError(f"{path}: {kind} {name!r}: expected shape {tuple(shape)} "
-                                    f"from the manifest, the graph has {tuple(got_map[name])}")
-    # order the graph's tensors as the manifest does, so runners index them positionally
-    order_in = [n for n, _ in want_in]
-    order_out = [n for n, _ in want_out]
+                                    f"from the manifest, the graph has {tuple(t.shape)}")
+            if t.host_dtype != np.dtype(dtype):
+                raise ManifestError(f"{path}: {kind} {name!r}: expected {dtype} from the "
+                                    f"manifest, the graph has {t.dtype}")
+    # order the graph's tensors as the signature does, so runners index them positionally
+    order_in = [n for n, _, _ in want_in]
+    order_out = [n for n, _, _ in want_out]
     graph.inputs.sort(key=lambda t: order_in.index(t.name))
     graph.outputs.sort(key=lambda t: order_out.index(t.name))
+    graph.n_inputs, graph.n_outputs = len(signature.inputs), len(signature.outputs)
     return graph
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)

@@ -2,15 +2,19 @@
 
 ``push(sample)`` runs one sample through the step graph; ``push_chunk(samples)`` runs many,
 through the chunk graph for every whole chunk and the step graph for the rest; ``reset()``
-returns the state to its reset value. Samples are raw sensor values: the graphs normalise them
-(the manifest's per-channel mean and std are part of each graph).
+returns the state to its reset value. A sample is the model's one input (an array of its
+shape), or, for a model with several inputs, a mapping of input name to value (or a tuple in
+signature order). Samples are raw: the graphs normalise them where the signature says so.
+What comes back is a ``Result`` whose fields are the model's output heads
+(``wavedge.runtime.heads``): a class and score, a Gaussian mean and variance, top tokens...
 
-Bad samples (wrong length or type, a non-numeric field, NaN or inf) follow the stream's policy
-and are counted in ``stats``:
+Bad samples follow the stream's policy and are counted in ``stats``: for float inputs a
+wrong length or type, a non-numeric field, NaN or inf; for integer inputs a value outside the
+declared range:
 
 - ``reject``: the sample is not fed to the model; ``push`` raises ``InputError`` saying why.
 - ``hold``: bad values are replaced by the last accepted sample's (a whole wrong-length sample
-  by the last sample); before any sample was accepted, by the channel means.
+  by the last sample); before any sample was accepted, by the channel means (0 for integers).
 - ``zero``: bad values are replaced by 0.
 """
 
@@ -23,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wavedge.errors import InputError
-from wavedge.runtime.model import Model, softmax
+from wavedge.runtime.heads import ClassHead, GaussianHead, Head, heads_for, softmax
+from wavedge.runtime.model import Model
 
 POLICIES = ("reject", "hold", "zero")
 _F32 = np.dtype(np.float32)
@@ -39,20 +44,54 @@ class StreamStats:
 
 
 class Result:
-    """The model's answer to one sample: ``logits`` and, lazily, class, label and score."""
+    """The model's answer to one sample: ``values`` (one array per output, signature order)
+    read through the model's heads. ``record()`` is what sinks write; the primary head's
+    fields are properties (``label``, ``score`` ... for class scores; ``mean``, ``variance``
+    for a Gaussian)."""
 
-    __slots__ = ("step", "logits", "_labels")
+    __slots__ = ("step", "values", "_heads")
 
-    def __init__(self, step: int, logits: np.ndarray, labels: tuple[str, ...]) -> None:
-        self.step, self.logits, self._labels = step, logits, labels
+    def __init__(self, step: int, values: list[np.ndarray], heads: list[Head]) -> None:
+        self.step, self.values, self._heads = step, values, heads
+
+    @property
+    def head(self) -> Head:
+        return self._heads[0]
+
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        """Every output by name."""
+        return dict(zip(self.head.output_names, self.values))
+
+    def record(self) -> dict:
+        """Every head's fields: the primary head's at the top level, the others' under their
+        output names."""
+        out = {"step": self.step, **self.head.record(self.values)}
+        for h in self._heads[1:]:
+            rec = h.record(self.values)
+            out[h.name] = rec[h.name] if list(rec) == [h.name] else rec
+        return out
+
+    def text(self) -> str:
+        return "  ".join(h.text(self.values) for h in self._heads)
+
+    def _class(self) -> ClassHead:
+        if not isinstance(self.head, ClassHead):
+            raise AttributeError(f"the model's output {self.head.name!r} is "
+                                 f"{self.head.spec.kind}, not class scores")
+        return self.head
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self.values[self._class().reads[0]]
 
     @property
     def class_id(self) -> int:
-        return int(self.logits.argmax())
+        return self._class().class_id(self.values)
 
     @property
     def label(self) -> str:
-        return self._labels[self.class_id] if self._labels else str(self.class_id)
+        return self._class().label(self.values)
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -61,26 +100,46 @@ class Result:
     @property
     def score(self) -> float:
         """Softmax probability of the predicted class."""
-        return float(self.probabilities[self.class_id])
+        return self._class().score(self.values)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.values[self.head.reads[0]]
+
+    @property
+    def variance(self) -> np.ndarray:
+        if not isinstance(self.head, GaussianHead):
+            raise AttributeError(f"the model's output {self.head.name!r} has no variance")
+        return self.values[self.head.reads[1]]
 
     def __repr__(self) -> str:
-        return f"Result(step={self.step}, label={self.label!r}, score={self.score:.3f})"
+        return f"Result(step={self.step}, {self.text().strip()})"
 
 
 class Results:
-    """Answers to a chunk of samples: ``logits [N, O]`` and the step index of each row."""
+    """Answers to a chunk of samples: ``values`` (one ``[N, *shape]`` array per output) and
+    the step index of each row."""
 
-    def __init__(self, steps: np.ndarray, logits: np.ndarray, labels: tuple[str, ...]) -> None:
-        self.steps, self.logits, self._labels = steps, logits, labels
+    def __init__(self, steps: np.ndarray, values: list[np.ndarray], heads: list[Head]) -> None:
+        self.steps, self.values, self._heads = steps, values, heads
 
     def __len__(self) -> int:
-        return len(self.logits)
+        return len(self.steps)
 
     def __getitem__(self, i: int) -> Result:
-        return Result(int(self.steps[i]), self.logits[i], self._labels)
+        return Result(int(self.steps[i]), [v[i] for v in self.values], self._heads)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        """Every output by name, ``[N, *shape]``."""
+        return dict(zip(self._heads[0].output_names, self.values))
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self.values[self._heads[0].reads[0]]
 
     @property
     def class_ids(self) -> np.ndarray:
@@ -88,7 +147,8 @@ class Results:
 
     @property
     def labels(self) -> list[str]:
-        return [self._labels[i] if self._labels else str(i) for i in self.class_ids]
+        names = getattr(self._heads[0], "labels", ())
+        return [names[i] if names else str(i) for i in self.class_ids]
 
 
 class Stream:
@@ -97,17 +157,23 @@ class Stream:
     def __init__(self, model: Model, policy: str = "reject") -> None:
         if policy not in POLICIES:
             raise InputError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
-        m = model.manifest
-        self.model, self.policy = model, policy
-        self.labels = m.labels
-        self.channels = m.input_size
-        self._shape = (self.channels,)
-        self._mean = np.asarray(m.mean, np.float32)
-        self._reset_values = [s.reset_value for s in m.state]
+        sig = model.signature
+        self.model, self.policy, self.signature = model, policy, sig
+        self.heads = heads_for(sig)
+        self.labels = model.manifest.labels
+        self._specs = sig.inputs
+        self._shapes = [tuple(i.shape) for i in sig.inputs]
         self._step = model.step_graph.runner()
         self._chunk = model.chunk_graph.runner() if model.chunk_graph is not None else None
         self._k = model.chunk_samples
-        self._x = self._step.x.reshape(-1)  # a view on the step graph's bound input
+        # views on the step graph's bound input buffers (they hold the last accepted sample)
+        self._xs = [b.reshape(i.shape) for b, i in zip(self._step.inputs, sig.inputs)]
+        self._x = self._xs[0]
+        self._fast = (len(sig.inputs) == 1 and sig.inputs[0].dtype == "float32")
+        self._shape = self._shapes[0]
+        self._first_fill = [np.asarray(i.normalise.mean, i.dtype).reshape(i.shape)
+                            if i.normalise is not None else np.zeros(i.shape, i.dtype)
+                            for i in sig.inputs]
         self.stats = StreamStats()
         self._last_drop: str | None = None
         self.steps = 0  # index of the next sample
@@ -116,129 +182,212 @@ class Stream:
     # -- state -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Return the state to its reset value (the counters and step index keep counting)."""
-        for buf, value in zip(self._step.state, self._reset_values):
-            buf.fill(value)
-        self._x[...] = self._mean  # what 'hold' repeats before any sample was accepted
+        for buf, spec in zip(self._step.state, self.signature.state):
+            buf[...] = spec.reset_array(1)
+        for x, fill in zip(self._xs, self._first_fill):
+            x[...] = fill  # what 'hold' repeats before any sample was accepted
 
     @property
     def state(self) -> tuple[np.ndarray, ...]:
-        """A copy of the current state, one array per manifest state entry (batch axis 1)."""
+        """A copy of the current state, one array per signature state (batch axis 1)."""
         return tuple(s.copy() for s in self._step.state)
 
     @state.setter
     def state(self, values) -> None:
-        for buf, v in zip(self._step.state, values):
-            v = np.asarray(v, np.float32)
+        values = list(values)
+        specs = self.signature.state
+        if len(values) != len(specs):
+            raise InputError(f"state: expected {len(specs)} arrays "
+                             f"({', '.join(s.name for s in specs)}), got {len(values)}")
+        for buf, v, spec in zip(self._step.state, values, specs):
+            v = np.asarray(v)
             if v.shape != buf.shape:
-                raise InputError(f"state: expected shape {buf.shape}, got {v.shape}")
-            buf[...] = v
+                raise InputError(f"state {spec.name!r}: expected shape {buf.shape}, "
+                                 f"got {v.shape}")
+            buf[...] = v.astype(buf.dtype)
 
     # -- one sample --------------------------------------------------------------------------
     def push(self, sample, problem: str | None = None) -> Result:
-        """Run one raw sample (``D`` numbers) and return the model's answer.
+        """Run one raw sample and return the model's answer.
 
         ``problem`` lets a source report a fault it already found (e.g. ``not_numeric``), so the
         policy counts it under that reason. Raises ``InputError`` when the policy is 'reject'
         and the sample is bad; the state is then unchanged.
         """
-        if (problem is None and type(sample) is np.ndarray and sample.dtype is _F32
-                and sample.shape == self._shape and math.isfinite(sum(sample.tolist()))):
+        if (self._fast and problem is None and type(sample) is np.ndarray
+                and sample.dtype is _F32 and sample.shape == self._shape
+                and math.isfinite(sum(sample.reshape(-1).tolist()))):
             # the common case, checked in plain Python floats (a numpy reduction over six
             # values costs more than the rest of the push)
             self._x[...] = sample
         else:
-            self._x[...] = self._accept(sample, problem)
-        y = self._step.run()
+            accepted = [self._accept(k, v, problem) for k, v in enumerate(self._split(sample))]
+            for x, v in zip(self._xs, accepted):
+                x[...] = v
+        values = [v[0] for v in self._step.run()]
         step = self.steps
         self.steps += 1
         self.stats.samples += 1
-        return Result(step, y[0], self.labels)
+        return Result(step, values, self.heads)
 
-    def _accept(self, sample, problem: str | None) -> np.ndarray:
-        if problem is None:
-            try:
-                x = np.asarray(sample, dtype=np.float32)
-            except (TypeError, ValueError):
-                return self._bad("not_numeric", None, f"sample is not numeric: {sample!r:.60}")
-            if x.shape not in (self._shape, (1, self.channels)):
-                return self._bad("wrong_shape", None, f"sample: expected {self.channels} "
-                                 f"values, shape ({self.channels},), got shape {x.shape}")
-            x = x.reshape(self.channels)
+    def _split(self, sample) -> list:
+        """The per-input values of one sample (a mapping by name, a tuple, or the value)."""
+        specs = self._specs
+        if len(specs) == 1:
+            return [sample[specs[0].name] if isinstance(sample, dict) else sample]
+        if isinstance(sample, dict):
+            missing = [i.name for i in specs if i.name not in sample]
+            if missing:
+                self.stats.dropped["wrong_shape"] += 1
+                self._last_drop = "wrong_shape"
+                raise InputError(f"step {self.steps}: sample lacks input(s) {missing}")
+            return [sample[i.name] for i in specs]
+        if not isinstance(sample, (tuple, list)) or len(sample) != len(specs):
+            self.stats.dropped["wrong_shape"] += 1
+            self._last_drop = "wrong_shape"
+            raise InputError(f"step {self.steps}: the model takes {len(specs)} inputs "
+                             f"({', '.join(i.name for i in specs)}): push a dict or a tuple")
+        return list(sample)
+
+    def _accept(self, k: int, value, problem: str | None) -> np.ndarray:
+        spec, shape = self._specs[k], self._shapes[k]
+        where = f"input {spec.name!r}: " if len(self._specs) > 1 else ""
+        if problem is not None:
+            x = np.asarray(value, dtype=np.float32).reshape(-1)
+            usable = (x, np.isfinite(x)) if x.size == spec.size else None
+            return self._bad(k, problem, usable, f"sample rejected by the source: {problem}")
+        try:
+            x = np.asarray(value, dtype=np.float64 if spec.dtype != "bool" else bool)
+        except (TypeError, ValueError):
+            return self._bad(k, "not_numeric", None, f"{where}sample is not numeric: "
+                             f"{value!r:.60}")
+        if x.shape not in (shape, (1, *shape)):
+            return self._bad(k, "wrong_shape", None, f"{where}sample: expected "
+                             f"{int(np.prod(shape))} values, shape {shape}, got shape {x.shape}")
+        x = x.reshape(shape)
+        if spec.dtype == "float32":
             finite = np.isfinite(x)
             if finite.all():
-                return x
-            return self._bad("non_finite", (x, finite), f"sample has NaN/inf in channel(s) "
-                             f"{np.flatnonzero(~finite).tolist()}")
-        x = np.asarray(sample, dtype=np.float32).reshape(-1)
-        usable = (x, np.isfinite(x)) if x.size == self.channels else None
-        return self._bad(problem, usable, f"sample rejected by the source: {problem}")
+                return x.astype(np.float32)
+            return self._bad(k, "non_finite", (x, finite), f"{where}sample has NaN/inf in "
+                             f"channel(s) {np.flatnonzero(~finite.reshape(-1)).tolist()}")
+        if spec.dtype == "bool":
+            return x
+        low, high = spec.range or (np.iinfo(spec.dtype).min, np.iinfo(spec.dtype).max + 1)
+        ok = np.isfinite(x) & (x == np.round(x)) & (x >= low) & (x < high)
+        if ok.all():
+            return x.astype(spec.dtype)
+        return self._bad(k, "out_of_range", (np.where(ok, x, 0), ok), f"{where}value(s) "
+                         f"{x[~ok].tolist()[:4]} outside [{low}, {high})")
 
-    def _bad(self, reason: str, usable, message: str) -> np.ndarray:
+    def _bad(self, k: int, reason: str, usable, message: str) -> np.ndarray:
         if self.policy == "reject":
             self.stats.dropped[reason] += 1
             self._last_drop = reason
             raise InputError(f"step {self.steps}: {message}")
         self.stats.repaired[reason] += 1
         # the step graph's input buffer still holds the last accepted sample
-        fill = self._x.copy() if self.policy == "hold" else np.zeros(self.channels, np.float32)
+        fill = self._xs[k].copy() if self.policy == "hold" else np.zeros_like(self._xs[k])
         if usable is None:
-            return fill.copy()
-        x, finite = usable
-        return np.where(finite, x, fill).astype(np.float32)
+            return fill
+        x, ok = usable
+        return np.where(ok.reshape(fill.shape), x.reshape(fill.shape), fill).astype(fill.dtype)
 
     # -- many samples ------------------------------------------------------------------------
     def push_chunk(self, samples) -> Results:
-        """Run ``samples`` (``[N, D]`` raw) in order; returns ``Results`` for the samples fed.
+        """Run ``samples`` (``[N, *shape]`` raw, or a mapping of input name to such arrays) in
+        order; returns ``Results`` for the samples fed.
 
         Whole chunks go through the chunk graph (when the model has one), the rest one by one.
         Bad rows follow the policy; with 'reject' they are dropped and counted (the good rows
         still run, in order) rather than raising, so a bad row never costs the good ones.
         """
-        try:
-            x = np.asarray(samples, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InputError("push_chunk: samples are not numeric") from None
-        if x.ndim != 2 or x.shape[1] != self.channels:
-            raise InputError(f"push_chunk: expected shape (N, {self.channels}), got {x.shape}")
-        xn = self._filter_rows(x)
-        n, out = len(xn), np.empty((len(xn), self.model.manifest.output_size), np.float32)
+        xs = self._chunk_inputs(samples)
+        xs = self._filter_rows(xs)
+        n = len(xs[0])
+        outs = [np.empty((n, *o.shape), o.dtype) for o in self.signature.outputs]
         i = 0
         step, chunk = self._step, self._chunk
         if chunk is not None and n >= self._k:
             for dst, src in zip(chunk.state, step.state):
                 np.copyto(dst, src)
             while n - i >= self._k:
-                chunk.x[0] = xn[i:i + self._k]
-                out[i:i + self._k] = chunk.run()[0]
+                for buf, x in zip(chunk.inputs, xs):
+                    buf[0] = x[i:i + self._k]
+                for out, y in zip(outs, chunk.run()):
+                    out[i:i + self._k] = y[0]
                 i += self._k
             for dst, src in zip(step.state, chunk.state):
                 np.copyto(dst, src)
         for j in range(i, n):
-            self._x[...] = xn[j]
-            out[j] = step.run()[0]
+            for buf, x in zip(self._xs, xs):
+                buf[...] = x[j]
+            for out, y in zip(outs, step.run()):
+                out[j] = y[0]
         if n:
-            self._x[...] = xn[-1]  # the last accepted sample, kept for 'hold'
+            for buf, x in zip(self._xs, xs):
+                buf[...] = x[-1]  # the last accepted sample, kept for 'hold'
         steps = np.arange(self.steps, self.steps + n)
         self.steps += n
         self.stats.samples += n
-        return Results(steps, out, self.labels)
+        return Results(steps, outs, self.heads)
 
-    def _filter_rows(self, x: np.ndarray) -> np.ndarray:
-        finite = np.isfinite(x)
-        bad = ~finite.all(axis=1)
+    def _chunk_inputs(self, samples) -> list[np.ndarray]:
+        specs = self._specs
+        if isinstance(samples, dict):
+            missing = [i.name for i in specs if i.name not in samples]
+            if missing:
+                raise InputError(f"push_chunk: samples lack input(s) {missing}")
+            raw = [samples[i.name] for i in specs]
+        elif len(specs) == 1:
+            raw = [samples]
+        else:
+            raise InputError(f"push_chunk: the model takes {len(specs)} inputs "
+                             f"({', '.join(i.name for i in specs)}): pass a dict of arrays")
+        xs = []
+        for spec, shape, r in zip(specs, self._shapes, raw):
+            try:
+                x = np.asarray(r, dtype=np.float32 if spec.dtype == "float32" else None)
+            except (TypeError, ValueError):
+                raise InputError(f"push_chunk: input {spec.name!r} is not numeric") from None
+            if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
+                raise InputError(f"push_chunk: expected shape (N, {', '.join(map(str, shape))})"
+                                 f" for input {spec.name!r}, got {x.shape}")
+            xs.append(x)
+        if len({len(x) for x in xs}) != 1:
+            raise InputError("push_chunk: inputs of different lengths "
+                             f"{[len(x) for x in xs]}")
+        return xs
+
+    def _filter_rows(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        oks = [self._ok_values(spec, x) for spec, x in zip(self._specs, xs)]
+        bad = np.zeros(len(xs[0]), bool)
+        for ok in oks:
+            bad |= ~ok.reshape(len(ok), -1).all(axis=1)
         if not bad.any():
-            return x
+            return [x.astype(spec.dtype, copy=False) for spec, x in zip(self._specs, xs)]
+        reason = "non_finite" if all(s.dtype == "float32" for s in self._specs) else "bad_value"
         if self.policy == "reject":
-            self.stats.dropped["non_finite"] += int(bad.sum())
-            return x[~bad]
-        self.stats.repaired["non_finite"] += int(bad.sum())
-        x = x.copy()
-        last = self._x
-        for r in np.flatnonzero(bad):  # rows in order, so 'hold' carries the last good values
-            if self.policy == "hold":
-                if r > 0:
-                    last = x[r - 1]
-                x[r] = np.where(finite[r], x[r], last)
-            else:
-                x[r] = np.where(finite[r], x[r], 0.0)
-        return x
+            self.stats.dropped[reason] += int(bad.sum())
+            return [x[~bad].astype(spec.dtype, copy=False) for spec, x in zip(self._specs, xs)]
+        self.stats.repaired[reason] += int(bad.sum())
+        out = []
+        for x, ok, last, spec in zip(xs, oks, self._xs, self._specs):
+            x = x.copy()
+            for r in np.flatnonzero(bad):  # rows in order, so 'hold' carries the last good
+                if self.policy == "hold":
+                    if r > 0:
+                        last = x[r - 1]
+                    x[r] = np.where(ok[r], x[r], last)
+                else:
+                    x[r] = np.where(ok[r], x[r], 0)
+            out.append(x.astype(spec.dtype))
+        return out
+
+    @staticmethod
+    def _ok_values(spec, x: np.ndarray) -> np.ndarray:
+        if spec.dtype == "float32":
+            return np.isfinite(x)
+        if spec.dtype == "bool" or spec.range is None:
+            return np.ones(x.shape, bool)
+        return (x >= spec.range[0]) & (x < spec.range[1])

@@ -22,10 +22,9 @@ def open_output(path: str, what: str):
 
 
 def record(result, sample) -> dict:
-    """The fields every structured sink writes for one result."""
-    row = {"step": result.step, "class_id": result.class_id, "label": result.label,
-           "score": round(result.score, 6),
-           "logits": [round(float(v), 6) for v in result.logits]}
+    """The fields every structured sink writes for one result: the step, each output head's
+    fields (``wavedge.runtime.heads``), and ``truth`` when the source knows it."""
+    row = result.record()
     if sample is not None and sample.truth is not None:
         row["truth"] = sample.truth
     return row

@@ -1,10 +1,14 @@
-"""``csv:PATH``: a CSV file with ``step,class_id,label,score,truth`` and one logit column per
-class (``logit_<label>``). ``csv:-`` writes to standard output."""
+"""``csv:PATH``: a CSV file, one row per result: ``step``, the primary output head's columns
+(class scores: ``class_id,label,score`` and ``logit_<label>`` per class; a Gaussian: ``mean_<i>``
+and ``variance_<i>``; tokens: the top 5 ids and probabilities, never the vocabulary), any
+other head's columns prefixed by its output name, and ``truth``. ``csv:-`` writes to standard
+output."""
 
 from __future__ import annotations
 
 import csv
 
+from wavedge.runtime.heads import heads_for
 from wavedge.runtime.sinks import open_output, record
 
 
@@ -13,14 +17,24 @@ class CsvSink:
         url.check_params(())
         self.fh, self._owned = open_output(url.path, "csv sink")
         self.writer = csv.writer(self.fh)
-        labels = manifest.labels or [str(i) for i in range(manifest.output_size)]
-        self.writer.writerow(["step", "class_id", "label", "score", "truth",
-                              *(f"logit_{name}" for name in labels)])
+        self.heads = heads_for(manifest.signature)
+        primary, *others = self.heads
+        columns = primary.columns()
+        for h in others:
+            columns += [f"{h.name}.{c}" if not c.startswith(h.name) else c for c in h.columns()]
+        # truth right after the primary head's short fields, as before the heads existed
+        self._at = len([c for c in primary.columns() if not c.startswith("logit_")]) + 1
+        self.writer.writerow(["step", *columns[:self._at - 1], "truth", *columns[self._at - 1:]])
 
     def write(self, result, sample) -> None:
         r = record(result, sample)
-        self.writer.writerow([r["step"], r["class_id"], r["label"], r["score"],
-                              r.get("truth", ""), *r["logits"]])
+        primary, *others = self.heads
+        cells = primary.row(r)
+        for h in others:
+            rec = r[h.name]
+            cells += h.row(rec if isinstance(rec, dict) else {h.name: rec})
+        self.writer.writerow([r["step"], *cells[:self._at - 1], r.get("truth", ""),
+                              *cells[self._at - 1:]])
 
     def close(self) -> None:
         self.fh.flush()

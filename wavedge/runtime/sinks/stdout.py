@@ -1,4 +1,5 @@
-"""``stdout:[?every=N]``: one human-readable line per result (or every N-th result)."""
+"""``stdout:[?every=N]``: one human-readable line per result (or every N-th result), as
+each output head writes it (class and score; mean +- standard deviation; top token ...)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ class StdoutSink:
     def write(self, result, sample) -> None:
         if (result.step + 1) % self.every:
             return
-        line = f"step {result.step:>7}  {result.label:<12} {result.score:6.3f}"
+        line = f"step {result.step:>7}  {result.text()}"
         if sample is not None and sample.truth is not None:
-            mark = "ok" if sample.truth == result.label else "MISS"
-            line += f"   truth {sample.truth:<12} {mark}"
+            agrees = result.head.score_truth(result.values, sample.truth)
+            mark = ("ok" if agrees else "MISS") if isinstance(agrees, bool) else ""
+            line += f"   truth {sample.truth:<12} {mark}".rstrip()
         print(line, file=self.out, flush=True)
 
     def close(self) -> None:

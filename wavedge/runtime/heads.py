@@ -1,0 +1,236 @@
+"""Output heads: what each output kind of a signature means to a user, chosen by kind.
+
+A head turns a model's raw outputs at one step into a record (what ``jsonl:`` writes and
+``csv:`` flattens), a line (``stdout:``), a bridge prediction (``link:``) and, where the source
+carries truth, a score against it (the run summary). ``HEADS`` maps each output kind to its
+head; an output of kind ``variance`` belongs to the ``gaussian_mean`` that names it.
+
+| kind | record | truth |
+|---|---|---|
+| class_scores | class_id, label, score (softmax), logits | label agreement |
+| gaussian_mean (+ variance) | mean, variance | squared error of the mean |
+| regression, embedding, activations | the values | squared error (regression) |
+| token_logits | token, prob, top_ids, top_probs (top 5; never the whole vocabulary) | token agreement |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wavedge.errors import ManifestError
+from wavedge.signature import OutputSpec, Signature
+
+TOP_K = 5
+# bridge PREDICTION kinds (wavedge.firmware_bridge.messages.PREDICTION_KINDS mirrors them)
+BRIDGE_KIND = {"class_scores": 1, "gaussian_mean": 2, "regression": 3, "token_logits": 4,
+               "embedding": 5, "activations": 6}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _floats(v: np.ndarray) -> list:
+    return [round(float(a), 6) for a in np.asarray(v, np.float64).reshape(-1)]
+
+
+class Head:
+    """One output (or a Gaussian's pair) of a signature. ``reads`` are the output indices."""
+
+    kind = ""
+    truth = None  # what ``score_truth`` measures: "agreement", "squared_error" or None
+
+    def __init__(self, spec: OutputSpec, signature: Signature) -> None:
+        self.output_names = [o.name for o in signature.outputs]
+        self.spec, self.name = spec, spec.name
+        self.reads = (self.output_names.index(spec.name),)
+
+    def record(self, values: list[np.ndarray]) -> dict:
+        return {self.name: _floats(values[self.reads[0]])}
+
+    def columns(self) -> list[str]:
+        return [f"{self.name}_{i}" for i in range(int(np.prod(self.spec.shape)))]
+
+    def row(self, record: dict) -> list:
+        return list(record[self.name])
+
+    def text(self, values: list[np.ndarray]) -> str:
+        v = np.asarray(values[self.reads[0]]).reshape(-1)
+        more = f" ... ({v.size} values)" if v.size > 4 else ""
+        return f"{self.name} " + " ".join(f"{a:.4g}" for a in v[:4]) + more
+
+    def bridge(self, values: list[np.ndarray]) -> tuple[int, float, tuple[float, ...]]:
+        """(index, score, vector) of a PREDICTION frame."""
+        return 0, 0.0, tuple(float(a) for a in np.asarray(values[self.reads[0]]).reshape(-1))
+
+    def bridge_floats(self) -> int:
+        return int(np.prod(self.spec.shape))
+
+    def score_truth(self, values: list[np.ndarray], truth: str):
+        return None
+
+
+class ClassHead(Head):
+    kind = "class_scores"
+    truth = "agreement"
+
+    def __init__(self, spec, signature) -> None:
+        super().__init__(spec, signature)
+        self.labels = spec.labels
+
+    def class_id(self, values) -> int:
+        return int(values[self.reads[0]].argmax())
+
+    def label(self, values) -> str:
+        c = self.class_id(values)
+        return self.labels[c] if self.labels else str(c)
+
+    def score(self, values) -> float:
+        logits = values[self.reads[0]]
+        return float(softmax(logits.reshape(-1))[self.class_id(values)])
+
+    def record(self, values) -> dict:
+        return {"class_id": self.class_id(values), "label": self.label(values),
+                "score": round(self.score(values), 6), "logits": _floats(values[self.reads[0]])}
+
+    def columns(self) -> list[str]:
+        labels = self.labels or [str(i) for i in range(self.spec.shape[-1])]
+        return ["class_id", "label", "score", *(f"logit_{name}" for name in labels)]
+
+    def row(self, record: dict) -> list:
+        return [record["class_id"], record["label"], record["score"], *record["logits"]]
+
+    def text(self, values) -> str:
+        return f"{self.label(values):<12} {self.score(values):6.3f}"
+
+    def bridge(self, values):
+        return self.class_id(values), self.score(values), tuple(
+            float(a) for a in values[self.reads[0]].reshape(-1))
+
+    def score_truth(self, values, truth: str):
+        return self.label(values) == truth
+
+
+class GaussianHead(Head):
+    kind = "gaussian_mean"
+    truth = "squared_error"
+
+    def __init__(self, spec, signature) -> None:
+        super().__init__(spec, signature)
+        self.reads = (self.output_names.index(spec.name), self.output_names.index(spec.variance))
+
+    def record(self, values) -> dict:
+        return {"mean": _floats(values[self.reads[0]]),
+                "variance": _floats(values[self.reads[1]])}
+
+    def columns(self) -> list[str]:
+        n = int(np.prod(self.spec.shape))
+        return [f"mean_{i}" for i in range(n)] + [f"variance_{i}" for i in range(n)]
+
+    def row(self, record: dict) -> list:
+        return [*record["mean"], *record["variance"]]
+
+    def text(self, values) -> str:
+        m = values[self.reads[0]].reshape(-1)
+        sd = np.sqrt(np.maximum(values[self.reads[1]].reshape(-1), 0.0))
+        shown = " ".join(f"{a:.4g}+-{b:.2g}" for a, b in zip(m[:4], sd[:4]))
+        return f"{self.name} {shown}" + (f" ... ({m.size} values)" if m.size > 4 else "")
+
+    def bridge(self, values):
+        return 0, 0.0, tuple(float(a) for a in (*values[self.reads[0]].reshape(-1),
+                                                *values[self.reads[1]].reshape(-1)))
+
+    def bridge_floats(self) -> int:
+        return 2 * int(np.prod(self.spec.shape))
+
+    def score_truth(self, values, truth: str):
+        return _squared_error(values[self.reads[0]], truth)
+
+
+class ValuesHead(Head):
+    """regression, embedding and activations: the values as they are."""
+
+    kind = "regression"
+
+    def __init__(self, spec, signature) -> None:
+        super().__init__(spec, signature)
+        self.truth = "squared_error" if spec.kind == "regression" else None
+
+    def score_truth(self, values, truth: str):
+        if self.spec.kind != "regression":
+            return None
+        return _squared_error(values[self.reads[0]], truth)
+
+
+class TokenHead(Head):
+    kind = "token_logits"
+    truth = "agreement"
+
+    def _top(self, values):
+        logits = values[self.reads[0]].reshape(-1)
+        k = min(TOP_K, logits.size)
+        ids = np.argpartition(-logits, k - 1)[:k]
+        ids = ids[np.argsort(-logits[ids], kind="stable")]
+        return ids, softmax(logits)[ids]
+
+    def record(self, values) -> dict:
+        ids, probs = self._top(values)
+        return {"token": int(ids[0]), "prob": round(float(probs[0]), 6),
+                "top_ids": [int(i) for i in ids], "top_probs": _floats(probs)}
+
+    def columns(self) -> list[str]:
+        k = min(TOP_K, int(np.prod(self.spec.shape)))
+        return ["token", "prob", *(f"top{i}_id" for i in range(k)),
+                *(f"top{i}_prob" for i in range(k))]
+
+    def row(self, record: dict) -> list:
+        return [record["token"], record["prob"], *record["top_ids"], *record["top_probs"]]
+
+    def text(self, values) -> str:
+        ids, probs = self._top(values)
+        return f"token {int(ids[0]):>6} {float(probs[0]):6.3f}"
+
+    def bridge(self, values):
+        ids, probs = self._top(values)
+        return int(ids[0]), float(probs[0]), tuple(float(p) for p in probs)
+
+    def bridge_floats(self) -> int:
+        return min(TOP_K, int(np.prod(self.spec.shape)))
+
+    def score_truth(self, values, truth: str):
+        return str(self._top(values)[0][0]) == truth
+
+
+def _squared_error(pred: np.ndarray, truth: str) -> float | None:
+    try:
+        t = np.asarray([float(v) for v in str(truth).split(";")], np.float64)
+    except ValueError:
+        return None
+    p = np.asarray(pred, np.float64).reshape(-1)
+    if t.size != p.size:
+        return None
+    return float(np.mean((p - t) ** 2))
+
+
+HEADS: dict[str, type[Head]] = {"class_scores": ClassHead, "gaussian_mean": GaussianHead,
+                                "regression": ValuesHead, "embedding": ValuesHead,
+                                "activations": ValuesHead, "token_logits": TokenHead}
+
+
+def heads_for(signature: Signature) -> list[Head]:
+    """One head per output (a variance rides with its mean); the first is the primary one.
+    Raises ``ManifestError`` for an output kind without a head."""
+    out = []
+    for spec in signature.outputs:
+        if spec.kind == "variance":
+            continue
+        cls = HEADS.get(spec.kind)
+        if cls is None:
+            raise ManifestError(f"output {spec.name!r}: kind {spec.kind!r} has no head in this "
+                                f"runtime (it serves {', '.join(HEADS)})")
+        out.append(cls(spec, signature))
+    if not out:
+        raise ManifestError("the signature has no output a head can serve")
+    return out
