@@ -37,11 +37,11 @@ def test_exported_graphs_equal_torch_over_long_streams(exported_bundled):
     manifest = load_manifest(exported_bundled)
     ckpt = load_checkpoint(BUNDLED_CHECKPOINT)
     # a stream the export check never saw: 1600 samples of the test split in another order
-    from wavedge.export.model_dir import held_out_sequences, normalisation
+    from wavedge.export.model_dir import default_task
 
-    x_raw, _ = held_out_sequences(ckpt)
-    stream = check_stream(x_raw, 1600, 32, seed=1)
-    ref_y, ref_state = torch_reference(ckpt.model, stream, *normalisation(ckpt))
+    streams = check_stream(default_task(ckpt, 1600).held_out, 1600, 32, seed=1)
+    stream = streams["x"]
+    (ref_y,), ref_state = torch_reference(ckpt.model, streams)
     for graph, samples in (("step", 1), ("chunk", 32)):
         entry = manifest.find_file(graph)
         assert entry.samples_per_call == samples
@@ -55,18 +55,22 @@ def test_exported_graphs_equal_torch_over_long_streams(exported_bundled):
 
 def test_manifest_records_the_measured_error_and_provenance(exported_bundled):
     raw = json.loads((exported_bundled / "manifest.json").read_text())
-    assert raw["format"] == "wavedge-model" and raw["version"] == 1
+    assert raw["format"] == "wavedge-model" and raw["version"] == 2
     assert raw["check"]["steps"] >= 1000 and raw["check"]["tolerance"] == 1e-5
     for f in raw["files"]:
         if f["graph"] == "identity":
             continue
         err = f["error_vs_torch"]
         assert 0 <= err["error"] <= 1e-5 and err["steps"] >= 1000
-    assert raw["state"] == [{"name": "h", "shape": [16, 64], "dtype": "float32",
+    sig = raw["signature"]
+    assert sig["state"] == [{"name": "h", "shape": [16, 64], "dtype": "float32",
                              "reset_value": 0.0, "input": "state_in.h", "output": "state_out.h"}]
-    assert raw["input"]["channels"][:3] == ["acc_x", "acc_y", "acc_z"]
-    assert raw["input"]["sample_rate_hz"] == 10.0
-    assert raw["output"]["labels"] == ["badminton", "running", "standing", "walking"]
+    assert sig["inputs"][0]["channels"][:3] == ["acc_x", "acc_y", "acc_z"]
+    assert sig["inputs"][0]["preprocessing"]["kind"] == "normalise"
+    assert sig["sample_rate_hz"] == 10.0
+    assert sig["outputs"][0]["kind"] == "class_scores"
+    assert sig["outputs"][0]["labels"] == ["badminton", "running", "standing", "walking"]
+    assert raw["quality"]["torch_fp32"] >= 0.95
     assert raw["training"]["test_accuracy"] >= 0.95
 
 
@@ -93,7 +97,7 @@ def test_baselines_export_within_tolerance(tmp_path, basic_motions_meta, arch, c
 def test_export_refuses_a_model_beyond_the_tolerance(tmp_path):
     out = tmp_path / "strict"
     ckpt = load_checkpoint(BUNDLED_CHECKPOINT)
-    with pytest.raises(ExportError, match=r"differs from torch by .* \(tolerance 1e-12\).*nothing written"):
+    with pytest.raises(ExportError, match=r"differs from torch by .* in '.*' \(tolerance 1e-12\).*nothing written"):
         export_model_dir(ckpt, out, ExportOptions(tolerance=1e-12, check_steps=1000))
     assert not out.exists()
     assert not any(p.name.startswith(".strict") for p in tmp_path.iterdir())  # no temp left

@@ -40,12 +40,19 @@ CASES = {
                         "manifest version 7 is not supported"),
     "wrong format": (lambda d: _edit(d, lambda r: r.update(format="tflite-thing")),
                      "format is 'tflite-thing'"),
-    "missing field": (lambda d: _edit(d, lambda r: r["input"].pop("channels")),
-                      "missing field 'input.channels'"),
-    "wrong type": (lambda d: _edit(d, lambda r: r["output"].update(size="4")),
-                   "field 'output.size' should be an integer"),
-    "bad normalisation": (lambda d: _edit(d, lambda r: r["input"]["normalisation"].update(
-        std=[1.0, 1.0])), "input.normalisation.std should hold 6 numbers"),
+    "missing field": (lambda d: _edit(d, lambda r: r["signature"]["inputs"][0].pop("shape")),
+                      r"signature.inputs\[0\]: missing field 'shape'"),
+    "wrong type": (lambda d: _edit(d, lambda r: r["signature"]["outputs"][0].update(
+        shape="4")), r"signature.outputs\[0\].shape: should be list"),
+    "bad normalisation": (lambda d: _edit(d, lambda r: r["signature"]["inputs"][0][
+        "preprocessing"].update(std=[1.0, 1.0])),
+        r"signature.inputs\[0\].preprocessing.std: should hold 6 numbers"),
+    "unserved kind": (lambda d: _edit(d, lambda r: r["signature"]["outputs"][0].update(
+        kind="hologram")), "output kind 'hologram' has no head in this runtime"),
+    "unserved dtype": (lambda d: _edit(d, lambda r: r["signature"]["state"][0].update(
+        dtype="float16")), "dtype 'float16' is not one this runtime serves"),
+    "labels and classes disagree": (lambda d: _edit(d, lambda r: r["signature"]["outputs"][0]
+        .update(labels=["a", "b"])), "4 classes but 2 labels"),
     "missing manifest": (lambda d: (d / "manifest.json").unlink(), "missing"),
     "missing model file": (lambda d: (d / "model.step.onnx").unlink(),
                            "listed in the manifest but missing"),
@@ -74,5 +81,40 @@ def test_cli_inspect_reports_a_bad_manifest_in_one_line(model_dir, case):
 def test_cli_inspect_prints_a_summary(model_dir):
     proc = run_cli("inspect", model_dir)
     assert proc.returncode == 0, proc.stderr
-    assert "6 channels acc_x" in proc.stdout and "files verified" in proc.stdout
+    assert "x float32 sensor acc_x" in proc.stdout and "files verified" in proc.stdout
+    assert "y class_scores [4] (badminton" in proc.stdout
     assert "state:  h [16, 64]" in proc.stdout
+
+
+def _as_version_1(raw: dict) -> None:
+    """The bundled manifest as wavedge 0.1 wrote it (version 1: one input, one output)."""
+    sig = raw.pop("signature")
+    inp, out = sig["inputs"][0], sig["outputs"][0]
+    raw.update(version=1, input={
+        "name": "x", "channels": inp["channels"], "dtype": "float32",
+        "sample_rate_hz": sig["sample_rate_hz"],
+        "normalisation": {k: inp["preprocessing"][k] for k in ("mean", "std", "in_graph")}},
+        output={"name": "y", "kind": "class_scores", "activation": "logits",
+                "size": out["shape"][0], "labels": out["labels"]},
+        state=sig["state"])
+
+
+def test_a_version_1_manifest_loads_upgraded_and_upgrade_rewrites_it(model_dir):
+    before = load_manifest(model_dir).signature
+    _edit(model_dir, _as_version_1)
+    m = load_manifest(model_dir)
+    assert m.raw["version"] == 2 and m.signature == before
+    proc = run_cli("upgrade", model_dir)
+    assert proc.returncode == 0, proc.stderr
+    raw = json.loads((model_dir / "manifest.json").read_text())
+    assert raw["version"] == 2 and "input" not in raw and raw["upgraded_from"]["version"] == 1
+    assert load_manifest(model_dir).signature == before
+
+
+def test_a_model_the_runtime_cannot_serve_is_refused_at_load_naming_it(model_dir):
+    from wavedge.runtime import load_model
+
+    _edit(model_dir, lambda r: r["signature"]["outputs"][0].update(kind="regression",
+                                                                    shape=[5]))
+    with pytest.raises(ManifestError, match=r"output 'y': expected shape \(1, 5\)"):
+        load_model(model_dir)

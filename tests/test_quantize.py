@@ -112,21 +112,22 @@ def test_int8_stream_agrees_with_fp32_on_the_recording(backend):
 
 def test_calibration_reader_streams_full_recordings_with_the_state():
     data = basic_motions()
-    reader = StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", data.x_train[:4],
+    sig = load_manifest(BUNDLED_MODEL).signature
+    reader = StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", sig, data.x_train[:4],
                                      passes=1, stride=1)
     feeds = list(reader)
     assert len(feeds) == 400 and reader.description["stream_samples"] == 400
     assert not feeds[0]["state_in.h"].any() and feeds[150]["state_in.h"].any()
     assert reader.get_next() is feeds[0] and reader.get_next() is feeds[1]
-    with pytest.raises(InputError, match=r"expected shape \(N, T, D\)"):
-        StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", data.x_train[0])
+    with pytest.raises(InputError, match=r"expected shape \(N, T, 6\)"):
+        StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", sig, data.x_train[0])
 
 
 def test_accuracy_gate_refuses_8bit_activations_and_says_by_how_much(tmp_path):
     out = tmp_path / "a8"
     options = ExportOptions(precisions=("fp32", "int8"), check_steps=1000,
                             quant=QuantOptions(activation_bits=8, reduce_range=True))
-    with pytest.raises(ExportError, match=r"a drop of .* points where 1 is allowed "
+    with pytest.raises(ExportError, match=r"a loss of .* points where 1 is allowed "
                                           r"\(missed by .*\); nothing written"):
         export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out, options)
     assert not out.exists()
@@ -160,7 +161,7 @@ def test_dynamic_int8_onnx_is_the_option_that_needs_no_calibration(tmp_path):
 def test_quant_options_refuse_what_onnx_runtime_cannot_run():
     with pytest.raises(InputError, match="16-bit activations need the qdq format"):
         QuantOptions(quant_format="qoperator").validate()
-    with pytest.raises(InputError, match="per_channel 'some': choose conv, all, none"):
+    with pytest.raises(InputError, match="per_channel 'some': choose family, all, none"):
         QuantOptions(per_channel="some").validate()
     with pytest.raises(InputError, match="per_channel 'all' or 'none'"):
         QuantOptions(quant_format="qoperator", activation_bits=8).validate()
@@ -201,8 +202,8 @@ def test_micro_check_reruns_the_bundled_int8_tflite():
     recorded = next(f for f in m.raw["files"] if f["path"] == "model.step.int8.tflite")["micro"]
     assert recorded["argmax_agreement_own_state"] >= 0.99
     assert recorded["max_diff_lsb_same_inputs"] <= 1  # within one quantisation step
-    stream = check_stream(basic_motions().x_test, 300, 1)
-    got = micro_check(BUNDLED_MODEL / "model.step.int8.tflite", stream)
+    stream = check_stream([{"x": x} for x in basic_motions().x_test], 300, 1)
+    got = micro_check(BUNDLED_MODEL / "model.step.int8.tflite", m.signature, stream)
     assert got["arena_bytes"] == recorded["arena_bytes"]
     assert got["max_diff_lsb_same_inputs"] <= 1 and got["argmax_agreement_own_state"] >= 0.99
 
@@ -212,16 +213,18 @@ def test_micro_check_refuses_a_float_model():
     from wavedge.export.micro import micro_check
 
     with pytest.raises(ExportError, match="full-integer"):
-        micro_check(BUNDLED_MODEL / "model.step.tflite", np.zeros((4, 6), np.float32))
+        micro_check(BUNDLED_MODEL / "model.step.tflite", load_manifest(BUNDLED_MODEL).signature,
+                    {"x": np.zeros((4, 6), np.float32)})
 
 
 def test_calibration_reader_runs_a_tflite_graph_through_litert():
     pytest.importorskip("ai_edge_litert")
     data = basic_motions()
-    onnx = list(StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", data.x_train[:2],
-                                        passes=1, stride=10))
-    tfl = list(StreamCalibrationReader(BUNDLED_MODEL / "model.step.tflite", data.x_train[:2],
-                                       passes=1, stride=10))
+    sig = load_manifest(BUNDLED_MODEL).signature
+    onnx = list(StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", sig,
+                                        data.x_train[:2], passes=1, stride=10))
+    tfl = list(StreamCalibrationReader(BUNDLED_MODEL / "model.step.tflite", sig,
+                                       data.x_train[:2], passes=1, stride=10))
     assert len(tfl) == len(onnx) == 20 and set(tfl[0]) == {"x", "state_in.h"}
     for a, b in zip(onnx, tfl):
         np.testing.assert_allclose(a["state_in.h"], b["state_in.h"], atol=1e-4)
@@ -264,8 +267,9 @@ def test_bad_calibration_recordings_are_refused_in_one_line(tmp_path):
         other = tmp_path / "other.csv"
         other.write_text("a,b\n1,2\n")
         load_recordings(other, channels)
-    with pytest.raises(InputError, match="takes 6"):
-        StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx", [np.zeros((10, 3))])
+    with pytest.raises(InputError, match="6 channels expected"):
+        StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx",
+                                load_manifest(BUNDLED_MODEL).signature, [np.zeros((10, 3))])
     out = tmp_path / "never"
     with pytest.raises(InputError, match="sample 2: not_numeric"):
         export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out, ExportOptions(

@@ -351,8 +351,9 @@ class Stream:
             except (TypeError, ValueError):
                 raise InputError(f"push_chunk: input {spec.name!r} is not numeric") from None
             if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
+                which = f" for input {spec.name!r}" if len(specs) > 1 else ""
                 raise InputError(f"push_chunk: expected shape (N, {', '.join(map(str, shape))})"
-                                 f" for input {spec.name!r}, got {x.shape}")
+                                 f"{which}, got {x.shape}")
             xs.append(x)
         if len({len(x) for x in xs}) != 1:
             raise InputError("push_chunk: inputs of different lengths "
