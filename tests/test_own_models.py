@@ -1,0 +1,264 @@
+"""The step contract proven on models written outside wavedge, in this file only: an LSTM
+classifier, a regression model with a variance head, and a toy memory model with two inputs
+per step (a float observation, an integer action) whose state is a fixed-capacity key/value
+memory, an integer write position and a boolean validity mask. Each is exported, checked for
+parity (integer and mask state exactly equal), and streamed through the runtime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import ROOT
+from wavedge.export import ExportOptions, export_model_dir
+from wavedge.manifest import load_manifest
+from wavedge.models import StepModel
+from wavedge.runtime import available, load_model
+from wavedge.signature import InputSpec, Normalise, OutputSpec, Signature, StateSpec
+
+BACKENDS = [b for b in ("onnxruntime", "litert") if available().get(b)]
+
+
+class LSTMClassifier(StepModel):
+    """An LSTM over 3 float channels, 2 classes; state h and c."""
+
+    def __init__(self, hidden: int = 8) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.cell = nn.LSTMCell(3, hidden)
+        self.head = nn.Linear(hidden, 2)
+
+    @property
+    def signature(self) -> Signature:
+        return Signature(
+            (InputSpec("accel", (3,), channels=("ax", "ay", "az"),
+                       normalise=Normalise((0.0, 0.0, 9.8), (1.0, 1.0, 2.0))),),
+            (OutputSpec("activity", (2,), "class_scores", labels=("still", "moving")),),
+            (StateSpec("h", (self.hidden,)), StateSpec("c", (self.hidden,))),
+            sample_rate_hz=50.0)
+
+    def step(self, x, h, c):
+        h, c = self.cell(x, (h, c))
+        return self.head(h), h, c
+
+
+class GaussianRegressor(StepModel):
+    """A GRU cell predicting 2 values with their variance (softplus)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(4, 12)
+        self.mean = nn.Linear(12, 2)
+        self.var = nn.Linear(12, 2)
+
+    @property
+    def signature(self) -> Signature:
+        return Signature((InputSpec("x", (4,), channels=("a", "b", "c", "d")),),
+                         (OutputSpec("y_mean", (2,), "gaussian_mean", variance="y_var"),
+                          OutputSpec("y_var", (2,), "variance")),
+                         (StateSpec("h", (12,)),))
+
+    def step(self, x, h):
+        h = self.cell(x, h)
+        return self.mean(h), nn.functional.softplus(self.var(h)) + 1e-3, h
+
+
+class MemoryModel(StepModel):
+    """Writes (key, value) = (obs projection, action embedding) into slot ``pos`` of a fixed
+    memory of 4 slots, marks it valid, advances ``pos`` modulo 4 (so the check covers
+    wrap-around), and reads the memory with attention over the valid slots."""
+
+    slots = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key = nn.Linear(3, 5)
+        self.embed = nn.Embedding(6, 5)
+        self.out = nn.Linear(5, 3)
+
+    @property
+    def signature(self) -> Signature:
+        n = self.slots
+        return Signature(
+            (InputSpec("obs", (3,), role="observation"),
+             InputSpec("action", (1,), "int64", role="action", range=(0, 6))),
+            (OutputSpec("next_obs", (3,), "regression"),),
+            (StateSpec("keys", (n, 5)), StateSpec("values", (n, 5)),
+             StateSpec("pos", (1,), "int64", 0), StateSpec("valid", (n,), "bool", False)))
+
+    def step(self, obs, action, keys, values, pos, valid):
+        k = self.key(obs)
+        v = self.embed(action[:, 0])
+        write = torch.arange(self.slots)[None] == pos  # [B, n] one-hot of the write slot
+        keys = torch.where(write[..., None], k[:, None], keys)
+        values = torch.where(write[..., None], v[:, None], values)
+        valid = valid | write
+        scores = (keys * k[:, None]).sum(-1).masked_fill(~valid, -1e9)
+        read = (torch.softmax(scores, -1)[..., None] * values).sum(1)
+        return self.out(read), keys, values, (pos + 1) % self.slots, valid
+
+
+def _train_lstm(model, steps: int = 60):
+    """The user's own loop on their own synthetic data: moving = large variance of |a|."""
+    rng = np.random.default_rng(0)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(steps):
+        y = rng.integers(0, 2, 16)
+        x = rng.standard_normal((16, 20, 3)) * (0.1 + 2 * y[:, None, None])
+        logits = model(torch.tensor(x, dtype=torch.float32))
+        loss = nn.functional.cross_entropy(logits[:, -1], torch.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    models = {"lstm": _train_lstm(LSTMClassifier()), "gauss": GaussianRegressor(),
+              "memory": MemoryModel()}
+    fmts = ("onnx", "tflite") if __import__("importlib").util.find_spec("litert_torch") \
+        else ("onnx",)
+    out = {}
+    for name, model in models.items():
+        d = tmp_path_factory.mktemp(name) / "model"
+        precisions = ("fp32", "int8") if name != "memory" else ("fp32",)
+        export_model_dir(model, d, ExportOptions(check_steps=1000, chunk_samples=8,
+                                                 formats=fmts, precisions=precisions))
+        out[name] = (model.eval(), d)
+    return out
+
+
+def test_each_signature_is_written_to_the_manifest(exported):
+    raw = load_manifest(exported["memory"][1]).raw
+    sig = raw["signature"]
+    assert [i["dtype"] for i in sig["inputs"]] == ["float32", "int64"]
+    assert [(s["name"], s["dtype"]) for s in sig["state"]] == [
+        ("keys", "float32"), ("values", "float32"), ("pos", "int64"), ("valid", "bool")]
+    assert raw["quality"]["gate"] is None  # no task: parity only, and it says so
+    assert load_manifest(exported["gauss"][1]).signature.outputs[0].variance == "y_var"
+
+
+def test_integer_and_mask_state_are_exactly_equal_to_torch(exported):
+    for f in load_manifest(exported["memory"][1]).raw["files"]:
+        if f["graph"] != "identity":
+            tensors = f["error_vs_torch"]["tensors"]
+            assert tensors["state_out.pos"] == 0.0 and tensors["state_out.valid"] == 0.0
+            assert f["error_vs_torch"]["error"] <= 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_memory_model_streams_two_inputs_with_integer_state(exported, backend):
+    model, d = exported["memory"]
+    try:
+        loaded = load_model(d, backend)
+    except Exception as exc:  # no tflite file without the converter
+        pytest.skip(str(exc))
+    stream = loaded.stream()
+    rng = np.random.default_rng(3)
+    obs = rng.standard_normal((10, 3)).astype(np.float32)
+    act = rng.integers(0, 6, (10, 1))
+    got = np.stack([stream.push({"obs": o, "action": a}).mean for o, a in zip(obs, act)])
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(obs)[None], torch.from_numpy(act)[None])[0].numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    pos, valid = stream.state[2], stream.state[3]
+    assert pos.dtype == np.int64 and int(pos[0, 0]) == 10 % 4 and valid.all()
+    chunked = loaded.stream().push_chunk({"obs": obs, "action": act})
+    np.testing.assert_allclose(chunked.outputs["next_obs"], ref, atol=1e-5)
+    with pytest.raises(Exception, match=r"outside \[0, 6\)"):
+        stream.push({"obs": obs[0], "action": [9]})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gaussian_head_gives_mean_and_variance(exported, backend):
+    model, d = exported["gauss"]
+    try:
+        stream = load_model(d, backend).stream()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    x = np.random.default_rng(1).standard_normal((20, 4)).astype(np.float32)
+    results = [stream.push(v) for v in x]
+    with torch.inference_mode():
+        mean, var = model(torch.from_numpy(x)[None])
+    np.testing.assert_allclose(np.stack([r.mean for r in results]), mean[0], atol=1e-5)
+    np.testing.assert_allclose(np.stack([r.variance for r in results]), var[0], atol=1e-5)
+    rec = results[-1].record()
+    assert set(rec) == {"step", "mean", "variance"} and len(rec["variance"]) == 2
+    with pytest.raises(AttributeError, match="not class scores"):
+        results[-1].label
+
+
+def test_int8_of_own_models_is_written_and_measured(exported):
+    for name in ("lstm", "gauss"):
+        files = load_manifest(exported[name][1]).raw["files"]
+        int8 = [f for f in files if f["precision"] == "int8"]
+        assert int8 and all(f["size_vs_fp32"] < 1.0 for f in int8)
+    lstm = load_manifest(exported["lstm"][1])
+    stream = load_model(lstm.directory, precision="int8").stream()
+    x = np.random.default_rng(2).standard_normal((50, 3)).astype(np.float32) + [0, 0, 9.8]
+    fp32 = load_model(lstm.directory).stream().push_chunk(x).class_ids
+    assert np.mean(stream.push_chunk(x).class_ids == fp32) >= 0.9
+
+
+def test_cli_exports_a_users_file_with_its_own_recordings_as_the_task(tmp_path):
+    """``wavedge export FILE.py:CLASS --weights W.pt --data REC.csv``, then inspect, run (a
+    CSV of the Gaussian head) and bench, as a user would."""
+    src = tmp_path / "my_model.py"
+    src.write_text("from tests_own import GaussianRegressor as MyNet\n")
+    (tmp_path / "tests_own.py").write_text((ROOT / "tests" / "test_own_models.py").read_text())
+    torch.manual_seed(0)
+    w = tmp_path / "w.pt"
+    torch.save(GaussianRegressor().state_dict(), w)
+    rec = tmp_path / "rec.csv"
+    rng = np.random.default_rng(0)
+    lines = ["sequence,a,b,c,d,target_0,target_1"]
+    for s in range(3):
+        for _ in range(40):
+            v = rng.standard_normal(4)
+            lines.append(f"{s}," + ",".join(f"{a:.4f}" for a in v) + f",{v[0]:.4f},{v[1]:.4f}")
+    rec.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "model"
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}:{ROOT / 'tests'}", "PATH": "/usr/bin:/bin"}
+    cli = [sys.executable, "-m", "wavedge.cli"]
+    proc = subprocess.run([*cli, "export", f"{src}:MyNet", "--weights", w, "--data", rec,
+                           "--out", out, "--check-steps", "1000", "--precision", "fp32,int8",
+                           "--max-accuracy-drop", "1000"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    raw = json.loads((out / "manifest.json").read_text())
+    assert raw["quality"]["metric"].startswith("mean squared error")
+    proc = subprocess.run([*cli, "inspect", out], capture_output=True, text=True, env=env)
+    assert "y_mean gaussian_mean [2], variance in y_var" in proc.stdout, proc.stdout
+    data_only = tmp_path / "x.csv"
+    data_only.write_text("a,b,c,d\n" + "\n".join(",".join(ln.split(",")[1:5])
+                                                  for ln in lines[1:6]) + "\n")
+    proc = subprocess.run([*cli, "run", out, "--source", f"replay:{data_only}?rate=max",
+                           "--sink", f"csv:{tmp_path / 'res.csv'}"], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    header = (tmp_path / "res.csv").read_text().splitlines()[0]
+    assert header == "step,mean_0,mean_1,variance_0,variance_1,truth"
+    proc = subprocess.run([*cli, "bench", out, "--samples", "60", "--repeats", "1",
+                           "--warmup", "5", "--backend", "onnxruntime"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "onnxruntime/fp32/step" in proc.stdout and "onnxruntime/floor" in proc.stdout
+
+
+def test_a_bad_user_model_spec_is_one_line(tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    src = tmp_path / "m.py"
+    src.write_text("class NotAModel: pass\n")
+    assert_one_line_error(run_cli("export", f"{src}:NotAModel", "--weights", src, "--out",
+                                  tmp_path / "o"), "is not a StepModel subclass")
+    assert_one_line_error(run_cli("export", f"{tmp_path}/none.py:X", "--out", tmp_path / "o"),
+                          "no such file")
