@@ -85,3 +85,28 @@ def test_c_unpacks_what_python_packs(c_driver):  # noqa: F811
     assert out[:-1] == [f"U {m.stream_id} {m.step} {m.timestamp_ms} {m.class_id} {bits(m.score)}"
                         + "".join(f" {bits(v)}" for v in m.vector) for m in msgs]
     assert out[-1] == "U bad"
+
+
+def test_prediction_golden_vector_and_c_unpacks_what_python_packs(c_driver):  # noqa: F811
+    from wavedge.firmware_bridge.messages import Prediction
+
+    golden = Prediction(3, 258, 1000, 2, 0, 0.0, (1.5, -2.0, 0.25, 4.0))
+    # stream 3 | step 258 | 1000 ms | kind 2 (Gaussian) | index 0 | score 0 | 4 values
+    assert golden.pack().hex() == ("03" "02010000" "e8030000" "02" "00000000" "00000000" "04"
+                                   "0000c03f" "000000c0" "0000803e" "00008040")
+    assert unpack(*pack(golden)) == golden
+    rng = random.Random(3)
+    msgs = [Prediction(rng.randrange(256), rng.randrange(2**32), rng.randrange(2**32),
+                       rng.randrange(1, 7), rng.randrange(2**32), _f32(rng, 1)[0],
+                       _f32(rng, rng.randrange(MAX_VECTOR + 1))) for _ in range(100)]
+    out = _run_c(c_driver, [f"P {m.pack().hex()}" for m in msgs] + ["P 00ff"])
+
+    def bits(v):
+        return struct.pack("<f", v)[::-1].hex()
+
+    assert out[:-1] == [f"P {m.stream_id} {m.step} {m.timestamp_ms} {m.kind} {m.index} "
+                        f"{bits(m.score)}" + "".join(f" {bits(v)}" for v in m.values)
+                        for m in msgs]
+    assert out[-1] == "P bad"
+    with pytest.raises(MessageError, match="exceeds 32"):
+        pack(Prediction(0, 0, 0, 3, 0, 0.0, (0.0,) * 33))

@@ -262,3 +262,34 @@ def test_a_bad_user_model_spec_is_one_line(tmp_path):
                                   tmp_path / "o"), "is not a StepModel subclass")
     assert_one_line_error(run_cli("export", f"{tmp_path}/none.py:X", "--out", tmp_path / "o"),
                           "no such file")
+
+
+def test_link_sink_refuses_a_head_that_cannot_fit_a_frame_at_open(exported, tmp_path):
+    import shutil
+
+    from wavedge.errors import InputError
+    from wavedge.runtime import open_sink
+
+    d = tmp_path / "wide"
+    shutil.copytree(exported["gauss"][1], d)
+    raw = json.loads((d / "manifest.json").read_text())
+    for o in raw["signature"]["outputs"]:
+        o["shape"] = [20]  # mean + variance: 40 floats, a frame carries 32
+    (d / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(InputError, match=r"needs 40 floats per frame, a bridge frame carries 32"):
+        open_sink("link:loop://", load_manifest(d))
+
+
+def test_gaussian_head_goes_over_the_bridge_as_a_prediction_frame(exported):
+    from wavedge.firmware_bridge.messages import PREDICTION_KINDS, Prediction, pack, unpack
+    from wavedge.runtime.heads import heads_for
+
+    model, d = exported["gauss"]
+    stream = load_model(d).stream()
+    result = stream.push(np.ones(4, np.float32))
+    head = heads_for(load_manifest(d).signature)[0]
+    index, score, values = head.bridge(result.values)
+    msg = unpack(*pack(Prediction(0, result.step, 0, PREDICTION_KINDS[head.spec.kind], index,
+                                  score, values)))
+    np.testing.assert_allclose(msg.values[:2], result.mean, rtol=1e-6)
+    np.testing.assert_allclose(msg.values[2:], result.variance, rtol=1e-6)

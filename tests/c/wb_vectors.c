@@ -167,6 +167,23 @@ int main(void)
             if (n == 0u) printf("0");
             puthex(out, n);
             printf("\n");
+        } else if (line[0] == 'P') {
+            size_t n = unhex(line + 2, buf, sizeof(buf)), i;
+            wb_prediction_t r;
+            uint32_t bits;
+            if (!wb_prediction_unpack(buf, n, &r)) {
+                printf("P bad\n");
+            } else {
+                memcpy(&bits, &r.score, 4u);
+                printf("P %u %lu %lu %u %lu %08lx", r.stream_id, (unsigned long)r.step,
+                       (unsigned long)r.timestamp_ms, r.kind, (unsigned long)r.index,
+                       (unsigned long)bits);
+                for (i = 0u; i < r.n_values; i++) {
+                    memcpy(&bits, &r.values[i], 4u);
+                    printf(" %08lx", (unsigned long)bits);
+                }
+                printf("\n");
+            }
         } else if (line[0] == 'U') {
             size_t n = unhex(line + 2, buf, sizeof(buf)), i;
             wb_result_t r;

@@ -9,6 +9,13 @@
 | 5    | ACK       | acknowledged seq u16, code u8                                            |
 | 6    | NACK      | refused seq u16, code u8                                                 |
 | 7    | HEARTBEAT | uptime ms u32                                                            |
+| 8    | PREDICTION| stream u8, step u32, timestamp ms u32, kind u8, index u32, score f32, n u8, n x f32 |
+
+PREDICTION carries any output head (``PREDICTION_KINDS``; ``wavedge.runtime.heads`` fills it):
+class scores (index = class, score = probability, values = logits), a Gaussian (values = the
+means then the variances), regression, embedding or activations (values as they are), tokens
+(index = the top token id, score = its probability, values = the top-5 probabilities). RESULT
+stays the message for class scores.
 
 ``SCHEMA_HASH`` is the CRC-32 of this table's canonical form (``SCHEMA``); HELLO carries it so
 a host and a board built from different schemas notice at the handshake. The C library
@@ -21,12 +28,15 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from wavedge.errors import WavedgeError
 from wavedge.firmware_bridge.framing import MAX_PAYLOAD, crc32
 
 SCHEMA = ("wavedge-bridge/1;HELLO=1:<BIHI;RESULT=2:<BIIHfB+f*;SENSOR=3:<BIBB+f*;"
-          "COMMAND=4:<B+B*;ACK=5:<HB;NACK=6:<HB;HEARTBEAT=7:<I")
+          "COMMAND=4:<B+B*;ACK=5:<HB;NACK=6:<HB;HEARTBEAT=7:<I;PREDICTION=8:<BIIBIfB+f*")
 SCHEMA_HASH = crc32(SCHEMA.encode())
-MAX_VECTOR = 32  # floats in a RESULT's optional vector
+MAX_VECTOR = 32  # floats in a RESULT's optional vector and a PREDICTION's values
+PREDICTION_KINDS = {"class_scores": 1, "gaussian_mean": 2, "regression": 3, "token_logits": 4,
+                    "embedding": 5, "activations": 6}
 
 
 class MsgType(IntEnum):
@@ -37,9 +47,10 @@ class MsgType(IntEnum):
     ACK = 5
     NACK = 6
     HEARTBEAT = 7
+    PREDICTION = 8
 
 
-class MessageError(ValueError):
+class MessageError(WavedgeError, ValueError):
     """A payload that does not fit its message type's layout."""
 
 
@@ -169,7 +180,39 @@ class Heartbeat:
         return cls(*_fixed(cls, payload))
 
 
-MESSAGES = {cls.TYPE: cls for cls in (Hello, Result, Sensor, Command, Ack, Nack, Heartbeat)}
+@dataclass(frozen=True)
+class Prediction:
+    stream_id: int
+    step: int
+    timestamp_ms: int
+    kind: int  # PREDICTION_KINDS
+    index: int
+    score: float
+    values: tuple[float, ...] = ()
+    TYPE = MsgType.PREDICTION
+    LAYOUT = struct.Struct("<BIIBIfB")
+
+    def pack(self) -> bytes:
+        if len(self.values) > MAX_VECTOR:
+            raise MessageError(f"PREDICTION of {len(self.values)} floats exceeds {MAX_VECTOR}")
+        if not 0 <= self.index < 2**32:
+            raise MessageError(f"PREDICTION index {self.index} does not fit 32 bits")
+        return (self.LAYOUT.pack(self.stream_id, self.step & 0xFFFFFFFF,
+                                 self.timestamp_ms & 0xFFFFFFFF, self.kind, self.index,
+                                 self.score, len(self.values))
+                + struct.pack(f"<{len(self.values)}f", *self.values))
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> "Prediction":
+        head, rest = _head(cls, payload)
+        n = head[-1]
+        if n > MAX_VECTOR or len(rest) != 4 * n:
+            raise MessageError(f"PREDICTION: {n} floats need {4 * n} bytes, got {len(rest)}")
+        return cls(*head[:-1], struct.unpack(f"<{n}f", rest))
+
+
+MESSAGES = {cls.TYPE: cls for cls in (Hello, Result, Sensor, Command, Ack, Nack, Heartbeat,
+                                      Prediction)}
 
 
 def _fixed(cls, payload: bytes) -> tuple:

@@ -307,6 +307,44 @@ int wb_result_unpack(const uint8_t *src_ptr, size_t src_len, wb_result_t *msg)
     return 1;
 }
 
+size_t wb_prediction_pack(const wb_prediction_t *msg, uint8_t *dst_ptr, size_t dst_len)
+{
+    size_t n = 19u + 4u * (size_t)msg->n_values, i;
+    if (msg->n_values > WB_MAX_VECTOR || dst_len < n) {
+        return 0u;
+    }
+    dst_ptr[0] = msg->stream_id;
+    wb_put32(dst_ptr + 1, msg->step);
+    wb_put32(dst_ptr + 5, msg->timestamp_ms);
+    dst_ptr[9] = msg->kind;
+    wb_put32(dst_ptr + 10, msg->index);
+    wb_putf(dst_ptr + 14, msg->score);
+    dst_ptr[18] = msg->n_values;
+    for (i = 0u; i < msg->n_values; i++) {
+        wb_putf(dst_ptr + 19 + 4u * i, msg->values[i]);
+    }
+    return n;
+}
+
+int wb_prediction_unpack(const uint8_t *src_ptr, size_t src_len, wb_prediction_t *msg)
+{
+    size_t i;
+    if (src_len < 19u || src_ptr[18] > WB_MAX_VECTOR || src_len != 19u + 4u * src_ptr[18]) {
+        return 0;
+    }
+    msg->stream_id = src_ptr[0];
+    msg->step = wb_get32(src_ptr + 1);
+    msg->timestamp_ms = wb_get32(src_ptr + 5);
+    msg->kind = src_ptr[9];
+    msg->index = wb_get32(src_ptr + 10);
+    msg->score = wb_getf(src_ptr + 14);
+    msg->n_values = src_ptr[18];
+    for (i = 0u; i < msg->n_values; i++) {
+        msg->values[i] = wb_getf(src_ptr + 19 + 4u * i);
+    }
+    return 1;
+}
+
 size_t wb_sensor_pack(uint8_t stream_id, uint32_t first_step, uint8_t channels, uint8_t count,
                       const float *values_ptr, uint8_t *dst_ptr, size_t dst_len)
 {

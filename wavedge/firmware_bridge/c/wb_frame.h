@@ -93,11 +93,11 @@ void wb_decoder_init(wb_decoder_t *dec);
 uint8_t wb_decoder_feed(wb_decoder_t *dec, uint8_t byte);
 
 /* ---- messages: the payload layouts (little-endian; floats IEEE-754, the MCU little-endian) */
-#define WB_SCHEMA_HASH 0xA3F40676u /* CRC-32 of wavedge.firmware_bridge.messages.SCHEMA */
+#define WB_SCHEMA_HASH 0xF0775CDEu /* CRC-32 of wavedge.firmware_bridge.messages.SCHEMA */
 #define WB_MAX_VECTOR 32u
 
 enum { WB_HELLO = 1, WB_RESULT = 2, WB_SENSOR = 3, WB_COMMAND = 4, WB_ACK = 5, WB_NACK = 6,
-       WB_HEARTBEAT = 7 };
+       WB_HEARTBEAT = 7, WB_PREDICTION = 8 };
 
 typedef struct {
     uint8_t protocol_version;
@@ -116,12 +116,28 @@ typedef struct {
     float vector[WB_MAX_VECTOR];
 } wb_result_t;
 
+/* PREDICTION: any output head; kind 1 class scores, 2 Gaussian (means then variances),
+ * 3 regression, 4 tokens (index = top id, values = top-5 probabilities), 5 embedding,
+ * 6 activations */
+typedef struct {
+    uint8_t stream_id;
+    uint32_t step;
+    uint32_t timestamp_ms;
+    uint8_t kind;
+    uint32_t index;
+    float score;
+    uint8_t n_values;
+    float values[WB_MAX_VECTOR];
+} wb_prediction_t;
+
 /* Each pack writes the payload into dst and returns its length, or 0 when it does not fit
  * dst_len; each unpack returns 1 when the payload has exactly the layout, else 0. */
 size_t wb_hello_pack(const wb_hello_t *msg, uint8_t *dst_ptr, size_t dst_len);
 int wb_hello_unpack(const uint8_t *src_ptr, size_t src_len, wb_hello_t *msg);
 size_t wb_result_pack(const wb_result_t *msg, uint8_t *dst_ptr, size_t dst_len);
 int wb_result_unpack(const uint8_t *src_ptr, size_t src_len, wb_result_t *msg);
+size_t wb_prediction_pack(const wb_prediction_t *msg, uint8_t *dst_ptr, size_t dst_len);
+int wb_prediction_unpack(const uint8_t *src_ptr, size_t src_len, wb_prediction_t *msg);
 /* SENSOR: count samples of channels floats each (sample-major). */
 size_t wb_sensor_pack(uint8_t stream_id, uint32_t first_step, uint8_t channels, uint8_t count,
                       const float *values_ptr, uint8_t *dst_ptr, size_t dst_len);
