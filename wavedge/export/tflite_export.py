@@ -107,7 +107,7 @@ def _extremes(old: dict, new: dict) -> dict:
 
 
 def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationReader,
-                    signature, policy, activation_bits: int = 16) -> dict:
+                    model_signature, policy, activation_bits: int = 16) -> dict:
     """Full-integer TFLite through ai-edge-quantizer (which litert-torch brings): int8 weights
     (per output channel by default, per tensor for the fully-connected layers, as
     ``wavedge.models.quant_aware`` trains them) and ``activation_bits`` activations, integer
@@ -138,7 +138,8 @@ def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationRe
             cal.calibrate({signature: feeds}, rm)
             qsvs = cal.get_model_qsvs()
             if policy.tie_states:
-                float_states = [st.name for st in signature.state if st.dtype == "float32"]
+                float_states = [st.name for st in model_signature.state
+                                if st.dtype == "float32"]
                 qsvs = _tie_state_ranges(qsvs, fp32_path, float_states)
             qt = quantizer.Quantizer(os.fspath(fp32_path))
             qt.load_quantization_recipe(rm.get_quantization_recipe())
