@@ -93,11 +93,7 @@ class Result:
 
     @classmethod
     def unpack(cls, payload: bytes) -> "Result":
-        head, rest = _head(cls, payload)
-        n = head[-1]
-        if n > MAX_VECTOR or len(rest) != 4 * n:
-            raise MessageError(f"RESULT: vector of {n} floats needs {4 * n} bytes, got {len(rest)}")
-        return cls(*head[:-1], struct.unpack(f"<{n}f", rest))
+        return _with_floats(cls, payload, "vector of ")
 
 
 @dataclass(frozen=True)
@@ -204,11 +200,7 @@ class Prediction:
 
     @classmethod
     def unpack(cls, payload: bytes) -> "Prediction":
-        head, rest = _head(cls, payload)
-        n = head[-1]
-        if n > MAX_VECTOR or len(rest) != 4 * n:
-            raise MessageError(f"PREDICTION: {n} floats need {4 * n} bytes, got {len(rest)}")
-        return cls(*head[:-1], struct.unpack(f"<{n}f", rest))
+        return _with_floats(cls, payload, "")
 
 
 MESSAGES = {cls.TYPE: cls for cls in (Hello, Result, Sensor, Command, Ack, Nack, Heartbeat,
@@ -226,6 +218,16 @@ def _head(cls, payload: bytes) -> tuple[tuple, bytes]:
         raise MessageError(f"{cls.TYPE.name}: expected at least {cls.LAYOUT.size} bytes, got "
                            f"{len(payload)}")
     return cls.LAYOUT.unpack_from(payload), bytes(payload[cls.LAYOUT.size:])
+
+
+def _with_floats(cls, payload: bytes, what: str):
+    """A message whose fixed head ends with a count n, followed by n floats."""
+    head, rest = _head(cls, payload)
+    n = head[-1]
+    if n > MAX_VECTOR or len(rest) != 4 * n:
+        raise MessageError(f"{cls.TYPE.name}: {what}{n} floats needs {4 * n} bytes, "
+                           f"got {len(rest)}")
+    return cls(*head[:-1], struct.unpack(f"<{n}f", rest))
 
 
 def pack(message) -> tuple[int, bytes]:

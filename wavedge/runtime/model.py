@@ -90,7 +90,9 @@ def load_checked_graph(path: Path, backend: str, signature: Signature, samples: 
             if tuple(t.shape) != tuple(shape):
                 raise ManifestError(f"{path}: {kind} {name!r}: expected shape {tuple(shape)} "
                                     f"from the manifest, the graph has {tuple(t.shape)}")
-            if t.host_dtype != np.dtype(dtype):
+            # TFLite narrows int64 to int32: the runner carries the file's integers
+            narrowed = (dtype, t.dtype) == ("int64", "int32")
+            if t.host_dtype != np.dtype(dtype) and not narrowed:
                 raise ManifestError(f"{path}: {kind} {name!r}: expected {dtype} from the "
                                     f"manifest, the graph has {t.dtype}")
     # order the graph's tensors as the signature does, so runners index them positionally
