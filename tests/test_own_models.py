@@ -202,7 +202,10 @@ def test_int8_of_own_models_is_written_and_measured(exported):
     for name in ("lstm", "gauss"):
         files = load_manifest(exported[name][1]).raw["files"]
         int8 = [f for f in files if f["precision"] == "int8"]
-        assert int8 and all(f["size_vs_fp32"] < 1.0 for f in int8)
+        # ONNX int8 is smaller; a full-integer TFLite of a model this tiny can be larger
+        # than fp32 (its per-tensor quantisation parameters outweigh the weights)
+        assert int8 and all(f["size_vs_fp32"] < 1.0 for f in int8 if f["format"] == "onnx")
+        assert all(f["error_vs_torch"]["steps"] >= 1000 for f in int8)
     lstm = load_manifest(exported["lstm"][1])
     stream = load_model(lstm.directory, precision="int8").stream()
     x = np.random.default_rng(2).standard_normal((50, 3)).astype(np.float32) + [0, 0, 9.8]
