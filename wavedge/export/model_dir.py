@@ -22,7 +22,6 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 import wavedge
 from wavedge.errors import ExportError, InputError

@@ -24,7 +24,6 @@ import numpy as np
 from wavedge.errors import InputError
 from wavedge.signature import Signature
 
-Recording = dict  # {input name: np.ndarray [T, *shape]}
 
 
 @dataclass
