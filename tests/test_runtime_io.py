@@ -36,8 +36,8 @@ def _collect(url, model):
 def test_replay_csv_with_header_carries_truth(model):
     samples = _collect(f"replay:{RECORDING}?rate=max&limit=250", model)
     assert len(samples) == 250
-    assert samples[0].truth in model.labels and samples[0].sequence == 0
-    assert samples[-1].sequence == 2
+    assert samples[0].truth in model.labels and samples[0].sequence == "0"
+    assert samples[-1].sequence == "2"
     assert samples[0].values.shape == (6,) and samples[0].problem is None
 
 

@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activations", type=int, default=16, choices=[8, 16],
                    help="int8 artefacts (static ONNX, full-integer TFLite): activation bits, "
                         "the state included (16, measured; 8 loses accuracy on recurrences)")
-    p.add_argument("--calibration", type=Path, metavar="FILE",
+    p.add_argument("--calibration", metavar="FILE",
                    help="int8: calibrate on these sensor recordings (CSV with the model's "
                         "channels in its header, a sequence column splitting recordings, or "
                         ".npy [N, T, D]); default: the task's training split")

@@ -35,6 +35,7 @@ from wavedge.export.tflite_export import export_tflite_graph, quantize_tflite
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
 from wavedge.models import StepModel
 from wavedge.models.checkpoint import Checkpoint
+from wavedge.recordings import split_spec
 from wavedge.models.tasks import ClassificationTask, Task, classification_task, generated_task
 
 RECORDING_NAME = "recording.csv"
@@ -121,10 +122,9 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
             raise InputError("--calibration files serve models with one float input; give "
                              "a task with calibration recordings instead")
         name = sig.inputs[0].name
-        recordings = (f"{Path(options.calibration).name} (sha256 "
-                      f"{sha256_of(Path(options.calibration))[:16]})",
-                      [{name: r} for r in load_recordings(options.calibration,
-                                                          _channels(sig))])
+        cal = [{name: r} for r in load_recordings(options.calibration, _channels(sig))]
+        cal_path, _ = split_spec(options.calibration)
+        recordings = (f"{cal_path.name} (sha256 {sha256_of(cal_path)[:16]})", cal)
     policy = ckpt.model.quant_policy()
     try:
         files = []

@@ -116,33 +116,16 @@ class QuantOptions:
                 "none": "per tensor"}[self.per_channel]
 
 
-def load_recordings(path: Path, channels: tuple[str, ...]) -> list[np.ndarray]:
-    """Sensor recordings for calibration from a file ``wavedge run`` can replay: a CSV whose
-    header names the model's channels (a ``sequence`` column, if any, splits it into
-    recordings; ``recording.csv`` of a model directory is one) or a ``.npy`` of ``[T, D]`` or
-    ``[N, T, D]``. Raw sensor units. Raises ``InputError`` on the first bad row: calibrating on
-    NaN or half rows would set every range wrong."""
-    from wavedge.runtime.sources import SourceError
-    from wavedge.runtime.sources.replay import read_recording
+def load_recordings(path: Path | str, channels: tuple[str, ...]) -> list[np.ndarray]:
+    """Sensor recordings for calibration from a file ``wavedge run`` can replay: a CSV (its
+    header naming the model's channels, or a column map after ``?``; a sequence column, if
+    any, splits it into recordings; ``recording.csv`` of a model directory is one) or a
+    ``.npy`` of ``[T, D]`` or ``[N, T, D]``. Raw sensor units. Raises ``InputError`` on the
+    first bad row (``wavedge.recordings.load_table``)."""
+    from wavedge.recordings import load_table
 
-    try:
-        samples = read_recording(Path(path), tuple(channels))
-    except SourceError as exc:
-        raise InputError(f"calibration recordings: {exc}") from None
-    if not samples:
-        raise InputError(f"calibration recordings: {path} holds no samples")
-    recordings: list[list[np.ndarray]] = []
-    previous = object()
-    for row, sample in enumerate(samples, start=1):
-        if sample.problem is not None or not np.isfinite(sample.values).all():
-            raise InputError(f"calibration recordings: {path}, sample {row}: "
-                             f"{sample.problem or 'not finite'} (expected {len(channels)} "
-                             f"numbers: {', '.join(channels)})")
-        if sample.sequence != previous:
-            recordings.append([])
-            previous = sample.sequence
-        recordings[-1].append(sample.values)
-    return [np.stack(r).astype(np.float32) for r in recordings]
+    recs, _, _ = load_table(path, tuple(channels), "calibration recordings")
+    return [r.x for r in recs]
 
 
 class StreamCalibrationReader:

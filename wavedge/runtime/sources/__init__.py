@@ -4,82 +4,45 @@ returning an iterable of ``Sample`` with a ``close()``; see ``wavedge.runtime.ur
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
-import numpy as np
 
 from wavedge.errors import WavedgeError
+from wavedge.recordings import TABLE_PARAMS, Columns, Resampler, Sample, with_rate
+
+__all__ = ["Pacer", "Sample", "SourceError", "TableOptions", "rate_param"]
 
 
 class SourceError(WavedgeError):
     """A source cannot be opened, or it vanished and did not come back."""
 
 
-@dataclass
-class Sample:
-    """One raw sample. ``problem`` names a fault the source found (``not_numeric``,
-    ``wrong_shape``); ``truth`` and ``sequence`` come from labelled recordings."""
-
-    values: np.ndarray
-    problem: str | None = None
-    truth: str | None = None
-    sequence: int | None = None
+SOURCE_TABLE_PARAMS = (*TABLE_PARAMS, "sample_rate", "resample")
 
 
-def parse_fields(fields: list[str], channels: int) -> tuple[np.ndarray, str | None]:
-    """CSV fields -> float32 values; a field that is not a number becomes NaN and the sample is
-    marked ``not_numeric``; the wrong number of fields marks it ``wrong_shape``."""
-    values = np.empty(len(fields), np.float32)
-    problem = None
-    for i, f in enumerate(fields):
-        try:
-            values[i] = float(f)
-        except ValueError:
-            values[i] = np.nan
-            problem = "not_numeric"
-    if len(fields) != channels:
-        problem = "wrong_shape"
-    return values, problem
+class TableOptions:
+    """A source URL's table keys (``wavedge.recordings``): the column map, a stated sample
+    rate, and whether to resample to the model's rate."""
 
+    def __init__(self, url, manifest) -> None:
+        self.columns = Columns.from_params(url.params, url.text)
+        self.channels = manifest.channels
+        self.stated_hz = url.get("sample_rate", None, float)
+        if self.stated_hz is not None and not (0 < self.stated_hz < 1e7):
+            raise SourceError(f"{url.text}: sample_rate must be in (0, 1e7) Hz, got "
+                              f"{self.stated_hz:g}")
+        resample = url.get("resample", "0") not in ("0", "", "false", "no")
+        self.resampler = Resampler(manifest.sample_rate_hz) \
+            if resample and manifest.sample_rate_hz else None
+        self.model_hz = manifest.sample_rate_hz
+        self.where = url.text
 
-def header_columns(first: list[str], channels: tuple[str, ...],
-                   strict: bool = True) -> list[int] | None:
-    """Column index of each manifest channel when ``first`` is a header row naming them all;
-    None when ``first`` is data. A non-numeric first row that does not name every channel
-    raises ``SourceError`` when ``strict``, else it is data (a line cut mid-way on a serial
-    port) and the caller counts it as not numeric."""
-    try:
-        [float(f) for f in first]
-        return None
-    except ValueError:
-        pass
-    names = [f.strip() for f in first]
-    missing = [c for c in channels if c not in names]
-    if missing and not strict:
-        return None
-    if missing:
-        raise SourceError(f"CSV header {names} lacks channel(s) {missing} of the model "
-                          f"(expects {list(channels)})")
-    return [names.index(c) for c in channels]
+    def samples(self, samples):
+        """``samples`` checked against (or resampled to) the model's sample rate."""
+        return with_rate(samples, self.model_hz, self.where, self.stated_hz, self.resampler)
 
-
-def csv_samples(lines, channels: tuple[str, ...], strict_header: bool = True):
-    """Samples from CSV text lines (one sample per line; blank lines skipped). The first line
-    may be a header naming the model's channels (other columns are then ignored)."""
-    cols, first = None, True
-    for line in lines:
-        fields = [f.strip() for f in line.strip().split(",")]
-        if fields == [""]:
-            continue
-        if first:
-            first = False
-            cols = header_columns(fields, channels, strict=strict_header)
-            if cols is not None:
-                continue
-        if cols is not None and max(cols) < len(fields):
-            fields = [fields[c] for c in cols]
-        values, problem = parse_fields(fields, len(channels))
-        yield Sample(values, problem)
+    def notes(self) -> list[str]:
+        """What the source did to the samples, for the run summary."""
+        done = self.resampler.describe() if self.resampler is not None else None
+        return [done] if done else []
 
 
 class Pacer:

@@ -1,4 +1,4 @@
-"""``serial://PORT[?baud=N&reconnect_s=S]``: CSV text lines from a microcontroller over a serial
+"""``serial://PORT[?baud=N&reconnect_s=S&<table keys>]``: CSV text lines from a microcontroller over a serial
 port, through pyserial (so ``PORT`` may be any pyserial URL too: ``loop://``, ``socket://``).
 
 If the port vanishes (unplugged), the source retries every 0.2 s for ``reconnect_s`` seconds
@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 
-from wavedge.runtime.sources import SourceError, csv_samples
+from wavedge.recordings import csv_samples
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, SourceError, TableOptions
 
 RETRY_S = 0.2
 
 
 class SerialSource:
     def __init__(self, url, manifest) -> None:
-        url.check_params(("baud", "reconnect_s"))
+        url.check_params(("baud", "reconnect_s", *SOURCE_TABLE_PARAMS))
+        self.table = TableOptions(url, manifest)
         try:
             import serial
         except ImportError:
@@ -26,7 +28,6 @@ class SerialSource:
         self.port = url.path
         self.baud = url.get("baud", 115200, int)
         self.reconnect_s = url.get("reconnect_s", 10.0, float)
-        self.channels = manifest.channels
         self.gaps = 0
         self.conn = self._open()
 
@@ -73,7 +74,12 @@ class SerialSource:
 
     def __iter__(self):
         # a first line cut in half by connecting mid-stream is data (counted), not a bad header
-        return csv_samples(self._lines(), self.channels, strict_header=False)
+        t = self.table
+        return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.port,
+                                     strict=False))
+
+    def notes(self) -> list[str]:
+        return self.table.notes()
 
     def close(self) -> None:
         self.conn.close()

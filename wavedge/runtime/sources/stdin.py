@@ -1,21 +1,27 @@
-"""``stdin:``: CSV text lines on standard input, one sample per line (an optional header naming
-the channels is recognised on the first line). Ends at end of input."""
+"""``stdin:[?<table keys>]``: CSV text lines on standard input, one sample per line. The first
+line may be a header naming the channels (or the columns a ``columns=`` map names); without
+one, each line holds one field per channel. Ends at end of input."""
 
 from __future__ import annotations
 
 import sys
 
-from wavedge.runtime.sources import csv_samples
+from wavedge.recordings import csv_samples
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions
 
 
 class StdinSource:
     def __init__(self, url, manifest, stream=None) -> None:
-        url.check_params(())
-        self.channels = manifest.channels
+        url.check_params(SOURCE_TABLE_PARAMS)
+        self.table = TableOptions(url, manifest)
         self.stream = stream if stream is not None else sys.stdin
 
     def __iter__(self):
-        return csv_samples(self.stream, self.channels)
+        t = self.table
+        return t.samples(csv_samples(self.stream, t.channels, t.columns, "stdin"))
+
+    def notes(self) -> list[str]:
+        return self.table.notes()
 
     def close(self) -> None:
         pass

@@ -1,0 +1,480 @@
+"""Recorded samples as tables: the one reader behind ``replay:``, ``stdin:``, ``serial:``,
+``--calibration``, ``export --data`` and ``train --data``. No torch, no numpy beyond arrays.
+
+A table is CSV text, one sample per row. Which column is what is decided once, by ``Columns``:
+
+- the model's channels: by header name (the default: the header names them), through a column
+  map ``columns=acc_x:ax,acc_y:ay`` (channel ``acc_x`` reads the file's column ``ax``; a number
+  is a 0-based position, for files without a header), or, in a file without a header, by
+  position when the row has exactly one field per channel;
+- ``sequence=NAME``: the column that splits recordings (default the first of ``sequence``,
+  ``session``, ``recording`` that the header has; ``sequence=`` for none);
+- ``time=NAME``: a timestamp column (default ``timestamp`` or ``time``), in seconds unless
+  ``time_unit=ms|us``; the sample rate is read from it and checked against the model's;
+- ``label=NAME``: the truth of a class-score model (default ``label``); ``target`` or
+  ``target_<i>`` columns for a regression or Gaussian model.
+
+The same keys go after ``?`` in a source URL (``replay:a.csv?columns=...``) and after a file
+name given to ``--data`` or ``--calibration`` (``'a.csv?sequence=session'``).
+"""
+
+from __future__ import annotations
+
+import csv
+from itertools import chain, islice
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from wavedge.errors import InputError
+
+SEQUENCE_NAMES = ("sequence", "session", "recording")
+TIME_NAMES = ("timestamp", "time")
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+TABLE_PARAMS = ("columns", "sequence", "time", "time_unit", "label")
+RATE_TOLERANCE = 0.02  # a timestamp rate within 2 % of the model's is the model's rate
+RATE_WINDOW = 64  # samples read to estimate a source's rate before the first is used
+
+
+@dataclass
+class Sample:
+    """One raw sample. ``problem`` names a fault the reader found (``not_numeric``,
+    ``wrong_shape``); ``truth``, ``sequence`` and ``time`` come from the table's columns."""
+
+    values: np.ndarray
+    problem: str | None = None
+    truth: str | None = None
+    sequence: str | int | None = None
+    time: float | None = None
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which table column holds what (see the module doc). ``None`` means: decide from the
+    header; an empty string means: there is none."""
+
+    mapping: tuple[tuple[str, str], ...] | None = None  # (channel, column name or position)
+    sequence: str | None = None
+    time: str | None = None
+    time_unit: str = "s"
+    label: str = "label"
+
+    @classmethod
+    def from_params(cls, params: dict, where: str) -> Columns:
+        mapping = None
+        if params.get("columns"):
+            pairs = []
+            for item in params["columns"].split(","):
+                channel, sep, column = (p.strip() for p in item.partition(":"))
+                if not channel or (sep and not column):
+                    raise InputError(f"{where}: columns={params['columns']!r}: expected "
+                                     "CHANNEL:COLUMN pairs (or CHANNEL names), comma-separated")
+                pairs.append((channel, column if sep else channel))
+            mapping = tuple(pairs)
+        unit = params.get("time_unit", "s")
+        if unit not in TIME_UNITS:
+            raise InputError(f"{where}: time_unit={unit!r}; allowed: {', '.join(TIME_UNITS)}")
+        return cls(mapping, params.get("sequence"), params.get("time"), unit,
+                   params.get("label", "label"))
+
+    def channels(self, default: tuple[str, ...]) -> tuple[str, ...]:
+        """The model's channel names this table serves: the map's, else ``default``."""
+        return tuple(c for c, _ in self.mapping) if self.mapping else default
+
+
+def split_spec(text: str | Path) -> tuple[Path, dict]:
+    """``FILE?key=value&...`` -> (path, params), for ``--data`` and ``--calibration``."""
+    path, _, query = str(text).partition("?")
+    return Path(path), dict(parse_qsl(query, keep_blank_values=True))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Columns resolved against one table's first row: field positions of each channel, of
+    the truth, sequence and time (``None`` where absent). ``header`` is False when the first
+    row is data."""
+
+    channels: tuple[str, ...]
+    values: tuple[int, ...] | None  # None: every field, in order (no header, count matched)
+    header: bool
+    sequence: int | None = None
+    time: int | None = None
+    time_scale: float = 1.0
+    truth: tuple[int, ...] = ()
+    names: tuple[str, ...] = field(default=())
+
+    @property
+    def width(self) -> int:
+        return len(self.channels)
+
+
+def _numeric(fields: list[str]) -> bool:
+    try:
+        [float(f) for f in fields]
+    except ValueError:
+        return False
+    return True
+
+
+def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns(),
+            where: str = "table", strict: bool = True, targets: tuple[str, ...] = ()) -> Layout | None:
+    """Where each of ``channels`` is in a table whose first row is ``first``.
+
+    A header must name every mapped column; without one, columns are taken by position (a map
+    of numbers) or, with no map, one field per channel. Raises ``InputError`` naming what is
+    missing; with ``strict`` False (a serial line cut mid-way) returns None instead, and the
+    row is counted as data."""
+    first = [f.strip().lstrip("\ufeff") for f in first]  # Excel's "CSV UTF-8" starts with a BOM
+    scale = TIME_UNITS[cols.time_unit]
+    column_of = dict(cols.mapping) if cols.mapping else {c: c for c in channels}
+    lacking = [c for c in channels if c not in column_of]
+    unknown = [c for c in column_of if c not in channels]
+    if lacking or unknown:
+        raise InputError(f"{where}: columns= must map each of the model's channels "
+                         f"({', '.join(channels)})" + (f"; it lacks {lacking}" if lacking else "")
+                         + (f"; {unknown} are not the model's" if unknown else ""))
+    mapping = tuple((c, column_of[c]) for c in channels)  # in the model's order
+    if _numeric(first):
+        if cols.mapping and all(c.isdigit() for _, c in mapping):
+            return Layout(channels, tuple(int(c) for _, c in mapping), False, time_scale=scale)
+        if cols.mapping:
+            raise InputError(f"{where}: has no header row, so columns={','.join(c for _, c in mapping)} "
+                             "cannot be found by name; map to positions (acc_x:0,...)")
+        if len(first) != len(channels) and strict:
+            raise InputError(f"{where}: the first row has {len(first)} field(s) and no header; "
+                             f"the model takes {len(channels)} channel(s) "
+                             f"({', '.join(channels)}): add a header naming them, or map "
+                             "positions with ?columns=CHANNEL:0,...")
+        return Layout(channels, None, False, time_scale=scale)
+    names = tuple(first)
+    missing = [c for _, c in mapping if c not in names and not c.isdigit()]
+    if missing:
+        if not strict:
+            return None
+        if cols.mapping:
+            raise InputError(f"{where}: header {list(names)} lacks column(s) {missing} that "
+                             "columns= maps")
+        raise InputError(f"{where}: header {list(names)} lacks channel(s) {missing} of the "
+                         f"model (expects {list(channels)}); map them with "
+                         "?columns=CHANNEL:COLUMN,...")
+
+    def find(name: str | None, defaults: tuple[str, ...]) -> int | None:
+        if name == "":
+            return None
+        if name is not None:
+            if name not in names:
+                raise InputError(f"{where}: header {list(names)} has no column {name!r}")
+            return names.index(name)
+        return next((names.index(n) for n in defaults if n in names), None)
+
+    truth = tuple(names.index(t) for t in targets if t in names)
+    if len(truth) != len(targets):
+        truth = ()
+    if not targets:
+        truth = (names.index(cols.label),) if cols.label in names else ()
+    return Layout(channels, tuple(int(c) if c.isdigit() else names.index(c) for _, c in mapping),
+                  True, find(cols.sequence, SEQUENCE_NAMES), find(cols.time, TIME_NAMES), scale,
+                  truth, names)
+
+
+def parse_row(fields: list[str], layout: Layout) -> Sample:
+    """One data row -> a ``Sample``; a field that is not a number becomes NaN and the sample
+    is marked ``not_numeric``, missing fields mark it ``wrong_shape``."""
+    fields = [f.strip() for f in fields]
+    if layout.values is None:
+        picked, problem = fields, ("wrong_shape" if len(fields) != layout.width else None)
+    elif max(layout.values) < len(fields):
+        picked, problem = [fields[i] for i in layout.values], None
+    else:
+        picked, problem = fields[:layout.width], "wrong_shape"
+    values = np.full(layout.width, np.nan, np.float32)
+    for i, f in enumerate(picked[:layout.width]):
+        try:
+            values[i] = float(f)
+        except ValueError:
+            problem = problem or "not_numeric"
+    if len(picked) < layout.width:
+        problem = "wrong_shape"
+
+    def cell(i):
+        return fields[i] if i is not None and i < len(fields) else None
+
+    truth = None
+    if layout.truth:
+        got = [cell(i) for i in layout.truth]
+        truth = got[0] if len(got) == 1 else (",".join(got) if None not in got else None)
+    stamp = None
+    if layout.time is not None:
+        try:
+            stamp = float(cell(layout.time)) * layout.time_scale
+        except (TypeError, ValueError):
+            stamp = None
+    return Sample(values, problem, truth, cell(layout.sequence), stamp)
+
+
+def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
+                where: str = "input", strict: bool = True, targets: tuple[str, ...] = ()):
+    """Samples from CSV text lines (blank lines skipped), the first resolving the layout."""
+    layout = None
+    for fields in csv.reader(lines):
+        if not fields or fields == [""] or all(not f.strip() for f in fields):
+            continue
+        if layout is None:
+            layout = resolve(fields, channels, cols, where, strict, targets)
+            if layout is None:  # a cut first line on a live port: data, counted as bad
+                layout = Layout(channels, None, False)
+            if layout.header:
+                continue
+        yield parse_row(fields, layout)
+
+
+def _open_text(path: Path):
+    if not path.is_file():
+        raise InputError(f"no such file {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if b"\x00" in head:
+        raise InputError(f"{path}: not a text CSV file (it holds binary data)")
+    return open(path, newline="", encoding="utf-8")
+
+
+def file_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(),
+                 targets: tuple[str, ...] = ()):
+    """Every sample of a recorded CSV or ``.npy`` file, streamed (nothing held but one row).
+    ``.npy``: ``[T, D]`` or ``[N, T, D]`` float, N recordings."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        yield from _npy_samples(path, channels)
+        return
+    try:
+        with _open_text(path) as fh:
+            yield from csv_samples(fh, channels, cols, str(path), True, targets)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text CSV file") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _npy_samples(path: Path, channels: tuple[str, ...]):
+    if not path.is_file():
+        raise InputError(f"no such file {path}")
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise InputError(f"{path}: not a .npy file (no NUMPY header)")
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{path}: holds {arr.dtype} values, expected numbers")
+    if arr.ndim not in (2, 3) or arr.shape[-1] != len(channels):
+        raise InputError(f"{path}: expected shape (T, {len(channels)}) or "
+                         f"(N, T, {len(channels)}), got {arr.shape}")
+    if arr.ndim == 2:
+        for row in arr:
+            yield Sample(np.asarray(row, np.float32))
+        return
+    for n, rec in enumerate(arr):
+        for row in rec:
+            yield Sample(np.asarray(row, np.float32), sequence=n)
+
+
+@dataclass
+class Recording:
+    """One recording of a table: ``x`` ``[T, D]`` raw, the truth of each sample, times."""
+
+    key: str | int | None
+    x: np.ndarray
+    truth: list
+    times: np.ndarray | None
+
+
+def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
+    """A new model's channels: the column map's names, else every header column that is not
+    the sequence, time, label or a target."""
+    if cols.mapping:
+        return tuple(c for c, _ in cols.mapping)
+    try:
+        with _open_text(path) as fh:
+            first = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, csv.Error):
+        raise InputError(f"{what}: {path}: not a UTF-8 text CSV file") from None
+    names = [f.strip().lstrip("\ufeff") for f in first]
+    if not names or _numeric(names):
+        raise InputError(f"{what}: {path}: needs a header row naming its columns (or "
+                         "?columns=CHANNEL:POSITION,...)")
+    claimed = {cols.label, cols.sequence, cols.time}
+    claimed |= set(SEQUENCE_NAMES if cols.sequence is None else ())
+    claimed |= set(TIME_NAMES if cols.time is None else ())
+    return tuple(n for n in names if n not in claimed and not n.startswith("target"))
+
+
+def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "recordings",
+               targets: tuple[str, ...] = ()) -> tuple[list[Recording], Columns, tuple]:
+    """Read a whole table (``FILE?column keys``) into recordings split by its sequence
+    column, for training, calibration and checks; ``channels`` None: a new model's, from the
+    table (``header_channels``). Returns the recordings, the column keys and the channels. Any bad row raises ``InputError`` naming
+    the line: training or calibrating on NaN or half rows would set every range wrong."""
+    path, params = split_spec(spec)
+    unknown = sorted(set(params) - set(TABLE_PARAMS))
+    if unknown:
+        raise InputError(f"{what}: {spec}: unknown key(s) {', '.join(unknown)}; allowed: "
+                         f"{', '.join(TABLE_PARAMS)}")
+    cols = Columns.from_params(params, f"{what}: {path}")
+    channels = channels or header_channels(path, cols, what)
+    recs: dict = {}
+    try:
+        for n, s in enumerate(file_samples(path, channels, cols, targets), start=1):
+            if s.problem is not None or not np.isfinite(s.values).all():
+                raise InputError(f"{what}: {path}, sample {n}: {s.problem or 'not finite'} "
+                                 f"(expected {len(channels)} numbers: {', '.join(channels)})")
+            rec = recs.setdefault(s.sequence, ([], [], []))
+            rec[0].append(s.values)
+            rec[1].append(s.truth)
+            rec[2].append(s.time)
+    except InputError as exc:
+        msg = str(exc)
+        raise InputError(msg if msg.startswith(what) else f"{what}: {msg}") from None
+    if not recs:
+        raise InputError(f"{what}: {path} holds no samples")
+    out = [Recording(k, np.stack(x).astype(np.float32), t,
+                     None if None in ts else np.asarray(ts, np.float64))
+           for k, (x, t, ts) in recs.items()]
+    return out, cols, channels
+
+
+def rate_of(times) -> float | None:
+    """The sample rate in Hz of increasing timestamps (the median interval), else None."""
+    return table_rate([Recording(None, np.empty(0), [], np.asarray(times, np.float64))])
+
+
+def table_rate(recordings: list[Recording]) -> float | None:
+    """The sample rate the recordings' timestamps give (intervals within recordings)."""
+    steps = [np.diff(r.times) for r in recordings if r.times is not None and len(r.times) > 1]
+    steps = np.concatenate(steps) if steps else np.array([])
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if len(steps) else None
+
+
+def check_rate(found_hz: float | None, model_hz: float | None, where: str) -> None:
+    """Refuse samples at another rate than the model's, naming both."""
+    if found_hz is None or model_hz is None:
+        return
+    if not _same_rate(found_hz, model_hz):
+        raise InputError(f"{where}: samples at {found_hz:.4g} Hz, the model's rate is "
+                         f"{model_hz:.4g} Hz; add resample=1 to resample them (or check "
+                         "time_unit=s|ms|us)")
+
+
+def with_rate(samples, model_hz: float | None, where: str, stated_hz: float | None = None,
+              resampler: Resampler | None = None):
+    """``samples`` checked against the model's rate: a stated rate at once, timestamps over
+    the first ``RATE_WINDOW`` samples of the first recording (passed on as they come, so a
+    live source is not held up); resampled by ``resampler`` instead when it is given and the
+    rates differ (timestamps are then read ahead to decide). Raises ``InputError`` on a
+    mismatch, from the ``next`` that completed the estimate."""
+    if model_hz is None:
+        yield from samples
+        return
+    it = iter(samples)
+    if resampler is not None:
+        head = [] if stated_hz is not None else list(islice(it, RATE_WINDOW))
+        found = stated_hz if stated_hz is not None else _head_rate(head)
+        rest = chain(head, it)
+        if found is None or _same_rate(found, model_hz):
+            yield from rest
+        else:
+            resampler.source_hz = found
+            yield from resampler.run(rest)
+        return
+    if stated_hz is not None:
+        check_rate(stated_hz, model_hz, where)
+        yield from it
+        return
+    times, first, checked = [], None, False
+    for s in it:
+        if not checked and s.time is not None:
+            first = s.sequence if not times else first
+            if s.sequence == first:
+                times.append(s.time)
+            if len(times) >= RATE_WINDOW or (s.sequence != first and len(times) > 1):
+                check_rate(rate_of(times), model_hz, where)
+                checked = True
+        yield s
+    if not checked and len(times) > 1:
+        check_rate(rate_of(times), model_hz, where)
+
+
+def _head_rate(head: list) -> float | None:
+    times = [s.time for s in head if s.time is not None and s.sequence == head[0].sequence]
+    return rate_of(times) if len(times) > 1 else None
+
+
+def _same_rate(found: float, model_hz: float) -> bool:
+    return abs(found - model_hz) <= RATE_TOLERANCE * model_hz
+
+
+class Resampler:
+    """Resample a stream to ``rate_hz`` on its own timestamps (or, without them, at the stated
+    ``source_hz``), per recording. Going down, each output is the mean of the inputs within
+    its period (a box filter, so a 50 Hz tremor does not alias into a 10 Hz model); going up,
+    the linear interpolation of its two neighbours. Truth and sequence come from the input
+    nearest the output time."""
+
+    def __init__(self, rate_hz: float) -> None:
+        self.period = 1.0 / rate_hz
+        self.source_hz: float | None = None  # set by with_rate when the rates differ
+        self.inputs = 0
+        self.outputs = 0
+
+    def describe(self) -> str | None:
+        if self.source_hz is None:
+            return None
+        return (f"resampled {self.source_hz:.4g} Hz -> {1 / self.period:g} Hz (box average "
+                f"per output period going down, linear interpolation going up): "
+                f"{self.inputs} samples in, {self.outputs} out")
+
+    def run(self, samples):
+        seq, pending, n = object(), [], 0
+        for s in samples:
+            self.inputs += 1
+            if s.problem is not None:
+                yield s  # bad samples pass through, to be counted by the stream's policy
+                continue
+            if s.time is None:
+                s.time = n / self.source_hz
+            n += 1
+            if s.sequence != seq:
+                yield from self._flush(pending, final=True)
+                seq, pending, self._next = s.sequence, [], s.time
+            pending.append(s)
+            yield from self._flush(pending, final=False)
+        yield from self._flush(pending, final=True)
+
+    def _flush(self, pending: list, final: bool):
+        half = self.period / 2
+        while pending and (final and self._next <= pending[-1].time + 1e-12
+                           or pending[-1].time > self._next + half):
+            t = self._next
+            inside = [s for s in pending if t - half < s.time <= t + half]
+            if inside:
+                values = np.mean([s.values for s in inside], axis=0).astype(np.float32)
+            else:
+                before = max((s for s in pending if s.time <= t), key=lambda s: s.time,
+                             default=pending[0])
+                after = min((s for s in pending if s.time >= t), key=lambda s: s.time,
+                            default=pending[-1])
+                w = 0.0 if after.time == before.time else (t - before.time) / (after.time -
+                                                                               before.time)
+                values = ((1 - w) * before.values + w * after.values).astype(np.float32)
+            near = min(pending, key=lambda s: abs(s.time - t))
+            self.outputs += 1
+            yield Sample(values, None, near.truth, near.sequence, t)
+            self._next = t + self.period
+            # keep only what the next output can still use
+            while len(pending) > 1 and pending[1].time <= self._next - half:
+                pending.pop(0)
+        if final:
+            pending.clear()
