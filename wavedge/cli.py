@@ -50,7 +50,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                                max_accuracy_drop=args.max_accuracy_drop,
                                                activation_bits=args.activations,
                                                force=args.force),
-                            calibration=args.calibration)
+                            calibration=args.calibration, reset=args.reset)
     manifest_path = export_model_dir(ckpt, args.out, options, task=task)
     raw = json.loads(manifest_path.read_text())
     for f in raw["files"]:
@@ -69,6 +69,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
               f"{measured}")
     if (raw.get("quality") or {}).get("gate", True) is None:
         print(f"note: {raw['quality']['note']}")
+    print(f"reset policy: {raw['reset']['policy']} ({raw['reset']['description']})")
     print(f"wrote {manifest_path}")
     return 0
 
@@ -117,6 +118,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for s in sig.state:
         reset = "a reset tensor" if s.reset is not None else f"{s.reset_value:g}"
         print(f"  state:  {s.name} {list(s.shape)} {s.dtype}, reset to {reset}")
+    print(f"  resets: {m.reset_policy.text()} ({m.reset_policy.describe()})")
     for f in m.files:
         if f.graph == "identity":
             print(f"  file:   {f.path} [{f.format} benchmark floor, {f.size_bytes} bytes]")
@@ -132,6 +134,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from wavedge.resets import ResetPolicy
     from wavedge.runtime import BackendOptions, load_model, open_sink, open_source
     from wavedge.runtime.loop import run
 
@@ -151,11 +154,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
           f"{providers}, {model.precision}, step graph{chunk}; "
           f"source {source_url}, sink {args.sink}, policy {args.policy}", file=sys.stderr)
-    summary = run(model.stream(args.policy), source, sink, limit=args.limit)
+    resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else \
+        model.manifest.reset_policy
+    summary = run(model.stream(args.policy), source, sink, limit=args.limit, resets=resets)
     for line in summary.lines():
         print(f"wavedge: {line}", file=sys.stderr)
     if summary.error:
         print(f"wavedge: error: {summary.error}", file=sys.stderr)
+        return 1
+    if summary.all_rejected:
+        print(f"wavedge: error: every one of the {sum(summary.dropped.values())} samples from "
+              f"{source_url} was rejected; the model takes {model.manifest.input_size} "
+              f"channel(s) ({', '.join(model.manifest.channels)})", file=sys.stderr)
         return 1
     return 0
 
@@ -250,10 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FILE.py:CLASS: a state_dict saved with torch.save")
     p.add_argument("--config", help="FILE.py:CLASS: the constructor's keyword arguments as "
                                     "JSON (default none)")
-    p.add_argument("--data", type=Path, metavar="FILE",
+    p.add_argument("--data", metavar="FILE",
                    help="check against your own recordings (CSV with the model's channels in "
                         "its header, a 'label' or 'target' column, an optional 'sequence' "
                         "column): held out, calibration and the quality gate")
+    p.add_argument("--reset", metavar="POLICY",
+                   help="the reset policy to check under and write into the model directory: "
+                        "never, recording, every:N, gap:SECONDS (default: how the checkpoint "
+                        "was trained)")
     p.add_argument("--arch", help="refuse a checkpoint of any other architecture")
     p.add_argument("--chunk", type=int, default=32, help="samples per chunk-graph call (32)")
     p.add_argument("--tolerance", type=float, default=1e-5,
@@ -299,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="reject", choices=["reject", "hold", "zero"],
                    help="bad samples (wrong length, non-numeric, NaN/inf): reject = drop and "
                         "count, hold = repeat the last good value, zero = use 0")
+    p.add_argument("--reset", metavar="POLICY",
+                   help="when to reset the state: never, recording (at each change of the "
+                        "source's sequence column), every:N samples, gap:SECONDS between "
+                        "samples; comma-separated (default: the model directory's, which says "
+                        "how it was trained and checked)")
     _add_backend_settings(p)
     p.add_argument("--limit", type=int, help="stop after this many samples")
     p.set_defaults(func=_cmd_run)

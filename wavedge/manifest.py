@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wavedge.errors import ManifestError
+from wavedge.errors import InputError, ManifestError
+from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature, StateSpec
 
 MANIFEST_NAME = "manifest.json"
@@ -93,6 +94,11 @@ class Manifest:
     @property
     def state(self) -> tuple[StateSpec, ...]:
         return self.signature.state
+
+    @cached_property
+    def reset_policy(self) -> ResetPolicy:
+        """When the stream's state is reset (``wavedge.resets``); never when not stated."""
+        return ResetPolicy.from_json(self.raw.get("reset"))
 
     @property
     def files(self) -> tuple[FileEntry, ...]:
@@ -237,6 +243,10 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
                             f"column {exc.colno})") from None
     manifest = Manifest(directory, validate(raw, str(path)))
     manifest.signature  # parsed once here so that a bad one fails at load
+    try:
+        manifest.reset_policy
+    except InputError as exc:
+        raise ManifestError(f"{path}: {exc}") from None
     if verify_files:
         for f in manifest.files:
             verify_file(manifest, f)

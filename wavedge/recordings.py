@@ -84,6 +84,16 @@ class Columns:
         return tuple(c for c, _ in self.mapping) if self.mapping else default
 
 
+def target_columns(signature) -> tuple[str, ...]:
+    """The truth columns for a signature's primary output: none for class scores (the
+    ``label`` column), else ``target`` or ``target_0, target_1, ...``."""
+    head = signature.outputs[0]
+    if head.kind == "class_scores":
+        return ()
+    size = int(np.prod(head.shape))
+    return ("target",) if size == 1 else tuple(f"target_{i}" for i in range(size))
+
+
 def split_spec(text: str | Path) -> tuple[Path, dict]:
     """``FILE?key=value&...`` -> (path, params), for ``--data`` and ``--calibration``."""
     path, _, query = str(text).partition("?")
@@ -204,7 +214,7 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     truth = None
     if layout.truth:
         got = [cell(i) for i in layout.truth]
-        truth = got[0] if len(got) == 1 else (",".join(got) if None not in got else None)
+        truth = got[0] if len(got) == 1 else (";".join(got) if None not in got else None)
     stamp = None
     if layout.time is not None:
         try:

@@ -14,7 +14,7 @@ differ. ``error`` is the largest of them all, the number compared to the toleran
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 
 from wavedge.errors import ExportError
 from wavedge.models import StepModel
+from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
 
 Stream = dict  # {input name: np.ndarray [T, *shape]}
@@ -44,24 +45,59 @@ class GraphError:
                 "steps": self.steps, "tensors": self.tensors}
 
 
+class CheckStream(dict):
+    """``{input name: [T, *shape]}``, and ``starts``: the steps at which the state is reset
+    (always 0), from the model's reset policy."""
+
+    starts: tuple[int, ...] = (0,)
+
+
 def check_stream(recordings: list[Stream], steps: int, multiple_of: int,
-                 seed: int = 0) -> Stream:
+                 policy: ResetPolicy = ResetPolicy(), seed: int = 0) -> CheckStream:
     """Concatenate held-out recordings into one stream of ``steps`` samples per input.
 
-    Recordings follow each other in a seeded random order without a reset (the state is carried
-    across their borders, as on a board), each pass reshuffled, repeated as needed. ``steps`` is
-    rounded up to a multiple of ``multiple_of`` so the chunk graph sees whole chunks.
+    Recordings follow each other in a seeded random order, each pass reshuffled, repeated as
+    needed; the state is reset where ``policy`` says (never: carried across every border, as
+    on a board that never resets). ``steps`` is rounded up to a multiple of ``multiple_of`` so
+    the chunk graph sees whole chunks; so are the runs between resets (a recording is cut to
+    whole chunks, an ``every:N`` period rounded to them) when the policy resets.
     """
     steps = -(-steps // multiple_of) * multiple_of
     if not recordings:
         raise ExportError("no held-out recordings to check the export against")
-    total = sum(len(next(iter(r.values()))) for r in recordings)
+    names = list(recordings[0])
+    resets = policy.recording or policy.every
+    if resets:
+        recordings = [{n: r[n][:len(r[n]) // multiple_of * multiple_of] for n in names}
+                      for r in recordings if len(r[names[0]]) >= multiple_of]
+        if not recordings:
+            raise ExportError(f"every held-out recording is shorter than a chunk of "
+                              f"{multiple_of}, so none can be checked from reset")
+        if policy.every:
+            policy = replace(policy, every=max(multiple_of,
+                                               policy.every // multiple_of * multiple_of))
+    total = sum(len(r[names[0]]) for r in recordings)
     rng = np.random.default_rng(seed)
     passes = -(-steps // max(1, total))
     order = np.concatenate([rng.permutation(len(recordings)) for _ in range(passes)])
-    names = list(recordings[0])
-    return {n: np.ascontiguousarray(np.concatenate([recordings[i][n] for i in order])[:steps])
-            for n in names}
+    recs = [recordings[i] for i in order]
+    parts, starts, at = [], [0], 0
+    for i, a, b, reset in policy.pieces([len(r[names[0]]) for r in recs]):
+        if reset and at:
+            starts.append(at)
+        parts.append({n: recs[i][n][a:b] for n in names})
+        at += b - a
+    out = CheckStream({n: np.ascontiguousarray(np.concatenate([p[n] for p in parts])[:steps])
+                       for n in names})
+    out.starts = tuple(s for s in starts if s < steps)
+    return out
+
+
+def segments(stream: Stream):
+    """``(start, stop)`` of each run of ``stream`` between state resets."""
+    starts = getattr(stream, "starts", (0,))
+    steps = len(next(iter(stream.values())))
+    return list(zip(starts, [*starts[1:], steps]))
 
 
 def _as_torch(signature: Signature, stream: Stream) -> list[torch.Tensor]:
@@ -88,10 +124,13 @@ def torch_outputs(model: StepModel, stream: Stream, state=None) -> tuple[list, l
 
 
 def torch_reference(model: StepModel, stream: Stream) -> tuple[list, list]:
-    """``torch_outputs`` from reset; raises ``ExportError`` when the model itself diverges (an
+    """``torch_outputs`` from reset, reset again at each of the stream's ``starts``; raises ``ExportError`` when the model itself diverges (an
     output or the state becomes inf/NaN): such a model cannot stream, whatever the export
     does."""
-    ys, state = torch_outputs(model, stream)
+    runs = [torch_outputs(model, {n: v[a:b] for n, v in stream.items()})
+            for a, b in segments(stream)]
+    ys = [np.concatenate(parts) for parts in zip(*(r[0] for r in runs))]
+    state = runs[-1][1]
     floats = [y for y in ys if y.dtype.kind == "f"] + [s for s in state if s.dtype.kind == "f"]
     bad = [~np.isfinite(y).reshape(len(y), -1).all(axis=1) for y in ys if y.dtype.kind == "f"]
     if any(b.any() for b in bad) or not all(np.isfinite(a).all() for a in floats):
@@ -105,16 +144,19 @@ def torch_reference(model: StepModel, stream: Stream) -> tuple[list, list]:
 def run_graph(path: Path, backend: str, signature: Signature, stream: Stream,
               samples: int) -> tuple[list, list]:
     """Run an exported graph over ``stream`` through wavedge's own runtime backend, as a
-    stream does: one sample (or chunk) per call, the state fed back from the previous call."""
+    stream does: one sample (or chunk) per call, the state fed back from the previous call
+    (and reset at the stream's ``starts``)."""
     from wavedge.runtime.model import load_checked_graph
 
     runner = load_checked_graph(path, backend, signature, samples).runner()
-    for buf, spec in zip(runner.state, signature.state):
-        buf[...] = spec.reset_array(1)
     names = [i.name for i in signature.inputs]
     steps = len(stream[names[0]])
     ys: list[list] = [[] for _ in signature.outputs]
+    starts = set(getattr(stream, "starts", (0,)))
     for i in range(0, steps, samples):
+        if i in starts:
+            for buf, spec in zip(runner.state, signature.state):
+                buf[...] = spec.reset_array(1)
         for buf, name in zip(runner.inputs, names):
             buf[...] = stream[name][i:i + samples].reshape(buf.shape)
         for acc, y, spec in zip(ys, runner.run(), signature.outputs):

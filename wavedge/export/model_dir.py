@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 
 import wavedge
 from wavedge.errors import ExportError, InputError
@@ -35,8 +36,9 @@ from wavedge.export.tflite_export import export_tflite_graph, quantize_tflite
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
 from wavedge.models import StepModel
 from wavedge.models.checkpoint import Checkpoint
-from wavedge.recordings import split_spec
 from wavedge.models.tasks import ClassificationTask, Task, classification_task, generated_task
+from wavedge.recordings import split_spec
+from wavedge.resets import ResetPolicy
 
 RECORDING_NAME = "recording.csv"
 FORMATS = {"onnx": "onnxruntime", "tflite": "litert"}  # file format -> runtime backend
@@ -56,11 +58,16 @@ class ExportOptions:
     quant: QuantOptions = field(default_factory=QuantOptions)
     # sensor recordings to calibrate int8 on (CSV or .npy, see quantize.load_recordings);
     # None: the checkpoint task's training split
-    calibration: Path | None = None
+    calibration: Path | str | None = None
+    # the reset policy to check under and write into the manifest (wavedge.resets); None: how
+    # the checkpoint was trained (its meta, else its recipe), else never
+    reset: str | None = None
 
     def validate(self) -> None:
         self.quant.validate()
-        if self.calibration is not None and not Path(self.calibration).is_file():
+        if self.reset is not None:
+            ResetPolicy.parse(self.reset, "--reset")
+        if self.calibration is not None and not split_spec(self.calibration)[0].is_file():
             raise InputError(f"calibration recordings: no such file {self.calibration}")
         bad = sorted(set(self.precisions) - {"fp32", "int8"})
         if bad or "fp32" not in self.precisions:
@@ -77,6 +84,17 @@ class ExportOptions:
             raise InputError(f"check_steps must be at least 1000, got {self.check_steps}")
         if not self.tolerance > 0:
             raise InputError(f"tolerance must be positive, got {self.tolerance}")
+
+
+def reset_policy(ckpt: Checkpoint, options: ExportOptions) -> ResetPolicy:
+    """The policy the model was trained for: ``options.reset``, else the checkpoint's meta,
+    else its recipe (random recordings back to back: never; single recordings: at each)."""
+    if options.reset is not None:
+        return ResetPolicy.parse(options.reset, "--reset")
+    if ckpt.meta.get("reset") is not None:
+        return ResetPolicy.from_json(ckpt.meta["reset"], f"{ckpt.path}: reset")
+    segments = (ckpt.meta.get("recipe") or {}).get("stream_segments")
+    return ResetPolicy(recording=segments == 1)
 
 
 def default_task(ckpt: Checkpoint, steps: int) -> Task:
@@ -110,7 +128,8 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
     sig = ckpt.model.signature
     sig.check(f"{type(ckpt.model).__name__}.signature")
     task = task or default_task(ckpt, options.check_steps)
-    stream = check_stream(task.held_out, options.check_steps, options.chunk_samples)
+    resets = reset_policy(ckpt, options)
+    stream = check_stream(task.held_out, options.check_steps, options.chunk_samples, resets)
     ref = torch_reference(ckpt.model, stream)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -157,14 +176,14 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
             files.append(_file_entry(path, fmt, "identity", 1, {"note": "benchmark floor: "
                                      "inputs passed through, no model"},
                                      options.opset if fmt == "onnx" else None))
-        raw = _manifest(ckpt, task, files, options, len(stream[sig.inputs[0].name]))
+        raw = _manifest(ckpt, task, files, options, len(stream[sig.inputs[0].name]), resets)
         if "int8" in options.precisions:
             raw["calibration"] = {**(calibration or {"data": None}),
                                   "options": asdict(options.quant)}
         if options.recording:
             raw["recording"] = write_recording(tmp / RECORDING_NAME, task, sig)
         write_manifest(tmp, raw)
-        _quality_gate(tmp, raw, ckpt, task, options)
+        _quality_gate(tmp, raw, ckpt, task, options, resets)
         write_manifest(tmp, raw)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -238,32 +257,33 @@ def _onnx_opset(path: Path) -> int:
 
 
 def _quality_gate(directory: Path, raw: dict, ckpt: Checkpoint, task: Task,
-                  options: ExportOptions) -> None:
-    """Measure every artefact's quality on the task through the runtime (each held-out
-    recording from reset) beside the torch fp32 model's; refuse an int8 artefact that loses
-    more than ``max_accuracy_drop`` points (accuracy points, or per cent of an error),
-    unless forced. Without a task metric, record that no gate ran."""
+                  options: ExportOptions, resets: ResetPolicy) -> None:
+    """Measure every artefact's quality on the task through the runtime beside the torch fp32
+    model's, the held-out recordings streamed back to back under the reset policy (as
+    ``wavedge run`` replays them); refuse an int8 artefact that loses more than
+    ``max_accuracy_drop`` points (accuracy points, or per cent of an error), unless forced.
+    Without a task metric, record that no gate ran."""
     from wavedge.runtime.model import load_model
 
     if task.metric is None:
         raw["quality"] = {"gate": None, "note": "no task with a quality metric: parity with "
                           "torch was checked on generated streams, no quality gate ran"}
         return
-    torch_value = task.score([dict(zip([o.name for o in ckpt.model.signature.outputs],
-                                       torch_outputs(ckpt.model, rec)[0]))
-                              for rec in task.held_out])
-    raw["quality"] = {"metric": task.metric, "task": task.description, "torch_fp32": torch_value,
-                      "max_loss_points": options.quant.max_accuracy_drop}
+    torch_value = task.score(_torch_under(ckpt.model, resets, task.held_out))
+    metric = f"{task.metric}, {resets.describe()}"
+    raw["quality"] = {"metric": metric, "task": task.description, "torch_fp32": torch_value,
+                      "reset": resets.text(), "max_loss_points": options.quant.max_accuracy_drop}
     for entry in raw["files"]:
         if entry["graph"] == "identity":
             continue
         fmt, precision, use_chunk = entry["format"], entry["precision"], entry["graph"] == "chunk"
-        model = load_model(directory, FORMATS[fmt], precision, use_chunk=use_chunk)
-        value = task.score([model.stream().push_chunk(rec).outputs for rec in task.held_out])
+        stream = load_model(directory, FORMATS[fmt], precision, use_chunk=use_chunk).stream()
+        value = task.score(under_policy(resets, task.held_out, stream.reset,
+                                        lambda piece: stream.push_chunk(piece).outputs))
         drop = task.loss_points(torch_value, value)
         entry["accuracy" if task.higher_is_better else "quality"] = {
             "test": value, "torch_fp32": torch_value, "drop_points": round(drop, 3),
-            "n_test": len(task.held_out), "metric": task.metric,
+            "n_test": len(task.held_out), "metric": metric,
             "graphs": "step only" if not use_chunk else
                       f"chunk of {options.chunk_samples}, then step"}
         if precision != "fp32" and drop > options.quant.max_accuracy_drop \
@@ -274,6 +294,37 @@ def _quality_gate(directory: Path, raw: dict, ckpt: Checkpoint, task: Task,
                 f"{options.quant.max_accuracy_drop:g} is allowed (missed by "
                 f"{drop - options.quant.max_accuracy_drop:.1f}); nothing written "
                 f"(--force writes it anyway){ckpt.model.int8_hint()}")
+
+
+def under_policy(policy: ResetPolicy, recordings: list[dict], reset, run) -> list[dict]:
+    """Each recording's outputs when the recordings are streamed back to back, from reset,
+    the state reset where ``policy`` says: ``run(piece) -> {output: [T, ...]}`` carries the
+    state, ``reset()`` resets it."""
+    names = list(recordings[0])
+    out: list[list[dict]] = [[] for _ in recordings]
+    reset()
+    for i, a, b, again in policy.pieces([len(r[names[0]]) for r in recordings]):
+        if again:
+            reset()
+        out[i].append(run({n: recordings[i][n][a:b] for n in names}))
+    return [{k: np.concatenate([p[k] for p in parts]) for k in parts[0]} for parts in out]
+
+
+def _torch_under(model: StepModel, policy: ResetPolicy, recordings: list[dict]) -> list[dict]:
+    import torch
+
+    names = [o.name for o in model.signature.outputs]
+    state: list = [None]
+
+    def reset():
+        state[0] = None
+
+    def run(piece):
+        ys, st = torch_outputs(model, piece, state[0])
+        state[0] = [torch.from_numpy(s) for s in st]
+        return dict(zip(names, ys))
+
+    return under_policy(policy, recordings, reset, run)
 
 
 def _file_entry(path: Path, fmt: str, graph: str, samples: int, error: dict,
@@ -287,7 +338,7 @@ def _file_entry(path: Path, fmt: str, graph: str, samples: int, error: dict,
 
 
 def _manifest(ckpt: Checkpoint, task: Task, files: list[dict], options: ExportOptions,
-              check_steps: int) -> dict:
+              check_steps: int, resets: ResetPolicy) -> dict:
     meta, model = ckpt.meta, ckpt.model
     metrics = meta.get("metrics", {})
     family = model.arch or type(model).__name__
@@ -306,8 +357,10 @@ def _manifest(ckpt: Checkpoint, task: Task, files: list[dict], options: ExportOp
                            "for floats (every step's outputs, the final state), the fraction "
                            "of differing elements for integers and booleans; the largest",
                   "data": f"{task.description}, {len(task.held_out)} recording(s) concatenated "
-                          "in seeded random order (reshuffled per pass), state carried "
-                          "throughout, from reset"},
+                          "in seeded random order (reshuffled per pass), from reset, "
+                          f"{resets.describe()}"
+                          + (" (runs cut to whole chunks)" if resets.text() != "never" else "")},
+        "reset": resets.to_json(),
         "calibration": None,
         "training": {"task": meta.get("task"), "dataset": meta.get("dataset"),
                      "test_accuracy": metrics.get("test_accuracy"),

@@ -15,13 +15,13 @@ Recordings are lists of ``{input name: [T, *shape]}`` in raw units (the graphs n
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from wavedge.errors import InputError
+from wavedge.recordings import load_table, split_spec, target_columns
 from wavedge.signature import Signature
 
 
@@ -87,70 +87,48 @@ def generated_task(signature: Signature, steps: int = 2048, seed: int = 0) -> Ta
                 f"{seed}", held_out=[rec], calibration=[rec])
 
 
-def recordings_task(path: str | Path, signature: Signature) -> Task:
+def recordings_task(spec: str | Path, signature: Signature,
+                    held_out_keys: list | None = None) -> Task:
     """The user's recordings file as a task for a model whose first input is float sensor
-    channels: a CSV with a header naming the channels (an optional ``sequence`` column splits
-    recordings), and ``label`` (a class-score model) or ``target``/``target_<i>`` columns (a
-    regression or Gaussian model). Raises ``InputError`` on the first bad row."""
-    path = Path(path)
+    channels: the table ``wavedge run`` replays (``wavedge.recordings``: a column map after
+    ``?``, a sequence column splitting recordings of any length), with ``label`` (a
+    class-score model) or ``target``/``target_<i>`` columns (a regression or Gaussian model).
+    ``held_out_keys``: the recordings held out (the rest calibrate); default all of them, for
+    both. Raises ``InputError`` on the first bad row."""
     sensor, head = signature.inputs[0], signature.outputs[0]
     if len(signature.inputs) != 1 or sensor.dtype != "float32" or not sensor.channels:
-        raise InputError(f"{path}: recordings serve models with one float input with named "
+        raise InputError(f"{spec}: recordings serve models with one float input with named "
                          "channels; give this model a task in Python (wavedge.models.tasks)")
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read recordings ({exc})") from None
-    if len(rows) < 2:
-        raise InputError(f"{path}: expected a header row and samples")
-    header = [h.strip() for h in rows[0]]
-    missing = [c for c in sensor.channels if c not in header]
-    if missing:
-        raise InputError(f"{path}: header lacks channel(s) {missing} (the model takes "
-                         f"{list(sensor.channels)})")
-    cols = [header.index(c) for c in sensor.channels]
-    classify = head.kind == "class_scores"
-    if classify:
-        tcols = [header.index("label")] if "label" in header else []
-    else:
-        names = ["target"] if head.shape == (1,) else [f"target_{i}" for i in
-                                                       range(int(np.prod(head.shape)))]
-        tcols = [header.index(n) for n in names if n in header]
-        tcols = tcols if len(tcols) == len(names) else []
-    if not tcols:
-        want = "a 'label' column" if classify else f"target column(s) for output {head.name!r}"
-        raise InputError(f"{path}: no {want}")
-    seq = header.index("sequence") if "sequence" in header else None
-    recs: dict = {}
-    for line, row in enumerate(rows[1:], start=2):
-        try:
-            x = [float(row[c]) for c in cols]
-            t = row[tcols[0]].strip() if classify else [float(row[c]) for c in tcols]
-        except (ValueError, IndexError):
-            raise InputError(f"{path}, line {line}: expected numbers in columns "
-                             f"{list(sensor.channels)} and a target") from None
-        if not np.isfinite(x).all() or (not classify and not np.isfinite(t).all()):
-            raise InputError(f"{path}, line {line}: not finite")
-        key = row[seq] if seq is not None else 0
-        recs.setdefault(key, ([], []))
-        recs[key][0].append(x)
-        recs[key][1].append(t)
-    held = [{sensor.name: np.asarray(x, np.float32)} for x, _ in recs.values()]
-    common = dict(name=path.stem, held_out=held, calibration=held,
-                  description=f"{path.name}: {len(held)} recording(s), raw sensor units")
-    if classify:
+    targets = target_columns(signature)
+    recs, _, _ = load_table(spec, sensor.channels, "recordings", targets)
+    path, _ = split_spec(spec)
+    if any(t is None for r in recs for t in r.truth):
+        want = "a 'label' column" if not targets else f"column(s) {', '.join(targets)}"
+        raise InputError(f"{path}: no {want} (the truth of output {head.name!r}; name another "
+                         "with ?label=COLUMN)" if not targets else f"{path}: no {want}")
+    keys = set(held_out_keys) if held_out_keys is not None else None
+    held = [r for r in recs if keys is None or str(r.key) in keys]
+    calib = [r for r in recs if keys is None or str(r.key) not in keys] or held
+    common = dict(name=path.stem, held_out=[{sensor.name: r.x} for r in held],
+                  calibration=[{sensor.name: r.x} for r in calib],
+                  description=f"{path.name}: {len(held)} recording(s)"
+                              + (" held out" if keys is not None else "") + ", raw sensor units")
+    if not targets:
         labels = list(head.labels) or [str(i) for i in range(head.shape[-1])]
-        try:
-            targets = [labels.index(t[-1]) for _, t in recs.values()]
-        except ValueError as exc:
-            raise InputError(f"{path}: label {str(exc).split()[0]} is not one of the model's "
-                             f"labels {labels}") from None
-        return ClassificationTask(**common, targets=targets, output=head.name,
+        unknown = sorted({r.truth[-1] for r in held} - set(labels))
+        if unknown:
+            raise InputError(f"{path}: label(s) {unknown} are not among the model's labels "
+                             f"{labels}")
+        return ClassificationTask(**common, targets=[labels.index(r.truth[-1]) for r in held],
+                                  output=head.name,
                                   metric="accuracy of the prediction at the last sample of "
-                                         "each recording, from reset")
+                                         "each recording")
+    try:
+        values = [np.asarray([[float(v) for v in t.split(";")] for t in r.truth], np.float32)
+                  for r in held]
+    except ValueError:
+        raise InputError(f"{path}: target column(s) {', '.join(targets)} must hold numbers") \
+            from None
     return RegressionTask(**common, higher_is_better=False, output=head.name,
-                          targets=[np.asarray(t, np.float32).reshape(-1, *head.shape)
-                                   for _, t in recs.values()],
-                          metric=f"mean squared error of {head.name!r} over every sample, "
-                                 "each recording from reset")
+                          targets=[v.reshape(-1, *head.shape) for v in values],
+                          metric=f"mean squared error of {head.name!r} over every sample")

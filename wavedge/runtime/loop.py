@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wavedge.errors import InputError, WavedgeError
+from wavedge.resets import ResetPolicy, Resetter
 
 LATENCY_WINDOW = 1 << 17  # percentiles over the most recent 131,072 samples
 WARN_LIMIT = 5  # warning lines per reason before going quiet (all are still counted)
@@ -36,6 +37,9 @@ class Summary:
     ends_correct: int = 0
     interrupted: bool = False
     error: str | None = None
+    resets: int = 0  # state resets the policy made
+    reset_policy: str = "state never reset"
+    notes: list = field(default_factory=list)  # what the source did (resampling)
 
     def lines(self) -> list[str]:
         out = [f"samples: {self.samples} in {self.seconds:.2f} s"
@@ -57,16 +61,28 @@ class Summary:
         if self.ends:
             out.append(f"at the last sample of each recording: {self.ends_correct}/{self.ends} "
                        f"({self.ends_correct / self.ends:.1%})")
+        if self.resets or self.reset_policy != "state never reset":
+            out.append(f"resets: {self.resets} ({self.reset_policy})")
+        out += self.notes
         if self.error:
             out.append(f"stopped: {self.error}")
         return out
 
+    @property
+    def all_rejected(self) -> bool:
+        """Samples came but not one was used: the input cannot be what the model takes."""
+        return self.samples == 0 and sum(self.dropped.values()) > 0
 
-def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
+
+def run(stream, source, sink, limit: int | None = None, warn=None,
+        resets: ResetPolicy | None = None) -> Summary:
     """Feed ``source`` through ``stream`` into ``sink`` until the source ends, ``limit``
-    samples were fed, or Ctrl-C. Returns the summary; never raises for bad input."""
+    samples were fed, or Ctrl-C; the state reset where ``resets`` says (before the sample
+    that makes it due). Returns the summary; never raises for bad input."""
     warn = warn or (lambda msg: print(f"wavedge: warning: {msg}", file=sys.stderr))
     summary = Summary()
+    resetter = Resetter(resets or ResetPolicy())
+    summary.reset_policy = resetter.policy.describe()
     ring = np.zeros(LATENCY_WINDOW, np.int64)
     warned: Counter = Counter()
     prev = None  # the previous sample, to see where a labelled sequence ends
@@ -76,6 +92,9 @@ def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
     complete = False  # the source ended by itself, so its last sample closes a recording
     try:
         for sample in source:
+            if resetter.due(sample.sequence, sample.time if sample.time is not None
+                            else time.monotonic()):
+                stream.reset()
             t0 = clock()
             try:
                 result = stream.push(sample.values, sample.problem)
@@ -114,6 +133,8 @@ def run(stream, source, sink, limit: int | None = None, warn=None) -> Summary:
     if complete and prev is not None and prev.sequence is not None and prev.truth is not None:
         _score_end(summary, prev_result, prev.truth)
     summary.seconds = (clock() - started) / 1e9
+    summary.resets = resetter.resets
+    summary.notes = list(getattr(source, "notes", list)())
     summary.dropped = Counter(stream.stats.dropped)
     summary.repaired = Counter(stream.stats.repaired)
     if summary.samples:

@@ -23,8 +23,11 @@ def open_output(path: str, what: str):
 
 def record(result, sample) -> dict:
     """The fields every structured sink writes for one result: the step, each output head's
-    fields (``wavedge.runtime.heads``), and ``truth`` when the source knows it."""
+    fields (``wavedge.runtime.heads``), and the sample's ``time`` and ``truth`` when the
+    source knows them."""
     row = result.record()
+    if sample is not None and sample.time is not None:
+        row["time"] = sample.time
     if sample is not None and sample.truth is not None:
         row["truth"] = sample.truth
     return row

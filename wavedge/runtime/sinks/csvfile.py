@@ -1,4 +1,5 @@
-"""``csv:PATH``: a CSV file, one row per result: ``step``, the primary output head's columns
+"""``csv:PATH``: a CSV file, one row per result: ``step``, ``time`` (when the source has
+timestamps), the primary output head's columns
 (class scores: ``class_id,label,score`` and ``logit_<label>`` per class; a Gaussian: ``mean_<i>``
 and ``variance_<i>``; tokens: the top 5 ids and probabilities, never the vocabulary), any
 other head's columns prefixed by its output name, and ``truth``. ``csv:-`` writes to standard
@@ -24,19 +25,31 @@ class CsvSink:
             columns += [f"{h.name}.{c}" if not c.startswith(h.name) else c for c in h.columns()]
         # truth right after the primary head's short fields, as before the heads existed
         self._at = len([c for c in primary.columns() if not c.startswith("logit_")]) + 1
-        self.writer.writerow(["step", *columns[:self._at - 1], "truth", *columns[self._at - 1:]])
+        self._columns = columns
+        self._timed = None  # decided by the first sample: a source with timestamps or not
+
+    def _header(self, timed: bool) -> None:
+        self._timed = timed
+        c = self._columns
+        self.writer.writerow(["step", *(["time"] if timed else []), *c[:self._at - 1], "truth",
+                              *c[self._at - 1:]])
 
     def write(self, result, sample) -> None:
         r = record(result, sample)
+        if self._timed is None:
+            self._header("time" in r)
         primary, *others = self.heads
         cells = primary.row(r)
         for h in others:
             rec = r[h.name]
             cells += h.row(rec if isinstance(rec, dict) else {h.name: rec})
-        self.writer.writerow([r["step"], *cells[:self._at - 1], r.get("truth", ""),
+        stamp = [r.get("time", "")] if self._timed else []
+        self.writer.writerow([r["step"], *stamp, *cells[:self._at - 1], r.get("truth", ""),
                               *cells[self._at - 1:]])
 
     def close(self) -> None:
+        if self._timed is None:
+            self._header(False)
         self.fh.flush()
         if self._owned:
             self.fh.close()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 from wavedge.errors import WavedgeError
-from wavedge.recordings import TABLE_PARAMS, Columns, Resampler, Sample, with_rate
+from wavedge.recordings import TABLE_PARAMS, Columns, Resampler, Sample, target_columns, \
+    with_rate
 
 __all__ = ["Pacer", "Sample", "SourceError", "TableOptions", "rate_param"]
 
@@ -25,6 +26,7 @@ class TableOptions:
     def __init__(self, url, manifest) -> None:
         self.columns = Columns.from_params(url.params, url.text)
         self.channels = manifest.channels
+        self.targets = target_columns(manifest.signature)
         self.stated_hz = url.get("sample_rate", None, float)
         if self.stated_hz is not None and not (0 < self.stated_hz < 1e7):
             raise SourceError(f"{url.text}: sample_rate must be in (0, 1e7) Hz, got "

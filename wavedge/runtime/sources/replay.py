@@ -41,8 +41,8 @@ class ReplaySource:
             raise SourceError(str(exc)) from None
 
     def _samples(self):
-        return self.table.samples(file_samples(self.path, self.table.channels,
-                                               self.table.columns))
+        t = self.table
+        return t.samples(file_samples(self.path, t.channels, t.columns, t.targets))
 
     def __iter__(self):
         pacer = Pacer(self.rate_hz)

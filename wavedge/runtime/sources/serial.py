@@ -76,7 +76,7 @@ class SerialSource:
         # a first line cut in half by connecting mid-stream is data (counted), not a bad header
         t = self.table
         return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.port,
-                                     strict=False))
+                                     strict=False, targets=t.targets))
 
     def notes(self) -> list[str]:
         return self.table.notes()

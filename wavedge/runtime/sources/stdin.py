@@ -18,7 +18,8 @@ class StdinSource:
 
     def __iter__(self):
         t = self.table
-        return t.samples(csv_samples(self.stream, t.channels, t.columns, "stdin"))
+        return t.samples(csv_samples(self.stream, t.channels, t.columns, "stdin",
+                                      targets=t.targets))
 
     def notes(self) -> list[str]:
         return self.table.notes()
