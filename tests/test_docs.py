@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -20,3 +21,39 @@ def test_own_model_page_runs_as_written(tmp_path):
     label_line, configs = proc.stdout.strip().splitlines()[-2:]
     assert label_line.split()[0] in ("still", "shaken")
     assert "onnxruntime/fp32/step" in configs and "onnxruntime/int8/step" in configs
+
+
+def test_own_data_page_runs_as_written(tmp_path):
+    """The walkthrough: unequal recordings at 50 Hz, trained, exported fp32 and int8,
+    inspected and replayed from the CLI only; the replayed accuracy within 2 points of the
+    manifest's."""
+    import csv
+    import json
+    import os
+
+    text = (ROOT / "docs" / "own-data.md").read_text()
+    (make,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    (commands,) = re.findall(r"```bash\n(.*?)```", text, re.S)
+    (tmp_path / "make.py").write_text(make)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run([sys.executable, "make.py"], cwd=tmp_path, check=True, timeout=60)
+    lengths = {}
+    with open(tmp_path / "accel.csv") as fh:
+        for row in csv.DictReader(fh):
+            lengths[row["session"]] = lengths.get(row["session"], 0) + 1
+    assert len(set(lengths.values())) > 10  # recordings of unequal length
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    raw = json.loads((tmp_path / "accel_model" / "manifest.json").read_text())
+    assert raw["signature"]["sample_rate_hz"] == 50.0 and raw["reset"]["policy"] == "never"
+    assert "50 Hz" in proc.stdout and "resets: never" in proc.stdout  # inspect
+    (entry,) = [f for f in raw["files"] if f["path"] == "model.step.int8.onnx"]
+    manifest_acc = entry["accuracy"]["test"]
+    line = [ln for ln in proc.stderr.splitlines() if "at the last sample" in ln][-1]
+    replayed = float(line.rsplit("(", 1)[1].rstrip("%)")) / 100
+    assert abs(replayed - manifest_acc) <= 0.02, (line, manifest_acc)
+    assert manifest_acc >= 0.75  # chance is 0.25
+    with open(tmp_path / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == raw["recording"]["samples"]

@@ -20,15 +20,43 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from wavedge.models.train import default_recipe, train
 
     torch.set_num_threads(args.threads)
-    recipe = default_recipe(args.task, args.arch)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    dataset = None
+    if args.data is not None:
+        from wavedge.models.data import recordings_dataset
+
+        if args.task is not None:
+            raise InputError("train: give --task (a bundled dataset) or --data FILE, not both")
+        dataset = recordings_dataset(args.data, args.validation, args.seed or 0)
+    recipe = default_recipe(args.task or ("recordings" if dataset else "basic_motions"),
+                            args.arch)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed),
+                                   ("window", args.window),
+                                   ("quant_aware_epochs", args.quant_aware_epochs))
+                 if v is not None}
+    if args.reset is not None:
+        overrides["stream_segments"] = 1 if args.reset == "recording" else \
+            max(2, recipe.stream_segments)
+    if args.config is not None:
+        overrides["model"] = {**recipe.model, **_json_object(args.config, "--config")}
     recipe = replace(recipe, **overrides)
-    _, meta = train(recipe, out=args.out, progress=not args.quiet)
+    _, meta = train(recipe, out=args.out, progress=not args.quiet, dataset=dataset)
     m = meta["metrics"]
-    print(f"{args.task}/{args.arch}: test accuracy {m['test_accuracy']:.3f} "
-          f"(final step, {m['n_test']} sequences), train {m['train_accuracy']:.3f}, "
-          f"{m['n_parameters']} parameters, {m['train_seconds']} s -> {args.out}")
+    print(f"{meta['task']}/{args.arch}: test accuracy {m['test_accuracy']:.3f} "
+          f"(final step, {m['n_test']} held-out recordings, from reset; "
+          f"{m['test_stream_accuracy']:.3f} never reset), train {m['train_accuracy']:.3f}, "
+          f"{m['n_parameters']} parameters, {m['train_seconds']} s, reset policy "
+          f"{meta['reset']['policy']} -> {args.out}")
     return 0
+
+
+def _json_object(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{flag}: not JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{flag}: expected a JSON object, e.g. '{{\"channels\": 8}}'")
+    return value
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -127,7 +155,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
               f"{f.size_bytes} bytes, error vs torch {f.error_vs_torch.get('error', float('nan')):.1e}]")
     acc = (m.raw.get("training") or {}).get("test_accuracy")
     if acc is not None:
-        print(f"  trained: {m.raw['training'].get('task')}, test accuracy {acc:.3f}")
+        print(f"  trained: {m.raw['training'].get('task')}, test accuracy {acc:.3f} (from reset)")
+    quality = m.raw.get("quality") or {}
+    if quality.get("metric"):
+        print(f"  checked: {quality['metric']}: {quality['torch_fp32']:.4g} (torch fp32) on "
+              f"{quality['task']}")
     if (m.raw.get("quality") or {}).get("gate", True) is None:
         print(f"  quality: {m.raw['quality']['note']}")
     return 0
@@ -237,13 +269,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wavedge", description="Train, export and stream brain-inspired sequence models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model on a bundled dataset (needs the export extra)",
+    p = sub.add_parser("train", help="train a model on a bundled dataset or your own recordings "
+                                     "(needs the export extra)",
                        description="Train a model with its default recipe; writes a checkpoint "
                                    "holding the test accuracy.")
-    p.add_argument("--task", default="basic_motions", choices=["basic_motions", "digits"])
+    p.add_argument("--task", choices=["basic_motions", "digits"],
+                   help="a bundled dataset (default basic_motions)")
+    p.add_argument("--data", metavar="FILE",
+                   help="train on your own labelled recordings instead: a CSV with a header, "
+                        "one sample per row, a 'label' column, a sequence column splitting "
+                        "recordings of any length, optionally a timestamp column; keys after "
+                        "'?' map columns (docs/own-data.md)")
+    p.add_argument("--validation", type=float, default=0.25,
+                   help="--data: fraction of the recordings held out, stratified (0.25)")
+    p.add_argument("--reset", choices=["never", "recording"],
+                   help="train for streams that never reset (recordings back to back, the "
+                        "state carried) or that reset at each recording (default: the "
+                        "recipe's, never)")
+    p.add_argument("--window", type=int,
+                   help="--data: samples per training window (default: the shortest recording)")
+    p.add_argument("--config", help="override the recipe's architecture arguments, as JSON "
+                                    "(e.g. '{\"channels\": 8, \"ring_size\": 32}')")
     p.add_argument("--arch", default="wave_rnn", choices=["wave_rnn", "irnn", "gru"])
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.pt)")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    p.add_argument("--quant-aware-epochs", type=int, metavar="N",
+                   help="override the recipe's int8-aware fine-tuning epochs (0 for none)")
     p.add_argument("--seed", type=int, help="override the recipe's seed (default 0)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

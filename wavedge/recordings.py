@@ -321,17 +321,32 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
     return tuple(n for n in names if n not in claimed and not n.startswith("target"))
 
 
+@dataclass
+class Table:
+    """A whole table read by ``load_table``: its recordings (in order of first appearance),
+    the column keys, the model channels it served, and its sample rate (the timestamps', or
+    the stated ``sample_rate=``; None when it has neither)."""
+
+    path: Path
+    recordings: list[Recording]
+    columns: Columns
+    channels: tuple[str, ...]
+    rate_hz: float | None
+    params: dict
+
+
 def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "recordings",
-               targets: tuple[str, ...] = ()) -> tuple[list[Recording], Columns, tuple]:
+               targets: tuple[str, ...] = (), model_hz: float | None = None) -> Table:
     """Read a whole table (``FILE?column keys``) into recordings split by its sequence
     column, for training, calibration and checks; ``channels`` None: a new model's, from the
-    table (``header_channels``). Returns the recordings, the column keys and the channels. Any bad row raises ``InputError`` naming
-    the line: training or calibrating on NaN or half rows would set every range wrong."""
+    table (``header_channels``); ``model_hz``: refuse another rate. Any bad row raises
+    ``InputError`` naming it: training or calibrating on NaN or half rows would set every
+    range wrong."""
     path, params = split_spec(spec)
-    unknown = sorted(set(params) - set(TABLE_PARAMS))
+    unknown = sorted(set(params) - {*TABLE_PARAMS, "sample_rate"})
     if unknown:
         raise InputError(f"{what}: {spec}: unknown key(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join(TABLE_PARAMS)}")
+                         f"{', '.join((*TABLE_PARAMS, 'sample_rate'))}")
     cols = Columns.from_params(params, f"{what}: {path}")
     channels = channels or header_channels(path, cols, what)
     recs: dict = {}
@@ -352,7 +367,26 @@ def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "
     out = [Recording(k, np.stack(x).astype(np.float32), t,
                      None if None in ts else np.asarray(ts, np.float64))
            for k, (x, t, ts) in recs.items()]
-    return out, cols, channels
+    rate = _stated_rate(params, f"{what}: {spec}")
+    found = table_rate(out)
+    if rate is not None and found is not None:
+        check_rate(found, rate, f"{what}: {path} (sample_rate={rate:g} stated)")
+    rate = rate or found
+    check_rate(rate, model_hz, f"{what}: {path}")
+    return Table(path, out, cols, channels, rate, params)
+
+
+def _stated_rate(params: dict, where: str) -> float | None:
+    if "sample_rate" not in params:
+        return None
+    try:
+        rate = float(params["sample_rate"])
+    except ValueError:
+        rate = float("nan")
+    if not 0 < rate < 1e7:
+        raise InputError(f"{where}: sample_rate must be a number of Hz in (0, 1e7), got "
+                         f"{params['sample_rate']!r}")
+    return rate
 
 
 def rate_of(times) -> float | None:
@@ -365,7 +399,8 @@ def table_rate(recordings: list[Recording]) -> float | None:
     steps = [np.diff(r.times) for r in recordings if r.times is not None and len(r.times) > 1]
     steps = np.concatenate(steps) if steps else np.array([])
     steps = steps[steps > 0]
-    return float(1.0 / np.median(steps)) if len(steps) else None
+    # 7 significant digits: timestamps written to the millisecond give 49.999999998 for 50
+    return float(f"{1.0 / np.median(steps):.7g}") if len(steps) else None
 
 
 def check_rate(found_hz: float | None, model_hz: float | None, where: str) -> None:

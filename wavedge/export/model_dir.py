@@ -36,7 +36,8 @@ from wavedge.export.tflite_export import export_tflite_graph, quantize_tflite
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
 from wavedge.models import StepModel
 from wavedge.models.checkpoint import Checkpoint
-from wavedge.models.tasks import ClassificationTask, Task, classification_task, generated_task
+from wavedge.models.tasks import (ClassificationTask, Task, classification_task, generated_task,
+                                  recordings_task)
 from wavedge.recordings import split_spec
 from wavedge.resets import ResetPolicy
 
@@ -98,9 +99,19 @@ def reset_policy(ckpt: Checkpoint, options: ExportOptions) -> ResetPolicy:
 
 
 def default_task(ckpt: Checkpoint, steps: int) -> Task:
-    """The checkpoint's bundled dataset as a task, or generated streams when it names none."""
+    """The checkpoint's data as a task: the user's recordings it was trained on (its
+    validation recordings held out, the rest to calibrate), its bundled dataset, or
+    generated streams when it names neither."""
     from wavedge.models.data import DATASETS, load_dataset
 
+    source = ckpt.meta.get("data")
+    if source:
+        path, _ = split_spec(source["spec"])
+        if not path.is_file() or sha256_of(path) != source.get("sha256"):
+            state = "is gone" if not path.is_file() else "has changed since"
+            raise InputError(f"{ckpt.path}: was trained on {path}, which {state}; give "
+                             "--data FILE to check the export against recordings")
+        return recordings_task(source["spec"], ckpt.model.signature, source.get("validation"))
     name = ckpt.meta.get("task")
     if name in DATASETS:
         sig = ckpt.model.signature
@@ -141,7 +152,8 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
             raise InputError("--calibration files serve models with one float input; give "
                              "a task with calibration recordings instead")
         name = sig.inputs[0].name
-        cal = [{name: r} for r in load_recordings(options.calibration, _channels(sig))]
+        cal = [{name: r} for r in load_recordings(options.calibration, _channels(sig),
+                                                     sig.sample_rate_hz)]
         cal_path, _ = split_spec(options.calibration)
         recordings = (f"{cal_path.name} (sha256 {sha256_of(cal_path)[:16]})", cal)
     policy = ckpt.model.quant_policy()

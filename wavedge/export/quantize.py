@@ -116,7 +116,8 @@ class QuantOptions:
                 "none": "per tensor"}[self.per_channel]
 
 
-def load_recordings(path: Path | str, channels: tuple[str, ...]) -> list[np.ndarray]:
+def load_recordings(path: Path | str, channels: tuple[str, ...],
+                    model_hz: float | None = None) -> list[np.ndarray]:
     """Sensor recordings for calibration from a file ``wavedge run`` can replay: a CSV (its
     header naming the model's channels, or a column map after ``?``; a sequence column, if
     any, splits it into recordings; ``recording.csv`` of a model directory is one) or a
@@ -124,8 +125,8 @@ def load_recordings(path: Path | str, channels: tuple[str, ...]) -> list[np.ndar
     first bad row (``wavedge.recordings.load_table``)."""
     from wavedge.recordings import load_table
 
-    recs, _, _ = load_table(path, tuple(channels), "calibration recordings")
-    return [r.x for r in recs]
+    table = load_table(path, tuple(channels), "calibration recordings", model_hz=model_hz)
+    return [r.x for r in table.recordings]
 
 
 class StreamCalibrationReader:

@@ -55,8 +55,8 @@ class IRNN(_HiddenVector):
     def sequence(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         drive = self.encoder(x)
         hs = []
-        for i in range(x.shape[1]):
-            h = torch.relu(drive[:, i] + self.recurrent(h))
+        for d in drive.unbind(1):  # not drive[:, i]: see WaveRNN.sequence
+            h = torch.relu(d + self.recurrent(h))
             hs.append(h)
         return self.readout(torch.stack(hs, dim=1)), h
 

@@ -1,4 +1,5 @@
-"""Datasets that ship inside installed packages (no downloads), as ``[N, T, D]`` arrays.
+"""Datasets: those that ship inside installed packages (no downloads), as ``[N, T, D]`` arrays,
+and the user's own recordings (``recordings_dataset``), of any lengths, as lists of ``[T, D]``.
 
 - ``basic_motions``: sktime's BasicMotions, 3-axis accelerometer + 3-axis gyroscope from a smart
   watch, 6 channels x 100 samples at 10 Hz, 4 activities, 40 train / 40 test recordings.
@@ -17,7 +18,9 @@ from wavedge.errors import InputError
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled sequence-classification dataset, ``x`` as ``[N, T, D]`` float32."""
+    """A labelled sequence-classification dataset, ``x`` as ``[N, T, D]`` float32, or a list
+    of ``[T_i, D]`` when the recordings differ in length. ``source``: where the user's
+    recordings came from (path, sha256, the validation recordings), for export to find them."""
 
     name: str
     x_train: np.ndarray
@@ -28,6 +31,7 @@ class Dataset:
     channels: tuple[str, ...]
     sample_rate_hz: float | None
     description: str
+    source: dict | None = None
 
 
 def basic_motions() -> Dataset:
@@ -66,6 +70,59 @@ def digits(seed: int = 0) -> Dataset:
         description="scikit-learn 8x8 digits, one pixel (0-16) per step, row-major, 64 steps; "
                     f"stratified 75/25 split, seed {seed}",
     )
+
+
+def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Dataset:
+    """The user's labelled recordings (a table, ``wavedge.recordings``: ``FILE?column keys``)
+    as a dataset: every column but the sequence, time and label columns is a channel (or
+    those a ``columns=`` map names), one recording per sequence value, of any length, labelled
+    by its last sample's ``label``. A stratified ``validation`` fraction of the recordings
+    (seeded) is held out, at least one per class that has two or more."""
+    from wavedge.manifest import sha256_of
+    from wavedge.recordings import load_table
+
+    if not 0 < validation < 1:
+        raise InputError(f"validation fraction must be in (0, 1), got {validation}")
+    table = load_table(spec, None, "training data")
+    recs = table.recordings
+    if any(t is None for r in recs for t in r.truth):
+        raise InputError(f"training data: {table.path}: no label column "
+                         f"'{table.columns.label}' (name it with ?label=COLUMN)")
+    labels = tuple(sorted({r.truth[-1] for r in recs}))
+    if len(labels) < 2:
+        raise InputError(f"training data: {table.path}: one class only ({labels}); a "
+                         "classifier needs two or more")
+    rng = np.random.default_rng(seed)
+    held = set()
+    for label in labels:
+        members = [i for i, r in enumerate(recs) if r.truth[-1] == label]
+        if len(members) >= 2:
+            k = min(len(members) - 1, max(1, round(validation * len(members))))
+            held |= set(rng.permutation(members)[:k].tolist())
+    if not held:
+        raise InputError(f"training data: {table.path}: too few recordings to hold any out "
+                         "for validation (each class needs two)")
+    y = np.array([labels.index(r.truth[-1]) for r in recs], np.int64)
+    train = [i for i in range(len(recs)) if i not in held]
+    test = sorted(held)
+
+    def pack(idx):
+        xs = [recs[i].x for i in idx]
+        same = len({len(x) for x in xs}) == 1
+        return (np.stack(xs) if same else xs), y[idx]
+
+    (x_tr, y_tr), (x_te, y_te) = pack(train), pack(test)
+    lengths = sorted(len(r.x) for r in recs)
+    rate = f"{table.rate_hz:.4g} Hz" if table.rate_hz else "no stated rate"
+    return Dataset(
+        name=table.path.stem, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
+        labels=labels, channels=table.channels, sample_rate_hz=table.rate_hz,
+        description=f"{table.path.name}: {len(recs)} recordings of {lengths[0]}-{lengths[-1]} "
+                    f"samples at {rate}, {len(labels)} classes; {len(test)} held out "
+                    f"(stratified, seed {seed})",
+        source={"spec": str(spec).replace(str(table.path), str(table.path.resolve()), 1),
+                "sha256": sha256_of(table.path),
+                "validation": [str(recs[i].key) for i in test]})
 
 
 DATASETS = {"basic_motions": basic_motions, "digits": digits}

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from wavedge.errors import InputError
-from wavedge.recordings import load_table, split_spec, target_columns
+from wavedge.recordings import load_table, target_columns
 from wavedge.signature import Signature
 
 
@@ -100,8 +100,8 @@ def recordings_task(spec: str | Path, signature: Signature,
         raise InputError(f"{spec}: recordings serve models with one float input with named "
                          "channels; give this model a task in Python (wavedge.models.tasks)")
     targets = target_columns(signature)
-    recs, _, _ = load_table(spec, sensor.channels, "recordings", targets)
-    path, _ = split_spec(spec)
+    table = load_table(spec, sensor.channels, "recordings", targets, signature.sample_rate_hz)
+    recs, path = table.recordings, table.path
     if any(t is None for r in recs for t in r.truth):
         want = "a 'label' column" if not targets else f"column(s) {', '.join(targets)}"
         raise InputError(f"{path}: no {want} (the truth of output {head.name!r}; name another "
@@ -112,7 +112,7 @@ def recordings_task(spec: str | Path, signature: Signature,
     common = dict(name=path.stem, held_out=[{sensor.name: r.x} for r in held],
                   calibration=[{sensor.name: r.x} for r in calib],
                   description=f"{path.name}: {len(held)} recording(s)"
-                              + (" held out" if keys is not None else "") + ", raw sensor units")
+                              + (" held out" if keys is not None else ""))
     if not targets:
         labels = list(head.labels) or [str(i) for i in range(head.shape[-1])]
         unknown = sorted({r.truth[-1] for r in held} - set(labels))

@@ -23,6 +23,7 @@ from wavedge.models import StepModel, build_model
 from wavedge.models.checkpoint import annotate_from_meta, save_checkpoint
 from wavedge.models.data import Dataset, load_dataset
 from wavedge.models.quant_aware import grid_error, int8_weight_grid
+from wavedge.resets import ResetPolicy
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class Recipe:
     quant_aware_epochs: int = 0
     quant_aware_lr: float = 3e-4
     seed: int = 0
+    # recordings of unequal length are trained on random windows of this many samples (None:
+    # the shortest training recording); equal-length recordings are used whole
+    window: int | None = None
 
 
 RECIPES: dict[tuple[str, str], Recipe] = {
@@ -72,6 +76,12 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("digits", "gru"): Recipe("digits", "gru", {"hidden_size": 128}, epochs=30, batch_size=32,
                               loss_from=1.0, weight_decay=0.0, stream_segments=2),
 }
+# the user's own recordings (`wavedge train --data`): the BasicMotions recipes, which train on
+# a few dozen short recordings; 10 int8-aware epochs (without them a 2,000-parameter Wave-RNN
+# on a 3-axis accelerometer set lost 25 points at int8; with them, none)
+for _arch in ("wave_rnn", "irnn", "gru"):
+    RECIPES[("recordings", _arch)] = replace(RECIPES[("basic_motions", _arch)],
+                                             task="recordings", quant_aware_epochs=10)
 
 
 def default_recipe(task: str, arch: str) -> Recipe:
@@ -88,9 +98,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def normalisation(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def normalisation(x_train) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std over every training sample (std floored to avoid division by 0)."""
-    flat = x_train.reshape(-1, x_train.shape[-1]).astype(np.float64)
+    flat = np.concatenate([np.asarray(x).reshape(-1, x.shape[-1]) for x in x_train]) \
+        if isinstance(x_train, list) else x_train.reshape(-1, x_train.shape[-1])
+    flat = flat.astype(np.float64)
     return flat.mean(axis=0).astype(np.float32), np.maximum(flat.std(axis=0), 1e-6).astype(np.float32)
 
 
@@ -110,6 +122,21 @@ def _batch(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, t0: int,
     return xb, yb, mask
 
 
+def _ragged_batch(xs: list[torch.Tensor], y: torch.Tensor, recipe: Recipe, t0: int,
+                  gen: torch.Generator, window: int):
+    """``_batch`` for recordings of unequal length: a random ``window`` of each."""
+    segments = max(1, recipe.stream_segments)
+    idx = torch.randint(len(xs), (recipe.batch_size * segments,), generator=gen)
+    parts = []
+    for i in idx.tolist():
+        start = int(torch.randint(len(xs[i]) - window + 1, (1,), generator=gen))
+        parts.append(xs[i][start:start + window])
+    xb = torch.stack(parts).reshape(recipe.batch_size, segments * window, -1)
+    yb = y[idx].reshape(recipe.batch_size, segments).repeat_interleave(window, dim=1)
+    mask = (torch.arange(segments * window) % window >= t0).expand(recipe.batch_size, -1)
+    return xb, yb, mask
+
+
 @torch.inference_mode()
 def stream_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor, repeats: int = 5,
                     seed: int = 0) -> float:
@@ -118,6 +145,10 @@ def stream_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor, repeats:
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(repeats)])
+    if isinstance(x, list):
+        ends = np.cumsum([len(x[i]) for i in order]) - 1
+        logits = model(torch.cat([x[i] for i in order])[None])[0, ends]
+        return int((logits.argmax(-1) == y[order]).sum()) / len(order)
     t = x.shape[1]
     logits = model(x[order].reshape(1, -1, x.shape[-1]))[0, t - 1::t]
     return int((logits.argmax(-1) == y[order]).sum()) / len(order)
@@ -127,11 +158,14 @@ def stream_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor, repeats:
 def final_step_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of sequences whose prediction at the last step is the true class."""
     model.eval()
+    if isinstance(x, list):
+        return sum(int(model(xi[None])[0, -1].argmax() == yi) for xi, yi in zip(x, y)) / len(y)
     return int((model(x)[:, -1].argmax(-1) == y).sum()) / len(y)
 
 
-def _fit(model: StepModel, recipe: Recipe, x_tr: torch.Tensor, y_tr: torch.Tensor, t0: int,
-         gen: torch.Generator, epochs: int, lr: float, progress: bool, desc: str) -> None:
+def _fit(model: StepModel, recipe: Recipe, x_tr, y_tr: torch.Tensor, t0: int,
+         gen: torch.Generator, epochs: int, lr: float, progress: bool, desc: str,
+         window: int) -> None:
     """``epochs`` of AdamW (cosine decay to 0 when the recipe says so) on random streams."""
     from tqdm.auto import tqdm
 
@@ -145,7 +179,8 @@ def _fit(model: StepModel, recipe: Recipe, x_tr: torch.Tensor, y_tr: torch.Tenso
         model.train()
         total = 0.0
         for _ in range(steps_per_epoch):
-            xb, yb, mask = _batch(x_tr, y_tr, recipe, t0, gen)
+            xb, yb, mask = _ragged_batch(x_tr, y_tr, recipe, t0, gen, window) \
+                if isinstance(x_tr, list) else _batch(x_tr, y_tr, recipe, t0, gen)
             if recipe.input_noise > 0:
                 xb = xb + recipe.input_noise * torch.randn(xb.shape, generator=gen)
             with parametrize.cached():  # int8-grid weights: rounded once per batch, not per step
@@ -162,6 +197,24 @@ def _fit(model: StepModel, recipe: Recipe, x_tr: torch.Tensor, y_tr: torch.Tenso
         bar.set_postfix(loss=f"{total / steps_per_epoch:.4f}")
 
 
+def _normalised(x, mean: np.ndarray, std: np.ndarray):
+    if isinstance(x, list):
+        return [torch.from_numpy((xi - mean) / std) for xi in x]
+    return torch.from_numpy((x - mean) / std)
+
+
+def _window(x_tr, recipe: Recipe) -> int:
+    """Samples per training sequence: whole recordings when they are all one length, else
+    ``recipe.window`` (at most the shortest recording)."""
+    if not isinstance(x_tr, list):
+        return int(x_tr.shape[1])
+    shortest = min(len(x) for x in x_tr)
+    if recipe.window is not None and not 2 <= recipe.window <= shortest:
+        raise InputError(f"window {recipe.window}: must be in [2, {shortest}] (the shortest "
+                         "training recording)")
+    return recipe.window or shortest
+
+
 def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
           dataset: Dataset | None = None) -> tuple[StepModel, dict]:
     """Train ``recipe``; write a checkpoint to ``out`` when given. Returns (model, meta).
@@ -172,20 +225,21 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
     data = dataset if dataset is not None else load_dataset(recipe.task)
     seed_everything(recipe.seed)
     mean, std = normalisation(data.x_train)
-    x_tr = torch.from_numpy((data.x_train - mean) / std)
-    x_te = torch.from_numpy((data.x_test - mean) / std)
+    x_tr, x_te = (_normalised(x, mean, std) for x in (data.x_train, data.x_test))
     y_tr, y_te = torch.from_numpy(data.y_train), torch.from_numpy(data.y_test)
-    model = build_model(recipe.arch, input_size=x_tr.shape[-1], output_size=len(data.labels),
+    model = build_model(recipe.arch, input_size=len(mean), output_size=len(data.labels),
                         **recipe.model)
-    t0 = int(recipe.loss_from * x_tr.shape[1]) if recipe.loss_from < 1.0 else x_tr.shape[1] - 1
+    window = _window(x_tr, recipe)
+    t0 = int(recipe.loss_from * window) if recipe.loss_from < 1.0 else window - 1
     gen = torch.Generator().manual_seed(recipe.seed)
     started = time.perf_counter()
     _fit(model, recipe, x_tr, y_tr, t0, gen, recipe.epochs, recipe.lr, progress,
-         f"{recipe.task}/{recipe.arch}")
+         f"{data.name}/{recipe.arch}", window)
     if recipe.quant_aware_epochs > 0:
         with int8_weight_grid(model):
             _fit(model, recipe, x_tr, y_tr, t0, gen, recipe.quant_aware_epochs,
-                 recipe.quant_aware_lr, progress, f"{recipe.task}/{recipe.arch} int8-aware")
+                 recipe.quant_aware_lr, progress, f"{data.name}/{recipe.arch} int8-aware",
+                 window)
     model.eval()
     meta = {
         "task": data.name,
@@ -193,7 +247,11 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
         "labels": list(data.labels),
         "channels": list(data.channels),
         "sample_rate_hz": data.sample_rate_hz,
-        "sequence_length": int(x_tr.shape[1]),
+        "sequence_length": window,
+        "data": data.source,
+        # trained on random recordings back to back, the state carried: it needs no reset;
+        # trained on single recordings from reset: reset it at each
+        "reset": ResetPolicy(recording=recipe.stream_segments == 1).to_json(),
         "normalisation": {"mean": mean.tolist(), "std": std.tolist()},
         "recipe": asdict(recipe),
         "metrics": {

@@ -148,8 +148,10 @@ class WaveRNN(StepModel):
         # the input drive of every step in one matmul, the readout of every step in another
         drive = self.encoder(x).view(b, t, self.channels, self.ring_size)
         hs = []
-        for i in range(t):
-            h = self._update(drive[:, i], h)
+        # unbind, not drive[:, i]: indexing keeps the whole drive alive per step in autograd,
+        # which made training quadratic in the length (measured 9x slower at 110 steps)
+        for d in drive.unbind(1):
+            h = self._update(d, h)
             hs.append(h)
         y = self.readout(torch.stack(hs, dim=1).flatten(2))
         return y, h
