@@ -171,7 +171,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from wavedge.runtime.loop import run
 
     options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)))
+    resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else None
     model = load_model(args.model_dir, args.backend, args.precision, options)
+    resets = resets or model.manifest.reset_policy
     source_url = args.source
     if source_url is None:
         rec = (model.manifest.raw.get("recording") or {}).get("path")
@@ -185,9 +187,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     providers = f" {', '.join(g.detail['providers'])}" if g.detail.get("providers") else ""
     print(f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
           f"{providers}, {model.precision}, step graph{chunk}; "
-          f"source {source_url}, sink {args.sink}, policy {args.policy}", file=sys.stderr)
-    resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else \
-        model.manifest.reset_policy
+          f"source {source_url}, sink {args.sink}, policy {args.policy}, resets "
+          f"{resets.text()}", file=sys.stderr)
     summary = run(model.stream(args.policy), source, sink, limit=args.limit, resets=resets)
     for line in summary.lines():
         print(f"wavedge: {line}", file=sys.stderr)

@@ -146,9 +146,12 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
                          f"({', '.join(channels)})" + (f"; it lacks {lacking}" if lacking else "")
                          + (f"; {unknown} are not the model's" if unknown else ""))
     mapping = tuple((c, column_of[c]) for c in channels)  # in the model's order
+    positions = tuple(int(c) for _, c in mapping if c.isdigit())
+    if len(positions) == len(mapping) and cols.mapping and max(positions) < len(first) \
+            and _numeric([first[i] for i in positions]):
+        # a map of positions: the row is data when those fields are numbers (others may not be)
+        return Layout(channels, positions, False, time_scale=scale)
     if _numeric(first):
-        if cols.mapping and all(c.isdigit() for _, c in mapping):
-            return Layout(channels, tuple(int(c) for _, c in mapping), False, time_scale=scale)
         if cols.mapping:
             raise InputError(f"{where}: has no header row, so columns={','.join(c for _, c in mapping)} "
                              "cannot be found by name; map to positions (acc_x:0,...)")
@@ -315,6 +318,11 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
     if not names or _numeric(names):
         raise InputError(f"{what}: {path}: needs a header row naming its columns (or "
                          "?columns=CHANNEL:POSITION,...)")
+    named = [n for n in (cols.sequence, cols.time) if n] + \
+        ([cols.label] if cols.label != "label" else [])
+    absent = [n for n in named if n not in names]
+    if absent:
+        raise InputError(f"{what}: {path}: header {names} has no column {absent[0]!r}")
     claimed = {cols.label, cols.sequence, cols.time}
     claimed |= set(SEQUENCE_NAMES if cols.sequence is None else ())
     claimed |= set(TIME_NAMES if cols.time is None else ())
@@ -493,7 +501,7 @@ class Resampler:
             n += 1
             if s.sequence != seq:
                 yield from self._flush(pending, final=True)
-                seq, pending, self._next = s.sequence, [], s.time
+                seq, pending, self._next, self._start = s.sequence, [], s.time, s.time
             pending.append(s)
             yield from self._flush(pending, final=False)
         yield from self._flush(pending, final=True)
@@ -503,7 +511,11 @@ class Resampler:
         while pending and (final and self._next <= pending[-1].time + 1e-12
                            or pending[-1].time > self._next + half):
             t = self._next
-            inside = [s for s in pending if t - half < s.time <= t + half]
+            # going down: the mean over the output period centred on t, narrowed at the
+            # recording's ends so that it stays centred (unbiased)
+            reach = min(half, t - self._start, pending[-1].time - t if final else half)
+            inside = [s for s in pending if abs(s.time - t) <= reach + 1e-9] \
+                if self.source_hz > 1.0 / self.period else []
             if inside:
                 values = np.mean([s.values for s in inside], axis=0).astype(np.float32)
             else:
@@ -519,7 +531,7 @@ class Resampler:
             yield Sample(values, None, near.truth, near.sequence, t)
             self._next = t + self.period
             # keep only what the next output can still use
-            while len(pending) > 1 and pending[1].time <= self._next - half:
+            while len(pending) > 1 and pending[1].time < self._next - half:
                 pending.pop(0)
         if final:
             pending.clear()

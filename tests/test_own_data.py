@@ -1,0 +1,316 @@
+"""A user's own sensor files: column maps, headerless files, timestamps and the sample rate,
+resampling, reset policies in export and in `wavedge run`, and `wavedge train --data`.
+
+The bundled model (6 channels at 10 Hz) is the model; its recording, rewritten the way other
+loggers write files, is the data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, assert_one_line_error, run_cli
+from wavedge.errors import InputError, ManifestError
+from wavedge.manifest import load_manifest
+from wavedge.recordings import Resampler, Sample, load_table
+from wavedge.resets import ResetPolicy, Resetter
+from wavedge.runtime import SourceError, load_model, open_sink, open_source
+from wavedge.runtime.loop import run
+
+RECORDING = BUNDLED_MODEL / "recording.csv"
+CHANNELS = ("acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(BUNDLED_MODEL)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    with open(RECORDING) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write(path, header, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        if header:
+            w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def _logger_file(path, rows, rate_hz=10.0, n=None):
+    """The recording as another logger writes it: its own column names, in its own order,
+    a timestamp and a session column."""
+    out = [[f"{i / rate_hz:.3f}", f"trial-{r['sequence']}", r["label"],
+            *(r[c] for c in reversed(CHANNELS))] for i, r in enumerate(rows[:n])]
+    return _write(path, ["t", "trial", "activity", *(f"ch{i}" for i in range(6))], out)
+
+
+LOGGER_MAP = ",".join(f"{c}:ch{5 - i}" for i, c in enumerate(CHANNELS))
+LOGGER_KEYS = f"columns={LOGGER_MAP}&sequence=trial&time=t&label=activity"
+
+
+def _labels(url, model):
+    summary_and = []
+    stream = model.stream()
+    for s in open_source(url, model.manifest):
+        summary_and.append(stream.push(s.values).label)
+    return summary_and
+
+
+def test_a_column_map_reads_another_loggers_file_like_the_recording(tmp_path, model, rows):
+    path = _logger_file(tmp_path / "logger.csv", rows, n=300)
+    mapped = list(open_source(f"replay:{path}?rate=max&{LOGGER_KEYS}", model.manifest))
+    plain = list(open_source(f"replay:{RECORDING}?rate=max&limit=300", model.manifest))
+    assert len(mapped) == 300
+    assert all(np.array_equal(a.values, b.values) for a, b in zip(mapped, plain))
+    assert [s.truth for s in mapped] == [s.truth for s in plain]
+    assert mapped[0].sequence == f"trial-{rows[0]['sequence']}"
+    assert mapped[1].time == pytest.approx(0.1)
+
+
+def test_column_map_mistakes_are_one_line_at_open(tmp_path, model, rows):
+    path = _logger_file(tmp_path / "logger.csv", rows, n=20)
+    with pytest.raises(SourceError, match=r"lacks column\(s\) \['nope'\] that columns= maps"):
+        open_source(f"replay:{path}?columns={LOGGER_MAP.replace('ch0', 'nope')}&time=t",
+                    model.manifest)
+    with pytest.raises(SourceError, match="must map each of the model's channels"):
+        open_source(f"replay:{path}?columns=acc_x:ch0&time=t", model.manifest)
+    with pytest.raises(InputError, match="unknown parameter"):
+        open_source(f"replay:{path}?colums=x", model.manifest)
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{path}?time=t", "--sink", "null:")
+    assert_one_line_error(proc, "lacks channel(s) ['acc_x'", "?columns=CHANNEL:COLUMN")
+
+
+def test_headerless_files_by_position_or_refused_in_one_line(tmp_path, model, rows):
+    six = _write(tmp_path / "six.csv", None, [[r[c] for c in CHANNELS] for r in rows[:50]])
+    assert len(_labels(f"replay:{six}?rate=max", model)) == 50
+    # extra columns, no header: a map of positions picks the channels
+    wide = _write(tmp_path / "wide.csv", None,
+                  [["7", *(r[c] for c in CHANNELS), "x"] for r in rows[:50]])
+    positions = ",".join(f"{c}:{i + 1}" for i, c in enumerate(CHANNELS))
+    assert _labels(f"replay:{wide}?rate=max&columns={positions}", model) == \
+        _labels(f"replay:{six}?rate=max", model)
+    three = _write(tmp_path / "three.csv", None, [[r[c] for c in CHANNELS[:3]] for r in rows])
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{three}", "--sink", "null:")
+    assert_one_line_error(proc, "the first row has 3 field(s) and no header",
+                          "the model takes 6 channel(s)")
+
+
+def test_a_run_in_which_every_sample_was_rejected_exits_non_zero(tmp_path):
+    import subprocess
+    import sys
+
+    text = ",".join(CHANNELS) + "\n" + "a,b,c,d,e,f\n" * 20
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                           "--source", "stdin:", "--sink", "null:"], input=text,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "wavedge: error: every one of the 20 samples from stdin: was rejected" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_excel_bom_header_is_read(tmp_path, model, rows):
+    path = tmp_path / "bom.csv"
+    path.write_text("\ufeffsequence,label," + ",".join(CHANNELS) + "\n" + "".join(
+        f"{r['sequence']},{r['label']}," + ",".join(r[c] for c in CHANNELS) + "\n"
+        for r in rows[:30]), encoding="utf-8")
+    samples = list(open_source(f"replay:{path}?rate=max", model.manifest))
+    assert len(samples) == 30 and samples[0].sequence == rows[0]["sequence"]
+
+
+def test_another_sample_rate_is_refused_naming_both(tmp_path, model, rows):
+    fast = _logger_file(tmp_path / "fast.csv", rows, rate_hz=50.0, n=400)
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{fast}?{LOGGER_KEYS}",
+                   "--sink", "null:")
+    assert_one_line_error(proc, "samples at 50 Hz", "the model's rate is 10 Hz", "resample=1")
+    # timestamps in milliseconds at 10 Hz: refused as 0.01 Hz, unless they are said to be ms
+    ms = _logger_file(tmp_path / "ms.csv", rows, rate_hz=0.01, n=100)
+    with pytest.raises(SourceError, match="samples at 0.01 Hz.*time_unit"):
+        open_source(f"replay:{ms}?{LOGGER_KEYS}", model.manifest)
+    samples = list(open_source(f"replay:{ms}?{LOGGER_KEYS}&time_unit=ms&rate=max",
+                               model.manifest))
+    assert len(samples) == 100 and samples[1].time == pytest.approx(0.1)
+    # a stated rate without timestamps is checked too
+    six = _write(tmp_path / "six.csv", None, [[r[c] for c in CHANNELS] for r in rows[:50]])
+    with pytest.raises(SourceError, match="samples at 100 Hz, the model's rate is 10 Hz"):
+        open_source(f"replay:{six}?sample_rate=100", model.manifest)
+    assert len(list(open_source(f"replay:{six}?sample_rate=10&rate=max", model.manifest))) == 50
+
+
+def test_resample_is_done_properly_and_said_in_the_summary(tmp_path, model, rows):
+    fast = _logger_file(tmp_path / "fast.csv", rows, rate_hz=50.0, n=500)
+    source = open_source(f"replay:{fast}?{LOGGER_KEYS}&resample=1&rate=max", model.manifest)
+    summary = run(model.stream(), source, open_sink("null:", model.manifest))
+    assert summary.error is None
+    assert 95 <= summary.samples <= 105  # 500 samples at 50 Hz are 10 s: about 100 at 10 Hz
+    assert any("resampled 50 Hz -> 10 Hz" in line for line in summary.lines())
+
+
+def test_the_resampler_keeps_a_slow_signal_and_removes_a_fast_one():
+    t = np.arange(500) / 50.0
+    slow = np.sin(2 * np.pi * 0.5 * t)
+    fast = np.sin(2 * np.pi * 10.0 * t)  # the 10 Hz model's Nyquist rate is 5 Hz
+
+    def resample(x):
+        r = Resampler(10.0)
+        r.source_hz = 50.0
+        out = list(r.run(Sample(np.array([v], np.float32), time=ti, sequence=0)
+                         for ti, v in zip(t, x)))
+        return np.array([s.time for s in out]), np.array([s.values[0] for s in out])
+
+    times, ys = resample(slow)
+    assert np.allclose(np.diff(times), 0.1)
+    assert np.max(np.abs(ys - np.sin(2 * np.pi * 0.5 * times))) < 0.05
+    _, ys = resample(fast)
+    assert np.max(np.abs(ys)) < 0.05  # averaged away, not aliased into a slow wave
+
+
+def test_result_records_carry_the_samples_time(tmp_path, model, rows):
+    path = _logger_file(tmp_path / "logger.csv", rows, n=40)
+    for sink in ("jsonl", "csv"):
+        out = tmp_path / f"out.{sink}"
+        source = open_source(f"replay:{path}?rate=max&{LOGGER_KEYS}", model.manifest)
+        run(model.stream(), source, open_sink(f"{sink}:{out}", model.manifest))
+        if sink == "jsonl":
+            times = [json.loads(line)["time"] for line in out.read_text().splitlines()]
+        else:
+            with open(out) as fh:
+                times = [float(r["time"]) for r in csv.DictReader(fh)]
+        assert times == pytest.approx([i / 10 for i in range(40)])
+
+
+def test_reset_policies_parse_describe_and_split():
+    assert ResetPolicy.parse("never") == ResetPolicy()
+    p = ResetPolicy.parse("recording,every:4,gap:1.5")
+    assert p.text() == "recording,every:4,gap:1.5" and ResetPolicy.parse(p.text()) == p
+    assert "every 4 samples" in p.describe()
+    for bad in ("sometimes", "every:0", "gap:-1", "every:x"):
+        with pytest.raises(InputError, match="is not a reset policy"):
+            ResetPolicy.parse(bad)
+    pieces = list(ResetPolicy(recording=True, every=4).pieces([6, 3]))
+    assert pieces == [(0, 0, 4, False), (0, 4, 6, True), (1, 0, 3, True)]
+    assert list(ResetPolicy().pieces([6, 3])) == [(0, 0, 6, False), (1, 0, 3, False)]
+
+
+def test_the_resetter_on_a_live_stream():
+    r = Resetter(ResetPolicy(recording=True, gap_s=1.0))
+    due = [r.due(seq, t) for seq, t in [("a", 0.0), ("a", 0.1), ("b", 0.2), ("b", 2.0),
+                                         ("b", 2.1)]]
+    assert due == [False, False, True, True, False] and r.resets == 2
+    r = Resetter(ResetPolicy(every=2))
+    assert [r.due(None, 0.0) for _ in range(5)] == [False, False, True, False, True]
+
+
+def test_run_applies_the_policy_and_reports_it():
+    manifest = load_manifest(BUNDLED_MODEL)
+    assert manifest.reset_policy == ResetPolicy()  # not stated: never, as before
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
+                   "--sink", "null:", "--reset", "recording")
+    assert proc.returncode == 0, proc.stderr
+    assert "resets: 39 (state reset at each recording boundary)" in proc.stderr
+    # from reset at every recording: the checkpoint's own test accuracy, 39 of 40
+    acc = manifest.raw["training"]["test_accuracy"]
+    assert f"{round(acc * 40)}/40" in proc.stderr
+    proc = run_cli("run", BUNDLED_MODEL, "--reset", "sometimes", "--sink", "null:")
+    assert_one_line_error(proc, "'sometimes' is not a reset policy")
+
+
+def test_a_manifest_with_a_bad_reset_policy_is_refused(tmp_path):
+    import shutil
+
+    shutil.copytree(BUNDLED_MODEL, tmp_path / "m")
+    raw = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    raw["reset"] = {"policy": "every:0"}
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match="manifest.json: .*every:0"):
+        load_manifest(tmp_path / "m")
+
+
+def test_the_check_stream_resets_where_the_policy_says():
+    from wavedge.export.check import check_stream
+
+    recs = [{"x": np.full((n, 1), i, np.float32)} for i, n in enumerate((40, 70, 20))]
+    never = check_stream(recs, 200, 32)
+    assert never.starts == (0,)
+    each = check_stream(recs, 200, 32, ResetPolicy(recording=True))
+    # recordings cut to whole chunks (40 -> 32, 70 -> 64, 20 dropped), a reset at each
+    assert all(s % 32 == 0 for s in each.starts) and len(each.starts) > 2
+    for a, b in zip(each.starts, [*each.starts[1:], 224]):
+        assert len(set(each["x"][a:b, 0].tolist())) == 1  # one recording per run
+
+
+@pytest.fixture(scope="module")
+def accel(tmp_path_factory):
+    """Unequal recordings at 50 Hz of a 3-axis logger, two separable activities."""
+    rng = np.random.default_rng(0)
+    out, rows = tmp_path_factory.mktemp("accel"), []
+    for session in range(16):
+        label = ("still", "shaking")[session % 2]
+        n = int(rng.integers(60, 120))
+        t = np.arange(n) / 50.0
+        amp = 0.0 if label == "still" else 2.0
+        for i in range(n):
+            rows.append([f"{t[i]:.2f}", f"s{session}", label,
+                         *(f"{amp * np.sin(2 * np.pi * 3 * t[i] + k) + rng.normal(0, 0.1):.3f}"
+                           for k in range(3))])
+    return _write(out / "accel.csv", ["timestamp", "session", "label", "ax", "ay", "az"], rows)
+
+
+def test_train_on_own_recordings_and_export_with_no_code(accel, tmp_path):
+    ckpt = tmp_path / "a.pt"
+    proc = run_cli("train", "--data", str(accel), "--arch", "irnn", "--out", ckpt,
+                   "--epochs", "3", "--quant-aware-epochs", "0", "--reset", "recording",
+                   "--config", '{"hidden_size": 16}', "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 held-out recordings" in proc.stdout and "reset policy recording" in proc.stdout
+    from wavedge.models.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(ckpt).meta
+    assert meta["channels"] == ["ax", "ay", "az"] and meta["sample_rate_hz"] == 50.0
+    assert meta["labels"] == ["shaking", "still"] and len(meta["data"]["validation"]) == 4
+    out = tmp_path / "m"
+    proc = run_cli("export", ckpt, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    raw = json.loads((out / "manifest.json").read_text())
+    assert raw["reset"]["policy"] == "recording"
+    assert raw["quality"]["task"].startswith("accel.csv: 4 recording(s) held out")
+    assert "state reset at each recording boundary" in raw["check"]["data"]
+    # the data changed since training: refused, with the way out
+    accel2 = tmp_path / "accel.csv"
+    accel2.write_text(accel.read_text())
+    meta_path = accel
+    original = meta_path.read_text()
+    try:
+        meta_path.write_text(original + "9.99,s99,still,0,0,0\n")
+        proc = run_cli("export", ckpt, "--out", tmp_path / "m2")
+        assert_one_line_error(proc, "has changed since", "--data FILE")
+        proc = run_cli("export", ckpt, "--out", tmp_path / "m2", "--data", str(accel2))
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        meta_path.write_text(original)
+
+
+def test_training_data_mistakes_are_one_line(accel, tmp_path):
+    nolabel = _write(tmp_path / "n.csv", ["session", "ax"], [["a", "1"], ["b", "2"]])
+    proc = run_cli("train", "--data", str(nolabel), "--out", tmp_path / "x.pt")
+    assert_one_line_error(proc, "no label column 'label'", "?label=COLUMN")
+    proc = run_cli("train", "--data", str(accel), "--task", "digits", "--out", tmp_path / "x.pt")
+    assert_one_line_error(proc, "not both")
+    proc = run_cli("train", "--data", f"{accel}?label=nope", "--out", tmp_path / "x.pt")
+    assert_one_line_error(proc, "no column 'nope'")
+
+
+def test_a_table_is_read_whole_with_its_rate(accel):
+    table = load_table(f"{accel}?sequence=session", None, "training data")
+    assert table.channels == ("ax", "ay", "az") and table.rate_hz == 50.0
+    assert len(table.recordings) == 16
+    assert len({len(r.x) for r in table.recordings}) > 1
+    with pytest.raises(InputError, match="samples at 50 Hz, the model's rate is 10 Hz"):
+        load_table(accel, ("ax", "ay", "az"), "recordings", model_hz=10.0)
