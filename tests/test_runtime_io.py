@@ -218,7 +218,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary():
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    assert "(interrupted)" in err and "latency per push" in err and "Traceback" not in err
+    assert "(stopped by SIGINT)" in err and "latency per push" in err and "Traceback" not in err
 
 
 def test_cli_run_reports_a_bad_model_dir_in_one_line(tmp_path):

@@ -171,6 +171,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from wavedge.runtime.loop import run
 
     options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)))
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
     resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else None
     model = load_model(args.model_dir, args.backend, args.precision, options)
     resets = resets or model.manifest.reset_policy
@@ -189,7 +191,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"{providers}, {model.precision}, step graph{chunk}; "
           f"source {source_url}, sink {args.sink}, policy {args.policy}, resets "
           f"{resets.text()}", file=sys.stderr)
-    summary = run(model.stream(args.policy), source, sink, limit=args.limit, resets=resets)
+    summary = run(model.stream(args.policy), source, sink, limit=args.limit, resets=resets,
+                  signals=True)
+    if summary.broken_pipe:  # `| head`: nothing more can reach stdout, not even at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in summary.lines():
         print(f"wavedge: {line}", file=sys.stderr)
     if summary.error:

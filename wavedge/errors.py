@@ -1,4 +1,5 @@
-"""One exception tree for the whole package.
+"""One exception tree for the whole package: every exception wavedge raises on purpose derives
+from ``WavedgeError`` and is defined here (the modules that raise them re-export them).
 
 Every message names the thing at fault (a file, an input) and says what was expected, so the CLI
 can print it as a single line and exit non-zero.
@@ -24,3 +25,31 @@ class ExportError(WavedgeError):
 
 class InputError(WavedgeError):
     """A sample, recording or argument has the wrong shape, type or value."""
+
+
+class SourceError(WavedgeError):
+    """A source cannot be opened, or it vanished and did not come back."""
+
+
+class SinkError(WavedgeError):
+    """A sink cannot be opened or written (a full disk, a missing folder)."""
+
+
+class BackendError(WavedgeError):
+    """A backend is not installed, or cannot load or run a model file."""
+
+
+class BridgeError(WavedgeError):
+    """The serial bridge to a microcontroller: the base of its errors."""
+
+
+class FrameError(BridgeError, ValueError):
+    """A frame cannot be built (payload too long, field out of range)."""
+
+
+class MessageError(BridgeError, ValueError):
+    """A payload that does not fit its message type's layout."""
+
+
+class LinkError(BridgeError):
+    """The port cannot be opened, the handshake failed, or the board speaks another schema."""

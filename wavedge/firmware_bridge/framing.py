@@ -18,6 +18,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from wavedge.errors import FrameError
+
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct("<BBBHH")
 HEADER_SIZE = HEADER.size  # 7
@@ -25,10 +27,6 @@ CRC_SIZE = 4
 MAX_PAYLOAD = 240  # keeps a raw frame within one COBS block (<= 254 bytes)
 MAX_RAW = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
 MAX_ENCODED = MAX_RAW + MAX_RAW // 254 + 1  # COBS worst case, without the delimiter
-
-
-class FrameError(ValueError):
-    """A frame cannot be built (payload too long, field out of range)."""
 
 
 def crc32(data: bytes) -> int:

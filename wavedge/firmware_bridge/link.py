@@ -21,14 +21,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from wavedge.errors import WavedgeError
+from wavedge.errors import LinkError
 from wavedge.firmware_bridge.framing import (MAX_PAYLOAD, PROTOCOL_VERSION, Frame, FrameDecoder,
                                              encode_frame)
 from wavedge.firmware_bridge.messages import SCHEMA_HASH, Hello, MessageError, pack, unpack
-
-
-class LinkError(WavedgeError):
-    """The port cannot be opened, the handshake failed, or the board speaks another schema."""
 
 
 def parse_usb(url: str) -> tuple[int, int, str | None] | None:

@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from wavedge.errors import WavedgeError
+from wavedge.errors import MessageError
 from wavedge.firmware_bridge.framing import MAX_PAYLOAD, crc32
 
 SCHEMA = ("wavedge-bridge/1;HELLO=1:<BIHI;RESULT=2:<BIIHfB+f*;SENSOR=3:<BIBB+f*;"
@@ -48,10 +48,6 @@ class MsgType(IntEnum):
     NACK = 6
     HEARTBEAT = 7
     PREDICTION = 8
-
-
-class MessageError(WavedgeError, ValueError):
-    """A payload that does not fit its message type's layout."""
 
 
 @dataclass(frozen=True)

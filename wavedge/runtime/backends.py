@@ -14,16 +14,12 @@ from typing import Protocol
 
 import numpy as np
 
-from wavedge.errors import WavedgeError
+from wavedge.errors import BackendError
 
 BACKENDS = {
     "onnxruntime": "wavedge.runtime.backend_onnxruntime",
     "litert": "wavedge.runtime.backend_litert",
 }
-
-
-class BackendError(WavedgeError):
-    """A backend is not installed, or cannot load or run a model file."""
 
 
 @dataclass(frozen=True)

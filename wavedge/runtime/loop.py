@@ -2,15 +2,20 @@
 
 Nothing in the loop ends it with a traceback: bad samples follow the stream's policy and are
 counted (with a warning line on stderr for the first few), a source that ends stops the loop,
-a source that vanishes for good ends it with its error in the summary, and Ctrl-C stops it
-cleanly. Memory stays flat: latencies go into a fixed ring of the most recent samples.
+a source that vanishes for good ends it with its error in the summary, a sink that cannot
+write (a full disk) likewise, a closed pipe stops it quietly, and SIGTERM or Ctrl-C stop it
+after the result in flight is written, the sink flushed. Memory stays flat: latencies go into
+a fixed ring of the most recent samples.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,14 +41,17 @@ class Summary:
     ends: int = 0  # samples that closed a labelled sequence
     ends_correct: int = 0
     interrupted: bool = False
+    stopped_by: str | None = None  # SIGTERM or SIGINT
+    broken_pipe: bool = False  # the reader of our output went away
     error: str | None = None
     resets: int = 0  # state resets the policy made
     reset_policy: str = "state never reset"
     notes: list = field(default_factory=list)  # what the source did (resampling)
 
     def lines(self) -> list[str]:
-        out = [f"samples: {self.samples} in {self.seconds:.2f} s"
-               + (" (interrupted)" if self.interrupted else "")]
+        stop = f" (stopped by {self.stopped_by})" if self.stopped_by else \
+            " (interrupted)" if self.interrupted else ""
+        out = [f"samples: {self.samples} in {self.seconds:.2f} s{stop}"]
         drops = ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) or "none"
         fixes = ", ".join(f"{k} {v}" for k, v in sorted(self.repaired.items())) or "none"
         out.append(f"dropped: {drops}; repaired: {fixes}")
@@ -75,73 +83,141 @@ class Summary:
 
 
 def run(stream, source, sink, limit: int | None = None, warn=None,
-        resets: ResetPolicy | None = None) -> Summary:
+        resets: ResetPolicy | None = None, signals: bool = False) -> Summary:
     """Feed ``source`` through ``stream`` into ``sink`` until the source ends, ``limit``
     samples were fed, or Ctrl-C; the state reset where ``resets`` says (before the sample
-    that makes it due). Returns the summary; never raises for bad input."""
-    warn = warn or (lambda msg: print(f"wavedge: warning: {msg}", file=sys.stderr))
-    summary = Summary()
-    resetter = Resetter(resets or ResetPolicy())
-    summary.reset_policy = resetter.policy.describe()
-    ring = np.zeros(LATENCY_WINDOW, np.int64)
-    warned: Counter = Counter()
-    prev = None  # the previous sample, to see where a labelled sequence ends
-    prev_result = None
-    clock = time.perf_counter_ns
-    started = clock()
-    complete = False  # the source ended by itself, so its last sample closes a recording
+    that makes it due). With ``signals`` (the main thread only), SIGTERM and SIGINT stop it
+    after the result in flight is written. Returns the summary; never raises for bad input,
+    a full disk or a closed pipe."""
+    loop = _Loop(stream, sink, limit, warn, resets)
+    stopper = _Stopper(signals)
+    it = iter(source)
     try:
-        for sample in source:
-            if resetter.due(sample.sequence, sample.time if sample.time is not None
-                            else time.monotonic()):
-                stream.reset()
-            t0 = clock()
-            try:
-                result = stream.push(sample.values, sample.problem)
-            except InputError as exc:
-                reason = _last_reason(stream)
-                warned[reason] += 1
-                if warned[reason] <= WARN_LIMIT:
-                    warn(str(exc) + (" (further warnings of this kind suppressed)"
-                                     if warned[reason] == WARN_LIMIT else ""))
-                continue
-            ring[summary.samples % LATENCY_WINDOW] = clock() - t0
-            summary.samples += 1
-            sink.write(result, sample)
-            if sample.truth is not None:
-                _score_truth(summary, result, sample.truth)
-            if prev is not None and prev.sequence is not None and prev.truth is not None \
-                    and sample.sequence != prev.sequence:
-                _score_end(summary, prev_result, prev.truth)
-            prev, prev_result = sample, result
-            if limit is not None and summary.samples >= limit:
+        while not loop.done:
+            with stopper.waiting():
+                sample = next(it, None)
+            if sample is None:
+                loop.complete = True
                 break
-        else:
-            complete = True
+            loop.feed(sample)
+            if stopper.requested:
+                loop.summary.interrupted, loop.summary.stopped_by = True, stopper.requested
+                break
     except KeyboardInterrupt:
-        summary.interrupted = True
+        loop.summary.interrupted = True
+        loop.summary.stopped_by = stopper.requested or "SIGINT"
     except BrokenPipeError:  # the reader of our output went away (`| head`): stop quietly
-        summary.interrupted = True
+        loop.summary.interrupted = loop.summary.broken_pipe = True
     except WavedgeError as exc:
-        summary.error = str(exc)
+        loop.summary.error = str(exc)
     finally:
+        stopper.restore()
         source.close()
+        loop.close()
+    return loop.finish(source)
+
+
+class _Stopper:
+    """SIGTERM/SIGINT as a request to stop after the current sample; while the loop waits on
+    the source (a serial port may block) the signal interrupts the wait instead, since no
+    result is in flight then."""
+
+    def __init__(self, install: bool) -> None:
+        self.requested: str | None = None
+        self._waiting = False
+        self._previous = {}
+        if install and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signal.Signals(signum).name
+        if self._waiting:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def waiting(self):
+        self._waiting = True
         try:
-            sink.close()
+            if self.requested:
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self._waiting = False
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class _Loop:
+    """One run's stream, sink and counters; ``feed`` takes one sample through."""
+
+    def __init__(self, stream, sink, limit, warn, resets) -> None:
+        self.stream, self.sink, self.limit = stream, sink, limit
+        self.warn = warn or (lambda msg: print(f"wavedge: warning: {msg}", file=sys.stderr))
+        self.summary = Summary()
+        self.resetter = Resetter(resets or ResetPolicy())
+        self.summary.reset_policy = self.resetter.policy.describe()
+        self.ring = np.zeros(LATENCY_WINDOW, np.int64)
+        self.warned: Counter = Counter()
+        self.prev = self.prev_result = None  # to see where a labelled recording ends
+        self.complete = False  # the source ended by itself: its last sample closes a recording
+        self.done = limit is not None and limit <= 0
+        self.started = time.perf_counter_ns()
+
+    def feed(self, sample) -> None:
+        summary, stream = self.summary, self.stream
+        if self.resetter.due(sample.sequence, sample.time if sample.time is not None
+                             else time.monotonic()):
+            stream.reset()
+        t0 = time.perf_counter_ns()
+        try:
+            result = stream.push(sample.values, sample.problem)
+        except InputError as exc:
+            reason = _last_reason(stream)
+            self.warned[reason] += 1
+            if self.warned[reason] <= WARN_LIMIT:
+                self.warn(str(exc) + (" (further warnings of this kind suppressed)"
+                                      if self.warned[reason] == WARN_LIMIT else ""))
+            return
+        self.ring[summary.samples % LATENCY_WINDOW] = time.perf_counter_ns() - t0
+        summary.samples += 1
+        self.sink.write(result, sample)
+        if sample.truth is not None:
+            _score_truth(summary, result, sample.truth)
+        prev = self.prev
+        if prev is not None and prev.sequence is not None and prev.truth is not None \
+                and sample.sequence != prev.sequence:
+            _score_end(summary, self.prev_result, prev.truth)
+        self.prev, self.prev_result = sample, result
+        self.done = self.limit is not None and summary.samples >= self.limit
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
         except BrokenPipeError:
-            pass
-    if complete and prev is not None and prev.sequence is not None and prev.truth is not None:
-        _score_end(summary, prev_result, prev.truth)
-    summary.seconds = (clock() - started) / 1e9
-    summary.resets = resetter.resets
-    summary.notes = list(getattr(source, "notes", list)())
-    summary.dropped = Counter(stream.stats.dropped)
-    summary.repaired = Counter(stream.stats.repaired)
-    if summary.samples:
-        lat = ring[:min(summary.samples, LATENCY_WINDOW)] / 1000.0
-        summary.latency_us = {"p50": float(np.percentile(lat, 50)),
-                              "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}
-    return summary
+            self.summary.broken_pipe = True
+        except WavedgeError as exc:  # the last lines could not be written (a full disk)
+            self.summary.error = self.summary.error or str(exc)
+
+    def finish(self, source) -> Summary:
+        summary, prev = self.summary, self.prev
+        if self.complete and prev is not None and prev.sequence is not None \
+                and prev.truth is not None:
+            _score_end(summary, self.prev_result, prev.truth)
+        summary.seconds = (time.perf_counter_ns() - self.started) / 1e9
+        summary.resets = self.resetter.resets
+        summary.notes = list(getattr(source, "notes", list)())
+        summary.dropped = Counter(self.stream.stats.dropped)
+        summary.repaired = Counter(self.stream.stats.repaired)
+        if summary.samples:
+            lat = self.ring[:min(summary.samples, LATENCY_WINDOW)] / 1000.0
+            summary.latency_us = {"p50": float(np.percentile(lat, 50)),
+                                  "p99": float(np.percentile(lat, 99)),
+                                  "max": float(lat.max())}
+        return summary
 
 
 def _score_truth(summary: Summary, result, truth: str) -> None:

@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl
 
 from wavedge.errors import InputError
 
+BAUD_RANGE = (50, 12_000_000)  # serial ports, from a teletype to a USB-CDC board
+
 _SOURCES: dict[str, object] = {s: f"wavedge.runtime.sources.{s}"
                                for s in ("replay", "stdin", "serial", "synthetic", "link")}
 _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
@@ -31,16 +33,20 @@ class URL:
     path: str
     params: dict = field(default_factory=dict)
 
-    def get(self, key: str, default=None, kind=str):
-        """The query parameter ``key`` converted with ``kind``; ``InputError`` if it does not
-        convert."""
+    def get(self, key: str, default=None, kind=str, within: tuple | None = None):
+        """The query parameter ``key`` converted with ``kind`` and, with ``within`` (low,
+        high), inside that closed range; ``InputError`` naming the range if it is not."""
         if key not in self.params:
             return default
         try:
-            return kind(self.params[key])
-        except ValueError:
+            value = kind(self.params[key])
+        except (ValueError, OverflowError):
             raise InputError(f"{self.text}: parameter {key}={self.params[key]!r} is not a "
                              f"valid {kind.__name__}") from None
+        if within is not None and not within[0] <= value <= within[1]:
+            raise InputError(f"{self.text}: parameter {key}={self.params[key]} is outside the "
+                             f"allowed range [{within[0]:g}, {within[1]:g}]")
+        return value
 
     def check_params(self, allowed: tuple[str, ...]) -> None:
         unknown = sorted(set(self.params) - set(allowed))

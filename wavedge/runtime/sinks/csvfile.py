@@ -3,21 +3,23 @@ timestamps), the primary output head's columns
 (class scores: ``class_id,label,score`` and ``logit_<label>`` per class; a Gaussian: ``mean_<i>``
 and ``variance_<i>``; tokens: the top 5 ids and probabilities, never the vocabulary), any
 other head's columns prefixed by its output name, and ``truth``. ``csv:-`` writes to standard
-output."""
+output. Lines reach the file at least every second (``LineFile``)."""
 
 from __future__ import annotations
 
 import csv
+import io
 
 from wavedge.runtime.heads import heads_for
-from wavedge.runtime.sinks import open_output, record
+from wavedge.runtime.sinks import LineFile, record
 
 
 class CsvSink:
     def __init__(self, url, manifest) -> None:
         url.check_params(())
-        self.fh, self._owned = open_output(url.path, "csv sink")
-        self.writer = csv.writer(self.fh)
+        self.out = LineFile(url.path, "csv sink")
+        self._buf = io.StringIO()
+        self.writer = csv.writer(self._buf)
         self.heads = heads_for(manifest.signature)
         primary, *others = self.heads
         columns = primary.columns()
@@ -31,8 +33,14 @@ class CsvSink:
     def _header(self, timed: bool) -> None:
         self._timed = timed
         c = self._columns
-        self.writer.writerow(["step", *(["time"] if timed else []), *c[:self._at - 1], "truth",
-                              *c[self._at - 1:]])
+        self._row(["step", *(["time"] if timed else []), *c[:self._at - 1], "truth",
+                   *c[self._at - 1:]], None)
+
+    def _row(self, cells: list, sample) -> None:
+        self.writer.writerow(cells)
+        self.out.write(self._buf.getvalue(), sample)
+        self._buf.seek(0)
+        self._buf.truncate()
 
     def write(self, result, sample) -> None:
         r = record(result, sample)
@@ -44,15 +52,13 @@ class CsvSink:
             rec = r[h.name]
             cells += h.row(rec if isinstance(rec, dict) else {h.name: rec})
         stamp = [r.get("time", "")] if self._timed else []
-        self.writer.writerow([r["step"], *stamp, *cells[:self._at - 1], r.get("truth", ""),
-                              *cells[self._at - 1:]])
+        self._row([r["step"], *stamp, *cells[:self._at - 1], r.get("truth", ""),
+                   *cells[self._at - 1:]], sample)
 
     def close(self) -> None:
         if self._timed is None:
             self._header(False)
-        self.fh.flush()
-        if self._owned:
-            self.fh.close()
+        self.out.close()
 
 
 def open(url, manifest) -> CsvSink:  # noqa: A001

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from wavedge.errors import InputError
+from wavedge.runtime.urls import BAUD_RANGE
 
 
 class LinkSink:
@@ -21,8 +22,8 @@ class LinkSink:
         if not url.path:
             raise InputError(f"{url.text}: give the port, e.g. link:/dev/ttyACM0 or "
                              "link:usb:2341:0043")
-        self.stream_id = url.get("stream", 0, int)
-        self.vector = bool(url.get("vector", 0, int))
+        self.stream_id = url.get("stream", 0, int, (0, 255))  # one byte in RESULT
+        self.vector = bool(url.get("vector", 0, int, (0, 1)))
         head = heads_for(manifest.signature)[0]
         self._classes = isinstance(head, ClassHead)
         floats = head.bridge_floats() if (self.vector or not self._classes) else 0
@@ -35,7 +36,7 @@ class LinkSink:
                              "16-bit class id")
         self._head, self._result, self._prediction = head, Result, Prediction
         self._kind = PREDICTION_KINDS[head.spec.kind]
-        self.link = connect(url.path, baud=url.get("baud", 115200, int))
+        self.link = connect(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE))
         self._t0 = time.monotonic()
 
     def write(self, result, sample) -> None:

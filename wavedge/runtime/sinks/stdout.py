@@ -9,7 +9,7 @@ import sys
 class StdoutSink:
     def __init__(self, url, manifest, out=None) -> None:
         url.check_params(("every",))
-        self.every = max(1, url.get("every", 1, int))
+        self.every = url.get("every", 1, int, (1, 2 ** 62))
         self.out = out if out is not None else sys.stdout
 
     def write(self, result, sample) -> None:

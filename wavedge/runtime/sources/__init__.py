@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import time
 
-from wavedge.errors import WavedgeError
+from wavedge.errors import SourceError
 from wavedge.recordings import TABLE_PARAMS, Columns, Resampler, Sample, target_columns, \
     with_rate
 
 __all__ = ["Pacer", "Sample", "SourceError", "TableOptions", "rate_param"]
 
 
-class SourceError(WavedgeError):
-    """A source cannot be opened, or it vanished and did not come back."""
-
-
 SOURCE_TABLE_PARAMS = (*TABLE_PARAMS, "sample_rate", "resample")
+
+
+RATE_RANGE = (1e-3, 1e6)  # Hz: from one sample in 17 minutes to a MHz ADC
+COUNT_RANGE = (0, 2 ** 62)
 
 
 class TableOptions:
@@ -27,10 +27,7 @@ class TableOptions:
         self.columns = Columns.from_params(url.params, url.text)
         self.channels = manifest.channels
         self.targets = target_columns(manifest.signature)
-        self.stated_hz = url.get("sample_rate", None, float)
-        if self.stated_hz is not None and not (0 < self.stated_hz < 1e7):
-            raise SourceError(f"{url.text}: sample_rate must be in (0, 1e7) Hz, got "
-                              f"{self.stated_hz:g}")
+        self.stated_hz = url.get("sample_rate", None, float, RATE_RANGE)
         resample = url.get("resample", "0") not in ("0", "", "false", "no")
         self.resampler = Resampler(manifest.sample_rate_hz) \
             if resample and manifest.sample_rate_hz else None
@@ -73,7 +70,4 @@ def rate_param(url, manifest) -> float | None:
         return manifest.sample_rate_hz
     if raw == "max":
         return None
-    rate = url.get("rate", kind=float)
-    if not rate > 0:
-        raise SourceError(f"{url.text}: rate must be positive or 'max', got {raw}")
-    return rate
+    return url.get("rate", kind=float, within=RATE_RANGE)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from wavedge.errors import InputError
-from wavedge.runtime.sources import Sample
+from wavedge.runtime.sources import COUNT_RANGE, Sample
+from wavedge.runtime.urls import BAUD_RANGE
 
 
 class LinkSource:
@@ -22,9 +23,9 @@ class LinkSource:
             raise InputError(f"{url.text}: give the port, e.g. link:/dev/ttyACM0 or "
                              "link:usb:2341:0043")
         self.channels = manifest.input_size
-        self.limit = url.get("limit", None, int)
-        self.timeout_s = url.get("timeout_s", None, float)
-        self.link = connect(url.path, baud=url.get("baud", 115200, int))
+        self.limit = url.get("limit", None, int, (1, COUNT_RANGE[1]))
+        self.timeout_s = url.get("timeout_s", None, float, (0.001, 86400))
+        self.link = connect(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE))
 
     def __iter__(self):
         from wavedge.firmware_bridge.messages import Sensor

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from wavedge.errors import InputError
 from wavedge.recordings import RATE_WINDOW, file_samples
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, Pacer, SourceError, TableOptions, \
-    rate_param
+from wavedge.runtime.sources import COUNT_RANGE, SOURCE_TABLE_PARAMS, Pacer, SourceError, \
+    TableOptions, rate_param
 
 
 class ReplaySource:
@@ -28,10 +28,8 @@ class ReplaySource:
             raise SourceError(f"{url.text}: no such file {self.path}")
         self.table = TableOptions(url, manifest)
         self.rate_hz = rate_param(url, manifest)
-        self.loops = url.get("loop", 1, int)
-        self.limit = url.get("limit", None, int)
-        if self.loops < 0 or (self.limit is not None and self.limit < 0):
-            raise SourceError(f"{url.text}: loop and limit must be 0 or more")
+        self.loops = url.get("loop", 1, int, COUNT_RANGE)
+        self.limit = url.get("limit", None, int, (1, COUNT_RANGE[1]))
         # read the header and the first rows now, so that a wrong column, file or rate is one
         # line before the run starts, not an error after the first sample
         try:

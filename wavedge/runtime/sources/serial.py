@@ -12,6 +12,7 @@ import time
 
 from wavedge.recordings import csv_samples
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, SourceError, TableOptions
+from wavedge.runtime.urls import BAUD_RANGE
 
 RETRY_S = 0.2
 
@@ -26,8 +27,8 @@ class SerialSource:
             raise SourceError("serial sources need pyserial: pip install pyserial") from None
         self._serial = serial
         self.port = url.path
-        self.baud = url.get("baud", 115200, int)
-        self.reconnect_s = url.get("reconnect_s", 10.0, float)
+        self.baud = url.get("baud", 115200, int, BAUD_RANGE)
+        self.reconnect_s = url.get("reconnect_s", 10.0, float, (0, 86400))
         self.gaps = 0
         self.conn = self._open()
 

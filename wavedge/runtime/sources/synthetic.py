@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wavedge.runtime.sources import Pacer, Sample, SourceError, rate_param
+from wavedge.runtime.sources import COUNT_RANGE, Pacer, Sample, SourceError, rate_param
 
 
 class SyntheticSource:
@@ -13,11 +13,11 @@ class SyntheticSource:
         url.check_params(("n", "seed", "rate"))
         if url.path not in ("imu", ""):
             raise SourceError(f"{url.text}: unknown generator {url.path!r}; known: imu")
-        self.n = url.get("n", 1000, int)
+        self.n = url.get("n", 1000, int, COUNT_RANGE)
         self.rate_hz = rate_param(url, manifest)
         self.mean = np.asarray(manifest.mean, np.float32)
         self.std = np.asarray(manifest.std, np.float32)
-        self.rng = np.random.default_rng(url.get("seed", 0, int))
+        self.rng = np.random.default_rng(url.get("seed", 0, int, (0, 2 ** 63 - 1)))
 
     def __iter__(self):
         d = len(self.mean)

@@ -1,0 +1,139 @@
+"""Left alone for months: stopping loses nothing, hostile files and parameters end in one line,
+the error tree is one tree. Real processes, real signals, real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import BUNDLED_MODEL, assert_one_line_error, run_cli
+
+RECORDING = BUNDLED_MODEL / "recording.csv"
+
+
+def _start(sink: str, rate: int = 50) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                             "--source", f"replay:{RECORDING}?rate={rate}", "--sink", sink],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # printed once the model is loaded and the loop starts
+    assert first.startswith("wavedge: wave_rnn-basic_motions on "), first
+    return proc
+
+
+def _lines(path, kind: str) -> list:
+    text = path.read_text()
+    assert text == "" or text.endswith("\n")  # never half a line
+    if kind == "jsonl":
+        return [json.loads(line) for line in text.splitlines()]
+    return list(csv.DictReader(text.splitlines()))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_drains_flushes_and_prints_the_summary(tmp_path, kind, sig):
+    out = tmp_path / f"out.{kind}"
+    proc = _start(f"{kind}:{out}")
+    time.sleep(1.5)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert f"(stopped by {sig.name})" in err and "Traceback" not in err
+    samples = int(err.split("samples: ")[1].split()[0])
+    assert samples > 20
+    assert len(_lines(out, kind)) == samples  # every result the summary counts is in the file
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_sigkill_loses_at_most_the_last_second_and_never_half_a_line(tmp_path, kind):
+    out = tmp_path / f"out.{kind}"
+    proc = _start(f"{kind}:{out}", rate=50)
+    started = time.monotonic()
+    time.sleep(3.0)
+    proc.kill()
+    proc.communicate(timeout=20)
+    ran = time.monotonic() - started
+    rows = _lines(out, kind)
+    # 50 results a second for `ran` seconds, less at most the last second's (and a margin for
+    # the time the first sample took)
+    assert len(rows) >= 50 * (ran - 1.0) - 25, (len(rows), ran)
+
+
+def test_a_full_disk_ends_the_run_with_its_error_and_a_summary():
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
+                   "--sink", "jsonl:/dev/full")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "wavedge: samples:" in proc.stderr
+    assert "jsonl sink /dev/full: cannot write (No space left on device)" in proc.stderr
+
+
+def test_a_closed_pipe_is_a_quiet_stop():
+    proc = subprocess.run(f"{sys.executable} -m wavedge.cli run {BUNDLED_MODEL} --source "
+                          f"'replay:{RECORDING}?rate=max' --sink stdout: | head -3",
+                          shell=True, capture_output=True, text=True, timeout=60,
+                          executable="/bin/bash")
+    assert len(proc.stdout.splitlines()) == 3
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    status = subprocess.run(f"set -o pipefail; {sys.executable} -m wavedge.cli run "
+                            f"{BUNDLED_MODEL} --source 'replay:{RECORDING}?rate=max' "
+                            "--sink stdout: | head -1 > /dev/null", shell=True,
+                            executable="/bin/bash", timeout=60)
+    assert status.returncode == 0
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("synthetic:imu?seed=-1", "seed=-1 is outside the allowed range [0,"),
+    (f"replay:{RECORDING}?rate=1e-300", "rate=1e-300 is outside the allowed range [0.001, 1e+06]"),
+    (f"replay:{RECORDING}?rate=1e-9", "outside the allowed range"),
+    (f"replay:{RECORDING}?rate=1e999", "outside the allowed range"),
+    (f"replay:{RECORDING}?limit=0", "limit=0 is outside the allowed range [1,"),
+    ("serial:///dev/null?baud=0", "baud=0 is outside the allowed range"),
+    ("synthetic:imu?n=x", "n='x' is not a valid int"),
+])
+def test_bad_url_parameters_are_one_line_with_the_allowed_range(url, fragment):
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", url, "--sink", "null:"),
+                          fragment)
+
+
+def test_a_bad_sink_parameter_and_limit_are_one_line():
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "link:/dev/null?stream=300"),
+                          "stream=300 is outside the allowed range [0, 255]")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--limit", "0"),
+                          "--limit must be at least 1")
+
+
+def test_hostile_files_are_one_line_and_a_non_zero_exit(tmp_path):
+    zeros = tmp_path / "zeros.csv"
+    zeros.write_bytes(b"\0" * 100_000)
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", f"replay:{zeros}"),
+                          "not a text CSV file (it holds binary data)")
+    import numpy as np
+
+    strings = tmp_path / "s.npy"
+    np.save(strings, np.array([["a"] * 6] * 3))
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", f"replay:{strings}"),
+                          "holds <U1 values, expected numbers")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("acc_x\n\xe9\n".encode("latin-1"))
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{latin}", "--sink", "null:")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_every_package_exception_is_a_wavedge_error():
+    import inspect
+
+    import wavedge.errors as errors
+    from wavedge.firmware_bridge import framing, link, messages
+    from wavedge.runtime import backends, sources
+
+    for cls in (framing.FrameError, messages.MessageError, link.LinkError,
+                sources.SourceError, backends.BackendError):
+        assert issubclass(cls, errors.WavedgeError) and cls.__module__ == "wavedge.errors"
+    defined = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+               if c.__module__ == "wavedge.errors"]
+    assert all(issubclass(c, errors.WavedgeError) for c in defined)
