@@ -137,3 +137,84 @@ def test_every_package_exception_is_a_wavedge_error():
     defined = [c for _, c in inspect.getmembers(errors, inspect.isclass)
                if c.__module__ == "wavedge.errors"]
     assert all(issubclass(c, errors.WavedgeError) for c in defined)
+
+
+def _edited_copy(tmp_path, edit):
+    import shutil
+
+    shutil.copytree(BUNDLED_MODEL, tmp_path / "m")
+    path = tmp_path / "m" / "manifest.json"
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+    return tmp_path / "m"
+
+
+def test_inspect_refuses_integer_labels_nan_and_files_outside(tmp_path):
+    def int_labels(raw):
+        raw["signature"]["outputs"][0]["labels"] = [0, 1, 2, 3]
+
+    m = _edited_copy(tmp_path / "a", int_labels)
+    assert_one_line_error(run_cli("inspect", m), "labels: should be strings")
+
+    def nan_mean(raw):
+        raw["signature"]["inputs"][0]["preprocessing"]["mean"][0] = float("nan")
+
+    m = _edited_copy(tmp_path / "b", nan_mean)
+    assert_one_line_error(run_cli("inspect", m), "non-finite number NaN")
+
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((BUNDLED_MODEL / "model.step.onnx").read_bytes())
+
+    def escape(raw):
+        raw["files"][0]["path"] = "../outside.onnx"
+
+    m = _edited_copy(tmp_path, escape)
+    assert_one_line_error(run_cli("inspect", m), "'../outside.onnx' is outside the model "
+                                                 "directory")
+
+
+def test_the_standin_on_a_model_without_a_recording_says_so(tmp_path):
+    def drop(raw):
+        raw.pop("recording", None)
+
+    m = _edited_copy(tmp_path, drop)
+    proc = subprocess.run([sys.executable, "-m", "wavedge.firmware_bridge.standin", str(m)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "has no recording to stream" in proc.stderr
+
+
+def test_inspect_loads_what_run_loads(tmp_path):
+    """A graph whose checksum matches but which is truncated, foreign or listed as the wrong
+    graph passes a checksum check; inspect loads it and compares it with the signature."""
+    from wavedge.manifest import sha256_of
+
+    def swap(raw):
+        step, chunk = (next(f for f in raw["files"] if f["path"] == f"model.{g}.onnx")
+                       for g in ("step", "chunk"))
+        step["path"], chunk["path"] = chunk["path"], step["path"]
+        for f in (step, chunk):
+            f["sha256"] = sha256_of(BUNDLED_MODEL / f["path"])
+            f["size_bytes"] = (BUNDLED_MODEL / f["path"]).stat().st_size
+
+    m = _edited_copy(tmp_path / "swap", swap)
+    assert_one_line_error(run_cli("inspect", m), "expected shape")
+    assert_one_line_error(run_cli("run", m, "--sink", "null:"), "expected shape")
+
+    def truncate(raw):
+        f = next(f for f in raw["files"] if f["path"] == "model.step.onnx")
+        f["size_bytes"] = 100
+
+    m = _edited_copy(tmp_path / "cut", truncate)
+    data = (m / "model.step.onnx").read_bytes()[:100]
+    (m / "model.step.onnx").write_bytes(data)
+    f = json.loads((m / "manifest.json").read_text())
+    next(e for e in f["files"] if e["path"] == "model.step.onnx")["sha256"] = \
+        sha256_of(m / "model.step.onnx")
+    (m / "manifest.json").write_text(json.dumps(f))
+    proc = run_cli("inspect", m)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "model.step.onnx" in proc.stderr
+    assert "onnxruntime)" in \
+        run_cli("inspect", BUNDLED_MODEL).stdout

@@ -126,14 +126,17 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from wavedge.manifest import load_manifest
+    from wavedge.runtime.model import check_loadable
 
     m = load_manifest(args.model_dir)
     if args.json:
         print(json.dumps(m.raw, indent=2))
         return 0
     sig = m.signature
+    loaded = check_loadable(m)
     rate = f"{sig.sample_rate_hz:g} Hz" if sig.sample_rate_hz else "no fixed rate"
-    print(f"{m.name} ({m.raw['family']}), manifest version {m.raw['version']}: files verified")
+    print(f"{m.name} ({m.raw['family']}), manifest version {m.raw['version']}: files verified "
+          f"(sha256; loaded and matched to the signature by {', '.join(loaded) or 'no installed backend'})")
     for i in sig.inputs:
         what = f"{', '.join(i.channels)}" if i.channels else f"shape {list(i.shape)}"
         extra = " normalised in-graph" if i.normalise else ""

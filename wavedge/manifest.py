@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -235,7 +236,10 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
     if not path.is_file():
         raise ManifestError(f"{path}: missing; is {directory} a wavedge model directory?")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_finite,
+                         parse_float=_finite_float)
+    except ManifestError as exc:
+        raise ManifestError(f"{path}: {exc}") from None
     except UnicodeDecodeError:
         raise ManifestError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -253,9 +257,25 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
     return manifest
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _not_finite(text)
+    return value
+
+
+def _not_finite(name: str):
+    raise ManifestError(f"a non-finite number {name} (every number in a manifest must be "
+                        "finite)")
+
+
 def verify_file(manifest: Manifest, entry: FileEntry) -> Path:
     """Check one listed file's presence, size and sha256; return its path."""
     target = manifest.directory / entry.path
+    inside = manifest.directory.resolve()
+    if inside not in target.resolve().parents:
+        raise ManifestError(f"{manifest.directory / MANIFEST_NAME}: file {entry.path!r} is "
+                            "outside the model directory")
     if not target.is_file():
         raise ManifestError(f"{target}: listed in the manifest but missing")
     size = target.stat().st_size

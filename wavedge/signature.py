@@ -291,7 +291,7 @@ def _input(raw: dict, where: str) -> InputSpec:
     role = _field(raw, "role", str, where, "sensor")
     if role not in INPUT_ROLES:
         raise ManifestError(f"{where}: role {role!r} is not one of {', '.join(INPUT_ROLES)}")
-    channels = tuple(_field(raw, "channels", list, where, []))
+    channels = _names(raw, "channels", where)
     if channels and len(channels) != shape[-1]:
         raise ManifestError(f"{where}: {len(channels)} channel names for a last axis of "
                             f"{shape[-1]}")
@@ -323,6 +323,13 @@ def _input(raw: dict, where: str) -> InputSpec:
                      tuple(rng) if rng else None)
 
 
+def _names(raw: dict, key: str, where: str) -> tuple[str, ...]:
+    names = _field(raw, key, list, where, [])
+    if not all(isinstance(n, str) for n in names):
+        raise ManifestError(f"{where}.{key}: should be strings, got {names[:4]!r}")
+    return tuple(names)
+
+
 def _output(raw: dict, where: str) -> OutputSpec:
     shape, dtype = _shape(raw, where), _dtype(raw, where)
     kind = _field(raw, "kind", str, where)
@@ -331,7 +338,7 @@ def _output(raw: dict, where: str) -> OutputSpec:
                             f"(it serves {', '.join(OUTPUT_KINDS)})")
     if dtype != "float32" and kind != "activations":
         raise ManifestError(f"{where}: a {kind} output must be float32, got {dtype}")
-    labels = tuple(_field(raw, "labels", list, where, []))
+    labels = _names(raw, "labels", where)
     return OutputSpec(_field(raw, "name", str, where), shape, kind, dtype, labels,
                       _field(raw, "variance", (str, type(None)), where, None))
 

@@ -16,6 +16,7 @@ import threading
 from importlib.resources import files
 from pathlib import Path
 
+from wavedge.errors import WavedgeError
 from wavedge.firmware_bridge.link import LinkError
 
 C_DIR = Path(str(files("wavedge.firmware_bridge") / "c"))
@@ -101,10 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--limit", type=int, default=400, help="samples to stream (400)")
     args = ap.parse_args(argv)
+    try:
+        model = load_model(args.model_dir)
+    except WavedgeError as exc:
+        print(f"standin: error: {exc}", file=sys.stderr)
+        return 1
+    recording = model.manifest.raw.get("recording") or {}
+    if not recording.get("path"):
+        print(f"standin: error: {args.model_dir} has no recording to stream (export it with "
+              "--recording)", file=sys.stderr)
+        return 1
+    rec = model.manifest.directory / recording["path"]
     with tempfile.TemporaryDirectory() as tmp:
         board = StandIn(build(Path(tmp)))
-        model = load_model(args.model_dir)
-        rec = model.manifest.directory / model.manifest.raw["recording"]["path"]
         source = open_source(f"replay:{rec}?rate=max&limit={args.limit}", model.manifest)
         summary = run(model.stream(), source, open_sink(f"link:{board.port}", model.manifest))
         board.close()

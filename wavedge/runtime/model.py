@@ -9,7 +9,8 @@ import numpy as np
 
 from wavedge.errors import ManifestError
 from wavedge.manifest import FileEntry, Manifest, load_manifest
-from wavedge.runtime.backends import BACKENDS, BackendError, BackendOptions, Graph, load_graph
+from wavedge.runtime.backends import (BACKENDS, BackendError, BackendOptions, Graph, available,
+                                      load_graph)
 from wavedge.signature import Signature
 
 FILE_FORMAT = {"onnxruntime": "onnx", "litert": "tflite"}
@@ -102,3 +103,22 @@ def load_checked_graph(path: Path, backend: str, signature: Signature, samples: 
     graph.outputs.sort(key=lambda t: order_out.index(t.name))
     graph.n_inputs, graph.n_outputs = len(signature.inputs), len(signature.outputs)
     return graph
+
+
+def check_loadable(manifest: Manifest, options: BackendOptions = BackendOptions()) -> list[str]:
+    """Load every model graph the manifest lists with each installed backend that reads its
+    format and check its tensors against the signature, as ``load_model`` would: what
+    ``wavedge inspect`` verifies beyond checksums. Returns the backends used; raises
+    ``ManifestError`` or ``BackendError`` naming the first file that fails."""
+    installed = [b for b, ok in available().items() if ok]
+    used = set()
+    for entry in manifest.files:
+        for backend in installed:
+            if FILE_FORMAT.get(backend) != entry.format:
+                continue
+            if entry.graph == "identity":
+                load_graph(backend, manifest.directory / entry.path, options)
+            else:
+                _load_checked(manifest, entry, backend, options)
+            used.add(backend)
+    return sorted(used)
