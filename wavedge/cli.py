@@ -78,7 +78,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                                max_accuracy_drop=args.max_accuracy_drop,
                                                activation_bits=args.activations,
                                                force=args.force),
-                            calibration=args.calibration, reset=args.reset)
+                            calibration=args.calibration, reset=args.reset,
+                            input_margin=args.input_margin, input_bounds=args.input_bounds)
     manifest_path = export_model_dir(ckpt, args.out, options, task=task)
     raw = json.loads(manifest_path.read_text())
     for f in raw["files"]:
@@ -328,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the reset policy to check under and write into the model directory: "
                         "never, recording, every:N, gap:SECONDS (default: how the checkpoint "
                         "was trained)")
+    p.add_argument("--input-margin", type=float, default=1.0,
+                   help="the raw input range the runtime accepts: the recordings' range "
+                        "widened by this many times its span on each side (1.0)")
+    p.add_argument("--input-bounds", metavar="LOW:HIGH|CH=LOW:HIGH,...|none",
+                   help="the accepted input range instead, for every channel or by name; "
+                        "'none': accept any finite value")
     p.add_argument("--arch", help="refuse a checkpoint of any other architecture")
     p.add_argument("--chunk", type=int, default=32, help="samples per chunk-graph call (32)")
     p.add_argument("--tolerance", type=float, default=1e-5,

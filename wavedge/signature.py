@@ -62,6 +62,9 @@ class InputSpec:
     channels: tuple[str, ...] = ()  # names along the last axis (sensor inputs)
     normalise: Normalise | None = None
     range: tuple[int, int] | None = None  # integer inputs: allowed values [low, high)
+    # float inputs: the raw values accepted, per element of the last axis, (lows, highs);
+    # anything outside is a bad sample (export sets it from the training data, with a margin)
+    bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
     def size(self) -> int:
@@ -75,6 +78,8 @@ class InputSpec:
         out["preprocessing"] = self.normalise.to_json() if self.normalise else None
         if self.range is not None:
             out["range"] = list(self.range)
+        if self.bounds is not None:
+            out["bounds"] = {"low": list(self.bounds[0]), "high": list(self.bounds[1])}
         return out
 
 
@@ -107,6 +112,9 @@ class StateSpec:
     dtype: str = "float32"
     reset_value: float | int | bool = 0.0
     reset: tuple | None = None
+    # float state: the largest magnitude a healthy stream reaches (export: 10x the largest seen
+    # on the check stream); beyond it the runtime resets the state and counts it
+    limit: float | None = None
 
     @property
     def input_name(self) -> str:
@@ -128,6 +136,8 @@ class StateSpec:
                "output": self.output_name}
         if self.reset is not None:
             out["reset"] = np.asarray(self.reset).reshape(self.shape).tolist()
+        if self.limit is not None:
+            out["limit"] = self.limit
         return out
 
 
@@ -320,7 +330,22 @@ def _input(raw: dict, where: str) -> InputSpec:
         raise ManifestError(f"{where}.range: should be [low, high) integers of an integer "
                             f"input, got {rng!r}")
     return InputSpec(_field(raw, "name", str, where), shape, dtype, role, channels, norm,
-                     tuple(rng) if rng else None)
+                     tuple(rng) if rng else None, _bounds(raw, where, shape, dtype))
+
+
+def _bounds(raw: dict, where: str, shape: tuple, dtype: str):
+    b = _field(raw, "bounds", (dict, type(None)), where, None)
+    if b is None:
+        return None
+    lo, hi = b.get("low"), b.get("high")
+    ok = dtype == "float32" and all(
+        isinstance(v, list) and len(v) == shape[-1]
+        and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v)
+        for v in (lo, hi))
+    if not ok or not all(a < c for a, c in zip(lo, hi)):
+        raise ManifestError(f"{where}.bounds: should be {{'low': [...], 'high': [...]}} with "
+                            f"{shape[-1]} numbers each, low < high, on a float input")
+    return tuple(float(a) for a in lo), tuple(float(a) for a in hi)
 
 
 def _names(raw: dict, key: str, where: str) -> tuple[str, ...]:
@@ -354,8 +379,11 @@ def _state(raw: dict, where: str) -> StateSpec:
     for key, want in (("input", state_input_name(name)), ("output", state_output_name(name))):
         if _field(raw, key, str, where, want) != want:
             raise ManifestError(f"{where}.{key}: should be {want!r}")
+    limit = _field(raw, "limit", (int, float, type(None)), where, None)
+    if limit is not None and not (limit > 0 and dtype == "float32"):
+        raise ManifestError(f"{where}.limit: should be a positive number on a float state")
     return StateSpec(name, shape, dtype, value, None if reset is None else tuple(
-        np.asarray(reset).reshape(-1).tolist()))
+        np.asarray(reset).reshape(-1).tolist()), limit)
 
 
 __all__ = ["DTYPES", "INPUT_ROLES", "OUTPUT_KINDS", "InputSpec", "Normalise", "OutputSpec",

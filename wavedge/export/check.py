@@ -142,10 +142,11 @@ def torch_reference(model: StepModel, stream: Stream) -> tuple[list, list]:
 
 
 def run_graph(path: Path, backend: str, signature: Signature, stream: Stream,
-              samples: int) -> tuple[list, list]:
+              samples: int, maxima: dict | None = None) -> tuple[list, list]:
     """Run an exported graph over ``stream`` through wavedge's own runtime backend, as a
     stream does: one sample (or chunk) per call, the state fed back from the previous call
-    (and reset at the stream's ``starts``)."""
+    (and reset at the stream's ``starts``). ``maxima``: filled with the largest magnitude each
+    float state reaches."""
     from wavedge.runtime.model import load_checked_graph
 
     runner = load_checked_graph(path, backend, signature, samples).runner()
@@ -161,6 +162,10 @@ def run_graph(path: Path, backend: str, signature: Signature, stream: Stream,
             buf[...] = stream[name][i:i + samples].reshape(buf.shape)
         for acc, y, spec in zip(ys, runner.run(), signature.outputs):
             acc.append(y.reshape(-1, *spec.shape))
+        if maxima is not None:  # the largest magnitude each float state reached
+            for buf, spec in zip(runner.state, signature.state):
+                if spec.dtype == "float32":
+                    maxima[spec.name] = max(maxima.get(spec.name, 0.0), float(np.abs(buf).max()))
     return [np.concatenate(y) for y in ys], [s.copy() for s in runner.state]
 
 

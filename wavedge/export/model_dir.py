@@ -19,7 +19,7 @@ import datetime as _dt
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,11 +63,18 @@ class ExportOptions:
     # the reset policy to check under and write into the manifest (wavedge.resets); None: how
     # the checkpoint was trained (its meta, else its recipe), else never
     reset: str | None = None
+    # the raw input range the runtime accepts, per channel: the task's recordings' range
+    # widened by input_margin times its span on each side, unless the model declares bounds or
+    # input_bounds says otherwise ("LOW:HIGH" for every channel, "ch=LOW:HIGH,...", "none")
+    input_margin: float = 1.0
+    input_bounds: str | None = None
 
     def validate(self) -> None:
         self.quant.validate()
         if self.reset is not None:
             ResetPolicy.parse(self.reset, "--reset")
+        if not 0 <= self.input_margin < 1e6:
+            raise InputError(f"input margin must be 0 or more, got {self.input_margin}")
         if self.calibration is not None and not split_spec(self.calibration)[0].is_file():
             raise InputError(f"calibration recordings: no such file {self.calibration}")
         bad = sorted(set(self.precisions) - {"fp32", "int8"})
@@ -85,6 +92,51 @@ class ExportOptions:
             raise InputError(f"check_steps must be at least 1000, got {self.check_steps}")
         if not self.tolerance > 0:
             raise InputError(f"tolerance must be positive, got {self.tolerance}")
+
+
+def guarded(sig, task: Task, options: ExportOptions, maxima: dict):
+    """``sig`` with what the runtime guards a stream by: each float input's accepted range
+    (``ExportOptions.input_margin``/``input_bounds``; the model's own when it declares one)
+    and each float state's limit, 10x the largest magnitude it reached on the check stream
+    (at least 1), past which the stream's state is reset."""
+    inputs = []
+    for spec in sig.inputs:
+        bounds = spec.bounds
+        if spec.dtype == "float32" and bounds is None:
+            rows = [r[spec.name].reshape(-1, spec.shape[-1]) for r in
+                    (*task.calibration, *task.held_out)]
+            bounds = _parse_bounds(options.input_bounds, spec, np.concatenate(rows),
+                                   options.input_margin)
+        inputs.append(replace(spec, bounds=bounds))
+    state = [replace(s, limit=s.limit or float(f"{10 * max(1.0, maxima[s.name]):.4g}"))
+             if s.name in maxima else s for s in sig.state]
+    return replace(sig, inputs=tuple(inputs), state=tuple(state))
+
+
+def _parse_bounds(text: str | None, spec, data: np.ndarray, margin: float):
+    lo, hi = data.min(axis=0).astype(np.float64), data.max(axis=0).astype(np.float64)
+    span = np.maximum(hi - lo, 1e-3 * np.maximum(1.0, np.abs(hi)))
+    lows, highs = (lo - margin * span).tolist(), (hi + margin * span).tolist()
+    if text is not None and text.strip() == "none":
+        return None
+    for part in (p.strip() for p in (text or "").split(",") if p.strip()):
+        name, _, rng = part.rpartition("=")
+        try:
+            low, high = (float(v) for v in rng.split(":"))
+        except ValueError:
+            raise InputError(f"--input-bounds: {part!r}: expected LOW:HIGH or CHANNEL=LOW:HIGH") \
+                from None
+        names = spec.channels or tuple(str(i) for i in range(spec.shape[-1]))
+        if name and name not in names:
+            raise InputError(f"--input-bounds: {name!r} is not a channel of input "
+                             f"{spec.name!r} ({', '.join(names)})")
+        if not low < high:
+            raise InputError(f"--input-bounds: {part!r}: LOW must be below HIGH")
+        for i, c in enumerate(names):
+            if not name or c == name:
+                lows[i], highs[i] = low, high
+    rnd = lambda v: float(f"{v:.6g}")  # noqa: E731 - six digits are plenty for a guard
+    return tuple(map(rnd, lows)), tuple(map(rnd, highs))
 
 
 def reset_policy(ckpt: Checkpoint, options: ExportOptions) -> ResetPolicy:
@@ -142,6 +194,7 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
     resets = reset_policy(ckpt, options)
     stream = check_stream(task.held_out, options.check_steps, options.chunk_samples, resets)
     ref = torch_reference(ckpt.model, stream)
+    maxima: dict = {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
@@ -166,7 +219,8 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
                     export_graph(ckpt.model, path, samples, options.opset)
                 else:
                     export_tflite_graph(ckpt.model, path, samples)
-                err = compare(sig, *run_graph(path, FORMATS[fmt], sig, stream, samples), *ref)
+                err = compare(sig, *run_graph(path, FORMATS[fmt], sig, stream, samples,
+                                              maxima), *ref)
                 if err.error > options.tolerance:
                     worst = max(err.tensors, key=err.tensors.get)
                     raise ExportError(
@@ -188,7 +242,9 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
             files.append(_file_entry(path, fmt, "identity", 1, {"note": "benchmark floor: "
                                      "inputs passed through, no model"},
                                      options.opset if fmt == "onnx" else None))
-        raw = _manifest(ckpt, task, files, options, len(stream[sig.inputs[0].name]), resets)
+        written = guarded(sig, task, options, maxima)
+        raw = _manifest(ckpt, written, task, files, options, len(stream[sig.inputs[0].name]),
+                        resets)
         if "int8" in options.precisions:
             raw["calibration"] = {**(calibration or {"data": None}),
                                   "options": asdict(options.quant)}
@@ -349,7 +405,7 @@ def _file_entry(path: Path, fmt: str, graph: str, samples: int, error: dict,
     return entry
 
 
-def _manifest(ckpt: Checkpoint, task: Task, files: list[dict], options: ExportOptions,
+def _manifest(ckpt: Checkpoint, sig, task: Task, files: list[dict], options: ExportOptions,
               check_steps: int, resets: ResetPolicy) -> dict:
     meta, model = ckpt.meta, ckpt.model
     metrics = meta.get("metrics", {})
@@ -362,7 +418,7 @@ def _manifest(ckpt: Checkpoint, task: Task, files: list[dict], options: ExportOp
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wavedge_version": wavedge.__version__,
         "model": {"arch": family, "config": model.config, "n_parameters": model.n_parameters()},
-        "signature": model.signature.to_json(),
+        "signature": sig.to_json(),
         "files": files,
         "check": {"tolerance": options.tolerance, "steps": check_steps,
                   "error": "per output and state: max |graph - torch| / max(1, max |torch|) "

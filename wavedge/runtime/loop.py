@@ -45,6 +45,7 @@ class Summary:
     broken_pipe: bool = False  # the reader of our output went away
     error: str | None = None
     resets: int = 0  # state resets the policy made
+    state_resets: Counter = field(default_factory=Counter)  # poisoned state, reset and counted
     reset_policy: str = "state never reset"
     notes: list = field(default_factory=list)  # what the source did (resampling)
 
@@ -55,6 +56,10 @@ class Summary:
         drops = ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) or "none"
         fixes = ", ".join(f"{k} {v}" for k, v in sorted(self.repaired.items())) or "none"
         out.append(f"dropped: {drops}; repaired: {fixes}")
+        if self.state_resets:
+            out.append("state reset after it was poisoned: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(self.state_resets.items()))
+                + " (the outputs were not finite, or the state passed its limit)")
         if self.latency_us:
             lat = self.latency_us
             out.append(f"latency per push: p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us, "
@@ -212,6 +217,7 @@ class _Loop:
         summary.notes = list(getattr(source, "notes", list)())
         summary.dropped = Counter(self.stream.stats.dropped)
         summary.repaired = Counter(self.stream.stats.repaired)
+        summary.state_resets = Counter(self.stream.stats.state_resets)
         if summary.samples:
             lat = self.ring[:min(summary.samples, LATENCY_WINDOW)] / 1000.0
             summary.latency_us = {"p50": float(np.percentile(lat, 50)),

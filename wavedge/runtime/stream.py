@@ -21,6 +21,7 @@ declared range:
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -31,6 +32,9 @@ from wavedge.runtime.heads import ClassHead, GaussianHead, Head, heads_for, soft
 from wavedge.runtime.model import Model
 
 POLICIES = ("reject", "hold", "zero")
+# how often a stream compares its float state with the manifest's limit: two reductions over
+# the bundled model's 1,024 state values cost about 2 us, a fifth of a push, so every 8th
+STATE_CHECK_EVERY = 8
 _F32 = np.dtype(np.float32)
 
 
@@ -41,6 +45,7 @@ class StreamStats:
     samples: int = 0  # samples fed to the model
     dropped: Counter = field(default_factory=Counter)  # by reason, policy 'reject'
     repaired: Counter = field(default_factory=Counter)  # by reason, policies 'hold' and 'zero'
+    state_resets: Counter = field(default_factory=Counter)  # non_finite, exploding
 
 
 class Result:
@@ -174,6 +179,15 @@ class Stream:
         self._first_fill = [np.asarray(i.normalise.mean, i.dtype).reshape(i.shape)
                             if i.normalise is not None else np.zeros(i.shape, i.dtype)
                             for i in sig.inputs]
+        self._bounds = [(np.asarray(i.bounds[0], _F32), np.asarray(i.bounds[1], _F32))
+                        if i.bounds else None for i in sig.inputs]
+        b = sig.inputs[0].bounds
+        # the push fast path checks bounds on Python floats (1-D inputs only)
+        self._fast_bounds = (list(b[0]), list(b[1])) if b and len(self._shape) == 1 else None
+        self._fast = self._fast and (b is None or self._fast_bounds is not None)
+        self._limits = [(k, s.limit) for k, s in enumerate(sig.state) if s.limit]
+        self._small_output = int(np.prod(sig.outputs[0].shape)) <= 64
+        self._checked = 0
         self.stats = StreamStats()
         self._last_drop: str | None = None
         self.steps = 0  # index of the next sample
@@ -182,10 +196,47 @@ class Stream:
     # -- state -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Return the state to its reset value (the counters and step index keep counting)."""
-        for buf, spec in zip(self._step.state, self.signature.state):
-            buf[...] = spec.reset_array(1)
+        self._reset_state()
         for x, fill in zip(self._xs, self._first_fill):
             x[...] = fill  # what 'hold' repeats before any sample was accepted
+
+    def _reset_state(self) -> None:
+        for buf, spec in zip(self._step.state, self.signature.state):
+            buf[...] = spec.reset_array(1)
+
+    def _healthy(self, values: list) -> str | None:
+        """Why the state must be reset after this step (its output is not finite, or, every
+        ``STATE_CHECK_EVERY`` steps, a state beyond its limit), else None."""
+        y = values[0]
+        if not (math.isfinite(sum(y.reshape(-1).tolist())) if self._small_output
+                else np.isfinite(y).all()):
+            return "non_finite"
+        self._checked += 1
+        if self._limits and not self._checked % STATE_CHECK_EVERY:
+            for k, limit in self._limits:
+                buf = self._step.state[k]
+                if not (buf.max() <= limit and buf.min() >= -limit):
+                    return "exploding"
+        return None
+
+    def _run_step(self) -> list[np.ndarray]:
+        """One call of the step graph on its input buffers. A poisoned state (a non-finite
+        output, or a state past its limit) is reset, counted, and the sample run again from
+        reset; a sample that poisons even that is dropped (``InputError``), the state reset."""
+        values = [v[0] for v in self._step.run()]
+        why = self._healthy(values)
+        if why is None:
+            return values
+        self.stats.state_resets[why] += 1
+        self._reset_state()
+        values = [v[0] for v in self._step.run()]
+        if self._healthy(values) is None:
+            return values
+        self._reset_state()
+        self.stats.dropped["non_finite_output"] += 1
+        self._last_drop = "non_finite_output"
+        raise InputError(f"step {self.steps}: the model's output is not finite even from "
+                         "reset; sample dropped, state reset")
 
     @property
     def state(self) -> tuple[np.ndarray, ...]:
@@ -216,7 +267,7 @@ class Stream:
         """
         if (self._fast and problem is None and type(sample) is np.ndarray
                 and sample.dtype is _F32 and sample.shape == self._shape
-                and math.isfinite(sum(sample.reshape(-1).tolist()))):
+                and self._plain(sample.reshape(-1).tolist())):
             # the common case, checked in plain Python floats (a numpy reduction over six
             # values costs more than the rest of the push)
             self._x[...] = sample
@@ -224,11 +275,19 @@ class Stream:
             accepted = [self._accept(k, v, problem) for k, v in enumerate(self._split(sample))]
             for x, v in zip(self._xs, accepted):
                 x[...] = v
-        values = [v[0] for v in self._step.run()]
+        values = self._run_step()
         step = self.steps
         self.steps += 1
         self.stats.samples += 1
         return Result(step, values, self.heads)
+
+    def _plain(self, vals: list) -> bool:
+        """Finite and inside the input's bounds (when it has them)."""
+        if not math.isfinite(sum(vals)):
+            return False
+        b = self._fast_bounds
+        return b is None or (all(map(operator.le, b[0], vals))
+                             and all(map(operator.le, vals, b[1])))
 
     def _split(self, sample) -> list:
         """The per-input values of one sample (a mapping by name, a tuple, or the value)."""
@@ -267,10 +326,16 @@ class Stream:
         x = x.reshape(shape)
         if spec.dtype == "float32":
             finite = np.isfinite(x)
-            if finite.all():
+            ok = self._ok_values(spec, x, self._bounds[k])
+            if ok.all():
                 return x.astype(np.float32)
-            return self._bad(k, "non_finite", (x, finite), f"{where}sample has NaN/inf in "
-                             f"channel(s) {np.flatnonzero(~finite.reshape(-1)).tolist()}")
+            if not finite.all():
+                return self._bad(k, "non_finite", (x, ok), f"{where}sample has NaN/inf in "
+                                 f"channel(s) {np.flatnonzero(~finite.reshape(-1)).tolist()}")
+            return self._bad(k, "out_of_range", (x, ok), f"{where}value(s) "
+                             f"{x[~ok].tolist()[:4]} in channel(s) "
+                             f"{self._channel_names(spec, ~ok)} outside the range the model "
+                             "accepts (the manifest's bounds)")
         if spec.dtype == "bool":
             return x
         low, high = spec.range or (np.iinfo(spec.dtype).min, np.iinfo(spec.dtype).max + 1)
@@ -279,6 +344,11 @@ class Stream:
             return x.astype(spec.dtype)
         return self._bad(k, "out_of_range", (np.where(ok, x, 0), ok), f"{where}value(s) "
                          f"{x[~ok].tolist()[:4]} outside [{low}, {high})")
+
+    @staticmethod
+    def _channel_names(spec, bad: np.ndarray) -> list:
+        idx = np.flatnonzero(bad.reshape(-1, spec.shape[-1]).any(axis=0)).tolist()
+        return [spec.channels[i] for i in idx] if spec.channels else idx
 
     def _bad(self, k: int, reason: str, usable, message: str) -> np.ndarray:
         if self.policy == "reject":
@@ -302,35 +372,57 @@ class Stream:
         Bad rows follow the policy; with 'reject' they are dropped and counted (the good rows
         still run, in order) rather than raising, so a bad row never costs the good ones.
         """
-        xs = self._chunk_inputs(samples)
-        xs = self._filter_rows(xs)
+        xs = self._filter_rows(self._chunk_inputs(samples))
         n = len(xs[0])
         outs = [np.empty((n, *o.shape), o.dtype) for o in self.signature.outputs]
+        kept = np.ones(n, bool)  # rows that poison the state even from reset are dropped
         i = 0
-        step, chunk = self._step, self._chunk
-        if chunk is not None and n >= self._k:
+        step, chunk, k = self._step, self._chunk, self._k
+        if chunk is not None and n >= k:
             for dst, src in zip(chunk.state, step.state):
                 np.copyto(dst, src)
-            while n - i >= self._k:
+            while n - i >= k:
+                before = [s.copy() for s in chunk.state]
                 for buf, x in zip(chunk.inputs, xs):
-                    buf[0] = x[i:i + self._k]
-                for out, y in zip(outs, chunk.run()):
-                    out[i:i + self._k] = y[0]
-                i += self._k
+                    buf[0] = x[i:i + k]
+                ys = chunk.run()
+                if np.isfinite(ys[0]).all():
+                    for out, y in zip(outs, ys):
+                        out[i:i + k] = y[0]
+                    i += k
+                    continue
+                # a poisoned chunk: its rows again one by one, each checked (Stream._run_step)
+                for dst, src in zip(step.state, before):
+                    np.copyto(dst, src)
+                self._step_rows(xs, outs, kept, i, i + k)
+                for dst, src in zip(chunk.state, step.state):
+                    np.copyto(dst, src)
+                i += k
             for dst, src in zip(step.state, chunk.state):
                 np.copyto(dst, src)
-        for j in range(i, n):
-            for buf, x in zip(self._xs, xs):
-                buf[...] = x[j]
-            for out, y in zip(outs, step.run()):
-                out[j] = y[0]
+        self._step_rows(xs, outs, kept, i, n)
         if n:
             for buf, x in zip(self._xs, xs):
                 buf[...] = x[-1]  # the last accepted sample, kept for 'hold'
-        steps = np.arange(self.steps, self.steps + n)
-        self.steps += n
-        self.stats.samples += n
+        if not kept.all():
+            outs = [o[kept] for o in outs]
+        m = int(kept.sum())
+        steps = np.arange(self.steps, self.steps + m)
+        self.steps += m
+        self.stats.samples += m
         return Results(steps, outs, self.heads)
+
+    def _step_rows(self, xs, outs, kept, start: int, stop: int) -> None:
+        for j in range(start, stop):
+            for buf, x in zip(self._xs, xs):
+                buf[...] = x[j]
+            try:
+                values = self._run_step()
+            except InputError:
+                kept[j] = False
+                continue
+            for out, y in zip(outs, values):
+                out[j] = y
 
     def _chunk_inputs(self, samples) -> list[np.ndarray]:
         specs = self._specs
@@ -361,17 +453,22 @@ class Stream:
         return xs
 
     def _filter_rows(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        oks = [self._ok_values(spec, x) for spec, x in zip(self._specs, xs)]
+        oks = [self._ok_values(spec, x, b) for spec, x, b in zip(self._specs, xs, self._bounds)]
         bad = np.zeros(len(xs[0]), bool)
-        for ok in oks:
+        nonfinite = np.zeros(len(xs[0]), bool)
+        for ok, x, spec in zip(oks, xs, self._specs):
             bad |= ~ok.reshape(len(ok), -1).all(axis=1)
+            if spec.dtype == "float32":
+                nonfinite |= ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
         if not bad.any():
             return [x.astype(spec.dtype, copy=False) for spec, x in zip(self._specs, xs)]
-        reason = "non_finite" if all(s.dtype == "float32" for s in self._specs) else "bad_value"
+        floats = all(s.dtype == "float32" for s in self._specs)
+        counts = self.stats.dropped if self.policy == "reject" else self.stats.repaired
+        counts["non_finite" if floats else "bad_value"] += int((bad & nonfinite).sum())
+        counts["out_of_range"] += int((bad & ~nonfinite).sum())
+        counts += Counter()  # drop zero counts
         if self.policy == "reject":
-            self.stats.dropped[reason] += int(bad.sum())
             return [x[~bad].astype(spec.dtype, copy=False) for spec, x in zip(self._specs, xs)]
-        self.stats.repaired[reason] += int(bad.sum())
         out = []
         for x, ok, last, spec in zip(xs, oks, self._xs, self._specs):
             x = x.copy()
@@ -386,9 +483,12 @@ class Stream:
         return out
 
     @staticmethod
-    def _ok_values(spec, x: np.ndarray) -> np.ndarray:
+    def _ok_values(spec, x: np.ndarray, bounds=None) -> np.ndarray:
         if spec.dtype == "float32":
-            return np.isfinite(x)
+            ok = np.isfinite(x)
+            if bounds is not None:
+                ok &= (x >= bounds[0]) & (x <= bounds[1])
+            return ok
         if spec.dtype == "bool" or spec.range is None:
             return np.ones(x.shape, bool)
         return (x >= spec.range[0]) & (x < spec.range[1])
