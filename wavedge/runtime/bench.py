@@ -65,7 +65,7 @@ class Config:
     kind: str  # stream, floor, baseline
     backend: str | None
     precision: str | None
-    mode: str  # step, chunk, window, floor, torch, numpy
+    mode: str  # step, unguarded, chunk, window, floor, torch, numpy
     samples_per_call: int
     repeats: list[np.ndarray] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
@@ -223,6 +223,13 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
         stream.push(data[i[0]])
         i[0] += 1
 
+    raw_stream = model.stream(guards=False)
+    j = [0]
+
+    def push_unguarded():  # the same push without input bounds and state health checks
+        raw_stream.push(data[j[0]])
+        j[0] += 1
+
     base = {"library": library, "init_ms": init_ms}
     step = Config(f"{backend}/{precision}/step", "stream", backend, precision, "step", 1,
                   extra={**base, "first_inference_us": first_us,
@@ -233,6 +240,12 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
     step.extra["warmup_us_per_sample"] = ((time.perf_counter_ns() - warm_t0) / 1000.0
                                           / max(1, options.warmup))
     out.append(step)
+    unguarded = Config(f"{backend}/{precision}/step-unguarded", "stream", backend, precision,
+                       "unguarded", 1, extra={**base, "what": "push without the input bounds and "
+                                         "state health checks, to measure their cost"})
+    for _ in range(options.warmup):
+        push_unguarded()
+    out.append(unguarded)
     k = model.chunk_samples
     chunk = None
     if model.chunk_graph is not None:
@@ -264,6 +277,7 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
     for _ in range(options.repeats):  # interleave the modes so drift hits all alike
         bare.repeats.append(_time_calls(bare_call, options.samples, 1))
         step.repeats.append(_time_calls(push, options.samples, 1))
+        unguarded.repeats.append(_time_calls(push_unguarded, options.samples, 1))
         if chunk is not None:
             chunk.repeats.append(_time_calls(lambda: cstream.push_chunk(block),
                                              max(20, options.samples // k), k))
@@ -344,6 +358,8 @@ def _ratios(s: dict) -> dict:
             f"{b}/{prec}: torch step / step": (p50("torch/step"), step),
             f"{b}/{prec}: numpy step / step": (p50("numpy/step"), step),
         }
+        pairs[f"{b}/{prec}: step / step unguarded"] = (step,
+                                                        p50(f"{b}/{prec}/step-unguarded"))
         chunk = next((n for n in s if n.startswith(f"{b}/{prec}/chunk")), None)
         if chunk:
             pairs[f"{b}/{prec}: chunk / step"] = (p50(chunk), step)

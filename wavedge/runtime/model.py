@@ -36,11 +36,12 @@ class Model:
     def labels(self) -> tuple[str, ...]:
         return self.manifest.labels
 
-    def stream(self, policy: str = "reject"):
-        """A new stream from the reset state; ``policy`` for bad samples: reject, hold, zero."""
+    def stream(self, policy: str = "reject", guards: bool = True):
+        """A new stream from the reset state; ``policy`` for bad samples: reject, hold, zero;
+        ``guards`` False skips the input bounds and state health checks (for measuring them)."""
         from wavedge.runtime.stream import Stream
 
-        return Stream(self, policy)
+        return Stream(self, policy, guards)
 
 
 def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32",
