@@ -334,3 +334,111 @@ def test_a_stalled_port_never_blocks_the_sender():
         assert link.stats.frames_out + link.stats.write_timeouts == len(sent)
     os.close(master)
     os.close(slave)
+
+
+def _fake_board(schema: int, boot_id: int = 3):
+    """A board on a new pseudo-terminal that records every frame the host sends and answers
+    each HELLO with its own, built from ``schema``. Returns (port path, received frames,
+    closer)."""
+    import os
+    import threading
+    import tty
+
+    from wavedge.firmware_bridge.framing import Frame, FrameDecoder, encode_frame
+    from wavedge.firmware_bridge.messages import pack
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    got, stop = [], threading.Event()
+
+    def run():
+        dec = FrameDecoder()
+        while not stop.is_set():
+            try:
+                data = os.read(master, 256)
+            except OSError:
+                return
+            for f in dec.feed(data):
+                got.append(f)
+                if f.type == 1 and not stop.is_set():
+                    os.write(master, encode_frame(Frame(*pack(Hello(1, schema, 240, boot_id)),
+                                                        0)))
+
+    reader = threading.Thread(target=run, daemon=True)
+    reader.start()
+
+    def close(hang: bool = False):
+        """Stop reading; with ``hang`` the port stays open (a hung board), else it goes."""
+        stop.set()
+        if not hang:
+            os.close(slave)
+            os.close(master)
+
+    return os.ttyname(slave), got, close
+
+
+def test_after_a_replug_the_board_is_checked_as_on_first_connect(standin_exe, tmp_path):
+    """Replugged into a board of another schema: only HELLO goes to it, every second, the
+    refusal is counted and the results wait in the queue; the right board then gets them."""
+    import os
+    import time
+
+    from wavedge.firmware_bridge.messages import Result
+
+    stable = tmp_path / "ttyWAVEDGE"
+    first = StandIn(standin_exe, boot_id=1)
+    os.symlink(first.port, stable)
+    link = Link(str(stable), retry_s=0.1)
+    try:
+        link.handshake()
+        first.proc.kill()
+        first.close()
+        assert _wait(lambda: not link.connected) is not None
+        port, got, close_fake = _fake_board(schema=0x12345678)
+        os.replace(_symlink_tmp(tmp_path, port), stable)
+        assert _wait(lambda: link.stats.refused_boards == 1) is not None
+        for i in range(20):
+            link.post(Result(0, i, 0, 1, 0.5))
+        time.sleep(2.3)  # two more HELLOs, and no result
+        assert not link.verified and link.queued == 20
+        assert {f.type for f in got} == {1} and len(got) >= 3
+        assert link.stats.refused_boards == 1  # one board, counted once
+        close_fake()
+        right = StandIn(standin_exe, boot_id=2)
+        os.replace(_symlink_tmp(tmp_path, right.port), stable)
+        assert _wait(lambda: link.verified and link.board.boot_id == 2, 5.0) is not None
+        assert link.flush(3.0)
+        time.sleep(0.3)
+    finally:
+        link.close()
+    assert right.close() == 0
+    got = [ln for ln in right.lines if ln.startswith("RESULT")]
+    assert [int(ln.split("step=")[1].split()[0]) for ln in got] == list(range(20))
+
+
+def test_a_hung_board_never_slows_inference_and_the_summary_says_what_was_lost():
+    """The board answers the handshake, then never reads again: the port's buffer fills, each
+    write would block for the write timeout; through the send queue the stream keeps its
+    pace and the summary counts the frames that did not go."""
+    import time
+
+    model = load_model(BUNDLED_MODEL)
+    rec = BUNDLED_MODEL / "recording.csv"
+    port, got, close_fake = _fake_board(schema=SCHEMA_HASH)
+    summary_null = run(model.stream(), open_source(f"replay:{rec}?rate=max", model.manifest),
+                       open_sink("null:", model.manifest))
+    sink = open_sink(f"link:{port}?vector=1", model.manifest)
+    close_fake(hang=True)  # the board hangs: its port stays, nothing reads it any more
+    t0 = time.monotonic()
+    summary = run(model.stream(), open_source(f"replay:{rec}?rate=max", model.manifest), sink)
+    took = time.monotonic() - t0
+    assert summary.samples == 4000
+    # 4,000 frames at a blocking 50 ms each would be 200 s; the queue keeps the pace
+    assert took < 10 * max(summary_null.seconds, 0.5), (took, summary_null.seconds)
+    line = next(ln for ln in summary.lines() if ln.startswith("link: "))
+    assert "4000 results posted" in line and "boards refused" in line
+    st = sink.link.stats
+    assert st.queue_dropped > 0 and st.write_timeouts > 0 and st.disconnects == 0
+    # every result accounted for: sent (frames_out less the handshake's HELLO), dropped from
+    # the full queue, timed out on the port, or still queued when the run closed the link
+    assert (st.frames_out - 1) + st.queue_dropped + st.write_timeouts + sink.unsent == 4000

@@ -2,16 +2,20 @@
 ``loop://``, ``socket://``, a pseudo-terminal's path).
 
 A reader thread decodes incoming bytes into messages and puts them in a bounded inbox that
-drops the oldest when full (and counts it); writes have a timeout so the inference loop never
-blocks on a stalled port (a timed-out frame is counted, not retried). ``handshake()`` exchanges
-HELLO and checks the schema hash.
+drops the oldest when full (and counts it). ``post()`` hands a frame to a bounded send queue
+(drop-oldest, counted) that a writer thread drains, so the inference loop never waits on the
+port; writes have a timeout (a timed-out frame is counted, not retried). ``handshake()``
+exchanges HELLO and checks the schema hash.
 
 When the port vanishes (unplugged), the reader thread closes it and tries to reopen it by its
 path every ``retry_s`` (no busy loop) - a stable path such as ``/dev/serial/by-id/...``, or a
 ``usb:VID:PID[:SERIAL]`` URL looked up again at every try, finds the board wherever the OS puts
-it; once it is back it handshakes again. A HELLO with a new boot
-id (the board rebooted) is counted and adopted. Frames sent while the port is gone are dropped
-and counted, never queued, so the inference loop never waits for a board.
+it; once it is back it handshakes again, and nothing but HELLO goes to the board until its
+HELLO is checked exactly as on first connect: a board of another schema is counted
+(``refused_boards``) and never sent a result; the writer says HELLO every ``hello_every_s``
+until a board answers, and posted frames wait in the bounded queue meanwhile. A HELLO with a
+new boot id (the board rebooted) is counted and adopted. ``send()`` (synchronous, for the
+handshake and commands) drops and counts a frame while the port is gone.
 """
 
 from __future__ import annotations
@@ -68,11 +72,14 @@ class LinkStats:
     reopen_attempts: int = 0
     reboots: int = 0  # HELLOs with a new boot id
     dropped_while_down: int = 0  # frames not sent because the port was gone
+    queue_dropped: int = 0  # posted frames dropped, oldest first, from a full send queue
+    refused_boards: int = 0  # connections whose board answered with another schema
 
 
 class Link:
     def __init__(self, url: str, baud: int = 115200, write_timeout_s: float = 0.05,
-                 inbox_frames: int = 256, retry_s: float = 0.1) -> None:
+                 inbox_frames: int = 256, retry_s: float = 0.1, send_queue: int = 256,
+                 hello_every_s: float = 1.0) -> None:
         try:
             import serial
         except ImportError:
@@ -94,8 +101,18 @@ class Link:
         self._ready = threading.Condition()
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
+        # frames posted by the inference loop wait here for the writer thread, which sends
+        # them only to a verified board (its HELLO checked on this connection)
+        self.verified = False
+        self.hello_every_s = hello_every_s
+        self._outbox: collections.deque = collections.deque(maxlen=send_queue)
+        self._pending = threading.Condition()
+        self._refused_here = False
         self._thread = threading.Thread(target=self._read_loop, name="wavedge-link", daemon=True)
         self._thread.start()
+        self._writer = threading.Thread(target=self._write_loop, name="wavedge-link-send",
+                                        daemon=True)
+        self._writer.start()
 
     def _open(self):
         target = self.url
@@ -129,6 +146,45 @@ class Link:
         self.stats.frames_out += 1
         return seq
 
+    def post(self, message, flags: int = 0) -> None:
+        """Queue ``message`` for the writer thread and return at once: the inference loop never
+        waits for the port. A full queue drops its oldest frame (``stats.queue_dropped``)."""
+        with self._pending:
+            if len(self._outbox) == self._outbox.maxlen:
+                self.stats.queue_dropped += 1
+            self._outbox.append((message, flags))
+            self._pending.notify()
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox)
+
+    def flush(self, timeout_s: float = 1.0) -> bool:
+        """Wait up to ``timeout_s`` for the send queue to empty; False if it did not."""
+        deadline = time.monotonic() + timeout_s
+        with self._pending:
+            while self._outbox and time.monotonic() < deadline:
+                self._pending.wait(0.01)
+        return not self._outbox
+
+    def _write_loop(self) -> None:
+        """Send queued frames to a verified board; while the board is unverified (after a
+        reconnect) say HELLO every ``hello_every_s`` and hold the queue."""
+        last_hello = time.monotonic()
+        while not self._stop.is_set():
+            with self._pending:
+                if not (self._outbox and self.connected and self.verified):
+                    self._pending.wait(0.05)
+                item = self._outbox.popleft() if (self._outbox and self.connected
+                                                  and self.verified) else None
+                self._pending.notify_all()
+            if item is not None:
+                self.send(*item)
+            elif self.connected and not self.verified and self.board is not None \
+                    and time.monotonic() - last_hello >= self.hello_every_s:
+                last_hello = time.monotonic()
+                self.send(Hello(PROTOCOL_VERSION, SCHEMA_HASH, MAX_PAYLOAD, self._boot_id))
+
     # -- receiving -----------------------------------------------------------------------------
     def _read_loop(self) -> None:
         while not self._stop.is_set():
@@ -157,7 +213,10 @@ class Link:
             except (self._serial_mod.SerialException, OSError, ValueError):
                 continue
             with self._write_lock:
-                self.port, self.connected = port, True
+                # whoever is on the port now is checked as on first connect before anything
+                # but HELLO goes to it
+                self.port, self.connected, self.verified = port, True, False
+                self._refused_here = False
             self.stats.reconnects += 1
             self._last_in = None  # the board's sequence numbers may restart
             self.send(Hello(PROTOCOL_VERSION, SCHEMA_HASH, MAX_PAYLOAD, self._boot_id))
@@ -173,7 +232,16 @@ class Link:
         except MessageError:
             self.stats.bad_messages += 1
             return
-        if isinstance(message, Hello) and message.schema_hash == SCHEMA_HASH:
+        if isinstance(message, Hello) and message.schema_hash != SCHEMA_HASH:
+            if self.board is not None and not self._refused_here:  # after a reconnect
+                self._refused_here = True
+                self.stats.refused_boards += 1
+        elif isinstance(message, Hello) and self.board is not None and not self.verified:
+            # the board on a reopened port answered with our schema: results may flow again
+            if message.boot_id != self.board.boot_id:
+                self.stats.reboots += 1
+            self.board, self.verified = message, True
+        elif isinstance(message, Hello):
             if self.board is not None and message.boot_id != self.board.boot_id:
                 # the board rebooted behind a port that stayed: count it, adopt the new boot
                 # id, and handshake again so a board that waits for the host's HELLO resumes
@@ -213,11 +281,13 @@ class Link:
                             f"is not ours ({SCHEMA_HASH:#010x}); rebuild its firmware from "
                             "this wavedge")
         self.board = reply
+        self.verified = True
         return reply
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=1.0)
+        self._writer.join(timeout=1.0)
         with self._write_lock:
             self.connected = False
             self.port.close()

@@ -32,7 +32,8 @@ class Summary:
     samples: int = 0
     dropped: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)
-    latency_us: dict = field(default_factory=dict)
+    latency_us: dict = field(default_factory=dict)  # the push alone
+    with_sink_us: dict = field(default_factory=dict)  # the push and the sink's write
     seconds: float = 0.0
     truth_samples: int = 0
     truth_correct: int = 0  # agreement heads (class scores, tokens)
@@ -64,6 +65,9 @@ class Summary:
             lat = self.latency_us
             out.append(f"latency per push: p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us, "
                        f"max {lat['max']:.1f} us")
+            sk = self.with_sink_us
+            out.append(f"per sample with the sink's write: p50 {sk['p50']:.1f} us, p99 "
+                       f"{sk['p99']:.1f} us, max {sk['max']:.1f} us")
         if self.truth_samples and self.truth_metric == "squared_error":
             out.append(f"mean squared error against truth: "
                        f"{self.truth_sq_error / self.truth_samples:.4g} over "
@@ -165,7 +169,8 @@ class _Loop:
         self.summary = Summary()
         self.resetter = Resetter(resets or ResetPolicy())
         self.summary.reset_policy = self.resetter.policy.describe()
-        self.ring = np.zeros(LATENCY_WINDOW, np.int64)
+        self.ring = np.zeros(LATENCY_WINDOW, np.int64)  # push
+        self.sink_ring = np.zeros(LATENCY_WINDOW, np.int64)  # push and sink write
         self.warned: Counter = Counter()
         self.prev = self.prev_result = None  # to see where a labelled recording ends
         self.complete = False  # the source ended by itself: its last sample closes a recording
@@ -187,9 +192,11 @@ class _Loop:
                 self.warn(str(exc) + (" (further warnings of this kind suppressed)"
                                       if self.warned[reason] == WARN_LIMIT else ""))
             return
-        self.ring[summary.samples % LATENCY_WINDOW] = time.perf_counter_ns() - t0
+        at = summary.samples % LATENCY_WINDOW
+        self.ring[at] = time.perf_counter_ns() - t0
         summary.samples += 1
         self.sink.write(result, sample)
+        self.sink_ring[at] = time.perf_counter_ns() - t0
         if sample.truth is not None:
             _score_truth(summary, result, sample.truth)
         prev = self.prev
@@ -214,15 +221,18 @@ class _Loop:
             _score_end(summary, self.prev_result, prev.truth)
         summary.seconds = (time.perf_counter_ns() - self.started) / 1e9
         summary.resets = self.resetter.resets
-        summary.notes = list(getattr(source, "notes", list)())
+        summary.notes = list(getattr(source, "notes", list)()) + \
+            list(getattr(self.sink, "notes", list)())
         summary.dropped = Counter(self.stream.stats.dropped)
         summary.repaired = Counter(self.stream.stats.repaired)
         summary.state_resets = Counter(self.stream.stats.state_resets)
         if summary.samples:
-            lat = self.ring[:min(summary.samples, LATENCY_WINDOW)] / 1000.0
-            summary.latency_us = {"p50": float(np.percentile(lat, 50)),
-                                  "p99": float(np.percentile(lat, 99)),
-                                  "max": float(lat.max())}
+            n = min(summary.samples, LATENCY_WINDOW)
+            for name, ring in (("latency_us", self.ring), ("with_sink_us", self.sink_ring)):
+                lat = ring[:n] / 1000.0
+                setattr(summary, name, {"p50": float(np.percentile(lat, 50)),
+                                        "p99": float(np.percentile(lat, 99)),
+                                        "max": float(lat.max())})
         return summary
 
 

@@ -1,6 +1,8 @@
-"""``link:PORT[?baud=N&stream=S&vector=1]``: each result as a frame to a microcontroller over
-the bridge (PORT: a device path or any pyserial URL). The handshake runs at open; a board with
-another schema is refused. Class scores go as RESULT frames (``vector=1`` adds the logits);
+"""``link:PORT[?baud=N&stream=S&vector=1&queue=N]``: each result as a frame to a microcontroller
+over the bridge (PORT: a device path or any pyserial URL). The handshake runs at open; a board
+with another schema is refused, at open and after every reconnect. Frames go through the link's
+bounded send queue (``queue``, 256 frames, drop-oldest), written by its own thread: a hung
+board never slows inference, and the summary counts what was not sent. Class scores go as RESULT frames (``vector=1`` adds the logits);
 every other output head as a kind-tagged PREDICTION frame (a Gaussian's means and variances,
 the top tokens...). A head whose values cannot fit a frame is refused when the sink opens."""
 
@@ -11,6 +13,8 @@ import time
 from wavedge.errors import InputError
 from wavedge.runtime.urls import BAUD_RANGE
 
+CLOSE_FLUSH_S = 2.0  # at close, the queue gets this long to reach the board
+
 
 class LinkSink:
     def __init__(self, url, manifest) -> None:
@@ -18,7 +22,7 @@ class LinkSink:
         from wavedge.firmware_bridge.messages import MAX_VECTOR, PREDICTION_KINDS, Prediction, Result
         from wavedge.runtime.heads import ClassHead, heads_for
 
-        url.check_params(("baud", "stream", "vector"))
+        url.check_params(("baud", "stream", "vector", "queue"))
         if not url.path:
             raise InputError(f"{url.text}: give the port, e.g. link:/dev/ttyACM0 or "
                              "link:usb:2341:0043")
@@ -36,21 +40,36 @@ class LinkSink:
                              "16-bit class id")
         self._head, self._result, self._prediction = head, Result, Prediction
         self._kind = PREDICTION_KINDS[head.spec.kind]
-        self.link = connect(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE))
+        self.link = connect(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE),
+                            send_queue=url.get("queue", 256, int, (1, 1 << 20)))
         self._t0 = time.monotonic()
+        self.posted = 0
 
     def write(self, result, sample) -> None:
         ms = int((time.monotonic() - self._t0) * 1000)
         index, score, values = self._head.bridge(result.values)
         if self._classes:
-            self.link.send(self._result(self.stream_id, result.step, ms, index, score,
+            self.link.post(self._result(self.stream_id, result.step, ms, index, score,
                                         values if self.vector else ()))
         else:
-            self.link.send(self._prediction(self.stream_id, result.step, ms, self._kind, index,
+            self.link.post(self._prediction(self.stream_id, result.step, ms, self._kind, index,
                                             score, values))
+        self.posted += 1
 
     def close(self) -> None:
+        self.link.flush(CLOSE_FLUSH_S)
+        self.unsent = self.link.queued
         self.link.close()
+
+    def notes(self) -> list[str]:
+        """What the link did, for the run summary."""
+        st = self.link.stats
+        return [f"link: {self.posted} results posted, {st.frames_out} frames sent; not sent: "
+                f"{st.queue_dropped} dropped from a full send queue, {st.write_timeouts} write "
+                f"timeouts, {st.dropped_while_down} while the port was gone, "
+                f"{getattr(self, 'unsent', 0)} still queued at close; {st.disconnects} "
+                f"disconnects, {st.reconnects} reconnects, {st.refused_boards} boards refused "
+                "(another schema)"]
 
 
 def open(url, manifest) -> LinkSink:  # noqa: A001
