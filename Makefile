@@ -11,7 +11,7 @@ OUT ?= out
 TFLITE_VENV ?= .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 
-.PHONY: venv demo test bench bench-bridge train-all bundle fuzz clean
+.PHONY: venv demo test bench bench-bridge train-all bundle fuzz soak clean
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -76,10 +76,23 @@ bundle: $(STAMP) $(TFLITE_STAMP)
 clean:
 	rm -rf $(VENV) $(TFLITE_VENV) $(OUT) .pytest_cache *.egg-info
 
+# Stream SOAK_SAMPLES generated samples through every backend x precision of the bundled
+# model, one push at a time (10 million take about 7 minutes on ONNX Runtime and 12 on LiteRT
+# here, fp32 and int8 interleaved);
+# RSS curve, latency percentiles per window and int8 agreement with fp32 in $(OUT)/soak.
+# Not part of `make test`.
+SOAK_SAMPLES ?= 10000000
+soak: $(STAMP)
+	$(BIN)/python -m wavedge.runtime.soak $(BUNDLED) --samples $(SOAK_SAMPLES) --out $(OUT)/soak
+
 # Fuzz the C frame decoder with libFuzzer under ASan/UBSan for FUZZ_SECONDS (installs clang
-# from Debian if it is missing). Not part of `make test`.
+# from Debian if it is missing), then the Python readers (line parser, URLs, manifest) with
+# hypothesis at FUZZ_EXAMPLES examples per property. Not part of `make test` (which runs the
+# same properties at 300 examples).
 FUZZ_SECONDS ?= 60
-fuzz:
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	WAVEDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 	command -v clang >/dev/null || apt-get install -y -q clang
 	mkdir -p $(OUT)/fuzz/corpus
 	clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -I wavedge/firmware_bridge/c \

@@ -282,3 +282,16 @@ def test_jsonl_writes_null_not_nan():
 
     assert json.dumps(_finite({"a": [1.0, float("nan")], "b": float("inf")}),
                       allow_nan=False) == '{"a": [1.0, null], "b": null}'
+
+
+def test_the_soak_writes_its_curves(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "wavedge.runtime.soak", str(BUNDLED_MODEL),
+                           "--samples", "3000", "--window", "1000", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "soak.json").read_text())
+    for b in report["backends"]:
+        assert b["precisions"][0] == "fp32" and len(b["curve"]) == 3
+        assert all(c["rss_mb"] > 0 and "fp32" in c["latency_us"] for c in b["curve"])
+        if "int8" in b["precisions"]:
+            assert all(c["int8_vs_fp32"] > 0.9 for c in b["curve"])

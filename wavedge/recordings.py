@@ -21,6 +21,7 @@ name given to ``--data`` or ``--calibration`` (``'a.csv?sequence=session'``).
 from __future__ import annotations
 
 import csv
+import math
 from itertools import chain, islice
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 TABLE_PARAMS = ("columns", "sequence", "time", "time_unit", "label")
 RATE_TOLERANCE = 0.02  # a timestamp rate within 2 % of the model's is the model's rate
 RATE_WINDOW = 64  # samples read to estimate a source's rate before the first is used
+MAX_LINE = 65536  # characters in one row; a longer line is one bad sample (line_too_long)
+TOO_LONG = "\x01line_too_long"  # what bounded_lines puts in place of such a line
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -205,9 +209,12 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     values = np.full(layout.width, np.nan, np.float32)
     for i, f in enumerate(picked[:layout.width]):
         try:
-            values[i] = float(f)
+            v = float(f)
         except ValueError:
             problem = problem or "not_numeric"
+            continue
+        # beyond float32 is infinite (said here, not by numpy's overflow warning)
+        values[i] = v if -F32_MAX <= v <= F32_MAX or v != v else math.copysign(math.inf, v)
     if len(picked) < layout.width:
         problem = "wrong_shape"
 
@@ -227,11 +234,41 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     return Sample(values, problem, truth, cell(layout.sequence), stamp)
 
 
+def bounded_lines(fh, limit: int = MAX_LINE):
+    """The lines of a text stream, none held longer than ``limit`` characters: a longer one is
+    read past in pieces and stands as ``TOO_LONG`` (a bad sample, not a gigabyte in memory)."""
+    while True:
+        line = fh.readline(limit)
+        if not line:
+            return
+        if len(line) >= limit and not line.endswith("\n"):
+            while True:
+                rest = fh.readline(limit)
+                if not rest or rest.endswith("\n"):
+                    break
+            yield TOO_LONG + "\n"
+            continue
+        yield line
+
+
 def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
                 where: str = "input", strict: bool = True, targets: tuple[str, ...] = ()):
-    """Samples from CSV text lines (blank lines skipped), the first resolving the layout."""
+    """Samples from CSV text lines (blank lines skipped), the first resolving the layout. A
+    line the CSV reader cannot parse is a ``bad_line`` sample, a ``TOO_LONG`` one a
+    ``line_too_long`` sample: counted by the stream's policy, never an exception."""
     layout = None
-    for fields in csv.reader(lines):
+    reader = csv.reader(lines)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            yield Sample(np.full(len(channels), np.nan, np.float32), "bad_line")
+            continue
+        if fields == [TOO_LONG]:
+            yield Sample(np.full(len(channels), np.nan, np.float32), "line_too_long")
+            continue
         if not fields or fields == [""] or all(not f.strip() for f in fields):
             continue
         if layout is None:
@@ -263,7 +300,7 @@ def file_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(
         return
     try:
         with _open_text(path) as fh:
-            yield from csv_samples(fh, channels, cols, str(path), True, targets)
+            yield from csv_samples(bounded_lines(fh), channels, cols, str(path), True, targets)
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text CSV file") from None
     except csv.Error as exc:

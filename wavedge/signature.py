@@ -283,8 +283,10 @@ def _field(raw: object, key: str, kind, where: str, default=...):
 
 def _shape(raw: dict, where: str) -> tuple[int, ...]:
     shape = _field(raw, "shape", list, where)
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise ManifestError(f"{where}.shape: should list positive integers, got {shape!r}")
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                            for d in shape):
+        raise ManifestError(f"{where}.shape: should list one or more positive integers, got "
+                            f"{shape!r}")
     return tuple(shape)
 
 

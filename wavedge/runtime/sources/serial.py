@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from wavedge.recordings import csv_samples
+from wavedge.recordings import MAX_LINE, TOO_LONG, csv_samples
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, SourceError, TableOptions
 from wavedge.runtime.urls import BAUD_RANGE
 
@@ -72,6 +72,9 @@ class SerialSource:
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 yield line.decode("utf-8", "replace").strip()
+            if len(buf) > MAX_LINE:  # no newline in sight: one bad sample, not a growing buffer
+                buf = b""
+                yield TOO_LONG
 
     def __iter__(self):
         # a first line cut in half by connecting mid-stream is data (counted), not a bad header

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from wavedge.recordings import csv_samples
+from wavedge.recordings import bounded_lines, csv_samples
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions
 
 
@@ -18,8 +18,8 @@ class StdinSource:
 
     def __iter__(self):
         t = self.table
-        return t.samples(csv_samples(self.stream, t.channels, t.columns, "stdin",
-                                      targets=t.targets))
+        return t.samples(csv_samples(bounded_lines(self.stream), t.channels, t.columns,
+                                     "stdin", targets=t.targets))
 
     def notes(self) -> list[str]:
         return self.table.notes()
