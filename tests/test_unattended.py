@@ -236,7 +236,10 @@ def _labels(path, model_dir=BUNDLED_MODEL, sink_dir=None):
     out = (sink_dir or path.parent) / f"{path.stem}.jsonl"
     proc = run_cli("run", model_dir, "--source", f"replay:{path}?rate=max", "--sink",
                    f"jsonl:{out}")
-    rows = [json.loads(line) for line in out.read_text().splitlines()]  # valid JSON, no NaN
+    def strict(constant):  # Python's json reads NaN/Infinity, which JSON does not have
+        raise AssertionError(f"{out} holds {constant}, not JSON")
+
+    rows = [json.loads(line, parse_constant=strict) for line in out.read_text().splitlines()]
     return proc, rows
 
 
