@@ -10,8 +10,10 @@ OUT ?= out
 
 TFLITE_VENV ?= .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
+RUNTIME_VENV ?= .venv-runtime
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv demo test bench bench-bridge train-all bundle fuzz soak clean
+.PHONY: venv demo test test-runtime test-repeat bench bench-bridge train-all bundle fuzz soak clean
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -29,6 +31,13 @@ $(TFLITE_STAMP): pyproject.toml
 	$(TFLITE_VENV)/bin/python -m pip install -q --upgrade pip
 	$(TFLITE_VENV)/bin/python -m pip install -q -e '.[export,litert,tflite,test]'
 	touch $(TFLITE_STAMP)
+
+# A board's install: the runtime and the LiteRT interpreter, no torch, no export extra.
+$(RUNTIME_STAMP): pyproject.toml
+	$(PY) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install -q --upgrade pip
+	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[litert,test]'
+	touch $(RUNTIME_STAMP)
 
 venv: $(STAMP)
 
@@ -52,9 +61,22 @@ bench: $(STAMP)
 	$(BIN)/wavedge bench $(BUNDLED) --checkpoint $(BUNDLED).pt --repeats 5 --samples 3000 \
 		--rate 100 --rate 1000 --rate 16000 --out $(OUT)/bench
 
-# The default test run (no hardware, no network, a few minutes on 2 cores).
+# The default test run (no hardware, no network, about five minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The torch-free tier: every test that does not need torch, in a venv with the runtime only
+# (as on a board); the rest skip, each saying what it needs. About a minute after the venv.
+test-runtime: $(RUNTIME_STAMP)
+	$(RUNTIME_VENV)/bin/python -m pytest -q
+
+# The tests that start processes, signal them or talk over pseudo-terminals and sockets,
+# REPEAT times in a row (50): a flaky one shows here, not in a random CI run. Not in `make test`.
+REPEAT ?= 50
+test-repeat: $(STAMP)
+	$(BIN)/python -m pytest -q -x --count=$(REPEAT) -p no:cacheprovider \
+		tests/test_bridge_link.py tests/test_unattended.py \
+		tests/test_runtime_io.py -k "proxy or signal or sigkill or ctrl_c or piped or pipe or serial or pseudo or link or replug or hung"
 
 # Throughput of the Python frame codec against a 921600-baud link (a few seconds).
 bench-bridge: $(STAMP)
@@ -74,7 +96,7 @@ bundle: $(STAMP) $(TFLITE_STAMP)
 
 # Remove the venv and everything generated.
 clean:
-	rm -rf $(VENV) $(TFLITE_VENV) $(OUT) .pytest_cache *.egg-info
+	rm -rf $(VENV) $(TFLITE_VENV) $(RUNTIME_VENV) $(OUT) .pytest_cache *.egg-info
 
 # Stream SOAK_SAMPLES generated samples through every backend x precision of the bundled
 # model, one push at a time (10 million take about 7 minutes on ONNX Runtime and 12 on LiteRT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,12 +15,34 @@ BUNDLED = ROOT / "wavedge" / "bundled"
 BUNDLED_MODEL = BUNDLED / "wave_basic_motions"
 BUNDLED_CHECKPOINT = BUNDLED / "wave_basic_motions.pt"
 
+# The torch-free tier (`make test-runtime`, a board's install) has no torch: what needs it skips
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+NO_TORCH = "needs torch (the export extra), which is not installed here, as on a board"
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)
+
+
+def skip_module_without_torch() -> None:
+    """For test modules that are about training or export through and through."""
+    if not HAS_TORCH:
+        pytest.skip(NO_TORCH, allow_module_level=True)
+
+
+# Every child process a test starts gets the environment a user's shell gives, not the test
+# runner's: PYTHONUNBUFFERED (set by some CI runners) once hid a broken-pipe exit status.
+for _key in [k for k in os.environ if k.startswith("PYTHON")]:
+    del os.environ[_key]
+
+
+def user_env() -> dict:
+    """The environment a user's shell gives: this one without the PYTHON* settings a test
+    runner or CI may have set (PYTHONUNBUFFERED hid a broken-pipe exit once)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
 
 def run_cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
     """Run the ``wavedge`` command in a fresh interpreter, as a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "wavedge.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout_s, env=env)
+                          capture_output=True, text=True, timeout=timeout_s, env=user_env())
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -7,16 +7,17 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, assert_one_line_error, run_cli
+from conftest import (BUNDLED_CHECKPOINT, BUNDLED_MODEL, HAS_TORCH, assert_one_line_error,
+                      needs_torch, run_cli)
 from wavedge.runtime import available
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    proc = run_cli("bench", BUNDLED_MODEL, "--checkpoint", BUNDLED_CHECKPOINT, "--samples", "100",
+    baselines = ("--checkpoint", BUNDLED_CHECKPOINT) if HAS_TORCH else ()
+    proc = run_cli("bench", BUNDLED_MODEL, *baselines, "--samples", "100",
                    "--repeats", "2", "--warmup", "20", "--rate", "1000", "--window", "40",
                    "--out", out)
     assert proc.returncode == 0, proc.stderr
@@ -30,7 +31,7 @@ def test_every_installed_backend_and_mode_is_measured(report):
         for mode in ("step", "bare", "chunk32", "window40"):
             assert f"{b}/fp32/{mode}" in r["configs"], mode
         assert f"{b}/floor" in r["configs"]
-    assert {"torch/step", "numpy/step"} <= set(r["configs"])
+    assert {"torch/step", "numpy/step"} <= set(r["configs"]) or not HAS_TORCH
     for name, c in r["configs"].items():
         u = c["us_per_sample"]
         assert 0 < u["min"] <= u["p50"] <= u["p99"] <= u["max"], name
@@ -59,8 +60,9 @@ def test_ratios_are_computed_from_the_same_run(report):
         for key, other in ((f"{b}/fp32: step / bare", f"{b}/fp32/bare"),
                            (f"{b}/fp32: step / floor", f"{b}/floor")):
             assert r["ratios"][key] == pytest.approx(step / c[other]["us_per_sample"]["p50"])
-        assert r["ratios"][f"{b}/fp32: torch step / step"] == pytest.approx(
-            c["torch/step"]["us_per_sample"]["p50"] / step)
+        if HAS_TORCH:
+            assert r["ratios"][f"{b}/fp32: torch step / step"] == pytest.approx(
+                c["torch/step"]["us_per_sample"]["p50"] / step)
         assert r["ratios"][f"{b}/fp32: chunk / step"] > 0
     duty = c["onnxruntime/fp32/step"]["duty_cycle"]["1000"]
     assert duty == pytest.approx(c["onnxruntime/fp32/step"]["us_per_sample"]["p50"] * 1e-3)
@@ -70,6 +72,7 @@ def test_table_and_plot_are_written(report):
     out, stdout, _ = report
     assert "onnxruntime/fp32/step" in stdout and "ratios (p50, same run)" in stdout
     assert "duty@1000Hz" in stdout
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib (the bench extra)")
     png = out / "bench.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -92,7 +95,10 @@ def test_compare_refuses_a_file_that_is_not_a_report(tmp_path):
                           "not a wavedge bench report")
 
 
+@needs_torch
 def test_numpy_baseline_is_the_same_model():
+    import torch
+
     from wavedge.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(BUNDLED_CHECKPOINT)

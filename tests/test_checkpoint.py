@@ -5,6 +5,10 @@ from __future__ import annotations
 import pickle
 
 import pytest
+
+from conftest import skip_module_without_torch
+
+skip_module_without_torch()  # before the imports that need torch
 import torch
 
 from conftest import BUNDLED_CHECKPOINT, assert_one_line_error, run_cli

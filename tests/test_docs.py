@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+import pytest
+
+from conftest import ROOT, needs_torch
 
 
+@needs_torch
 def test_own_model_page_runs_as_written(tmp_path):
     text = (ROOT / "docs" / "own-model.md").read_text()
     (block,) = re.findall(r"```python\n(.*?)```", text, re.S)
@@ -23,6 +26,8 @@ def test_own_model_page_runs_as_written(tmp_path):
     assert "onnxruntime/fp32/step" in configs and "onnxruntime/int8/step" in configs
 
 
+@needs_torch
+@pytest.mark.timeout(900)  # trains a model: about a minute here
 def test_own_data_page_runs_as_written(tmp_path):
     """The walkthrough: unequal recordings at 50 Hz, trained, exported fp32 and int8,
     inspected and replayed from the CLI only; the replayed accuracy within 2 points of the

@@ -8,6 +8,10 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+from conftest import skip_module_without_torch
+
+skip_module_without_torch()  # before the imports that need torch
 import torch
 
 from conftest import BUNDLED_CHECKPOINT

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
+from conftest import skip_module_without_torch
+
+skip_module_without_torch()  # before the imports that need torch
 import torch
 
 from wavedge.models import ARCHITECTURES, WaveRNN, build_model

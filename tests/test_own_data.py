@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, assert_one_line_error, run_cli
+from conftest import BUNDLED_MODEL, assert_one_line_error, needs_torch, run_cli
 from wavedge.errors import InputError, ManifestError
 from wavedge.manifest import load_manifest
 from wavedge.recordings import Resampler, Sample, load_table
@@ -233,6 +233,7 @@ def test_a_manifest_with_a_bad_reset_policy_is_refused(tmp_path):
         load_manifest(tmp_path / "m")
 
 
+@needs_torch
 def test_the_check_stream_resets_where_the_policy_says():
     from wavedge.export.check import check_stream
 
@@ -263,6 +264,7 @@ def accel(tmp_path_factory):
     return _write(out / "accel.csv", ["timestamp", "session", "label", "ax", "ay", "az"], rows)
 
 
+@needs_torch
 def test_train_on_own_recordings_and_export_with_no_code(accel, tmp_path):
     ckpt = tmp_path / "a.pt"
     proc = run_cli("train", "--data", str(accel), "--arch", "irnn", "--out", ckpt,
@@ -297,6 +299,7 @@ def test_train_on_own_recordings_and_export_with_no_code(accel, tmp_path):
         meta_path.write_text(original)
 
 
+@needs_torch
 def test_training_data_mistakes_are_one_line(accel, tmp_path):
     nolabel = _write(tmp_path / "n.csv", ["session", "ax"], [["a", "1"], ["b", "2"]])
     proc = run_cli("train", "--data", str(nolabel), "--out", tmp_path / "x.pt")

@@ -12,6 +12,10 @@ import sys
 
 import numpy as np
 import pytest
+
+from conftest import skip_module_without_torch
+
+skip_module_without_torch()  # before the imports that need torch
 import torch
 from torch import nn
 

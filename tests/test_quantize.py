@@ -7,6 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from conftest import skip_module_without_torch
+
+skip_module_without_torch()  # before the imports that need torch
+
 from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, assert_one_line_error, run_cli
 from wavedge.errors import ExportError, InputError
 from wavedge.export import ExportOptions, export_model_dir

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL
+from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, needs_torch
 from wavedge.errors import InputError, ManifestError
 from wavedge.runtime import BackendError, available, load_model
 
@@ -50,6 +50,7 @@ def _tolerance(model) -> float:
     return model.manifest.raw["check"]["tolerance"]
 
 
+@needs_torch
 @pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
 def test_streaming_the_recording_matches_torch_offline(backend, recording, torch_logits):
     if not available()[backend]:

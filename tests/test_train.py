@@ -6,9 +6,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import torch
 
-from conftest import run_cli
+from conftest import skip_module_without_torch
+
+skip_module_without_torch()
+import torch  # noqa: E402
+
+from conftest import run_cli  # noqa: E402
 from wavedge.models.checkpoint import load_checkpoint
 from wavedge.models.data import Dataset, basic_motions, digits
 from wavedge.models.train import default_recipe, train

@@ -191,12 +191,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     g = model.step_graph
     chunk = f" + chunk graph ({model.chunk_samples}/call)" if model.chunk_graph else ""
     providers = f" {', '.join(g.detail['providers'])}" if g.detail.get("providers") else ""
-    print(f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
-          f"{providers}, {model.precision}, step graph{chunk}; "
-          f"source {source_url}, sink {args.sink}, policy {args.policy}, resets "
-          f"{resets.text()}", file=sys.stderr)
+    line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
+            f"{providers}, {model.precision}, step graph{chunk}; source {source_url}, sink "
+            f"{args.sink}, policy {args.policy}, resets {resets.text()}")
     summary = run(model.stream(args.policy), source, sink, limit=args.limit, resets=resets,
-                  signals=True)
+                  signals=True, started=lambda: print(line, file=sys.stderr, flush=True))
     if summary.broken_pipe:  # `| head`: nothing more can reach stdout, not even at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in summary.lines():

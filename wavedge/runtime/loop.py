@@ -92,16 +92,19 @@ class Summary:
 
 
 def run(stream, source, sink, limit: int | None = None, warn=None,
-        resets: ResetPolicy | None = None, signals: bool = False) -> Summary:
+        resets: ResetPolicy | None = None, signals: bool = False, started=None) -> Summary:
     """Feed ``source`` through ``stream`` into ``sink`` until the source ends, ``limit``
     samples were fed, or Ctrl-C; the state reset where ``resets`` says (before the sample
     that makes it due). With ``signals`` (the main thread only), SIGTERM and SIGINT stop it
-    after the result in flight is written. Returns the summary; never raises for bad input,
-    a full disk or a closed pipe."""
+    after the result in flight is written; ``started()`` is called once they are installed
+    (so that a caller who signals as soon as it sees the start line cannot race them). Returns
+    the summary; never raises for bad input, a full disk or a closed pipe."""
     loop = _Loop(stream, sink, limit, warn, resets)
     stopper = _Stopper(signals)
     it = iter(source)
     try:
+        if started is not None:
+            started()
         while not loop.done:
             with stopper.waiting():
                 sample = next(it, None)
