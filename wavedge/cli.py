@@ -322,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "JSON (default none)")
     p.add_argument("--data", metavar="FILE",
                    help="check against your own recordings (CSV with the model's channels in "
-                        "its header, a 'label' or 'target' column, an optional 'sequence' "
-                        "column): held out, calibration and the quality gate")
+                        "its header, a 'label' or 'target' column, an optional sequence "
+                        "column; column keys after '?', docs/own-data.md): held out, "
+                        "calibration and the quality gate")
     p.add_argument("--reset", metavar="POLICY",
                    help="the reset policy to check under and write into the model directory: "
                         "never, recording, every:N, gap:SECONDS (default: how the checkpoint "
@@ -356,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the state included (16, measured; 8 loses accuracy on recurrences)")
     p.add_argument("--calibration", metavar="FILE",
                    help="int8: calibrate on these sensor recordings (CSV with the model's "
-                        "channels in its header, a sequence column splitting recordings, or "
-                        ".npy [N, T, D]); default: the task's training split")
+                        "channels in its header or mapped by column keys after '?', a sequence "
+                        "column splitting recordings, or .npy [N, T, D]); default: the task's "
+                        "training split")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="points of test accuracy an int8 artefact may lose (1.0)")
     p.add_argument("--force", action="store_true",

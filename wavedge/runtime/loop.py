@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,8 +105,14 @@ def run(stream, source, sink, limit: int | None = None, warn=None,
         if started is not None:
             started()
         while not loop.done:
-            with stopper.waiting():
+            # plain attribute writes, not a context manager: this is once per sample (1 us)
+            if stopper.requested:
+                raise KeyboardInterrupt
+            stopper.waiting = True
+            try:
                 sample = next(it, None)
+            finally:
+                stopper.waiting = False
             if sample is None:
                 loop.complete = True
                 break
@@ -136,7 +141,7 @@ class _Stopper:
 
     def __init__(self, install: bool) -> None:
         self.requested: str | None = None
-        self._waiting = False
+        self.waiting = False  # the loop is waiting on the source: a signal interrupts it
         self._previous = {}
         if install and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,18 +149,8 @@ class _Stopper:
 
     def _handle(self, signum, frame) -> None:
         self.requested = signal.Signals(signum).name
-        if self._waiting:
+        if self.waiting:
             raise KeyboardInterrupt
-
-    @contextmanager
-    def waiting(self):
-        self._waiting = True
-        try:
-            if self.requested:
-                raise KeyboardInterrupt
-            yield
-        finally:
-            self._waiting = False
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
