@@ -317,3 +317,19 @@ def test_a_table_is_read_whole_with_its_rate(accel):
     assert len({len(r.x) for r in table.recordings}) > 1
     with pytest.raises(InputError, match="samples at 50 Hz, the model's rate is 10 Hz"):
         load_table(accel, ("ax", "ay", "az"), "recordings", model_hz=10.0)
+
+
+def test_a_table_from_npy_arrays_with_labels(tmp_path):
+    """`--data X.npy?labels=y.npy&columns=ax,ay,az`: the numpy user's recordings and labels."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 40, 3)).astype(np.float32)
+    np.save(tmp_path / "X.npy", x)
+    np.save(tmp_path / "y.npy", np.array(["a", "b"] * 3))
+    table = load_table(f"{tmp_path / 'X.npy'}?labels=y.npy&columns=ax,ay,az", None, "data")
+    assert table.channels == ("ax", "ay", "az") and len(table.recordings) == 6
+    assert [r.truth[-1] for r in table.recordings] == ["a", "b"] * 3
+    assert np.array_equal(table.recordings[2].x, x[2])
+    np.save(tmp_path / "bad.npy", np.array([1, 2]))
+    with pytest.raises(InputError, match="expected 6 integer or string labels"):
+        load_table(f"{tmp_path / 'X.npy'}?labels=bad.npy", None, "data")
+    assert load_table(tmp_path / "X.npy", None, "data").channels == ("x0", "x1", "x2")

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on your own labelled recordings instead: a CSV with a header, "
                         "one sample per row, a 'label' column, a sequence column splitting "
                         "recordings of any length, optionally a timestamp column; keys after "
-                        "'?' map columns (docs/own-data.md)")
+                        "'?' map columns; or X.npy?labels=y.npy (docs/own-data.md)")
     p.add_argument("--validation", type=float, default=0.25,
                    help="--data: fraction of the recordings held out, stratified (0.25)")
     p.add_argument("--reset", choices=["never", "recording"],

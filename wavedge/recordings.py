@@ -388,15 +388,22 @@ def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "
     ``InputError`` naming it: training or calibrating on NaN or half rows would set every
     range wrong."""
     path, params = split_spec(spec)
-    unknown = sorted(set(params) - {*TABLE_PARAMS, "sample_rate"})
+    allowed = (*TABLE_PARAMS, "sample_rate", "labels")
+    unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise InputError(f"{what}: {spec}: unknown key(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join((*TABLE_PARAMS, 'sample_rate'))}")
+                         f"{', '.join(allowed)}")
     cols = Columns.from_params(params, f"{what}: {path}")
+    npy_labels = None
+    if path.suffix == ".npy":
+        channels = channels or _npy_channels(path, cols, what)
+        npy_labels = _npy_labels(path, params, what)
     channels = channels or header_channels(path, cols, what)
     recs: dict = {}
     try:
         for n, s in enumerate(file_samples(path, channels, cols, targets), start=1):
+            if npy_labels is not None:
+                s.truth = npy_labels[s.sequence or 0]
             if s.problem is not None or not np.isfinite(s.values).all():
                 raise InputError(f"{what}: {path}, sample {n}: {s.problem or 'not finite'} "
                                  f"(expected {len(channels)} numbers: {', '.join(channels)})")
@@ -419,6 +426,39 @@ def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "
     rate = rate or found
     check_rate(rate, model_hz, f"{what}: {path}")
     return Table(path, out, cols, channels, rate, params)
+
+
+def _npy_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
+    """A ``.npy``'s channel names: ``columns=ax,ay,az`` names them, else ``x0, x1, ...``."""
+    try:
+        width = np.load(path, mmap_mode="r", allow_pickle=False).shape[-1]
+    except (ValueError, OSError, IndexError) as exc:
+        raise InputError(f"{what}: {path}: not a readable .npy file ({exc})") from None
+    names = cols.channels(())
+    if names and len(names) != width:
+        raise InputError(f"{what}: {path}: columns= names {len(names)} channel(s), the array "
+                         f"has {width}")
+    return names or tuple(f"x{i}" for i in range(width))
+
+
+def _npy_labels(path: Path, params: dict, what: str) -> list[str] | None:
+    """``labels=FILE.npy``: one label (a number or a string) per recording of a ``.npy``."""
+    if "labels" not in params:
+        return None
+    lpath = Path(params["labels"])
+    if not lpath.is_absolute() and not lpath.is_file():
+        lpath = path.parent / lpath
+    try:
+        labels = np.load(lpath, allow_pickle=False)
+        n = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{what}: labels {lpath}: not a readable .npy file ({exc})") from None
+    count = n.shape[0] if n.ndim == 3 else 1
+    if labels.ndim != 1 or len(labels) != count or labels.dtype.kind not in "iuUS":
+        raise InputError(f"{what}: labels {lpath}: expected {count} integer or string labels "
+                         f"(one per recording of {path.name}), got {labels.dtype} "
+                         f"{labels.shape}")
+    return [str(v.decode() if isinstance(v, bytes) else v) for v in labels.tolist()]
 
 
 def _stated_rate(params: dict, where: str) -> float | None:
