@@ -13,7 +13,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv demo test test-runtime test-repeat bench bench-bridge train-all bundle fuzz soak clean
+.PHONY: venv demo test test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle fuzz soak clean
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -77,6 +77,11 @@ test-repeat: $(STAMP)
 	$(BIN)/python -m pytest -q -x --count=$(REPEAT) -p no:cacheprovider \
 		tests/test_bridge_link.py tests/test_unattended.py \
 		tests/test_runtime_io.py -k "proxy or signal or sigkill or ctrl_c or piped or pipe or serial or pseudo or link or replug or hung"
+
+# Training time per iteration against sequence length (100 to 1,000 steps), the recurrent
+# loop over drive.unbind(1) against the drive[:, i] indexing it replaced (about a minute).
+bench-sequence: $(STAMP)
+	$(BIN)/python scripts/bench_sequence.py --out $(OUT)/bench/sequence.json
 
 # Throughput of the Python frame codec against a 921600-baud link (a few seconds).
 bench-bridge: $(STAMP)
