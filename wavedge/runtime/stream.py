@@ -197,6 +197,7 @@ class Stream:
         self._limits = [(k, s.limit) for k, s in enumerate(sig.state) if s.limit and guards]
         self._small_output = int(np.prod(sig.outputs[0].shape)) <= 64
         self._flat_output = len(sig.outputs[0].shape) == 1
+        self._flat_small = self._flat_output and self._small_output
         self._checked = 0
         self.stats = StreamStats()
         self._last_drop: str | None = None
@@ -214,41 +215,37 @@ class Stream:
         for buf, spec in zip(self._step.state, self.signature.state):
             buf[...] = spec.reset_array(1)
 
-    def _healthy(self, values: list) -> str | None:
-        """Why the state must be reset after this step (its output is not finite, or, every
-        ``STATE_CHECK_EVERY`` steps, a state beyond its limit), else None."""
-        y = values[0]
-        if not (math.isfinite(sum((y if self._flat_output else y.reshape(-1)).tolist()))
-                if self._small_output else np.isfinite(y).all()):
-            return "non_finite"
-        self._checked += 1
-        if self._limits and not self._checked % STATE_CHECK_EVERY:
-            for k, limit in self._limits:
-                buf = self._step.state[k]
-                if not (buf.max() <= limit and buf.min() >= -limit):
-                    return "exploding"
-        return None
+    def _finite(self, y: np.ndarray) -> bool:
+        if self._small_output:  # plain Python floats: a numpy reduction costs more here
+            return math.isfinite(sum((y if self._flat_output else y.reshape(-1)).tolist()))
+        return bool(np.isfinite(y).all())
+
+    def _over_limit(self) -> bool:
+        for k, limit in self._limits:
+            buf = self._step.state[k]
+            if not (buf.max() <= limit and buf.min() >= -limit):
+                return True
+        return False
 
     def _run_step(self) -> list[np.ndarray]:
         """One call of the step graph on its input buffers. A poisoned state (a non-finite
-        output, or a state past its limit) is reset, counted, and the sample run again from
-        reset; a sample that poisons even that is dropped (``InputError``), the state reset."""
+        output, or, every ``STATE_CHECK_EVERY`` steps, a state past its limit) is reset,
+        counted, and the sample run again from reset; a sample that poisons even that is
+        dropped (``InputError``), the state reset."""
         values = [v[0] for v in self._step.run()]
         if not self._guards:
             return values
-        # the common case inline (a method call is a tenth of the guards' cost)
         self._checked += 1
-        if self._flat_output and self._small_output and math.isfinite(sum(values[0].tolist())) \
-                and (not self._limits or self._checked % STATE_CHECK_EVERY):
+        y = values[0]  # the 1-D small case inline: a method call is a tenth of the guards' cost
+        finite = math.isfinite(sum(y.tolist())) if self._flat_small else self._finite(y)
+        if finite and (not self._limits or self._checked % STATE_CHECK_EVERY):
             return values
-        self._checked -= 1
-        why = self._healthy(values)
-        if why is None:
+        if finite and not self._over_limit():
             return values
-        self.stats.state_resets[why] += 1
+        self.stats.state_resets["non_finite" if not finite else "exploding"] += 1
         self._reset_state()
         values = [v[0] for v in self._step.run()]
-        if self._healthy(values) is None:
+        if self._finite(values[0]):
             return values
         self._reset_state()
         self.stats.dropped["non_finite_output"] += 1
