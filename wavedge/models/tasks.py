@@ -25,15 +25,14 @@ from wavedge.recordings import load_table, target_columns
 from wavedge.signature import Signature
 
 
-
 @dataclass
 class Task:
     """The base: recordings only, no quality metric (``metric`` None: no gate runs)."""
 
     name: str
     description: str
-    held_out: list[Recording]
-    calibration: list[Recording]
+    held_out: list[dict]  # {input name: [T, *shape]} each, raw units
+    calibration: list[dict]
     metric: str | None = None
     higher_is_better: bool = True
     targets: list = field(default_factory=list)  # one per held-out recording
