@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import math
 from itertools import chain, islice
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -117,7 +117,6 @@ class Layout:
     time: int | None = None
     time_scale: float = 1.0
     truth: tuple[int, ...] = ()
-    names: tuple[str, ...] = field(default=())
 
     @property
     def width(self) -> int:
@@ -193,7 +192,7 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
         truth = (names.index(cols.label),) if cols.label in names else ()
     return Layout(channels, tuple(int(c) if c.isdigit() else names.index(c) for _, c in mapping),
                   True, find(cols.sequence, SEQUENCE_NAMES), find(cols.time, TIME_NAMES), scale,
-                  truth, names)
+                  truth)
 
 
 def parse_row(fields: list[str], layout: Layout) -> Sample:
@@ -476,13 +475,16 @@ def _stated_rate(params: dict, where: str) -> float | None:
 
 def rate_of(times) -> float | None:
     """The sample rate in Hz of increasing timestamps (the median interval), else None."""
-    return table_rate([Recording(None, np.empty(0), [], np.asarray(times, np.float64))])
+    return _median_rate(np.diff(np.asarray(times, np.float64)))
 
 
 def table_rate(recordings: list[Recording]) -> float | None:
     """The sample rate the recordings' timestamps give (intervals within recordings)."""
     steps = [np.diff(r.times) for r in recordings if r.times is not None and len(r.times) > 1]
-    steps = np.concatenate(steps) if steps else np.array([])
+    return _median_rate(np.concatenate(steps)) if steps else None
+
+
+def _median_rate(steps: np.ndarray) -> float | None:
     steps = steps[steps > 0]
     # 7 significant digits: timestamps written to the millisecond give 49.999999998 for 50
     return float(f"{1.0 / np.median(steps):.7g}") if len(steps) else None
