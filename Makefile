@@ -13,7 +13,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv demo test test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle fuzz soak clean
+.PHONY: venv demo test test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -82,6 +82,25 @@ test-repeat: $(STAMP)
 # loop over drive.unbind(1) against the drive[:, i] indexing it replaced (about a minute).
 bench-sequence: $(STAMP)
 	$(BIN)/python scripts/bench_sequence.py --out $(OUT)/bench/sequence.json
+
+# The wave-encoder against its paper (Keller et al., ICLR 2024): the adding task (T=100) and the
+# copy task (paper T=10 and 30) as the authors' code defines them, the Wave-RNN against the
+# iRNN, 3 seeds (about 50 minutes here); results.json, results.md and curves.png in
+# $(OUT)/paper-wave-rnn. The numbers in docs/paper-wave-rnn.md. The quick version: one seed,
+# shorter budgets (about 5 minutes).
+paper-wave-rnn: $(STAMP)
+	$(BIN)/python -m wavedge.models.paper_wave_rnn --profile full --out $(OUT)/paper-wave-rnn
+
+paper-wave-rnn-quick: $(STAMP)
+	$(BIN)/python -m wavedge.models.paper_wave_rnn --profile quick --out $(OUT)/paper-wave-rnn-quick
+
+# The intra-neuronal attention probe on the bundled wave-encoder (docs/probe.md): its exported
+# graph over its recording, the same from the checkpoint after each recording's first half,
+# and the untrained control (under a minute); probe.json and probe.png in $(OUT)/probe/*.
+probe: $(STAMP)
+	$(BIN)/wavedge probe $(BUNDLED) --out $(OUT)/probe/trained
+	$(BIN)/wavedge probe $(BUNDLED).pt $(BUNDLED)/recording.csv --skip 0.5 --out $(OUT)/probe/trained-second-half
+	$(BIN)/wavedge probe $(BUNDLED).pt $(BUNDLED)/recording.csv --untrained --out $(OUT)/probe/untrained
 
 # Throughput of the Python frame codec against a 921600-baud link (a few seconds).
 bench-bridge: $(STAMP)

@@ -243,6 +243,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from wavedge import probe
+
+    options = probe.ProbeOptions(zones=args.zones, permutations=args.permutations,
+                                 units=tuple(args.units.split(",")) if args.units else (),
+                                 skip=args.skip, seed=args.seed)
+    report = probe.run_probe(args.model, args.data, options, args.backend, args.precision,
+                             args.untrained)
+    print(f"probe: {report.source}, {report.samples} samples of {report.recordings} recordings "
+          f"({', '.join(report.label_names)}), {options.zones} zones per unit, "
+          f"{options.permutations} permutations of the recordings' labels")
+    print(probe.table(report.summary))
+    for name, text in report.verdict.items():
+        print(f"{name}: {text}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "probe.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        wrote = ["probe.json"] + (["probe.png"] if probe.plot(report.summary,
+                                                               args.out / "probe.png") else [])
+        print(f"wrote {', '.join(str(args.out / w) for w in wrote)}")
+    return 0
+
+
 def _cmd_firmware(args: argparse.Namespace) -> int:
     import shutil
 
@@ -415,6 +438,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
                    help="compare two saved reports instead of measuring")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("probe", help="score the label homogeneity of units' activation zones",
+                       description="The intra-neuronal attention probe (after Pichat et al. "
+                                   "2025; the operationalisation is ours, docs/probe.md): cut "
+                                   "each unit's activations over labelled recordings into "
+                                   "equal-count zones and score each zone's label purity "
+                                   "against the recordings' labels permuted.")
+    p.add_argument("model", type=Path, help="a model directory (its exported graph, no torch) "
+                                            "or a .pt checkpoint (torch)")
+    p.add_argument("data", nargs="?", help="recordings table with a label column "
+                                           "(FILE?column keys; default: the model "
+                                           "directory's recording)")
+    p.add_argument("--units", help="comma-separated output or state names (default: every "
+                                   "float output and state, e.g. y,h)")
+    p.add_argument("--zones", type=int, default=5, help="quantile zones per unit (5)")
+    p.add_argument("--permutations", type=int, default=200, help="baseline permutations (200)")
+    p.add_argument("--skip", type=float, default=0.0,
+                   help="share of each recording's first samples left out (0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "litert"])
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--untrained", action="store_true",
+                   help="probe a checkpoint's architecture at its initial weights (the "
+                        "control: what the data alone puts in the zones)")
+    p.add_argument("--out", type=Path, help="folder for probe.json and probe.png")
+    p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("firmware", help="copy the bridge's C library and Arduino sketch out",
                        description="Copy wb_frame.h/.c (the bridge protocol for a "
