@@ -13,7 +13,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv demo test test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -22,7 +22,7 @@ RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[export,litert,micro,bench,test]'
+	$(BIN)/python -m pip install -q -e '.[export,litert,micro,bench,mqtt,test]'
 	touch $(STAMP)
 
 # A second venv with litert-torch for TFLite export (about 2 GB; only `make bundle` needs it).
@@ -36,7 +36,7 @@ $(TFLITE_STAMP): pyproject.toml
 $(RUNTIME_STAMP): pyproject.toml
 	$(PY) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/python -m pip install -q --upgrade pip
-	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[litert,test]'
+	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[litert,mqtt,test]'
 	touch $(RUNTIME_STAMP)
 
 venv: $(STAMP)
@@ -61,13 +61,21 @@ bench: $(STAMP)
 	$(BIN)/wavedge bench $(BUNDLED) --checkpoint $(BUNDLED).pt --repeats 5 --samples 3000 \
 		--rate 100 --rate 1000 --rate 16000 --out $(OUT)/bench
 
+# mosquitto, the broker the MQTT tests start on the loopback address, from Debian where it is
+# missing (the tests skip, saying so, where it cannot be installed).
+broker:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+		apt-get install -y -q mosquitto >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q mosquitto >/dev/null 2>&1) || \
+		echo "wavedge: mosquitto could not be installed; the MQTT tests will skip"
+
 # The default test run (no hardware, no network, about five minutes on 2 cores).
-test: $(STAMP)
+test: $(STAMP) broker
 	$(BIN)/python -m pytest -q
 
 # The torch-free tier: every test that does not need torch, in a venv with the runtime only
 # (as on a board); the rest skip, each saying what it needs. About a minute after the venv.
-test-runtime: $(RUNTIME_STAMP)
+test-runtime: $(RUNTIME_STAMP) broker
 	$(RUNTIME_VENV)/bin/python -m pytest -q
 
 # The tests that start processes, signal them or talk over pseudo-terminals and sockets,

@@ -393,9 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stream samples from SOURCE through the model, one at a time, "
                                    "into SINK. Ctrl-C stops with a summary. Sources: "
                                    "replay:FILE[?rate=HZ|max&loop=N&limit=N], stdin:, "
-                                   "serial://PORT[?baud=N], synthetic:imu[?n=N&rate=HZ]. Sinks: "
+                                   "serial://PORT[?baud=N], synthetic:imu[?n=N&rate=HZ], "
+                                   "mqtt://HOST/TOPIC. Sinks: "
                                    "stdout:[?every=N], jsonl:FILE, csv:FILE, null:, "
-                                   "link:PORT (RESULT frames to a microcontroller).")
+                                   "link:PORT (RESULT frames to a microcontroller), "
+                                   "mqtt://HOST[:PORT]/TOPIC[?qos=1&board=ID&env=FILE] (a "
+                                   "broker; docs/mqtt.md).")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--source", help="source URL (default: the model directory's recording)")
     p.add_argument("--sink", default="stdout:", help="sink URL (default stdout:)")

@@ -47,6 +47,7 @@ class Summary:
     resets: int = 0  # state resets the policy made
     state_resets: Counter = field(default_factory=Counter)  # poisoned state, reset and counted
     reset_policy: str = "state never reset"
+    commands: Counter = field(default_factory=Counter)  # from the sink's command topic
     notes: list = field(default_factory=list)  # what the source did (resampling)
 
     def lines(self) -> list[str]:
@@ -79,6 +80,9 @@ class Summary:
                        f"({self.ends_correct / self.ends:.1%})")
         if self.resets or self.reset_policy != "state never reset":
             out.append(f"resets: {self.resets} ({self.reset_policy})")
+        if self.commands:
+            out.append("commands: " + ", ".join(f"{k} {v}" for k, v in
+                                                 sorted(self.commands.items())))
         out += self.notes
         if self.error:
             out.append(f"stopped: {self.error}")
@@ -174,9 +178,12 @@ class _Loop:
         self.complete = False  # the source ended by itself: its last sample closes a recording
         self.done = limit is not None and limit <= 0
         self.started = time.perf_counter_ns()
+        self.inbox = getattr(sink, "inbox", None)  # commands (a deque of (command, reply))
 
     def feed(self, sample) -> None:
         summary, stream = self.summary, self.stream
+        if self.inbox:
+            self._command(*self.inbox.popleft())
         if self.resetter.due(sample.sequence, sample.time if sample.time is not None
                              else time.monotonic()):
             stream.reset()
@@ -203,6 +210,26 @@ class _Loop:
             _score_end(summary, self.prev_result, prev.truth)
         self.prev, self.prev_result = sample, result
         self.done = self.limit is not None and summary.samples >= self.limit
+
+    def _command(self, command: dict, reply) -> None:
+        """``reset`` the state now, or answer ``stats`` with the run's counters so far."""
+        name = command["command"]
+        self.summary.commands[name] += 1
+        if name == "reset":
+            self.stream.reset()
+            reply(command, {"ok": True, "step": self.summary.samples})
+            return
+        n = min(self.summary.samples, LATENCY_WINDOW)
+        lat = self.ring[:n] / 1000.0 if n else np.zeros(1)
+        st = self.stream.stats
+        reply(command, {"ok": True, "samples": self.summary.samples,
+                        "seconds": round((time.perf_counter_ns() - self.started) / 1e9, 3),
+                        "dropped": dict(st.dropped), "repaired": dict(st.repaired),
+                        "state_resets": dict(st.state_resets),
+                        "resets": self.resetter.resets + self.summary.commands["reset"],
+                        "latency_us": {"p50": float(np.percentile(lat, 50)),
+                                       "p99": float(np.percentile(lat, 99))},
+                        "sink": getattr(self.sink, "counters", dict)()})
 
     def close(self) -> None:
         try:

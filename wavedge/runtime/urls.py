@@ -17,11 +17,14 @@ from wavedge.errors import InputError
 BAUD_RANGE = (50, 12_000_000)  # serial ports, from a teletype to a USB-CDC board
 
 _SOURCES: dict[str, object] = {s: f"wavedge.runtime.sources.{s}"
-                               for s in ("replay", "stdin", "serial", "synthetic", "link")}
+                               for s in ("replay", "stdin", "serial", "synthetic", "link",
+                                         "mqtt")}
+_SOURCES["mqtts"] = _SOURCES["mqtt"]
 _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
                              for s, m in (("stdout", "stdout"), ("jsonl", "jsonl"),
                                           ("csv", "csvfile"), ("null", "null"),
-                                          ("link", "link"))}
+                                          ("link", "link"), ("mqtt", "mqtt"),
+                                          ("mqtts", "mqtt"))}
 
 
 @dataclass(frozen=True)

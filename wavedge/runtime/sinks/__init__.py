@@ -3,6 +3,8 @@ returning an object with ``write(result, sample)`` and ``close()``."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 import time
@@ -81,3 +83,21 @@ def record(result, sample) -> dict:
     if sample is not None and sample.truth is not None:
         row["truth"] = sample.truth
     return row
+
+
+def json_text(row: dict) -> str:
+    """One record as JSON, non-finite numbers as ``null`` (bare ``NaN`` is not JSON)."""
+    try:
+        return json.dumps(row, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(row))
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

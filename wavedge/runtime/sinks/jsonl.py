@@ -6,10 +6,7 @@ as ``null`` (bare ``NaN`` is not JSON). Lines reach the file at least every seco
 
 from __future__ import annotations
 
-import json
-import math
-
-from wavedge.runtime.sinks import LineFile, record
+from wavedge.runtime.sinks import LineFile, json_text, record
 
 
 class JsonlSink:
@@ -18,25 +15,10 @@ class JsonlSink:
         self.out = LineFile(url.path, "jsonl sink")
 
     def write(self, result, sample) -> None:
-        r = record(result, sample)
-        try:
-            line = json.dumps(r, allow_nan=False)
-        except ValueError:  # a NaN or inf somewhere: null, as JSON has no such numbers
-            line = json.dumps(_finite(r))
-        self.out.write(line + "\n", sample)
+        self.out.write(json_text(record(result, sample)) + "\n", sample)
 
     def close(self) -> None:
         self.out.close()
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def open(url, manifest) -> JsonlSink:  # noqa: A001

@@ -1,0 +1,329 @@
+"""The mqtt: sink and source against a real mosquitto on the loopback address (started here,
+on a free port, with persistence), a subscriber that checks every record, and a broker restart
+in the middle of a stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli, user_env
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto",) if os.access(p, os.X_OK)), None)
+try:
+    import paho.mqtt.client as mqtt
+except ImportError:  # pragma: no cover - the test extra installs it
+    mqtt = None
+pytestmark = pytest.mark.skipif(
+    MOSQUITTO is None or mqtt is None,
+    reason="needs the mosquitto broker (make test installs it from Debian: apt-get install "
+           "mosquitto) and paho-mqtt (the mqtt extra)")
+
+RECORDING = BUNDLED_MODEL / "recording.csv"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """A mosquitto of our own: loopback only, persistent sessions kept across restarts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, _free_port()
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                             f"persistence true\npersistence_location {folder}/\n"
+                             "max_queued_messages 100000\nuser root\n"
+                             f"log_dest file {folder}/mosquitto.log\n")
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start: {(self.folder / 'mosquitto.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # a clean stop writes the persistence file
+            self.proc.wait(10)
+
+    def url(self, topic: str, **keys) -> str:
+        query = "&".join(f"{k}={v}" for k, v in keys.items())
+        return f"mqtt://127.0.0.1:{self.port}/{topic}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+class Subscriber:
+    """A dashboard's view: a persistent session (QoS 1), every message kept, reconnecting."""
+
+    def __init__(self, broker: Broker, topic: str, client_id: str = "test-subscriber") -> None:
+        self.messages: list = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                        clean_session=False)
+        c.reconnect_delay_set(0.2, 1.0)
+        c.on_connect = lambda *a: (c.subscribe(topic, qos=1), self.ready.set())
+        c.on_message = self._on_message
+        c.connect_async("127.0.0.1", broker.port)
+        c.loop_start()
+        self.client = c
+        assert self.ready.wait(10), "the subscriber could not connect"
+        time.sleep(0.2)  # the SUBACK
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:  # a command we sent ourselves, say
+            body = msg.payload.decode("utf-8", "replace")
+        with self.lock:
+            self.messages.append((msg.topic, body, msg.retain))
+
+    def on(self, topic: str) -> list:
+        with self.lock:
+            return [m for t, m, _ in self.messages if t == topic]
+
+    def wait_for(self, topic: str, count: int, timeout: float = 20) -> list:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.on(topic)) < count:
+            time.sleep(0.05)
+        return self.on(topic)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _run(*args, **popen):
+    return subprocess.Popen([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=user_env(), **popen)
+
+
+def test_every_result_reaches_a_subscriber_with_model_board_and_step(broker):
+    sub = Subscriber(broker, "fleet/b1/#")
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
+                   "--sink", broker.url("fleet/b1", board="b1"), "--limit", 500)
+    assert proc.returncode == 0, proc.stderr
+    rows = sub.wait_for("fleet/b1", 500)
+    sub.close()
+    assert [r["seq"] for r in rows] == list(range(500))
+    assert [r["step"] for r in rows] == list(range(500))
+    assert {r["model"] for r in rows} == {"wave_rnn-basic_motions"} and \
+        {r["board"] for r in rows} == {"b1"}
+    assert {"label", "score", "class_id", "truth"} <= set(rows[0])
+    # the same results as the jsonl sink gives for the same samples
+    local = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
+                    "--sink", "jsonl:-", "--limit", 500)
+    assert [json.loads(ln)["label"] for ln in local.stdout.splitlines()] == \
+        [r["label"] for r in rows]
+    assert "500 results, 500 delivered" in proc.stderr and "0 dropped" in proc.stderr
+    status = sub.on("fleet/b1/status")
+    assert status[0]["state"] == "online" and status[-1]["state"] == "stopped"
+    assert status[-1]["results"] == 500 and status[-1]["model"] == "wave_rnn-basic_motions"
+
+
+def test_the_retained_status_greets_a_late_subscriber(broker):
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
+                   "--sink", broker.url("fleet/b2", board="b2"), "--limit", 50)
+    assert proc.returncode == 0, proc.stderr
+    late = Subscriber(broker, "fleet/b2/status", client_id="late")
+    status = late.wait_for("fleet/b2/status", 1)
+    late.close()
+    assert status[-1]["state"] == "stopped" and status[-1]["delivered"] == 50
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(broker):
+    """Every result accepted while the broker was up or queued while it was down reaches the
+    subscriber; at QoS 1 some may arrive twice, each carries its seq (dropped from a full
+    queue: none, the queue holds the whole outage)."""
+    sub = Subscriber(broker, "fleet/b3")
+    n = 1500
+    proc = _run("--source", f"replay:{RECORDING}?rate=300", "--limit", n,
+                "--sink", broker.url("fleet/b3", board="b3"))
+    assert len(sub.wait_for("fleet/b3", 200)) >= 200
+    broker.stop()
+    time.sleep(1.5)  # about 450 results produced while the broker is gone
+    broker.start()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    rows = sub.wait_for("fleet/b3", n, timeout=30)
+    sub.close()
+    seqs = [r["seq"] for r in rows]
+    assert sorted(set(seqs)) == list(range(n)), f"missing: {sorted(set(range(n)) - set(seqs))[:10]}"
+    assert "1 disconnects" in err and "0 dropped from a full queue" in err, err
+    assert "0 undelivered at close" in err, err
+
+
+def test_a_full_queue_drops_the_oldest_and_counts_them(broker):
+    broker.stop()  # the broker is down for the whole run
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
+                   "--sink", broker.url("fleet/b4", queue=100), "--limit", 300, timeout_s=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "300 results, 0 delivered" in proc.stderr
+    assert "200 dropped from a full queue (100)" in proc.stderr
+    assert "100 undelivered at close" in proc.stderr
+
+
+def test_commands_reset_and_stats_are_answered_on_the_reply_topic(broker):
+    sub = Subscriber(broker, "fleet/b5/#")
+    proc = _run("--source", f"replay:{RECORDING}?rate=200", "--limit", 600,
+                "--sink", broker.url("fleet/b5", board="b5"))
+    sub.wait_for("fleet/b5", 50)
+    pub = sub.client
+    pub.publish("fleet/b5/command", json.dumps({"command": "stats", "id": 7}), qos=1)
+    pub.publish("fleet/b5/command", json.dumps({"command": "reset", "id": "r1"}), qos=1)
+    pub.publish("fleet/b5/command", "reboot please", qos=1)
+    replies = sub.wait_for("fleet/b5/reply", 3)
+    _, err = proc.communicate(timeout=60)
+    sub.close()
+    by_id = {r.get("id"): r for r in replies}
+    assert by_id[7]["ok"] and by_id[7]["samples"] > 0 and by_id[7]["sink"]["results"] > 0
+    assert by_id["r1"]["ok"] and by_id["r1"]["command"] == "reset"
+    assert by_id[None]["ok"] is False and "command" in by_id[None]["error"]
+    assert "commands: reset 1, stats 1" in err, err
+
+
+def test_the_mqtt_source_streams_published_samples_like_a_replay(broker, tmp_path):
+    lines = RECORDING.read_text().splitlines()
+    header, rows = lines[0], lines[1:201]
+    out = tmp_path / "from_mqtt.jsonl"
+    proc = _run("--source", broker.url("fleet/b6/samples", idle=2), "--sink", f"jsonl:{out}")
+    time.sleep(1.0)  # the source's subscription
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    names = header.split(",")  # sequence, label, then the six channels
+    for k, row in enumerate(rows):
+        if k % 2:  # half as JSON objects keyed by channel, half as CSV lines
+            fields = dict(zip(names, row.split(",")))
+            c.publish("fleet/b6/samples", json.dumps(
+                {ch: float(fields[ch]) for ch in names[2:]}), qos=1)
+        else:
+            c.publish("fleet/b6/samples", ",".join(row.split(",")[2:]), qos=1)
+    c.loop_stop()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    got = [json.loads(ln)["label"] for ln in out.read_text().splitlines()]
+    want = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max", "--sink",
+                   "jsonl:-", "--limit", 200).stdout.splitlines()
+    assert got == [json.loads(ln)["label"] for ln in want]
+    assert "200 messages, 0 dropped" in err
+
+
+def test_credentials_never_on_the_command_line_and_env_file_checked(tmp_path):
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "mqtt://me:secret@host/t"),
+                          "never go on the command line", "env=FILE")
+    bad = tmp_path / "mqtt.env"
+    bad.write_text("PASSWORD=x\n")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", f"mqtt://host/t?env={bad}"),
+                          "line 1", "WAVEDGE_MQTT_USERNAME")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "mqtt://host"), "TOPIC")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "mqtt://host/a/#"), "TOPIC")
+
+
+def test_a_password_protected_broker_takes_the_env_files_credentials(tmp_path):
+    b = Broker(tmp_path)
+    pw = tmp_path / "passwd"
+    subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", "-c",
+                    str(pw), "board", "s3cret"], check=True, capture_output=True)
+    b.conf.write_text(b.conf.read_text().replace("allow_anonymous true",
+                                                 f"allow_anonymous false\npassword_file {pw}"))
+    b.start()
+    try:
+        env = tmp_path / "mqtt.env"
+        env.write_text("# the board's broker account\nWAVEDGE_MQTT_USERNAME=board\n"
+                       "WAVEDGE_MQTT_PASSWORD='s3cret'\n")
+        src = f"replay:{RECORDING}?rate=max"
+        ok = run_cli("run", BUNDLED_MODEL, "--source", src, "--limit", 20,
+                     "--sink", b.url("fleet/b7", env=env))
+        assert ok.returncode == 0 and "20 delivered" in ok.stderr, ok.stderr
+        env.write_text("WAVEDGE_MQTT_USERNAME=board\nWAVEDGE_MQTT_PASSWORD=wrong\n")
+        refused = run_cli("run", BUNDLED_MODEL, "--source", src, "--limit", 20,
+                          "--sink", b.url("fleet/b7", env=env), timeout_s=60)
+        assert "0 delivered" in refused.stderr and "refused" in refused.stderr, refused.stderr
+    finally:
+        b.stop()
+
+
+def test_the_dashboard_example_plots_two_boards(broker, tmp_path):
+    png = tmp_path / "live.png"
+    dash = subprocess.Popen([sys.executable, str(ROOT / "examples" / "mqtt_dashboard.py"),
+                             "--port", str(broker.port), "--topic", "fleet/+", "--count", "400",
+                             "--png", str(png)], stdout=subprocess.PIPE, text=True,
+                            env=user_env())
+    time.sleep(1.5)  # its subscription
+    for board in ("pi-1", "pi-2"):
+        proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
+                       "--sink", broker.url(f"fleet/{board}", board=board), "--limit", 200)
+        assert proc.returncode == 0, proc.stderr
+    out, _ = dash.communicate(timeout=90)
+    assert dash.returncode == 0
+    assert "pi-1: 200 results" in out and "pi-2: 200 results" in out, out
+    assert png.stat().st_size > 5000
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    ca_key, ca, key, csr, crt = (folder / n for n in ("ca.key", "ca.pem", "srv.key", "srv.csr",
+                                                      "srv.pem"))
+    ssl = shutil.which("openssl")
+    if ssl is None:
+        pytest.skip("needs openssl to make a throwaway CA")
+    run = lambda *a: subprocess.run([ssl, *map(str, a)], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", ca_key, "-out", ca)
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key,
+        "-out", csr)
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+        "-extfile", ext, "-out", crt)
+    return ca, crt, key
+
+
+def test_mqtts_checks_the_brokers_certificate_against_the_env_files_ca(tmp_path):
+    ca, crt, key = _tls_files(tmp_path)
+    b = Broker(tmp_path)
+    b.conf.write_text(b.conf.read_text() + f"cafile {ca}\ncertfile {crt}\nkeyfile {key}\n")
+    b.start()
+    try:
+        env = tmp_path / "mqtt.env"
+        env.write_text(f"WAVEDGE_MQTT_CA_CERTS={ca}\n")
+        url = f"mqtts://127.0.0.1:{b.port}/fleet/b8?env={env}"
+        src = f"replay:{RECORDING}?rate=max"
+        ok = run_cli("run", BUNDLED_MODEL, "--source", src, "--limit", 20, "--sink", url)
+        assert ok.returncode == 0 and "20 delivered" in ok.stderr, ok.stderr
+        plain = run_cli("run", BUNDLED_MODEL, "--source", src, "--limit", 20, "--sink",
+                        f"mqtts://127.0.0.1:{b.port}/fleet/b8", timeout_s=60)  # no CA given
+        assert "0 delivered" in plain.stderr, plain.stderr
+    finally:
+        b.stop()

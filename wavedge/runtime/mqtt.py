@@ -1,0 +1,122 @@
+"""What the ``mqtt:`` sink and source share: the broker's address from the URL, credentials
+and TLS from an environment file (never the command line), and a paho-mqtt client that
+reconnects by itself with a growing delay (no busy loop while the broker is gone).
+
+``mqtt://HOST[:PORT]/TOPIC`` (1883) or ``mqtts://HOST[:PORT]/TOPIC`` (TLS, 8883). Keys:
+``qos`` (0, 1, 2; default 1), ``client_id`` (default ``wavedge-<board>`` plus the role),
+``board`` (default the host name), ``keepalive`` (seconds, 30), ``env`` (a file of
+``KEY=VALUE`` lines; default: the process environment):
+
+- ``WAVEDGE_MQTT_USERNAME``, ``WAVEDGE_MQTT_PASSWORD``
+- ``WAVEDGE_MQTT_CA_CERTS`` (the broker's CA, PEM), ``WAVEDGE_MQTT_CERTFILE`` and
+  ``WAVEDGE_MQTT_KEYFILE`` (a client certificate), for ``mqtts:``
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from wavedge.errors import InputError, SinkError
+
+RECONNECT_DELAY_S = (0.5, 8.0)  # paho doubles the wait between attempts within this range
+ENV_KEYS = ("WAVEDGE_MQTT_USERNAME", "WAVEDGE_MQTT_PASSWORD", "WAVEDGE_MQTT_CA_CERTS",
+            "WAVEDGE_MQTT_CERTFILE", "WAVEDGE_MQTT_KEYFILE")
+COMMON_PARAMS = ("qos", "client_id", "board", "keepalive", "env")
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    topic: str
+    tls: bool
+    qos: int
+    board: str
+    client_id: str
+    keepalive: int
+    secrets: dict
+
+    @property
+    def where(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}/{self.topic}"
+
+
+def parse_broker(url, role: str) -> Broker:
+    """The broker, topic and options of an ``mqtt:``/``mqtts:`` URL; ``InputError`` for a
+    missing topic or credentials written into the URL."""
+    netloc, _, topic = url.path.partition("/")
+    if "@" in netloc:
+        raise InputError(f"{url.scheme}: credentials never go on the command line (they show "
+                         "in ps and shell history); put WAVEDGE_MQTT_USERNAME and "
+                         "WAVEDGE_MQTT_PASSWORD in a file and give ?env=FILE")
+    if not netloc or not topic or any(c in topic for c in "#+"):
+        raise InputError(f"{url.text}: expected {url.scheme}://HOST[:PORT]/TOPIC (a topic "
+                         "without wildcards), e.g. mqtt://localhost/fleet/board1")
+    host, _, port_text = netloc.rpartition(":") if netloc.count(":") == 1 else (netloc, "", "")
+    tls = url.scheme == "mqtts"
+    try:
+        port = int(port_text) if port_text else (8883 if tls else 1883)
+    except ValueError:
+        raise InputError(f"{url.text}: port {port_text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise InputError(f"{url.text}: port {port} is outside 1-65535")
+    board = url.get("board", socket.gethostname())
+    return Broker(host=host, port=port, topic=topic, tls=tls, qos=url.get("qos", 1, int, (0, 2)),
+                  board=board, client_id=url.get("client_id", f"wavedge-{board}-{role}"),
+                  keepalive=url.get("keepalive", 30, int, (5, 3600)),
+                  secrets=_secrets(url.get("env"), url.text))
+
+
+def _secrets(env_file: str | None, where: str) -> dict:
+    if env_file is None:
+        return {k: os.environ[k] for k in ENV_KEYS if os.environ.get(k)}
+    try:
+        lines = Path(env_file).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"{where}: env file {env_file}: {exc.strerror}") from None
+    out = {}
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, eq, value = line.partition("=")
+        if not eq or key.strip() not in ENV_KEYS:
+            raise InputError(f"{where}: env file {env_file}, line {n}: expected KEY=VALUE with "
+                             f"KEY one of {', '.join(ENV_KEYS)}")
+        out[key.strip()] = value.strip().strip("'\"")
+    return out
+
+
+def client(broker: Broker, clean: bool, on_connect, on_disconnect, on_message=None,
+           will: tuple[str, str] | None = None):
+    """A paho client for ``broker``, started (its network thread running, connecting in the
+    background: a broker that is not up yet is retried, not an error). ``clean`` False keeps
+    the broker-side session (subscriptions, QoS 1 messages queued while we are away)."""
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError:
+        raise SinkError("mqtt: needs paho-mqtt (pip install 'wavedge[mqtt]')") from None
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=broker.client_id,
+                    clean_session=clean, protocol=mqtt.MQTTv311)
+    s = broker.secrets
+    if s.get("WAVEDGE_MQTT_USERNAME"):
+        c.username_pw_set(s["WAVEDGE_MQTT_USERNAME"], s.get("WAVEDGE_MQTT_PASSWORD"))
+    if broker.tls:
+        try:
+            c.tls_set(ca_certs=s.get("WAVEDGE_MQTT_CA_CERTS"),
+                      certfile=s.get("WAVEDGE_MQTT_CERTFILE"), keyfile=s.get("WAVEDGE_MQTT_KEYFILE"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{broker.where}: TLS files: {exc}") from None
+    if will is not None:
+        c.will_set(will[0], will[1], qos=1, retain=True)
+    c.reconnect_delay_set(*RECONNECT_DELAY_S)
+    c.on_connect = lambda cl, userdata, flags, reason, props: on_connect(reason)
+    c.on_disconnect = lambda cl, userdata, flags, reason, props: on_disconnect(reason)
+    if on_message is not None:
+        c.on_message = lambda cl, userdata, msg: on_message(msg)
+    c.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
+    c.loop_start()
+    return c

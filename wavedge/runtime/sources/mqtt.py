@@ -1,0 +1,102 @@
+"""``mqtt://HOST[:PORT]/TOPIC[?qos=1&queue=N&idle=S&<table keys>]`` (or ``mqtts://``): sensor
+samples from a broker, for boards whose sensors publish.
+
+Each message is one sample or several: a CSV line per sample (the table keys of the other
+line sources apply: a header line naming channels, ``columns=``, ``sequence=``, ``time=``...),
+a JSON list of numbers in channel order, or a JSON object keyed by channel name. Messages wait
+in a bounded queue (``queue``, 10,000 messages, drop-oldest, drops counted) for the model; the
+session is kept on the broker (QoS 1 messages published while we were away arrive on
+reconnect). The source ends after ``idle`` seconds without a message (default: never).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+from wavedge.recordings import csv_samples
+from wavedge.runtime.mqtt import COMMON_PARAMS, client, parse_broker
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions
+
+POLL_S = 0.25  # how often a waiting source looks at the clock (idle) and at a stop request
+
+
+class MqttSource:
+    def __init__(self, url, manifest) -> None:
+        url.check_params((*COMMON_PARAMS, *SOURCE_TABLE_PARAMS, "queue", "idle"))
+        self.table = TableOptions(url, manifest)
+        self.broker = b = parse_broker(url, "source")
+        self.idle_s = url.get("idle", None, float, (0.01, 1e9))
+        self.inbox: queue.Queue = queue.Queue(url.get("queue", 10_000, int, (1, 10_000_000)))
+        self.received = self.dropped = self.connects = self.disconnects = 0
+        self.lock = threading.Lock()
+        self.client = client(b, clean=False, on_connect=self._on_connect,
+                             on_disconnect=self._on_disconnect, on_message=self._on_message)
+
+    def __iter__(self):
+        t = self.table
+        return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.broker.where,
+                                     targets=t.targets))
+
+    def _lines(self):
+        last = time.monotonic()
+        while True:
+            try:
+                payload = self.inbox.get(timeout=POLL_S)
+            except queue.Empty:
+                if self.idle_s is not None and time.monotonic() - last > self.idle_s:
+                    return
+                continue
+            last = time.monotonic()
+            yield from self._as_lines(payload)
+
+    def _as_lines(self, payload: bytes) -> list[str]:
+        text = payload.decode("utf-8", errors="replace").strip()
+        if text[:1] not in "[{" or not text:
+            return text.splitlines()
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return [text]  # not JSON after all: the line parser names the problem
+        if isinstance(value, dict):
+            value = [value.get(ch, "") for ch in self.table.channels]
+        if isinstance(value, list):
+            return [",".join("" if v is None else str(v) for v in value)]
+        return [text]
+
+    def _on_message(self, msg) -> None:
+        with self.lock:
+            self.received += 1
+            while True:
+                try:
+                    self.inbox.put_nowait(msg.payload)
+                    return
+                except queue.Full:  # drop the oldest: the newest sample is the one that matters
+                    try:
+                        self.inbox.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+
+    def _on_connect(self, reason) -> None:
+        if not reason.is_failure:
+            self.connects += 1
+            self.client.subscribe(self.broker.topic, qos=self.broker.qos)
+
+    def _on_disconnect(self, reason) -> None:
+        self.disconnects += bool(reason.is_failure)  # not our own at close
+
+    def notes(self) -> list[str]:
+        return [f"mqtt source {self.broker.where}: {self.received} messages, {self.dropped} "
+                f"dropped from a full queue; {self.connects} connects, {self.disconnects} "
+                "disconnects"] + self.table.notes()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def open(url, manifest) -> MqttSource:  # noqa: A001
+    return MqttSource(url, manifest)
