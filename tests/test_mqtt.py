@@ -183,14 +183,35 @@ def test_a_broker_restart_mid_stream_loses_nothing(broker):
     assert "0 undelivered at close" in err, err
 
 
-def test_a_full_queue_drops_the_oldest_and_counts_them(broker):
+def test_a_full_queue_drops_the_oldest_and_counts_them_without_a_busy_loop(broker):
+    import resource
+
     broker.stop()  # the broker is down for the whole run
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
                    "--sink", broker.url("fleet/b4", queue=100), "--limit", 300, timeout_s=60)
+    after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert wall > 5 and cpu < wall / 2, (cpu, wall)  # it waited 5 s for the broker, idly
     assert "300 results, 0 delivered" in proc.stderr
     assert "200 dropped from a full queue (100)" in proc.stderr
     assert "100 undelivered at close" in proc.stderr
+
+
+def test_the_last_will_says_offline_when_a_board_vanishes(broker):
+    sub = Subscriber(broker, "fleet/b9/status")
+    proc = _run("--source", f"replay:{RECORDING}?rate=100", "--sink",
+                broker.url("fleet/b9", board="b9", keepalive=5))
+    assert sub.wait_for("fleet/b9/status", 1)[0]["state"] == "online"
+    proc.kill()  # no DISCONNECT packet: the broker publishes the will (a dead link: after 1.5 keep-alives)
+    proc.communicate(timeout=10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and sub.on("fleet/b9/status")[-1]["state"] != "offline":
+        time.sleep(0.1)
+    last = sub.on("fleet/b9/status")[-1]
+    sub.close()
+    assert last["state"] == "offline" and last["board"] == "b9"
 
 
 def test_commands_reset_and_stats_are_answered_on_the_reply_topic(broker):
