@@ -40,7 +40,11 @@ def test_copy_loss_is_cross_entropy_divided_again_by_the_batch():
     task = paper.Copy(20)
     x, y = task.batch(50, torch.Generator().manual_seed(1))
     out = torch.zeros(50, 30, 10)  # uniform prediction: CE = ln 10 per step
-    assert abs(float(task.loss(out, y)) - torch.log(torch.tensor(10.0)).item() / 50) < 1e-6
+    ln10 = torch.log(torch.tensor(10.0)).item()
+    assert abs(float(task.loss(out, y)) - ln10 / 50) < 1e-6
+    # the test metric stays CE / 50 on any number of test sequences (the final test: 1,000)
+    x, y = task.batch(1000, torch.Generator().manual_seed(2))
+    assert abs(task.metrics(torch.zeros(1000, 30, 10), y)["test_loss"] - ln10 / 50) < 1e-6
 
 
 def test_the_paper_sizes_match_its_parameter_counts():

@@ -65,8 +65,11 @@ class Copy:
         return ce / y.shape[0]
 
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict:
+        # the authors' "Test MSE": the mean cross-entropy / 50 (their test batch), whatever
+        # the number of test sequences (the final test uses 1,000)
+        ce = nn.functional.cross_entropy(out.flatten(0, 1), y.flatten())
         recall = (out[:, -MEMORY:].argmax(-1) == y[:, -MEMORY:]).float().mean()
-        return {"test_loss": float(self.loss(out, y)), "recall": float(recall)}
+        return {"test_loss": float(ce) / self.test_batch, "recall": float(recall)}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,102 @@
+"""The meta predictive learning model (spike-and-slab RNN): its mean-field moments against
+sampled weights, the step contract with the noise as an input, predictive coding against BPTT,
+and the toy language task."""
+
+from __future__ import annotations
+
+from conftest import skip_module_without_torch
+
+skip_module_without_torch()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from wavedge.models import paper_mpl as mpl  # noqa: E402
+from wavedge.models.mpl import MetaPredictive, SpikeSlab  # noqa: E402
+
+
+def test_mean_field_moments_match_sampled_spike_and_slab_weights():
+    """Draw the weights themselves (0 with probability pi, else the slab N(m / (n (1 - pi)),
+    xi / (n (1 - pi)))), many times: the pre-activation's mean and variance are the layer's."""
+    torch.manual_seed(0)
+    n_in, n_out, draws = 40, 3, 200_000
+    layer = SpikeSlab(n_out, n_in, torch.randn(n_out, n_in) * n_in * 0.3, 0.5)
+    x = torch.randn(n_in)
+    pi, m, xi = layer.pi.detach(), layer.m.detach(), layer.xi.detach()
+    slab_mean = m / (n_in * (1 - pi))
+    slab_std = torch.sqrt(xi / (n_in * (1 - pi)))
+    keep = torch.rand(draws, n_out, n_in) >= pi
+    w = keep * (slab_mean + slab_std * torch.randn(draws, n_out, n_in))
+    a = w @ x
+    mu, var = layer.moments()
+    torch.testing.assert_close(a.mean(0), (mu @ x).detach(), atol=0.02, rtol=0.01)
+    torch.testing.assert_close(a.var(0), (var @ (x * x)).detach(), atol=0.02, rtol=0.02)
+
+
+def test_step_equals_sequence_and_zero_noise_is_the_mean_network():
+    torch.manual_seed(1)
+    model = MetaPredictive(output_size=7, hidden_size=16, vocab=7).eval()
+    with torch.no_grad():
+        model.w_rec.m.mul_(0.6)  # 100 steps of an identity ReLU recurrence would grow
+    x = torch.randint(0, 7, (2, 100))
+    noise = torch.randn(2, 100, 16 + 7)
+    with torch.no_grad():
+        y_seq, v_seq, h_seq = model.sequence(x, noise, *model.init_state(2))
+        h = model.init_state(2)[0]
+        ys = []
+        for t in range(100):
+            y, v, h = model.step(x[:, t], noise[:, t], h)
+            ys.append(y)
+        torch.testing.assert_close(torch.stack(ys, 1), y_seq)
+        torch.testing.assert_close(h, h_seq)
+        mean_a = model(x, torch.zeros_like(noise))[0]
+        mean_b = model(x, torch.zeros_like(noise))[0]
+        noisy = model(x, noise)[0]
+    assert torch.equal(mean_a, mean_b) and not torch.allclose(mean_a, noisy)
+    assert (v_seq >= 0).all()
+    sig = model.signature
+    assert [i.name for i in sig.inputs] == ["x", "noise"] and sig.inputs[0].range == (0, 7)
+    assert [(o.name, o.kind) for o in sig.outputs] == [("y", "class_scores"),
+                                                        ("y_var", "variance")]
+
+
+def test_predictive_coding_at_a_small_nudge_gives_the_bptt_gradient():
+    """At the beliefs' equilibrium with the output's pull ``nudge`` small, the local update
+    (the energy's gradient at the relaxed beliefs) over the nudge is the BPTT gradient: the
+    energy, inference and learning are wired as the method says."""
+    torch.manual_seed(0)
+    with torch.autograd.set_grad_enabled(True):
+        model = MetaPredictive(output_size=6, hidden_size=12, vocab=6).double()
+        with torch.no_grad():
+            model.w_rec.m.mul_(0.5)
+        x, y = torch.randint(0, 6, (3, 4)), torch.randint(0, 6, (3, 4))
+        eps_h = torch.zeros(3, 4, 12, dtype=torch.float64)
+        eps_z = torch.zeros(3, 4, 6, dtype=torch.float64)
+        params = [model.w_in.m, model.w_rec.m, model.w_out.m]
+        logits = model.readout(mpl.free_run(model, x, eps_h), eps_z)[0]
+        bptt = torch.autograd.grad(torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), y.flatten(), reduction="sum"), params)
+        nudge = 1e-3
+        recipe = mpl.Recipe(eta=0.2, inference_steps=800, nudge=nudge)
+        beliefs = mpl.infer(model, x, y, eps_h, eps_z, recipe, False)
+        pc = torch.autograd.grad(mpl.energy(model, x, y, beliefs, eps_h, eps_z, False, nudge),
+                                 params)
+    for a, b in zip(pc, bptt):
+        cos = float((a * b).sum() / (a.norm() * b.norm()))
+        assert cos > 0.999 and abs(float(a.norm() / nudge / b.norm()) - 1) < 0.01
+
+
+def test_the_toy_language_and_its_rule_accuracy():
+    seqs = mpl.toy_sequences()
+    assert seqs.shape == (26 * 2 ** 10, 11) and len({tuple(s) for s in seqs}) == len(seqs)
+    steps = (np.diff(seqs, axis=1) % 26)
+    assert set(np.unique(steps)) == {2, 4}
+    assert mpl.rule_accuracy(torch.from_numpy(seqs[:50])) == 1.0
+    assert mpl.rule_accuracy(torch.zeros(3, 11, dtype=torch.long)) == 0.0
+
+
+def test_bptt_learns_the_rule_from_ten_sequences():
+    run = mpl.toy_run(0.1, 0, "bptt", mpl.Recipe(epochs=100))
+    assert run["sequences"] == 10
+    assert run["rule_accuracy"] > 0.8 and run["rule_accuracy_mean_network"] > 0.8, run
+    assert set(run["determinism"]) == {"input", "recurrent", "readout"}

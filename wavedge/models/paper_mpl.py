@@ -1,0 +1,286 @@
+"""Meta predictive learning against its paper (Li, Qiu & Huang, PRE 2024): training by
+predictive coding and by BPTT, the toy language task's data-load sweep, sequential digits, and
+the weight distributions after training.
+
+    python -m wavedge.models.paper_mpl --profile quick --out out/paper-mpl
+
+**Predictive coding** (``train_pc``), as the authors' code does it, with the two defects found
+there fixed (docs/paper-mpl.md): per batch, the noise of every neuron at every step is drawn
+once and held fixed through inference *and* learning; the beliefs ``b_t`` (one per step) start
+from a noisy forward pass and descend the energy
+
+    F = sum_t 1/2 || b_t - (mean_t(b_{t-1}) + eps_t sqrt(var_t(b_{t-1}))) ||^2 + CE(z(b_t), target_t)
+
+for ``inference_steps`` steps of size ``eta`` with the weights fixed (the readout error reaches
+every step's belief: the dropped line of ``toymodel.py`` is not copied); then one Adam step on
+``(m, pi, xi)`` from the gradient of ``F`` at the converged beliefs, which is local in time (each
+prediction reads the previous *belief*, not the running state), and the constraints clamped.
+**BPTT** (``train_bptt``) trains the same network through its noisy forward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from wavedge.models.mpl import MetaPredictive
+
+LETTERS = 26
+RULE = (2, 4)  # the toy language: the next letter is the current one + 2 or + 4 (mod 26)
+ROUNDS = 10  # 11-token sequences
+VAR_THRESHOLD = 4e-4  # "deterministic": Var[w] below the first bin of the authors' histogram
+
+
+@dataclass(frozen=True)
+class Recipe:
+    hidden: int = 100
+    epochs: int = 100
+    batch: int = 100
+    lr: float = 0.01  # Adam on (m, pi, xi) (m scaled by n_in: lr_m is lr * n_in, below)
+    eta: float = 0.1  # belief step (the authors' 0.1)
+    inference_steps: int = 100  # the authors' 100
+    clip: float = 10.0  # gradient norm clip per parameter group (the authors' 10)
+    nudge: float = 1.0  # the cross-entropy's weight in the energy (the authors' 1)
+
+
+def toy_sequences() -> np.ndarray:
+    """Every sequence of the toy language, ``[26 * 2^10, 11]`` letters."""
+    seqs = np.arange(LETTERS)[:, None]
+    for _ in range(ROUNDS):
+        seqs = np.concatenate([np.concatenate([seqs, (seqs[:, -1:] + r) % LETTERS], 1)
+                               for r in RULE])
+    return seqs
+
+
+def noise_for(model: MetaPredictive, batch: int, steps: int, gen: torch.Generator):
+    n, o = model.hidden_size, model.output_size
+    return (torch.randn(batch, steps, n, generator=gen),
+            torch.randn(batch, steps, o, generator=gen))
+
+
+def free_run(model: MetaPredictive, x: torch.Tensor, eps_h: torch.Tensor) -> torch.Tensor:
+    """The noisy forward pass: every step's ``h_t``, ``[B, T, N]`` (the beliefs' start)."""
+    h = torch.zeros_like(eps_h[:, 0])
+    hs = []
+    for t in range(x.shape[1]):
+        h = model.predict(h, x[:, t], eps_h[:, t])[2]
+        hs.append(h)
+    return torch.stack(hs, 1)
+
+
+def energy(model: MetaPredictive, x, targets, beliefs, eps_h, eps_z, last_only: bool,
+           nudge: float = 1.0):
+    """``F`` summed over the batch (each sequence's beliefs see only their own terms);
+    ``nudge`` weighs the cross-entropy (the output's pull on the beliefs)."""
+    prev = torch.cat([torch.zeros_like(beliefs[:, :1]), beliefs[:, :-1]], 1)
+    err = beliefs - model.predict(prev, x, eps_h)[2]
+    if last_only:  # a label at the last step (sequence classification)
+        logits = model.readout(beliefs[:, -1], eps_z[:, -1])[0]
+        ce = nn.functional.cross_entropy(logits, targets, reduction="sum")
+    else:
+        logits = model.readout(beliefs, eps_z)[0]
+        ce = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                         reduction="sum")
+    return 0.5 * (err * err).sum() + nudge * ce
+
+
+def infer(model, x, targets, eps_h, eps_z, recipe: Recipe, last_only: bool) -> torch.Tensor:
+    """Relax the beliefs with the weights fixed; returns them (detached)."""
+    with torch.no_grad():
+        beliefs = free_run(model, x, eps_h)
+    for _ in range(recipe.inference_steps):
+        beliefs.requires_grad_(True)
+        f = energy(model, x, targets, beliefs, eps_h, eps_z, last_only, recipe.nudge)
+        (g,) = torch.autograd.grad(f, beliefs)
+        if not torch.isfinite(g).all():  # diverged: keep the last finite beliefs
+            break
+        beliefs = (beliefs - recipe.eta * g).detach()
+    return beliefs.detach()
+
+
+def optimiser(model: MetaPredictive, recipe: Recipe) -> torch.optim.Optimizer:
+    # m lives on the n_in-times scale of mu (mu = m / n_in): its step is scaled alike
+    groups = [{"params": [layer.m], "lr": recipe.lr * layer.n_in}
+              for layer in model.layers.values()]
+    groups += [{"params": [layer.pi, layer.xi], "lr": recipe.lr}
+               for layer in model.layers.values()]
+    return torch.optim.Adam(groups)
+
+
+def _update(model, opt, loss, recipe: Recipe) -> None:
+    opt.zero_grad()
+    loss.backward()
+    for group in opt.param_groups:
+        nn.utils.clip_grad_norm_(group["params"], recipe.clip)
+    opt.step()
+    model.clamp_()
+
+
+def _batches(n: int, size: int, gen: torch.Generator):
+    order = torch.randperm(n, generator=gen)
+    return [order[i:i + size] for i in range(0, n, size)]
+
+
+def train(model, x, y, recipe: Recipe, method: str, seed: int, last_only: bool = False):
+    """Train ``model`` on ``x`` ``[S, T]`` tokens (or ``[S, T, D]`` floats) and targets by
+    ``pc`` or ``bptt``; the noise of each batch from a generator seeded by ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = optimiser(model, recipe)
+    for _ in range(recipe.epochs):
+        for idx in _batches(len(x), recipe.batch, gen):
+            xb, yb = x[idx], y[idx]
+            eps_h, eps_z = noise_for(model, len(idx), xb.shape[1], gen)
+            if method == "pc":
+                beliefs = infer(model, xb, yb, eps_h, eps_z, recipe, last_only)
+                loss = energy(model, xb, yb, beliefs, eps_h, eps_z, last_only, recipe.nudge)
+            else:
+                hs = free_run(model, xb, eps_h)
+                if last_only:
+                    logits = model.readout(hs[:, -1], eps_z[:, -1])[0]
+                    loss = nn.functional.cross_entropy(logits, yb, reduction="sum")
+                else:
+                    logits = model.readout(hs, eps_z)[0]
+                    loss = nn.functional.cross_entropy(logits.flatten(0, 1), yb.flatten(),
+                                                       reduction="sum")
+            _update(model, opt, loss, recipe)
+    return model
+
+
+def generate(model: MetaPredictive, first: torch.Tensor, steps: int, noisy: bool,
+             gen: torch.Generator) -> torch.Tensor:
+    """Greedy generation from each letter in ``first`` (fresh noise per step, or none: the
+    mean network), ``[B, steps + 1]`` letters."""
+    n, o = model.hidden_size, model.output_size
+    out, tok = [first], first
+    h = torch.zeros(len(first), n)
+    with torch.no_grad():
+        for _ in range(steps):
+            noise = torch.randn(len(first), n + o, generator=gen) if noisy else \
+                torch.zeros(len(first), n + o)
+            y, _, h = model.step(tok, noise, h)
+            tok = y.argmax(-1)
+            out.append(tok)
+    return torch.stack(out, 1)
+
+
+def rule_accuracy(seqs: torch.Tensor) -> float:
+    """The share of transitions that follow the rule (+2 or +4 mod 26); chance is 2/26."""
+    step = (seqs[:, 1:] - seqs[:, :-1]) % LETTERS
+    return float(((step == RULE[0]) | (step == RULE[1])).float().mean())
+
+
+def toy_run(alpha: float, seed: int, method: str, recipe: Recipe) -> dict:
+    """One point of the data-load curve: ``alpha * hidden`` training sequences."""
+    data = toy_sequences()
+    rng = np.random.default_rng(seed)
+    count = max(1, int(round(alpha * recipe.hidden)))
+    chosen = torch.from_numpy(data[rng.choice(len(data), count, replace=False)])
+    torch.manual_seed(seed)
+    model = MetaPredictive(output_size=LETTERS, hidden_size=recipe.hidden, vocab=LETTERS)
+    t0 = time.perf_counter()
+    train(model, chosen[:, :-1], chosen[:, 1:], recipe, method, seed)
+    gen = torch.Generator().manual_seed(1000 + seed)
+    starts = torch.arange(LETTERS)
+    return {"alpha": alpha, "seed": seed, "method": method, "sequences": count,
+            "rule_accuracy": rule_accuracy(generate(model, starts, ROUNDS, True, gen)),
+            "rule_accuracy_mean_network": rule_accuracy(generate(model, starts, ROUNDS, False,
+                                                                 gen)),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "determinism": determinism(model)}
+
+
+def determinism(model: MetaPredictive) -> dict:
+    """Per layer: the share of weights whose variance is below ``VAR_THRESHOLD``, and the
+    median variance and pi."""
+    out = {}
+    for name, layer in model.layers.items():
+        with torch.no_grad():
+            _, var = layer.moments()
+        out[name] = {"deterministic": float((var < VAR_THRESHOLD).float().mean()),
+                     "median_variance": float(var.median()),
+                     "median_pi": float(layer.pi.detach().median())}
+    return out
+
+
+ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+PROFILES = {"quick": (0,), "full": (0, 1, 2, 3, 4)}  # seeds per point of the sweep
+
+
+def sweep(seeds, methods=("pc", "bptt"), recipe: Recipe = Recipe(), progress=True) -> list:
+    rows = []
+    for alpha in ALPHAS:
+        for method in methods:
+            for seed in seeds:
+                rows.append(toy_run(alpha, seed, method, recipe))
+                if progress:
+                    r = rows[-1]
+                    print(f"  alpha {alpha:g} {method} seed {seed}: rule accuracy "
+                          f"{r['rule_accuracy']:.3f} (mean network "
+                          f"{r['rule_accuracy_mean_network']:.3f}), {r['seconds']} s", flush=True)
+    return rows
+
+
+def summarise(rows: list) -> list:
+    out = []
+    for key in dict.fromkeys((r["alpha"], r["method"]) for r in rows):
+        acc = np.array([r["rule_accuracy"] for r in rows if (r["alpha"], r["method"]) == key])
+        mean_net = np.array([r["rule_accuracy_mean_network"] for r in rows
+                             if (r["alpha"], r["method"]) == key])
+        out.append({"alpha": key[0], "method": key[1], "seeds": len(acc),
+                    "rule_accuracy_mean": float(acc.mean()), "rule_accuracy_std": float(acc.std()),
+                    "mean_network_mean": float(mean_net.mean())})
+    return out
+
+
+def plot(summary: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for method in dict.fromkeys(s["method"] for s in summary):
+        pts = [s for s in summary if s["method"] == method]
+        ax.errorbar([s["alpha"] for s in pts], [s["rule_accuracy_mean"] for s in pts],
+                    yerr=[s["rule_accuracy_std"] for s in pts], marker="o", capsize=3,
+                    label=method)
+    ax.axhline(2 / 26, color="grey", ls="--", lw=0.8, label="chance")
+    ax.set_xscale("log")
+    ax.set_xlabel("data load alpha (training sequences / hidden neurons)")
+    ax.set_ylabel("rule accuracy of greedy generation")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    ap.add_argument("--out", type=Path, default=Path("out/paper-mpl"))
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = sweep(PROFILES[args.profile])
+    summary = summarise(rows)
+    (args.out / "toy.json").write_text(json.dumps(
+        {"profile": args.profile, "recipe": asdict(Recipe()), "summary": summary, "runs": rows},
+        indent=1) + "\n")
+    plot(summary, args.out / "toy.png")
+    for s in summary:
+        print(f"alpha {s['alpha']:g} {s['method']}: {s['rule_accuracy_mean']:.3f} +- "
+              f"{s['rule_accuracy_std']:.3f} ({s['seeds']} seeds)")
+    print(f"wrote {args.out}/toy.json, toy.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
