@@ -13,7 +13,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -101,6 +101,17 @@ paper-wave-rnn: $(STAMP)
 
 paper-wave-rnn-quick: $(STAMP)
 	$(BIN)/python -m wavedge.models.paper_wave_rnn --profile quick --out $(OUT)/paper-wave-rnn-quick
+
+# Meta predictive learning against its paper (Li, Qiu & Huang, PRE 2024): the toy language's
+# data-load sweep (alpha 0.01 to 1) by predictive coding (ours and the authors' settings) and
+# BPTT, and sequential digits (PC, BPTT, a deterministic RNN), 5 seeds (about 40 minutes);
+# toy.json, toy.png, digits.json and the weight histograms in $(OUT)/paper-mpl. The numbers in
+# docs/paper-mpl.md. The quick version: one seed (about 8 minutes).
+paper-mpl: $(STAMP)
+	$(BIN)/python -m wavedge.models.paper_mpl --profile full --out $(OUT)/paper-mpl
+
+paper-mpl-quick: $(STAMP)
+	$(BIN)/python -m wavedge.models.paper_mpl --profile quick --out $(OUT)/paper-mpl-quick
 
 # The intra-neuronal attention probe on the bundled wave-encoder (docs/probe.md): its exported
 # graph over its recording, the same from the checkpoint after each recording's first half,
