@@ -95,14 +95,18 @@ def energy(model: MetaPredictive, x, targets, beliefs, eps_h, eps_z, last_only: 
     ``nudge`` weighs the cross-entropy (the output's pull on the beliefs)."""
     prev = torch.cat([torch.zeros_like(beliefs[:, :1]), beliefs[:, :-1]], 1)
     err = beliefs - model.predict(prev, x, eps_h)[2]
-    if last_only:  # a label at the last step (sequence classification)
-        logits = model.readout(beliefs[:, -1], eps_z[:, -1])[0]
-        ce = nn.functional.cross_entropy(logits, targets, reduction="sum")
-    else:
-        logits = model.readout(beliefs, eps_z)[0]
-        ce = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
-                                         reduction="sum")
-    return 0.5 * (err * err).sum() + nudge * ce
+    return 0.5 * (err * err).sum() + nudge * readout_ce(model, beliefs, eps_z, targets,
+                                                         last_only)
+
+
+def readout_ce(model: MetaPredictive, states, eps_z, targets, last_only: bool):
+    """The cross-entropy of the readout of ``states`` ``[B, T, N]``, summed: at every step,
+    or at the last one only (a label per sequence)."""
+    if last_only:
+        logits = model.readout(states[:, -1], eps_z[:, -1])[0]
+        return nn.functional.cross_entropy(logits, targets, reduction="sum")
+    logits = model.readout(states, eps_z)[0]
+    return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
 
 
 def infer(model, x, targets, eps_h, eps_z, recipe: Recipe, last_only: bool) -> torch.Tensor:
@@ -179,14 +183,7 @@ def train(model, x, y, recipe: Recipe, method: str, seed: int, last_only: bool =
                 beliefs = infer(model, xb, yb, eps_h, eps_z, recipe, last_only)
                 loss = energy(model, xb, yb, beliefs, eps_h, eps_z, last_only, recipe.nudge)
             else:
-                hs = free_run(model, xb, eps_h)
-                if last_only:
-                    logits = model.readout(hs[:, -1], eps_z[:, -1])[0]
-                    loss = nn.functional.cross_entropy(logits, yb, reduction="sum")
-                else:
-                    logits = model.readout(hs, eps_z)[0]
-                    loss = nn.functional.cross_entropy(logits.flatten(0, 1), yb.flatten(),
-                                                       reduction="sum")
+                loss = readout_ce(model, free_run(model, xb, eps_h), eps_z, yb, last_only)
             _update(model, opt, loss, recipe)
     return model
 
