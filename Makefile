@@ -93,7 +93,7 @@ bench-sequence: $(STAMP)
 
 # The wave-encoder against its paper (Keller et al., ICLR 2024): the adding task (T=100) and the
 # copy task (paper T=10 and 30) as the authors' code defines them, the Wave-RNN against the
-# iRNN, 3 seeds (about 50 minutes here); results.json, results.md and curves.png in
+# iRNN, 3 seeds (about an hour here); results.json, results.md and curves.png in
 # $(OUT)/paper-wave-rnn. The numbers in docs/paper-wave-rnn.md. The quick version: one seed,
 # shorter budgets (about 5 minutes).
 paper-wave-rnn: $(STAMP)

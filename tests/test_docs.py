@@ -62,3 +62,18 @@ def test_own_data_page_runs_as_written(tmp_path):
     with open(tmp_path / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == raw["recording"]["samples"]
+
+
+def test_every_link_and_make_target_the_docs_name_exists():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", (ROOT / "Makefile").read_text(), re.M))
+    broken = []
+    for page in pages:
+        text = page.read_text()
+        for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" not in link and not (page.parent / link).exists():
+                broken.append(f"{page.name}: link {link}")
+        for target in re.findall(r"`make ([a-z][a-z0-9-]*)", text):
+            if target not in targets:
+                broken.append(f"{page.name}: make {target}")
+    assert not broken, broken

@@ -282,7 +282,8 @@ def _train_rnn(x_tr, y_tr, x_te, y_te, recipe: Recipe, seed: int) -> dict:
     from wavedge.models.baselines import IRNN
 
     model = IRNN(8, 10, hidden_size=recipe.hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # the spike-and-slab models' lr: at 1e-3 it reached 0.69 in 10 epochs, at 1e-2 0.88
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(recipe.epochs):
         for idx in _batches(len(x_tr), recipe.batch, gen):
