@@ -91,7 +91,7 @@ def _secrets(env_file: str | None, where: str) -> dict:
 
 
 def client(broker: Broker, clean: bool, on_connect, on_disconnect, on_message=None,
-           will: tuple[str, str] | None = None):
+           will: tuple[str, str] | None = None, on_publish=None):
     """A paho client for ``broker``, started (its network thread running, connecting in the
     background: a broker that is not up yet is retried, not an error). ``clean`` False keeps
     the broker-side session (subscriptions, QoS 1 messages queued while we are away)."""
@@ -117,6 +117,8 @@ def client(broker: Broker, clean: bool, on_connect, on_disconnect, on_message=No
     c.on_disconnect = lambda cl, userdata, flags, reason, props: on_disconnect(reason)
     if on_message is not None:
         c.on_message = lambda cl, userdata, msg: on_message(msg)
+    if on_publish is not None:  # before the network thread starts: no acknowledgement unseen
+        c.on_publish = lambda cl, userdata, mid, reason, props: on_publish(mid)
     c.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
     c.loop_start()
     return c

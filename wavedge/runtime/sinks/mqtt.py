@@ -58,8 +58,8 @@ class MqttSink:
         self.started = time.monotonic()
         self.client = client(b, clean=False, on_connect=self._on_connect,
                              on_disconnect=self._on_disconnect, on_message=self._on_message,
-                             will=(self.topics["status"], self._status("offline")))
-        self.client.on_publish = self._on_publish
+                             will=(self.topics["status"], self._status("offline")),
+                             on_publish=self._on_publish)
         self.sender = threading.Thread(target=self._send, name="mqtt-sink", daemon=True)
         self.sender.start()
 
@@ -185,7 +185,7 @@ class MqttSink:
             if reason.is_failure and not refused:
                 self.problem = f"connection lost: {reason}"
 
-    def _on_publish(self, client, userdata, mid, reason, properties) -> None:
+    def _on_publish(self, mid: int) -> None:
         with self.cond:
             if mid in self.result_mids:
                 self.result_mids.discard(mid)
