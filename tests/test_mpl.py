@@ -38,7 +38,7 @@ def test_step_equals_sequence_and_zero_noise_is_the_mean_network():
     model = MetaPredictive(output_size=7, hidden_size=16, vocab=7).eval()
     with torch.no_grad():
         model.w_rec.m.mul_(0.6)  # 100 steps of an identity ReLU recurrence would grow
-    x = torch.randint(0, 7, (2, 100))
+    x = torch.randint(0, 7, (2, 100, 1))
     noise = torch.randn(2, 100, 16 + 7)
     with torch.no_grad():
         y_seq, v_seq, h_seq = model.sequence(x, noise, *model.init_state(2))
@@ -69,7 +69,7 @@ def test_predictive_coding_at_a_small_nudge_gives_the_bptt_gradient():
         model = MetaPredictive(output_size=6, hidden_size=12, vocab=6).double()
         with torch.no_grad():
             model.w_rec.m.mul_(0.5)
-        x, y = torch.randint(0, 6, (3, 4)), torch.randint(0, 6, (3, 4))
+        x, y = torch.randint(0, 6, (3, 4, 1)), torch.randint(0, 6, (3, 4))
         eps_h = torch.zeros(3, 4, 12, dtype=torch.float64)
         eps_z = torch.zeros(3, 4, 6, dtype=torch.float64)
         params = [model.w_in.m, model.w_rec.m, model.w_out.m]
@@ -107,3 +107,37 @@ def test_predictive_coding_learns_the_rule_from_five_sequences():
     (2/26), where the authors' 100 belief steps at nudge 1 stay near it (docs/paper-mpl.md)."""
     run = mpl.toy_run(0.05, 0, "pc", mpl.Recipe())
     assert run["sequences"] == 5 and run["rule_accuracy_mean_network"] > 0.6, run
+
+
+def test_exported_mean_network_generates_the_rule_on_onnx_runtime_with_its_variance(tmp_path):
+    """Exported through the family seam with no code of its own: the step and chunk graphs
+    equal torch over a 2,048-step stream of random tokens and noise; streamed torch-free with
+    zero noise (the mean network) from each letter it generates the same letters as torch, and
+    every result carries the logits' variance."""
+    import json
+
+    from wavedge.export import export_model_dir
+    from wavedge.runtime import load_model
+
+    seqs = torch.from_numpy(mpl.toy_sequences()[np.random.default_rng(0).choice(26 * 1024, 10)])
+    torch.manual_seed(0)
+    model = MetaPredictive(output_size=26, hidden_size=100, vocab=26)
+    mpl.train(model, seqs[:, :-1, None], seqs[:, 1:], mpl.Recipe(), "bptt", 0)
+    model.annotate(labels=[chr(97 + i) for i in range(26)]).eval()
+    manifest = json.loads(export_model_dir(model, tmp_path / "mpl").read_text())
+    for f in manifest["files"]:
+        if f["graph"] in ("step", "chunk"):
+            assert f["error_vs_torch"]["error"] < 1e-4 and f["error_vs_torch"]["steps"] == 2048
+    want = mpl.generate(model, torch.arange(26), 10, False, torch.Generator())
+    streamed = []
+    for first in range(26):
+        stream, tok, row = load_model(tmp_path / "mpl").stream(), first, [first]
+        for _ in range(10):
+            r = stream.push([np.array([tok]), np.zeros(126, np.float32)])
+            tok = r.class_id
+            row.append(tok)
+        rec = r.record()
+        assert len(rec["logit_variance"]) == 26 and min(rec["logit_variance"]) >= 0
+        streamed.append(row)
+    assert torch.equal(torch.tensor(streamed), want)
+    assert mpl.rule_accuracy(want) > 0.8

@@ -56,7 +56,7 @@ class SpikeSlab(nn.Module):
 
 
 class MetaPredictive(StepModel):
-    """The spike-and-slab RNN: ``vocab`` > 0 takes tokens (int64, one-hot in the graph), else
+    """The spike-and-slab RNN: ``vocab`` > 0 takes tokens (int64 ``[1]``, one-hot in the graph), else
     ``input_size`` floats; ``output_size`` logits (with their variance) at every step."""
 
     arch = "mpl"
@@ -85,7 +85,7 @@ class MetaPredictive(StepModel):
     @property
     def signature(self) -> Signature:
         n, o = self.hidden_size, self.output_size
-        x = (InputSpec("x", (), "int64", "token", range=(0, self.vocab)) if self.vocab
+        x = (InputSpec("x", (1,), "int64", "token", range=(0, self.vocab)) if self.vocab
              else InputSpec("x", (self.input_size,)))
         sig = Signature(
             (x, InputSpec("noise", (n + o,), role="other")),
@@ -101,8 +101,9 @@ class MetaPredictive(StepModel):
     def drive(self, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The input's contribution to the pre-activation's mean and variance."""
         mu, var = self.w_in.moments()
-        if self.vocab:  # one-hot: the token's column (x^2 = x)
-            return mu.t()[x_t], var.t()[x_t]
+        if self.vocab:  # one-hot: the token's column (x^2 = x); tokens [..., 1]
+            tok = x_t[..., 0]
+            return mu.t()[tok], var.t()[tok]
         return x_t @ mu.t(), (x_t * x_t) @ var.t()
 
     def predict(self, h_prev: torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor):

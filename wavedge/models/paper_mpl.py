@@ -199,7 +199,7 @@ def generate(model: MetaPredictive, first: torch.Tensor, steps: int, noisy: bool
         for _ in range(steps):
             noise = torch.randn(len(first), n + o, generator=gen) if noisy else \
                 torch.zeros(len(first), n + o)
-            y, _, h = model.step(tok, noise, h)
+            y, _, h = model.step(tok[:, None], noise, h)
             tok = y.argmax(-1)
             out.append(tok)
     return torch.stack(out, 1)
@@ -220,7 +220,7 @@ def toy_run(alpha: float, seed: int, method: str, recipe: Recipe) -> dict:
     torch.manual_seed(seed)
     model = MetaPredictive(output_size=LETTERS, hidden_size=recipe.hidden, vocab=LETTERS)
     t0 = time.perf_counter()
-    train(model, chosen[:, :-1], chosen[:, 1:], recipe, method, seed)
+    train(model, chosen[:, :-1, None], chosen[:, 1:], recipe, method, seed)
     gen = torch.Generator().manual_seed(1000 + seed)
     starts = torch.arange(LETTERS)
     return {"alpha": alpha, "seed": seed, "method": method, "sequences": count,

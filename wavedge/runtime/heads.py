@@ -7,7 +7,7 @@ head; an output of kind ``variance`` belongs to the ``gaussian_mean`` that names
 
 | kind | record | truth |
 |---|---|---|
-| class_scores | class_id, label, score (softmax), logits | label agreement |
+| class_scores (+ variance) | class_id, label, score (softmax), logits (and logit_variance) | label agreement |
 | gaussian_mean (+ variance) | mean, variance | squared error of the mean |
 | regression, embedding, activations | the values | squared error (regression) |
 | token_logits | token, prob, top_ids, top_probs (top 5; never the whole vocabulary) | token agreement |
@@ -79,6 +79,8 @@ class ClassHead(Head):
     def __init__(self, spec, signature) -> None:
         super().__init__(spec, signature)
         self.labels = spec.labels
+        if spec.variance:  # a predictive variance of the logits rides along (e.g. mpl)
+            self.reads = (self.reads[0], self.output_names.index(spec.variance))
 
     def class_id(self, values) -> int:
         return int(values[self.reads[0]].argmax())
@@ -92,18 +94,28 @@ class ClassHead(Head):
         return float(softmax(logits.reshape(-1))[self.class_id(values)])
 
     def record(self, values) -> dict:
-        return {"class_id": self.class_id(values), "label": self.label(values),
-                "score": round(self.score(values), 6), "logits": _floats(values[self.reads[0]])}
+        out = {"class_id": self.class_id(values), "label": self.label(values),
+               "score": round(self.score(values), 6), "logits": _floats(values[self.reads[0]])}
+        if len(self.reads) > 1:
+            out["logit_variance"] = _floats(values[self.reads[1]])
+        return out
 
     def columns(self) -> list[str]:
         labels = self.labels or [str(i) for i in range(self.spec.shape[-1])]
-        return ["class_id", "label", "score", *(f"logit_{name}" for name in labels)]
+        extra = [f"logit_var_{name}" for name in labels] if len(self.reads) > 1 else []
+        return ["class_id", "label", "score", *(f"logit_{name}" for name in labels), *extra]
 
     def row(self, record: dict) -> list:
-        return [record["class_id"], record["label"], record["score"], *record["logits"]]
+        return [record["class_id"], record["label"], record["score"], *record["logits"],
+                *record.get("logit_variance", ())]
 
     def text(self, values) -> str:
-        return f"{self.label(values):<12} {self.score(values):6.3f}"
+        line = f"{self.label(values):<12} {self.score(values):6.3f}"
+        if len(self.reads) > 1:  # the predicted class's logit, with its spread
+            c = self.class_id(values)
+            sd = float(np.sqrt(max(float(values[self.reads[1]].reshape(-1)[c]), 0.0)))
+            line += f"  logit {float(values[self.reads[0]].reshape(-1)[c]):.3g}+-{sd:.2g}"
+        return line
 
     def bridge(self, values):
         return self.class_id(values), self.score(values), tuple(
