@@ -109,6 +109,15 @@ def test_predictive_coding_learns_the_rule_from_five_sequences():
     assert run["sequences"] == 5 and run["rule_accuracy_mean_network"] > 0.6, run
 
 
+def _trained_toy_model() -> MetaPredictive:
+    """BPTT on ten sequences (1.5 s): a model that stays bounded on long streams."""
+    seqs = torch.from_numpy(mpl.toy_sequences()[np.random.default_rng(0).choice(26 * 1024, 10)])
+    torch.manual_seed(0)
+    model = MetaPredictive(output_size=26, hidden_size=100, vocab=26)
+    mpl.train(model, seqs[:, :-1, None], seqs[:, 1:], mpl.Recipe(), "bptt", 0)
+    return model.annotate(labels=[chr(97 + i) for i in range(26)]).eval()
+
+
 def test_exported_mean_network_generates_the_rule_on_onnx_runtime_with_its_variance(tmp_path):
     """Exported through the family seam with no code of its own: the step and chunk graphs
     equal torch over a 2,048-step stream of random tokens and noise; streamed torch-free with
@@ -119,11 +128,7 @@ def test_exported_mean_network_generates_the_rule_on_onnx_runtime_with_its_varia
     from wavedge.export import export_model_dir
     from wavedge.runtime import load_model
 
-    seqs = torch.from_numpy(mpl.toy_sequences()[np.random.default_rng(0).choice(26 * 1024, 10)])
-    torch.manual_seed(0)
-    model = MetaPredictive(output_size=26, hidden_size=100, vocab=26)
-    mpl.train(model, seqs[:, :-1, None], seqs[:, 1:], mpl.Recipe(), "bptt", 0)
-    model.annotate(labels=[chr(97 + i) for i in range(26)]).eval()
+    model = _trained_toy_model()
     manifest = json.loads(export_model_dir(model, tmp_path / "mpl").read_text())
     for f in manifest["files"]:
         if f["graph"] in ("step", "chunk"):
@@ -141,3 +146,21 @@ def test_exported_mean_network_generates_the_rule_on_onnx_runtime_with_its_varia
         streamed.append(row)
     assert torch.equal(torch.tensor(streamed), want)
     assert mpl.rule_accuracy(want) > 0.8
+
+
+def test_a_checkpoint_round_trips_and_exports_from_the_command_line(tmp_path):
+    from conftest import run_cli
+    from wavedge.models.checkpoint import load_checkpoint, save_checkpoint
+
+    model = _trained_toy_model()
+    letters = [chr(97 + i) for i in range(26)]
+    path = save_checkpoint(tmp_path / "mpl.pt", model, {"labels": letters})
+    back = load_checkpoint(path).model
+    x, noise = torch.randint(0, 26, (2, 30, 1)), torch.randn(2, 30, 100 + 26)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x, noise)[0], model(x, noise)[0])
+    assert back.signature.outputs[0].labels == tuple(letters)
+    proc = run_cli("export", path, "--out", tmp_path / "dir")
+    assert proc.returncode == 0, proc.stderr
+    shown = run_cli("inspect", tmp_path / "dir").stdout
+    assert "input:  noise float32" in shown and "variance in y_var" in shown

@@ -6,13 +6,15 @@ from __future__ import annotations
 from wavedge.errors import CheckpointError
 from wavedge.models.base import StateSpec, StepModel
 from wavedge.models.baselines import GRU, IRNN
+from wavedge.models.mpl import MetaPredictive
 from wavedge.models.wave_rnn import WaveRNN
 
-ARCHITECTURES: dict[str, type[StepModel]] = {cls.arch: cls for cls in (WaveRNN, IRNN, GRU)}
+ARCHITECTURES: dict[str, type[StepModel]] = {cls.arch: cls for cls in (WaveRNN, IRNN, GRU,
+                                                                      MetaPredictive)}
 
 
 def build_model(arch: str, **config) -> StepModel:
-    """Build a model by architecture name (``wave_rnn``, ``irnn``, ``gru``)."""
+    """Build a model by architecture name (``wave_rnn``, ``irnn``, ``gru``, ``mpl``)."""
     try:
         cls = ARCHITECTURES[arch]
     except KeyError:
@@ -21,4 +23,5 @@ def build_model(arch: str, **config) -> StepModel:
     return cls(**config)
 
 
-__all__ = ["ARCHITECTURES", "GRU", "IRNN", "StateSpec", "StepModel", "WaveRNN", "build_model"]
+__all__ = ["ARCHITECTURES", "GRU", "IRNN", "MetaPredictive", "StateSpec", "StepModel", "WaveRNN",
+           "build_model"]
