@@ -79,8 +79,10 @@ class ClassHead(Head):
     def __init__(self, spec, signature) -> None:
         super().__init__(spec, signature)
         self.labels = spec.labels
-        if spec.variance:  # a predictive variance of the logits rides along (e.g. mpl)
-            self.reads = (self.reads[0], self.output_names.index(spec.variance))
+        # a predictive variance of the logits rides along (e.g. mpl): its output's index
+        self.var_at = self.output_names.index(spec.variance) if spec.variance else None
+        if self.var_at is not None:
+            self.reads = (self.reads[0], self.var_at)
 
     def class_id(self, values) -> int:
         return int(values[self.reads[0]].argmax())
@@ -96,13 +98,13 @@ class ClassHead(Head):
     def record(self, values) -> dict:
         out = {"class_id": self.class_id(values), "label": self.label(values),
                "score": round(self.score(values), 6), "logits": _floats(values[self.reads[0]])}
-        if len(self.reads) > 1:
-            out["logit_variance"] = _floats(values[self.reads[1]])
+        if self.var_at is not None:
+            out["logit_variance"] = _floats(values[self.var_at])
         return out
 
     def columns(self) -> list[str]:
         labels = self.labels or [str(i) for i in range(self.spec.shape[-1])]
-        extra = [f"logit_var_{name}" for name in labels] if len(self.reads) > 1 else []
+        extra = [f"logit_var_{name}" for name in labels] if self.var_at is not None else []
         return ["class_id", "label", "score", *(f"logit_{name}" for name in labels), *extra]
 
     def row(self, record: dict) -> list:
@@ -111,9 +113,9 @@ class ClassHead(Head):
 
     def text(self, values) -> str:
         line = f"{self.label(values):<12} {self.score(values):6.3f}"
-        if len(self.reads) > 1:  # the predicted class's logit, with its spread
+        if self.var_at is not None:  # the predicted class's logit, with its spread
             c = self.class_id(values)
-            sd = float(np.sqrt(max(float(values[self.reads[1]].reshape(-1)[c]), 0.0)))
+            sd = float(np.sqrt(max(float(values[self.var_at].reshape(-1)[c]), 0.0)))
             line += f"  logit {float(values[self.reads[0]].reshape(-1)[c]):.3g}+-{sd:.2g}"
         return line
 

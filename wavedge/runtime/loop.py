@@ -24,6 +24,7 @@ from wavedge.resets import ResetPolicy, Resetter
 
 LATENCY_WINDOW = 1 << 17  # percentiles over the most recent 131,072 samples
 WARN_LIMIT = 5  # warning lines per reason before going quiet (all are still counted)
+COMMANDS = ("reset", "stats")  # what a sink's ``inbox`` may carry (``_Loop._command``)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import threading
 import time
 from collections import deque
 
+from wavedge.runtime.loop import COMMANDS
 from wavedge.runtime.mqtt import COMMON_PARAMS, client, parse_broker
 from wavedge.runtime.sinks import json_text, record
 
@@ -198,7 +199,7 @@ class MqttSink:
     def _on_message(self, msg) -> None:
         try:
             command = json.loads(msg.payload.decode("utf-8"))
-            if not isinstance(command, dict) or command.get("command") not in ("reset", "stats"):
+            if not isinstance(command, dict) or command.get("command") not in COMMANDS:
                 raise ValueError
         except (ValueError, UnicodeDecodeError):
             self.reply({}, {"ok": False, "error": "expected {\"command\": \"reset\" or "
