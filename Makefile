@@ -6,6 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BUNDLED := wavedge/bundled/wave_basic_motions
+BUNDLED_MPL := wavedge/bundled/mpl_digit_rows
 OUT ?= out
 
 TFLITE_VENV ?= .venv-tflite
@@ -13,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -105,9 +106,11 @@ paper-wave-rnn-quick: $(STAMP)
 
 # Meta predictive learning against its paper (Li, Qiu & Huang, PRE 2024): the toy language's
 # data-load sweep (alpha 0.01 to 1) by predictive coding (ours and the authors' settings) and
-# BPTT, and sequential digits (PC, BPTT, a deterministic RNN), 5 seeds (about 40 minutes);
-# toy.json, toy.png, digits.json and the weight histograms in $(OUT)/paper-mpl. The numbers in
-# docs/paper-mpl.md. The quick version: one seed (about 8 minutes).
+# BPTT, sequential digits (PC, BPTT, a deterministic RNN), `wavedge train`'s recipe by PC and
+# BPTT, and the bundled model on the board (mean network against stochastic passes, int8 with
+# and without the variance path in float), 5 seeds (about 45 minutes); toy.json, toy.png,
+# digits.json, recipe.json, board.json and the weight histograms in $(OUT)/paper-mpl. The
+# numbers in docs/paper-mpl.md. The quick version: one seed (about 10 minutes).
 paper-mpl: $(STAMP)
 	$(BIN)/python -m wavedge.models.paper_mpl --profile full --out $(OUT)/paper-mpl
 
@@ -137,6 +140,14 @@ bundle: $(STAMP) $(TFLITE_STAMP)
 	$(BIN)/wavedge train --task basic_motions --arch wave_rnn --out $(BUNDLED).pt
 	$(TFLITE_VENV)/bin/wavedge export $(BUNDLED).pt --out $(BUNDLED) --recording \
 		--format onnx,tflite --precision fp32,int8
+
+# Retrain the bundled spike-and-slab RNN (meta predictive learning, by predictive coding, about
+# a minute) on the digits read a row at a time, and re-export its model directory (ONNX and
+# TFLite, fp32 and int8, chunks of 8: one digit) with the test recording (docs/paper-mpl.md).
+bundle-mpl: $(STAMP) $(TFLITE_STAMP)
+	$(BIN)/wavedge train --task digit_rows --arch mpl --quiet --out $(BUNDLED_MPL).pt
+	$(TFLITE_VENV)/bin/wavedge export $(BUNDLED_MPL).pt --out $(BUNDLED_MPL) --recording \
+		--chunk 8 --format onnx,tflite --precision fp32,int8
 
 # Remove the venv and everything generated.
 clean:

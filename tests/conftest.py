@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "wavedge" / "bundled"
 BUNDLED_MODEL = BUNDLED / "wave_basic_motions"
 BUNDLED_CHECKPOINT = BUNDLED / "wave_basic_motions.pt"
+BUNDLED_MPL = BUNDLED / "mpl_digit_rows"  # the spike-and-slab RNN (docs/paper-mpl.md)
 
 # The torch-free tier (`make test-runtime`, a board's install) has no torch: what needs it skips
 HAS_TORCH = importlib.util.find_spec("torch") is not None

@@ -8,8 +8,13 @@ from conftest import skip_module_without_torch
 
 skip_module_without_torch()
 
+import json  # noqa: E402
+
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
+
+from wavedge.errors import InputError  # noqa: E402
 
 from wavedge.models import paper_mpl as mpl  # noqa: E402
 from wavedge.models.mpl import MetaPredictive, SpikeSlab  # noqa: E402
@@ -78,8 +83,8 @@ def test_predictive_coding_at_a_small_nudge_gives_the_bptt_gradient():
             logits.flatten(0, 1), y.flatten(), reduction="sum"), params)
         nudge = 1e-3
         recipe = mpl.Recipe(inference="sgd", eta=0.2, inference_steps=800, nudge=nudge)
-        beliefs = mpl.infer(model, x, y, eps_h, eps_z, recipe, False)
-        pc = torch.autograd.grad(mpl.energy(model, x, y, beliefs, eps_h, eps_z, False, nudge),
+        beliefs = mpl.infer(model, x, y, eps_h, eps_z, recipe)
+        pc = torch.autograd.grad(mpl.energy(model, x, y, beliefs, eps_h, eps_z, None, nudge),
                                  params)
     for a, b in zip(pc, bptt):
         cos = float((a * b).sum() / (a.norm() * b.norm()))
@@ -118,27 +123,35 @@ def _trained_toy_model() -> MetaPredictive:
     return model.annotate(labels=[chr(97 + i) for i in range(26)]).eval()
 
 
-def test_exported_mean_network_generates_the_rule_on_onnx_runtime_with_its_variance(tmp_path):
-    """Exported through the family seam with no code of its own: the step and chunk graphs
-    equal torch over a 2,048-step stream of random tokens and noise; streamed torch-free with
-    zero noise (the mean network) from each letter it generates the same letters as torch, and
-    every result carries the logits' variance."""
-    import json
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    from wavedge.export import ExportOptions, export_model_dir
 
-    from wavedge.export import export_model_dir
+    # trained on 10-step sentences from reset, it generates from reset: the check stream is
+    # reset as often (every 32 steps, a chunk); never reset, its state grows past step 100
+    model = _trained_toy_model()
+    path = tmp_path_factory.mktemp("mpl") / "mpl"
+    options = ExportOptions(reset="every:32")
+    return model, path, json.loads(export_model_dir(model, path, options).read_text())
+
+
+def test_exported_mean_network_generates_the_rule_on_onnx_runtime_with_its_variance(toy_dir):
+    """Exported through the family seam with no code of its own: the step and chunk graphs
+    equal torch over a 2,048-step stream of random tokens and noise (reset every 32); streamed torch-free, the
+    noise left to the stream (zeros: the mean network), from each letter it generates the same
+    letters as torch, and every result carries the logits' variance."""
     from wavedge.runtime import load_model
 
-    model = _trained_toy_model()
-    manifest = json.loads(export_model_dir(model, tmp_path / "mpl").read_text())
+    model, path, manifest = toy_dir
     for f in manifest["files"]:
         if f["graph"] in ("step", "chunk"):
             assert f["error_vs_torch"]["error"] < 1e-4 and f["error_vs_torch"]["steps"] == 2048
     want = mpl.generate(model, torch.arange(26), 10, False, torch.Generator())
     streamed = []
     for first in range(26):
-        stream, tok, row = load_model(tmp_path / "mpl").stream(), first, [first]
+        stream, tok, row = load_model(path).stream(), first, [first]
         for _ in range(10):
-            r = stream.push([np.array([tok]), np.zeros(126, np.float32)])
+            r = stream.push(np.array([tok]))
             tok = r.class_id
             row.append(tok)
         rec = r.record()
@@ -146,6 +159,40 @@ def test_exported_mean_network_generates_the_rule_on_onnx_runtime_with_its_varia
         streamed.append(row)
     assert torch.equal(torch.tensor(streamed), want)
     assert mpl.rule_accuracy(want) > 0.8
+
+
+def test_the_stream_fills_the_noise_zero_or_seeded_and_a_sample_may_carry_it(toy_dir):
+    """noise='zero' is the mean network (the same as pushing zeros); noise='sample' draws from
+    its seed (the same seed, the same stream; another seed, another), equal to pushing those
+    draws by hand and to torch's step with them; push_chunk draws what push would."""
+    from wavedge.runtime import load_model
+
+    model, path, _ = toy_dir
+    m = load_model(path)
+    toks = np.random.default_rng(1).integers(0, 26, (40, 1))
+    zero = m.stream().push_chunk(toks).values[0]
+    explicit = m.stream().push_chunk({"x": toks, "noise": np.zeros((40, 126), np.float32)})
+    np.testing.assert_array_equal(zero, explicit.values[0])
+
+    def sampled(seed, chunk=False):
+        s = m.stream(noise="sample", seed=seed)
+        if chunk:
+            return s.push_chunk(toks).values[0]
+        return np.stack([s.push(t).values[0] for t in toks])
+
+    a, b = sampled(7), sampled(7)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - sampled(8)).max() > 1e-3 and np.abs(a - zero).max() > 1e-3
+    np.testing.assert_allclose(sampled(7, chunk=True), a, atol=1e-5)
+    draws = np.random.default_rng(7).standard_normal((40, 126), np.float32)
+    by_hand = m.stream()
+    np.testing.assert_array_equal(
+        np.stack([by_hand.push({"x": t, "noise": d}).values[0] for t, d in zip(toks, draws)]), a)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(toks)[None], torch.from_numpy(draws)[None])[0][0].numpy()
+    np.testing.assert_allclose(a, ref, atol=1e-4)
+    with pytest.raises(InputError, match="noise 'gauss' is not one of zero, sample"):
+        m.stream(noise="gauss")
 
 
 def test_a_checkpoint_round_trips_and_exports_from_the_command_line(tmp_path):
@@ -160,7 +207,71 @@ def test_a_checkpoint_round_trips_and_exports_from_the_command_line(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(back(x, noise)[0], model(x, noise)[0])
     assert back.signature.outputs[0].labels == tuple(letters)
-    proc = run_cli("export", path, "--out", tmp_path / "dir")
+    proc = run_cli("export", path, "--out", tmp_path / "dir", "--reset", "every:32")
     assert proc.returncode == 0, proc.stderr
     shown = run_cli("inspect", tmp_path / "dir").stdout
     assert "input:  noise float32" in shown and "variance in y_var" in shown
+
+
+def test_int8_onnx_keeps_the_variance_path_float():
+    """The family's policy: the three matmuls of squared activations (input, recurrent and
+    readout variances) take float operands in the bundled int8 graph; every other matmul is
+    quantised (its weight comes through a DequantizeLinear)."""
+    import onnx
+
+    from conftest import BUNDLED_MPL
+    from wavedge.export.quantize import _variance_matmuls
+
+    assert len(_variance_matmuls(BUNDLED_MPL / "model.step.onnx")) == 3
+    graph = onnx.load(str(BUNDLED_MPL / "model.step.int8.onnx")).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    kinds = []
+    for n in graph.node:
+        if n.op_type == "MatMul":
+            squared = made_by[n.input[0]].op_type == "Mul"
+            dequantised = made_by.get(n.input[1]) is not None and \
+                made_by[n.input[1]].op_type == "DequantizeLinear"
+            kinds.append((squared, dequantised))
+    assert sorted(kinds) == [(False, True)] * 3 + [(True, False)] * 3
+
+
+def test_calibration_resets_where_the_model_does():
+    """A model trained from reset calibrates on states it reaches from reset: the reader
+    resets at each recording under the policy 'recording', and carries the state without."""
+    from conftest import BUNDLED_MPL
+    from wavedge.export.quantize import StreamCalibrationReader
+    from wavedge.manifest import load_manifest
+    from wavedge.models.data import load_dataset
+    from wavedge.resets import ResetPolicy
+
+    sig = load_manifest(BUNDLED_MPL).signature
+    recs = [sig.with_noise({"x": x}, k) for k, x in enumerate(load_dataset("digit_rows").x_test[:6])]
+
+    def states(policy):
+        reader = StreamCalibrationReader(BUNDLED_MPL / "model.step.onnx", sig, recs, 1,
+                                         passes=1, stride=1, policy=policy)
+        return [np.abs(f["state_in.h"]).max() for f in reader]
+
+    reset, carried = states(ResetPolicy(recording=True)), states(ResetPolicy())
+    assert len(reset) == len(carried) == 48
+    assert all(reset[i] == 0 for i in range(0, 48, 8))
+    assert all(carried[i] > 0 for i in range(8, 48, 8))
+
+
+def test_cli_trains_it_by_predictive_coding_and_refuses_pc_for_other_families(tmp_path):
+    from conftest import assert_one_line_error, run_cli
+    from wavedge.models.checkpoint import load_checkpoint
+
+    out = tmp_path / "mpl.pt"
+    proc = run_cli("train", "--task", "digit_rows", "--arch", "mpl", "--epochs", "2",
+                   "--quiet", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    ckpt = load_checkpoint(out, expect_arch="mpl")
+    assert ckpt.meta["recipe"]["learning"] == "pc"
+    assert ckpt.meta["metrics"]["test_accuracy"] > 0.5  # 2 epochs; 10 reach 0.87-0.90
+    bad = run_cli("train", "--task", "digit_rows", "--arch", "irnn", "--learning", "pc",
+                  "--out", tmp_path / "x.pt")
+    assert_one_line_error(bad, "no recipe for task 'digit_rows' with arch 'irnn'")
+    bad = run_cli("train", "--task", "digits", "--arch", "irnn", "--learning", "pc",
+                  "--epochs", "1", "--quiet", "--out", tmp_path / "x.pt")
+    assert_one_line_error(bad, "irnn: learns by backprop only, not 'pc'")

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from conftest import skip_module_without_torch
+from conftest import assert_one_line_error, skip_module_without_torch
 
 skip_module_without_torch()
 import torch  # noqa: E402
@@ -66,4 +66,4 @@ def test_cli_train_writes_a_checkpoint(tmp_path):
 
 def test_cli_rejects_an_unknown_task():
     proc = run_cli("train", "--task", "mnist", "--out", "x.pt")
-    assert proc.returncode == 2 and "invalid choice: 'mnist'" in proc.stderr
+    assert_one_line_error(proc, "no recipe for task 'mnist' with arch 'wave_rnn'; known: ")

@@ -31,7 +31,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             args.arch)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed),
                                    ("window", args.window),
-                                   ("quant_aware_epochs", args.quant_aware_epochs))
+                                   ("quant_aware_epochs", args.quant_aware_epochs),
+                                   ("learning", args.learning))
                  if v is not None}
     if args.reset is not None:
         overrides["stream_segments"] = 1 if args.reset == "recording" else \
@@ -142,6 +143,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         what = f"{', '.join(i.channels)}" if i.channels else f"shape {list(i.shape)}"
         extra = " normalised in-graph" if i.normalise else ""
         extra += f" in [{i.range[0]}, {i.range[1]})" if i.range else ""
+        if i.role == "noise":
+            print(f"  input:  {i.name} {i.dtype} {i.role} {what}, filled by the stream "
+                  "(zeros: the mean network; `run --noise sample` draws it)")
+            continue
         print(f"  input:  {i.name} {i.dtype} {i.role} {what}{extra}, at {rate}")
     for o in sig.outputs:
         print(f"  output: {o.name} {o.kind} {list(o.shape)}"
@@ -194,7 +199,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
             f"{providers}, {model.precision}, step graph{chunk}; source {source_url}, sink "
             f"{args.sink}, policy {args.policy}, resets {resets.text()}")
-    summary = run(model.stream(args.policy), source, sink, limit=args.limit, resets=resets,
+    noise = [i.name for i in model.signature.inputs if i.role == "noise"]
+    if args.noise == "sample" and not noise:
+        raise InputError(f"--noise sample: {model.manifest.name} has no noise input (it is "
+                         "not a stochastic network)")
+    if noise:
+        line += f", noise {args.noise}" + (f" (seed {args.seed})" if args.noise == "sample"
+                                           else " (the mean network)")
+    stream = model.stream(args.policy, noise=args.noise, seed=args.seed)
+    summary = run(stream, source, sink, limit=args.limit, resets=resets,
                   signals=True, started=lambda: print(line, file=sys.stderr, flush=True))
     if summary.broken_pipe:  # `| head`: nothing more can reach stdout, not even at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -305,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(needs the export extra)",
                        description="Train a model with its default recipe; writes a checkpoint "
                                    "holding the test accuracy.")
-    p.add_argument("--task", choices=["basic_motions", "digits"],
-                   help="a bundled dataset (default basic_motions)")
+    p.add_argument("--task", help="a bundled dataset: basic_motions (default), digits, "
+                                  "digit_rows (each with its recipes, wavedge.models.train)")
     p.add_argument("--data", metavar="FILE",
                    help="train on your own labelled recordings instead: a CSV with a header, "
                         "one sample per row, a 'label' column, a sequence column splitting "
@@ -322,7 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--data: samples per training window (default: the shortest recording)")
     p.add_argument("--config", help="override the recipe's architecture arguments, as JSON "
                                     "(e.g. '{\"channels\": 8, \"ring_size\": 32}')")
-    p.add_argument("--arch", default="wave_rnn", choices=["wave_rnn", "irnn", "gru"])
+    p.add_argument("--arch", default="wave_rnn",
+                   help="wave_rnn (default), irnn, gru; mpl (the spike-and-slab RNN) on "
+                        "digit_rows")
+    p.add_argument("--learning", choices=["backprop", "pc"],
+                   help="override the recipe's learning rule: backprop (BPTT), or pc "
+                        "(predictive coding, the mpl family's default)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write (.pt)")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     p.add_argument("--quant-aware-epochs", type=int, metavar="N",
@@ -407,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="reject", choices=["reject", "hold", "zero"],
                    help="bad samples (wrong length, non-numeric, NaN/inf): reject = drop and "
                         "count, hold = repeat the last good value, zero = use 0")
+    p.add_argument("--noise", default="zero", choices=["zero", "sample"],
+                   help="a stochastic model's noise inputs: zero = the deterministic mean "
+                        "network with its variance (default, measured: docs/paper-mpl.md), "
+                        "sample = one stochastic pass, seeded by --seed")
+    p.add_argument("--seed", type=int, default=0, help="--noise sample: the seed (0)")
     p.add_argument("--reset", metavar="POLICY",
                    help="when to reset the state: never, recording (at each change of the "
                         "source's sequence column), every:N samples, gap:SECONDS between "

@@ -6,8 +6,11 @@ dtype: graph building, the parity check, both runtime backends, ``Stream`` and i
 heads, bench, the bridge. Pure Python + numpy: the board reads it without torch.
 
 - **inputs**: one tensor per step each (``shape`` per sample, no batch or time axis), with a
-  ``role`` (sensor, observation, action, token) and optional in-graph ``normalise`` (per
-  channel mean and std, the graph's first operation). Integer inputs may declare ``range``
+  ``role`` (sensor, observation, action, token, noise) and optional in-graph ``normalise``
+  (per channel mean and std, the graph's first operation). A ``noise`` input is standard
+  normal noise the model samples with (a stochastic network's draws, as an input so that
+  streams are reproducible): the stream fills it itself (zeros, the deterministic mean
+  network, unless asked to sample) and a caller may give it. Integer inputs may declare ``range``
   (``[low, high)``, e.g. a vocabulary), which the stream checks before feeding them.
 - **outputs**: one tensor per step each, with a ``kind`` the runtime has a head for
   (``OUTPUT_KINDS``). A Gaussian prediction is two outputs: ``gaussian_mean`` naming its
@@ -28,7 +31,7 @@ import numpy as np
 from wavedge.errors import ManifestError
 
 DTYPES = ("float32", "int32", "int64", "bool")
-INPUT_ROLES = ("sensor", "observation", "action", "token", "other")
+INPUT_ROLES = ("sensor", "observation", "action", "token", "noise", "other")
 OUTPUT_KINDS = ("class_scores", "gaussian_mean", "variance", "regression", "token_logits",
                 "embedding", "activations")
 
@@ -171,7 +174,24 @@ class Signature:
     @property
     def sensor(self) -> InputSpec | None:
         """The first float input (what the line-oriented sources feed), or None."""
-        return next((i for i in self.inputs if i.dtype == "float32"), None)
+        return next((i for i in self.fed if i.dtype == "float32"), None)
+
+    @property
+    def fed(self) -> tuple[InputSpec, ...]:
+        """The inputs a sample carries: all but the ``noise`` inputs, which the stream fills."""
+        return tuple(i for i in self.inputs if i.role != "noise")
+
+    def with_noise(self, recording: dict, seed: int = 0) -> dict:
+        """``recording`` (``{input name: [T, *shape]}``) with every ``noise`` input it lacks
+        drawn standard normal (seeded): what a check or a calibration streams, so that the
+        graphs' noise paths are exercised, not only the mean network."""
+        missing = [i for i in self.inputs if i.role == "noise" and i.name not in recording]
+        if not missing:
+            return recording
+        steps = len(next(iter(recording.values())))
+        rng = np.random.default_rng(seed)
+        return {**recording, **{i.name: rng.standard_normal((steps, *i.shape)).astype(
+            np.float32) for i in missing}}
 
     def with_annotations(self, channels=None, labels=None, mean=None, std=None,
                          sample_rate_hz=None) -> "Signature":

@@ -71,8 +71,10 @@ def check_stream(recordings: list[Stream], steps: int, multiple_of: int,
         recordings = [{n: r[n][:len(r[n]) // multiple_of * multiple_of] for n in names}
                       for r in recordings if len(r[names[0]]) >= multiple_of]
         if not recordings:
+            shortest = min(len(r[names[0]]) for r in recordings)
             raise ExportError(f"every held-out recording is shorter than a chunk of "
-                              f"{multiple_of}, so none can be checked from reset")
+                              f"{multiple_of}, so none can be checked from reset (the shortest "
+                              f"has {shortest} samples: --chunk {shortest})")
         if policy.every:
             policy = replace(policy, every=max(multiple_of,
                                                policy.every // multiple_of * multiple_of))
@@ -105,6 +107,9 @@ def _as_torch(signature: Signature, stream: Stream) -> list[torch.Tensor]:
 
     out = []
     for spec in signature.inputs:
+        if spec.role == "noise" and spec.name not in stream:  # as the runtime: the mean network
+            out.append(torch.zeros(1, len(next(iter(stream.values()))), *spec.shape))
+            continue
         x = torch.from_numpy(np.asarray(stream[spec.name], spec.dtype)).to(TORCH_DTYPES[spec.dtype])
         if spec.normalise is not None:
             x = (x - torch.tensor(spec.normalise.mean)) / torch.tensor(spec.normalise.std)

@@ -32,7 +32,7 @@ GRAPHS = ("step", "chunk", "identity")
 class _Graph(nn.Module):
     def __init__(self, model: StepModel) -> None:
         super().__init__()
-        self.model = model
+        self.model = model.for_export()
         sig = model.signature
         self.n_inputs = len(sig.inputs)
         self.norm = [i.normalise is not None for i in sig.inputs]

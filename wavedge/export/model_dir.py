@@ -102,7 +102,7 @@ def guarded(sig, task: Task, options: ExportOptions, maxima: dict):
     inputs = []
     for spec in sig.inputs:
         bounds = spec.bounds
-        if spec.dtype == "float32" and bounds is None:
+        if spec.dtype == "float32" and bounds is None and spec.role != "noise":
             rows = [r[spec.name].reshape(-1, spec.shape[-1]) for r in
                     (*task.calibration, *task.held_out)]
             bounds = _parse_bounds(options.input_bounds, spec, np.concatenate(rows),
@@ -192,21 +192,25 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
     sig.check(f"{type(ckpt.model).__name__}.signature")
     task = task or default_task(ckpt, options.check_steps)
     resets = reset_policy(ckpt, options)
-    stream = check_stream(task.held_out, options.check_steps, options.chunk_samples, resets)
+    # a stochastic model's noise inputs drawn, so that the check and the calibration cover
+    # the graphs' noise paths (the quality gate runs the default stream: zero noise)
+    stream = check_stream([sig.with_noise(r, k) for k, r in enumerate(task.held_out)],
+                          options.check_steps, options.chunk_samples, resets)
     ref = torch_reference(ckpt.model, stream)
     maxima: dict = {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
     calibration: dict = {}
-    recordings = (f"{task.description}", task.calibration)
+    recordings = (task.calibration_description or task.description,
+                  [sig.with_noise(r, 10_000 + k) for k, r in enumerate(task.calibration)])
     if options.calibration is not None and "int8" in options.precisions:
-        if sig.sensor is None or len(sig.inputs) != 1:
+        if sig.sensor is None or len(sig.fed) != 1:
             raise InputError("--calibration files serve models with one float input; give "
                              "a task with calibration recordings instead")
         name = sig.inputs[0].name
-        cal = [{name: r} for r in load_recordings(options.calibration, _channels(sig),
-                                                     sig.sample_rate_hz)]
+        files = load_recordings(options.calibration, _channels(sig), sig.sample_rate_hz)
+        cal = [sig.with_noise({name: r}, 10_000 + k) for k, r in enumerate(files)]
         cal_path, _ = split_spec(options.calibration)
         recordings = (f"{cal_path.name} (sha256 {sha256_of(cal_path)[:16]})", cal)
     policy = ckpt.model.quant_policy()
@@ -232,7 +236,7 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
                 if "int8" in options.precisions and (fmt == "onnx" or graph == "step"
                                                      or policy.tflite_chunk):
                     files.append(_int8_entry(ckpt, path, fmt, graph, samples, recordings,
-                                             stream, ref, options, calibration))
+                                             stream, ref, options, calibration, resets))
             # the backend's per-call floor for this signature, for `wavedge bench`
             path = tmp / f"bench.identity.{fmt}"
             if fmt == "onnx":
@@ -267,7 +271,8 @@ def _channels(sig) -> tuple[str, ...]:
 
 
 def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, recordings: tuple,
-                stream, ref, options: ExportOptions, calibration: dict) -> dict:
+                stream, ref, options: ExportOptions, calibration: dict,
+                resets: ResetPolicy) -> dict:
     """Quantise one fp32 graph as ``options.quant`` and the family's policy say, calibrated on
     ``recordings`` (name, recordings: the task's or the user's file) streamed with the state
     carried (the int8 ONNX chunk graph: the int8 step graph in a ``Scan``; the int8 TFLite
@@ -286,7 +291,8 @@ def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, recor
         if fmt == "tflite" or quant.method == "static":
             name, recs = recordings
             reader = StreamCalibrationReader(fp32_path, sig, recs, samples,
-                                             quant.calibration_passes, quant.calibration_stride)
+                                             quant.calibration_passes, quant.calibration_stride,
+                                             policy=resets)
             calibration.setdefault("data", f"{name} ({len(recs)} recordings)")
             calibration.setdefault(f"{graph}_graph", reader.description)
         if fmt == "tflite":
@@ -296,6 +302,10 @@ def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, recor
             quantize_onnx(fp32_path, out, reader, quant, policy)
             description = quant.describe_onnx(policy)
     err = compare(sig, *run_graph(out, FORMATS[fmt], sig, stream, samples), *ref)
+    if not np.isfinite(err.error):
+        bad = [name for name, e in err.tensors.items() if not np.isfinite(e)]
+        raise ExportError(f"{out.name}: the int8 graph's {', '.join(bad)} are not finite on "
+                          f"the check stream ({err.steps} steps); nothing written")
     entry = _file_entry(out, fmt, graph, samples, err.to_json(),
                         _onnx_opset(out) if fmt == "onnx" else None, precision="int8")
     entry["size_vs_fp32"] = round(out.stat().st_size / fp32_path.stat().st_size, 3)
@@ -446,7 +456,7 @@ def write_recording(path: Path, task: Task, sig) -> dict:
     """Write the task's held-out recordings, raw, as CSV: ``sequence,label,<channels...>``,
     one row per sample, recordings back to back (a class-score task with one float input).
     Returns the manifest's ``recording`` entry."""
-    if not isinstance(task, ClassificationTask) or len(sig.inputs) != 1:
+    if not isinstance(task, ClassificationTask) or len(sig.fed) != 1:
         raise InputError("--recording writes a class-score task's recordings of one float "
                          "input; this model or task has none")
     labels = sig.output(task.output).labels

@@ -101,12 +101,20 @@ class QuantOptions:
                     "weights": f"{self.onnx_weight_type()} ({self._granularity(policy)})",
                     "ops": self.onnx_op_types(policy),
                     "activations": "quantised to uint8 on the fly at every call; the "
-                                   "recurrence's state in fp32"}
+                                   "recurrence's state in fp32", **self._kept_float(policy)}
         act = "int16, symmetric" if self.activation_bits == 16 else "uint8"
-        return {"tool": "onnxruntime.quantization (static)", "format": self.quant_format,
-                "weights": f"{self.onnx_weight_type()} ({self._granularity(policy)})",
-                "ops": self.onnx_op_types(policy), "activations": f"{act}, the float state "
-                "included", "io": "float (quantised inside the graph)"}
+        out = {"tool": "onnxruntime.quantization (static)", "format": self.quant_format,
+               "weights": f"{self.onnx_weight_type()} ({self._granularity(policy)})",
+               "ops": self.onnx_op_types(policy), "activations": f"{act}, the float state "
+               "included", "io": "float (quantised inside the graph)"}
+        return {**out, **self._kept_float(policy)}
+
+    @staticmethod
+    def _kept_float(policy) -> dict:
+        if policy is None or not policy.float_variance:
+            return {}
+        return {"float": "the variance path: the matmuls of squared activations and what "
+                         "follows them (the family's policy, measured: docs/paper-mpl.md)"}
 
     def _granularity(self, policy=None) -> str:
         ops = policy.per_channel_ops if policy is not None else ()
@@ -134,11 +142,15 @@ class StreamCalibrationReader:
     any lengths, raw units; a list of ``[T, D]`` arrays or an ``[N, T, D]`` array for a model
     with one input; see ``load_recordings`` for files) concatenated in shuffled order,
     ``passes`` times, run through the fp32 graph at ``fp32_path`` with its state carried
-    throughout; every ``stride``-th call's inputs are kept. For a chunk graph,
-    ``samples_per_call`` samples go in per call."""
+    throughout, or reset where the model's reset ``policy`` says (as the parity check's
+    stream, ``check.check_stream``: a model trained from reset reaches states on endless
+    streams that it never sees on a board, and would calibrate on them); every ``stride``-th
+    call's inputs are kept. For a chunk graph, ``samples_per_call`` samples go in per call."""
 
     def __init__(self, fp32_path: Path, signature, recordings, samples_per_call: int = 1,
-                 passes: int = 2, stride: int = 2, seed: int = 0) -> None:
+                 passes: int = 2, stride: int = 2, seed: int = 0, policy=None) -> None:
+        from wavedge.export.check import check_stream
+        from wavedge.resets import ResetPolicy
         from wavedge.runtime.model import load_checked_graph
 
         recordings = _as_recordings(signature, recordings)
@@ -149,15 +161,18 @@ class StreamCalibrationReader:
         for buf, spec in zip(runner.state, signature.state):
             buf[...] = spec.reset_array(1)
         names = [t.name for t in graph.inputs]
-        rng = np.random.default_rng(seed)
-        order = np.concatenate([rng.permutation(len(recordings)) for _ in range(passes)])
         k = samples_per_call
         inputs = [i.name for i in signature.inputs]
-        stream = {n: np.concatenate([recordings[i][n] for i in order]) for n in inputs}
-        total = len(stream[inputs[0]]) // k * k
         lengths = sorted({len(r[inputs[0]]) for r in recordings})
+        steps = passes * sum(len(r[inputs[0]]) for r in recordings) // k * k
+        policy = policy or ResetPolicy()
+        stream = check_stream(recordings, steps, k, policy, seed)
+        total, starts = len(stream[inputs[0]]), set(stream.starts)
         self.feeds: list[dict] = []
         for n, i in enumerate(range(0, total, k)):
+            if i in starts:
+                for buf, spec in zip(runner.state, signature.state):
+                    buf[...] = spec.reset_array(1)
             for buf, name in zip(runner.inputs, inputs):
                 buf[...] = stream[name][i:i + k].reshape(buf.shape)
             if n % stride == 0:
@@ -170,8 +185,9 @@ class StreamCalibrationReader:
                                       else f"{lengths[0]}-{lengths[-1]}"),
             "passes": passes, "stream_samples": int(total), "feeds": len(self.feeds),
             "stride": stride, "seed": seed,
-            "how": "recordings concatenated in shuffled order, state carried throughout, "
-                   "the fp32 graph's own state fed back"}
+            "how": "recordings concatenated in shuffled order, the fp32 graph's own state fed "
+                   "back, " + ("carried throughout" if not (policy.recording or policy.every)
+                               else f"reset as the model's policy says ({policy.text()})")}
         self._it = iter(self.feeds)
 
     def get_next(self) -> dict | None:
@@ -223,12 +239,15 @@ def quantize_onnx(fp32_path: Path, out_path: Path, reader: StreamCalibrationRead
     options.validate()
     weight = QuantType.QUInt8 if options.onnx_weight_type() == "quint8" else QuantType.QInt8
     ops = options.onnx_op_types(policy)
+    exclude = _variance_matmuls(fp32_path) if policy is not None and policy.float_variance \
+        else []
     try:
         with _quiet_quantiser():
             if options.method == "dynamic":
                 quantize_dynamic(str(fp32_path), str(out_path), weight_type=weight,
                                  per_channel=options.per_channel == "all",
-                                 reduce_range=options.reduce_range, op_types_to_quantize=ops)
+                                 reduce_range=options.reduce_range, op_types_to_quantize=ops,
+                                 nodes_to_exclude=exclude)
             else:
                 if reader is None:
                     raise ExportError("static quantisation needs calibration recordings")
@@ -247,6 +266,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, reader: StreamCalibrationRead
                                 reduce_range=options.reduce_range,
                                 activation_type=QuantType.QInt16 if sixteen else QuantType.QUInt8,
                                 weight_type=weight, op_types_to_quantize=ops,
+                                nodes_to_exclude=exclude,
                                 calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
         proto = onnx.load(str(out_path))
         shorten_names(proto)
@@ -258,6 +278,17 @@ def quantize_onnx(fp32_path: Path, out_path: Path, reader: StreamCalibrationRead
         raise ExportError(f"{fp32_path.name}: int8 quantisation failed: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     return out_path
+
+
+def _variance_matmuls(path: Path) -> list[str]:
+    """The MatMul nodes whose activation is a square ``Mul(a, a)``: a mean-field network's
+    variance path (``E[w^2]``-weighted squares), which int8 rounds to zero or below."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    squares = {n.output[0] for n in graph.node
+               if n.op_type == "Mul" and len(n.input) == 2 and n.input[0] == n.input[1]}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] in squares]
 
 
 def _weights_of(path: Path, op_types: tuple[str, ...]) -> list[str]:

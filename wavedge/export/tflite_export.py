@@ -152,7 +152,9 @@ def quantize_tflite(fp32_path: Path, out_path: Path, reader: StreamCalibrationRe
             "activations": f"int{activation_bits}", "io": f"int{activation_bits}",
             "state": ("state in, state out and the sum that makes the new state share one "
                       "scale: carry the integers as they are") if policy.tie_states else
-                     "each tensor its own scale"}
+                     "each tensor its own scale",
+            **({"variance": "in int16 too: full-integer TFLite keeps no float path (ONNX "
+                            "int8 keeps it float)"} if policy.float_variance else {})}
 
 
 def _tie_state_ranges(qsvs: dict, fp32_path: Path, states: list[str]) -> dict:

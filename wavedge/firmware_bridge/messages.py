@@ -14,8 +14,9 @@
 PREDICTION carries any output head (``PREDICTION_KINDS``; ``wavedge.runtime.heads`` fills it):
 class scores (index = class, score = probability, values = logits), a Gaussian (values = the
 means then the variances), regression, embedding or activations (values as they are), tokens
-(index = the top token id, score = its probability, values = the top-5 probabilities). RESULT
-stays the message for class scores.
+(index = the top token id, score = its probability, values = the top-5 probabilities), class
+scores with their predictive variance (kind 7: index = class, score = probability, values = the
+logits then their variances). RESULT stays the message for class scores without a variance.
 
 ``SCHEMA_HASH`` is the CRC-32 of this table's canonical form (``SCHEMA``); HELLO carries it so
 a host and a board built from different schemas notice at the handshake. The C library
@@ -36,7 +37,7 @@ SCHEMA = ("wavedge-bridge/1;HELLO=1:<BIHI;RESULT=2:<BIIHfB+f*;SENSOR=3:<BIBB+f*;
 SCHEMA_HASH = crc32(SCHEMA.encode())
 MAX_VECTOR = 32  # floats in a RESULT's optional vector and a PREDICTION's values
 PREDICTION_KINDS = {"class_scores": 1, "gaussian_mean": 2, "regression": 3, "token_logits": 4,
-                    "embedding": 5, "activations": 6}
+                    "embedding": 5, "activations": 6, "class_scores_variance": 7}
 
 
 class MsgType(IntEnum):

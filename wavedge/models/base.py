@@ -8,7 +8,8 @@ docs/own-model.md), in the order of the model's ``signature`` (``wavedge.signatu
 - ``init_state(batch)``: the reset state, built from the signature's state specs (their
   dtypes and reset values honoured).
 - ``forward(*inputs)``: ``sequence`` from the reset state, the outputs only (one tensor when
-  the model has one output).
+  the model has one output); a stochastic model's ``noise`` inputs may be left out (drawn in
+  training mode, zero in eval mode).
 
 Invariant, tested for every model: T calls of ``step`` equal ``sequence`` over the T samples.
 
@@ -39,10 +40,12 @@ class QuantPolicy:
     rest per tensor); ``op_types``: ops to quantise (() = Conv, Gemm, MatMul); ``tie_states``:
     each float state's recurrence shares one range in TFLite (carry the integers as they
     are); ``tflite_chunk``: write an int8 TFLite chunk graph too; ``description``: the weights'
-    granularity in words, for the manifest."""
+    granularity in words, for the manifest; ``float_variance``: the matmuls of squared
+    activations (a mean-field network's variance path) stay float in int8 ONNX."""
 
     per_channel_ops: tuple[str, ...] = ()
     op_types: tuple[str, ...] = ()
+    float_variance: bool = False
     tie_states: bool = True
     tflite_chunk: bool = False
     description: str = "int8, per tensor"
@@ -92,6 +95,12 @@ class StepModel(nn.Module):
                             if v is not None}
         return self
 
+    def for_export(self) -> "StepModel":
+        """The module the graphs are traced from (default: this one); a family whose trained
+        parameters are not what the step reads (distributions, say) returns a copy that reads
+        constants."""
+        return self
+
     def quant_policy(self) -> QuantPolicy:
         return QuantPolicy()
 
@@ -127,9 +136,47 @@ class StepModel(nn.Module):
         return (*outputs, *state)
 
     def forward(self, *inputs: torch.Tensor):
+        """``sequence`` from reset over the inputs a sample carries (``Signature.fed``), or
+        over every input. Noise inputs not given are drawn standard normal in training mode
+        (a stochastic network trains through its noisy pass) and zero in eval mode (the mean
+        network, as a stream runs it by default)."""
+        sig = self.signature
+        if len(inputs) == len(sig.fed) < len(sig.inputs):
+            given = iter(inputs)
+            lead = inputs[0].shape[:2]
+            inputs = tuple(next(given) if i.role != "noise" else
+                           (torch.randn if self.training else torch.zeros)(
+                               *lead, *i.shape, device=inputs[0].device)
+                           for i in sig.inputs)
         outs = self.sequence(*inputs, *self.init_state(inputs[0].shape[0]))
         n = len(self.signature.outputs)
         return outs[0] if n == 1 else outs[:n]
+
+    def scores(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The first output over the sequence from reset (a classifier's logits)."""
+        out = self(*inputs)
+        return out if isinstance(out, torch.Tensor) else out[0]
+
+    # -- training hooks (wavedge.models.train; a family overrides what its learning needs) ---
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                      learning: str = "backprop", gen: torch.Generator | None = None):
+        """The loss of one batch (inputs ``[B, T, D]``, per-step targets ``[B, T]``, the steps
+        that count ``[B, T]``), whose gradient the recipe's optimiser follows: cross-entropy
+        through the whole sequence (``backprop``) unless the family learns otherwise."""
+        if learning != "backprop":
+            from wavedge.errors import InputError
+
+            raise InputError(f"{self.arch or type(self).__name__}: learns by backprop only, "
+                             f"not {learning!r}")
+        logits = self.scores(x)
+        return nn.functional.cross_entropy(logits[mask], y[mask])
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The optimiser's parameter groups at learning rate ``lr``."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
+    def after_update(self) -> None:
+        """Called after every optimiser step (a family's constraints, clamped)."""
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -20,7 +20,8 @@ def baselines(checkpoint: Path, threads: int = 1) -> tuple:
     from wavedge.models.checkpoint import load_checkpoint
     from wavedge.runtime.bench import Baseline
 
-    model = load_checkpoint(checkpoint).model
+    # the moments' constants where the family has them: what the exported graphs compute
+    model = load_checkpoint(checkpoint).model.for_export()
     torch.set_num_threads(threads)
     sig = model.signature
 
@@ -33,8 +34,11 @@ def baselines(checkpoint: Path, threads: int = 1) -> tuple:
             inv = (1.0 / np.asarray(norm.std if norm else 1.0)).astype(np.float32)
             prep.append((spec.name, TORCH_DTYPES[spec.dtype], norm is not None, mean, inv))
 
-        def step(sample):
-            values = sample if isinstance(sample, dict) else {sig.inputs[0].name: sample}
+        noise = {i.name: np.zeros(i.shape, np.float32) for i in sig.inputs if i.role == "noise"}
+
+        def step(sample):  # as Stream.push: the noise zero (the mean network) unless given
+            values = {**noise, **(sample if isinstance(sample, dict)
+                                  else {sig.fed[0].name: sample})}
             xs = [torch.from_numpy(((values[n] - m) * inv) if normed else
                                    np.asarray(values[n]))[None].to(dt)
                   for n, dt, normed, m, inv in prep]

@@ -5,6 +5,7 @@ and the user's own recordings (``recordings_dataset``), of any lengths, as lists
   watch, 6 channels x 100 samples at 10 Hz, 4 activities, 40 train / 40 test recordings.
 - ``digits``: scikit-learn's 8x8 digits read as a sequence, one pixel per step (64 steps, one
   channel), the small cousin of sequential MNIST; a stratified 75/25 split with a fixed seed.
+- ``digit_rows``: the same digits a row at a time (8 steps of 8 pixels).
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ def digits(seed: int = 0) -> Dataset:
     )
 
 
+def digit_rows(seed: int = 0) -> Dataset:
+    """``digits`` read a row at a time: 8 steps of 8 pixels (0-16), the small cousin of the
+    28-row MNIST sequences of the meta-predictive-learning paper; the same split."""
+    d = digits(seed)
+    return Dataset(
+        name="digit_rows", x_train=np.ascontiguousarray(d.x_train.reshape(-1, 8, 8)),
+        y_train=d.y_train, x_test=np.ascontiguousarray(d.x_test.reshape(-1, 8, 8)),
+        y_test=d.y_test, labels=d.labels, channels=tuple(f"col{i}" for i in range(8)),
+        sample_rate_hz=None,
+        description="scikit-learn 8x8 digits, one row of 8 pixels (0-16) per step, 8 steps; "
+                    f"stratified 75/25 split, seed {seed}")
+
+
 def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Dataset:
     """The user's labelled recordings (a table, ``wavedge.recordings``: ``FILE?column keys``)
     as a dataset: every column but the sequence, time and label columns is a channel (or
@@ -125,7 +139,7 @@ def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Da
                 "validation": [str(recs[i].key) for i in test]})
 
 
-DATASETS = {"basic_motions": basic_motions, "digits": digits}
+DATASETS = {"basic_motions": basic_motions, "digits": digits, "digit_rows": digit_rows}
 
 
 def load_dataset(name: str) -> Dataset:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wavedge.models.mpl import MetaPredictive
+from wavedge.models.mpl import MetaPredictive, energy, free_run, readout_ce, relax
 
 LETTERS = 26
 RULE = (2, 4)  # the toy language: the next letter is the current one + 2 or + 4 (mod 26)
@@ -74,86 +74,27 @@ def toy_sequences() -> np.ndarray:
 
 
 def noise_for(model: MetaPredictive, batch: int, steps: int, gen: torch.Generator):
-    n, o = model.hidden_size, model.output_size
-    return (torch.randn(batch, steps, n, generator=gen),
-            torch.randn(batch, steps, o, generator=gen))
+    return model.noise_for(batch, steps, gen)
 
 
-def free_run(model: MetaPredictive, x: torch.Tensor, eps_h: torch.Tensor) -> torch.Tensor:
-    """The noisy forward pass: every step's ``h_t``, ``[B, T, N]`` (the beliefs' start)."""
-    h = torch.zeros_like(eps_h[:, 0])
-    hs = []
-    for t in range(x.shape[1]):
-        h = model.predict(h, x[:, t], eps_h[:, t])[2]
-        hs.append(h)
-    return torch.stack(hs, 1)
+def _mask(y: torch.Tensor, steps: int, last_only: bool):
+    """Per-step targets ``[B, T]`` and the steps that count: every one, or the last (a label
+    per sequence)."""
+    if not last_only:
+        return y, None
+    mask = torch.zeros(len(y), steps, dtype=torch.bool)
+    mask[:, -1] = True
+    return y[:, None].expand(-1, steps), mask
 
 
-def energy(model: MetaPredictive, x, targets, beliefs, eps_h, eps_z, last_only: bool,
-           nudge: float = 1.0):
-    """``F`` summed over the batch (each sequence's beliefs see only their own terms);
-    ``nudge`` weighs the cross-entropy (the output's pull on the beliefs)."""
-    prev = torch.cat([torch.zeros_like(beliefs[:, :1]), beliefs[:, :-1]], 1)
-    err = beliefs - model.predict(prev, x, eps_h)[2]
-    return 0.5 * (err * err).sum() + nudge * readout_ce(model, beliefs, eps_z, targets,
-                                                         last_only)
-
-
-def readout_ce(model: MetaPredictive, states, eps_z, targets, last_only: bool):
-    """The cross-entropy of the readout of ``states`` ``[B, T, N]``, summed: at every step,
-    or at the last one only (a label per sequence)."""
-    if last_only:
-        logits = model.readout(states[:, -1], eps_z[:, -1])[0]
-        return nn.functional.cross_entropy(logits, targets, reduction="sum")
-    logits = model.readout(states, eps_z)[0]
-    return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
-
-
-def infer(model, x, targets, eps_h, eps_z, recipe: Recipe, last_only: bool) -> torch.Tensor:
-    """Relax the beliefs with the weights fixed; returns them (detached)."""
-    with torch.no_grad():
-        beliefs = free_run(model, x, eps_h)
-
-    def f(b):
-        return energy(model, x, targets, b, eps_h, eps_z, last_only, recipe.nudge)
-
-    if recipe.inference == "lbfgs":
-        return _relax_lbfgs(f, beliefs, recipe.inference_steps)
-    for _ in range(recipe.inference_steps):
-        beliefs.requires_grad_(True)
-        (g,) = torch.autograd.grad(f(beliefs), beliefs)
-        if not torch.isfinite(g).all():  # diverged: keep the last finite beliefs
-            break
-        beliefs = (beliefs - recipe.eta * g).detach()
-    return beliefs.detach()
-
-
-def _relax_lbfgs(f, beliefs: torch.Tensor, steps: int) -> torch.Tensor:
-    # the energy is badly conditioned (ReLU, the variance's square roots, 10 chained steps):
-    # 200 plain gradient steps left the update at cosine 0.5 to its equilibrium value, where
-    # 300 L-BFGS iterations reach 0.94 (measured on the toy model at init)
-    b = beliefs.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([b], lr=1, max_iter=steps, history_size=20,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-9,
-                            tolerance_change=1e-12)
-
-    def closure():
-        opt.zero_grad()
-        value = f(b)
-        value.backward(inputs=[b])
-        return value
-
-    opt.step(closure)
-    return b.detach()
+def infer(model, x, targets, eps_h, eps_z, recipe: Recipe, mask=None) -> torch.Tensor:
+    """Relax the beliefs with the weights fixed, as ``recipe`` says; returns them (detached)."""
+    return relax(model, x, targets, eps_h, eps_z, mask, recipe.inference,
+                 recipe.inference_steps, recipe.eta, recipe.nudge)
 
 
 def optimiser(model: MetaPredictive, recipe: Recipe) -> torch.optim.Optimizer:
-    # m lives on the n_in-times scale of mu (mu = m / n_in): its step is scaled alike
-    groups = [{"params": [layer.m], "lr": recipe.lr * layer.n_in}
-              for layer in model.layers.values()]
-    groups += [{"params": [layer.pi, layer.xi], "lr": recipe.lr}
-               for layer in model.layers.values()]
-    return torch.optim.Adam(groups)
+    return torch.optim.Adam(model.param_groups(recipe.lr))
 
 
 def _update(model, opt, loss, recipe: Recipe) -> None:
@@ -177,13 +118,14 @@ def train(model, x, y, recipe: Recipe, method: str, seed: int, last_only: bool =
     opt = optimiser(model, recipe)
     for _ in range(recipe.epochs):
         for idx in _batches(len(x), recipe.batch, gen):
-            xb, yb = x[idx], y[idx]
+            xb = x[idx]
+            yb, mask = _mask(y[idx], xb.shape[1], last_only)
             eps_h, eps_z = noise_for(model, len(idx), xb.shape[1], gen)
             if method == "pc":
-                beliefs = infer(model, xb, yb, eps_h, eps_z, recipe, last_only)
-                loss = energy(model, xb, yb, beliefs, eps_h, eps_z, last_only, recipe.nudge)
+                beliefs = infer(model, xb, yb, eps_h, eps_z, recipe, mask)
+                loss = energy(model, xb, yb, beliefs, eps_h, eps_z, mask, recipe.nudge)
             else:
-                loss = readout_ce(model, free_run(model, xb, eps_h), eps_z, yb, last_only)
+                loss = readout_ce(model, free_run(model, xb, eps_h), eps_z, yb, mask)
             _update(model, opt, loss, recipe)
     return model
 
@@ -392,10 +334,150 @@ def _digits(seeds, out: Path, progress: bool) -> list:
     return runs
 
 
+BUNDLED_MPL = Path(__file__).resolve().parents[1] / "bundled" / "mpl_digit_rows"
+ECE_BINS = 15
+
+
+def calibration(p: np.ndarray, y: np.ndarray) -> dict:
+    """Accuracy, negative log-likelihood and expected calibration error (``ECE_BINS``
+    equal-width confidence bins) of class probabilities ``p`` ``[N, C]``."""
+    conf, hit = p.max(1), p.argmax(1) == y
+    ece = 0.0
+    edges = np.linspace(0, 1, ECE_BINS + 1)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        k = (conf > lo) & (conf <= hi)
+        if k.any():
+            ece += k.mean() * abs(hit[k].mean() - conf[k].mean())
+    return {"accuracy": float(hit.mean()),
+            "nll": float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean()), "ece": float(ece)}
+
+
+def _auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties half."""
+    a, b = score[positive][:, None], score[~positive][None, :]
+    return float((a > b).mean() + 0.5 * (a == b).mean())
+
+
+def board(model_dir: Path = BUNDLED_MPL, seeds=(0, 1, 2, 3, 4), mc: int = 20) -> dict:
+    """The two ways the exported model can run on a board, through the runtime (ONNX Runtime,
+    torch-free) on its recording, each recording from reset, scored at its last row: the mean
+    network (zero noise) with its variance beside it, and one stochastic pass (``noise=
+    "sample"``, per seed); with, for reference, the average of ``mc`` stochastic passes (not
+    one pass) and the mean network's logits scaled by their variance (probit:
+    ``mu / sqrt(1 + pi var / 8)``). And whether the variance flags the errors: the AUROC of
+    error detection by the predicted class's logit variance against by ``1 - max prob``."""
+    from wavedge.recordings import load_table
+    from wavedge.runtime import load_model
+    from wavedge.runtime.heads import softmax
+
+    model = load_model(model_dir)
+    recs = load_table(model_dir / "recording.csv", model.manifest.channels, "recording").recordings
+    labels = list(model.manifest.labels)
+    y = np.array([labels.index(r.truth[-1]) for r in recs])
+
+    def last_rows(noise: str, seed=None):
+        stream, out = model.stream(noise=noise, seed=seed), []
+        for r in recs:
+            stream.reset()
+            res = stream.push_chunk(r.x)
+            out.append([v[-1] for v in res.values])
+        return [np.array(v) for v in zip(*out)]
+
+    mu, var = last_rows("zero")
+    passes = [calibration(softmax(last_rows("sample", s)[0]), y) for s in seeds]
+    mean_mc = np.mean([softmax(last_rows("sample", 1000 + s)[0]) for s in range(mc)], 0)
+    c = mu.argmax(1)
+    wrong = c != y
+    spread = {k: [p[k] for p in passes] for k in passes[0]}
+    return {"model": str(model_dir.name), "recordings": len(recs),
+            "mean_network": calibration(softmax(mu), y),
+            "mean_network_probit": calibration(softmax(mu / np.sqrt(1 + np.pi * var / 8)), y),
+            "one_stochastic_pass": {"seeds": list(seeds), "runs": passes,
+                                    **{f"{k}_mean": float(np.mean(v)) for k, v in spread.items()},
+                                    **{f"{k}_std": float(np.std(v)) for k, v in spread.items()}},
+            f"average_of_{mc}_passes": calibration(mean_mc, y),
+            "error_detection_auroc": {
+                "errors": int(wrong.sum()),
+                "one_minus_max_probability": _auroc(1 - softmax(mu).max(1), wrong),
+                "predicted_logit_variance": _auroc(var[np.arange(len(y)), c], wrong)}}
+
+
+def int8_variance(checkpoint: Path = BUNDLED_MPL.with_suffix(".pt"), calls: int = 3000,
+                  repeats: int = 7) -> dict:
+    """The int8 ONNX step graph of ``checkpoint`` with the variance path quantised too against
+    kept float (the family's policy), beside the fp32 graph: each one's error against torch
+    per tensor on the export's check stream (noise drawn), its accuracy on the held-out digits
+    (the mean network), its size, and its time per call in ONNX Runtime (one thread; the
+    median of ``repeats`` rounds of ``calls`` calls, the three graphs interleaved)."""
+    import tempfile
+    import time as _time
+    from dataclasses import replace
+
+    import onnxruntime as ort
+
+    from wavedge.export import ExportOptions, export_model_dir
+    from wavedge.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    policy = ckpt.model.quant_policy()
+    out, graphs = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for keep in (False, True):
+            name = "variance_float" if keep else "variance_int8"
+            ckpt.model.quant_policy = lambda keep=keep: replace(policy, float_variance=keep)
+            raw = json.loads(export_model_dir(ckpt, Path(tmp) / name, ExportOptions(
+                chunk_samples=8, precisions=("fp32", "int8"))).read_text())
+            (f,) = [f for f in raw["files"] if f["path"] == "model.step.int8.onnx"]
+            out[name] = {"error_vs_torch": f["error_vs_torch"]["tensors"],
+                         "accuracy": f["accuracy"]["test"],
+                         "torch_fp32": f["accuracy"]["torch_fp32"], "bytes": f["size_bytes"]}
+            graphs[name] = Path(tmp) / name / "model.step.int8.onnx"
+        graphs["fp32"] = Path(tmp) / "variance_float" / "model.step.onnx"
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        sessions = {k: ort.InferenceSession(str(p), so) for k, p in graphs.items()}
+        sig = ckpt.model.signature
+        feed = {name: np.zeros(shape, dtype) for name, shape, dtype in sig.graph_io()[0]}
+        times: dict = {k: [] for k in sessions}
+        for _ in range(repeats):
+            for k, sess in sessions.items():
+                t0 = _time.perf_counter_ns()
+                for _ in range(calls):
+                    sess.run(None, feed)
+                times[k].append((_time.perf_counter_ns() - t0) / calls / 1000)
+    for k, v in times.items():
+        out.setdefault(k, {})["us_per_call"] = float(np.median(v))
+    out["timing"] = (f"onnxruntime {ort.__version__}, 1 thread, median of {repeats} rounds of "
+                     f"{calls} calls, the graphs interleaved")
+    return out
+
+
+def recipe_runs(seeds) -> list:
+    """``wavedge train``'s recipe for the family (digit rows standardised per column, AdamW
+    with cosine decay, ``wavedge.models.train``) by predictive coding and by BPTT: the test
+    accuracy of the mean network at the last row, per seed."""
+    from dataclasses import replace
+
+    from wavedge.models.train import default_recipe, train as train_recipe
+
+    runs = []
+    for learning in ("pc", "backprop"):
+        for seed in seeds:
+            recipe = replace(default_recipe("digit_rows", "mpl"), learning=learning, seed=seed)
+            _, meta = train_recipe(recipe, progress=False)
+            m = meta["metrics"]
+            runs.append({"learning": learning, "seed": seed, "test_accuracy": m["test_accuracy"],
+                         "seconds": m["train_seconds"]})
+            print(f"  recipe {learning} seed {seed}: test accuracy {m['test_accuracy']:.3f}, "
+                  f"{m['train_seconds']} s", flush=True)
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    ap.add_argument("--part", choices=("toy", "digits", "all"), default="all")
+    ap.add_argument("--part", choices=("toy", "digits", "recipe", "board", "all"),
+                    default="all")
     ap.add_argument("--out", type=Path, default=Path("out/paper-mpl"))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -417,6 +499,29 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "digits.json").write_text(json.dumps(
             {"profile": args.profile, "recipe": asdict(DIGITS_RECIPE), "runs": runs},
             indent=1) + "\n")
+    if args.part in ("recipe", "all"):
+        from wavedge.models.train import default_recipe
+
+        runs = recipe_runs(seeds)
+        (args.out / "recipe.json").write_text(json.dumps(
+            {"profile": args.profile, "recipe": asdict(default_recipe("digit_rows", "mpl")),
+             "runs": runs}, indent=1) + "\n")
+    if args.part in ("board", "all"):
+        result = {**board(), "int8": int8_variance()}
+        (args.out / "board.json").write_text(json.dumps(result, indent=1) + "\n")
+        for name in ("variance_int8", "variance_float"):
+            r = result["int8"][name]
+            print(f"board int8 ({name}): error vs torch {r['error_vs_torch']}, accuracy "
+                  f"{r['accuracy']:.4f} (torch {r['torch_fp32']:.4f}), {r['bytes']} bytes, "
+                  f"{r['us_per_call']:.1f} us per call (fp32 "
+                  f"{result['int8']['fp32']['us_per_call']:.1f})")
+        for name in ("mean_network", "mean_network_probit", "average_of_20_passes"):
+            r = result[name]
+            print(f"board {name}: accuracy {r['accuracy']:.4f}, nll {r['nll']:.4f}, ece "
+                  f"{r['ece']:.4f}")
+        one = result["one_stochastic_pass"]
+        print(f"board one stochastic pass: accuracy {one['accuracy_mean']:.4f} +- "
+              f"{one['accuracy_std']:.4f}, nll {one['nll_mean']:.4f}, ece {one['ece_mean']:.4f}")
     print(f"wrote {args.out}")
     return 0
 

@@ -35,6 +35,7 @@ class Task:
     calibration: list[dict]
     metric: str | None = None
     higher_is_better: bool = True
+    calibration_description: str = ""  # what ``calibration`` is, for the manifest
     targets: list = field(default_factory=list)  # one per held-out recording
 
     def score(self, outputs: list[dict[str, np.ndarray]]) -> float:
@@ -76,6 +77,7 @@ def classification_task(data, input_name: str = "x", output_name: str = "y") -> 
         "prediction at the last sample of each recording, from reset",
         held_out=[{input_name: x} for x in data.x_test],
         calibration=[{input_name: x} for x in data.x_train],
+        calibration_description=f"{data.name} training split",
         targets=[int(y) for y in data.y_test], output=output_name)
 
 
@@ -111,7 +113,9 @@ def recordings_task(spec: str | Path, signature: Signature,
     common = dict(name=path.stem, held_out=[{sensor.name: r.x} for r in held],
                   calibration=[{sensor.name: r.x} for r in calib],
                   description=f"{path.name}: {len(held)} recording(s)"
-                              + (" held out" if keys is not None else ""))
+                              + (" held out" if keys is not None else ""),
+                  calibration_description=f"{path.name}: {len(calib)} recording(s)"
+                                          + (" not held out" if calib is not held else ""))
     if not targets:
         labels = list(head.labels) or [str(i) for i in range(head.shape[-1])]
         unknown = sorted({r.truth[-1] for r in held} - set(labels))

@@ -52,6 +52,9 @@ class Recipe:
     quant_aware_epochs: int = 0
     quant_aware_lr: float = 3e-4
     seed: int = 0
+    # how the family learns (StepModel.training_loss): "backprop" for every family, "pc"
+    # (predictive coding) for the spike-and-slab RNN
+    learning: str = "backprop"
     # recordings of unequal length are trained on random windows of this many samples (None:
     # the shortest training recording); equal-length recordings are used whole
     window: int | None = None
@@ -75,6 +78,11 @@ RECIPES: dict[tuple[str, str], Recipe] = {
                                stream_segments=2),
     ("digits", "gru"): Recipe("digits", "gru", {"hidden_size": 128}, epochs=30, batch_size=32,
                               loss_from=1.0, weight_decay=0.0, stream_segments=2),
+    # the spike-and-slab RNN learns by predictive coding (the paper's local rule); Adam at the
+    # paper experiments' lr 0.01, no weight decay on (m, pi, xi), trained from reset as there
+    ("digit_rows", "mpl"): Recipe("digit_rows", "mpl", {"hidden_size": 100}, epochs=10,
+                                  batch_size=100, lr=1e-2, weight_decay=0.0, clip_norm=10.0,
+                                  loss_from=1.0, learning="pc"),
 }
 # the user's own recordings (`wavedge train --data`): the BasicMotions recipes, which train on
 # a few dozen short recordings; 10 int8-aware epochs (without them a 2,000-parameter Wave-RNN
@@ -147,10 +155,10 @@ def stream_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor, repeats:
     order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(repeats)])
     if isinstance(x, list):
         ends = np.cumsum([len(x[i]) for i in order]) - 1
-        logits = model(torch.cat([x[i] for i in order])[None])[0, ends]
+        logits = model.scores(torch.cat([x[i] for i in order])[None])[0, ends]
         return int((logits.argmax(-1) == y[order]).sum()) / len(order)
     t = x.shape[1]
-    logits = model(x[order].reshape(1, -1, x.shape[-1]))[0, t - 1::t]
+    logits = model.scores(x[order].reshape(1, -1, x.shape[-1]))[0, t - 1::t]
     return int((logits.argmax(-1) == y[order]).sum()) / len(order)
 
 
@@ -159,8 +167,9 @@ def final_step_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor) -> f
     """Fraction of sequences whose prediction at the last step is the true class."""
     model.eval()
     if isinstance(x, list):
-        return sum(int(model(xi[None])[0, -1].argmax() == yi) for xi, yi in zip(x, y)) / len(y)
-    return int((model(x)[:, -1].argmax(-1) == y).sum()) / len(y)
+        return sum(int(model.scores(xi[None])[0, -1].argmax() == yi)
+                   for xi, yi in zip(x, y)) / len(y)
+    return int((model.scores(x)[:, -1].argmax(-1) == y).sum()) / len(y)
 
 
 def _fit(model: StepModel, recipe: Recipe, x_tr, y_tr: torch.Tensor, t0: int,
@@ -169,10 +178,9 @@ def _fit(model: StepModel, recipe: Recipe, x_tr, y_tr: torch.Tensor, t0: int,
     """``epochs`` of AdamW (cosine decay to 0 when the recipe says so) on random streams."""
     from tqdm.auto import tqdm
 
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.weight_decay)
+    opt = torch.optim.AdamW(model.param_groups(lr), lr=lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) \
         if recipe.cosine else None
-    loss_fn = nn.CrossEntropyLoss()
     bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch")
     steps_per_epoch = -(-len(x_tr) // recipe.batch_size)
     for _ in bar:
@@ -184,13 +192,13 @@ def _fit(model: StepModel, recipe: Recipe, x_tr, y_tr: torch.Tensor, t0: int,
             if recipe.input_noise > 0:
                 xb = xb + recipe.input_noise * torch.randn(xb.shape, generator=gen)
             with parametrize.cached():  # int8-grid weights: rounded once per batch, not per step
-                logits = model(xb)
-            loss = loss_fn(logits[mask], yb[mask])
+                loss = model.training_loss(xb, yb, mask, recipe.learning, gen)
             opt.zero_grad()
             loss.backward()
             if recipe.clip_norm > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_norm)
             opt.step()
+            model.after_update()
             total += loss.item()
         if sched is not None:
             sched.step()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from wavedge.models.data import DATASETS
 from wavedge.models.train import RECIPES, train
 
 
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for (task, arch), recipe in sorted(RECIPES.items()):
-        if args.only and f"{task}/{arch}" not in args.only:
+        # the "recordings" recipes are for the user's own data (wavedge train --data)
+        if task not in DATASETS or (args.only and f"{task}/{arch}" not in args.only):
             continue
         _, meta = train(recipe, out=args.out / f"{task}-{arch}.pt")
         m = meta["metrics"]

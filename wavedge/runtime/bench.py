@@ -123,8 +123,10 @@ class _Samples:
     """Generated inputs, cycled: ``[k]`` is one sample as ``push`` takes it."""
 
     def __init__(self, signature, n: int = DATA_SAMPLES) -> None:
-        self.arrays = signature.example_inputs(n)
-        self.names = [i.name for i in signature.inputs]
+        # what a caller pushes: the inputs a sample carries (a stochastic model's noise is the
+        # stream's own, zeros by default)
+        self.names = [i.name for i in signature.fed]
+        self.arrays = {k: v for k, v in signature.example_inputs(n).items() if k in self.names}
         self.n = n
         self.single = self.arrays[self.names[0]] if len(self.names) == 1 else None
 

@@ -21,9 +21,6 @@ from wavedge.errors import ManifestError
 from wavedge.signature import OutputSpec, Signature
 
 TOP_K = 5
-# bridge PREDICTION kinds (wavedge.firmware_bridge.messages.PREDICTION_KINDS mirrors them)
-BRIDGE_KIND = {"class_scores": 1, "gaussian_mean": 2, "regression": 3, "token_logits": 4,
-               "embedding": 5, "activations": 6}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -60,6 +57,11 @@ class Head:
         v = np.asarray(values[self.reads[0]]).reshape(-1)
         more = f" ... ({v.size} values)" if v.size > 4 else ""
         return f"{self.name} " + " ".join(f"{a:.4g}" for a in v[:4]) + more
+
+    @property
+    def bridge_kind(self) -> str:
+        """The PREDICTION frame's kind (``firmware_bridge.messages.PREDICTION_KINDS``)."""
+        return self.spec.kind
 
     def bridge(self, values: list[np.ndarray]) -> tuple[int, float, tuple[float, ...]]:
         """(index, score, vector) of a PREDICTION frame."""
@@ -119,9 +121,18 @@ class ClassHead(Head):
             line += f"  logit {float(values[self.reads[0]].reshape(-1)[c]):.3g}+-{sd:.2g}"
         return line
 
+    @property
+    def bridge_kind(self) -> str:
+        return "class_scores_variance" if self.var_at is not None else self.kind
+
     def bridge(self, values):
+        """(class, probability, the logits and, when the model declares it, their
+        variances)."""
         return self.class_id(values), self.score(values), tuple(
-            float(a) for a in values[self.reads[0]].reshape(-1))
+            float(a) for k in self.reads for a in values[k].reshape(-1))
+
+    def bridge_floats(self) -> int:
+        return len(self.reads) * int(np.prod(self.spec.shape))
 
     def score_truth(self, values, truth: str):
         return self.label(values) == truth

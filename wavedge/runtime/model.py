@@ -36,12 +36,14 @@ class Model:
     def labels(self) -> tuple[str, ...]:
         return self.manifest.labels
 
-    def stream(self, policy: str = "reject", guards: bool = True):
+    def stream(self, policy: str = "reject", guards: bool = True, noise: str = "zero",
+               seed: int | None = None):
         """A new stream from the reset state; ``policy`` for bad samples: reject, hold, zero;
-        ``guards`` False skips the input bounds and state health checks (for measuring them)."""
+        ``guards`` False skips the input bounds and state health checks (for measuring them);
+        ``noise``, ``seed``: how a stochastic model's noise inputs are filled (``Stream``)."""
         from wavedge.runtime.stream import Stream
 
-        return Stream(self, policy, guards)
+        return Stream(self, policy, guards, noise, seed)
 
 
 def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32",

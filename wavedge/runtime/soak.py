@@ -54,7 +54,7 @@ def soak_backend(model_dir: Path, backend: str, samples: int, window: int, seed:
     streams = {p: load_model(model_dir, backend, p).stream() for p in precisions}
     sig = manifest.signature
     data = sig.example_inputs(max(window, 4096), seed)
-    names = [i.name for i in sig.inputs]
+    names = [i.name for i in sig.fed]
     n_data = len(data[names[0]])
     rows = [dict(zip(names, vals)) for vals in zip(*(data[n] for n in names))]
     feed = [r[names[0]] if len(names) == 1 else r for r in rows]

@@ -16,6 +16,12 @@ declared range:
 - ``hold``: bad values are replaced by the last accepted sample's (a whole wrong-length sample
   by the last sample); before any sample was accepted, by the channel means (0 for integers).
 - ``zero``: bad values are replaced by 0.
+
+A model with a ``noise`` input (a stochastic network's standard normal draws,
+``wavedge.signature``) is fed it by the stream: zeros (``noise="zero"``, the default: the
+deterministic mean network) or draws from a generator seeded by ``seed`` (``noise="sample"``,
+one stochastic pass; the same seed gives the same stream, and ``push_chunk`` draws what the
+same samples pushed one by one would). A sample may also carry it, by name, to replay noise.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from wavedge.runtime.heads import ClassHead, GaussianHead, Head, heads_for, soft
 from wavedge.runtime.model import Model
 
 POLICIES = ("reject", "hold", "zero")
+NOISE = ("zero", "sample")  # how a stream fills a model's noise inputs
 # how often a stream compares its float state with the manifest's limit: two reductions over
 # the bundled model's 1,024 state values cost 3 us, a third of a LiteRT push, so every 32nd
 # (a non-finite state is caught at once, by its output)
@@ -160,9 +167,12 @@ class Results:
 class Stream:
     """One stream's state over a shared ``Model``. Not thread-safe: one stream per thread."""
 
-    def __init__(self, model: Model, policy: str = "reject", guards: bool = True) -> None:
+    def __init__(self, model: Model, policy: str = "reject", guards: bool = True,
+                 noise: str = "zero", seed: int | None = None) -> None:
         if policy not in POLICIES:
             raise InputError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
+        if noise not in NOISE:
+            raise InputError(f"noise {noise!r} is not one of {', '.join(NOISE)}")
         sig = model.signature
         self.model, self.policy, self.signature = model, policy, sig
         self.heads = heads_for(sig)
@@ -175,7 +185,12 @@ class Stream:
         # views on the step graph's bound input buffers (they hold the last accepted sample)
         self._xs = [b.reshape(i.shape) for b, i in zip(self._step.inputs, sig.inputs)]
         self._x = self._xs[0]
-        self._fast = (len(sig.inputs) == 1 and sig.inputs[0].dtype == "float32")
+        self._fed = sig.fed
+        self._noise = [k for k, i in enumerate(sig.inputs) if i.role == "noise"]
+        self._rng = np.random.default_rng(seed) if noise == "sample" and self._noise else None
+        self._noise_given = False
+        self._fast = (self._fed[:1] == sig.inputs[:1] and len(self._fed) == 1
+                      and sig.inputs[0].dtype == "float32")
         self._shape = self._shapes[0]
         self._first_fill = [np.asarray(i.normalise.mean, i.dtype).reshape(i.shape)
                             if i.normalise is not None else np.zeros(i.shape, i.dtype)
@@ -286,10 +301,18 @@ class Stream:
             # the common case, checked in plain Python floats (a numpy reduction over six
             # values costs more than the rest of the push)
             self._x[...] = sample
+            if self._rng is not None or self._noise_given:
+                self._noise_given = False
+                for k in self._noise:
+                    self._xs[k][...] = self._draw(k)
         else:
-            accepted = [self._accept(k, v, problem) for k, v in enumerate(self._split(sample))]
+            values = self._split(sample)
+            accepted = [self._accept(k, v, problem) if v is not None else self._draw(k)
+                        for k, v in enumerate(values)]
             for x, v in zip(self._xs, accepted):
                 x[...] = v
+            # the buffers hold given noise: the next fast push must not reuse it
+            self._noise_given = any(values[k] is not None for k in self._noise)
         values = self._run_step()
         step = self.steps
         self.steps += 1
@@ -306,28 +329,39 @@ class Stream:
         return math.isfinite(sum(vals)) and all(map(operator.le, b[0], vals)) \
             and all(map(operator.le, vals, b[1]))
 
+    def _draw(self, k: int, rows: int | None = None) -> np.ndarray:
+        """Noise input ``k``'s values for one sample (or ``rows`` of them): zeros, or draws."""
+        shape = self._shapes[k] if rows is None else (rows, *self._shapes[k])
+        if self._rng is None:
+            return np.zeros(shape, np.float32)
+        return self._rng.standard_normal(shape, np.float32)
+
     def _split(self, sample) -> list:
-        """The per-input values of one sample (a mapping by name, a tuple, or the value)."""
-        specs = self._specs
-        if len(specs) == 1:
-            return [sample[specs[0].name] if isinstance(sample, dict) else sample]
+        """The per-input values of one sample (a mapping by name, a tuple, or the value);
+        None for a noise input the sample does not carry (the stream fills it)."""
+        specs, fed = self._specs, self._fed
+        if len(fed) == 1 and not isinstance(sample, dict):
+            return [sample if i is fed[0] else None for i in specs]
         if isinstance(sample, dict):
-            missing = [i.name for i in specs if i.name not in sample]
+            missing = [i.name for i in fed if i.name not in sample]
             if missing:
-                self.stats.dropped["wrong_shape"] += 1
-                self._last_drop = "wrong_shape"
-                raise InputError(f"step {self.steps}: sample lacks input(s) {missing}")
-            return [sample[i.name] for i in specs]
-        if not isinstance(sample, (tuple, list)) or len(sample) != len(specs):
-            self.stats.dropped["wrong_shape"] += 1
-            self._last_drop = "wrong_shape"
-            raise InputError(f"step {self.steps}: the model takes {len(specs)} inputs "
-                             f"({', '.join(i.name for i in specs)}): push a dict or a tuple")
-        return list(sample)
+                self._wrong_shape(f"sample lacks input(s) {missing}")
+            return [sample.get(i.name) for i in specs]
+        if isinstance(sample, (tuple, list)) and len(sample) in (len(specs), len(fed)):
+            given = dict(zip([i.name for i in (specs if len(sample) == len(specs) else fed)],
+                             sample))
+            return [given.get(i.name) for i in specs]
+        self._wrong_shape(f"the model takes {len(fed)} inputs "
+                          f"({', '.join(i.name for i in fed)}): push a dict or a tuple")
+
+    def _wrong_shape(self, message: str):
+        self.stats.dropped["wrong_shape"] += 1
+        self._last_drop = "wrong_shape"
+        raise InputError(f"step {self.steps}: {message}")
 
     def _accept(self, k: int, value, problem: str | None) -> np.ndarray:
         spec, shape = self._specs[k], self._shapes[k]
-        where = f"input {spec.name!r}: " if len(self._specs) > 1 else ""
+        where = f"input {spec.name!r}: " if len(self._fed) > 1 else ""
         if problem is not None:
             x = np.asarray(value, dtype=np.float32).reshape(-1)
             usable = (x, np.isfinite(x)) if x.size == spec.size else None
@@ -390,7 +424,8 @@ class Stream:
         still run, in order) rather than raising, so a bad row never costs the good ones.
         """
         xs = self._filter_rows(self._chunk_inputs(samples))
-        n = len(xs[0])
+        n = len(next(x for x in xs if x is not None))
+        xs = [x if x is not None else self._draw(k, n) for k, x in enumerate(xs)]
         outs = [np.empty((n, *o.shape), o.dtype) for o in self.signature.outputs]
         kept = np.ones(n, bool)  # rows that poison the state even from reset are dropped
         i = 0
@@ -441,20 +476,24 @@ class Stream:
             for out, y in zip(outs, values):
                 out[j] = y
 
-    def _chunk_inputs(self, samples) -> list[np.ndarray]:
-        specs = self._specs
+    def _chunk_inputs(self, samples) -> list:
+        """One ``[N, *shape]`` array per input, None for a noise input not given."""
+        specs, fed = self._specs, self._fed
         if isinstance(samples, dict):
-            missing = [i.name for i in specs if i.name not in samples]
+            missing = [i.name for i in fed if i.name not in samples]
             if missing:
                 raise InputError(f"push_chunk: samples lack input(s) {missing}")
-            raw = [samples[i.name] for i in specs]
-        elif len(specs) == 1:
-            raw = [samples]
+            raw = [samples.get(i.name) for i in specs]
+        elif len(fed) == 1:
+            raw = [samples if i is fed[0] else None for i in specs]
         else:
-            raise InputError(f"push_chunk: the model takes {len(specs)} inputs "
-                             f"({', '.join(i.name for i in specs)}): pass a dict of arrays")
+            raise InputError(f"push_chunk: the model takes {len(fed)} inputs "
+                             f"({', '.join(i.name for i in fed)}): pass a dict of arrays")
         xs = []
         for spec, shape, r in zip(specs, self._shapes, raw):
+            if r is None:
+                xs.append(None)
+                continue
             try:
                 x = np.asarray(r, dtype=np.float32 if spec.dtype == "float32" else None)
             except (TypeError, ValueError):
@@ -464,30 +503,43 @@ class Stream:
                 raise InputError(f"push_chunk: expected shape (N, {', '.join(map(str, shape))})"
                                  f"{which}, got {x.shape}")
             xs.append(x)
-        if len({len(x) for x in xs}) != 1:
+        if len({len(x) for x in xs if x is not None}) != 1:
             raise InputError("push_chunk: inputs of different lengths "
-                             f"{[len(x) for x in xs]}")
+                             f"{[len(x) for x in xs if x is not None]}")
         return xs
 
-    def _filter_rows(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        oks = [self._ok_values(spec, x, b) for spec, x, b in zip(self._specs, xs, self._bounds)]
+    def _filter_rows(self, xs: list) -> list:
+        """The given inputs' rows under the policy (None, a noise input left to the stream,
+        stays None)."""
+        given = [k for k, x in enumerate(xs) if x is not None]
+        if len(given) == len(xs):
+            return self._filter_given(xs, self._specs, self._bounds, self._xs)
+        kept = self._filter_given([xs[k] for k in given], [self._specs[k] for k in given],
+                                  [self._bounds[k] for k in given], [self._xs[k] for k in given])
+        out = [None] * len(xs)
+        for k, x in zip(given, kept):
+            out[k] = x
+        return out
+
+    def _filter_given(self, xs: list, specs: list, bounds: list, lasts: list) -> list:
+        oks = [self._ok_values(spec, x, b) for spec, x, b in zip(specs, xs, bounds)]
         bad = np.zeros(len(xs[0]), bool)
         nonfinite = np.zeros(len(xs[0]), bool)
-        for ok, x, spec in zip(oks, xs, self._specs):
+        for ok, x, spec in zip(oks, xs, specs):
             bad |= ~ok.reshape(len(ok), -1).all(axis=1)
             if spec.dtype == "float32":
                 nonfinite |= ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
         if not bad.any():
-            return [x.astype(spec.dtype, copy=False) for spec, x in zip(self._specs, xs)]
-        floats = all(s.dtype == "float32" for s in self._specs)
+            return [x.astype(spec.dtype, copy=False) for spec, x in zip(specs, xs)]
+        floats = all(s.dtype == "float32" for s in specs)
         counts = self.stats.dropped if self.policy == "reject" else self.stats.repaired
         counts["non_finite" if floats else "bad_value"] += int((bad & nonfinite).sum())
         counts["out_of_range"] += int((bad & ~nonfinite).sum())
         counts += Counter()  # drop zero counts
         if self.policy == "reject":
-            return [x[~bad].astype(spec.dtype, copy=False) for spec, x in zip(self._specs, xs)]
+            return [x[~bad].astype(spec.dtype, copy=False) for spec, x in zip(specs, xs)]
         out = []
-        for x, ok, last, spec in zip(xs, oks, self._xs, self._specs):
+        for x, ok, last, spec in zip(xs, oks, lasts, specs):
             x = x.copy()
             for r in np.flatnonzero(bad):  # rows in order, so 'hold' carries the last good
                 if self.policy == "hold":

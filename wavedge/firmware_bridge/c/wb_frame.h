@@ -118,7 +118,7 @@ typedef struct {
 
 /* PREDICTION: any output head; kind 1 class scores, 2 Gaussian (means then variances),
  * 3 regression, 4 tokens (index = top id, values = top-5 probabilities), 5 embedding,
- * 6 activations */
+ * 6 activations, 7 class scores with their variance (values = logits then variances) */
 typedef struct {
     uint8_t stream_id;
     uint32_t step;

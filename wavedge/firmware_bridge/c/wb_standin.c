@@ -6,6 +6,7 @@
  * master side of a pseudo-terminal): answers HELLO with its own HELLO (schema hash, max
  * payload, boot id), acknowledges every COMMAND, and prints one line per RESULT it decodes:
  *   RESULT seq=<seq> stream=<s> step=<n> class=<c> score=<f> vector=<n floats>
+ *   PREDICTION seq=<seq> stream=<s> step=<n> kind=<k> index=<i> score=<f> values=<n> ...
  * On hang-up or end of input it prints its decoder statistics and exits 0.
  */
 #define _DEFAULT_SOURCE /* cfmakeraw */
@@ -56,6 +57,19 @@ static void handle(int fd, const wb_frame_t *f, uint32_t boot_id, uint16_t *seq)
                    r.vector_len);
         } else {
             printf("RESULT seq=%u malformed payload of %u bytes\n", f->seq, f->payload_len);
+        }
+    } else if (f->type == WB_PREDICTION) {
+        wb_prediction_t p;
+        if (wb_prediction_unpack(f->payload, f->payload_len, &p)) {
+            /* the last value: a class-with-variance frame's last class's variance */
+            printf("PREDICTION seq=%u stream=%u step=%lu kind=%u index=%lu score=%.4f "
+                   "values=%u first=%.6g last=%.6g\n", f->seq, p.stream_id,
+                   (unsigned long)p.step, p.kind, (unsigned long)p.index, (double)p.score,
+                   p.n_values, p.n_values ? (double)p.values[0] : 0.0,
+                   p.n_values ? (double)p.values[p.n_values - 1] : 0.0);
+        } else {
+            printf("PREDICTION seq=%u malformed payload of %u bytes\n", f->seq,
+                   f->payload_len);
         }
     }
     fflush(stdout);

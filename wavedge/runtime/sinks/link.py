@@ -2,8 +2,9 @@
 over the bridge (PORT: a device path or any pyserial URL). The handshake runs at open; a board
 with another schema is refused, at open and after every reconnect. Frames go through the link's
 bounded send queue (``queue``, 256 frames, drop-oldest), written by its own thread: a hung
-board never slows inference, and the summary counts what was not sent. Class scores go as RESULT frames (``vector=1`` adds the logits);
-every other output head as a kind-tagged PREDICTION frame (a Gaussian's means and variances,
+board never slows inference, and the summary counts what was not sent. Class scores go as
+RESULT frames (``vector=1`` adds the logits); every other output head as a kind-tagged
+PREDICTION frame (a Gaussian's means and variances, class scores with their predictive variance,
 the top tokens...). A head whose values cannot fit a frame is refused when the sink opens."""
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class LinkSink:
         self.stream_id = url.get("stream", 0, int, (0, 255))  # one byte in RESULT
         self.vector = bool(url.get("vector", 0, int, (0, 1)))
         head = heads_for(manifest.signature)[0]
-        self._classes = isinstance(head, ClassHead)
+        # class scores go as RESULT frames, unless they carry a variance (PREDICTION, kind 7)
+        self._classes = isinstance(head, ClassHead) and head.bridge_kind == head.kind
         floats = head.bridge_floats() if (self.vector or not self._classes) else 0
         if floats > MAX_VECTOR:
             raise InputError(f"{url.text}: output {head.name!r} ({head.spec.kind}) needs "
@@ -39,7 +41,7 @@ class LinkSink:
             raise InputError(f"{url.text}: {head.spec.shape[-1]} classes do not fit RESULT's "
                              "16-bit class id")
         self._head, self._result, self._prediction = head, Result, Prediction
-        self._kind = PREDICTION_KINDS[head.spec.kind]
+        self._kind = PREDICTION_KINDS[head.bridge_kind]
         self.link = connect(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE),
                             send_queue=url.get("queue", 256, int, (1, 1 << 20)))
         self._t0 = time.monotonic()
