@@ -275,3 +275,27 @@ def test_cli_trains_it_by_predictive_coding_and_refuses_pc_for_other_families(tm
     bad = run_cli("train", "--task", "digits", "--arch", "irnn", "--learning", "pc",
                   "--epochs", "1", "--quiet", "--out", tmp_path / "x.pt")
     assert_one_line_error(bad, "irnn: learns by backprop only, not 'pc'")
+
+
+def test_tflite_and_int8_exports_equal_torch_over_long_streams(tmp_path):
+    """Needs the tflite extra (litert-torch: `make bundle-mpl` builds .venv-tflite). The bundled
+    checkpoint to TFLite, fp32 and int8: fp32 step and chunk graphs equal torch over 2,048 steps
+    with drawn noise; the full-integer step graph is recorded, says its variance is int16, and
+    keeps the mean network's accuracy within the gate."""
+    pytest.importorskip("litert_torch")
+    from conftest import BUNDLED_MPL
+    from wavedge.export import ExportOptions, export_model_dir
+    from wavedge.manifest import load_manifest
+    from wavedge.models.checkpoint import load_checkpoint
+
+    out = tmp_path / "tfl"
+    export_model_dir(load_checkpoint(BUNDLED_MPL.with_suffix(".pt")), out, ExportOptions(
+        chunk_samples=8, formats=("tflite",), precisions=("fp32", "int8")))
+    raw = load_manifest(out).raw
+    files = {f["path"]: f for f in raw["files"]}
+    for name in ("model.step.tflite", "model.chunk.tflite"):
+        assert files[name]["error_vs_torch"]["error"] <= 1e-5
+        assert files[name]["error_vs_torch"]["steps"] == 2048
+    int8 = files["model.step.int8.tflite"]
+    assert "full-integer" in int8["quantisation"]["variance"]
+    assert int8["accuracy"]["drop_points"] <= 1.0
