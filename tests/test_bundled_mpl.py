@@ -124,3 +124,11 @@ def test_bench_measures_it_on_every_installed_backend_and_precision(tmp_path):
         for p in ("fp32", "int8"):
             assert f"{b}/{p}/step" in configs and f"{b}/{p}/bare" in configs
         assert f"{b}/fp32/chunk8" in configs
+
+
+def test_the_probe_reads_it_with_the_noise_left_to_the_stream(tmp_path):
+    proc = run_cli("probe", BUNDLED_MPL, "--permutations", "20", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "probe.json").read_text())
+    assert set(report["verdict"]) == {"h", "y", "y_var"}
+    assert report["recordings"] == RECORDINGS

@@ -84,12 +84,14 @@ def from_torch(model, recordings, names: list[str], skip: float) -> dict[str, li
     order = [o.name for o in sig.outputs] + [s.name for s in sig.state]
     mean, std = _normalisation(sig)
     rows: dict[str, list] = {n: [] for n in names}
+    # a stochastic model's noise is zero, as a stream runs it by default (the mean network)
+    noise = [torch.zeros(1, *i.shape) for i in sig.inputs[1:] if i.role == "noise"]
     with torch.no_grad():
         for rec in recordings:
             state = model.init_state(1)
             first = int(skip * len(rec.x))
             for t, x in enumerate(torch.from_numpy((rec.x - mean) / std).float()):
-                out = model.step(x[None], *state)
+                out = model.step(x[None], *noise, *state)
                 state = out[len(sig.outputs):]
                 if t >= first:
                     got = dict(zip(order, out))
@@ -289,7 +291,7 @@ def run_probe(model_path: str | Path, data: str | None, options: ProbeOptions = 
     model, sig = _open(path, backend, precision, untrained, options.seed)
     data = data or _default_recording(path)
     sensor = sig.inputs[0]
-    if len(sig.inputs) != 1 or sensor.dtype != "float32":
+    if sig.fed != sig.inputs[:1] or sensor.dtype != "float32":
         raise InputError("probe: reads models with one float input from a recordings table")
     recs = load_table(data, sensor.channels or None, "probe data",
                       model_hz=sig.sample_rate_hz).recordings
