@@ -14,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -149,9 +149,32 @@ bundle-mpl: $(STAMP) $(TFLITE_STAMP)
 	$(TFLITE_VENV)/bin/wavedge export $(BUNDLED_MPL).pt --out $(BUNDLED_MPL) --recording \
 		--chunk 8 --format onnx,tflite --precision fp32,int8
 
+# The torch-free tier with tflite-runtime 2.14 and NumPy < 2 instead of ai-edge-litert (the
+# combination a 32-bit Raspberry Pi OS board runs), in its own venv (about 2 minutes).
+TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
+test-tflite-runtime: broker
+	$(PY) -m venv $(TFLITE_RUNTIME_VENV)
+	$(TFLITE_RUNTIME_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TFLITE_RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite-runtime,mqtt,test]'
+	$(TFLITE_RUNTIME_VENV)/bin/python -c "import numpy, tflite_runtime; assert numpy.__version__ < '2'; print('tflite-runtime', tflite_runtime.__version__, 'numpy', numpy.__version__)"
+	$(TFLITE_RUNTIME_VENV)/bin/python -m pytest -q
+
+# wavedge on an emulated Raspberry Pi OS (64-bit) userland: a Debian bookworm arm64 root under
+# qemu-user (binfmt_misc; needs root), the PyPI aarch64 wheels; both bundled models run on both
+# backends, fp32 and int8, compared with this host, and the torch-free bridge, manifest and
+# runtime tests (docs/boards.md). About 10 minutes from scratch, the root cached in
+# $(OUT)/arm64/root. Emulated: no timing from it is a performance number.
+test-arm64: $(STAMP)
+	OUT=$(OUT) HOST_PY=$(abspath $(BIN))/python scripts/arm64/test_arm64.sh
+
 # Remove the venv and everything generated.
 clean:
-	rm -rf $(VENV) $(TFLITE_VENV) $(RUNTIME_VENV) $(OUT) .pytest_cache *.egg-info
+	rm -rf $(VENV) $(TFLITE_VENV) $(RUNTIME_VENV) $(TFLITE_RUNTIME_VENV) .pytest_cache *.egg-info
+	@# an interrupted test-arm64 may leave the host's /dev and /sys bound inside its root
+	for m in proc/cpuinfo proc sys dev; do \
+		if mountpoint -q $(OUT)/arm64/root/$$m 2>/dev/null; then umount -R -l $(OUT)/arm64/root/$$m; fi; \
+	done
+	rm -rf --one-file-system $(OUT)
 
 # Stream SOAK_SAMPLES generated samples through every backend x precision of the bundled
 # model, one push at a time (10 million take about 7 minutes on ONNX Runtime and 12 on LiteRT

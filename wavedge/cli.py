@@ -179,7 +179,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from wavedge.runtime import BackendOptions, load_model, open_sink, open_source
     from wavedge.runtime.loop import run
 
-    options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)))
+    options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)),
+                             trt_cache=args.trt_cache)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else None
@@ -235,7 +236,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise InputError("bench: give MODEL_DIR, or --compare A.json B.json")
     options = bench.BenchOptions(
         samples=args.samples, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-        providers=tuple(args.provider or ("cpu",)), pin_cpu=args.pin,
+        providers=tuple(args.provider or ("cpu",)), trt_cache=args.trt_cache, pin_cpu=args.pin,
         rates_hz=tuple(args.rate or ()), window=args.window,
         backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()))
     baselines = None
@@ -279,6 +280,32 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_service(args: argparse.Namespace) -> int:
+    from wavedge import service
+
+    root = args.root.resolve()
+    if args.action == "uninstall":
+        removed = service.uninstall(args.name, root, activate=not args.no_activate)
+        print(f"removed {', '.join(map(str, removed))}")
+        return 0
+    if args.model_dir is None or args.source is None or args.sink is None:
+        raise InputError("service install: give NAME MODEL_DIR --source URL --sink URL")
+    options = {k: v for k, v in (("backend", args.backend), ("precision", args.precision),
+                                 ("policy", args.policy), ("reset", args.reset),
+                                 ("noise", args.noise)) if v is not None}
+    svc = service.Service(args.name, args.model_dir.resolve(), args.source, args.sink, options,
+                          args.user, args.wavedge or "")
+    if args.print:
+        env = service.paths(svc.name, Path("/"))["env"]
+        print(service.unit_text(svc, env) + "\n" + service.env_text(svc)
+              + ("\n" + service.udev_text(svc) if service.udev_text(svc) else ""), end="")
+        return 0
+    written = service.install(svc, root, activate=not args.no_activate)
+    state = "enabled and started" if not args.no_activate else "written, not activated"
+    print(f"{svc.unit_name}: {state}; {', '.join(map(str, written))}")
+    return 0
+
+
 def _cmd_firmware(args: argparse.Namespace) -> int:
     import shutil
 
@@ -305,6 +332,9 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
 def _add_backend_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", action="append", choices=["cpu", "cuda", "tensorrt"],
                    help="onnxruntime execution provider, in preference order (default cpu)")
+    p.add_argument("--trt-cache", metavar="DIR",
+                   help="TensorRT's engine cache, so a restart does not rebuild the engines "
+                        "(default ~/.cache/wavedge/trt)")
     p.add_argument("--threads", type=int, default=1,
                    help="backend threads, and torch's in bench (default 1)")
 
@@ -490,6 +520,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "control: what the data alone puts in the zones)")
     p.add_argument("--out", type=Path, help="folder for probe.json and probe.png")
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("service", help="install a `wavedge run` pipeline as a systemd service",
+                       description="Write a systemd unit wavedge-NAME.service running `wavedge "
+                                   "run MODEL_DIR` with the source, sink and options of "
+                                   "/etc/wavedge/NAME.env (restarted on failure, stopped by "
+                                   "SIGTERM, logged to the journal) and, for a serial device, a "
+                                   "udev rule that starts it when the device appears; then "
+                                   "enable and start it (docs/boards.md).")
+    p.add_argument("action", choices=["install", "uninstall"])
+    p.add_argument("name", help="the service's name: wavedge-NAME.service")
+    p.add_argument("model_dir", type=Path, nargs="?", help="install: the model directory")
+    p.add_argument("--source", help="install: the source URL, as for `wavedge run`")
+    p.add_argument("--sink", help="install: the sink URL (a file sink: add ?append=1)")
+    p.add_argument("--backend", choices=["onnxruntime", "litert"])
+    p.add_argument("--precision")
+    p.add_argument("--policy", choices=["reject", "hold", "zero"])
+    p.add_argument("--reset", metavar="POLICY")
+    p.add_argument("--noise", choices=["zero", "sample"])
+    p.add_argument("--user", help="run as this user (and the dialout group), not root")
+    p.add_argument("--wavedge", help="the wavedge executable (default: the one on PATH)")
+    p.add_argument("--root", type=Path, default=Path("/"),
+                   help="write under this root instead of / (an image being built)")
+    p.add_argument("--no-activate", action="store_true",
+                   help="write the files only: no systemctl or udevadm")
+    p.add_argument("--print", action="store_true", help="print the files, write nothing")
+    p.set_defaults(func=_cmd_service)
 
     p = sub.add_parser("firmware", help="copy the bridge's C library and Arduino sketch out",
                        description="Copy wb_frame.h/.c (the bridge protocol for a "

@@ -41,18 +41,28 @@ def session_options(options: BackendOptions):
     return so
 
 
-def resolve_providers(names: tuple[str, ...]) -> list[str]:
-    """Map short names to ORT providers; raise ``BackendError`` for one that is not built in."""
+def resolve_providers(names: tuple[str, ...], trt_cache: str | None = None) -> list:
+    """Map short names to ORT providers (TensorRT with its engine cache in ``trt_cache``,
+    default ``~/.cache/wavedge/trt``, so a restart loads the engines instead of building them
+    again); raise ``BackendError`` for one that is not built in."""
     import onnxruntime as ort
 
     have = ort.get_available_providers()
-    out = []
+    out: list = []
     for name in names:
         provider = PROVIDERS.get(name, name)
         if provider not in have:
             raise BackendError(f"onnxruntime provider {name!r} is not available in this "
-                               f"onnxruntime build; available: {', '.join(have)}")
-        out.append(provider)
+                               f"onnxruntime build; available: {', '.join(have)} (a Jetson "
+                               "needs NVIDIA's onnxruntime-gpu for its JetPack: docs/boards.md)")
+        if provider == PROVIDERS["tensorrt"]:
+            cache = Path(trt_cache or Path.home() / ".cache" / "wavedge" / "trt")
+            cache.mkdir(parents=True, exist_ok=True)
+            out.append((provider, {"trt_engine_cache_enable": "True",
+                                   "trt_engine_cache_path": str(cache),
+                                   "trt_timing_cache_enable": "True"}))
+        else:
+            out.append(provider)
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")  # fallback for any node the accelerator lacks
     return out
@@ -168,7 +178,7 @@ def load(path: Path, options: BackendOptions) -> OrtGraph:
     except ImportError:
         raise BackendError("backend 'onnxruntime' needs the onnxruntime package: "
                            "pip install onnxruntime") from None
-    providers = resolve_providers(options.providers)
+    providers = resolve_providers(options.providers, options.trt_cache)
     try:
         session = ort.InferenceSession(str(path), session_options(options), providers=providers)
     except Exception as exc:  # ORT raises its own exception types for bad files

@@ -80,6 +80,8 @@ class BackendOptions:
 
     threads: int = 1  # intra-op threads; 1 is fastest for models this small
     providers: tuple[str, ...] = ("cpu",)  # onnxruntime: cpu, cuda, tensorrt (in preference order)
+    # onnxruntime's TensorRT engine cache (default: ~/.cache/wavedge/trt)
+    trt_cache: str | None = None
 
 
 def available() -> dict[str, bool]:

@@ -41,6 +41,7 @@ class BenchOptions:
     warmup: int = 200
     threads: int = 1
     providers: tuple[str, ...] = ("cpu",)  # onnxruntime providers (a Jetson: cuda, tensorrt)
+    trt_cache: str | None = None  # TensorRT's engine cache (BackendOptions)
     pin_cpu: int | None = None  # pin the process to this CPU (Linux)
     rates_hz: tuple[float, ...] = ()  # duty cycle at these rates too (the manifest's is always in)
     window: int = 100  # sliding-window re-inference: samples re-run at every step
@@ -161,7 +162,8 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
     backends = options.backends or tuple(b for b in FILE_FORMAT if have.get(b))
     precisions = options.precisions or tuple(sorted({f.precision for f in manifest.files
                                                      if f.graph == "step"}))
-    bopts = BackendOptions(threads=options.threads, providers=options.providers)
+    bopts = BackendOptions(threads=options.threads, providers=options.providers,
+                           trt_cache=options.trt_cache)
     configs: list[Config] = []
     artefacts = {}
     for backend in backends:

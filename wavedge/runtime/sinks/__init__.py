@@ -22,14 +22,18 @@ class LineFile:
     SIGKILL loses at most the last second and never leaves half a line, and a full disk is a
     ``SinkError`` naming the file, not a traceback."""
 
-    def __init__(self, path: str, what: str) -> None:
+    def __init__(self, path: str, what: str, append: bool = False) -> None:
         self.what, self.path = what, path
         self._owned = path not in ("", "-")
+        self.empty = True  # nothing in the file before this run (a CSV header is due)
         if self._owned:
             p = Path(path)
+            # append: a service restarted after a failure adds to what it wrote before
+            mode = os.O_APPEND if append else os.O_TRUNC
             try:
                 p.parent.mkdir(parents=True, exist_ok=True)
-                self.fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                self.fd = os.open(p, os.O_WRONLY | os.O_CREAT | mode, 0o644)
+                self.empty = os.fstat(self.fd).st_size == 0
             except OSError as exc:
                 raise SinkError(f"{what} {path}: cannot write ({exc.strerror})") from None
         else:

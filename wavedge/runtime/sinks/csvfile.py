@@ -1,9 +1,10 @@
-"""``csv:PATH``: a CSV file, one row per result: ``step``, ``time`` (when the source has
+"""``csv:PATH[?append=1]``: a CSV file, one row per result: ``step``, ``time`` (when the source has
 timestamps), the primary output head's columns
 (class scores: ``class_id,label,score`` and ``logit_<label>`` per class; a Gaussian: ``mean_<i>``
 and ``variance_<i>``; tokens: the top 5 ids and probabilities, never the vocabulary), any
 other head's columns prefixed by its output name, and ``truth``. ``csv:-`` writes to standard
-output. Lines reach the file at least every second (``LineFile``)."""
+output. Lines reach the file at least every second (``LineFile``). ``append=1`` adds to the
+file instead of replacing it, the header only when the file was empty."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from wavedge.runtime.sinks import LineFile, record
 
 class CsvSink:
     def __init__(self, url, manifest) -> None:
-        url.check_params(())
-        self.out = LineFile(url.path, "csv sink")
+        url.check_params(("append",))
+        self.out = LineFile(url.path, "csv sink", bool(url.get("append", 0, int, (0, 1))))
         self._buf = io.StringIO()
         self.writer = csv.writer(self._buf)
         self.heads = heads_for(manifest.signature)
@@ -33,8 +34,9 @@ class CsvSink:
     def _header(self, timed: bool) -> None:
         self._timed = timed
         c = self._columns
-        self._row(["step", *(["time"] if timed else []), *c[:self._at - 1], "truth",
-                   *c[self._at - 1:]], None)
+        if self.out.empty:
+            self._row(["step", *(["time"] if timed else []), *c[:self._at - 1], "truth",
+                       *c[self._at - 1:]], None)
 
     def _row(self, cells: list, sample) -> None:
         self.writer.writerow(cells)

@@ -1,8 +1,8 @@
-"""``jsonl:PATH``: one JSON object per result (``step``, the sample's ``time`` when the source
+"""``jsonl:PATH[?append=1]``: one JSON object per result (``step``, the sample's ``time`` when the source
 has one, each head's fields: ``class_id, label, score, logits`` for class scores, and ``truth``
 when the source knows it). ``jsonl:-`` writes to standard output. Non-finite numbers are written
 as ``null`` (bare ``NaN`` is not JSON). Lines reach the file at least every second
-(``LineFile``)."""
+(``LineFile``). ``append=1`` adds to the file instead of replacing it (a service restarted)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from wavedge.runtime.sinks import LineFile, json_text, record
 
 class JsonlSink:
     def __init__(self, url, manifest) -> None:
-        url.check_params(())
-        self.out = LineFile(url.path, "jsonl sink")
+        url.check_params(("append",))
+        self.out = LineFile(url.path, "jsonl sink", bool(url.get("append", 0, int, (0, 1))))
 
     def write(self, result, sample) -> None:
         self.out.write(json_text(record(result, sample)) + "\n", sample)

@@ -1,0 +1,43 @@
+"""What a board's install relies on beyond the runtime tests: the ONNX Runtime provider
+choice (a Jetson's CUDA and TensorRT, refused in one line where the build lacks them, TensorRT
+with an engine cache so a restart does not rebuild), and the packaging markers that let a
+32-bit ARM board install wavedge without onnxruntime. Torch-free."""
+
+from __future__ import annotations
+
+import tomllib
+
+from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli
+
+
+def test_an_absent_provider_is_a_one_line_error_naming_the_fix():
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        return  # a GPU build: nothing to refuse here
+    proc = run_cli("run", BUNDLED_MODEL, "--provider", "tensorrt", "--limit", "1")
+    assert_one_line_error(proc, "provider 'tensorrt' is not available", "onnxruntime-gpu")
+
+
+def test_tensorrt_gets_an_engine_cache_and_cpu_stays_the_fallback(tmp_path, monkeypatch):
+    """The provider list handed to ONNX Runtime, were the build to have TensorRT (only the
+    list of available providers is stood in for: no GPU here)."""
+    import onnxruntime as ort
+
+    from wavedge.runtime.backend_onnxruntime import resolve_providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    got = resolve_providers(("tensorrt", "cuda"), str(tmp_path / "trt"))
+    (name, opts), cuda, cpu = got
+    assert name == "TensorrtExecutionProvider" and opts["trt_engine_cache_enable"] == "True"
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "trt") and (tmp_path / "trt").is_dir()
+    assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def test_a_32_bit_arm_board_installs_without_onnxruntime_and_tflite_runtime_pins_numpy():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (ort,) = [d for d in project["dependencies"] if d.startswith("onnxruntime")]
+    assert "platform_machine != 'armv7l'" in ort
+    assert set(project["optional-dependencies"]["tflite-runtime"]) == {
+        "tflite-runtime==2.14.0", "numpy<2"}

@@ -1,0 +1,170 @@
+"""`wavedge service`: the unit, environment file and udev rule it writes, and the unit's own
+command line run under a supervisor of the tests' that does what systemd's `Restart=on-failure`
+does. Its serial port (a pseudo-terminal behind a stable path, as /dev/serial/by-id gives) is
+killed and recreated underneath it, it is stopped by SIGTERM, and no accepted sample loses its
+result. Torch-free, as on a board."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BUNDLED_MODEL, assert_one_line_error, run_cli, user_env
+
+
+def _install(tmp_path, *extra) -> subprocess.CompletedProcess:
+    return run_cli("service", "install", "bm", BUNDLED_MODEL, "--root", tmp_path / "root",
+                   "--no-activate", "--wavedge", f"{sys.executable} -m wavedge.cli", *extra)
+
+
+def test_install_writes_a_unit_an_environment_file_and_a_udev_rule(tmp_path):
+    proc = _install(tmp_path, "--source", "serial:///dev/ttyACM0?baud=115200", "--sink",
+                    "jsonl:/var/lib/wavedge/bm.jsonl?append=1", "--backend", "litert",
+                    "--user", "pi")
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path / "root"
+    unit = (root / "etc/systemd/system/wavedge-bm.service").read_text()
+    assert "After=network-online.target dev-ttyACM0.device" in unit
+    assert "Restart=on-failure" in unit and "StartLimitIntervalSec=0" in unit
+    assert "EnvironmentFile=/etc/wavedge/bm.env" in unit and "User=pi" in unit
+    env = (root / "etc/wavedge/bm.env").read_text()
+    assert "WAVEDGE_SOURCE=serial:///dev/ttyACM0?baud=115200" in env
+    assert "WAVEDGE_OPTIONS=--backend litert" in env
+    rule = (root / "etc/udev/rules.d/90-wavedge-bm.rules").read_text()
+    assert 'KERNEL=="ttyACM0"' in rule and 'ENV{SYSTEMD_WANTS}+="wavedge-bm.service"' in rule
+    removed = run_cli("service", "uninstall", "bm", "--root", root, "--no-activate")
+    assert removed.returncode == 0 and not list((root / "etc").rglob("*bm*"))
+
+
+def test_bad_service_requests_are_one_line_errors(tmp_path):
+    assert_one_line_error(_install(tmp_path), "give NAME MODEL_DIR --source URL --sink URL")
+    assert_one_line_error(run_cli("service", "uninstall", "nope", "--root", tmp_path,
+                                  "--no-activate"), "no wavedge service 'nope'")
+    bad = run_cli("service", "install", "b m", BUNDLED_MODEL, "--source", "stdin:", "--sink",
+                  "null:", "--root", tmp_path, "--no-activate")
+    assert_one_line_error(bad, "service name 'b m'")
+
+
+def _command_line(root: Path, name: str) -> tuple[list[str], float]:
+    """The unit's ExecStart as systemd would run it: the environment file read, ``${VAR}``
+    one argument, ``$VAR`` split on whitespace; and its RestartSec."""
+    unit = (root / f"etc/systemd/system/wavedge-{name}.service").read_text()
+    env_file = re.search(r"^EnvironmentFile=(.+)$", unit, re.M).group(1)
+    env = dict(line.split("=", 1) for line in (root / env_file.lstrip("/")).read_text()
+               .splitlines() if line and not line.startswith("#"))
+    argv = []
+    for word in shlex.split(re.search(r"^ExecStart=(.+)$", unit, re.M).group(1)):
+        if word.startswith("${"):
+            argv.append(env[word[2:-1]])
+        elif word.startswith("$"):
+            argv += env[word[1:]].split()
+        else:
+            argv.append(word)
+    return argv, float(re.search(r"^RestartSec=(\d+)", unit, re.M).group(1))
+
+
+class Supervisor:
+    """systemd's part: run the command, restart it ``restart_s`` after a non-zero exit, stop
+    restarting once it exits 0 (a SIGTERM is a stop, not a failure)."""
+
+    def __init__(self, argv: list[str], restart_s: float) -> None:
+        self.argv, self.restart_s = argv, restart_s
+        self.runs: list[tuple[int, str]] = []  # exit code, stderr
+        self.started = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self.started.clear()
+            self.proc = subprocess.Popen(self.argv, stderr=subprocess.PIPE, text=True,
+                                         env=user_env())
+            lines = []
+            for line in self.proc.stderr:
+                lines.append(line)
+                if "; source " in line:  # the run's start line: the port is open
+                    self.started.set()
+            code = self.proc.wait()
+            self.started.clear()
+            self.runs.append((code, "".join(lines)))
+            if code == 0:
+                return
+            time.sleep(self.restart_s)
+
+
+def _pty_behind(link: Path) -> tuple[int, int]:
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)  # no echo, no line discipline: bytes pass as they are
+    tmp = link.with_suffix(".new")
+    os.symlink(os.ttyname(slave), tmp)
+    os.replace(tmp, link)
+    return master, slave
+
+
+def _send(master: int, rows) -> None:
+    for row in rows:
+        os.write(master, (",".join(f"{v:.4f}" for v in row) + "\n").encode())
+        time.sleep(0.002)
+
+
+def _results(path: Path, want: int, timeout_s: float = 20.0) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= want:
+            return [json.loads(ln) for ln in lines]
+        time.sleep(0.1)
+    raise AssertionError(f"{len(lines)} results of {want} after {timeout_s} s")
+
+
+@pytest.mark.timeout(120)
+def test_the_units_command_survives_its_port_dying_and_stops_on_sigterm_losing_nothing(tmp_path):
+    import numpy as np
+
+    port, out = tmp_path / "ttyWAVE", tmp_path / "results.jsonl"
+    proc = _install(tmp_path, "--source", f"serial://{port}?reconnect_s=0.5", "--sink",
+                    f"jsonl:{out}?append=1")
+    assert proc.returncode == 0, proc.stderr
+    argv, restart_s = _command_line(tmp_path / "root", "bm")
+    rows = np.random.default_rng(0).normal(0, 1, (160, 6))
+    master, slave = _pty_behind(port)
+    sup = Supervisor(argv, restart_s)
+    assert sup.started.wait(30), sup.runs
+    _send(master, rows[:80])
+    time.sleep(1.0)  # read by the run (its sink writes them at the latest when it stops)
+    os.close(master)  # the port dies for longer than the source waits: the run fails
+    os.close(slave)
+    port.unlink()
+    deadline = time.monotonic() + 30
+    while not sup.runs and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sup.runs and sup.runs[0][0] == 1, sup.runs  # ... with its error and exit 1
+    assert len(_results(out, 80, 1.0)) == 80  # written before it exited
+    master, slave = _pty_behind(port)  # the port comes back; the supervisor restarts the run
+    assert sup.started.wait(30), sup.runs
+    _send(master, rows[80:])
+    time.sleep(1.0)
+    sup.proc.send_signal(signal.SIGTERM)
+    sup.thread.join(20)
+    got = _results(out, 160, 1.0)
+    os.close(master)
+    os.close(slave)
+    codes = [code for code, _ in sup.runs]
+    assert codes[0] == 1 and codes[-1] == 0, sup.runs  # restarted, then stopped cleanly
+    accepted = sum(int(re.search(r"samples: (\d+)", err).group(1)) for _, err in sup.runs
+                   if "samples: " in err)
+    assert accepted == len(got) == 160  # every accepted sample's result, across the restart
+    assert "(stopped by SIGTERM)" in sup.runs[-1][1]

@@ -1,0 +1,184 @@
+"""``wavedge service``: a ``wavedge run`` pipeline as a systemd service on a board.
+
+Three files, each small enough to read before installing:
+
+- the unit ``wavedge-NAME.service``: ``wavedge run`` on the model directory with the source,
+  sink and options of the environment file, restarted 2 s after any failure, for ever (no start
+  limit: a board with its sensor unplugged keeps trying), stopped by SIGTERM (the run flushes its
+  sink and exits 0: a stop is not a failure), its output in the journal under ``wavedge-NAME``;
+- the environment file ``/etc/wavedge/NAME.env``: ``WAVEDGE_SOURCE``, ``WAVEDGE_SINK`` and the
+  options, one per line, to change the pipeline without touching the unit (MQTT credentials stay
+  in their own env file, ``mqtt.md``);
+- for a serial device (a ``serial://`` source or a ``link:`` sink on a device path), a udev rule
+  that tags the device for systemd and starts the service when it appears, and the unit waits
+  for the device (``After=`` its device unit) at boot.
+
+No watchdog: ``wavedge run`` blocks on its source while a sensor is quiet, and a ping from a
+thread of its own would prove only that the thread runs; ``Restart=on-failure`` covers a run
+that dies. ``install`` writes the files under ``--root`` (default ``/``) and, unless told not
+to, reloads systemd and udev and enables and starts the unit; ``uninstall`` undoes it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wavedge.errors import InputError
+
+UNIT_DIR = Path("etc/systemd/system")
+ENV_DIR = Path("etc/wavedge")
+UDEV_DIR = Path("etc/udev/rules.d")
+RESTART_S = 2
+STOP_S = 10  # SIGTERM, then this long before SIGKILL: the run flushes within 2 s
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    model_dir: Path
+    source: str
+    sink: str
+    options: dict = field(default_factory=dict)  # run option -> value (backend, precision...)
+    user: str | None = None
+    wavedge: str = ""  # the wavedge executable (default: the one running this)
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("-", "").replace("_", "").isalnum():
+            raise InputError(f"service name {self.name!r}: letters, digits, '-' and '_' only")
+
+    @property
+    def unit_name(self) -> str:
+        return f"wavedge-{self.name}.service"
+
+    @property
+    def device(self) -> str | None:
+        """The serial device path the pipeline needs, if any."""
+        for url, scheme in ((self.source, "serial://"), (self.sink, "link:")):
+            if url.startswith(scheme):
+                path = url[len(scheme):].split("?", 1)[0]
+                if path.startswith("/dev/"):
+                    return path
+        return None
+
+    def executable(self) -> str:
+        return self.wavedge or shutil.which("wavedge") or f"{sys.executable} -m wavedge.cli"
+
+
+def _device_unit(path: str) -> str:
+    """systemd's name for the device unit of ``path`` (``systemd-escape --path --suffix=device``)."""
+    trimmed = path.strip("/")
+    out = []
+    for i, ch in enumerate(trimmed):
+        if ch == "/":
+            out.append("-")
+        elif ch.isalnum() or ch in ":_" or (ch == "." and i > 0):
+            out.append(ch)
+        else:
+            out.append(f"\\x{ord(ch):02x}")
+    return "".join(out) + ".device"
+
+
+def env_text(svc: Service) -> str:
+    lines = [f"# wavedge service {svc.name}: edit, then `systemctl restart {svc.unit_name}`",
+             f"WAVEDGE_SOURCE={svc.source}", f"WAVEDGE_SINK={svc.sink}"]
+    flags = " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in svc.options.items())
+    lines.append(f"WAVEDGE_OPTIONS={flags}")
+    return "\n".join(lines) + "\n"
+
+
+def unit_text(svc: Service, env_path: Path) -> str:
+    device = svc.device
+    after = ["network-online.target"] + ([_device_unit(device)] if device else [])
+    lines = [
+        "[Unit]",
+        f"Description=wavedge {svc.name}: {svc.model_dir.name} from its source to its sink",
+        f"After={' '.join(after)}",
+        "Wants=network-online.target",
+        "StartLimitIntervalSec=0",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"EnvironmentFile={env_path}",
+        # ${VAR} is one argument, $VAR splits on whitespace (the options)
+        f"ExecStart={svc.executable()} run {shlex.quote(str(svc.model_dir))} "
+        "--source ${WAVEDGE_SOURCE} --sink ${WAVEDGE_SINK} $WAVEDGE_OPTIONS",
+        "Restart=on-failure",
+        f"RestartSec={RESTART_S}",
+        "KillSignal=SIGTERM",
+        f"TimeoutStopSec={STOP_S}",
+        f"SyslogIdentifier=wavedge-{svc.name}",
+        *([f"User={svc.user}", "SupplementaryGroups=dialout"] if svc.user else []),
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def udev_text(svc: Service) -> str | None:
+    device = svc.device
+    if device is None:
+        return None
+    rel = device[len("/dev/"):]
+    match = f'KERNEL=="{rel}"' if "/" not in rel else f'SYMLINK=="{rel}"'
+    return (f"# wavedge service {svc.name}: start it when {device} appears\n"
+            f'ACTION=="add", SUBSYSTEM=="tty", {match}, TAG+="systemd", '
+            f'ENV{{SYSTEMD_WANTS}}+="{svc.unit_name}"\n')
+
+
+def paths(name: str, root: Path) -> dict[str, Path]:
+    return {"unit": root / UNIT_DIR / f"wavedge-{name}.service",
+            "env": root / ENV_DIR / f"{name}.env",
+            "udev": root / UDEV_DIR / f"90-wavedge-{name}.rules"}
+
+
+def install(svc: Service, root: Path = Path("/"), activate: bool = True) -> list[Path]:
+    """Write the files (refusing to overwrite another's unit) and, with ``activate``, reload
+    systemd and udev and enable and start the unit. Returns the paths written."""
+    where = paths(svc.name, root)
+    if not (svc.model_dir / "manifest.json").is_file():
+        raise InputError(f"{svc.model_dir}: not a model directory (no manifest.json)")
+    texts = {"env": env_text(svc), "unit": unit_text(svc, Path("/") / ENV_DIR / f"{svc.name}.env"),
+             "udev": udev_text(svc)}
+    written = []
+    for key, text in texts.items():
+        if text is None:
+            continue
+        where[key].parent.mkdir(parents=True, exist_ok=True)
+        where[key].write_text(text)
+        written.append(where[key])
+    if activate:
+        _run(["systemctl", "daemon-reload"])
+        if texts["udev"]:
+            _run(["udevadm", "control", "--reload"])
+        _run(["systemctl", "enable", "--now", svc.unit_name])
+    return written
+
+
+def uninstall(name: str, root: Path = Path("/"), activate: bool = True) -> list[Path]:
+    where = paths(name, root)
+    if not where["unit"].is_file():
+        raise InputError(f"no wavedge service {name!r} ({where['unit']} does not exist)")
+    if activate:
+        _run(["systemctl", "disable", "--now", f"wavedge-{name}.service"])
+    removed = [p for p in where.values() if p.is_file()]
+    for p in removed:
+        p.unlink()
+    if activate:
+        _run(["systemctl", "daemon-reload"])
+    return removed
+
+
+def _run(cmd: list[str]) -> None:
+    if shutil.which(cmd[0]) is None:
+        raise InputError(f"{cmd[0]} not found: is this a systemd board? (--no-activate writes "
+                         "the files only)")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise InputError(f"{' '.join(cmd)}: exit {proc.returncode}: {why}")
