@@ -45,6 +45,14 @@ def _claimed(backend: str, precision: str) -> float:
 BACKENDS = [b for b, ok in available().items() if ok]
 
 
+def _old_tflite() -> bool:
+    """tflite-runtime 2.14 (32-bit boards) has no int16 SQRT kernel: the full-integer file's
+    variance path cannot run there (ai-edge-litert's can)."""
+    from wavedge.runtime.backend_litert import _interpreter_class
+
+    return _interpreter_class()[1] == "tflite_runtime"
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_run_streams_the_recording_at_the_claimed_accuracy_with_variance(backend, precision,
@@ -52,6 +60,9 @@ def test_run_streams_the_recording_at_the_claimed_accuracy_with_variance(backend
     out = tmp_path / "r.jsonl"
     proc = run_cli("run", BUNDLED_MPL, "--backend", backend, "--precision", precision,
                    "--sink", f"jsonl:{out}")
+    if (backend, precision) == ("litert", "int8") and _old_tflite():
+        assert_one_line_error(proc, "Type INT16 is unsupported by op Sqrt")
+        return
     assert proc.returncode == 0, proc.stderr
     hits = re.search(r"at the last sample of each recording: (\d+)/(\d+)", proc.stderr)
     assert int(hits.group(2)) == RECORDINGS
@@ -119,9 +130,13 @@ def test_bench_measures_it_on_every_installed_backend_and_precision(tmp_path):
     proc = run_cli("bench", BUNDLED_MPL, "--samples", "100", "--repeats", "2", "--warmup", "20",
                    "--window", "8", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    configs = json.loads((tmp_path / "bench.json").read_text())["configs"]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    configs = report["configs"]
     for b in BACKENDS:
         for p in ("fp32", "int8"):
+            if (b, p) == ("litert", "int8") and _old_tflite():  # said, not measured
+                assert any(n.startswith("litert/int8 not measured") for n in report["notes"])
+                continue
             assert f"{b}/{p}/step" in configs and f"{b}/{p}/bare" in configs
         assert f"{b}/fp32/chunk8" in configs
 

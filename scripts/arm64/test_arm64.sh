@@ -92,7 +92,8 @@ git -C "$REPO" ls-files --cached --others --exclude-standard | tar -C "$REPO" -c
 "$HOST_PY" -m pip wheel -q --no-deps --no-build-isolation -w "$ROOT/opt/wheels" "$SRC"
 rm -rf "$SRC"
 [ -x "$ROOT/opt/venv/bin/python" ] || C python3 -m venv /opt/venv
-C pip install -q --no-index --find-links /opt/wheels --force-reinstall --no-deps /opt/wheels/wavedge-*.whl
+WHEEL=$(cd "$ROOT/opt/wheels" && ls wavedge-*.whl)  # the glob resolved here, the path read there
+C pip install -q --no-index --find-links /opt/wheels --force-reinstall --no-deps "/opt/wheels/$WHEEL"
 C pip install -q --no-index --find-links /opt/wheels 'wavedge[litert]' pytest
 # the tests and the bundled models as in the repository (the conftest finds them beside tests/)
 mkdir -p "$ROOT/opt/wavedge"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavedge.errors import InputError
+from wavedge.errors import BackendError, InputError
 from wavedge.manifest import load_manifest
 from wavedge.runtime.backends import BackendOptions, available
 from wavedge.runtime.machine import describe
@@ -166,6 +166,7 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
                            trt_cache=options.trt_cache)
     configs: list[Config] = []
     artefacts = {}
+    notes = []
     for backend in backends:
         if not have.get(backend):
             raise InputError(f"bench: backend {backend!r} is not installed here")
@@ -173,12 +174,17 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
             if manifest.find_file("step", precision, FILE_FORMAT[backend]) is None:
                 continue
             progress(f"{backend} {precision}")
-            configs += _stream_configs(model_dir, manifest, backend, precision, bopts, data,
-                                       options, artefacts)
+            try:
+                configs += _stream_configs(model_dir, manifest, backend, precision, bopts,
+                                           data, options, artefacts)
+            except BackendError as exc:  # one artefact this library cannot run: say so, go on
+                if options.backends and options.precisions:
+                    raise
+                notes.append(f"{backend}/{precision} not measured: {exc}")
+                progress(f"  not measured: {exc}")
         floor = _floor_config(manifest, backend, bopts, data, options)
         if floor is not None:
             configs.append(floor)
-    notes = []
     if baselines is None:
         notes.append("no --checkpoint: no torch or numpy baselines")
     elif not baselines:
