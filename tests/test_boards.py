@@ -41,3 +41,32 @@ def test_a_32_bit_arm_board_installs_without_onnxruntime_and_tflite_runtime_pins
     assert "platform_machine != 'armv7l'" in ort
     assert set(project["optional-dependencies"]["tflite-runtime"]) == {
         "tflite-runtime==2.14.0", "numpy<2"}
+
+
+def test_the_arm64_comparison_holds_labels_exactly_and_logits_to_the_precisions_bound(tmp_path):
+    """`make test-arm64`'s judge (scripts/arm64/compare.py), on runs written here: a changed
+    label or an fp32 logit past 1e-4 fails; an int8 logit 0.05 off passes its 0.1 bound."""
+    import json
+    import subprocess
+    import sys
+
+    def write(name, labels, logits):
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"label": a, "logits": [b]}) + "\n" for a, b in zip(labels, logits)))
+
+    write("host-m-litert-fp32", "ab", [1.0, 2.0])
+    write("arm64-m-litert-fp32", "ab", [1.0, 2.00005])
+    write("host-m-litert-int8", "ab", [1.0, 2.0])
+    write("arm64-m-litert-int8", "ab", [1.05, 2.0])
+    script = str(ROOT / "scripts" / "arm64" / "compare.py")
+
+    def judge(*names):
+        return subprocess.run([sys.executable, script, str(tmp_path), "1e-4", "0.1", "qemu",
+                               *names], capture_output=True, text=True)
+
+    assert judge("m-litert-fp32", "m-litert-int8").returncode == 0
+    write("arm64-m-litert-fp32", "aa", [1.0, 2.0])
+    bad = judge("m-litert-fp32")
+    assert bad.returncode == 1 and "1 labels differ" in bad.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["runs"][0]["ok"] is False

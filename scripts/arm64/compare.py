@@ -1,10 +1,14 @@
 """Compare each emulated arm64 run of `make test-arm64` with the same run on the host.
 
-    python compare.py OUT_DIR TOL QEMU_VERSION NAME...
+    python compare.py OUT_DIR TOL_FP32 TOL_INT8 QEMU_VERSION NAME...
 
-For every NAME, ``OUT_DIR/arm64-NAME.jsonl`` against ``OUT_DIR/host-NAME.jsonl``: the same number
-of results, the same label at every step, every logit within ``TOL`` (absolute, on values of a
-few units). Writes ``OUT_DIR/report.json`` and exits 1 on the first run that differs.
+For every NAME (``MODEL-BACKEND-PRECISION``), ``OUT_DIR/arm64-NAME.jsonl`` against
+``OUT_DIR/host-NAME.jsonl``: the same number of results, the same label at every step, every
+logit (and logit variance) within the precision's tolerance, absolute, on values of a few
+units. fp32 agrees to float rounding; int8 kernels differ between x86 and ARM in their rounding,
+and the difference rides the state for thousands of steps (measured: up to 0.07 on the
+bundled models' logits, no label changed), hence the wider int8 bound. Writes
+``OUT_DIR/report.json``; exits 1 if any run differs.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ def compare(out: Path, name: str, tol: float) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    out, tol, qemu, names = Path(argv[0]), float(argv[1]), argv[2], argv[3:]
-    rows = [compare(out, n, tol) for n in names]
-    report = {"host": platform.machine(), "emulator": qemu, "tolerance": tol, "runs": rows,
+    out, tols, qemu, names = Path(argv[0]), {"fp32": float(argv[1]), "int8": float(argv[2])}, \
+        argv[3], argv[4:]
+    rows = [compare(out, n, tols[n.rsplit("-", 1)[1]]) for n in names]
+    report = {"host": platform.machine(), "emulator": qemu, "tolerance": tols, "runs": rows,
               "note": "emulated: timings mean nothing and are not reported"}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     for r in rows:
