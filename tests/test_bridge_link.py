@@ -36,7 +36,10 @@ def test_results_reach_the_board_intact(standin_exe):
     rec = BUNDLED_MODEL / "recording.csv"
     board = StandIn(standin_exe)
     source = open_source(f"replay:{rec}?rate=max&limit=300", model.manifest)
-    summary = run(model.stream(), source, open_sink(f"link:{board.port}?vector=1", model.manifest))
+    # a queue that holds the whole run: results posted before the board's HELLO wait there,
+    # and a stand-in slow to start (a loaded machine) must not turn the bound into a loss here
+    sink = open_sink(f"link:{board.port}?vector=1&queue=1024", model.manifest)
+    summary = run(model.stream(), source, sink)
     assert board.close() == 0
     got = [ln for ln in board.lines if ln.startswith("RESULT")]
     assert summary.samples == 300 and len(got) == 300
