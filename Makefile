@@ -14,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -124,6 +124,11 @@ probe: $(STAMP)
 	$(BIN)/wavedge probe $(BUNDLED) --out $(OUT)/probe/trained
 	$(BIN)/wavedge probe $(BUNDLED).pt $(BUNDLED)/recording.csv --skip 0.5 --out $(OUT)/probe/trained-second-half
 	$(BIN)/wavedge probe $(BUNDLED).pt $(BUNDLED)/recording.csv --untrained --out $(OUT)/probe/untrained
+
+# The step and chunk graphs' cost against model size (wave-encoders 16x64 to 64x256, random
+# weights), ONNX Runtime and LiteRT, interleaved; $(OUT)/bench-scale (docs/benchmarks.md).
+bench-scale: $(STAMP) $(TFLITE_STAMP)
+	$(TFLITE_VENV)/bin/python scripts/bench_scale.py --out $(OUT)/bench-scale
 
 # Throughput of the Python frame codec against a 921600-baud link (a few seconds).
 bench-bridge: $(STAMP)

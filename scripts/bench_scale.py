@@ -1,0 +1,172 @@
+"""`make bench-scale`: what the step and chunk graphs cost as the wave-encoder grows.
+
+Wave-encoders from 16x64 to 64x256 (channels x ring size; 6 inputs, 4 classes, random weights:
+cost does not depend on them) exported to ONNX (and TFLite where litert-torch is installed),
+each run through wavedge's own runner on its backend: the step graph one sample per call, the
+chunk graph 32 per call, both per sample. All configurations interleaved in every repeat; the
+median of the repeats' medians, and their spread. Beside each, the MACs per sample and the
+achieved GFLOP/s (2 FLOP per MAC) against the core's fp32 peak estimated from its flags and
+clock (AVX-512: 64 FLOP/cycle, AVX2 + FMA: 32, else 8). Writes JSON and a PNG.
+
+    .venv-tflite/bin/python scripts/bench_scale.py --out out/bench-scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZES = ((16, 64), (16, 256), (32, 256), (64, 256))
+D, O, CHUNK = 6, 4, 32
+
+
+def macs(c: int, n: int) -> int:
+    """Per sample: the input drive (D -> c n), the ring convolution (kernel 3, c -> c channels,
+    n positions) and the readout (c n -> O)."""
+    return D * c * n + 3 * c * c * n + c * n * O
+
+
+def core_peak_gflops() -> tuple[float | None, str]:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, "unknown (no /proc/cpuinfo)"
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines()
+                  if ln.startswith("flags")), [])
+    mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
+    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= set(flags) else 8
+    if not mhz:
+        return None, f"{per_cycle} FLOP/cycle, clock unknown"
+    ghz = max(mhz) / 1000
+    return per_cycle * ghz, f"{per_cycle} FLOP/cycle (fp32, from the flags) x {ghz:.2f} GHz"
+
+
+def build(c: int, n: int, out: Path, tflite: bool) -> dict:
+    import torch
+
+    from wavedge.export.onnx_export import export_graph
+    from wavedge.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("wave_rnn", input_size=D, output_size=O, channels=c, ring_size=n).eval()
+    files = {}
+    for graph, k in (("step", 1), ("chunk", CHUNK)):
+        files[("onnxruntime", graph)] = export_graph(model, out / f"{c}x{n}.{graph}.onnx", k)
+        if tflite:
+            from wavedge.export.tflite_export import export_tflite_graph
+
+            path = out / f"{c}x{n}.{graph}.tflite"
+            export_tflite_graph(model, path, k)
+            files[("litert", graph)] = path
+    return {"signature": model.signature, "files": files}
+
+
+def runner(path: Path, backend: str, signature, samples: int):
+    from wavedge.runtime.model import load_checked_graph
+
+    return load_checked_graph(path, backend, signature, samples).runner()
+
+
+def measure(configs: dict, calls: int, repeats: int) -> dict:
+    """Each configuration's per-sample microseconds, the configurations interleaved."""
+    per_repeat: dict = {name: [] for name in configs}
+    for _ in range(repeats):
+        for name, (run, samples) in configs.items():
+            for _ in range(10):
+                run.run()
+            t = np.empty(calls)
+            for i in range(calls):
+                t0 = time.perf_counter_ns()
+                run.run()
+                t[i] = time.perf_counter_ns() - t0
+            per_repeat[name].append(float(np.median(t)) / 1000 / samples)
+    return {name: {"us_per_sample": float(np.median(v)), "spread": [min(v), max(v)]}
+            for name, v in per_repeat.items()}
+
+
+def plot(rows: list, path: Path) -> bool:
+    try:
+        import matplotlib
+    except ImportError:  # the bench extra: the JSON holds every number
+        return False
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        for graph, marker in (("step", "o-"), ("chunk", "s--")):
+            pts = [r for r in rows if r["backend"] == backend and r["graph"] == graph]
+            ax.plot([r["macs"] for r in pts], [r["us_per_sample"] for r in pts], marker,
+                    label=f"{backend} {graph}{CHUNK if graph == 'chunk' else ''}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("MACs per sample")
+    ax.set_ylabel("us per sample")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("out/bench-scale"))
+    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    try:
+        import litert_torch  # noqa: F401
+
+        tflite = True
+    except ImportError:
+        tflite = False
+    args.out.mkdir(parents=True, exist_ok=True)
+    configs, meta = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for c, n in SIZES:
+            built = build(c, n, Path(tmp), tflite)
+            for (backend, graph), path in built["files"].items():
+                k = 1 if graph == "step" else CHUNK
+                name = f"{backend}/{c}x{n}/{graph}"
+                configs[name] = (runner(path, backend, built["signature"], k), k)
+                meta[name] = {"backend": backend, "size": f"{c}x{n}", "graph": graph,
+                              "macs": macs(c, n)}
+            print(f"exported {c}x{n}", flush=True)
+        results = measure(configs, args.calls, args.repeats)
+    peak, how = core_peak_gflops()
+    rows = []
+    for name, r in results.items():
+        m = meta[name]
+        gflops = 2 * m["macs"] / (r["us_per_sample"] * 1e3)
+        rows.append({**m, **r, "gflops": gflops,
+                     "share_of_peak": gflops / peak if peak else None})
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        for c, n in SIZES:
+            step, chunk = (next(r for r in rows if r["backend"] == backend and
+                                r["size"] == f"{c}x{n}" and r["graph"] == g)
+                           for g in ("step", "chunk"))
+            chunk["chunk_over_step"] = chunk["us_per_sample"] / step["us_per_sample"]
+            print(f"{backend} {c}x{n}: step {step['us_per_sample']:.2f} us "
+                  f"({step['gflops']:.1f} GFLOP/s), chunk{CHUNK} "
+                  f"{chunk['us_per_sample']:.2f} us/sample, chunk / step "
+                  f"{chunk['chunk_over_step']:.2f}")
+    report = {"peak_gflops_per_core": peak, "peak_estimate": how, "calls": args.calls,
+              "repeats": args.repeats, "chunk_samples": CHUNK, "threads": 1, "rows": rows,
+              "method": "median of each repeat's median per call, over samples per call; the "
+                        "configurations interleaved in every repeat; one thread"}
+    (args.out / "bench-scale.json").write_text(json.dumps(report, indent=1) + "\n")
+    if not plot(rows, args.out / "bench-scale.png"):
+        print("no matplotlib here: no PNG (pip install matplotlib)")
+    print(f"peak per core: {peak and round(peak, 1)} GFLOP/s ({how}); wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
