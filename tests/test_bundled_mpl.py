@@ -147,3 +147,29 @@ def test_the_probe_reads_it_with_the_noise_left_to_the_stream(tmp_path):
     report = json.loads((tmp_path / "probe.json").read_text())
     assert set(report["verdict"]) == {"h", "y", "y_var"}
     assert report["recordings"] == RECORDINGS
+
+
+def test_noise_a_sample_carried_does_not_leak_into_the_next_push():
+    """After a chunk (or a push) that carried its own noise, a zero-noise stream's next plain
+    push runs with zero noise again: the same output as a fresh stream given the same history
+    with zeros from that step on."""
+    import numpy as np
+
+    from wavedge.runtime import load_model
+
+    m = load_model(BUNDLED_MPL)
+    rows = np.random.default_rng(0).uniform(0, 16, (9, 8)).astype(np.float32)
+    eps = np.random.default_rng(1).standard_normal((8, 110)).astype(np.float32)
+    zero = np.zeros(110, np.float32)
+    want = m.stream()
+    for r, e in zip(rows[:8], eps):
+        want.push({"x": r, "noise": e})
+    expected = want.push({"x": rows[8], "noise": zero}).values[0]
+    for carry in ("chunk", "push"):
+        s = m.stream()
+        if carry == "chunk":
+            s.push_chunk({"x": rows[:8], "noise": eps})
+        else:
+            for r, e in zip(rows[:8], eps):
+                s.push({"x": r, "noise": e})
+        np.testing.assert_array_equal(s.push(rows[8]).values[0], expected, err_msg=carry)

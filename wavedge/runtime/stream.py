@@ -425,6 +425,8 @@ class Stream:
         """
         xs = self._filter_rows(self._chunk_inputs(samples))
         n = len(next(x for x in xs if x is not None))
+        # the buffers keep the last row below: given noise must not leak into the next push
+        self._noise_given = any(xs[k] is not None for k in self._noise)
         xs = [x if x is not None else self._draw(k, n) for k, x in enumerate(xs)]
         outs = [np.empty((n, *o.shape), o.dtype) for o in self.signature.outputs]
         kept = np.ones(n, bool)  # rows that poison the state even from reset are dropped
