@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset", metavar="POLICY")
     p.add_argument("--noise", choices=["zero", "sample"])
     p.add_argument("--user", help="run as this user (and the dialout group), not root")
-    p.add_argument("--wavedge", help="the wavedge executable (default: the one on PATH)")
+    p.add_argument("--wavedge", help="the wavedge command the unit runs (default: this install's)")
     p.add_argument("--root", type=Path, default=Path("/"),
                    help="write under this root instead of / (an image being built)")
     p.add_argument("--no-activate", action="store_true",

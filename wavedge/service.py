@@ -66,11 +66,17 @@ class Service:
         return None
 
     def executable(self) -> str:
-        return self.wavedge or shutil.which("wavedge") or f"{sys.executable} -m wavedge.cli"
+        """The install that wrote the unit runs it: its own ``wavedge`` script (not the first
+        on a PATH that sudo may have changed), or its interpreter."""
+        if self.wavedge:
+            return self.wavedge
+        script = Path(sys.executable).parent / "wavedge"
+        return str(script) if script.is_file() else f"{sys.executable} -m wavedge.cli"
 
 
 def _device_unit(path: str) -> str:
-    """systemd's name for the device unit of ``path`` (``systemd-escape --path --suffix=device``)."""
+    """systemd's name for the device unit of ``path`` (as ``systemd-escape --path
+    --suffix=device`` writes it)."""
     trimmed = path.strip("/")
     out = []
     for i, ch in enumerate(trimmed):
