@@ -1,6 +1,6 @@
-// wavedge bridge on an Arduino: receives the wave-encoder's RESULT frames from the host over
-// USB serial, answers HELLO and COMMAND, and lights the built-in LED while the predicted
-// class is CLASS_OF_INTEREST. Copy wb_frame.h and wb_frame.c next to this sketch
+// wavedge bridge on an Arduino: receives a classifier's RESULT frames (or PREDICTION frames of
+// class scores, with or without their variance) from the host over USB serial, answers HELLO
+// and COMMAND, and lights the built-in LED while the predicted class is CLASS_OF_INTEREST. Copy wb_frame.h and wb_frame.c next to this sketch
 // (`wavedge firmware --out DIR` does it) and build with the Arduino IDE or arduino-cli.
 #include "wb_frame.h"
 
@@ -37,6 +37,13 @@ void loop() {
       wb_result_t r;
       if (wb_result_unpack(f->payload, f->payload_len, &r)) {
         digitalWrite(LED_BUILTIN, r.class_id == CLASS_OF_INTEREST ? HIGH : LOW);
+      }
+    } else if (f->type == WB_PREDICTION) {
+      // class scores with their variance (kind 7, the spike-and-slab RNN) or without (kind 1):
+      // index is the class; values hold the logits (then, for kind 7, their variances)
+      wb_prediction_t p;
+      if (wb_prediction_unpack(f->payload, f->payload_len, &p) && (p.kind == 1 || p.kind == 7)) {
+        digitalWrite(LED_BUILTIN, p.index == CLASS_OF_INTEREST ? HIGH : LOW);
       }
     }
   }
