@@ -200,7 +200,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
             f"{providers}, {model.precision}, step graph{chunk}; source {source_url}, sink "
             f"{args.sink}, policy {args.policy}, resets {resets.text()}")
-    noise = [i.name for i in model.signature.inputs if i.role == "noise"]
+    noise = model.signature.noise
     if args.noise == "sample" and not noise:
         raise InputError(f"--noise sample: {model.manifest.name} has no noise input (it is "
                          "not a stochastic network)")

@@ -85,7 +85,7 @@ def from_torch(model, recordings, names: list[str], skip: float) -> dict[str, li
     mean, std = _normalisation(sig)
     rows: dict[str, list] = {n: [] for n in names}
     # a stochastic model's noise is zero, as a stream runs it by default (the mean network)
-    noise = [torch.zeros(1, *i.shape) for i in sig.inputs[1:] if i.role == "noise"]
+    noise = [torch.zeros(1, *i.shape) for i in sig.noise]
     with torch.no_grad():
         for rec in recordings:
             state = model.init_state(1)

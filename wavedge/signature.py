@@ -181,11 +181,16 @@ class Signature:
         """The inputs a sample carries: all but the ``noise`` inputs, which the stream fills."""
         return tuple(i for i in self.inputs if i.role != "noise")
 
+    @property
+    def noise(self) -> tuple[InputSpec, ...]:
+        """The ``noise`` inputs: a stochastic network's draws, which the stream fills."""
+        return tuple(i for i in self.inputs if i.role == "noise")
+
     def with_noise(self, recording: dict, seed: int = 0) -> dict:
         """``recording`` (``{input name: [T, *shape]}``) with every ``noise`` input it lacks
         drawn standard normal (seeded): what a check or a calibration streams, so that the
         graphs' noise paths are exercised, not only the mean network."""
-        missing = [i for i in self.inputs if i.role == "noise" and i.name not in recording]
+        missing = [i for i in self.noise if i.name not in recording]
         if not missing:
             return recording
         steps = len(next(iter(recording.values())))

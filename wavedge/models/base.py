@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from wavedge.errors import InputError
 from wavedge.signature import InputSpec, Normalise, OutputSpec, Signature, StateSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64,
@@ -164,8 +165,6 @@ class StepModel(nn.Module):
         that count ``[B, T]``), whose gradient the recipe's optimiser follows: cross-entropy
         through the whole sequence (``backprop``) unless the family learns otherwise."""
         if learning != "backprop":
-            from wavedge.errors import InputError
-
             raise InputError(f"{self.arch or type(self).__name__}: learns by backprop only, "
                              f"not {learning!r}")
         logits = self.scores(x)

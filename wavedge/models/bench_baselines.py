@@ -34,7 +34,7 @@ def baselines(checkpoint: Path, threads: int = 1) -> tuple:
             inv = (1.0 / np.asarray(norm.std if norm else 1.0)).astype(np.float32)
             prep.append((spec.name, TORCH_DTYPES[spec.dtype], norm is not None, mean, inv))
 
-        noise = {i.name: np.zeros(i.shape, np.float32) for i in sig.inputs if i.role == "noise"}
+        noise = {i.name: np.zeros(i.shape, np.float32) for i in sig.noise}
 
         def step(sample):  # as Stream.push: the noise zero (the mean network) unless given
             values = {**noise, **(sample if isinstance(sample, dict)

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from wavedge.models.mpl import MetaPredictive, energy, free_run, readout_ce, relax
+from wavedge.models.mpl import (PC_ETA, PC_INFERENCE, PC_NUDGE, PC_STEPS, MetaPredictive, energy,
+                                free_run, readout_ce, relax)
 
 LETTERS = 26
 RULE = (2, 4)  # the toy language: the next letter is the current one + 2 or + 4 (mod 26)
@@ -51,13 +52,13 @@ class Recipe:
     clip: float = 10.0  # gradient norm clip per parameter group (the authors' 10)
     # inference: "lbfgs" relaxes the beliefs to equilibrium (up to ``inference_steps``
     # iterations), "sgd" takes ``inference_steps`` steps of ``eta`` as the authors' code does
-    inference: str = "lbfgs"
-    inference_steps: int = 100
-    eta: float = 0.1  # sgd: the authors' belief step
+    inference: str = PC_INFERENCE
+    inference_steps: int = PC_STEPS
+    eta: float = PC_ETA  # sgd: the authors' belief step
     # the cross-entropy's weight in the energy: at the authors' 1 with 100 SGD steps the
     # beliefs never settle and training diverged here (the recurrence's spectral radius grew
     # from 1.0 to 1.5 in 55 epochs); at 0.01 and equilibrium the update tracks BPTT's
-    nudge: float = 0.01
+    nudge: float = PC_NUDGE
 
 
 # the authors' toy-model settings (toymodel.py): belief steps of 0.1, 100 of them, nudge 1
@@ -71,10 +72,6 @@ def toy_sequences() -> np.ndarray:
         seqs = np.concatenate([np.concatenate([seqs, (seqs[:, -1:] + r) % LETTERS], 1)
                                for r in RULE])
     return seqs
-
-
-def noise_for(model: MetaPredictive, batch: int, steps: int, gen: torch.Generator):
-    return model.noise_for(batch, steps, gen)
 
 
 def _mask(y: torch.Tensor, steps: int, last_only: bool):
@@ -120,7 +117,7 @@ def train(model, x, y, recipe: Recipe, method: str, seed: int, last_only: bool =
         for idx in _batches(len(x), recipe.batch, gen):
             xb = x[idx]
             yb, mask = _mask(y[idx], xb.shape[1], last_only)
-            eps_h, eps_z = noise_for(model, len(idx), xb.shape[1], gen)
+            eps_h, eps_z = model.noise_for(len(idx), xb.shape[1], gen)
             if method == "pc":
                 beliefs = infer(model, xb, yb, eps_h, eps_z, recipe, mask)
                 loss = energy(model, xb, yb, beliefs, eps_h, eps_z, mask, recipe.nudge)
