@@ -80,7 +80,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                                activation_bits=args.activations,
                                                force=args.force),
                             calibration=args.calibration, reset=args.reset,
-                            input_margin=args.input_margin, input_bounds=args.input_bounds)
+                            input_margin=args.input_margin, input_bounds=args.input_bounds,
+                            batch=args.batch)
     manifest_path = export_model_dir(ckpt, args.out, options, task=task)
     raw = json.loads(manifest_path.read_text())
     for f in raw["files"]:
@@ -94,7 +95,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                  if e.get("argmax_agreement") is not None else "")
         measured = (f", {quality['metric'].split(' of ')[0]} {quality['test']:.4g} (torch fp32 "
                     f"{quality['torch_fp32']:.4g})" if quality else "")
-        print(f"{f['path']}: {f['size_bytes']} bytes, {f['samples_per_call']} sample(s)/call, "
+        batch = f", {f['batch']} streams/call" if f.get("batch", 1) > 1 else ""
+        print(f"{f['path']}: {f['size_bytes']} bytes, {f['samples_per_call']} sample(s)/call"
+              f"{batch}, "
               f"error vs torch {e['error']:.2e} over {e['steps']} steps ({gate}){agree}"
               f"{measured}")
     if (raw.get("quality") or {}).get("gate", True) is None:
@@ -160,7 +163,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         if f.graph == "identity":
             print(f"  file:   {f.path} [{f.format} benchmark floor, {f.size_bytes} bytes]")
             continue
-        print(f"  file:   {f.path} [{f.format} {f.precision} {f.graph}, {f.samples_per_call}/call, "
+        batch = f", {f.batch} streams" if f.batch > 1 else ""
+        print(f"  file:   {f.path} [{f.format} {f.precision} {f.graph}, {f.samples_per_call}/call"
+              f"{batch}, "
               f"{f.size_bytes} bytes, error vs torch {f.error_vs_torch.get('error', float('nan')):.1e}]")
     acc = (m.raw.get("training") or {}).get("test_accuracy")
     if acc is not None:
@@ -408,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'none': accept any finite value")
     p.add_argument("--arch", help="refuse a checkpoint of any other architecture")
     p.add_argument("--chunk", type=int, default=32, help="samples per chunk-graph call (32)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="also write step and chunk graphs of N streams per call, for stream "
+                        "groups (`wavedge run` with several sources, `bench --streams`)")
     p.add_argument("--tolerance", type=float, default=1e-5,
                    help="largest allowed error of either graph vs torch (1e-5)")
     p.add_argument("--check-steps", type=int, default=2048,

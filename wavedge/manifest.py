@@ -39,6 +39,7 @@ class FileEntry:
     sha256: str
     size_bytes: int
     error_vs_torch: dict
+    batch: int = 1  # streams per call (optional in the manifest; absent: 1)
 
 
 @dataclass(frozen=True)
@@ -103,15 +104,22 @@ class Manifest:
 
     @property
     def files(self) -> tuple[FileEntry, ...]:
-        return tuple(FileEntry(**{k: f[k] for k in FileEntry.__dataclass_fields__})
+        return tuple(FileEntry(**{k: f[k] for k in FileEntry.__dataclass_fields__ if k in f})
                      for f in self.raw["files"])
 
-    def find_file(self, graph: str, precision: str = "fp32", fmt: str = "onnx") -> FileEntry | None:
-        """The file for ``graph`` at ``precision`` in ``fmt``, or None when the model has none."""
+    def find_file(self, graph: str, precision: str = "fp32", fmt: str = "onnx",
+                  batch: int = 1) -> FileEntry | None:
+        """The file for ``graph`` at ``precision`` in ``fmt`` and ``batch`` streams per call,
+        or None when the model has none."""
         for f in self.files:
-            if (f.graph, f.precision, f.format) == (graph, precision, fmt):
+            if (f.graph, f.precision, f.format, f.batch) == (graph, precision, fmt, batch):
                 return f
         return None
+
+    def batches(self, precision: str = "fp32", fmt: str = "onnx") -> list[int]:
+        """The batches (streams per call) of the step graphs at ``precision`` in ``fmt``."""
+        return sorted({f.batch for f in self.files
+                       if (f.graph, f.precision, f.format) == ("step", precision, fmt)})
 
 
 def sha256_of(path: Path) -> str:
@@ -167,6 +175,10 @@ def validate(raw: object, where: str) -> dict:
     if not raw["files"]:
         raise ManifestError(f"{where}: files is empty: the model directory has no model")
     for i, f in enumerate(raw["files"]):
+        batch = f.get("batch", 1)
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise ManifestError(f"{where}: files[{i}].batch should be a whole number of at "
+                                f"least 1, got {batch!r}")
         for key, allowed in (("format", FILE_FORMATS), ("graph", GRAPH_KINDS),
                              ("precision", PRECISIONS)):
             if f[key] not in allowed:

@@ -158,14 +158,15 @@ class Signature:
     def graph_outputs(self) -> list[str]:
         return [o.name for o in self.outputs] + [s.output_name for s in self.state]
 
-    def graph_io(self, samples: int = 1) -> tuple[list, list]:
-        """(name, shape, dtype) of a graph's inputs and outputs at ``samples`` per call (batch
-        1; a chunk graph has a time axis of ``samples`` on every input and output)."""
+    def graph_io(self, samples: int = 1, batch: int = 1) -> tuple[list, list]:
+        """(name, shape, dtype) of a graph's inputs and outputs at ``samples`` per call and
+        ``batch`` streams per call (a chunk graph has a time axis of ``samples`` on every
+        input and output)."""
         t = () if samples == 1 else (samples,)
-        ins = [(i.name, (1, *t, *i.shape), i.dtype) for i in self.inputs]
-        outs = [(o.name, (1, *t, *o.shape), o.dtype) for o in self.outputs]
-        ins += [(s.input_name, (1, *s.shape), s.dtype) for s in self.state]
-        outs += [(s.output_name, (1, *s.shape), s.dtype) for s in self.state]
+        ins = [(i.name, (batch, *t, *i.shape), i.dtype) for i in self.inputs]
+        outs = [(o.name, (batch, *t, *o.shape), o.dtype) for o in self.outputs]
+        ins += [(s.input_name, (batch, *s.shape), s.dtype) for s in self.state]
+        outs += [(s.output_name, (batch, *s.shape), s.dtype) for s in self.state]
         return ins, outs
 
     def output(self, name: str) -> OutputSpec:

@@ -146,32 +146,62 @@ def torch_reference(model: StepModel, stream: Stream) -> tuple[list, list]:
     return ys, state
 
 
-def run_graph(path: Path, backend: str, signature: Signature, stream: Stream,
+def batch_streams(stream: CheckStream, batch: int, multiple_of: int) -> list[CheckStream]:
+    """``batch`` check streams from one, for a graph of ``batch`` streams per call: row ``b``
+    is ``stream`` rotated by ``b`` times a ``batch``-th of its length (in whole chunks), reset
+    where the original was and where the rotation joins its end to its start, so that every
+    row sees different samples at every call and rows reset at different calls."""
+    steps = len(next(iter(stream.values())))
+    rows = []
+    for b in range(batch):
+        off = b * (steps // batch) // multiple_of * multiple_of
+        row = CheckStream({n: np.ascontiguousarray(np.roll(v, -off, axis=0))
+                           for n, v in stream.items()})
+        row.starts = tuple(sorted({0, *((s - off) % steps for s in stream.starts)}))
+        rows.append(row)
+    return rows
+
+
+def batch_reference(model: StepModel, rows: list[CheckStream]) -> tuple[list, list]:
+    """``torch_reference`` of each row: outputs concatenated row after row, the final states
+    stacked on the batch axis (what ``run_graph`` returns for the rows)."""
+    refs = [torch_reference(model, r) for r in rows]
+    return ([np.concatenate(ys) for ys in zip(*(r[0] for r in refs))],
+            [np.concatenate(st) for st in zip(*(r[1] for r in refs))])
+
+
+def run_graph(path: Path, backend: str, signature: Signature, stream: Stream | list,
               samples: int, maxima: dict | None = None) -> tuple[list, list]:
     """Run an exported graph over ``stream`` through wavedge's own runtime backend, as a
     stream does: one sample (or chunk) per call, the state fed back from the previous call
-    (and reset at the stream's ``starts``). ``maxima``: filled with the largest magnitude each
-    float state reaches."""
+    (and reset at the stream's ``starts``). A list of streams runs a graph of that batch, one
+    stream per row, each row reset at its own starts; the outputs come back row after row
+    (``batch_reference``). ``maxima``: filled with the largest magnitude each float state
+    reaches."""
     from wavedge.runtime.model import load_checked_graph
 
-    runner = load_checked_graph(path, backend, signature, samples).runner()
+    rows = stream if isinstance(stream, list) else [stream]
+    runner = load_checked_graph(path, backend, signature, samples, batch=len(rows)).runner()
     names = [i.name for i in signature.inputs]
-    steps = len(stream[names[0]])
-    ys: list[list] = [[] for _ in signature.outputs]
-    starts = set(getattr(stream, "starts", (0,)))
+    steps = len(rows[0][names[0]])
+    ys: list[list] = [[[] for _ in rows] for _ in signature.outputs]
+    starts = [set(getattr(r, "starts", (0,))) for r in rows]
     for i in range(0, steps, samples):
-        if i in starts:
-            for buf, spec in zip(runner.state, signature.state):
-                buf[...] = spec.reset_array(1)
+        for b, row_starts in enumerate(starts):
+            if i in row_starts:
+                for buf, spec in zip(runner.state, signature.state):
+                    buf[b] = spec.reset_array(1)[0]
         for buf, name in zip(runner.inputs, names):
-            buf[...] = stream[name][i:i + samples].reshape(buf.shape)
+            buf[...] = np.stack([r[name][i:i + samples] for r in rows]).reshape(buf.shape)
         for acc, y, spec in zip(ys, runner.run(), signature.outputs):
-            acc.append(y.reshape(-1, *spec.shape))
+            for b, row in enumerate(acc):
+                row.append(y[b].reshape(-1, *spec.shape))
         if maxima is not None:  # the largest magnitude each float state reached
             for buf, spec in zip(runner.state, signature.state):
                 if spec.dtype == "float32":
                     maxima[spec.name] = max(maxima.get(spec.name, 0.0), float(np.abs(buf).max()))
-    return [np.concatenate(y) for y in ys], [s.copy() for s in runner.state]
+    return ([np.concatenate([np.concatenate(r) for r in y]) for y in ys],
+            [s.copy() for s in runner.state])
 
 
 def _tensor_error(got: np.ndarray, ref: np.ndarray) -> float:

@@ -114,12 +114,14 @@ def build_graph(model: StepModel, graph: str, samples: int) -> nn.Module:
     raise ExportError(f"unknown graph {graph!r}; known: {', '.join(GRAPHS)}")
 
 
-def dummy_inputs(model: StepModel, samples: int) -> tuple[torch.Tensor, ...]:
-    """Typed example tensors of the graph's inputs (batch 1), then the reset state."""
+def dummy_inputs(model: StepModel, samples: int, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Typed example tensors of the graph's inputs (``batch`` streams), then the reset
+    state."""
     sig = model.signature
     t = () if samples == 1 else (samples,)
-    xs = tuple(torch.zeros((1, *t, *i.shape), dtype=TORCH_DTYPES[i.dtype]) for i in sig.inputs)
-    return (*xs, *model.init_state(1))
+    xs = tuple(torch.zeros((batch, *t, *i.shape), dtype=TORCH_DTYPES[i.dtype])
+               for i in sig.inputs)
+    return (*xs, *model.init_state(batch))
 
 
 def io_names(model: StepModel) -> tuple[list[str], list[str]]:

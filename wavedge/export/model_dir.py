@@ -26,7 +26,8 @@ import numpy as np
 
 import wavedge
 from wavedge.errors import ExportError, InputError
-from wavedge.export.check import check_stream, compare, run_graph, torch_outputs, torch_reference
+from wavedge.export.check import (batch_reference, batch_streams, check_stream, compare,
+                                  run_graph, torch_outputs, torch_reference)
 from wavedge.export.micro import is_installed as micro_installed
 from wavedge.export.micro import micro_check
 from wavedge.export.onnx_export import DEFAULT_OPSET, export_graph, scan_chunk
@@ -68,6 +69,8 @@ class ExportOptions:
     # input_bounds says otherwise ("LOW:HIGH" for every channel, "ch=LOW:HIGH,...", "none")
     input_margin: float = 1.0
     input_bounds: str | None = None
+    # streams per call of a second set of step and chunk graphs, for a StreamGroup (1: none)
+    batch: int = 1
 
     def validate(self) -> None:
         self.quant.validate()
@@ -86,6 +89,8 @@ class ExportOptions:
         if unknown or not self.formats:
             raise InputError(f"format(s) {unknown or '(none)'} not supported; choose from "
                              f"{', '.join(FORMATS)}")
+        if not 1 <= self.batch <= 1024:
+            raise InputError(f"batch must be 1 to 1024 streams per call, got {self.batch}")
         if self.chunk_samples < 2:
             raise InputError(f"chunk_samples must be at least 2, got {self.chunk_samples}")
         if self.check_steps < 1000:
@@ -216,27 +221,14 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
     policy = ckpt.model.quant_policy()
     try:
         files = []
+        batches = [(1, stream, ref)]
+        if options.batch > 1:  # B streams, each checked against its own torch run
+            rows = batch_streams(stream, options.batch, options.chunk_samples)
+            batches.append((options.batch, rows, batch_reference(ckpt.model, rows)))
         for fmt in options.formats:
-            for graph, samples in (("step", 1), ("chunk", options.chunk_samples)):
-                path = tmp / f"model.{graph}.{fmt}"
-                if fmt == "onnx":
-                    export_graph(ckpt.model, path, samples, options.opset)
-                else:
-                    export_tflite_graph(ckpt.model, path, samples)
-                err = compare(sig, *run_graph(path, FORMATS[fmt], sig, stream, samples,
-                                              maxima), *ref)
-                if err.error > options.tolerance:
-                    worst = max(err.tensors, key=err.tensors.get)
-                    raise ExportError(
-                        f"the exported {fmt} {graph} graph differs from torch by "
-                        f"{err.error:.3g} in {worst!r} (tolerance {options.tolerance:g}) over "
-                        f"{err.steps} steps; nothing written")
-                files.append(_file_entry(path, fmt, graph, samples, err.to_json(),
-                                         options.opset if fmt == "onnx" else None))
-                if "int8" in options.precisions and (fmt == "onnx" or graph == "step"
-                                                     or policy.tflite_chunk):
-                    files.append(_int8_entry(ckpt, path, fmt, graph, samples, recordings,
-                                             stream, ref, options, calibration, resets))
+            for batch, check, reference in batches:
+                files += _export_graphs(ckpt, tmp, fmt, batch, check, reference, options,
+                                        recordings, calibration, resets, maxima)
             # the backend's per-call floor for this signature, for `wavedge bench`
             path = tmp / f"bench.identity.{fmt}"
             if fmt == "onnx":
@@ -265,6 +257,37 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
     return out_dir / MANIFEST_NAME
 
 
+def _export_graphs(ckpt, tmp: Path, fmt: str, batch: int, stream, ref, options: ExportOptions,
+                   recordings: tuple, calibration: dict, resets: ResetPolicy,
+                   maxima: dict) -> list[dict]:
+    """Write, check and record the step and chunk graphs of ``batch`` streams per call in
+    ``fmt`` (and their int8 versions where asked): the list of manifest file entries. A
+    graph of batch B is checked on B different streams (``check.batch_streams``)."""
+    sig, policy = ckpt.model.signature, ckpt.model.quant_policy()
+    files = []
+    suffix = f".b{batch}" if batch > 1 else ""
+    for graph, samples in (("step", 1), ("chunk", options.chunk_samples)):
+        path = tmp / f"model.{graph}{suffix}.{fmt}"
+        if fmt == "onnx":
+            export_graph(ckpt.model, path, samples, options.opset, batch=batch)
+        else:
+            export_tflite_graph(ckpt.model, path, samples, batch=batch)
+        err = compare(sig, *run_graph(path, FORMATS[fmt], sig, stream, samples, maxima), *ref)
+        if err.error > options.tolerance:
+            worst = max(err.tensors, key=err.tensors.get)
+            raise ExportError(
+                f"the exported {fmt} {graph} graph{f' of batch {batch}' if batch > 1 else ''} "
+                f"differs from torch by {err.error:.3g} in {worst!r} (tolerance "
+                f"{options.tolerance:g}) over {err.steps} steps; nothing written")
+        files.append(_file_entry(path, fmt, graph, samples, err.to_json(),
+                                 options.opset if fmt == "onnx" else None, batch=batch))
+        if "int8" in options.precisions and (fmt == "onnx" or graph == "step"
+                                             or policy.tflite_chunk):
+            files.append(_int8_entry(ckpt, path, fmt, graph, samples, recordings, stream, ref,
+                                     options, calibration, resets, batch))
+    return files
+
+
 def _channels(sig) -> tuple[str, ...]:
     sensor = sig.inputs[0]
     return sensor.channels or tuple(f"{sensor.name}_{i}" for i in range(sensor.size))
@@ -272,17 +295,18 @@ def _channels(sig) -> tuple[str, ...]:
 
 def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, recordings: tuple,
                 stream, ref, options: ExportOptions, calibration: dict,
-                resets: ResetPolicy) -> dict:
+                resets: ResetPolicy, batch: int = 1) -> dict:
     """Quantise one fp32 graph as ``options.quant`` and the family's policy say, calibrated on
     ``recordings`` (name, recordings: the task's or the user's file) streamed with the state
     carried (the int8 ONNX chunk graph: the int8 step graph in a ``Scan``; the int8 TFLite
     step graph is also run in TFLite Micro when it is installed). Its error versus torch is
     measured and recorded, not gated (the quality gate decides)."""
-    out = fp32_path.with_name(f"model.{graph}.int8.{fmt}")
+    suffix = f".b{batch}" if batch > 1 else ""
+    out = fp32_path.with_name(f"model.{graph}{suffix}.int8.{fmt}")
     quant, sig = options.quant, ckpt.model.signature
     policy = ckpt.model.quant_policy()
     if (fmt, graph) == ("onnx", "chunk") and quant.method == "static":
-        scan_chunk(out.with_name("model.step.int8.onnx"), out, samples, len(sig.inputs),
+        scan_chunk(out.with_name(f"model.step{suffix}.int8.onnx"), out, samples, len(sig.inputs),
                    len(sig.outputs))
         description = {**quant.describe_onnx(policy), "graph": "the int8 step graph in an "
                        f"ONNX Scan of {samples}: the step graph's integers, its weights once"}
@@ -290,9 +314,11 @@ def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, recor
         reader = None
         if fmt == "tflite" or quant.method == "static":
             name, recs = recordings
-            reader = StreamCalibrationReader(fp32_path, sig, recs, samples,
-                                             quant.calibration_passes, quant.calibration_stride,
-                                             policy=resets)
+            # a batch graph is calibrated on the batch-1 graph's feeds, repeated on the batch axis
+            reader = StreamCalibrationReader(fp32_path.with_name(f"model.{graph}.{fmt}"), sig,
+                                             recs, samples, quant.calibration_passes,
+                                             quant.calibration_stride, policy=resets,
+                                             batch=batch)
             calibration.setdefault("data", f"{name} ({len(recs)} recordings)")
             calibration.setdefault(f"{graph}_graph", reader.description)
         if fmt == "tflite":
@@ -307,10 +333,11 @@ def _int8_entry(ckpt, fp32_path: Path, fmt: str, graph: str, samples: int, recor
         raise ExportError(f"{out.name}: the int8 graph's {', '.join(bad)} are not finite on "
                           f"the check stream ({err.steps} steps); nothing written")
     entry = _file_entry(out, fmt, graph, samples, err.to_json(),
-                        _onnx_opset(out) if fmt == "onnx" else None, precision="int8")
+                        _onnx_opset(out) if fmt == "onnx" else None, precision="int8",
+                        batch=batch)
     entry["size_vs_fp32"] = round(out.stat().st_size / fp32_path.stat().st_size, 3)
     entry["quantisation"] = description
-    if fmt == "tflite" and graph == "step":
+    if fmt == "tflite" and graph == "step" and batch == 1:
         entry["micro"] = _micro_record(out, sig, stream)
     return entry
 
@@ -352,8 +379,8 @@ def _quality_gate(directory: Path, raw: dict, ckpt: Checkpoint, task: Task,
     raw["quality"] = {"metric": metric, "task": task.description, "torch_fp32": torch_value,
                       "reset": resets.text(), "max_loss_points": options.quant.max_accuracy_drop}
     for entry in raw["files"]:
-        if entry["graph"] == "identity":
-            continue
+        if entry["graph"] == "identity" or entry.get("batch", 1) > 1:
+            continue  # a batch graph's rows are checked against torch, like the batch-1 graph
         fmt, precision, use_chunk = entry["format"], entry["precision"], entry["graph"] == "chunk"
         stream = load_model(directory, FORMATS[fmt], precision, use_chunk=use_chunk).stream()
         value = task.score(under_policy(resets, task.held_out, stream.reset,
@@ -406,10 +433,12 @@ def _torch_under(model: StepModel, policy: ResetPolicy, recordings: list[dict]) 
 
 
 def _file_entry(path: Path, fmt: str, graph: str, samples: int, error: dict,
-                opset: int | None, precision: str = "fp32") -> dict:
+                opset: int | None, precision: str = "fp32", batch: int = 1) -> dict:
     entry = {"path": path.name, "format": fmt, "graph": graph, "precision": precision,
              "samples_per_call": samples, "sha256": sha256_of(path),
              "size_bytes": path.stat().st_size, "error_vs_torch": error}
+    if batch > 1:
+        entry["batch"] = batch
     if opset is not None:
         entry["opset"] = opset
     return entry

@@ -33,13 +33,14 @@ def _quiet_exporter():
 
 
 def export_graph(model: StepModel, path: Path, samples: int, opset: int = DEFAULT_OPSET,
-                 graph_kind: str | None = None) -> Path:
+                 graph_kind: str | None = None, batch: int = 1) -> Path:
     """Export the step graph (``samples == 1``) or the chunk graph of ``samples`` to ``path``,
     its tensors named and typed by the model's signature (inputs normalised in-graph where it
     declares so); ``graph_kind="identity"`` exports the benchmark floor graph instead.
 
-    Batch is fixed at 1 (one stream per call; several streams share one session). Raises
-    ``ExportError`` when torch cannot export the model.
+    The batch is fixed at ``batch`` streams per call (1: one stream; a ``StreamGroup`` steps
+    up to ``batch`` streams in one call). Raises ``ExportError`` when torch cannot export the
+    model.
     """
     import onnx
 
@@ -49,7 +50,7 @@ def export_graph(model: StepModel, path: Path, samples: int, opset: int = DEFAUL
     inputs, outputs = io_names(model)
     try:
         with _quiet_exporter(), torch.no_grad():
-            program = torch.onnx.export(graph, dummy_inputs(model, samples), dynamo=True,
+            program = torch.onnx.export(graph, dummy_inputs(model, samples, batch), dynamo=True,
                                         input_names=inputs, output_names=outputs,
                                         opset_version=opset, verbose=False)
     except Exception as exc:  # the exporter raises many types; say which graph failed
@@ -60,10 +61,11 @@ def export_graph(model: StepModel, path: Path, samples: int, opset: int = DEFAUL
     dedupe_initializers(proto)
     strip_debug_info(proto)
     arch = model.arch or type(model).__name__
-    proto.doc_string = f"wavedge {arch} {kind} ({samples} sample(s) per call)"
+    proto.doc_string = f"wavedge {arch} {kind} ({samples} sample(s) per call, batch {batch})"
     onnx.helper.set_model_props(proto, {"wavedge.arch": arch,
                                         "wavedge.graph": kind,
-                                        "wavedge.samples_per_call": str(samples)})
+                                        "wavedge.samples_per_call": str(samples),
+                                        "wavedge.batch": str(batch)})
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(path))

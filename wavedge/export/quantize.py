@@ -145,10 +145,14 @@ class StreamCalibrationReader:
     throughout, or reset where the model's reset ``policy`` says (as the parity check's
     stream, ``check.check_stream``: a model trained from reset reaches states on endless
     streams that it never sees on a board, and would calibrate on them); every ``stride``-th
-    call's inputs are kept. For a chunk graph, ``samples_per_call`` samples go in per call."""
+    call's inputs are kept. For a chunk graph, ``samples_per_call`` samples go in per call.
+    ``batch`` > 1 calibrates a graph of that many streams per call: each feed repeated on the
+    batch axis, so that it gets the scales of the batch-1 graph (its rows are the same
+    streams)."""
 
     def __init__(self, fp32_path: Path, signature, recordings, samples_per_call: int = 1,
-                 passes: int = 2, stride: int = 2, seed: int = 0, policy=None) -> None:
+                 passes: int = 2, stride: int = 2, seed: int = 0, policy=None,
+                 batch: int = 1) -> None:
         from wavedge.export.check import check_stream
         from wavedge.resets import ResetPolicy
         from wavedge.runtime.model import load_checked_graph
@@ -179,6 +183,9 @@ class StreamCalibrationReader:
                 self.feeds.append(dict(zip(names, [*(b.copy() for b in runner.inputs),
                                                    *(s.copy() for s in runner.state)])))
             runner.run()
+        if batch > 1:
+            self.feeds = [{k: np.repeat(v, batch, axis=0) for k, v in f.items()}
+                          for f in self.feeds]
         self.description = {
             "recordings": len(recordings),
             "samples_per_recording": (lengths[0] if len(lengths) == 1

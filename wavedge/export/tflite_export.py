@@ -54,9 +54,9 @@ class _Signature(nn.Module):
 
 
 def export_tflite_graph(model: StepModel, path: Path, samples: int,
-                        graph_kind: str | None = None) -> Path:
+                        graph_kind: str | None = None, batch: int = 1) -> Path:
     """Convert the step graph (``samples == 1``), chunk graph or identity (benchmark floor)
-    graph to an fp32 ``.tflite``."""
+    graph, at ``batch`` streams per call, to an fp32 ``.tflite``."""
     try:
         import litert_torch
     except ImportError:
@@ -66,7 +66,7 @@ def export_tflite_graph(model: StepModel, path: Path, samples: int,
     kind = graph_kind or ("step" if samples == 1 else "chunk")
     graph = build_graph(model, kind, samples)
     inputs, outputs = io_names(model)
-    kwargs = {_tflite_name(n): t for n, t in zip(inputs, dummy_inputs(model, samples))}
+    kwargs = {_tflite_name(n): t for n, t in zip(inputs, dummy_inputs(model, samples, batch))}
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \

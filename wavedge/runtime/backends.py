@@ -63,6 +63,7 @@ class Graph:
     detail: dict = field(default_factory=dict)  # e.g. providers, library and version
     n_inputs: int = 1
     n_outputs: int = 1
+    batch: int = 1  # streams per call (a StreamGroup's graphs have more)
 
     def runner(self) -> Runner:  # pragma: no cover - implemented by each backend
         raise NotImplementedError

@@ -78,12 +78,12 @@ def _load_checked(manifest: Manifest, entry: FileEntry, backend: str,
 
 
 def load_checked_graph(path: Path, backend: str, signature: Signature, samples: int = 1,
-                       options: BackendOptions = BackendOptions()) -> Graph:
-    """Load ``path`` and check its tensors against ``signature`` at ``samples`` per call
-    (names, shapes, dtypes); the graph's tensors come back in signature order. Raises
-    ``ManifestError`` naming the tensor that does not match."""
+                       options: BackendOptions = BackendOptions(), batch: int = 1) -> Graph:
+    """Load ``path`` and check its tensors against ``signature`` at ``samples`` per call and
+    ``batch`` streams per call (names, shapes, dtypes); the graph's tensors come back in
+    signature order. Raises ``ManifestError`` naming the tensor that does not match."""
     graph = load_graph(backend, path, options)
-    want_in, want_out = signature.graph_io(samples)
+    want_in, want_out = signature.graph_io(samples, batch)
     for kind, want, got in (("input", want_in, graph.inputs), ("output", want_out, graph.outputs)):
         got_map = {t.name: t for t in got}
         if set(got_map) != {n for n, _, _ in want}:
@@ -105,6 +105,7 @@ def load_checked_graph(path: Path, backend: str, signature: Signature, samples: 
     graph.inputs.sort(key=lambda t: order_in.index(t.name))
     graph.outputs.sort(key=lambda t: order_out.index(t.name))
     graph.n_inputs, graph.n_outputs = len(signature.inputs), len(signature.outputs)
+    graph.batch = batch
     return graph
 
 
