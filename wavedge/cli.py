@@ -243,7 +243,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         samples=args.samples, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
         providers=tuple(args.provider or ("cpu",)), trt_cache=args.trt_cache, pin_cpu=args.pin,
         rates_hz=tuple(args.rate or ()), window=args.window,
-        backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()))
+        backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()),
+        streams=args.streams)
     baselines = None
     if args.checkpoint is not None:
         try:
@@ -488,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this backend (repeatable; default: every installed one)")
     p.add_argument("--precision", action="append", help="only this precision (repeatable)")
     p.add_argument("--samples", type=int, default=2000, help="timed calls per repeat (2000)")
+    p.add_argument("--streams", type=int, default=1, metavar="N",
+                   help="also time N streams: round-robin, in a group, and one raw batch call "
+                        "(needs graphs of batch N or more: wavedge export --batch N)")
     p.add_argument("--repeats", type=int, default=3, help="repeats, spread shown (3)")
     p.add_argument("--warmup", type=int, default=200, help="untimed warm-up calls (200)")
     _add_backend_settings(p)

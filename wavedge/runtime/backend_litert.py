@@ -132,8 +132,8 @@ class LiteRTGraph(Graph):
 
         def call():
             k = i[0] % len(feeds[0])
-            for idx, f in zip(runner._in_idx, feeds):
-                it.set_tensor(idx, f[k:k + 1])
+            for idx, f, t in zip(runner._in_idx, feeds, self.inputs):
+                it.set_tensor(idx, f[k].reshape(t.shape))
             for idx, buf in zip(runner._s_in, state):
                 it.set_tensor(idx, buf)
             it.invoke()
@@ -170,8 +170,12 @@ class LiteRTRunner:
             interp.set_tensor(idx, buf)
         interp.invoke()
         # get_tensor returns fresh arrays: take them as they are instead of copying again
-        self.state = [interp.get_tensor(idx) for idx in self._s_out]
+        self._prev, self.state = self.state, [interp.get_tensor(idx) for idx in self._s_out]
         return [interp.get_tensor(idx) for idx in self._out_idx]
+
+    def rewind(self) -> None:
+        """Make the state the one before the last ``run()`` again."""
+        self.state = self._prev
 
 
 class LiteRTRunner1(LiteRTRunner):
@@ -198,8 +202,11 @@ class LiteRTRunner1(LiteRTRunner):
         self._set(self._xi, self.x)
         self._set(self._si, self._state)
         self._invoke()
-        self._state = self._get(self._so)
+        self._prev, self._state = self._state, self._get(self._so)
         return [self._get(self._yi)]
+
+    def rewind(self) -> None:
+        self._state = self._prev
 
 
 class Affine:
@@ -286,11 +293,15 @@ class LiteRTIntRunner(LiteRTRunner):
         for idx, v in zip(self._s_in, self._q_state):
             interp.set_tensor(idx, v)
         interp.invoke()
+        self._prev_q = self._q_state
         self._q_state = [interp.get_tensor(idx) if same else q.quantize(d.dequantize(
                              interp.get_tensor(idx)))
                          for idx, same, q, d in zip(self._s_out, self._same_scale, self._qs,
                                                     self._ds)]
         return [q.dequantize(interp.get_tensor(idx)) for idx, q in zip(self._out_idx, self._qy)]
+
+    def rewind(self) -> None:
+        self._q_state, self._f_state = self._prev_q, None
 
 
 def tensor_spec(path: Path, name: str, d: dict) -> TensorSpec:

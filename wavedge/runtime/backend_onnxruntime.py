@@ -81,40 +81,23 @@ class OrtGraph(Graph):
         return OrtRunner(self)
 
     def bare_call(self, feeds: list[np.ndarray]):
-        """One IOBinding over preallocated buffers through the same C++ entry point wavedge
-        uses; each call copies the next feed rows and the state in, the outputs and state
-        out."""
-        sess = self.session
-        bufs = {t.name: np.zeros(t.shape, t.host_dtype) for t in (*self.inputs, *self.outputs)}
-        binding = sess.io_binding()
-        for t in self.inputs:
-            _bind(binding.bind_input, t, bufs[t.name])
-        for t in self.outputs:
-            _bind(binding.bind_output, t, bufs[t.name])
-        inner = getattr(sess, "_sess", None)
-        invoke = ((lambda b=binding._iobinding: inner.run_with_iobinding(b, None))
-                  if inner is not None and hasattr(binding, "_iobinding")
-                  else (lambda: sess.run_with_iobinding(binding)))
-        n_in, n_out = self.n_inputs, self.n_outputs
-        xs = [bufs[t.name] for t in self.inputs[:n_in]]
-        ys = [bufs[t.name] for t in self.outputs[:n_out]]
-        s_in = [bufs[t.name] for t in self.inputs[n_in:]]
-        s_out = [bufs[t.name] for t in self.outputs[n_out:]]
-        state = [np.zeros_like(b) for b in s_in]
+        """The loop a careful user writes with IOBinding: preallocated buffers bound once,
+        the state ping-ponged between two bindings (nothing copied), through the same C++
+        entry point wavedge uses; each call copies the next feed rows in and reads the
+        outputs in place (``feeds[i][k]`` is call ``k``'s value of input ``i``, batch
+        included or not)."""
+        runner = OrtRunner(self)
+        ins = [(buf, f.reshape(len(f), *buf.shape)) for buf, f in zip(runner.inputs, feeds)]
+        calls, outputs = runner._calls, runner._outputs
         i = [0]
 
-        def call():
-            k = i[0] % len(feeds[0])
-            for dst, src in zip(xs, feeds):
-                np.copyto(dst[0], src[k])
-            for dst, src in zip(s_in, state):
-                np.copyto(dst, src)
-            invoke()
-            out = [y.copy() for y in ys]
-            for dst, src in zip(state, s_out):
-                np.copyto(dst, src)
+        def call(runner=runner):  # the runner owns the bound buffers: it must outlive call
+            k = i[0]
+            for dst, src in ins:
+                np.copyto(dst, src[k % len(src)])
+            calls[k & 1]()
             i[0] += 1
-            return out
+            return outputs
 
         return call
 
@@ -165,6 +148,10 @@ class OrtRunner:
         self._calls[self._k]()
         self._k ^= 1
         return [y.copy() for y in self._outputs]  # the bound buffers are rewritten next run
+
+    def rewind(self) -> None:
+        """Make the state the one before the last ``run()`` again (its buffer is untouched)."""
+        self._k ^= 1
 
 
 def _bind(method, spec: TensorSpec, buf: np.ndarray) -> None:

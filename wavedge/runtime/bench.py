@@ -47,11 +47,12 @@ class BenchOptions:
     window: int = 100  # sliding-window re-inference: samples re-run at every step
     backends: tuple[str, ...] = ()  # default: every installed one
     precisions: tuple[str, ...] = ()  # default: every precision the model directory has
+    streams: int = 1  # > 1: N streams round-robin, in a StreamGroup, and one raw batch call
 
     def validate(self) -> None:
         for name, value, low in (("samples", self.samples, 50), ("repeats", self.repeats, 1),
                                  ("warmup", self.warmup, 0), ("threads", self.threads, 1),
-                                 ("window", self.window, 2)):
+                                 ("window", self.window, 2), ("streams", self.streams, 1)):
             if value < low:
                 raise InputError(f"bench: {name} must be at least {low}, got {value}")
         if any(not r > 0 for r in self.rates_hz):
@@ -177,6 +178,9 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
             try:
                 configs += _stream_configs(model_dir, manifest, backend, precision, bopts,
                                            data, options, artefacts)
+                if options.streams > 1:
+                    configs += _group_configs(model_dir, backend, precision, bopts, data,
+                                              options)
             except BackendError as exc:  # one artefact this library cannot run: say so, go on
                 if options.backends and options.precisions:
                     raise
@@ -295,6 +299,57 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
     return out
 
 
+def _group_configs(model_dir, backend, precision, bopts, data, options) -> list[Config]:
+    """N streams three ways, interleaved: N ``Stream`` objects pushed in turn (what a board
+    with N sensors does without groups), one ``StreamGroup`` of N (one call per tick), and the
+    batch graph called by hand (the floor a careful user reaches); per sample per stream."""
+    n = options.streams
+    group_model = load_model(model_dir, backend, precision, bopts, use_chunk=False, streams=n)
+    single = load_model(model_dir, backend, precision, bopts, use_chunk=False)
+    if data.single is None:
+        raise InputError("bench --streams: the model takes several inputs; groups are "
+                         "benchmarked on models of one input")
+    ticks = data.single[:DATA_SAMPLES // n * n].reshape(-1, n, *data.single.shape[1:])
+    streams = [single.stream() for _ in range(n)]
+    group = group_model.group()
+    for _ in range(n):
+        group.add()
+    batch = group_model.batch
+    feeds = np.zeros((len(ticks), batch, *ticks.shape[2:]), np.float32)
+    feeds[:, :n] = ticks
+    bare_call = group_model.step_graph.bare_call([feeds])
+    i = [0]
+
+    def round_robin():
+        tick = ticks[i[0] % len(ticks)]
+        for s, x in zip(streams, tick):
+            s.push(x)
+        i[0] += 1
+
+    def grouped():
+        group.push(ticks[i[0] % len(ticks)])
+        i[0] += 1
+
+    library = group_model.step_graph.detail.get("library", backend)
+    what = {"round-robin": f"{n} Streams on the batch-1 step graph, one push each per tick",
+            "group": f"one StreamGroup of {n} (graph batch {batch}): one push per tick",
+            "group-bare": f"the batch-{batch} step graph called by hand: the tick's samples "
+                          "and the state set, invoke, outputs read"}
+    out = [Config(f"{backend}/{precision}/streams{n}-{mode}", "stream" if mode != "group-bare"
+                  else "floor", backend, precision, mode, 1,
+                  extra={"library": library, "streams": n, "batch": batch, "what": what[mode],
+                         "per": "us per sample per stream (one tick / streams)"})
+           for mode in what]
+    calls = [round_robin, grouped, bare_call]
+    for call in calls:
+        for _ in range(options.warmup):
+            call()
+    for _ in range(options.repeats):  # interleaved, as the other configurations
+        for cfg, call in zip(out, calls):
+            cfg.repeats.append(_time_calls(call, max(50, options.samples // n), n))
+    return out
+
+
 def _floor_config(manifest, backend, bopts, data, options) -> Config | None:
     entry = manifest.find_file("identity", "fp32", FILE_FORMAT[backend])
     if entry is None:
@@ -373,6 +428,12 @@ def _ratios(s: dict) -> dict:
         chunk = next((n for n in s if n.startswith(f"{b}/{prec}/chunk")), None)
         if chunk:
             pairs[f"{b}/{prec}: chunk / step"] = (p50(chunk), step)
+        group = next((n for n in s if n.startswith(f"{b}/{prec}/streams")
+                      and n.endswith("-group")), None)
+        if group:
+            base = group[:-len("-group")]
+            pairs[f"{b}/{prec}: group / raw batch call"] = (p50(group), p50(base + "-group-bare"))
+            pairs[f"{b}/{prec}: round-robin / group"] = (p50(base + "-round-robin"), p50(group))
         for key, (a, bb) in pairs.items():
             if a is not None and bb:
                 out[key] = a / bb

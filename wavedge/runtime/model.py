@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavedge.errors import ManifestError
+from wavedge.errors import InputError, ManifestError
 from wavedge.manifest import FileEntry, Manifest, load_manifest
 from wavedge.runtime.backends import (BACKENDS, BackendError, BackendOptions, Graph, available,
                                       load_graph)
@@ -29,6 +29,11 @@ class Model:
     chunk_samples: int
 
     @property
+    def batch(self) -> int:
+        """Streams per call of its graphs: 1, or a ``StreamGroup``'s capacity."""
+        return self.step_graph.batch
+
+    @property
     def signature(self) -> Signature:
         return self.manifest.signature
 
@@ -43,13 +48,26 @@ class Model:
         ``noise``, ``seed``: how a stochastic model's noise inputs are filled (``Stream``)."""
         from wavedge.runtime.stream import Stream
 
+        if self.batch != 1:
+            raise InputError(f"this model was loaded with graphs of {self.batch} streams per "
+                             "call: make a group (model.group()), or load it with batch=1")
         return Stream(self, policy, guards, noise, seed)
+
+    def group(self, guards: bool = True):
+        """A ``StreamGroup`` of up to ``batch`` streams stepped in one call (add members with
+        ``group.add()``); needs a model loaded with a batch (``load_model(..., streams=N)``)."""
+        from wavedge.runtime.group import StreamGroup
+
+        return StreamGroup(self, guards)
 
 
 def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32",
-               options: BackendOptions = BackendOptions(), use_chunk: bool = True) -> Model:
+               options: BackendOptions = BackendOptions(), use_chunk: bool = True,
+               streams: int = 1) -> Model:
     """Check ``model_dir``'s manifest (format, version, checksums), then load its step graph
     (and chunk graph, when present and ``use_chunk``) with ``backend`` at ``precision``.
+    ``streams`` > 1 loads the graphs of the smallest batch of at least that many streams per
+    call (``wavedge export --batch N``), for ``Model.group()``.
 
     Raises ``ManifestError`` when the directory is invalid, has no file for that backend and
     precision, or a graph's inputs and outputs do not match the manifest; ``BackendError`` when
@@ -59,22 +77,38 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
         raise BackendError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     manifest = load_manifest(model_dir)
     fmt = FILE_FORMAT[backend]
-    step = manifest.find_file("step", precision, fmt)
+    batch = pick_batch(manifest, streams, precision, fmt)
+    step = manifest.find_file("step", precision, fmt, batch)
     if step is None:
         have = ", ".join(sorted({f"{f.format}/{f.precision}" for f in manifest.files}))
         raise ManifestError(f"{manifest.directory}: no {fmt} step graph at precision "
                             f"{precision!r} for backend {backend!r}; it has: {have}")
     step_graph = _load_checked(manifest, step, backend, options)
-    chunk = manifest.find_file("chunk", precision, fmt) if use_chunk else None
+    chunk = manifest.find_file("chunk", precision, fmt, batch) if use_chunk else None
     chunk_graph = _load_checked(manifest, chunk, backend, options) if chunk else None
     return Model(manifest, backend, precision, step_graph, chunk_graph,
                  chunk.samples_per_call if chunk else 1)
 
 
+def pick_batch(manifest: Manifest, streams: int, precision: str, fmt: str) -> int:
+    """The smallest batch of step graph at ``precision`` in ``fmt`` that holds ``streams``
+    streams (1 for one stream); raises ``ManifestError`` saying what the directory has."""
+    if streams <= 1:
+        return 1
+    have = manifest.batches(precision, fmt)
+    fits = [b for b in have if b >= streams]
+    if not fits:
+        raise ManifestError(f"{manifest.directory}: no {fmt} {precision} graphs for "
+                            f"{streams} streams per call (it has batch "
+                            f"{', '.join(map(str, have)) or 'none'}); re-export with "
+                            f"`wavedge export --batch {streams}`")
+    return fits[0]
+
+
 def _load_checked(manifest: Manifest, entry: FileEntry, backend: str,
                   options: BackendOptions) -> Graph:
     return load_checked_graph(manifest.directory / entry.path, backend, manifest.signature,
-                              entry.samples_per_call, options)
+                              entry.samples_per_call, options, entry.batch)
 
 
 def load_checked_graph(path: Path, backend: str, signature: Signature, samples: int = 1,

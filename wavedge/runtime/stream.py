@@ -168,7 +168,7 @@ class Stream:
     """One stream's state over a shared ``Model``. Not thread-safe: one stream per thread."""
 
     def __init__(self, model: Model, policy: str = "reject", guards: bool = True,
-                 noise: str = "zero", seed: int | None = None) -> None:
+                 noise: str = "zero", seed: int | None = None, runner=None) -> None:
         if policy not in POLICIES:
             raise InputError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
         if noise not in NOISE:
@@ -179,8 +179,10 @@ class Stream:
         self.labels = model.manifest.labels
         self._specs = sig.inputs
         self._shapes = [tuple(i.shape) for i in sig.inputs]
-        self._step = model.step_graph.runner()
-        self._chunk = model.chunk_graph.runner() if model.chunk_graph is not None else None
+        # a group member's runner is its row of the group's batched runner (wavedge.runtime.group)
+        self._step = runner or model.step_graph.runner()
+        self._chunk = model.chunk_graph.runner() \
+            if model.chunk_graph is not None and runner is None else None
         self._k = model.chunk_samples
         # views on the step graph's bound input buffers (they hold the last accepted sample)
         self._xs = [b.reshape(i.shape) for b, i in zip(self._step.inputs, sig.inputs)]
@@ -295,6 +297,16 @@ class Stream:
         policy counts it under that reason. Raises ``InputError`` when the policy is 'reject'
         and the sample is bad; the state is then unchanged.
         """
+        self._prepare(sample, problem)
+        values = self._run_step()
+        step = self.steps
+        self.steps += 1
+        self.stats.samples += 1
+        return Result(step, values, self.heads)
+
+    def _prepare(self, sample, problem: str | None) -> None:
+        """Check ``sample`` under the policy and write it into the step graph's input
+        buffers (raises ``InputError`` when it is rejected; the buffers are then unchanged)."""
         if (self._fast and problem is None and type(sample) is np.ndarray
                 and sample.dtype is _F32 and sample.shape == self._shape
                 and self._plain((sample if self._flat else sample.reshape(-1)).tolist())):
@@ -313,11 +325,6 @@ class Stream:
                 x[...] = v
             # the buffers hold given noise: the next fast push must not reuse it
             self._noise_given = any(values[k] is not None for k in self._noise)
-        values = self._run_step()
-        step = self.steps
-        self.steps += 1
-        self.stats.samples += 1
-        return Result(step, values, self.heads)
 
     def _plain(self, vals: list) -> bool:
         """Finite and inside the input's bounds (when it has them)."""

@@ -1,0 +1,106 @@
+"""StreamGroup: N streams stepped in one call of a batch graph (`wavedge export --batch N`)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from wavedge.errors import InputError, ManifestError  # noqa: E402
+from wavedge.export.model_dir import ExportOptions, export_model_dir  # noqa: E402
+from wavedge.models.checkpoint import load_checkpoint  # noqa: E402
+from wavedge.runtime.model import load_model  # noqa: E402
+
+BUNDLED = Path(__file__).resolve().parents[1] / "wavedge" / "bundled"
+
+
+@pytest.fixture(scope="module")
+def batch_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("b4") / "model"
+    ckpt = load_checkpoint(BUNDLED / "wave_basic_motions.pt")
+    export_model_dir(ckpt, out, ExportOptions(batch=4))
+    return out
+
+
+def _data(n=60, streams=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, streams, 6)).astype(np.float32)
+
+
+def test_manifest_lists_batch_graphs_checked_against_torch(batch_dir):
+    model = load_model(batch_dir, streams=3)
+    assert model.batch == 4 and model.manifest.batches() == [1, 4]
+    entry = model.manifest.find_file("step", batch=4)
+    assert entry.error_vs_torch["error"] < 1e-5
+    assert entry.error_vs_torch["steps"] == 4 * model.manifest.raw["check"]["steps"]
+
+
+def test_group_equals_separate_streams(batch_dir):
+    group = load_model(batch_dir, streams=4).group()
+    keys = [group.add(k).key for k in ("a", "b", "c", "d")]
+    single = load_model(batch_dir)
+    streams = [single.stream() for _ in keys]
+    for tick in _data():
+        res = group.push(tick)
+        for k, s, x in zip(keys, streams, tick):
+            want = s.push(x)
+            np.testing.assert_array_equal(res[k].values[0], want.values[0])
+            assert res[k].step == want.step
+    for k, s in zip(keys, streams):
+        np.testing.assert_array_equal(group.member(k).state[0], s.state[0])
+
+
+def test_rejected_or_absent_member_keeps_its_state(batch_dir):
+    group = load_model(batch_dir, streams=2).group()
+    a, b = group.add(), group.add(policy="hold")
+    ticks = _data(10, 2)
+    for t in ticks:
+        group.push(t)
+    before = a.state[0].copy()
+    bad = np.full(6, np.nan, np.float32)
+    res = group.push({a.key: bad, b.key: bad})
+    assert list(res.errors) == [a.key] and "NaN" in str(res.errors[a.key])
+    assert res.keys() == [b.key] and b.stats.repaired["non_finite"] == 1
+    np.testing.assert_array_equal(a.state[0], before)
+    group.push({b.key: ticks[0]})  # a left out: not stepped
+    np.testing.assert_array_equal(a.state[0], before)
+    assert a.steps == 10 and b.steps == 12 and a.stats.dropped["non_finite"] == 1
+
+
+def test_members_join_and_leave(batch_dir):
+    group = load_model(batch_dir, streams=2).group()
+    a = group.add()
+    for t in _data(5, 1):
+        group.push(t)
+    b = group.add()
+    group.remove(a.key)
+    c = group.add()
+    assert c.slot == a.slot and c.steps == 0
+    np.testing.assert_array_equal(c.state[0], 0)  # joins from reset, whatever a left
+    while len(group) < group.capacity:  # 4: the exported batch that holds 2
+        group.add()
+    with pytest.raises(InputError, match="full"):
+        group.add()
+    with pytest.raises(InputError, match="belongs to a group"):
+        b.push(np.zeros(6, np.float32))
+    with pytest.raises(InputError, match="3 samples for 4 streams"):
+        group.push(np.zeros((3, 6), np.float32))
+
+
+def test_no_batch_graphs_is_one_clear_error(batch_dir):
+    with pytest.raises(ManifestError, match="--batch 8"):
+        load_model(batch_dir, streams=8)
+    with pytest.raises(InputError, match="make a group"):
+        load_model(batch_dir, streams=4).stream()
+
+
+def test_bench_streams_rows(batch_dir):
+    from wavedge.runtime.bench import BenchOptions, run_bench
+
+    report = run_bench(batch_dir, BenchOptions(samples=100, repeats=1, warmup=5, streams=4,
+                                               backends=("onnxruntime",), precisions=("fp32",)))
+    names = set(report["configs"])
+    for mode in ("round-robin", "group", "group-bare"):
+        assert f"onnxruntime/fp32/streams4-{mode}" in names
+    assert report["configs"]["onnxruntime/fp32/streams4-group"]["batch"] == 4
+    assert "onnxruntime/fp32: group / raw batch call" in report["ratios"]

@@ -1,0 +1,246 @@
+"""``StreamGroup``: many live streams stepped by one backend call.
+
+A board with eight sensors runs one model on eight streams. Stepping eight ``Stream`` objects
+round-robin costs eight backend calls per tick, and at this model size the call's fixed cost
+dominates; a group runs the model's step graph of batch B (``wavedge export --batch B``) once
+for all its streams. Each member is a ``Stream`` in its own right: its own state (its row of
+the batched state), its own bad-sample policy and counters, its own noise, ``reset()`` and
+``state``; members join (``add``) and leave (``remove``) at any time, up to B of them.
+
+``push`` takes one sample per member (a mapping by key, or a sequence or array in the order of
+``keys``) and returns ``GroupResults``: a ``Result`` per member that was stepped, and an
+``InputError`` per member whose sample was rejected (its state unchanged, as ``Stream.push``
+leaves it). A member left out of a push is not stepped. The guards are the stream's: a member
+whose output is not finite (or, every ``STATE_CHECK_EVERY`` pushes, whose state passed its
+limit) is reset and its sample run again from reset; one that poisons even that is dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wavedge.errors import InputError
+from wavedge.runtime.stream import _F32, STATE_CHECK_EVERY, Result, Stream
+
+
+class _Row:
+    """One member's row of the group's batched runner, behind the runner interface a
+    ``Stream`` reads (input buffers and state, batch axis of 1)."""
+
+    def __init__(self, runner, slot: int) -> None:
+        self._runner, self._slot = runner, slot
+        self.inputs = [b[slot:slot + 1] for b in runner.inputs]
+        self.x = self.inputs[0]
+
+    @property
+    def state(self) -> list[np.ndarray]:
+        return [s[self._slot:self._slot + 1] for s in self._runner.state]
+
+    def run(self):  # pragma: no cover - a member is stepped by its group
+        raise InputError("a group member is stepped by its group: StreamGroup.push")
+
+
+class Member(Stream):
+    """A stream of a ``StreamGroup`` (its ``key`` and ``slot``, the row it holds); push it
+    through the group."""
+
+    def __init__(self, group: "StreamGroup", key, slot: int, policy: str, guards: bool,
+                 noise: str, seed: int | None) -> None:
+        self.key, self.slot = key, slot
+        super().__init__(group.model, policy, guards, noise, seed,
+                         runner=_Row(group._runner, slot))
+
+    def push(self, sample, problem: str | None = None):
+        raise InputError(f"stream {self.key!r} belongs to a group: push it with "
+                         "StreamGroup.push({key: sample})")
+
+    push_chunk = push
+
+
+class GroupResults:
+    """One push's answers: ``results[key]`` (a ``Result``), ``errors`` (key -> the
+    ``InputError`` of a member whose sample was dropped), ``values`` (one ``[B, *shape]``
+    array per output, row = the member's slot)."""
+
+    def __init__(self, values: list, stepped: dict, errors: dict) -> None:
+        self.values, self.errors = values, errors
+        self._stepped = stepped  # key -> (member, its step index)
+
+    def keys(self) -> list:
+        return list(self._stepped)
+
+    def __len__(self) -> int:
+        return len(self._stepped)
+
+    def __getitem__(self, key) -> Result:
+        try:
+            m, step = self._stepped[key]
+        except KeyError:
+            raise KeyError(f"stream {key!r} was not stepped by this push") from None
+        return Result(step, [v[m.slot] for v in self.values], m.heads)
+
+    def items(self):
+        return ((k, self[k]) for k in self._stepped)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+
+class StreamGroup:
+    """Up to ``model.batch`` streams over one model's batched step graph (see the module)."""
+
+    def __init__(self, model, guards: bool = True) -> None:
+        self.model, self.guards = model, guards
+        self.capacity = model.step_graph.batch
+        self._runner = model.step_graph.runner()
+        self._members: dict = {}
+        self._by_slot: list[Member | None] = [None] * self.capacity
+        sig = model.signature
+        self._limits = [(k, s.limit) for k, s in enumerate(sig.state) if s.limit and guards]
+        # the whole-batch fast path: one float input, checked in one numpy pass for all rows
+        spec = sig.inputs[0]
+        self._vector = len(sig.inputs) == 1 and spec.dtype == "float32"
+        self._shape = tuple(spec.shape)
+        b = spec.bounds if guards else None
+        self._lo = np.asarray(b[0], _F32) if b else None
+        self._hi = np.asarray(b[1], _F32) if b else None
+        self._pushes = 0
+        self._order: list[Member] = []  # members by key order of joining
+
+    # -- members -----------------------------------------------------------------------------
+    @property
+    def keys(self) -> list:
+        return [m.key for m in self._order]
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def member(self, key) -> Member:
+        try:
+            return self._members[key]
+        except KeyError:
+            raise InputError(f"no stream {key!r} in this group "
+                             f"(streams: {', '.join(map(str, self.keys)) or 'none'})") from None
+
+    def add(self, key=None, policy: str = "reject", noise: str = "zero",
+            seed: int | None = None) -> Member:
+        """A new member from the reset state, under ``key`` (default: the lowest free
+        integer); raises ``InputError`` when the group is full or the key is taken."""
+        if len(self._order) == self.capacity:
+            raise InputError(f"the group is full: its graphs step {self.capacity} streams per "
+                             "call (export with --batch N for more)")
+        if key is None:
+            key = next(i for i in range(self.capacity + len(self._members) + 1)
+                       if i not in self._members)
+        if key in self._members:
+            raise InputError(f"the group already has a stream {key!r}")
+        slot = self._by_slot.index(None)
+        m = Member(self, key, slot, policy, self.guards, noise, seed)
+        self._members[key], self._by_slot[slot] = m, m
+        self._order.append(m)
+        self._layout()
+        return m
+
+    def remove(self, key) -> None:
+        """Take a member out; its row is free for the next ``add``."""
+        m = self.member(key)
+        del self._members[key]
+        self._by_slot[m.slot] = None
+        self._order.remove(m)
+        self._layout()
+
+    def _layout(self) -> None:
+        slots = [m.slot for m in self._order]
+        # members in rows 0..n-1 in key order take plain slices; otherwise an index array
+        self._rows = slice(0, len(slots)) if slots == list(range(len(slots))) \
+            else np.asarray(slots, np.intp)
+
+    # -- pushing -----------------------------------------------------------------------------
+    def push(self, samples) -> GroupResults:
+        """One sample per member: ``{key: sample}`` (members left out are not stepped), or a
+        sequence or ``[n, *shape]`` array in the order of ``keys``."""
+        if isinstance(samples, dict):
+            given = [(self.member(k), v) for k, v in samples.items()]
+        else:
+            if len(samples) != len(self._order):
+                raise InputError(f"push: {len(samples)} samples for {len(self._order)} "
+                                 "streams (a mapping of key to sample steps some of them)")
+            if self._vector and self._whole_batch(samples):
+                return self._step(list(self._order), {})
+            given = list(zip(self._order, samples))
+        stepped, errors = [], {}
+        for m, sample in given:
+            try:
+                m._prepare(sample, None)
+            except InputError as exc:
+                errors[m.key] = exc
+                continue
+            stepped.append(m)
+        return self._step(stepped, errors)
+
+    def _whole_batch(self, samples) -> bool:
+        """An ``[n, *shape]`` float32 array of good samples is written in one go."""
+        if type(samples) is not np.ndarray or samples.dtype != _F32 \
+                or samples.shape[1:] != self._shape:
+            return False
+        if self._lo is not None:
+            if not ((samples >= self._lo).all() and (samples <= self._hi).all()):
+                return False  # NaN fails both comparisons too
+        elif not np.isfinite(samples).all():
+            return False
+        self._runner.x[self._rows] = samples
+        return True
+
+    def _step(self, stepped: list, errors: dict) -> GroupResults:
+        runner = self._runner
+        skipped = []
+        if len(stepped) != len(self._order):
+            ids = set(map(id, stepped))
+            skipped = [m.slot for m in self._order if id(m) not in ids]
+        saved = [s[skipped].copy() for s in runner.state] if skipped else None
+        values = runner.run()
+        if self.guards:
+            values = self._guard(values, stepped, errors)
+        if saved is not None:  # members not stepped keep their state
+            for s, v in zip(runner.state, saved):
+                s[skipped] = v
+        done = {}
+        for m in stepped:
+            done[m.key] = (m, m.steps)
+            m.steps += 1
+            m.stats.samples += 1
+        self._pushes += 1
+        return GroupResults(values, done, errors)
+
+    def _guard(self, values: list, stepped: list, errors: dict) -> list:
+        rows = self._rows if len(stepped) == len(self._order) else [m.slot for m in stepped]
+        y = values[0][rows].reshape(len(stepped), -1) if len(stepped) else values[0][:0]
+        bad = ~np.isfinite(y).all(axis=1) if y.dtype.kind == "f" else np.zeros(len(y), bool)
+        exploding = np.zeros(len(bad), bool)
+        if self._limits and self._pushes % STATE_CHECK_EVERY == 0:
+            for k, limit in self._limits:
+                s = self._runner.state[k][rows].reshape(len(stepped), -1)
+                exploding |= ~((s <= limit) & (s >= -limit)).all(axis=1)
+        poisoned = bad | exploding
+        if not poisoned.any():
+            return values
+        # run the batch again from the state before, the poisoned members reset (the others'
+        # rows give what they gave the first time)
+        self._runner.rewind()
+        members = [m for m, p in zip(stepped, poisoned) if p]
+        for m, b, p in zip(stepped, bad, poisoned):
+            if p:
+                m.stats.state_resets["non_finite" if b else "exploding"] += 1
+                m._reset_state()
+        values = self._runner.run()
+        for m in members:
+            if np.isfinite(values[0][m.slot]).all():
+                continue
+            m._reset_state()
+            m.stats.dropped["non_finite_output"] += 1
+            m._last_drop = "non_finite_output"
+            errors[m.key] = InputError(f"stream {m.key!r} step {m.steps}: the model's output "
+                                       "is not finite even from reset; sample dropped, state "
+                                       "reset")
+            stepped.remove(m)
+        return values
