@@ -63,8 +63,9 @@ def test_rejected_or_absent_member_keeps_its_state(batch_dir):
     assert res.keys() == [b.key] and b.stats.repaired["non_finite"] == 1
     np.testing.assert_array_equal(a.state[0], before)
     group.push({b.key: ticks[0]})  # a left out: not stepped
+    assert len(group.push({a.key: bad})) == 0  # every sample rejected: nothing stepped
     np.testing.assert_array_equal(a.state[0], before)
-    assert a.steps == 10 and b.steps == 12 and a.stats.dropped["non_finite"] == 1
+    assert a.steps == 10 and b.steps == 12 and a.stats.dropped["non_finite"] == 2
 
 
 def test_members_join_and_leave(batch_dir):
@@ -104,3 +105,18 @@ def test_bench_streams_rows(batch_dir):
         assert f"onnxruntime/fp32/streams4-{mode}" in names
     assert report["configs"]["onnxruntime/fp32/streams4-group"]["batch"] == 4
     assert "onnxruntime/fp32: group / raw batch call" in report["ratios"]
+
+
+def test_poisoned_member_is_reset_and_rerun_the_others_untouched(batch_dir):
+    group = load_model(batch_dir, streams=2).group()
+    a, b = group.add(), group.add()
+    single = load_model(batch_dir).stream()
+    ticks = _data(5, 2)
+    for t in ticks:
+        group.push(t)
+        want = single.push(t[1])
+    a.state = [np.full_like(a.state[0], np.nan)]
+    res = group.push(ticks[0])
+    assert a.stats.state_resets["non_finite"] == 1 and np.isfinite(res[a.key].values[0]).all()
+    np.testing.assert_array_equal(res[b.key].values[0], single.push(ticks[0][1]).values[0])
+    assert want is not None and b.stats.state_resets == {}

@@ -213,8 +213,10 @@ class StreamGroup:
         return GroupResults(values, done, errors)
 
     def _guard(self, values: list, stepped: list, errors: dict) -> list:
+        if not stepped:  # every sample rejected: nothing ran that counts
+            return values
         rows = self._rows if len(stepped) == len(self._order) else [m.slot for m in stepped]
-        y = values[0][rows].reshape(len(stepped), -1) if len(stepped) else values[0][:0]
+        y = values[0][rows].reshape(len(stepped), -1)
         bad = ~np.isfinite(y).all(axis=1) if y.dtype.kind == "f" else np.zeros(len(y), bool)
         exploding = np.zeros(len(bad), bool)
         if self._limits and self._pushes % STATE_CHECK_EVERY == 0:
