@@ -121,26 +121,45 @@ class LiteRTGraph(Graph):
         return LiteRTRunner1(self) if simple else LiteRTRunner(self)
 
     def bare_call(self, feeds: list[np.ndarray]):
-        """``set_tensor``/``invoke``/``get_tensor`` on one interpreter; a full-integer model
-        is fed integers quantised beforehand, so the call is the interpreter's alone."""
+        """The loop a careful user writes: ``set_tensor``/``invoke``/``get_tensor`` on one
+        interpreter through bound methods, the feeds shaped beforehand (``feeds[i][k]`` is
+        call ``k``'s value of input ``i``); a full-integer model is fed integers quantised
+        beforehand, so the call is the interpreter's alone."""
         runner = LiteRTRunner(self)
         it = runner.interp
-        feeds = [Affine(t).quantize(f) if t.scale is not None else f.astype(t.dtype)
-                 for t, f in zip(self.inputs, feeds)]
+        set_, get, invoke = it.set_tensor, it.get_tensor, it.invoke
+        feeds = [(Affine(t).quantize(f) if t.scale is not None else f.astype(t.dtype))
+                 .reshape(len(f), *t.shape) for t, f in zip(self.inputs, feeds)]
         state = [np.zeros(t.shape, np.dtype(t.dtype)) for t in self.inputs[self.n_inputs:]]
         i = [0]
+        if (len(feeds), len(state), len(runner._out_idx)) == (1, 1, 1):
+            # the common shape written out, as a user would for their one model
+            (xi,), (si,), (yi,), (so,) = runner._in_idx, runner._s_in, runner._out_idx, \
+                runner._s_out
+            (rows,), n = feeds, len(feeds[0])
+
+            def call1():
+                k = i[0]
+                set_(xi, rows[k % n])
+                set_(si, state[0])
+                invoke()
+                state[0] = get(so)
+                i[0] = k + 1
+                return get(yi)
+
+            return call1
+        ins = list(zip(runner._in_idx, feeds))
 
         def call():
-            k = i[0] % len(feeds[0])
-            for idx, f, t in zip(runner._in_idx, feeds, self.inputs):
-                it.set_tensor(idx, f[k].reshape(t.shape))
+            k = i[0]
+            for idx, f in ins:
+                set_(idx, f[k % len(f)])
             for idx, buf in zip(runner._s_in, state):
-                it.set_tensor(idx, buf)
-            it.invoke()
-            out = [it.get_tensor(idx) for idx in runner._out_idx]
-            state[:] = [it.get_tensor(idx) for idx in runner._s_out]
-            i[0] += 1
-            return out
+                set_(idx, buf)
+            invoke()
+            state[:] = [get(idx) for idx in runner._s_out]
+            i[0] = k + 1
+            return [get(idx) for idx in runner._out_idx]
 
         return call
 
@@ -177,6 +196,9 @@ class LiteRTRunner:
         """Make the state the one before the last ``run()`` again."""
         self.state = self._prev
 
+    def run_row(self) -> list[np.ndarray]:
+        return [v[0] for v in self.run()]
+
 
 class LiteRTRunner1(LiteRTRunner):
     """The common case of one input, one output and one state tensor, without the loops (a
@@ -207,6 +229,13 @@ class LiteRTRunner1(LiteRTRunner):
 
     def rewind(self) -> None:
         self._state = self._prev
+
+    def run_row(self) -> list[np.ndarray]:
+        self._set(self._xi, self.x)
+        self._set(self._si, self._state)
+        self._invoke()
+        self._prev, self._state = self._state, self._get(self._so)
+        return [self._get(self._yi)[0]]
 
 
 class Affine:

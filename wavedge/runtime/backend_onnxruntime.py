@@ -115,6 +115,7 @@ class OrtRunner:
         self.inputs = [np.zeros(t.shape, t.host_dtype) for t in ins]
         self.x = self.inputs[0]
         self._outputs = [np.zeros(t.shape, t.host_dtype) for t in outs]
+        self._rows = [y[0] for y in self._outputs]  # row 0 of each, for run_row
         self._buffers = ([np.zeros(t.shape, t.host_dtype) for t in state_in],
                          [np.zeros(t.shape, t.host_dtype) for t in state_in])
         self._bindings = []
@@ -148,6 +149,11 @@ class OrtRunner:
         self._calls[self._k]()
         self._k ^= 1
         return [y.copy() for y in self._outputs]  # the bound buffers are rewritten next run
+
+    def run_row(self) -> list[np.ndarray]:
+        self._calls[self._k]()
+        self._k ^= 1
+        return [y.copy() for y in self._rows]
 
     def rewind(self) -> None:
         """Make the state the one before the last ``run()`` again (its buffer is untouched)."""

@@ -49,6 +49,10 @@ class Runner(Protocol):
 
     def run(self) -> list[np.ndarray]: ...
 
+    def run_row(self) -> list[np.ndarray]:
+        """``run()`` of a batch-1 graph with the batch axis dropped."""
+        ...
+
 
 @dataclass
 class Graph:

@@ -46,6 +46,20 @@ STATE_CHECK_EVERY = 32
 _F32 = np.dtype(np.float32)
 
 
+def ball(bounds) -> float:
+    """The radius of the ball about 0 inside every channel's ``(low, high)`` range (-1 when
+    some range leaves 0 out): a sample inside it needs no per-channel comparison."""
+    low, high = bounds
+    if not all(lo < 0 < hi for lo, hi in zip(low, high)):
+        return -1.0
+    return float(min(min(-lo, hi) for lo, hi in zip(low, high)))
+
+
+def state_limits(sig, guards: bool) -> list[tuple[int, float]]:
+    """(index, limit) of each state with a declared limit, when the guards are on."""
+    return [(k, s.limit) for k, s in enumerate(sig.state) if s.limit and guards]
+
+
 @dataclass
 class StreamStats:
     """Counts since the stream was made (``reset()`` keeps them)."""
@@ -205,13 +219,11 @@ class Stream:
         # the sample lies in the ball about 0 that every channel's range contains (one
         # math.hypot, 0.17 us, which also rules out NaN and inf), only outside it per channel
         # (0.6 us more)
-        self._fast_bounds = (list(b[0]), list(b[1]),
-                             min(min(-lo, hi) for lo, hi in zip(*b)) if all(
-                                 lo < 0 < hi for lo, hi in zip(*b)) else -1.0) \
+        self._fast_bounds = (list(b[0]), list(b[1]), ball(b)) \
             if b and len(self._shape) == 1 else None
         self._flat = len(self._shape) == 1
         self._fast = self._fast and (b is None or self._fast_bounds is not None)
-        self._limits = [(k, s.limit) for k, s in enumerate(sig.state) if s.limit and guards]
+        self._limits = state_limits(sig, guards)
         self._small_output = int(np.prod(sig.outputs[0].shape)) <= 64
         self._flat_output = len(sig.outputs[0].shape) == 1
         self._flat_small = self._flat_output and self._small_output
@@ -249,19 +261,20 @@ class Stream:
         output, or, every ``STATE_CHECK_EVERY`` steps, a state past its limit) is reset,
         counted, and the sample run again from reset; a sample that poisons even that is
         dropped (``InputError``), the state reset."""
-        values = [v[0] for v in self._step.run()]
+        values = self._step.run_row()
         if not self._guards:
             return values
-        self._checked += 1
-        y = values[0]  # the 1-D small case inline: a method call is a tenth of the guards' cost
-        finite = math.isfinite(sum(y.tolist())) if self._flat_small else self._finite(y)
-        if finite and (not self._limits or self._checked % STATE_CHECK_EVERY):
+        self._checked = checked = self._checked + 1
+        # the 1-D small case inline: a method call is a tenth of the guards' cost
+        finite = math.isfinite(sum(values[0].tolist())) if self._flat_small \
+            else self._finite(values[0])
+        if finite and (checked % STATE_CHECK_EVERY or not self._limits):
             return values
         if finite and not self._over_limit():
             return values
         self.stats.state_resets["non_finite" if not finite else "exploding"] += 1
         self._reset_state()
-        values = [v[0] for v in self._step.run()]
+        values = self._step.run_row()
         if self._finite(values[0]):
             return values
         self._reset_state()
