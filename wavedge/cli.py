@@ -182,39 +182,40 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from wavedge.resets import ResetPolicy
     from wavedge.runtime import BackendOptions, load_model, open_sink, open_source
-    from wavedge.runtime.loop import run
+    from wavedge.runtime.loop import run, run_many
 
     options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)),
                              trt_cache=args.trt_cache)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else None
-    model = load_model(args.model_dir, args.backend, args.precision, options)
+    urls = args.source or [None]
+    model = load_model(args.model_dir, args.backend, args.precision, options,
+                       streams=len(urls), in_turn=True)
     resets = resets or model.manifest.reset_policy
-    source_url = args.source
-    if source_url is None:
-        rec = (model.manifest.raw.get("recording") or {}).get("path")
-        if not rec:
-            raise InputError(f"{args.model_dir} has no recording; give --source URL")
-        source_url = f"replay:{model.manifest.directory / rec}"
-    source = open_source(source_url, model.manifest)
-    sink = open_sink(args.sink, model.manifest)
-    g = model.step_graph
-    chunk = f" + chunk graph ({model.chunk_samples}/call)" if model.chunk_graph else ""
-    providers = f" {', '.join(g.detail['providers'])}" if g.detail.get("providers") else ""
-    line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
-            f"{providers}, {model.precision}, step graph{chunk}; source {source_url}, sink "
-            f"{args.sink}, policy {args.policy}, resets {resets.text()}")
     noise = model.signature.noise
     if args.noise == "sample" and not noise:
         raise InputError(f"--noise sample: {model.manifest.name} has no noise input (it is "
                          "not a stochastic network)")
-    if noise:
-        line += f", noise {args.noise}" + (f" (seed {args.seed})" if args.noise == "sample"
-                                           else " (the mean network)")
-    stream = model.stream(args.policy, noise=args.noise, seed=args.seed)
-    summary = run(stream, source, sink, limit=args.limit, resets=resets,
-                  signals=True, started=lambda: print(line, file=sys.stderr, flush=True))
+    urls = [u if u is not None else _recording_url(model, args.model_dir) for u in urls]
+    sources = []
+    try:
+        for url in urls:
+            sources.append(open_source(url, model.manifest))
+        sink = open_sink(args.sink, model.manifest)
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    line = _run_line(model, args, urls, resets)
+    started = lambda: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if len(urls) == 1:
+        stream = model.stream(args.policy, noise=args.noise, seed=args.seed)
+        summary = run(stream, sources[0], sink, limit=args.limit, resets=resets,
+                      signals=True, started=started)
+    else:
+        summary = run_many(_streams(model, args, len(urls)), sources, sink, limit=args.limit,
+                           resets=resets, signals=True, started=started)
     if summary.broken_pipe:  # `| head`: nothing more can reach stdout, not even at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in summary.lines():
@@ -224,10 +225,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     if summary.all_rejected:
         print(f"wavedge: error: every one of the {sum(summary.dropped.values())} samples from "
-              f"{source_url} was rejected; the model takes {model.manifest.input_size} "
+              f"{', '.join(urls)} was rejected; the model takes {model.manifest.input_size} "
               f"channel(s) ({', '.join(model.manifest.channels)})", file=sys.stderr)
         return 1
     return 0
+
+
+def _recording_url(model, model_dir) -> str:
+    rec = (model.manifest.raw.get("recording") or {}).get("path")
+    if not rec:
+        raise InputError(f"{model_dir} has no recording; give --source URL")
+    return f"replay:{model.manifest.directory / rec}"
+
+
+def _streams(model, args, n: int):
+    """n streams: a group on the model's batch graph, or n streams stepped in turn."""
+    seeds = [args.seed + k for k in range(n)]  # distinct draws per stream, from --seed up
+    if model.batch == 1:
+        return [model.stream(args.policy, noise=args.noise, seed=s) for s in seeds]
+    group = model.group()
+    for k, seed in enumerate(seeds):
+        group.add(k, args.policy, args.noise, seed)
+    return group
+
+
+def _run_line(model, args, urls: list, resets) -> str:
+    """The line a run starts with: model, backend, graphs, sources, sink, policies."""
+    g = model.step_graph
+    chunk = f" + chunk graph ({model.chunk_samples}/call)" if model.chunk_graph else ""
+    providers = f" {', '.join(g.detail['providers'])}" if g.detail.get("providers") else ""
+    if len(urls) == 1:
+        where = f"source {urls[0]}"
+    else:
+        how = f"one call of the batch-{model.batch} step graph per tick" if model.batch > 1 \
+            else f"stepped in turn (`wavedge export --batch {len(urls)}` steps them in one call)"
+        where = f"{len(urls)} streams, {how}; sources " + ", ".join(
+            f"[{k}] {u}" for k, u in enumerate(urls))
+    line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
+            f"{providers}, {model.precision}, step graph{chunk}; {where}, sink "
+            f"{args.sink}, policy {args.policy}, resets {resets.text()}")
+    if model.signature.noise:
+        line += f", noise {args.noise}" + (f" (seed {args.seed})" if args.noise == "sample"
+                                           else " (the mean network)")
+    return line
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -457,7 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mqtt://HOST[:PORT]/TOPIC[?qos=1&board=ID&env=FILE] (a "
                                    "broker; docs/mqtt.md).")
     p.add_argument("model_dir", type=Path)
-    p.add_argument("--source", help="source URL (default: the model directory's recording)")
+    p.add_argument("--source", action="append",
+                   help="source URL (default: the model directory's recording); repeat it for "
+                        "several streams, source k into stream k: one call per tick for all "
+                        "when the model has a batch graph for them (`export --batch N`), "
+                        "stepped in turn otherwise; --limit then counts per source")
     p.add_argument("--sink", default="stdout:", help="sink URL (default stdout:)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "litert"])
     p.add_argument("--precision", default="fp32", help="artefact precision (default fp32)")

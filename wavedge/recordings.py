@@ -45,13 +45,15 @@ F32_MAX = float(np.finfo(np.float32).max)
 @dataclass
 class Sample:
     """One raw sample. ``problem`` names a fault the reader found (``not_numeric``,
-    ``wrong_shape``); ``truth``, ``sequence`` and ``time`` come from the table's columns."""
+    ``wrong_shape``); ``truth``, ``sequence`` and ``time`` come from the table's columns;
+    ``stream`` is the index of its source when a run reads several."""
 
     values: np.ndarray
     problem: str | None = None
     truth: str | None = None
     sequence: str | int | None = None
     time: float | None = None
+    stream: int | None = None
 
 
 @dataclass(frozen=True)

@@ -193,9 +193,13 @@ class StreamGroup:
         self._all = {m.key: m for m in self._order}  # a full push's stepped (never mutated)
 
     # -- pushing -----------------------------------------------------------------------------
-    def push(self, samples) -> GroupResults:
+    def push(self, samples, problems: dict | None = None) -> GroupResults:
         """One sample per member: ``{key: sample}`` (members left out are not stepped), or a
-        sequence or ``[n, *shape]`` array in the order of ``keys``."""
+        sequence or ``[n, *shape]`` array in the order of ``keys``. ``problems`` (key -> a
+        fault its source found, as ``Stream.push`` takes it) counts those under their
+        reasons."""
+        if problems:
+            samples = samples if isinstance(samples, dict) else dict(zip(self.keys, samples))
         if isinstance(samples, dict):
             given = [(self.member(k), v) for k, v in samples.items()]
         else:
@@ -206,9 +210,10 @@ class StreamGroup:
                 return self._step(self._order, {})
             given = list(zip(self._order, samples))
         stepped, errors = [], {}
+        problems = problems or {}
         for m, sample in given:
             try:
-                m._prepare(sample, None)
+                m._prepare(sample, problems.get(m.key))
             except InputError as exc:
                 errors[m.key] = exc
                 continue

@@ -50,6 +50,8 @@ class Summary:
     reset_policy: str = "state never reset"
     commands: Counter = field(default_factory=Counter)  # from the sink's command topic
     notes: list = field(default_factory=list)  # what the source did (resampling)
+    streams: list = field(default_factory=list)  # samples per source, a run of several
+    one_call: bool = False  # ... stepped by one call of a batch graph, not in turn
 
     def lines(self) -> list[str]:
         stop = f" (stopped by {self.stopped_by})" if self.stopped_by else \
@@ -62,12 +64,19 @@ class Summary:
             out.append("state reset after it was poisoned: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(self.state_resets.items()))
                 + " (the outputs were not finite, or the state passed its limit)")
+        if self.streams:
+            how = "one call per tick for all (a group)" if self.one_call else \
+                "stepped in turn (the model has no batch graph for them)"
+            out.append(f"streams: {len(self.streams)}, {how}; samples "
+                       + ", ".join(map(str, self.streams)))
         if self.latency_us:
             lat = self.latency_us
-            out.append(f"latency per push: p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us, "
+            per, with_sink = ("tick", "tick with the sink's writes") if self.streams else \
+                ("push", "sample with the sink's write")
+            out.append(f"latency per {per}: p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us, "
                        f"max {lat['max']:.1f} us")
             sk = self.with_sink_us
-            out.append(f"per sample with the sink's write: p50 {sk['p50']:.1f} us, p99 "
+            out.append(f"per {with_sink}: p50 {sk['p50']:.1f} us, p99 "
                        f"{sk['p99']:.1f} us, max {sk['max']:.1f} us")
         if self.truth_samples and self.truth_metric == "squared_error":
             out.append(f"mean squared error against truth: "
@@ -103,9 +112,33 @@ def run(stream, source, sink, limit: int | None = None, warn=None,
     after the result in flight is written; ``started()`` is called once they are installed
     (so that a caller who signals as soon as it sees the start line cannot race them). Returns
     the summary; never raises for bad input, a full disk or a closed pipe."""
-    loop = _Loop(stream, sink, limit, warn, resets)
-    stopper = _Stopper(signals)
+    loop = _Loop([stream], sink, limit, warn, resets)
     it = iter(source)
+    return _drive(loop, [source], lambda: next(it, None), loop.feed, signals, started)
+
+
+def run_many(streams, sources: list, sink, limit: int | None = None, warn=None,
+             resets: ResetPolicy | None = None, signals: bool = False,
+             started=None) -> Summary:
+    """``run`` for several sources, source ``k`` into stream ``k``: ``streams`` is a
+    ``StreamGroup`` whose members are keyed 0..n-1 (one backend call per tick for all) or a
+    list of ``Stream`` objects (stepped in turn). Each source is read by its own thread; a
+    tick steps every stream that has a sample waiting. ``limit`` counts per source; a source
+    that ends or fails ends its stream only (the failure is the summary's error)."""
+    from wavedge.runtime.fanin import FanIn
+
+    group = None if isinstance(streams, list) else streams
+    members = streams if group is None else [group.member(k) for k in range(len(sources))]
+    loop = _Loop(members, sink, limit, warn, resets, group)
+    fanin = FanIn(sources, loop.lane_ended, loop.source_failed)
+    return _drive(loop, sources, fanin.next_tick, loop.feed_tick, signals, started,
+                  fanin.stop)
+
+
+def _drive(loop: "_Loop", sources: list, next_item, feed, signals: bool, started,
+           stop=None) -> Summary:
+    """The loop both runs share: ``next_item()`` (None: the input ended) into ``feed``."""
+    stopper = _Stopper(signals)
     try:
         if started is not None:
             started()
@@ -115,13 +148,13 @@ def run(stream, source, sink, limit: int | None = None, warn=None,
                 raise KeyboardInterrupt
             stopper.waiting = True
             try:
-                sample = next(it, None)
+                item = next_item()
             finally:
                 stopper.waiting = False
-            if sample is None:
+            if item is None:
                 loop.complete = True
                 break
-            loop.feed(sample)
+            feed(item)
             if stopper.requested:
                 loop.summary.interrupted, loop.summary.stopped_by = True, stopper.requested
                 break
@@ -134,9 +167,12 @@ def run(stream, source, sink, limit: int | None = None, warn=None,
         loop.summary.error = str(exc)
     finally:
         stopper.restore()
-        source.close()
+        if stop is not None:
+            stop()
+        for source in sources:
+            source.close()
         loop.close()
-    return loop.finish(source)
+    return loop.finish(sources)
 
 
 class _Stopper:
@@ -163,74 +199,173 @@ class _Stopper:
         self._previous = {}
 
 
-class _Loop:
-    """One run's stream, sink and counters; ``feed`` takes one sample through."""
+class _Lane:
+    """One stream of a run: its resets and the last sample and result (to see where a
+    labelled recording ends)."""
 
-    def __init__(self, stream, sink, limit, warn, resets) -> None:
-        self.stream, self.sink, self.limit = stream, sink, limit
+    def __init__(self, k: int, stream, policy: ResetPolicy) -> None:
+        self.k, self.stream, self.resetter = k, stream, Resetter(policy)
+        self.prev = self.prev_result = None
+        self.samples = 0
+        self.ended = False  # its source ended, failed, or it reached the limit
+
+
+class _Loop:
+    """One run's streams, sink and counters; ``feed`` takes one sample through the one
+    stream, ``feed_tick`` one sample each through several (a group's call, or in turn)."""
+
+    def __init__(self, streams: list, sink, limit, warn, resets, group=None) -> None:
+        self.sink, self.limit, self.group = sink, limit, group
         self.warn = warn or (lambda msg: print(f"wavedge: warning: {msg}", file=sys.stderr))
         self.summary = Summary()
-        self.resetter = Resetter(resets or ResetPolicy())
-        self.summary.reset_policy = self.resetter.policy.describe()
+        policy = resets or ResetPolicy()
+        self.lanes = [_Lane(k, s, policy) for k, s in enumerate(streams)]
+        self.lane = self.lanes[0]
+        self.stream = self.lane.stream
+        self.summary.reset_policy = policy.describe()
         self.ring = np.zeros(LATENCY_WINDOW, np.int64)  # push
         self.sink_ring = np.zeros(LATENCY_WINDOW, np.int64)  # push and sink write
         self.warned: Counter = Counter()
-        self.prev = self.prev_result = None  # to see where a labelled recording ends
         self.complete = False  # the source ended by itself: its last sample closes a recording
         self.done = limit is not None and limit <= 0
+        self.pushes = 0
         self.started = time.perf_counter_ns()
         self.inbox = getattr(sink, "inbox", None)  # commands (a deque of (command, reply))
 
     def feed(self, sample) -> None:
-        summary, stream = self.summary, self.stream
+        lane, stream = self.lane, self.stream
         if self.inbox:
             self._command(*self.inbox.popleft())
-        if self.resetter.due(sample.sequence, sample.time if sample.time is not None
+        if lane.resetter.due(sample.sequence, sample.time if sample.time is not None
                              else time.monotonic()):
             stream.reset()
         t0 = time.perf_counter_ns()
         try:
             result = stream.push(sample.values, sample.problem)
         except InputError as exc:
-            reason = _last_reason(stream)
-            self.warned[reason] += 1
-            if self.warned[reason] <= WARN_LIMIT:
-                self.warn(str(exc) + (" (further warnings of this kind suppressed)"
-                                      if self.warned[reason] == WARN_LIMIT else ""))
+            self._warn(lane, exc)
             return
-        at = summary.samples % LATENCY_WINDOW
+        at = self.pushes % LATENCY_WINDOW
         self.ring[at] = time.perf_counter_ns() - t0
-        summary.samples += 1
-        self.sink.write(result, sample)
+        self.pushes += 1
+        self._written(lane, result, sample)
         self.sink_ring[at] = time.perf_counter_ns() - t0
+        self.done = self.limit is not None and lane.samples >= self.limit
+
+    def feed_tick(self, tick: list) -> None:
+        """``tick``: (stream index, sample) pairs, at most one per stream."""
+        if self.inbox:
+            self._command(*self.inbox.popleft())
+        tick = [(self.lanes[k], sample) for k, sample in tick if not self.lanes[k].ended]
+        for lane, sample in tick:
+            if lane.resetter.due(sample.sequence, sample.time if sample.time is not None
+                                 else time.monotonic()):
+                lane.stream.reset()
+        t0 = time.perf_counter_ns()
+        results = self._push_tick(tick)
+        at = self.pushes % LATENCY_WINDOW
+        self.ring[at] = time.perf_counter_ns() - t0
+        self.pushes += 1
+        for lane, sample in tick:
+            result = results.get(lane.k)
+            if result is None:
+                continue
+            self._written(lane, result, sample)
+            if self.limit is not None and lane.samples >= self.limit:
+                lane.ended = True
+        self.sink_ring[at] = time.perf_counter_ns() - t0
+        self.done = all(lane.ended for lane in self.lanes)
+
+    def _push_tick(self, tick: list) -> dict:
+        """One result per stream stepped, by lane index (a group's members are keyed so),
+        warnings for the rest."""
+        if self.group is None:
+            out = {}
+            for lane, sample in tick:
+                try:
+                    out[lane.k] = lane.stream.push(sample.values, sample.problem)
+                except InputError as exc:
+                    self._warn(lane, exc)
+            return out
+        res = self.group.push({lane.k: sample.values for lane, sample in tick},
+                              {lane.k: sample.problem for lane, sample in tick
+                               if sample.problem is not None})
+        for k, exc in res.errors.items():
+            self._warn(self.lanes[k], exc)
+        return {k: res[k] for k in res.keys()}
+
+    def _warn(self, lane: _Lane, exc: InputError) -> None:
+        reason = _last_reason(lane.stream)
+        self.warned[reason] += 1
+        if self.warned[reason] <= WARN_LIMIT:
+            where = f"stream {lane.k}: " if len(self.lanes) > 1 else ""
+            self.warn(where + str(exc) + (" (further warnings of this kind suppressed)"
+                                          if self.warned[reason] == WARN_LIMIT else ""))
+
+    def _written(self, lane: _Lane, result, sample) -> None:
+        """A result fed: counted, written to the sink, scored against the source's truth."""
+        summary = self.summary
+        summary.samples += 1
+        lane.samples += 1
+        self.sink.write(result, sample)
         if sample.truth is not None:
             _score_truth(summary, result, sample.truth)
-        prev = self.prev
+        prev = lane.prev
         if prev is not None and prev.sequence is not None and prev.truth is not None \
                 and sample.sequence != prev.sequence:
-            _score_end(summary, self.prev_result, prev.truth)
-        self.prev, self.prev_result = sample, result
-        self.done = self.limit is not None and summary.samples >= self.limit
+            _score_end(summary, lane.prev_result, prev.truth)
+        lane.prev, lane.prev_result = sample, result
+
+    def lane_ended(self, k: int) -> None:
+        """Source ``k`` ended by itself: its last sample closes a recording."""
+        lane = self.lanes[k]
+        if not lane.ended:
+            self._close_recording(lane)
+        lane.ended = True
+
+    def source_failed(self, k: int, exc: WavedgeError) -> None:
+        self.lanes[k].ended = True
+        message = f"source {k}: {exc}"
+        self.summary.error = f"{self.summary.error}; {message}" if self.summary.error \
+            else message
+
+    def _close_recording(self, lane: _Lane) -> None:
+        prev = lane.prev
+        if prev is not None and prev.sequence is not None and prev.truth is not None:
+            _score_end(self.summary, lane.prev_result, prev.truth)
+            lane.prev = None
 
     def _command(self, command: dict, reply) -> None:
-        """``reset`` the state now, or answer ``stats`` with the run's counters so far."""
+        """``reset`` the state now (every stream's), or answer ``stats`` with the run's
+        counters so far."""
         name = command["command"]
         self.summary.commands[name] += 1
         if name == "reset":
-            self.stream.reset()
+            for lane in self.lanes:
+                lane.stream.reset()
             reply(command, {"ok": True, "step": self.summary.samples})
             return
-        n = min(self.summary.samples, LATENCY_WINDOW)
+        n = min(self.pushes, LATENCY_WINDOW)
         lat = self.ring[:n] / 1000.0 if n else np.zeros(1)
-        st = self.stream.stats
+        dropped, repaired, state_resets = self._counts()
         reply(command, {"ok": True, "samples": self.summary.samples,
                         "seconds": round((time.perf_counter_ns() - self.started) / 1e9, 3),
-                        "dropped": dict(st.dropped), "repaired": dict(st.repaired),
-                        "state_resets": dict(st.state_resets),
-                        "resets": self.resetter.resets + self.summary.commands["reset"],
+                        "dropped": dict(dropped), "repaired": dict(repaired),
+                        "state_resets": dict(state_resets),
+                        "resets": sum(lane.resetter.resets for lane in self.lanes)
+                        + self.summary.commands["reset"],
                         "latency_us": {"p50": float(np.percentile(lat, 50)),
                                        "p99": float(np.percentile(lat, 99))},
                         "sink": getattr(self.sink, "counters", dict)()})
+
+    def _counts(self) -> tuple[Counter, Counter, Counter]:
+        """Dropped, repaired and state-reset counts over every stream."""
+        out = Counter(), Counter(), Counter()
+        for lane in self.lanes:
+            st = lane.stream.stats
+            for total, c in zip(out, (st.dropped, st.repaired, st.state_resets)):
+                total.update(c)
+        return out
 
     def close(self) -> None:
         try:
@@ -240,20 +375,20 @@ class _Loop:
         except WavedgeError as exc:  # the last lines could not be written (a full disk)
             self.summary.error = self.summary.error or str(exc)
 
-    def finish(self, source) -> Summary:
-        summary, prev = self.summary, self.prev
-        if self.complete and prev is not None and prev.sequence is not None \
-                and prev.truth is not None:
-            _score_end(summary, self.prev_result, prev.truth)
+    def finish(self, sources: list) -> Summary:
+        summary = self.summary
+        if self.complete and len(self.lanes) == 1:
+            self._close_recording(self.lane)
         summary.seconds = (time.perf_counter_ns() - self.started) / 1e9
-        summary.resets = self.resetter.resets
-        summary.notes = list(getattr(source, "notes", list)()) + \
+        summary.resets = sum(lane.resetter.resets for lane in self.lanes)
+        summary.notes = [n for s in sources for n in getattr(s, "notes", list)()] + \
             list(getattr(self.sink, "notes", list)())
-        summary.dropped = Counter(self.stream.stats.dropped)
-        summary.repaired = Counter(self.stream.stats.repaired)
-        summary.state_resets = Counter(self.stream.stats.state_resets)
-        if summary.samples:
-            n = min(summary.samples, LATENCY_WINDOW)
+        summary.dropped, summary.repaired, summary.state_resets = self._counts()
+        if len(self.lanes) > 1:
+            summary.streams = [lane.samples for lane in self.lanes]
+            summary.one_call = self.group is not None
+        if self.pushes:
+            n = min(self.pushes, LATENCY_WINDOW)
             for name, ring in (("latency_us", self.ring), ("with_sink_us", self.sink_ring)):
                 lat = ring[:n] / 1000.0
                 setattr(summary, name, {"p50": float(np.percentile(lat, 50)),

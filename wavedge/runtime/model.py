@@ -50,7 +50,7 @@ class Model:
 
         if self.batch != 1:
             raise InputError(f"this model was loaded with graphs of {self.batch} streams per "
-                             "call: make a group (model.group()), or load it with batch=1")
+                             "call: make a group (model.group()), or load it with streams=1")
         return Stream(self, policy, guards, noise, seed)
 
     def group(self, guards: bool = True):
@@ -63,11 +63,13 @@ class Model:
 
 def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32",
                options: BackendOptions = BackendOptions(), use_chunk: bool = True,
-               streams: int = 1) -> Model:
+               streams: int = 1, in_turn: bool = False) -> Model:
     """Check ``model_dir``'s manifest (format, version, checksums), then load its step graph
     (and chunk graph, when present and ``use_chunk``) with ``backend`` at ``precision``.
     ``streams`` > 1 loads the graphs of the smallest batch of at least that many streams per
-    call (``wavedge export --batch N``), for ``Model.group()``.
+    call (``wavedge export --batch N``), for ``Model.group()``, without a chunk graph (a
+    group steps one sample at a time); with ``in_turn``, a directory without one loads its
+    batch-1 graphs instead (``model.batch`` says which: the caller steps the streams in turn).
 
     Raises ``ManifestError`` when the directory is invalid, has no file for that backend and
     precision, or a graph's inputs and outputs do not match the manifest; ``BackendError`` when
@@ -77,7 +79,8 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
         raise BackendError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     manifest = load_manifest(model_dir)
     fmt = FILE_FORMAT[backend]
-    batch = pick_batch(manifest, streams, precision, fmt)
+    batch = pick_batch(manifest, streams, precision, fmt, in_turn)
+    use_chunk = use_chunk and batch == 1
     step = manifest.find_file("step", precision, fmt, batch)
     if step is None:
         have = ", ".join(sorted({f"{f.format}/{f.precision}" for f in manifest.files}))
@@ -90,13 +93,17 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
                  chunk.samples_per_call if chunk else 1)
 
 
-def pick_batch(manifest: Manifest, streams: int, precision: str, fmt: str) -> int:
+def pick_batch(manifest: Manifest, streams: int, precision: str, fmt: str,
+               in_turn: bool = False) -> int:
     """The smallest batch of step graph at ``precision`` in ``fmt`` that holds ``streams``
-    streams (1 for one stream); raises ``ManifestError`` saying what the directory has."""
+    streams (1 for one stream); raises ``ManifestError`` saying what the directory has, or,
+    with ``in_turn``, gives 1."""
     if streams <= 1:
         return 1
     have = manifest.batches(precision, fmt)
     fits = [b for b in have if b >= streams]
+    if not fits and in_turn:
+        return 1
     if not fits:
         raise ManifestError(f"{manifest.directory}: no {fmt} {precision} graphs for "
                             f"{streams} streams per call (it has batch "

@@ -80,8 +80,10 @@ class LineFile:
 def record(result, sample) -> dict:
     """The fields every structured sink writes for one result: the step, each output head's
     fields (``wavedge.runtime.heads``), and the sample's ``time`` and ``truth`` when the
-    source knows them."""
+    source knows them; ``stream`` (its source's index) when the run reads several."""
     row = result.record()
+    if sample is not None and sample.stream is not None:
+        row = {"stream": sample.stream, **row}
     if sample is not None and sample.time is not None:
         row["time"] = sample.time
     if sample is not None and sample.truth is not None:

@@ -1,5 +1,5 @@
-"""``csv:PATH[?append=1]``: a CSV file, one row per result: ``step``, ``time`` (when the source has
-timestamps), the primary output head's columns
+"""``csv:PATH[?append=1]``: a CSV file, one row per result: ``stream`` (when the run reads
+several sources), ``step``, ``time`` (when the source has timestamps), the primary output head's columns
 (class scores: ``class_id,label,score`` and ``logit_<label>`` per class; a Gaussian: ``mean_<i>``
 and ``variance_<i>``; tokens: the top 5 ids and probabilities, never the vocabulary), any
 other head's columns prefixed by its output name, and ``truth``. ``csv:-`` writes to standard
@@ -30,13 +30,14 @@ class CsvSink:
         self._at = len([c for c in primary.columns() if not c.startswith("logit_")]) + 1
         self._columns = columns
         self._timed = None  # decided by the first sample: a source with timestamps or not
+        self._lanes = False  # likewise: a run of several sources (a stream column)
 
-    def _header(self, timed: bool) -> None:
-        self._timed = timed
+    def _header(self, timed: bool, lanes: bool) -> None:
+        self._timed, self._lanes = timed, lanes
         c = self._columns
         if self.out.empty:
-            self._row(["step", *(["time"] if timed else []), *c[:self._at - 1], "truth",
-                       *c[self._at - 1:]], None)
+            self._row([*(["stream"] if lanes else []), "step", *(["time"] if timed else []),
+                       *c[:self._at - 1], "truth", *c[self._at - 1:]], None)
 
     def _row(self, cells: list, sample) -> None:
         self.writer.writerow(cells)
@@ -47,19 +48,20 @@ class CsvSink:
     def write(self, result, sample) -> None:
         r = record(result, sample)
         if self._timed is None:
-            self._header("time" in r)
+            self._header("time" in r, "stream" in r)
         primary, *others = self.heads
         cells = primary.row(r)
         for h in others:
             rec = r[h.name]
             cells += h.row(rec if isinstance(rec, dict) else {h.name: rec})
         stamp = [r.get("time", "")] if self._timed else []
-        self._row([r["step"], *stamp, *cells[:self._at - 1], r.get("truth", ""),
+        lane = [r.get("stream", "")] if self._lanes else []
+        self._row([*lane, r["step"], *stamp, *cells[:self._at - 1], r.get("truth", ""),
                    *cells[self._at - 1:]], sample)
 
     def close(self) -> None:
         if self._timed is None:
-            self._header(False)
+            self._header(False, False)
         self.out.close()
 
 

@@ -5,7 +5,8 @@ bounded send queue (``queue``, 256 frames, drop-oldest), written by its own thre
 board never slows inference, and the summary counts what was not sent. Class scores go as
 RESULT frames (``vector=1`` adds the logits); every other output head as a kind-tagged
 PREDICTION frame (a Gaussian's means and variances, class scores with their predictive variance,
-the top tokens...). A head whose values cannot fit a frame is refused when the sink opens."""
+the top tokens...). A head whose values cannot fit a frame is refused when the sink opens. A run
+of several sources sends source k as stream S + k."""
 
 from __future__ import annotations
 
@@ -50,11 +51,13 @@ class LinkSink:
     def write(self, result, sample) -> None:
         ms = int((time.monotonic() - self._t0) * 1000)
         index, score, values = self._head.bridge(result.values)
+        # a run of several sources: stream ids from ?stream= up, one per source
+        sid = self.stream_id + ((sample.stream or 0) if sample is not None else 0)
         if self._classes:
-            self.link.post(self._result(self.stream_id, result.step, ms, index, score,
+            self.link.post(self._result(sid, result.step, ms, index, score,
                                         values if self.vector else ()))
         else:
-            self.link.post(self._prediction(self.stream_id, result.step, ms, self._kind, index,
+            self.link.post(self._prediction(sid, result.step, ms, self._kind, index,
                                             score, values))
         self.posted += 1
 

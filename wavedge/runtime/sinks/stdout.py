@@ -16,7 +16,9 @@ class StdoutSink:
         if (result.step + 1) % self.every:
             return
         stamp = f"  t {sample.time:.3f}" if sample is not None and sample.time is not None else ""
-        line = f"step {result.step:>7}{stamp}  {result.text()}"
+        lane = f"stream {sample.stream}  " if sample is not None and sample.stream is not None \
+            else ""
+        line = f"{lane}step {result.step:>7}{stamp}  {result.text()}"
         if sample is not None and sample.truth is not None:
             agrees = result.head.score_truth(result.values, sample.truth)
             mark = ("ok" if agrees else "MISS") if isinstance(agrees, bool) else ""

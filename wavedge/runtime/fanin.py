@@ -1,0 +1,88 @@
+"""Several sources read at once, for a run of several streams (``loop.run_many``).
+
+Each source is read by its own thread (a serial port or a broker blocks its reader, and one
+slow sensor must not stall the rest) into its own bounded queue; ``next_tick()`` waits until
+some source has a sample and hands back at most one sample per source, in order per source (a
+source's extra samples wait for the next ticks; a reader whose queue is full waits, so a fast
+source cannot grow memory). A source that ends or fails ends its own stream only;
+``next_tick()`` returns None once every source has ended.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from wavedge.errors import WavedgeError
+
+QUEUE_PER_SOURCE = 64  # samples read ahead per source before its reader waits
+_END = object()
+
+
+class FanIn:
+    def __init__(self, sources: list, ended, failed) -> None:
+        self._ended, self._failed = ended, failed  # callbacks: (k) and (k, exc)
+        self._pending = [deque() for _ in sources]
+        self._live = len(sources)
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._threads = [threading.Thread(target=self._read, args=(k, s), daemon=True,
+                                          name=f"wavedge-source-{k}")
+                         for k, s in enumerate(sources)]
+        for t in self._threads:
+            t.start()
+
+    def _read(self, k: int, source) -> None:
+        try:
+            for sample in source:
+                sample.stream = k
+                if not self._put(k, sample):
+                    return
+            self._put(k, _END)
+        except WavedgeError as exc:
+            self._put(k, exc)
+        except Exception as exc:  # noqa: BLE001 - a reader thread must report, not vanish
+            self._put(k, WavedgeError(f"{type(exc).__name__}: {exc}"))
+
+    def _put(self, k: int, item) -> bool:
+        """Queue ``item`` for source ``k`` once there is room, unless the run stopped."""
+        with self._cond:
+            while len(self._pending[k]) >= QUEUE_PER_SOURCE and not self._stopped:
+                self._cond.wait(0.1)
+            if self._stopped:
+                return False
+            self._pending[k].append(item)
+            self._cond.notify_all()
+            return True
+
+    def next_tick(self) -> list | None:
+        """(source index, sample) pairs, at most one per source; None when all have ended."""
+        with self._cond:
+            while True:
+                tick = []
+                for k, pending in enumerate(self._pending):
+                    # a source's end (or failure) is acted on after the samples before it
+                    while pending and (pending[0] is _END
+                                       or isinstance(pending[0], WavedgeError)):
+                        self._mark(k, pending.popleft())
+                    if pending:
+                        tick.append((k, pending.popleft()))
+                if tick:
+                    self._cond.notify_all()  # room for the readers
+                    return tick
+                if not self._live:
+                    return None
+                self._cond.wait()
+
+    def _mark(self, k: int, what) -> None:
+        self._live -= 1
+        if what is _END:
+            self._ended(k)
+        else:
+            self._failed(k, what)
+
+    def stop(self) -> None:
+        """Let the readers go (each ends at its next sample; the sources are closed next)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
