@@ -120,3 +120,59 @@ def test_poisoned_member_is_reset_and_rerun_the_others_untouched(batch_dir):
     assert a.stats.state_resets["non_finite"] == 1 and np.isfinite(res[a.key].values[0]).all()
     np.testing.assert_array_equal(res[b.key].values[0], single.push(ticks[0][1]).values[0])
     assert want is not None and b.stats.state_resets == {}
+
+
+def test_run_of_several_sources_on_a_group_equals_each_alone(batch_dir, tmp_path):
+    from wavedge.runtime.loop import run, run_many
+    from wavedge.runtime import open_source
+
+    class Collect:
+        def __init__(self):
+            self.rows = []
+
+        def write(self, result, sample):
+            self.rows.append((sample.stream, result.step, result.values[0].copy()))
+
+        def close(self):
+            pass
+
+    rec = BUNDLED / "wave_basic_motions" / "recording.csv"
+    lines = rec.read_text().splitlines()
+    bad = tmp_path / "bad.csv"  # a second sensor whose 5th row is not numeric
+    rows = [lines[0], *lines[1001:1301]]
+    rows[5] = ",".join(["oops"] * len(rows[5].split(",")))
+    bad.write_text("\n".join(rows) + "\n")
+    urls = [f"replay:{rec}?rate=max&limit=500", f"replay:{bad}?rate=max",
+            "synthetic:imu?n=120&rate=max"]
+    model = load_model(batch_dir, streams=3)
+    group = model.group()
+    for k in range(3):
+        group.add(k)
+    sink = Collect()
+    summary = run_many(group, [open_source(u, model.manifest) for u in urls], sink,
+                       warn=lambda m: None)
+    assert summary.one_call and summary.streams == [500, 299, 120]
+    assert summary.dropped == {"not_numeric": 1} and group.member(1).stats.dropped == {
+        "not_numeric": 1}
+    single = load_model(batch_dir)
+    for k, url in enumerate(urls):
+        alone = Collect()
+        run(single.stream(), open_source(url, single.manifest), alone, warn=lambda m: None)
+        mine = [r[1:] for r in sink.rows if r[0] == k]
+        assert [r[0] for r in mine] == [r[1] for r in alone.rows]
+        np.testing.assert_array_equal(np.stack([r[1] for r in mine]),
+                                      np.stack([r[2] for r in alone.rows]))
+
+
+def test_cli_run_with_sources_on_a_batch_directory_says_one_call(batch_dir):
+    from conftest import run_cli
+
+    rec = BUNDLED / "wave_basic_motions" / "recording.csv"
+    proc = run_cli("run", batch_dir, "--source", f"replay:{rec}?rate=max&limit=200",
+                   "--source", "synthetic:imu?n=100&rate=max", "--sink", "null:")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 streams, one call of the batch-4 step graph per tick" in proc.stderr
+    assert "streams: 2, one call per tick for all (a group); samples 200, 100" in proc.stderr
+    many = [a for k in range(5) for a in ("--source", f"synthetic:imu?n=5&seed={k}")]
+    proc = run_cli("run", batch_dir, *many, "--sink", "null:")
+    assert proc.returncode == 0 and "5 streams, stepped in turn" in proc.stderr

@@ -1,10 +1,11 @@
 """``csv:PATH[?append=1]``: a CSV file, one row per result: ``stream`` (when the run reads
-several sources), ``step``, ``time`` (when the source has timestamps), the primary output head's columns
-(class scores: ``class_id,label,score`` and ``logit_<label>`` per class; a Gaussian: ``mean_<i>``
-and ``variance_<i>``; tokens: the top 5 ids and probabilities, never the vocabulary), any
-other head's columns prefixed by its output name, and ``truth``. ``csv:-`` writes to standard
-output. Lines reach the file at least every second (``LineFile``). ``append=1`` adds to the
-file instead of replacing it, the header only when the file was empty."""
+several sources), ``step``, ``time`` (when the source has timestamps), the primary output
+head's columns (class scores: ``class_id,label,score`` and ``logit_<label>`` per class; a
+Gaussian: ``mean_<i>`` and ``variance_<i>``; tokens: the top 5 ids and probabilities, never the
+vocabulary), any other head's columns prefixed by its output name, and ``truth``. ``csv:-``
+writes to standard output. Lines reach the file at least every second (``LineFile``).
+``append=1`` adds to the file instead of replacing it, the header only when the file was
+empty."""
 
 from __future__ import annotations
 

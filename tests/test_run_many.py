@@ -1,0 +1,143 @@
+"""`wavedge run` with several sources: source k into stream k, each read by its own thread;
+on a model without a batch graph the streams are stepped in turn (the batch-graph group is
+tested in test_group.py). Torch-free: the bundled model directory, real files, the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import BUNDLED_MODEL, assert_one_line_error, run_cli
+from wavedge.runtime import SourceError, load_model, open_sink, open_source
+from wavedge.runtime.loop import run, run_many
+
+RECORDING = BUNDLED_MODEL / "recording.csv"
+
+
+class Collect:
+    """A sink that keeps (stream, step, label, logits) per result."""
+
+    def __init__(self) -> None:
+        self.rows = []
+
+    def write(self, result, sample) -> None:
+        self.rows.append((sample.stream, result.step, result.label, result.values[0].copy()))
+
+    def close(self) -> None:
+        pass
+
+
+class Failing:
+    """A source that gives ``n`` good samples, then loses its device for good."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.closed = n, False
+
+    def __iter__(self):
+        from wavedge.runtime.sources import Sample
+
+        for i in range(self.n):
+            yield Sample(np.full(6, 0.1 * i, np.float32))
+        raise SourceError("serial:///dev/ttyUSB9: the port vanished")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(BUNDLED_MODEL)
+
+
+@pytest.fixture()
+def second_recording(tmp_path):
+    """The bundled recording's second half, as another sensor's file."""
+    lines = RECORDING.read_text().splitlines()
+    path = tmp_path / "second.csv"
+    path.write_text("\n".join([lines[0], *lines[2001:]]) + "\n")
+    return path
+
+
+def _alone(model, url):
+    sink = Collect()
+    run(model.stream(), open_source(url, model.manifest), sink)
+    return sink.rows
+
+
+def test_each_stream_gives_what_it_gives_alone(model, second_recording):
+    urls = [f"replay:{RECORDING}?rate=max", f"replay:{second_recording}?rate=max&limit=700"]
+    sink = Collect()
+    summary = run_many([model.stream(), model.stream()],
+                       [open_source(u, model.manifest) for u in urls], sink)
+    assert summary.error is None and summary.streams == [4000, 700]
+    assert not summary.one_call  # the bundled directory has no batch graph
+    for k, url in enumerate(urls):
+        mine = [r[1:] for r in sink.rows if r[0] == k]
+        alone = [r[1:] for r in _alone(model, url)]
+        assert [r[:2] for r in mine] == [r[:2] for r in alone]
+        np.testing.assert_array_equal(np.stack([r[2] for r in mine]),
+                                      np.stack([r[2] for r in alone]))
+    # each stream's recordings are scored at their own ends: 40 + 7
+    assert summary.ends == 47 and summary.ends_correct <= 47
+
+
+def test_a_failing_source_ends_its_stream_only(model):
+    failing = Failing(25)
+    sink = Collect()
+    summary = run_many([model.stream(), model.stream()],
+                       [open_source(f"replay:{RECORDING}?rate=max&limit=300", model.manifest),
+                        failing], sink)
+    assert summary.streams == [300, 25]
+    assert summary.error == "source 1: serial:///dev/ttyUSB9: the port vanished"
+    assert failing.closed
+    assert [r[1] for r in sink.rows if r[0] == 1] == list(range(25))
+
+
+def test_cli_two_sources_limit_counts_per_source_and_csv_names_the_stream(tmp_path,
+                                                                          second_recording):
+    out = tmp_path / "r.csv"
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
+                   "--source", f"replay:{second_recording}?rate=max", "--limit", "150",
+                   "--sink", f"csv:{out}")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 streams, stepped in turn (`wavedge export --batch 2` steps them in one call)" \
+        in proc.stderr
+    assert "streams: 2, stepped in turn" in proc.stderr and "samples 150, 150" in proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0])[:2] == ["stream", "step"]
+    assert sorted({r["stream"] for r in rows}) == ["0", "1"] and len(rows) == 300
+    # stream 1 starts in the recording's second half: another activity than stream 0
+    first = {r["stream"]: r["truth"] for r in reversed(rows)}
+    assert first["0"] != first["1"]
+
+
+def test_cli_jsonl_records_carry_the_stream_and_a_bad_source_is_one_line(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = run_cli("run", BUNDLED_MODEL, "--source", "synthetic:imu?n=40&rate=max",
+                   "--source", "synthetic:imu?n=60&rate=max&seed=3", "--sink", f"jsonl:{out}")
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["stream"] for r in recs) == [0] * 40 + [1] * 60
+    proc = run_cli("run", BUNDLED_MODEL, "--source", "synthetic:imu?n=40",
+                   "--source", "replay:/no/such.csv")
+    assert_one_line_error(proc, "replay:/no/such.csv: no such file")
+
+
+def test_a_reset_command_resets_every_stream(model):
+    sink = Collect()
+    streams = [model.stream(), model.stream()]
+    sources = [open_source(f"synthetic:imu?n=50&rate=max&seed={k}", model.manifest)
+               for k in range(2)]
+    run_many(streams, sources, sink)
+    assert all(s.steps == 50 for s in streams)
+    from wavedge.runtime.loop import _Loop
+
+    loop = _Loop(streams, open_sink("null:", model.manifest), None, None, None)
+    replies = []
+    loop._command({"command": "reset"}, lambda c, r: replies.append(r))
+    for s in streams:
+        np.testing.assert_array_equal(s.state[0], 0)
+    assert replies == [{"ok": True, "step": 0}]
