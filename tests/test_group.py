@@ -176,3 +176,34 @@ def test_cli_run_with_sources_on_a_batch_directory_says_one_call(batch_dir):
     many = [a for k in range(5) for a in ("--source", f"synthetic:imu?n=5&seed={k}")]
     proc = run_cli("run", batch_dir, *many, "--sink", "null:")
     assert proc.returncode == 0 and "5 streams, stepped in turn" in proc.stderr
+
+
+def test_push_chunk_runs_every_member_through_the_batch_chunk_graph(batch_dir):
+    model = load_model(batch_dir, streams=3)
+    assert model.chunk_graph is not None and model.chunk_graph.batch == 4
+    group = model.group()
+    keys = [group.add(k, policy=p).key
+            for k, p in (("a", "reject"), ("b", "hold"), ("c", "reject"))]
+    x = _data(100, 3, seed=4).transpose(1, 0, 2).copy()  # [streams, N, 6]: 3 chunks of 32 + 4
+    single = load_model(batch_dir)
+    streams = [single.stream() for _ in keys]
+    out = group.push_chunk(x)
+    for k, s, xs in zip(keys, streams, x):
+        want = s.push_chunk(xs)
+        np.testing.assert_array_equal(out[k].steps, want.steps)
+        np.testing.assert_allclose(out[k].values[0], want.values[0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(group.member(k).state[0], s.state[0], rtol=0, atol=1e-5)
+    assert group.member("a").steps == 100
+    # a bad sample: the chunk goes sample by sample, each member under its own policy
+    bad = _data(40, 3, seed=5).transpose(1, 0, 2).copy()
+    bad[0, 7, 2] = np.nan
+    bad[1, 9, 0] = np.inf
+    out = group.push_chunk({"a": bad[0], "b": bad[1], "c": bad[2]})
+    assert len(out["a"]) == 39 and len(out["b"]) == 40 and len(out["c"]) == 40
+    assert list(out.errors) == ["a"] and "NaN" in str(out.errors["a"][0])
+    assert out["a"].steps[0] == 100 and out["a"].steps[-1] == 138
+    assert group.member("b").stats.repaired["non_finite"] == 1
+    with pytest.raises(InputError, match="every member"):
+        group.push_chunk({"a": bad[0]})
+    with pytest.raises(InputError, match=r"expected \[3 streams, N samples, 6\]"):
+        group.push_chunk(bad[:2])

@@ -13,6 +13,10 @@ the batched state), its own bad-sample policy and counters, its own noise, ``res
 leaves it). A member left out of a push is not stepped. The guards are the stream's: a member
 whose output is not finite (or, every ``STATE_CHECK_EVERY`` pushes, whose state passed its
 limit) is reset and its sample run again from reset; one that poisons even that is dropped.
+
+``push_chunk`` takes N samples for every member and runs whole chunks of them through the
+chunk graph of the group's batch (one call per chunk for all members), the rest through
+``push``; it returns ``GroupChunkResults`` (``results[key]`` is that member's ``Results``).
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import math
 import numpy as np
 
 from wavedge.errors import InputError
-from wavedge.runtime.stream import (_F32, STATE_CHECK_EVERY, Result, Stream, StreamStats, ball,
-                                     state_limits)
+from wavedge.runtime.stream import (_F32, STATE_CHECK_EVERY, Result, Results, Stream,
+                                     StreamStats, ball, state_limits)
 
 _MAX, _MIN, _SUM = np.maximum.reduce, np.minimum.reduce, np.add.reduce
 
@@ -85,7 +89,7 @@ class Member(Stream):
 
     def push(self, sample, problem: str | None = None):
         raise InputError(f"stream {self.key!r} belongs to a group: push it with "
-                         "StreamGroup.push({key: sample})")
+                         "StreamGroup.push({key: sample}) or StreamGroup.push_chunk")
 
     push_chunk = push
 
@@ -119,6 +123,41 @@ class GroupResults:
         return iter(self.keys())
 
 
+class GroupChunkResults:
+    """One ``push_chunk``'s answers: ``results[key]`` (that member's ``Results``, the samples
+    it fed), ``errors`` (key -> the ``InputError`` of each of its samples dropped)."""
+
+    def __init__(self, group: "StreamGroup") -> None:
+        self._group = group
+        self._parts: list = []  # (values [B, n, *shape] per output, slot -> first step, n)
+        self.errors: dict = {}
+
+    def add_chunk(self, values: list, steps: np.ndarray, n: int) -> None:
+        self._parts.append((values, steps, n, None))
+
+    def add(self, res: GroupResults) -> None:
+        self._parts.append(([v[:, None] for v in res.values], res._steps, 1, res._stepped))
+        for key, exc in res.errors.items():
+            self.errors.setdefault(key, []).append(exc)
+
+    def keys(self) -> list:
+        return list(self._group.keys)
+
+    def __getitem__(self, key) -> Results:
+        m = self._group.member(key)
+        parts = [(vals, steps, n) for vals, steps, n, stepped in self._parts
+                 if stepped is None or key in stepped]
+        outs = [np.concatenate([vals[j][m.slot] for vals, _, _ in parts])
+                if parts else np.empty((0, *o.shape), o.dtype)
+                for j, o in enumerate(self._group.model.signature.outputs)]
+        steps = np.concatenate([np.arange(s[m.slot], s[m.slot] + n) for _, s, n in parts]) \
+            if parts else np.empty(0, np.int64)
+        return Results(steps, outs, m.heads)
+
+    def items(self):
+        return ((k, self[k]) for k in self.keys())
+
+
 class StreamGroup:
     """Up to ``model.batch`` streams over one model's batched step graph (see the module)."""
 
@@ -126,6 +165,8 @@ class StreamGroup:
         self.model, self.guards = model, guards
         self.capacity = model.step_graph.batch
         self._runner = model.step_graph.runner()
+        self._chunk = model.chunk_graph.runner() if model.chunk_graph is not None else None
+        self._k = model.chunk_samples
         self._members: dict = {}
         self._by_slot: list[Member | None] = [None] * self.capacity
         sig = model.signature
@@ -220,10 +261,77 @@ class StreamGroup:
             stepped.append(m)
         return self._step(stepped, errors)
 
+    def push_chunk(self, samples) -> "GroupChunkResults":
+        """N samples for every member: an ``[n, N, *shape]`` array (members in the order of
+        ``keys``) or ``{key: [N, *shape]}`` naming every member. Whole chunks of good samples
+        go through the chunk graph of the group's batch, one call for all members; anything
+        else (a bad sample, a poisoned chunk, the rows after the last whole chunk, a model
+        with several inputs) sample by sample through ``push``, each member's policy as
+        there."""
+        x = self._chunk_array(samples)
+        n = x.shape[1]
+        out = GroupChunkResults(self)
+        i = 0
+        if self._chunk is not None and n >= self._k and self._good(x, 2):
+            i = self._run_chunks(x, out)
+        for t in range(i, n):
+            out.add(self.push(x[:, t]))
+        return out
+
+    def _chunk_array(self, samples) -> np.ndarray:
+        if isinstance(samples, dict):
+            if set(samples) != set(self._members):
+                raise InputError("push_chunk: give every member's samples "
+                                 f"(streams: {', '.join(map(str, self.keys))})")
+            samples = [samples[k] for k in self.keys]
+        try:
+            x = np.asarray(samples, np.float32) if self._vector else np.asarray(samples)
+        except (TypeError, ValueError):
+            raise InputError("push_chunk: the samples are not numeric") from None
+        if x.ndim < 2 or len(x) != len(self._order):
+            raise InputError(f"push_chunk: expected [{len(self._order)} streams, N samples, "
+                             f"{', '.join(map(str, self._shape))}], got shape {x.shape}")
+        return x
+
+    def _run_chunks(self, x: np.ndarray, out: "GroupChunkResults") -> int:
+        """The whole chunks of ``x`` through the chunk graph; returns the rows done."""
+        step, chunk, k, rows = self._runner, self._chunk, self._k, self._rows
+        for dst, src in zip(chunk.state, step.state):
+            np.copyto(dst, src)
+        i = 0
+        while x.shape[1] - i >= k:
+            before = [s.copy() for s in chunk.state]
+            chunk.x[rows] = x[:, i:i + k]
+            ys = chunk.run()
+            if self.guards and not math.isfinite(_SUM(ys[0][rows], axis=None)):
+                # a poisoned chunk: its samples again one by one, each checked
+                for dst, src in zip(step.state, before):
+                    np.copyto(dst, src)
+                for t in range(i, i + k):
+                    out.add(self.push(x[:, t]))
+                for dst, src in zip(chunk.state, step.state):
+                    np.copyto(dst, src)
+            else:
+                out.add_chunk(ys, self._counts.copy(), k)
+                self._counts[rows] += k
+            i += k
+        for dst, src in zip(step.state, chunk.state):
+            np.copyto(dst, src)
+        self._runner.x[rows] = x[:, i - 1]  # the last sample, kept for 'hold'
+        return i
+
     def _whole_batch(self, samples) -> bool:
         """An ``[n, *shape]`` float32 array of good samples is written in one go."""
+        if not self._good(samples, 1):
+            return False
+        self._runner.x[self._rows] = samples
+        return True
+
+    def _good(self, samples, lead: int) -> bool:
+        """A float32 array of ``lead`` leading axes and then the input's shape, every value
+        finite and inside the bounds."""
         if type(samples) is not np.ndarray or samples.dtype != _F32 \
-                or samples.shape[1:] != self._shape:
+                or samples.shape[lead:] != self._shape:
             return False
         # inside the ball about 0 that every channel's range holds: two reductions (1.4 us
         # for 8 x 6 values, against 2.5 for the per-channel comparisons; NaN fails them too)
@@ -233,7 +341,6 @@ class StreamGroup:
                     return False
             elif not np.isfinite(samples).all():
                 return False
-        self._runner.x[self._rows] = samples
         return True
 
     def _step(self, stepped: list, errors: dict) -> GroupResults:

@@ -67,8 +67,7 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
     """Check ``model_dir``'s manifest (format, version, checksums), then load its step graph
     (and chunk graph, when present and ``use_chunk``) with ``backend`` at ``precision``.
     ``streams`` > 1 loads the graphs of the smallest batch of at least that many streams per
-    call (``wavedge export --batch N``), for ``Model.group()``, without a chunk graph (a
-    group steps one sample at a time); with ``in_turn``, a directory without one loads its
+    call (``wavedge export --batch N``), for ``Model.group()``; with ``in_turn``, a directory without one loads its
     batch-1 graphs instead (``model.batch`` says which: the caller steps the streams in turn).
 
     Raises ``ManifestError`` when the directory is invalid, has no file for that backend and
@@ -80,7 +79,6 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
     manifest = load_manifest(model_dir)
     fmt = FILE_FORMAT[backend]
     batch = pick_batch(manifest, streams, precision, fmt, in_turn)
-    use_chunk = use_chunk and batch == 1
     step = manifest.find_file("step", precision, fmt, batch)
     if step is None:
         have = ", ".join(sorted({f"{f.format}/{f.precision}" for f in manifest.files}))
