@@ -14,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-startup fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -129,6 +129,11 @@ probe: $(STAMP)
 # weights), ONNX Runtime and LiteRT, interleaved; $(OUT)/bench-scale (docs/benchmarks.md).
 bench-scale: $(STAMP) $(TFLITE_STAMP)
 	$(TFLITE_VENV)/bin/python scripts/bench_scale.py --out $(OUT)/bench-scale
+
+# Start-up of `wavedge run --limit 1` in the torch-free venv (a board's install), both backends
+# interleaved, wall time and peak RSS (a few seconds); $(OUT)/bench/startup.json.
+bench-startup: $(RUNTIME_STAMP)
+	$(PY) scripts/bench_startup.py --python $(RUNTIME_VENV)/bin/python --out $(OUT)/bench/startup.json
 
 # Throughput of the Python frame codec against a 921600-baud link (a few seconds).
 bench-bridge: $(STAMP)

@@ -301,10 +301,11 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
 
 def _group_configs(model_dir, backend, precision, bopts, data, options) -> list[Config]:
     """N streams three ways, interleaved: N ``Stream`` objects pushed in turn (what a board
-    with N sensors does without groups), one ``StreamGroup`` of N (one call per tick), and the
-    batch graph called by hand (the floor a careful user reaches); per sample per stream."""
+    with N sensors does without groups), one ``StreamGroup`` of N (one call per tick; and per
+    chunk, where the directory has the batch chunk graph), and the batch graph called by hand
+    (the floor a careful user reaches); per sample per stream."""
     n = options.streams
-    group_model = load_model(model_dir, backend, precision, bopts, use_chunk=False, streams=n)
+    group_model = load_model(model_dir, backend, precision, bopts, streams=n)
     single = load_model(model_dir, backend, precision, bopts, use_chunk=False)
     if data.single is None:
         raise InputError("bench --streams: the model takes several inputs; groups are "
@@ -330,23 +331,36 @@ def _group_configs(model_dir, backend, precision, bopts, data, options) -> list[
         group.push(ticks[i[0] % len(ticks)])
         i[0] += 1
 
+    k = group_model.chunk_samples
+    blocks = ticks[:len(ticks) // k * k].reshape(-1, k, n, *ticks.shape[2:]).swapaxes(1, 2) \
+        .copy()  # [blocks, streams, k, *shape]
+
+    def grouped_chunk():
+        group.push_chunk(blocks[i[0] % len(blocks)])
+        i[0] += 1
+
     library = group_model.step_graph.detail.get("library", backend)
     what = {"round-robin": f"{n} Streams on the batch-1 step graph, one push each per tick",
             "group": f"one StreamGroup of {n} (graph batch {batch}): one push per tick",
             "group-bare": f"the batch-{batch} step graph called by hand: the tick's samples "
                           "and the state set, invoke, outputs read"}
+    calls = [round_robin, grouped, bare_call]
+    if group_model.chunk_graph is not None and len(blocks):
+        what[f"group-chunk{k}"] = f"the same group, push_chunk of {k} samples per stream"
+        calls.append(grouped_chunk)
+    per = {f"group-chunk{k}": n * k}
     out = [Config(f"{backend}/{precision}/streams{n}-{mode}", "stream" if mode != "group-bare"
-                  else "floor", backend, precision, mode, 1,
+                  else "floor", backend, precision, mode, per.get(mode, n) // n,
                   extra={"library": library, "streams": n, "batch": batch, "what": what[mode],
                          "per": "us per sample per stream (one tick / streams)"})
            for mode in what]
-    calls = [round_robin, grouped, bare_call]
     for call in calls:
         for _ in range(options.warmup):
             call()
     for _ in range(options.repeats):  # interleaved, as the other configurations
         for cfg, call in zip(out, calls):
-            cfg.repeats.append(_time_calls(call, max(50, options.samples // n), n))
+            m = per.get(cfg.mode, n)
+            cfg.repeats.append(_time_calls(call, max(20, options.samples // m), m))
     return out
 
 
@@ -434,6 +448,9 @@ def _ratios(s: dict) -> dict:
             base = group[:-len("-group")]
             pairs[f"{b}/{prec}: group / raw batch call"] = (p50(group), p50(base + "-group-bare"))
             pairs[f"{b}/{prec}: round-robin / group"] = (p50(base + "-round-robin"), p50(group))
+            gchunk = next((n for n in s if n.startswith(base + "-group-chunk")), None)
+            if gchunk:
+                pairs[f"{b}/{prec}: group chunk / group step"] = (p50(gchunk), p50(group))
         for key, (a, bb) in pairs.items():
             if a is not None and bb:
                 out[key] = a / bb
