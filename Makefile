@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 $(TFLITE_STAMP): pyproject.toml
 	$(PY) -m venv $(TFLITE_VENV)
 	$(TFLITE_VENV)/bin/python -m pip install -q --upgrade pip
-	$(TFLITE_VENV)/bin/python -m pip install -q -e '.[export,litert,tflite,test]'
+	$(TFLITE_VENV)/bin/python -m pip install -q -e '.[export,litert,tflite,bench,test]'
 	touch $(TFLITE_STAMP)
 
 # A board's install: the runtime and the LiteRT interpreter, no torch, no export extra.

@@ -15,7 +15,7 @@ from wavedge.errors import ExportError
 from wavedge.export.graphs import build_graph, dummy_inputs, io_names
 from wavedge.models import StepModel
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 19
 
 
 @contextlib.contextmanager
