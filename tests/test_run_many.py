@@ -141,3 +141,22 @@ def test_a_reset_command_resets_every_stream(model):
     for s in streams:
         np.testing.assert_array_equal(s.state[0], 0)
     assert replies == [{"ok": True, "step": 0}]
+
+
+def test_ctrl_c_stops_a_run_of_several_sources_with_a_summary():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                             "--source", "synthetic:imu?n=0&rate=200",
+                             "--source", "synthetic:imu?n=0&rate=50&seed=1", "--sink", "null:"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()
+    assert "2 streams, stepped in turn" in first, first
+    time.sleep(0.6)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "(stopped by SIGINT)" in err and "streams: 2" in err and "Traceback" not in err
