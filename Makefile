@@ -144,12 +144,13 @@ bench-bridge: $(STAMP)
 train-all: $(STAMP)
 	$(BIN)/python -m wavedge.models.train_all --out $(OUT)/train
 
-# Retrain the bundled wave-encoder and re-export its model directory (ONNX and TFLite, each
-# checked against torch) with the test recording.
+# Retrain the bundled wave-encoder and re-export its model directory (ONNX and TFLite, fp32 and
+# int8, each checked against torch; graphs of 8 streams per call for a group) with the test
+# recording.
 bundle: $(STAMP) $(TFLITE_STAMP)
 	$(BIN)/wavedge train --task basic_motions --arch wave_rnn --out $(BUNDLED).pt
 	$(TFLITE_VENV)/bin/wavedge export $(BUNDLED).pt --out $(BUNDLED) --recording \
-		--format onnx,tflite --precision fp32,int8
+		--format onnx,tflite --precision fp32,int8 --batch 8
 
 # Retrain the bundled spike-and-slab RNN (meta predictive learning, by predictive coding, about
 # a minute) on the digits read a row at a time, and re-export its model directory (ONNX and
