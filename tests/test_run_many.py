@@ -1,6 +1,7 @@
-"""`wavedge run` with several sources: source k into stream k, each read by its own thread;
-on a model without a batch graph the streams are stepped in turn (the batch-graph group is
-tested in test_group.py). Torch-free: the bundled model directory, real files, the real CLI."""
+"""`wavedge run` with several sources: source k into stream k, each read by its own thread,
+one group call per tick on the bundled directory's batch-8 graphs, or streams stepped in turn
+(a list of streams here; more sources than the batch in test_group.py). Torch-free: the
+bundled model directory, real files, the real CLI."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_each_stream_gives_what_it_gives_alone(model, second_recording):
     summary = run_many([model.stream(), model.stream()],
                        [open_source(u, model.manifest) for u in urls], sink)
     assert summary.error is None and summary.streams == [4000, 700]
-    assert not summary.one_call  # the bundled directory has no batch graph
+    assert not summary.one_call  # a list of streams: stepped in turn
     for k, url in enumerate(urls):
         mine = [r[1:] for r in sink.rows if r[0] == k]
         alone = [r[1:] for r in _alone(model, url)]
@@ -103,9 +104,8 @@ def test_cli_two_sources_limit_counts_per_source_and_csv_names_the_stream(tmp_pa
                    "--source", f"replay:{second_recording}?rate=max", "--limit", "150",
                    "--sink", f"csv:{out}")
     assert proc.returncode == 0, proc.stderr
-    assert "2 streams, stepped in turn (`wavedge export --batch 2` steps them in one call)" \
-        in proc.stderr
-    assert "streams: 2, stepped in turn" in proc.stderr and "samples 150, 150" in proc.stderr
+    assert "2 streams, one call of the batch-8 step graph per tick" in proc.stderr
+    assert "streams: 2, one call per tick for all (a group); samples 150, 150" in proc.stderr
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0])[:2] == ["stream", "step"]
     assert sorted({r["stream"] for r in rows}) == ["0", "1"] and len(rows) == 300
@@ -154,7 +154,7 @@ def test_ctrl_c_stops_a_run_of_several_sources_with_a_summary():
                              "--source", "synthetic:imu?n=0&rate=50&seed=1", "--sink", "null:"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stderr.readline()
-    assert "2 streams, stepped in turn" in first, first
+    assert "2 streams, one call of the batch-8 step graph per tick" in first, first
     time.sleep(0.6)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
