@@ -46,6 +46,34 @@ def test_install_writes_a_unit_an_environment_file_and_a_udev_rule(tmp_path):
     assert removed.returncode == 0 and not list((root / "etc").rglob("*bm*"))
 
 
+def test_a_service_of_several_sensors_waits_for_each_and_runs_them_as_one_group(tmp_path):
+    rec = BUNDLED_MODEL / "recording.csv"
+    proc = _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--source",
+                    "serial:///dev/serial/by-id/usb-imu2?baud=115200", "--sink", "null:",
+                    "--backend", "litert")
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path / "root"
+    unit = (root / "etc/systemd/system/wavedge-bm.service").read_text()
+    assert ("After=network-online.target dev-ttyACM0.device "
+            "dev-serial-by\\x2did-usb\\x2dimu2.device") in unit
+    env = (root / "etc/wavedge/bm.env").read_text()
+    assert ("WAVEDGE_OPTIONS=--source serial:///dev/serial/by-id/usb-imu2?baud=115200 "
+            "--backend litert") in env
+    rule = (root / "etc/udev/rules.d/90-wavedge-bm.rules").read_text()
+    assert 'KERNEL=="ttyACM0"' in rule and 'SYMLINK=="serial/by-id/usb-imu2"' in rule
+    # the unit's own command line, as systemd splits it, with two recordings for sensors
+    out = tmp_path / "r.jsonl"
+    proc = _install(tmp_path, "--source", f"replay:{rec}?rate=max&limit=120", "--source",
+                    f"replay:{rec}?rate=max&limit=80", "--sink", f"jsonl:{out}")
+    assert proc.returncode == 0, proc.stderr
+    argv, _ = _command_line(root, "bm")
+    run = subprocess.run(argv, capture_output=True, text=True, env=user_env(), timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "2 streams, one call of the batch-8 step graph per tick" in run.stderr
+    streams = [json.loads(line)["stream"] for line in out.read_text().splitlines()]
+    assert streams.count(0) == 120 and streams.count(1) == 80
+
+
 def test_bad_service_requests_are_one_line_errors(tmp_path):
     assert_one_line_error(_install(tmp_path), "give NAME MODEL_DIR --source URL --sink URL")
     assert_one_line_error(run_cli("service", "uninstall", "nope", "--root", tmp_path,

@@ -339,8 +339,8 @@ def _cmd_service(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("backend", args.backend), ("precision", args.precision),
                                  ("policy", args.policy), ("reset", args.reset),
                                  ("noise", args.noise)) if v is not None}
-    svc = service.Service(args.name, args.model_dir.resolve(), args.source, args.sink, options,
-                          args.user, args.wavedge or "")
+    svc = service.Service(args.name, args.model_dir.resolve(), tuple(args.source), args.sink,
+                          options, args.user, args.wavedge or "")
     if args.print:
         env = service.paths(svc.name, Path("/"))["env"]
         print(service.unit_text(svc, env) + "\n" + service.env_text(svc)
@@ -587,7 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["install", "uninstall"])
     p.add_argument("name", help="the service's name: wavedge-NAME.service")
     p.add_argument("model_dir", type=Path, nargs="?", help="install: the model directory")
-    p.add_argument("--source", help="install: the source URL, as for `wavedge run`")
+    p.add_argument("--source", action="append",
+                   help="install: the source URL, as for `wavedge run` (repeat it for several "
+                        "sensors: one stream each)")
     p.add_argument("--sink", help="install: the sink URL (a file sink: add ?append=1)")
     p.add_argument("--backend", choices=["onnxruntime", "litert"])
     p.add_argument("--precision")

@@ -2,16 +2,17 @@
 
 Three files, each small enough to read before installing:
 
-- the unit ``wavedge-NAME.service``: ``wavedge run`` on the model directory with the source,
-  sink and options of the environment file, restarted 2 s after any failure, for ever (no start
+- the unit ``wavedge-NAME.service``: ``wavedge run`` on the model directory with the source (or
+  sources: a board with several sensors runs them as one group), sink and options of the
+  environment file, restarted 2 s after any failure, for ever (no start
   limit: a board with its sensor unplugged keeps trying), stopped by SIGTERM (the run flushes its
   sink and exits 0: a stop is not a failure), its output in the journal under ``wavedge-NAME``;
 - the environment file ``/etc/wavedge/NAME.env``: ``WAVEDGE_SOURCE``, ``WAVEDGE_SINK`` and the
-  options, one per line, to change the pipeline without touching the unit (MQTT credentials stay
+  options (further sources as ``--source URL`` there), one per line, to change the pipeline without touching the unit (MQTT credentials stay
   in their own env file, ``mqtt.md``);
-- for a serial device (a ``serial://`` source or a ``link:`` sink on a device path), a udev rule
-  that tags the device for systemd and starts the service when it appears, and the unit waits
-  for the device (``After=`` its device unit) at boot.
+- for each serial device (a ``serial://`` source or a ``link:`` sink on a device path), a udev
+  rule that tags the device for systemd and starts the service when it appears, and the unit
+  waits for the devices (``After=`` their device units) at boot.
 
 No watchdog: ``wavedge run`` blocks on its source while a sensor is quiet, and a ping from a
 thread of its own would prove only that the thread runs; ``Restart=on-failure`` covers a run
@@ -41,7 +42,7 @@ STOP_S = 10  # SIGTERM, then this long before SIGKILL: the run flushes within 2 
 class Service:
     name: str
     model_dir: Path
-    source: str
+    sources: tuple[str, ...]  # source k feeds stream k (one source: one stream)
     sink: str
     options: dict = field(default_factory=dict)  # run option -> value (backend, precision...)
     user: str | None = None
@@ -50,20 +51,27 @@ class Service:
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise InputError(f"service name {self.name!r}: letters, digits, '-' and '_' only")
+        if isinstance(self.sources, str):
+            object.__setattr__(self, "sources", (self.sources,))
+        bad = [u for u in self.sources if not u or any(c.isspace() for c in u)]
+        if bad or not self.sources:
+            raise InputError(f"service source {bad[0] if bad else ''!r}: a URL without spaces")
 
     @property
     def unit_name(self) -> str:
         return f"wavedge-{self.name}.service"
 
     @property
-    def device(self) -> str | None:
-        """The serial device path the pipeline needs, if any."""
-        for url, scheme in ((self.source, "serial://"), (self.sink, "link:")):
+    def devices(self) -> list[str]:
+        """The serial device paths the pipeline needs, in order."""
+        out = []
+        urls = [(u, "serial://") for u in self.sources] + [(self.sink, "link:")]
+        for url, scheme in urls:
             if url.startswith(scheme):
                 path = url[len(scheme):].split("?", 1)[0]
-                if path.startswith("/dev/"):
-                    return path
-        return None
+                if path.startswith("/dev/") and path not in out:
+                    out.append(path)
+        return out
 
     def executable(self) -> str:
         """The install that wrote the unit runs it: its own ``wavedge`` script (not the first
@@ -91,15 +99,17 @@ def _device_unit(path: str) -> str:
 
 def env_text(svc: Service) -> str:
     lines = [f"# wavedge service {svc.name}: edit, then `systemctl restart {svc.unit_name}`",
-             f"WAVEDGE_SOURCE={svc.source}", f"WAVEDGE_SINK={svc.sink}"]
-    flags = " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in svc.options.items())
+             f"WAVEDGE_SOURCE={svc.sources[0]}", f"WAVEDGE_SINK={svc.sink}"]
+    # systemd splits $WAVEDGE_OPTIONS on whitespace and does not unquote: the further sources
+    # go there as plain words (a URL has no spaces)
+    flags = " ".join([*(f"--source {u}" for u in svc.sources[1:]),
+                      *(f"--{k} {shlex.quote(str(v))}" for k, v in svc.options.items())])
     lines.append(f"WAVEDGE_OPTIONS={flags}")
     return "\n".join(lines) + "\n"
 
 
 def unit_text(svc: Service, env_path: Path) -> str:
-    device = svc.device
-    after = ["network-online.target"] + ([_device_unit(device)] if device else [])
+    after = ["network-online.target"] + [_device_unit(d) for d in svc.devices]
     lines = [
         "[Unit]",
         f"Description=wavedge {svc.name}: {svc.model_dir.name} from its source to its sink",
@@ -127,14 +137,16 @@ def unit_text(svc: Service, env_path: Path) -> str:
 
 
 def udev_text(svc: Service) -> str | None:
-    device = svc.device
-    if device is None:
+    if not svc.devices:
         return None
-    rel = device[len("/dev/"):]
-    match = f'KERNEL=="{rel}"' if "/" not in rel else f'SYMLINK=="{rel}"'
-    return (f"# wavedge service {svc.name}: start it when {device} appears\n"
-            f'ACTION=="add", SUBSYSTEM=="tty", {match}, TAG+="systemd", '
-            f'ENV{{SYSTEMD_WANTS}}+="{svc.unit_name}"\n')
+    lines = []
+    for device in svc.devices:
+        rel = device[len("/dev/"):]
+        match = f'KERNEL=="{rel}"' if "/" not in rel else f'SYMLINK=="{rel}"'
+        lines += [f"# wavedge service {svc.name}: start it when {device} appears",
+                  f'ACTION=="add", SUBSYSTEM=="tty", {match}, TAG+="systemd", '
+                  f'ENV{{SYSTEMD_WANTS}}+="{svc.unit_name}"']
+    return "\n".join(lines) + "\n"
 
 
 def paths(name: str, root: Path) -> dict[str, Path]:
