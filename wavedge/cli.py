@@ -190,7 +190,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else None
     urls = args.source or [None]
-    model = load_model(args.model_dir, args.backend, args.precision, options,
+    # a run pushes one sample at a time: no chunk graph (a batch-8 one is 58-83 KB of graph
+    # and its session or interpreter)
+    model = load_model(args.model_dir, args.backend, args.precision, options, use_chunk=False,
                        streams=len(urls), in_turn=True)
     resets = resets or model.manifest.reset_policy
     noise = model.signature.noise
@@ -252,7 +254,6 @@ def _streams(model, args, n: int):
 def _run_line(model, args, urls: list, resets) -> str:
     """The line a run starts with: model, backend, graphs, sources, sink, policies."""
     g = model.step_graph
-    chunk = f" + chunk graph ({model.chunk_samples}/call)" if model.chunk_graph else ""
     providers = f" {', '.join(g.detail['providers'])}" if g.detail.get("providers") else ""
     if len(urls) == 1:
         where = f"source {urls[0]}"
@@ -262,7 +263,7 @@ def _run_line(model, args, urls: list, resets) -> str:
         where = f"{len(urls)} streams, {how}; sources " + ", ".join(
             f"[{k}] {u}" for k, u in enumerate(urls))
     line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
-            f"{providers}, {model.precision}, step graph{chunk}; {where}, sink "
+            f"{providers}, {model.precision}, step graph; {where}, sink "
             f"{args.sink}, policy {args.policy}, resets {resets.text()}")
     if model.signature.noise:
         line += f", noise {args.noise}" + (f" (seed {args.seed})" if args.noise == "sample"
