@@ -298,3 +298,42 @@ def test_the_soak_writes_its_curves(tmp_path):
         assert all(c["rss_mb"] > 0 and "fp32" in c["latency_us"] for c in b["curve"])
         if "int8" in b["precisions"]:
             assert all(c["int8_vs_fp32"] > 0.9 for c in b["curve"])
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
+def test_push_chunk_runs_a_poisoned_chunk_again_sample_by_sample(tmp_path, backend):
+    from wavedge.errors import InputError
+    from wavedge.runtime import load_model
+
+    def unguarded(raw):
+        raw["signature"]["inputs"][0].pop("bounds")
+
+    m = _edited_copy(tmp_path, unguarded)
+    clean = np.loadtxt(RECORDING, delimiter=",", skiprows=1, usecols=range(2, 8),
+                       dtype=np.float32)[:100]
+    model = load_model(m, backend)
+    # outputs that overflow at row 40, even from reset: both paths reset, drop it, go on
+    rows = clean.copy()
+    rows[40] = 3e38
+    chunked, stepped = model.stream(), model.stream()
+    res = chunked.push_chunk(rows)
+    want = []
+    for x in rows:
+        try:
+            want.append(stepped.push(x))
+        except InputError:
+            pass
+    assert chunked.stats.state_resets == stepped.stats.state_resets == {"non_finite": 1}
+    assert chunked.stats.dropped == stepped.stats.dropped == {"non_finite_output": 1}
+    assert len(res) == len(want) == 99 and np.isfinite(res.logits).all()
+    assert list(res.steps) == [w.step for w in want]
+    np.testing.assert_allclose(res.logits, np.stack([w.logits for w in want]), atol=1e-4)
+    np.testing.assert_allclose(chunked.state[0], stepped.state[0], atol=1e-4)
+    # a state past its limit with finite outputs: caught in the chunk that made it
+    rows = clean.copy()
+    rows[40, 0] = 3e38
+    chunked = model.stream()
+    res = chunked.push_chunk(rows)
+    assert chunked.stats.state_resets == {"exploding": 1} and np.isfinite(res.logits).all()
+    limit = model.signature.state[0].limit
+    assert np.abs(chunked.state[0]).max() <= limit
