@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from wavedge.errors import InputError
-from wavedge.runtime.stream import (_F32, F32_MAX, STATE_CHECK_EVERY, Result, Results, Stream,
-                                     StreamStats, ball, state_limits)
+from wavedge.runtime.stream import (_F32, STATE_CHECK_EVERY, Result, Results, Stream,
+                                     StreamStats, all_finite, ball, state_limits)
 
 _MAX = np.maximum.reduce
 
@@ -322,7 +322,7 @@ class StreamGroup:
             before = [s.copy() for s in chunk.state]
             chunk.x[rows] = x[:, i:i + k]
             ys = chunk.run()
-            if self.guards and not _MAX(np.absolute(ys[0][rows]), axis=None) <= F32_MAX:
+            if self.guards and not all_finite(ys[0][rows]):
                 # a poisoned chunk: its samples again one by one, each checked
                 for dst, src in zip(step.state, before):
                     np.copyto(dst, src)
@@ -396,9 +396,8 @@ class StreamGroup:
         rows = self._rows if full else [m.slot for m in stepped]
         y = values[0][rows]
         check_state = self._limits and self._pushes % STATE_CHECK_EVERY == 0
-        # the common case in one test: the largest magnitude is finite (a sum is cheaper but
-        # overflows on huge finite values, with a warning)
-        if y.dtype.kind != "f" or (not check_state and _MAX(np.absolute(y), axis=None) <= F32_MAX):
+        # the common case in one sum (the exact per-row test only when it fails)
+        if y.dtype.kind != "f" or (not check_state and all_finite(y)):
             return values, stepped
         y = y.reshape(len(stepped), -1)
         bad = ~np.isfinite(y).all(axis=1)

@@ -45,7 +45,16 @@ NOISE = ("zero", "sample")  # how a stream fills a model's noise inputs
 # (a non-finite state is caught at once, by its output)
 STATE_CHECK_EVERY = 32
 _F32 = np.dtype(np.float32)
-_MAX = np.maximum.reduce
+_MAX, _SUM = np.maximum.reduce, np.add.reduce
+
+
+def all_finite(y: np.ndarray) -> bool:
+    """Every value finite, by one sum: a NaN or inf makes it non-finite, and float32 values
+    cannot overflow a float64 sum (a float32 sum of huge finite values could, with a warning).
+    Up to 64 values as Python floats (0.5 us for 32, against 1.0 for numpy's magnitude test)."""
+    if y.size <= 64:
+        return math.isfinite(sum(y.ravel().tolist()))
+    return math.isfinite(_SUM(y, axis=None, dtype=np.float64))
 
 
 def ball(bounds) -> float:
@@ -230,9 +239,8 @@ class Stream:
         self._flat = len(self._shape) == 1
         self._fast = self._fast and (b is None or self._fast_bounds is not None)
         self._limits = state_limits(sig, guards)
-        self._small_output = int(np.prod(sig.outputs[0].shape)) <= 64
-        self._flat_output = len(sig.outputs[0].shape) == 1
-        self._flat_small = self._flat_output and self._small_output
+        out0 = sig.outputs[0].shape
+        self._flat_small = len(out0) == 1 and int(np.prod(out0)) <= 64
         self._checked = 0
         self.stats = StreamStats()
         self._last_drop: str | None = None
@@ -250,10 +258,9 @@ class Stream:
         for buf, spec in zip(self._step.state, self.signature.state):
             buf[...] = spec.reset_array(1)
 
-    def _finite(self, y: np.ndarray) -> bool:
-        if self._small_output:  # plain Python floats: a numpy reduction costs more here
-            return math.isfinite(sum((y if self._flat_output else y.reshape(-1)).tolist()))
-        return bool(np.isfinite(y).all())
+    @staticmethod
+    def _finite(y: np.ndarray) -> bool:
+        return all_finite(y)
 
     def _over_limit(self, state: list | None = None) -> bool:
         for k, limit in self._limits:
@@ -467,9 +474,8 @@ class Stream:
                 for buf, x in zip(chunk.inputs, xs):
                     buf[0] = x[i:i + k]
                 ys = chunk.run()
-                # finite: the largest magnitude at most float32's; the state's limit once per
-                # chunk, as push checks it every 32 samples
-                finite = _MAX(np.absolute(ys[0]), axis=None) <= F32_MAX
+                # the state's limit once per chunk, as push checks it every 32 samples
+                finite = all_finite(ys[0])
                 if finite and not (self._limits and self._over_limit(chunk.state)):
                     for out, y in zip(outs, ys):
                         out[i:i + k] = y[0]
