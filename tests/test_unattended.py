@@ -337,3 +337,24 @@ def test_push_chunk_runs_a_poisoned_chunk_again_sample_by_sample(tmp_path, backe
     assert chunked.stats.state_resets == {"exploding": 1} and np.isfinite(res.logits).all()
     limit = model.signature.state[0].limit
     assert np.abs(chunked.state[0]).max() <= limit
+
+
+def test_a_group_chunk_past_the_limit_resets_that_member_only(tmp_path):
+    from wavedge.runtime import load_model
+
+    def unguarded(raw):
+        raw["signature"]["inputs"][0].pop("bounds")
+
+    m = _edited_copy(tmp_path, unguarded)
+    clean = np.loadtxt(RECORDING, delimiter=",", skiprows=1, usecols=range(2, 8),
+                       dtype=np.float32)[:64]
+    x = np.stack([clean, clean])
+    x[0, 40, 0] = 3e38
+    group = load_model(m, streams=2).group()
+    a, b = group.add("a"), group.add("b")
+    res = group.push_chunk(x)
+    assert a.stats.state_resets == {"exploding": 1} and b.stats.state_resets == {}
+    assert np.isfinite(res["a"].logits).all() and len(res["a"]) == len(res["b"]) == 64
+    assert np.abs(a.state[0]).max() <= load_model(m).signature.state[0].limit
+    alone = load_model(m).stream().push_chunk(clean)
+    np.testing.assert_allclose(res["b"].logits, alone.logits, atol=1e-5)

@@ -25,7 +25,8 @@ import numpy as np
 
 from wavedge.errors import InputError
 from wavedge.runtime.stream import (_F32, STATE_CHECK_EVERY, Result, Results, Stream,
-                                     StreamStats, all_finite, ball, state_limits)
+                                     StreamStats, all_finite, ball, past_limit,
+                                     state_limits)
 
 _MAX = np.maximum.reduce
 
@@ -319,15 +320,18 @@ class StreamGroup:
             np.copyto(dst, src)
         i = 0
         while x.shape[1] - i >= k:
-            before = [s.copy() for s in chunk.state]
             chunk.x[rows] = x[:, i:i + k]
             ys = chunk.run()
-            if self.guards and not all_finite(ys[0][rows]):
-                # a poisoned chunk: its samples again one by one, each checked
-                for dst, src in zip(step.state, before):
+            if self.guards and not (all_finite(ys[0][rows]) and self._within(chunk.state)):
+                # a poisoned chunk: its samples again one by one from the state before it
+                # (the runner keeps it: rewind), each checked as push checks it, and the
+                # limit at its end
+                chunk.rewind()
+                for dst, src in zip(step.state, chunk.state):
                     np.copyto(dst, src)
                 for t in range(i, i + k):
                     out.add(self.push(x[:, t]))
+                self._reset_exploding()
                 for dst, src in zip(chunk.state, step.state):
                     np.copyto(dst, src)
             else:
@@ -338,6 +342,17 @@ class StreamGroup:
             np.copyto(dst, src)
         self._runner.x[rows] = x[:, i - 1]  # the last sample, kept for 'hold'
         return i
+
+    def _reset_exploding(self) -> None:
+        """Reset (and count) every member whose state passed its limit."""
+        for m in self._order:
+            if any(past_limit(self._runner.state[k][m.slot], limit) for k, limit in self._limits):
+                m.stats.state_resets["exploding"] += 1
+                m._reset_state()
+
+    def _within(self, state: list) -> bool:
+        """Every member's row of every limited state inside its limit."""
+        return not any(past_limit(state[k][self._rows], limit) for k, limit in self._limits)
 
     def _whole_batch(self, samples) -> bool:
         """An ``[n, *shape]`` float32 array of good samples is written in one go."""

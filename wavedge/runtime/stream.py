@@ -45,7 +45,7 @@ NOISE = ("zero", "sample")  # how a stream fills a model's noise inputs
 # (a non-finite state is caught at once, by its output)
 STATE_CHECK_EVERY = 32
 _F32 = np.dtype(np.float32)
-_MAX, _SUM = np.maximum.reduce, np.add.reduce
+_MAX, _MIN, _SUM = np.maximum.reduce, np.minimum.reduce, np.add.reduce
 
 
 def all_finite(y: np.ndarray) -> bool:
@@ -64,6 +64,11 @@ def ball(bounds) -> float:
     if not all(lo < 0 < hi for lo, hi in zip(low, high)):
         return -1.0
     return float(min(min(-lo, hi) for lo, hi in zip(low, high)))
+
+
+def past_limit(a: np.ndarray, limit: float) -> bool:
+    """Some value of ``a`` outside [-limit, limit] (or NaN)."""
+    return not (_MAX(a, axis=None) <= limit and -limit <= _MIN(a, axis=None))
 
 
 def state_limits(sig, guards: bool) -> list[tuple[int, float]]:
@@ -263,11 +268,7 @@ class Stream:
         return all_finite(y)
 
     def _over_limit(self, state: list | None = None) -> bool:
-        for k, limit in self._limits:
-            buf = (state or self._step.state)[k]
-            if not (buf.max() <= limit and buf.min() >= -limit):
-                return True
-        return False
+        return any(past_limit((state or self._step.state)[k], limit) for k, limit in self._limits)
 
     def _run_step(self) -> list[np.ndarray]:
         """One call of the step graph on its input buffers. A poisoned state (a non-finite
@@ -482,12 +483,15 @@ class Stream:
                     i += k
                     continue
                 # a poisoned chunk: its rows again one by one from the state before it (the
-                # runner keeps it: rewind), each checked as push checks it (Stream._run_step:
-                # 32 of them cross one limit check)
+                # runner keeps it: rewind), each checked as push checks it, and the limit at
+                # its end
                 chunk.rewind()
                 for dst, src in zip(step.state, chunk.state):
                     np.copyto(dst, src)
                 self._step_rows(xs, outs, dropped, i, i + k)
+                if self._limits and self._over_limit():  # whatever the 32-step phase
+                    self.stats.state_resets["exploding"] += 1
+                    self._reset_state()
                 for dst, src in zip(chunk.state, step.state):
                     np.copyto(dst, src)
                 i += k
