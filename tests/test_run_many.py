@@ -160,3 +160,11 @@ def test_ctrl_c_stops_a_run_of_several_sources_with_a_summary():
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "(stopped by SIGINT)" in err and "streams: 2" in err and "Traceback" not in err
+
+
+def test_one_port_or_stdin_cannot_feed_two_streams():
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", "stdin:", "--source",
+                                  "stdin:"), "stdin is already a source of this run")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", "serial:///dev/ttyQ9?baud=9600",
+                                  "--source", "serial:///dev/ttyQ9"),
+                          "serial:///dev/ttyQ9 is already a source")

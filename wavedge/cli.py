@@ -200,6 +200,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InputError(f"--noise sample: {model.manifest.name} has no noise input (it is "
                          "not a stochastic network)")
     urls = [u if u is not None else _recording_url(model, args.model_dir) for u in urls]
+    _one_reader_each(urls)
     sources = []
     try:
         for url in urls:
@@ -231,6 +232,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"channel(s) ({', '.join(model.manifest.channels)})", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_reader_each(urls: list) -> None:
+    """Standard input and a serial port can feed one stream only: two readers of one would
+    split its samples between them."""
+    seen = set()
+    for url in urls:
+        scheme = url.split(":", 1)[0]
+        device = scheme if scheme == "stdin" else url.split("?", 1)[0] \
+            if scheme == "serial" else None
+        if device is not None and device in seen:
+            raise InputError(f"--source {url}: {device} is already a source of this run (two "
+                             "readers would split its samples)")
+        seen.add(device)
 
 
 def _recording_url(model, model_dir) -> str:
