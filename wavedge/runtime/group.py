@@ -77,14 +77,10 @@ class Member(Stream):
                          runner=_Row(group._runner, slot))
         self.stats = _Counts(group, slot)
 
-    # a member's step index is its sample count: a stream steps once per sample fed
-    @property
-    def steps(self) -> int:
-        return self._group._count(self.slot)
-
-    @steps.setter
-    def steps(self, value: int) -> None:
-        self._group._set_count(self.slot, value)
+    # a member's step index is its sample count (a stream steps once per sample fed), which
+    # its group keeps (_Counts; the count starts at 0 when _Counts is made)
+    steps = property(lambda self: self.stats.samples,
+                     lambda self, value: setattr(self.stats, "samples", value))
 
     def push(self, sample, problem: str | None = None):
         raise InputError(f"stream {self.key!r} belongs to a group: push it with "
