@@ -263,10 +263,6 @@ class Stream:
         for buf, spec in zip(self._step.state, self.signature.state):
             buf[...] = spec.reset_array(1)
 
-    @staticmethod
-    def _finite(y: np.ndarray) -> bool:
-        return all_finite(y)
-
     def _over_limit(self, state: list | None = None) -> bool:
         return any(past_limit((state or self._step.state)[k], limit) for k, limit in self._limits)
 
@@ -281,7 +277,7 @@ class Stream:
         self._checked = checked = self._checked + 1
         # the 1-D small case inline: a method call is a tenth of the guards' cost
         finite = math.isfinite(sum(values[0].tolist())) if self._flat_small \
-            else self._finite(values[0])
+            else all_finite(values[0])
         if finite and (checked % STATE_CHECK_EVERY or not self._limits):
             return values
         if finite and not self._over_limit():
@@ -289,7 +285,7 @@ class Stream:
         self.stats.state_resets["non_finite" if not finite else "exploding"] += 1
         self._reset_state()
         values = self._step.run_row()
-        if self._finite(values[0]):
+        if all_finite(values[0]):
             return values
         self._reset_state()
         self.stats.dropped["non_finite_output"] += 1
