@@ -154,6 +154,9 @@ def test_run_of_several_sources_on_a_group_equals_each_alone(batch_dir, tmp_path
     assert summary.one_call and summary.streams == [500, 299, 120]
     assert summary.dropped == {"not_numeric": 1} and group.member(1).stats.dropped == {
         "not_numeric": 1}
+    # the summary says which sensor it was
+    assert summary.stream_faults == [{}, {"dropped not_numeric": 1}, {}]
+    assert "  stream 1: dropped not_numeric 1" in summary.lines()
     single = load_model(batch_dir)
     for k, url in enumerate(urls):
         alone = Collect()

@@ -51,6 +51,7 @@ class Summary:
     commands: Counter = field(default_factory=Counter)  # from the sink's command topic
     notes: list = field(default_factory=list)  # what the source did (resampling)
     streams: list = field(default_factory=list)  # samples per source, a run of several
+    stream_faults: list = field(default_factory=list)  # per source: its drops and repairs
     one_call: bool = False  # ... stepped by one call of a batch graph, not in turn
 
     def lines(self) -> list[str]:
@@ -69,6 +70,10 @@ class Summary:
                 "stepped in turn (the model has no batch graph for them)"
             out.append(f"streams: {len(self.streams)}, {how}; samples "
                        + ", ".join(map(str, self.streams)))
+            for k, faults in enumerate(self.stream_faults):
+                if faults:  # which sensor it was
+                    out.append(f"  stream {k}: " + ", ".join(
+                        f"{what} {n}" for what, n in sorted(faults.items())))
         if self.latency_us:
             lat = self.latency_us
             per, with_sink = ("tick", "tick with the sink's writes") if self.streams else \
@@ -386,6 +391,11 @@ class _Loop:
         summary.dropped, summary.repaired, summary.state_resets = self._counts()
         if len(self.lanes) > 1:
             summary.streams = [lane.samples for lane in self.lanes]
+            summary.stream_faults = [
+                Counter({f"dropped {k}": v for k, v in lane.stream.stats.dropped.items()})
+                + Counter({f"repaired {k}": v for k, v in lane.stream.stats.repaired.items()})
+                + Counter({f"reset ({k})": v for k, v in lane.stream.stats.state_resets.items()})
+                for lane in self.lanes]
             summary.one_call = self.group is not None
         if self.pushes:
             n = min(self.pushes, LATENCY_WINDOW)
