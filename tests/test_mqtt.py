@@ -260,6 +260,34 @@ def test_the_mqtt_source_streams_published_samples_like_a_replay(broker, tmp_pat
     assert "200 messages, 0 dropped" in err
 
 
+def test_two_sensors_topics_run_as_one_group_each_like_its_replay(broker, tmp_path):
+    lines = RECORDING.read_text().splitlines()
+    rows = {"imu1": lines[1:121], "imu2": lines[2001:2081]}
+    out = tmp_path / "two.jsonl"
+    proc = _run("--source", broker.url("fleet/b7/imu1", idle=2), "--source",
+                broker.url("fleet/b7/imu2", idle=2), "--sink", f"jsonl:{out}")
+    time.sleep(1.0)  # the sources' subscriptions
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensors")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    for a, b in zip(rows["imu1"], rows["imu2"] + [None] * 40):  # interleaved, one ends first
+        c.publish("fleet/b7/imu1", ",".join(a.split(",")[2:]), qos=1)
+        if b is not None:
+            c.publish("fleet/b7/imu2", ",".join(b.split(",")[2:]), qos=1)
+    c.loop_stop()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "2 streams, one call of the batch-8 step graph per tick" in err
+    recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+    for k, name in enumerate(("imu1", "imu2")):
+        csv = tmp_path / f"{name}.csv"
+        csv.write_text("\n".join([lines[0], *rows[name]]) + "\n")
+        want = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{csv}?rate=max", "--sink",
+                       "jsonl:-").stdout.splitlines()
+        assert [r["label"] for r in recs if r["stream"] == k] == \
+            [json.loads(ln)["label"] for ln in want]
+
+
 def test_credentials_never_on_the_command_line_and_env_file_checked(tmp_path):
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "mqtt://me:secret@host/t"),
                           "never go on the command line", "env=FILE")

@@ -3,7 +3,8 @@ and TLS from an environment file (never the command line), and a paho-mqtt clien
 reconnects by itself with a growing delay (no busy loop while the broker is gone).
 
 ``mqtt://HOST[:PORT]/TOPIC`` (1883) or ``mqtts://HOST[:PORT]/TOPIC`` (TLS, 8883). Keys:
-``qos`` (0, 1, 2; default 1), ``client_id`` (default ``wavedge-<board>`` plus the role),
+``qos`` (0, 1, 2; default 1), ``client_id`` (default ``wavedge-<board>`` plus the role; a
+source's also a hash of its topic),
 ``board`` (default the host name), ``keepalive`` (seconds, 30), ``env`` (a file of
 ``KEY=VALUE`` lines; default: the process environment):
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +66,13 @@ def parse_broker(url, role: str) -> Broker:
     if not 0 < port < 65536:
         raise InputError(f"{url.text}: port {port} is outside 1-65535")
     board = url.get("board", socket.gethostname())
+    # a run may read several topics: one client id each, or the broker would hand the session
+    # (and its queued messages) from one connection to the other; stable per topic, so a
+    # persistent session survives restarts
+    default_id = f"wavedge-{board}-{role}" if role != "source" else \
+        f"wavedge-{board}-source-{zlib.crc32(topic.encode()) & 0xFFFFFF:06x}"
     return Broker(host=host, port=port, topic=topic, tls=tls, qos=url.get("qos", 1, int, (0, 2)),
-                  board=board, client_id=url.get("client_id", f"wavedge-{board}-{role}"),
+                  board=board, client_id=url.get("client_id", default_id),
                   keepalive=url.get("keepalive", 30, int, (5, 3600)),
                   secrets=_secrets(url.get("env"), url.text))
 
