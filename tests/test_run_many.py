@@ -167,4 +167,6 @@ def test_one_port_or_stdin_cannot_feed_two_streams():
                                   "stdin:"), "stdin is already a source of this run")
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", "serial:///dev/ttyQ9?baud=9600",
                                   "--source", "serial:///dev/ttyQ9"),
-                          "serial:///dev/ttyQ9 is already a source")
+                          "/dev/ttyQ9 is already a source")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", "serial:///dev/ttyQ9",
+                                  "--source", "link:/dev/ttyQ9"), "/dev/ttyQ9 is already a source")

@@ -235,16 +235,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _one_reader_each(urls: list) -> None:
-    """Standard input and a serial port can feed one stream only: two readers of one would
-    split its samples between them."""
+    """Standard input and a port (``serial://``, a microcontroller's ``link:``) can feed one
+    stream only: two readers of one would split its samples between them."""
     seen = set()
     for url in urls:
         scheme = url.split(":", 1)[0]
-        device = scheme if scheme == "stdin" else url.split("?", 1)[0] \
-            if scheme == "serial" else None
+        path = url.split("?", 1)[0].split(":", 1)[-1].lstrip("/")
+        device = scheme if scheme == "stdin" else path if scheme in ("serial", "link") else None
         if device is not None and device in seen:
-            raise InputError(f"--source {url}: {device} is already a source of this run (two "
-                             "readers would split its samples)")
+            raise InputError(f"--source {url}: {'stdin' if scheme == 'stdin' else '/' + device} "
+                             "is already a source of this run (two readers would split its "
+                             "samples)")
         seen.add(device)
 
 
