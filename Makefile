@@ -173,7 +173,7 @@ test-tflite-runtime: broker
 # wavedge on an emulated Raspberry Pi OS (64-bit) userland: a Debian bookworm arm64 root under
 # qemu-user (binfmt_misc; needs root), the PyPI aarch64 wheels; both bundled models run on both
 # backends, fp32 and int8, compared with this host, and the torch-free bridge, manifest and
-# runtime tests (docs/boards.md). About 6.5 minutes from scratch here (measured 6 min 24 s), 3.5 with
+# runtime tests (docs/boards.md). About 6.5-7.5 minutes from scratch here (measured 6 min 24 s and 7 min 25 s), 3.5 with
 # the root cached in $(OUT)/arm64/root. Emulated: no timing from it is a performance number.
 test-arm64: $(STAMP)
 	OUT=$(OUT) HOST_PY=$(abspath $(BIN))/python scripts/arm64/test_arm64.sh
