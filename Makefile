@@ -86,11 +86,11 @@ test-runtime: $(RUNTIME_STAMP) broker
 REPEAT ?= 50
 test-repeat: $(STAMP)
 	$(BIN)/python -m pytest -q -x --count=$(REPEAT) -p no:cacheprovider \
-		tests/test_bridge_link.py tests/test_unattended.py \
-		tests/test_runtime_io.py -k "proxy or signal or sigkill or ctrl_c or piped or pipe or serial or pseudo or link or replug or hung"
+		tests/test_bridge_link.py tests/test_unattended.py tests/test_run_many.py \
+		tests/test_runtime_io.py -k "proxy or signal or sigkill or ctrl_c or piped or pipe or serial or pseudo or link or replug or hung or stream"
 
 # Training time per iteration against sequence length (100 to 1,000 steps), the recurrent
-# loop over drive.unbind(1) against the drive[:, i] indexing it replaced (about a minute).
+# loop over the drive split per step against the drive[:, i] indexing it replaced (a minute).
 bench-sequence: $(STAMP)
 	$(BIN)/python scripts/bench_sequence.py --out $(OUT)/bench/sequence.json
 

@@ -1,6 +1,6 @@
-"""Training time per iteration against sequence length: `sequence` over `drive.unbind(1)` (now)
-against the `drive[:, i]` indexing it replaced (before), interleaved, for the Wave-RNN and the
-iRNN. One iteration is a forward pass over a batch, the loss on every step and the backward
+"""Training time per iteration against sequence length: `sequence` as it is (the drive split
+per step) against the `drive[:, i]` indexing it replaced (before), interleaved, for the
+Wave-RNN and the iRNN. One iteration is a forward pass over a batch, the loss on every step and the backward
 pass, as `wavedge.models.train` does.
 
     .venv/bin/python scripts/bench_sequence.py --out out/bench/sequence.json
