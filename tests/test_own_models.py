@@ -306,3 +306,33 @@ def test_gaussian_head_goes_over_the_bridge_as_a_prediction_frame(exported):
                                   score, values)))
     np.testing.assert_allclose(msg.values[:2], result.mean, rtol=1e-6)
     np.testing.assert_allclose(msg.values[2:], result.variance, rtol=1e-6)
+
+
+def test_a_group_of_a_two_input_model_with_integer_state_equals_separate_streams(tmp_path):
+    """Groups are not the wave-encoder's alone: the memory model (an int64 action input,
+    int64 and bool state) exported for 3 streams per call, its members pushed by dict."""
+    torch.manual_seed(0)
+    d = tmp_path / "model"
+    export_model_dir(MemoryModel(), d, ExportOptions(check_steps=1000, chunk_samples=8,
+                                                     formats=("onnx",), batch=3))
+    group = load_model(d, streams=3).group()
+    keys = [group.add(k).key for k in ("a", "b", "c")]
+    single = load_model(d)
+    streams = [single.stream() for _ in keys]
+    rng = np.random.default_rng(1)
+    for _ in range(11):  # past the 4 slots' wrap-around
+        tick = {k: {"obs": rng.standard_normal(3).astype(np.float32),
+                    "action": np.array([rng.integers(0, 6)])} for k in keys}
+        res = group.push(tick)
+        for k, s in zip(keys, streams):
+            want = s.push(tick[k])
+            np.testing.assert_allclose(res[k].values[0], want.values[0], rtol=0, atol=1e-6)
+    for k, s in zip(keys, streams):
+        for mine, theirs in zip(group.member(k).state, s.state):
+            if mine.dtype == np.float32:
+                np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-6)
+            else:  # the write position and the valid mask: exactly
+                np.testing.assert_array_equal(mine, theirs)
+    bad = {"a": {"obs": np.zeros(3, np.float32), "action": np.array([9])}}  # out of range
+    res = group.push(bad)
+    assert list(res.errors) == ["a"] and len(res) == 0
