@@ -529,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a stochastic model's noise inputs: zero = the deterministic mean "
                         "network with its variance (default, measured: docs/paper-mpl.md), "
                         "sample = one stochastic pass, seeded by --seed")
-    p.add_argument("--seed", type=int, default=0, help="--noise sample: the seed (0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="--noise sample: the seed (0; stream k of several sources: seed + k)")
     p.add_argument("--reset", metavar="POLICY",
                    help="when to reset the state: never, recording (at each change of the "
                         "source's sequence column), every:N samples, gap:SECONDS between "
