@@ -233,6 +233,20 @@ def test_commands_reset_and_stats_are_answered_on_the_reply_topic(broker):
     assert "commands: reset 1, stats 1" in err, err
 
 
+def test_stats_of_a_run_of_several_sensors_give_each_streams_samples(broker):
+    sub = Subscriber(broker, "fleet/b8/#")
+    proc = _run("--source", f"replay:{RECORDING}?rate=200&limit=400", "--source",
+                f"replay:{RECORDING}?rate=100&limit=200", "--sink", broker.url("fleet/b8"))
+    sub.wait_for("fleet/b8", 60)
+    sub.client.publish("fleet/b8/command", json.dumps({"command": "stats", "id": 1}), qos=1)
+    reply = sub.wait_for("fleet/b8/reply", 1)[0]
+    _, err = proc.communicate(timeout=60)
+    sub.close()
+    assert proc.returncode == 0, err
+    assert reply["ok"] and len(reply["streams"]) == 2 and sum(reply["streams"]) == \
+        reply["samples"] and reply["streams"][0] > reply["streams"][1] > 0
+
+
 def test_the_mqtt_source_streams_published_samples_like_a_replay(broker, tmp_path):
     lines = RECORDING.read_text().splitlines()
     header, rows = lines[0], lines[1:201]

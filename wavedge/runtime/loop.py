@@ -361,6 +361,8 @@ class _Loop:
                         + self.summary.commands["reset"],
                         "latency_us": {"p50": float(np.percentile(lat, 50)),
                                        "p99": float(np.percentile(lat, 99))},
+                        **({"streams": [lane.samples for lane in self.lanes]}
+                           if len(self.lanes) > 1 else {}),
                         "sink": getattr(self.sink, "counters", dict)()})
 
     def _counts(self) -> tuple[Counter, Counter, Counter]:
