@@ -245,21 +245,21 @@ class LiteRTRunner1(LiteRTRunner):
         self._state = value[0]
 
     def run(self) -> list[np.ndarray]:
+        return [self._call1()]
+
+    def run_row(self) -> list[np.ndarray]:
+        return [self._call1()[0]]
+
+    def _call1(self) -> np.ndarray:
+        """Set the input and the state, invoke, take the new state; the output."""
         self._set(self._xi, self.x)
         self._set(self._si, self._state)
         self._invoke()
         self._prev, self._state = self._state, self._get(self._so, 0)
-        return [self._get(self._yi, 0)]
+        return self._get(self._yi, 0)
 
     def rewind(self) -> None:
         self._state = self._prev
-
-    def run_row(self) -> list[np.ndarray]:
-        self._set(self._xi, self.x)
-        self._set(self._si, self._state)
-        self._invoke()
-        self._prev, self._state = self._state, self._get(self._so, 0)
-        return [self._get(self._yi, 0)[0]]
 
 
 class Affine:

@@ -327,7 +327,8 @@ class StreamGroup:
                     np.copyto(dst, src)
                 for t in range(i, i + k):
                     out.add(self.push(x[:, t]))
-                self._reset_exploding()
+                for m in self._order:
+                    m._reset_if_past_limit()
                 for dst, src in zip(chunk.state, step.state):
                     np.copyto(dst, src)
             else:
@@ -338,13 +339,6 @@ class StreamGroup:
             np.copyto(dst, src)
         self._runner.x[rows] = x[:, i - 1]  # the last sample, kept for 'hold'
         return i
-
-    def _reset_exploding(self) -> None:
-        """Reset (and count) every member whose state passed its limit."""
-        for m in self._order:
-            if any(past_limit(self._runner.state[k][m.slot], limit) for k, limit in self._limits):
-                m.stats.state_resets["exploding"] += 1
-                m._reset_state()
 
     def _within(self, state: list) -> bool:
         """Every member's row of every limited state inside its limit."""
@@ -407,11 +401,13 @@ class StreamGroup:
         rows = self._rows if full else [m.slot for m in stepped]
         y = values[0][rows]
         check_state = self._limits and self._pushes % STATE_CHECK_EVERY == 0
-        # the common case in one sum (the exact per-row test only when it fails)
-        if y.dtype.kind != "f" or (not check_state and all_finite(y)):
+        # the common case in one sum (the exact per-row test only when it fails); an integer
+        # output is always finite, but the state's limit is still checked on its ticks
+        floats = y.dtype.kind == "f"
+        if not check_state and (not floats or all_finite(y)):
             return values, stepped
         y = y.reshape(len(stepped), -1)
-        bad = ~np.isfinite(y).all(axis=1)
+        bad = ~np.isfinite(y).all(axis=1) if floats else np.zeros(len(y), bool)
         exploding = np.zeros(len(bad), bool)
         if check_state:
             for k, limit in self._limits:

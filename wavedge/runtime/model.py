@@ -67,8 +67,9 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
     """Check ``model_dir``'s manifest (format, version, checksums), then load its step graph
     (and chunk graph, when present and ``use_chunk``) with ``backend`` at ``precision``.
     ``streams`` > 1 loads the graphs of the smallest batch of at least that many streams per
-    call (``wavedge export --batch N``), for ``Model.group()``; with ``in_turn``, a directory without one loads its
-    batch-1 graphs instead (``model.batch`` says which: the caller steps the streams in turn).
+    call (``wavedge export --batch N``), for ``Model.group()``; with ``in_turn``, a directory
+    without one loads its batch-1 graphs instead (``model.batch`` says which: the caller steps
+    the streams in turn).
 
     Raises ``ManifestError`` when the directory is invalid, has no file for that backend and
     precision, or a graph's inputs and outputs do not match the manifest; ``BackendError`` when

@@ -266,6 +266,13 @@ class Stream:
     def _over_limit(self, state: list | None = None) -> bool:
         return any(past_limit((state or self._step.state)[k], limit) for k, limit in self._limits)
 
+    def _reset_if_past_limit(self) -> None:
+        """After a chunk run again sample by sample: its state's limit, whatever the phase of
+        the every-32-steps check (a group's members too: their state is their row)."""
+        if self._limits and self._over_limit():
+            self.stats.state_resets["exploding"] += 1
+            self._reset_state()
+
     def _run_step(self) -> list[np.ndarray]:
         """One call of the step graph on its input buffers. A poisoned state (a non-finite
         output, or, every ``STATE_CHECK_EVERY`` steps, a state past its limit) is reset,
@@ -485,9 +492,7 @@ class Stream:
                 for dst, src in zip(step.state, chunk.state):
                     np.copyto(dst, src)
                 self._step_rows(xs, outs, dropped, i, i + k)
-                if self._limits and self._over_limit():  # whatever the 32-step phase
-                    self.stats.state_resets["exploding"] += 1
-                    self._reset_state()
+                self._reset_if_past_limit()
                 for dst, src in zip(chunk.state, step.state):
                     np.copyto(dst, src)
                 i += k
