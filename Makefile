@@ -19,22 +19,23 @@ RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
 # (bench plot) + pytest, the package installed editable.
-# Rebuilt when pyproject changes.
-$(STAMP): pyproject.toml
+# Rebuilt when pyproject, setup.py or the C fast path (wavedge/runtime/_fast.c, compiled by the
+# install where a C compiler is present) changes.
+$(STAMP): pyproject.toml setup.py wavedge/runtime/_fast.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[export,litert,micro,bench,mqtt,test]'
 	touch $(STAMP)
 
 # A second venv with litert-torch for TFLite export (about 2 GB; only `make bundle` needs it).
-$(TFLITE_STAMP): pyproject.toml
+$(TFLITE_STAMP): pyproject.toml setup.py wavedge/runtime/_fast.c
 	$(PY) -m venv $(TFLITE_VENV)
 	$(TFLITE_VENV)/bin/python -m pip install -q --upgrade pip
 	$(TFLITE_VENV)/bin/python -m pip install -q -e '.[export,litert,tflite,bench,test]'
 	touch $(TFLITE_STAMP)
 
 # A board's install: the runtime and the LiteRT interpreter, no torch, no export extra.
-$(RUNTIME_STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml setup.py wavedge/runtime/_fast.c
 	$(PY) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/python -m pip install -q --upgrade pip
 	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[litert,mqtt,test]'

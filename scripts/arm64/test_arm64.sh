@@ -2,8 +2,9 @@
 # `make test-arm64`: wavedge on an emulated Raspberry Pi OS (64-bit) userland.
 #
 # A Debian bookworm arm64 root (the Python 3.11.2 and glibc 2.36 of Raspberry Pi OS bookworm),
-# run under qemu-user through binfmt_misc, with the PyPI aarch64 wheels a Pi installs: the
-# wavedge wheel built here, numpy, onnxruntime, ai-edge-litert, pyserial. Inside it:
+# run under qemu-user through binfmt_misc, with the PyPI aarch64 wheels a Pi installs (numpy,
+# onnxruntime, ai-edge-litert, pyserial) and wavedge installed from its source there, as `pip
+# install .` on a Pi does (its C fast path compiled by the root's gcc). Inside it:
 #   1. `wavedge inspect` and `wavedge run` on both bundled models, both backends, fp32 and int8,
 #      each run's predictions compared with the same run on this x86 host (labels equal, every
 #      logit within ARM64_TOL_FP32 = 1e-4, or ARM64_TOL_INT8 = 0.1 for int8);
@@ -23,7 +24,7 @@ ROOT=$(realpath -m "${ARM64_ROOT:-$OUT/root}")
 HOST_PY=${HOST_PY:-$REPO/.venv/bin/python}
 TOL_FP32=${ARM64_TOL_FP32:-1e-4}  # |arm64 - host| per logit (scripts/arm64/compare.py)
 TOL_INT8=${ARM64_TOL_INT8:-0.1}
-PACKAGES=python3,python3-venv,python3-pip,ca-certificates,gcc,libc6-dev
+PACKAGES=python3,python3-venv,python3-pip,python3-dev,ca-certificates,gcc,libc6-dev
 SUITE=bookworm
 KEY="$SUITE arm64 minbase $PACKAGES"  # what the cached root was built from
 T0=$SECONDS
@@ -86,21 +87,20 @@ mkdir -p "$ROOT/opt/wheels" "$ROOT/opt/out"
 "$HOST_PY" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp \
   --abi cp311 --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 \
   --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 -d "$ROOT/opt/wheels" \
-  numpy onnxruntime pyserial ai-edge-litert pytest pytest-timeout
-# the wavedge wheel from the checkout's own files (setuptools would walk out/, the root included)
-SRC=$(mktemp -d)
-git -C "$REPO" ls-files --cached --others --exclude-standard | tar -C "$REPO" -cf - -T - | tar -C "$SRC" -xf -
-"$HOST_PY" -m pip wheel -q --no-deps --no-build-isolation -w "$ROOT/opt/wheels" "$SRC"
-rm -rf "$SRC"
+  numpy onnxruntime pyserial ai-edge-litert pytest pytest-timeout 'setuptools>=70.1'
+# wavedge from the checkout's own files (setuptools would walk out/, the root included), built
+# there: its C fast path is an aarch64 build, as on a Pi
+rm -rf "$ROOT/opt/src" && mkdir -p "$ROOT/opt/src"
+git -C "$REPO" ls-files --cached --others --exclude-standard | tar -C "$REPO" -cf - -T - | \
+  tar -C "$ROOT/opt/src" -xf -
 [ -x "$ROOT/opt/venv/bin/python" ] || C python3 -m venv /opt/venv
-WHEEL=$(cd "$ROOT/opt/wheels" && ls wavedge-*.whl)  # the glob resolved here, the path read there
-C pip install -q --no-index --find-links /opt/wheels --force-reinstall --no-deps "/opt/wheels/$WHEEL"
+C pip install -q --no-index --find-links /opt/wheels --force-reinstall --no-deps /opt/src
 C pip install -q --no-index --find-links /opt/wheels 'wavedge[litert]' pytest pytest-timeout
 # the tests and the bundled models as in the repository (the conftest finds them beside tests/)
 mkdir -p "$ROOT/opt/wavedge"
 git -C "$REPO" ls-files --cached --others --exclude-standard tests wavedge/bundled wavedge/firmware_bridge/c | \
   tar -C "$REPO" -cf - -T - | tar -C "$ROOT/opt/wavedge" -xf -
-say "python stack ready: $(C python -c 'import platform, numpy, onnxruntime, ai_edge_litert; print(platform.machine(), "numpy", numpy.__version__, "onnxruntime", onnxruntime.__version__)' 2>/dev/null), $((SECONDS - T0)) s"
+say "python stack ready: $(C python -c 'import platform, numpy, onnxruntime, ai_edge_litert; from wavedge.runtime import accel; print(platform.machine(), "numpy", numpy.__version__, "onnxruntime", onnxruntime.__version__, "fast path built:", accel.available())' 2>/dev/null), $((SECONDS - T0)) s"
 
 # -- 1. the bundled models, each backend and precision, against this host --------------------------
 runs=()
@@ -127,6 +127,7 @@ done
 TESTS="tests/test_manifest.py tests/test_bridge_framing.py tests/test_bridge_messages.py"
 TESTS="$TESTS tests/test_bridge_link.py tests/test_runtime_stream.py tests/test_bundled.py"
 TESTS="$TESTS tests/test_bundled_mpl.py tests/test_service.py tests/test_layering.py"
+TESTS="$TESTS tests/test_fast_path.py"
 say "pytest under emulation: $(echo $TESTS | wc -w) files"
 # the C programs are built with AddressSanitizer; its leak checker cannot run under qemu-user
 # (it needs ptrace-free stop-the-world), the address checks still do

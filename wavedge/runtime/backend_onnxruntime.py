@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wavedge.runtime import accel
 from wavedge.runtime.backends import BackendError, BackendOptions, Graph, TensorSpec
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -134,16 +135,26 @@ class OrtRunner:
         # the C++ entry point without the Python wrapper's per-call checks (graph capture
         # bookkeeping that costs microseconds); the public method where that is not exposed
         inner = getattr(session, "_sess", None)
-        if inner is not None and all(hasattr(b, "_iobinding") for b in self._bindings):
+        internal = inner is not None and all(hasattr(b, "_iobinding") for b in self._bindings)
+        if internal:
             self._calls = [lambda b=b._iobinding: inner.run_with_iobinding(b, None)
                            for b in self._bindings]
         else:
             self._calls = [lambda b=b: session.run_with_iobinding(b) for b in self._bindings]
+        fast = accel.module()
+        if fast is not None and internal:
+            # the same run in C (wavedge.runtime.accel), where it is built
+            self._c = fast.OrtPair(inner.run_with_iobinding, *[b._iobinding for b in
+                                                                self._bindings],
+                                   self._outputs, self._rows, self._buffers + (self.inputs,))
+            self.run, self.run_row, self.rewind = self._c.run, self._c.run_row, self._c.rewind
+
+    _c = None
 
     @property
     def state(self) -> list[np.ndarray]:
         """The current state buffers (they swap roles after every ``run()``)."""
-        return self._buffers[self._k]
+        return self._buffers[self._k if self._c is None else self._c.k]
 
     def run(self) -> list[np.ndarray]:
         self._calls[self._k]()

@@ -26,6 +26,7 @@ import numpy as np
 
 from wavedge.errors import BackendError, InputError
 from wavedge.manifest import load_manifest
+from wavedge.runtime import accel
 from wavedge.runtime.backends import BackendOptions, available
 from wavedge.runtime.machine import describe
 from wavedge.runtime.model import FILE_FORMAT, load_checked_graph, load_model
@@ -67,7 +68,7 @@ class Config:
     kind: str  # stream, floor, baseline
     backend: str | None
     precision: str | None
-    mode: str  # step, unguarded, chunk, window, floor, torch, numpy
+    mode: str  # step, unguarded, python, chunk, window, floor, torch, numpy
     samples_per_call: int
     repeats: list[np.ndarray] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
@@ -215,6 +216,22 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
             "ratios": _ratios(summaries)}
 
 
+def _pusher(stream, data: "_Samples"):
+    """``push`` of the next sample of ``data`` on each call; a one-input model's sample is
+    taken from the array as the bare loop takes its feed (``rows[k % n]``), so that the two
+    differ by the push alone (``_Samples.__getitem__`` is a Python call, 0.2 us)."""
+    i = [0]
+    rows = data.single if data.single is not None else data
+    n = data.n
+
+    def push():
+        k = i[0]
+        stream.push(rows[k % n])
+        i[0] = k + 1
+
+    return push
+
+
 def _stream_configs(model_dir, manifest, backend, precision, bopts, data, options,
                     artefacts) -> list[Config]:
     t0 = time.perf_counter()
@@ -231,18 +248,11 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
     t0 = time.perf_counter_ns()
     stream.push(data[0])
     first_us = (time.perf_counter_ns() - t0) / 1000.0
-    i = [0]
-
-    def push():
-        stream.push(data[i[0]])
-        i[0] += 1
-
-    raw_stream = model.stream(guards=False)
-    j = [0]
-
-    def push_unguarded():  # the same push without input bounds and state health checks
-        raw_stream.push(data[j[0]])
-        j[0] += 1
+    push = _pusher(stream, data)
+    push_unguarded = _pusher(model.stream(guards=False), data)
+    previous = accel.use(False)  # the same push through the Python reference alone
+    push_python = _pusher(model.stream(), data)
+    accel.use(previous)
 
     base = {"library": library, "init_ms": init_ms}
     step = Config(f"{backend}/{precision}/step", "stream", backend, precision, "step", 1,
@@ -260,6 +270,13 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
     for _ in range(options.warmup):
         push_unguarded()
     out.append(unguarded)
+    python = Config(f"{backend}/{precision}/step-python", "stream", backend, precision,
+                    "python", 1, extra={**base, "what": "push through the Python reference "
+                                        "alone, without the C fast path (wavedge.runtime.accel)"})
+    if accel.available():
+        for _ in range(options.warmup):
+            push_python()
+        out.append(python)
     k = model.chunk_samples
     chunk = None
     if model.chunk_graph is not None:
@@ -292,6 +309,10 @@ def _stream_configs(model_dir, manifest, backend, precision, bopts, data, option
         bare.repeats.append(_time_calls(bare_call, options.samples, 1))
         step.repeats.append(_time_calls(push, options.samples, 1))
         unguarded.repeats.append(_time_calls(push_unguarded, options.samples, 1))
+        if accel.available():
+            previous = accel.use(False)  # the checks all_finite and within in Python too
+            python.repeats.append(_time_calls(push_python, options.samples, 1))
+            accel.use(previous)
         if chunk is not None:
             chunk.repeats.append(_time_calls(lambda: cstream.push_chunk(block),
                                              max(20, options.samples // k), k))
@@ -439,6 +460,8 @@ def _ratios(s: dict) -> dict:
         }
         pairs[f"{b}/{prec}: step / step unguarded"] = (step,
                                                         p50(f"{b}/{prec}/step-unguarded"))
+        pairs[f"{b}/{prec}: step python / bare"] = (p50(f"{b}/{prec}/step-python"),
+                                                    p50(f"{b}/{prec}/bare"))
         chunk = next((n for n in s if n.startswith(f"{b}/{prec}/chunk")), None)
         if chunk:
             pairs[f"{b}/{prec}: chunk / step"] = (p50(chunk), step)

@@ -25,11 +25,8 @@ import numpy as np
 
 from wavedge.errors import InputError
 from wavedge.runtime.stream import (_F32, STATE_CHECK_EVERY, Result, Results, Stream,
-                                     StreamStats, all_finite, ball, past_limit,
+                                     StreamStats, all_finite, ball, past_limit, within,
                                      state_limits)
-
-_MAX = np.maximum.reduce
-
 
 class _Row:
     """One member's row of the group's batched runner, behind the runner interface a
@@ -76,11 +73,6 @@ class Member(Stream):
         super().__init__(group.model, policy, guards, noise, seed,
                          runner=_Row(group._runner, slot))
         self.stats = _Counts(group, slot)
-
-    # a member's step index is its sample count (a stream steps once per sample fed), which
-    # its group keeps (_Counts; the count starts at 0 when _Counts is made)
-    steps = property(lambda self: self.stats.samples,
-                     lambda self, value: setattr(self.stats, "samples", value))
 
     def push(self, sample, problem: str | None = None):
         raise InputError(f"stream {self.key!r} belongs to a group: push it with "
@@ -359,7 +351,7 @@ class StreamGroup:
             return False
         # inside the ball about 0 that every channel's range holds: the largest magnitude (1.0
         # us for 8 x 6 values, against 2.5 for the per-channel comparisons; NaN fails it too)
-        if not _MAX(np.absolute(samples), axis=None) <= self._ball:
+        if not within(samples, self._ball):
             if self._lo is not None:
                 if not ((samples >= self._lo).all() and (samples <= self._hi).all()):
                     return False
