@@ -88,6 +88,14 @@ static PyObject *setup(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* 1 when an object's __init__ has run (its first field is set), else 0 with an error. */
+static int ready(const void *first_field) {
+    if (first_field != NULL)
+        return 1;
+    PyErr_SetString(PyExc_RuntimeError, "wavedge.runtime._fast: object used before __init__");
+    return 0;
+}
+
 /* Call f(a, b), discarding the result; -1 on error. */
 static int call2(PyObject *f, PyObject *a, PyObject *b) {
     PyObject *args[3] = {NULL, a, b};
@@ -157,7 +165,7 @@ typedef struct {
 
 /* Set the input and the state, invoke, take the new state; the output (new reference). */
 static PyObject *litert1_call(LiteRT1 *s) {
-    if (call2(s->set, s->xi, s->x) < 0 || call2(s->set, s->si, s->state) < 0)
+    if (!ready(s->set) || call2(s->set, s->xi, s->x) < 0 || call2(s->set, s->si, s->state) < 0)
         return NULL;
     PyObject *r = PyObject_Vectorcall(s->invoke, NULL, 0, NULL);
     if (r == NULL)
@@ -187,6 +195,8 @@ static PyObject *litert1_run_row(LiteRT1 *s, PyObject *unused) {
 }
 
 static PyObject *litert1_rewind(LiteRT1 *s, PyObject *unused) {
+    if (!ready(s->prev))
+        return NULL;
     Py_INCREF(s->prev);
     Py_SETREF(s->state, s->prev);
     Py_RETURN_NONE;
@@ -224,7 +234,7 @@ static int litert1_clear(LiteRT1 *s) {
 }
 
 static PyObject *litert1_get_state(LiteRT1 *s, void *unused) {
-    return Py_NewRef(s->state);
+    return ready(s->state) ? Py_NewRef(s->state) : NULL;
 }
 
 static int litert1_set_state(LiteRT1 *s, PyObject *value, void *unused) {
@@ -260,7 +270,7 @@ typedef struct {
 } OrtPair;
 
 static int ortpair_call(OrtPair *s) {
-    if (call2(s->run, s->bindings[s->k], Py_None) < 0)
+    if (!ready(s->run) || call2(s->run, s->bindings[s->k], Py_None) < 0)
         return -1;
     s->k ^= 1;
     return 0;
@@ -390,6 +400,8 @@ static int past_limits(Guard *g) {
 }
 
 static PyObject *guard_step(Guard *g) {
+    if (!ready(g->runner))
+        return NULL;
     PyObject *values = PyObject_Vectorcall(g->run_row, NULL, 0, NULL);
     if (values == NULL || !g->guards)
         return values;
@@ -545,6 +557,8 @@ static PyObject *make_result(Push *p, PyObject *step, PyObject *values) {
 static PyObject *push_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                                  PyObject *kwnames) {
     Push *p = (Push *)self;
+    if (!ready(p->fallback))
+        return NULL;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     int taken = kwnames == NULL && (nargs == 1 || (nargs == 2 && args[1] == Py_None))
                 && take(p, args[0]);
