@@ -235,3 +235,14 @@ def test_the_c_checks_equal_numpy():
     x = np.arange(12, dtype=np.float32)
     for other in (x.astype(np.float64), x[::2], x.astype(">f4"), x.tolist()):
         assert fast.finite(other) is None and fast.within(other, 1.0) is None
+
+
+def test_new_counters_count():
+    """A stream given new counters (``stream.stats = StreamStats()``) counts into them."""
+    from wavedge.runtime.stream import StreamStats
+
+    stream = _model(BUNDLED_MODEL, "litert", "fp32").stream()
+    x = np.zeros(6, np.float32)
+    stream.push(x)
+    stream.stats = StreamStats()
+    assert stream.push(x).step == 0 and stream.steps == 1 and stream.stats.samples == 1

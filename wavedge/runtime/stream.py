@@ -92,7 +92,7 @@ def state_limits(sig, guards: bool) -> list[tuple[int, float]]:
     return [(k, s.limit) for k, s in enumerate(sig.state) if s.limit and guards]
 
 
-@dataclass
+@dataclass(slots=True)  # slots: the C push writes samples in place (wavedge.runtime._fast)
 class StreamStats:
     """Counts since the stream was made (``reset()`` keeps them)."""
 
@@ -271,6 +271,17 @@ class Stream:
 
     # the index of the next sample: a stream steps once per sample fed
     steps = property(lambda self: self.stats.samples)
+
+    @property
+    def stats(self) -> StreamStats:
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: StreamStats) -> None:
+        """New counters (the C push counts into the object it was made with: made again)."""
+        self._stats = value
+        if "push" in vars(self):
+            self._accelerate()
 
     def _accelerate(self) -> None:
         """Where the C fast path is built (``wavedge.runtime.accel``), the guarded step, and
