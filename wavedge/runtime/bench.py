@@ -207,7 +207,8 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
                        "warmup": options.warmup, "threads": options.threads,
                        "providers": list(options.providers),
                        "pinned_cpu": options.pin_cpu, "window": options.window,
-                       "rates_hz": rates, "clock": "time.perf_counter_ns around each call; "
+                       "rates_hz": rates, "fast_path": accel.available(),
+                       "clock": "time.perf_counter_ns around each call; "
                        "per-sample = per-call / samples per call; p50 = median over repeats of "
                        "each repeat's median; other percentiles over all calls"},
             "peak_rss_mb": _peak_rss_mb(),
@@ -484,7 +485,8 @@ def format_table(report: dict) -> str:
     """The report as a terminal table."""
     m = report["machine"]
     lines = [f"{report['model']['name']} on {m['cpu']} ({m['arch']}, {m['cores']} cores, flags: "
-             f"{' '.join(m['flags']) or 'none of interest'}), threads {report['method']['threads']}"]
+             f"{' '.join(m['flags']) or 'none of interest'}), threads {report['method']['threads']}"
+             f", push in {'C' if report['method'].get('fast_path') else 'Python'}"]
     rates = report["method"]["rates_hz"]
     head = (f"{'configuration':<34}{'p50':>9}{'p50 spread':>15}{'p90':>9}{'p99':>9}{'max':>10}"
             f"{'std':>8}"
