@@ -243,8 +243,7 @@ static int litert1_set_state(LiteRT1 *s, PyObject *value, void *unused) {
         PyErr_SetString(PyExc_AttributeError, "the state cannot be deleted");
         return -1;
     }
-    Py_INCREF(value);
-    Py_SETREF(s->state, value);
+    Py_XSETREF(s->state, Py_NewRef(value));
     return 0;
 }
 
