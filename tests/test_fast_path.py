@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import BUNDLED_MODEL, BUNDLED_MPL
-from wavedge.errors import InputError, ManifestError
+from wavedge.errors import BackendError, InputError, ManifestError
 from wavedge.runtime import accel, available, load_model
 
 pytestmark = pytest.mark.skipif(not accel.available(),
@@ -51,6 +51,12 @@ def _model(model_dir, backend, precision):
     try:
         return load_model(model_dir, backend, precision)
     except ManifestError as exc:
+        pytest.skip(str(exc))
+    except BackendError as exc:
+        # tflite-runtime 2.14 (32-bit boards) has no int16 SQRT: the spike-and-slab RNN's
+        # full-integer file cannot load there (its one-line error: test_bundled_mpl)
+        if "unsupported by op Sqrt" not in str(exc):
+            raise
         pytest.skip(str(exc))
 
 
