@@ -1,6 +1,7 @@
-"""Property-based tests (hypothesis) of what reads untrusted text: the CSV/stdin/serial line
-parser, source URLs and the manifest reader. Whatever they are given, they answer with data or
-with a WavedgeError, never another exception."""
+"""Property-based tests (hypothesis) of what reads untrusted input: the CSV/stdin/serial line
+parser, source URLs and the manifest reader (whatever they are given, they answer with data or
+with a WavedgeError, never another exception), and the C push against the Python push on any
+sample (the same answer or the same error)."""
 
 from __future__ import annotations
 
@@ -156,3 +157,58 @@ def test_the_manifest_reader_loads_or_refuses_in_one_error(manifest_copy, data):
         m.signature, m.reset_policy, m.files  # noqa: B018 - what the runtime reads
     except WavedgeError:
         pass
+
+
+def _edges(bounds) -> list[float]:
+    """The values where a bounds test can go wrong: each bound, the float32 beside it, the
+    radius of the ball inside them, zeros of both signs."""
+    low, high = (np.asarray(b, np.float32) for b in bounds)
+    radius = float(min(np.minimum(-low, high)))
+    out = [0.0, -0.0, radius, -radius, float(np.nextafter(np.float32(radius), np.float32(np.inf)))]
+    for v in (*low, *high):
+        out += [float(v), float(np.nextafter(v, np.float32(np.inf))),
+                float(np.nextafter(v, np.float32(-np.inf)))]
+    return out
+
+
+@pytest.fixture(scope="module")
+def stream_pairs():
+    from wavedge.runtime import accel, available, load_model
+
+    if not accel.available():
+        pytest.skip("the C fast path was not built here")
+    pairs = []
+    for backend in [b for b, ok in available().items() if ok]:
+        model = load_model(BUNDLED_MODEL, backend)
+        for policy in ("hold", "reject"):
+            fast = model.stream(policy=policy)
+            accel.use(False)
+            slow = model.stream(policy=policy)
+            accel.use(True)
+            pairs.append((fast, slow))
+    return pairs, _edges(pairs[0][0].signature.inputs[0].bounds)
+
+
+VALUE = st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=False)
+
+
+@SETTINGS
+@given(st.data())
+def test_the_c_push_answers_as_the_python_push(stream_pairs, data):
+    pairs, edges = stream_pairs
+    values = data.draw(st.lists(st.one_of(VALUE, st.sampled_from(edges)), min_size=5,
+                                max_size=7))
+    form = data.draw(st.sampled_from(["float32", "float64", "list", "row", "strided"]))
+    x = np.asarray(values, np.float32)
+    sample = {"float32": x, "float64": x.astype(np.float64), "list": values,
+              "row": x[None], "strided": np.repeat(x, 2)[::2]}[form]
+    for fast, slow in pairs:
+        outcomes = []
+        for stream in (fast, slow):
+            try:
+                r = stream.push(sample)
+                outcomes.append((r.step, r.values[0].tobytes()))
+            except WavedgeError as exc:
+                outcomes.append(str(exc))
+        assert outcomes[0] == outcomes[1]
+        assert fast.stats == slow.stats
