@@ -455,8 +455,8 @@ static int guard_init(Guard *g, PyObject *args, PyObject *kw) {
     }
     guard_free_limits(g);
     Py_ssize_t n = PyList_GET_SIZE(limits);
-    g->limit_index = PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
-    g->limit = PyMem_Malloc((n + 1) * sizeof(double));
+    g->limit_index = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    g->limit = PyMem_Malloc((size_t)(n + 1) * sizeof(double));
     if (g->limit_index == NULL || g->limit == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -613,7 +613,7 @@ static double *doubles(PyObject *seq, Py_ssize_t n, const char *what) {
     double *out = NULL;
     if (PySequence_Fast_GET_SIZE(fast) != n) {
         PyErr_Format(PyExc_ValueError, "%s: expected %zd values", what, n);
-    } else if ((out = PyMem_Malloc(n * sizeof(double))) == NULL) {
+    } else if ((out = PyMem_Malloc((size_t)n * sizeof(double))) == NULL) {
         PyErr_NoMemory();
     } else {
         for (Py_ssize_t i = 0; i < n; i++) {
