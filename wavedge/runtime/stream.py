@@ -285,9 +285,10 @@ class Stream:
 
     def _accelerate(self) -> None:
         """Where the C fast path is built (``wavedge.runtime.accel``), the guarded step, and
-        ``push`` of a plain 1-D float32 sample, in C: push / the careful raw loop 1.45 -> 1.0x
-        on LiteRT, 1.19 -> 1.0x on ONNX Runtime (the bundled model, ``make bench``). The
-        methods of this class stay the reference, and take whatever the C push hands them."""
+        ``push`` of a plain 1-D float32 sample, in C: push / the careful raw loop 1.43 -> 1.05x
+        on LiteRT, 1.21 -> 0.97x on ONNX Runtime (the bundled model, ``make bench``,
+        2026-12-02). The methods of this class stay the reference, and take whatever the C
+        push hands them."""
         fast = accel.module()
         if fast is None or self.signature.outputs[0].dtype != "float32":
             return
