@@ -543,9 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark every backend x precision x mode of a model",
                        description="Measure init, first inference, warm-up, latency "
                                    "percentiles, throughput, duty cycle and memory for every "
-                                   "installed backend, precision and mode, beside the backend's "
-                                   "floor, torch and numpy step by step, and sliding-window "
-                                   "re-inference. Or compare two saved reports.")
+                                   "installed backend, precision and mode, beside the careful "
+                                   "bare loop, the backend's floor, push through the Python "
+                                   "alone (where the C fast path is built), torch and numpy "
+                                   "step by step, and sliding-window re-inference. Or compare "
+                                   "two saved reports.")
     p.add_argument("model_dir", type=Path, nargs="?")
     p.add_argument("--backend", action="append", choices=["onnxruntime", "litert"],
                    help="only this backend (repeatable; default: every installed one)")
