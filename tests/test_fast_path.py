@@ -66,9 +66,11 @@ def _pair(model_dir, backend, precision, **kw):
     fast = model.stream(**kw)
     with python_path():
         slow = model.stream(**kw)
-    # the C guard on every stream; the C push where the sample is the model's one input
+    # the C guard on every stream; the C push where the sample is the model's one input and
+    # the stream draws no noise
     assert "_run_step" in vars(fast) and "_run_step" not in vars(slow)
-    assert ("push" in vars(fast)) == (not model.signature.noise) and "push" not in vars(slow)
+    drawn = kw.get("noise") == "sample" and model.signature.noise
+    assert ("push" in vars(fast)) == (not drawn) and "push" not in vars(slow)
     return fast, slow
 
 
@@ -89,6 +91,10 @@ def _samples(model, n: int, seed: int = 0) -> list:
                (good[10], "not_numeric"), (np.inf * good[11], None), ("text", None)]
     for k, item in enumerate(inserts):
         out.insert(7 + 13 * k, item)
+    for k, spec in enumerate(model.signature.noise):  # samples carrying their own noise
+        for at in (20 + 5 * k, 21 + 5 * k, 60 + 5 * k):
+            noise = rng.standard_normal(spec.shape).astype(np.float32)
+            out.insert(at, ({spec.name: noise, model.signature.fed[0].name: good[at]}, None))
     return out
 
 
@@ -125,6 +131,15 @@ def test_push_equals_the_python_push(model_dir, backend, precision, policy):
         _same_push(fast, slow, sample, problem)
     _same_streams(fast, slow)
     assert fast.stats.samples >= 200 and (fast.stats.dropped or fast.stats.repaired)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
+def test_a_stochastic_stream_equals_its_python_twin(backend):
+    """noise="sample": the stream draws every push's noise (in Python), the guard is in C."""
+    fast, slow = _pair(BUNDLED_MPL, backend, "fp32", noise="sample", seed=7)
+    for sample, problem in _samples(fast.model, 120, seed=5):
+        _same_push(fast, slow, sample, problem)
+    _same_streams(fast, slow)
 
 
 @pytest.mark.parametrize("model_dir,backend,precision", CASES)

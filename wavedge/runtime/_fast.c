@@ -16,9 +16,10 @@
  *       first output tested finite and, every `every`th step, the runner's states against
  *       their limits ([(index, limit)]); a non-finite output or a state past its limit goes
  *       to poisoned(values, finite) in Python (reset, rerun, drop).
- *   Push(fallback, guard, lo, hi, radius, x, result, heads, stats): Stream.push for a
- *       1-D float32 sample; anything else (a problem given, another type, a bad value) is
- *       handed to fallback, the Python push, which applies the stream's policy.
+ *   Push(fallback, guard, lo, hi, radius, x, result, heads, stats, refill): Stream.push for
+ *       a 1-D float32 sample; anything else (a problem given, another type, a bad value) is
+ *       handed to fallback, the Python push, which applies the stream's policy. refill zeros
+ *       the noise inputs' buffers, when Python set `stale` (a sample carried its own noise).
  * No numpy C API: arrays are read through the head of numpy's array struct (checked by
  * setup(numpy.ndarray, numpy.dtype('float32'), numpy.arange(3, dtype='float32')) before
  * anything is made) or the buffer protocol, so the module builds against Python's headers
@@ -526,6 +527,8 @@ typedef struct {
     double *lo, *hi;  /* NULL: no bounds (finite is enough) */
     double radius;    /* the ball about 0 inside every channel's range; < 0: none */
     Py_ssize_t step_at, values_at, heads_at, samples_at;  /* slot offsets (slot_offset) */
+    PyObject *refill;  /* zeros the noise inputs' buffers (None: the model has none) */
+    int stale;         /* set from Python when a pushed sample left its own noise in them */
 } Push;
 
 /* The sample's values inside the input's bounds (finite, when it has none): as
@@ -585,6 +588,13 @@ static PyObject *push_vectorcall(PyObject *self, PyObject *const *args, size_t n
                 && take(p, args[0]);
     if (!taken)
         return PyObject_Vectorcall(p->fallback, args, nargsf, kwnames);
+    if (p->stale) {  /* as the Python push: the stream's own noise (zeros) again */
+        PyObject *r = PyObject_Vectorcall(p->refill, NULL, 0, NULL);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        p->stale = 0;
+    }
     PyObject *values = Py_TYPE(p->guard) == &GuardType
                            ? guard_step((Guard *)p->guard)
                            : PyObject_Vectorcall(p->guard, NULL, 0, NULL);
@@ -630,14 +640,14 @@ static double *doubles(PyObject *seq, Py_ssize_t n, const char *what) {
 }
 
 static int push_init(Push *p, PyObject *args, PyObject *kw) {
-    PyObject *fallback, *guard, *lo, *hi, *x, *result, *heads, *stats;
+    PyObject *fallback, *guard, *lo, *hi, *x, *result, *heads, *stats, *refill;
     double radius;
     if (ndarray_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "wavedge.runtime._fast.setup() was not called");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "OOOOdOO!OO", &fallback, &guard, &lo, &hi, &radius, &x,
-                          &PyType_Type, &result, &heads, &stats))
+    if (!PyArg_ParseTuple(args, "OOOOdOO!OOO", &fallback, &guard, &lo, &hi, &radius, &x,
+                          &PyType_Type, &result, &heads, &stats, &refill))
         return -1;
     Py_buffer view;  /* x: the input buffer, of any shape: its length in float32 values */
     if (PyObject_GetBuffer(x, &view, PyBUF_SIMPLE) < 0)
@@ -667,6 +677,8 @@ static int push_init(Push *p, PyObject *args, PyObject *kw) {
         || (p->samples_at = slot_offset(Py_TYPE(stats), str_samples)) < 0)
         return -1;
     Py_XSETREF(p->stats, Py_NewRef(stats));
+    Py_XSETREF(p->refill, Py_NewRef(refill));
+    p->stale = 0;
     p->xdata = xdata;
     p->n = n;
     p->radius = radius;
@@ -676,13 +688,13 @@ static int push_init(Push *p, PyObject *args, PyObject *kw) {
 
 static int push_traverse(Push *p, visitproc visit, void *arg) {
     Py_VISIT(p->fallback); Py_VISIT(p->guard); Py_VISIT(p->x);
-    Py_VISIT(p->result); Py_VISIT(p->heads); Py_VISIT(p->stats);
+    Py_VISIT(p->result); Py_VISIT(p->heads); Py_VISIT(p->stats); Py_VISIT(p->refill);
     return 0;
 }
 
 static int push_clear(Push *p) {
     Py_CLEAR(p->fallback); Py_CLEAR(p->guard); Py_CLEAR(p->x);
-    Py_CLEAR(p->result); Py_CLEAR(p->heads); Py_CLEAR(p->stats);
+    Py_CLEAR(p->result); Py_CLEAR(p->heads); Py_CLEAR(p->stats); Py_CLEAR(p->refill);
     return 0;
 }
 
@@ -756,6 +768,11 @@ static PyTypeObject GuardType = {
     .tp_getset = guard_getset,
 };
 
+static PyMemberDef push_members[] = {
+    {"stale", T_INT, offsetof(Push, stale), 0,
+     "Set when a sample left its own noise in the input buffers: the next push zeros them."},
+    {NULL}};
+
 static PyTypeObject PushType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "wavedge.runtime._fast.Push",
@@ -769,6 +786,7 @@ static PyTypeObject PushType = {
     .tp_dealloc = (destructor)push_dealloc,
     .tp_traverse = (traverseproc)push_traverse,
     .tp_clear = (inquiry)push_clear,
+    .tp_members = push_members,
 };
 
 /* finite(a): every value finite (True/False), or None when `a` is not an aligned

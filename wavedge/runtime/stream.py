@@ -294,10 +294,11 @@ class Stream:
             return
         self._run_step = fast.Guard(self._step, self._step.run_row, self._poisoned,
                                     self._guards, self._limits, STATE_CHECK_EVERY)
-        if self._fast and self._flat and not self._noise:
+        if self._fast and self._flat and self._rng is None:  # noise drawn: in Python
             low, high, radius = self._fast_bounds or (None, None, -1.0)
             self.push = fast.Push(Stream.push.__get__(self), self._run_step, low, high, radius,
-                                  self._x, Result, self.heads, self.stats)
+                                  self._x, Result, self.heads, self.stats,
+                                  self._zero_noise if self._noise else None)
 
     # -- state -------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -406,7 +407,19 @@ class Stream:
             for x, v in zip(self._xs, accepted):
                 x[...] = v
             # the buffers hold given noise: the next fast push must not reuse it
-            self._noise_given = any(values[k] is not None for k in self._noise)
+            self._given_noise(any(values[k] is not None for k in self._noise))
+
+    def _given_noise(self, given: bool) -> None:
+        """Whether the input buffers hold noise a sample carried (the next fast push, in
+        Python or in C, refills them with the stream's own)."""
+        self._noise_given = given
+        if given and "push" in vars(self):
+            self.push.stale = 1
+
+    def _zero_noise(self) -> None:
+        """The noise inputs' buffers back to zero (``noise="zero"``: the mean network)."""
+        for k in self._noise:
+            self._xs[k][...] = 0.0
 
     def _plain(self, vals: list) -> bool:
         """Finite and inside the input's bounds (when it has them)."""
@@ -517,7 +530,7 @@ class Stream:
             xs = self._filter_rows(xs)
         n = len(next(x for x in xs if x is not None))
         # the buffers keep the last row below: given noise must not leak into the next push
-        self._noise_given = any(xs[k] is not None for k in self._noise)
+        self._given_noise(any(xs[k] is not None for k in self._noise))
         xs = [x if x is not None else self._draw(k, n) for k, x in enumerate(xs)]
         outs = [np.empty((n, *o.shape), o.dtype) for o in self.signature.outputs]
         dropped: list[int] = []  # rows that poison the state even from reset
