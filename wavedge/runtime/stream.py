@@ -298,7 +298,7 @@ class Stream:
             low, high, radius = self._fast_bounds or (None, None, -1.0)
             self.push = fast.Push(Stream.push.__get__(self), self._run_step, low, high, radius,
                                   self._x, Result, self.heads, self.stats,
-                                  self._zero_noise if self._noise else None)
+                                  self._refill_noise if self._noise else None)
 
     # -- state -------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -398,8 +398,7 @@ class Stream:
             self._x[...] = sample
             if self._rng is not None or self._noise_given:
                 self._noise_given = False
-                for k in self._noise:
-                    self._xs[k][...] = self._draw(k)
+                self._refill_noise()
         else:
             values = self._split(sample)
             accepted = [self._accept(k, v, problem) if v is not None else self._draw(k)
@@ -416,10 +415,11 @@ class Stream:
         if given and "push" in vars(self):
             self.push.stale = 1
 
-    def _zero_noise(self) -> None:
-        """The noise inputs' buffers back to zero (``noise="zero"``: the mean network)."""
+    def _refill_noise(self) -> None:
+        """The noise inputs' buffers filled with the stream's own noise for one sample (zeros,
+        or draws); the C push calls it too, after a sample that carried its own."""
         for k in self._noise:
-            self._xs[k][...] = 0.0
+            self._xs[k][...] = self._draw(k)
 
     def _plain(self, vals: list) -> bool:
         """Finite and inside the input's bounds (when it has them)."""
