@@ -23,6 +23,15 @@ def batch_dir(tmp_path_factory):
     return out
 
 
+def _same(actual, desired):
+    """A member's row against its stream alone: equal within the export's gate against torch
+    (rounding, which the recurrence carries along: 3.5e-6 after 300 steps). The ONNX graphs of
+    several streams run the ring convolution as a 2-D Conv (wavedge.models.wave_rnn._ring),
+    whose sums ONNX Runtime orders otherwise; a wrong row or state is off by far more."""
+    tol = ExportOptions().tolerance
+    np.testing.assert_allclose(actual, desired, rtol=tol, atol=tol)
+
+
 def _data(n=60, streams=4, seed=0):
     return np.random.default_rng(seed).normal(size=(n, streams, 6)).astype(np.float32)
 
@@ -44,10 +53,10 @@ def test_group_equals_separate_streams(batch_dir):
         res = group.push(tick)
         for k, s, x in zip(keys, streams, tick):
             want = s.push(x)
-            np.testing.assert_array_equal(res[k].values[0], want.values[0])
+            _same(res[k].values[0], want.values[0])
             assert res[k].step == want.step
     for k, s in zip(keys, streams):
-        np.testing.assert_array_equal(group.member(k).state[0], s.state[0])
+        _same(group.member(k).state[0], s.state[0])
 
 
 def test_rejected_or_absent_member_keeps_its_state(batch_dir):
@@ -118,7 +127,7 @@ def test_poisoned_member_is_reset_and_rerun_the_others_untouched(batch_dir):
     a.state = [np.full_like(a.state[0], np.nan)]
     res = group.push(ticks[0])
     assert a.stats.state_resets["non_finite"] == 1 and np.isfinite(res[a.key].values[0]).all()
-    np.testing.assert_array_equal(res[b.key].values[0], single.push(ticks[0][1]).values[0])
+    _same(res[b.key].values[0], single.push(ticks[0][1]).values[0])
     assert want is not None and b.stats.state_resets == {}
 
 
@@ -163,8 +172,7 @@ def test_run_of_several_sources_on_a_group_equals_each_alone(batch_dir, tmp_path
         run(single.stream(), open_source(url, single.manifest), alone, warn=lambda m: None)
         mine = [r[1:] for r in sink.rows if r[0] == k]
         assert [r[0] for r in mine] == [r[1] for r in alone.rows]
-        np.testing.assert_array_equal(np.stack([r[1] for r in mine]),
-                                      np.stack([r[2] for r in alone.rows]))
+        _same(np.stack([r[1] for r in mine]), np.stack([r[2] for r in alone.rows]))
 
 
 def test_cli_run_with_sources_on_a_batch_directory_says_one_call(batch_dir):

@@ -144,7 +144,18 @@ class WaveRNN(StepModel):
         return step
 
     def _update(self, drive: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return torch.relu(drive + self.ring(ring_pad(h)))
+        return torch.relu(drive + self._ring(ring_pad(h)))
+
+    def _ring(self, padded: torch.Tensor) -> torch.Tensor:
+        """The ring convolution; in an ONNX graph of several streams, a 2-D ``Conv`` of height
+        1, which ONNX Runtime runs in its blocked (NCHWc) layout: the bundled model's 8-stream
+        step 4-8 % and its 8-stream chunk 14-16 % faster (interleaved, 2026-12-02). The
+        one-stream graphs keep the 1-D ``Conv``: there the reshapes around it cost more than
+        it saves (11.6 -> 12.3 us a step)."""
+        if padded.shape[0] > 1 and torch.onnx.is_in_onnx_export():
+            w = self.ring.weight.unsqueeze(2)
+            return nn.functional.conv2d(padded.unsqueeze(2), w, self.ring.bias).squeeze(2)
+        return self.ring(padded)
 
     def step(self, x_t: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         drive = self.encoder(x_t).view(-1, self.channels, self.ring_size)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from wavedge.errors import InputError
+from wavedge.runtime import accel
 from wavedge.runtime.stream import (_F32, STATE_CHECK_EVERY, Result, Results, Stream,
                                      StreamStats, all_finite, ball, past_limit, within,
                                      state_limits)
@@ -179,8 +180,13 @@ class StreamGroup:
         self._hi = np.asarray(b[1], _F32) if b else None
         self._ball = ball(b) if b else -1.0
         self._pushes = 0
+        # the fast path's tests, looked up once (C where built; None from C: not float32)
+        fast = accel.module()
+        self._inside = fast.within if fast else within
+        self._finite = fast.finite if fast else all_finite
         # each slot's samples fed (= its steps): _base[slot] + _ticks, where _ticks counts
-        # the samples every member fed (a push or chunk of all of them: one int add)
+        # the samples every member fed (a push or chunk of all of them: one int add); _base
+        # is replaced, never changed in place, so results keep the one they were made with
         self._base = np.zeros(self.capacity, np.int64)
         self._ticks = 0
         self._order: list[Member] = []  # members by key order of joining
@@ -234,11 +240,14 @@ class StreamGroup:
         self._rows = slice(0, len(slots)) if slots == list(range(len(slots))) \
             else np.asarray(slots, np.intp)
         self._all = {m.key: m for m in self._order}  # a full push's stepped (never mutated)
+        # the shape of a whole tick's float32 array (None: a model that takes other input)
+        self._batch = (len(slots), *self._shape) if self._vector else None
 
     def _count(self, slot: int) -> int:
         return int(self._base[slot]) + self._ticks
 
     def _set_count(self, slot: int, value: int) -> None:
+        self._base = self._base.copy()  # copy on write: earlier results hold it
         self._base[slot] = value - self._ticks
 
     # -- pushing -----------------------------------------------------------------------------
@@ -247,6 +256,9 @@ class StreamGroup:
         sequence or ``[n, *shape]`` array in the order of ``keys``. ``problems`` (key -> a
         fault its source found, as ``Stream.push`` takes it) counts those under their
         reasons."""
+        if problems is None and type(samples) is np.ndarray and samples.shape == self._batch \
+                and samples.dtype == _F32 and self._inside(samples, self._ball):
+            return self._push_batch(samples)  # the common tick, in as few calls as it takes
         if problems:
             samples = samples if isinstance(samples, dict) else dict(zip(self.keys, samples))
         if isinstance(samples, dict):
@@ -332,6 +344,22 @@ class StreamGroup:
         self._runner.x[rows] = x[:, i - 1]  # the last sample, kept for 'hold'
         return i
 
+    def _push_batch(self, samples: np.ndarray) -> GroupResults:
+        """Every member's sample in a float32 array inside the bounds' ball: one copy, one
+        call, one finiteness test (the full ``_step`` when the state's limit is due or a row
+        is not finite). The group's Python per tick measured 6.7 us through ``_step``."""
+        runner = self._runner
+        runner.x[self._rows] = samples
+        if not self.guards or self._pushes % STATE_CHECK_EVERY == 0:
+            return self._step(self._order, {})
+        values = runner.run()
+        if not self._finite(values[0][self._rows]):
+            return self._step(self._order, {}, values)
+        res = GroupResults(values, self._all, _Steps(self._base, self._ticks), {})
+        self._pushes += 1
+        self._ticks += 1
+        return res
+
     def _within(self, state: list) -> bool:
         """Every member's row of every limited state inside its limit."""
         return not any(past_limit(state[k][self._rows], limit) for k, limit in self._limits)
@@ -359,26 +387,28 @@ class StreamGroup:
                 return False
         return True
 
-    def _step(self, stepped: list, errors: dict) -> GroupResults:
-        """One call for the members in ``stepped`` (``self._order`` itself: all of them);
-        the others keep their state."""
+    def _step(self, stepped: list, errors: dict, values: list | None = None) -> GroupResults:
+        """One call for the members in ``stepped`` (``self._order`` itself: all of them; its
+        ``values`` when it has run); the others keep their state."""
         runner = self._runner
         full = stepped is self._order
         if not full:
             ids = set(map(id, stepped))
             skipped = [m.slot for m in self._order if id(m) not in ids]
             saved = [s[skipped].copy() for s in runner.state]
-        values = runner.run()
+        if values is None:
+            values = runner.run()
         if self.guards:
             values, stepped = self._guard(values, stepped, full, errors)
         if not full:  # members not stepped keep their state
             for s, v in zip(runner.state, saved):
                 s[skipped] = v
-        steps = _Steps(self._base.copy(), self._ticks)
+        steps = _Steps(self._base, self._ticks)
         if stepped is self._order:
             self._ticks += 1
             done = self._all
         else:
+            self._base = self._base.copy()  # copy on write: earlier results hold it
             self._base[[m.slot for m in stepped]] += 1
             done = {m.key: m for m in stepped}
         self._pushes += 1
