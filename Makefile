@@ -130,7 +130,7 @@ probe: $(STAMP)
 # The step and chunk graphs' cost against model size (wave-encoders 16x64 to 64x256, random
 # weights), ONNX Runtime and LiteRT, interleaved; $(OUT)/bench-scale (docs/benchmarks.md).
 bench-scale: $(STAMP) $(TFLITE_STAMP)
-	$(TFLITE_VENV)/bin/python scripts/bench_scale.py --out $(OUT)/bench-scale
+	$(TFLITE_VENV)/bin/python scripts/bench_scale.py --repeats 7 --out $(OUT)/bench-scale
 
 # Start-up of `wavedge run --limit 1` in the torch-free venv (a board's install), both backends
 # interleaved, wall time and peak RSS (a few seconds); $(OUT)/bench/startup.json.

@@ -4,9 +4,13 @@ Wave-encoders from 16x64 to 64x256 (channels x ring size; 6 inputs, 4 classes, r
 cost does not depend on them) exported to ONNX (and TFLite where litert-torch is installed),
 each run through wavedge's own runner on its backend: the step graph one sample per call, the
 chunk graph 32 per call, both per sample. All configurations interleaved in every repeat; the
-median of the repeats' medians, and their spread. Beside each, the MACs per sample and the
+median of the repeats' medians, and their spread; chunk / step, the median of the repeats'
+ratios. Beside each, the MACs per sample and the
 achieved GFLOP/s (2 FLOP per MAC) against the core's fp32 peak estimated from its flags and
-clock (AVX-512: 64 FLOP/cycle, AVX2 + FMA: 32, else 8). Writes JSON and a PNG.
+clock (AVX-512: 64 FLOP/cycle, but 32 on AMD's Zen 4, which runs it on 256-bit units; AVX2 +
+FMA: 32; else 8), and the lowest chunk / step that peak allows: every sample's MACs run in a
+chunk as in a step (the recurrence), so a chunk is never faster than the MACs at the peak.
+Writes JSON and a PNG.
 
     .venv-tflite/bin/python scripts/bench_scale.py --out out/bench-scale
 """
@@ -36,10 +40,14 @@ def core_peak_gflops() -> tuple[float | None, str]:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return None, "unknown (no /proc/cpuinfo)"
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines()
-                  if ln.startswith("flags")), [])
-    mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
-    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= set(flags) else 8
+    fields = [ln.split(":", 1) for ln in info.splitlines() if ":" in ln]
+    first = {k.strip(): v.strip() for k, v in reversed(fields)}  # the first CPU's values
+    flags = set(first.get("flags", "").split())
+    mhz = [float(v) for k, v in fields if k.strip() == "cpu MHz"]
+    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
+    if per_cycle == 64 and first.get("vendor_id") == "AuthenticAMD" \
+            and first.get("cpu family") == "25":
+        per_cycle = 32  # Zen 4 runs AVX-512 on its two 256-bit FMA units (double-pumped)
     if not mhz:
         return None, f"{per_cycle} FLOP/cycle, clock unknown"
     ghz = max(mhz) / 1000
@@ -85,8 +93,8 @@ def measure(configs: dict, calls: int, repeats: int) -> dict:
                 run.run()
                 t[i] = time.perf_counter_ns() - t0
             per_repeat[name].append(float(np.median(t)) / 1000 / samples)
-    return {name: {"us_per_sample": float(np.median(v)), "spread": [min(v), max(v)]}
-            for name, v in per_repeat.items()}
+    return {name: {"us_per_sample": float(np.median(v)), "spread": [min(v), max(v)],
+                   "per_repeat": v} for name, v in per_repeat.items()}
 
 
 def plot(rows: list, path: Path) -> bool:
@@ -152,11 +160,19 @@ def main() -> int:
             step, chunk = (next(r for r in rows if r["backend"] == backend and
                                 r["size"] == f"{c}x{n}" and r["graph"] == g)
                            for g in ("step", "chunk"))
-            chunk["chunk_over_step"] = chunk["us_per_sample"] / step["us_per_sample"]
+            # the ratio in each repeat (a size's step and chunk run next to each other), then
+            # their median: a busy spell on this shared machine moved single repeats up to 2x
+            ratios = [a / b for a, b in zip(chunk["per_repeat"], step["per_repeat"])]
+            chunk["chunk_over_step"] = float(np.median(ratios))
+            chunk["chunk_over_step_spread"] = [min(ratios), max(ratios)]
+            # the recurrence runs once per sample in a chunk too: at best at the core's peak
+            floor = 2 * chunk["macs"] / (peak * 1e3) / step["us_per_sample"] if peak else None
+            chunk["chunk_over_step_at_peak"] = floor
             print(f"{backend} {c}x{n}: step {step['us_per_sample']:.2f} us "
                   f"({step['gflops']:.1f} GFLOP/s), chunk{CHUNK} "
                   f"{chunk['us_per_sample']:.2f} us/sample, chunk / step "
-                  f"{chunk['chunk_over_step']:.2f}")
+                  f"{chunk['chunk_over_step']:.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
+                  + (f" (a chunk at the core's peak: {floor:.2f})" if floor else ""))
     report = {"peak_gflops_per_core": peak, "peak_estimate": how, "calls": args.calls,
               "repeats": args.repeats, "chunk_samples": CHUNK, "threads": 1, "rows": rows,
               "method": "median of each repeat's median per call, over samples per call; the "
