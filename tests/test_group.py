@@ -218,3 +218,64 @@ def test_push_chunk_runs_every_member_through_the_batch_chunk_graph(batch_dir):
         group.push_chunk({"a": bad[0]})
     with pytest.raises(InputError, match=r"expected \[3 streams, N samples, 6\]"):
         group.push_chunk(bad[:2])
+
+
+def test_a_whole_tick_as_one_array_equals_the_same_tick_given_by_key(batch_dir):
+    """The whole-tick path (one float32 array) against the general one (a mapping), including
+    ticks whose state check is due, a poisoned member and samples outside the ball about 0."""
+    model = load_model(batch_dir, streams=3)
+    whole, by_key = model.group(), model.group()
+    for g in (whole, by_key):
+        for k in "abc":
+            g.add(k)
+    ticks = _data(70, 3, seed=3) * 3  # some samples past the ball, inside the bounds or not
+    for i, tick in enumerate(ticks):
+        if i == 40:  # a poisoned state, as a diverging member would have
+            for g in (whole, by_key):
+                g.member("b").state = [np.full_like(g.member("b").state[0], np.nan)]
+        r1, r2 = whole.push(tick), by_key.push(dict(zip("abc", tick)))
+        assert r1.keys() == r2.keys() and set(r1.errors) == set(r2.errors)
+        for k in r1.keys():
+            np.testing.assert_array_equal(r1[k].values[0], r2[k].values[0])
+            assert r1[k].step == r2[k].step
+    for k in "abc":
+        a, b = whole.member(k), by_key.member(k)
+        assert (a.steps, a.stats.dropped, a.stats.state_resets) == \
+            (b.steps, b.stats.dropped, b.stats.state_resets)
+        np.testing.assert_array_equal(a.state[0], b.state[0])
+    assert whole.member("b").stats.state_resets["non_finite"] == 1
+
+
+def test_results_keep_their_steps_when_one_member_moves_on(batch_dir):
+    group = load_model(batch_dir, streams=2).group()
+    a, b = group.add(), group.add()
+    ticks = _data(3, 2)
+    first = group.push(ticks[0])
+    group.push({a.key: ticks[1][0]})  # a alone: its count moves, b's does not
+    second = group.push(ticks[2])
+    assert (first[a.key].step, first[b.key].step) == (0, 0)
+    assert (second[a.key].step, second[b.key].step) == (2, 1)
+    assert (a.steps, b.steps) == (3, 2)
+
+
+def test_group_in_python_alone_equals_the_fast_path(batch_dir):
+    from wavedge.runtime import accel
+
+    ticks = _data(40, 4, seed=5)
+    previous = accel.use(False)
+    try:
+        slow = load_model(batch_dir, streams=4).group()
+        [slow.add() for _ in range(4)]
+        # copies: a runner may hand out its own buffers, which the next push overwrites
+        want = [[(k, r[k].values[0].copy(), r[k].step) for k in r.keys()]
+                for r in (slow.push(t) for t in ticks)]
+    finally:
+        accel.use(previous)
+    fast = load_model(batch_dir, streams=4).group()
+    [fast.add() for _ in range(4)]
+    for t, rows in zip(ticks, want):
+        got = fast.push(t)
+        assert got.keys() == [k for k, _, _ in rows]
+        for k, values, step in rows:
+            np.testing.assert_array_equal(got[k].values[0], values)
+            assert got[k].step == step
