@@ -6,7 +6,8 @@ The hidden state is ``c`` rings ("channels") of ``n`` neurons. Each step
 
 where ``u * h`` is a kernel-3 circular convolution around each ring that mixes channels (as the
 authors' ``Conv1d(c, c, 3, padding_mode='circular')``, bias included). The wrap-around is written
-as slice + concat so the exported graph is a plain Conv: torch's ONNX export of
+as slice + concat (one wrap-mode Pad in ONNX) so the exported graph is a plain Conv (2-D in
+the ONNX graphs of several streams, see ``_ring``): torch's ONNX export of
 ``padding_mode='circular'`` has been wrong before (pytorch/pytorch#86690).
 
 Initialisation follows the paper's code: the u-shift init makes the kernel a pure shift (activity
