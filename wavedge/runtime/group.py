@@ -180,7 +180,8 @@ class StreamGroup:
         self._hi = np.asarray(b[1], _F32) if b else None
         self._ball = ball(b) if b else -1.0
         self._pushes = 0
-        # the fast path's tests, looked up once (C where built; None from C: not float32)
+        # the whole tick's tests, looked up once (C where built; None from C: not a
+        # contiguous float32 array, which the Python then tests)
         fast = accel.module()
         self._inside = fast.within if fast else within
         self._finite = fast.finite if fast else all_finite
@@ -240,8 +241,6 @@ class StreamGroup:
         self._rows = slice(0, len(slots)) if slots == list(range(len(slots))) \
             else np.asarray(slots, np.intp)
         self._all = {m.key: m for m in self._order}  # a full push's stepped (never mutated)
-        # the shape of a whole tick's float32 array (None: a model that takes other input)
-        self._batch = (len(slots), *self._shape) if self._vector else None
 
     def _count(self, slot: int) -> int:
         return int(self._base[slot]) + self._ticks
@@ -256,8 +255,8 @@ class StreamGroup:
         sequence or ``[n, *shape]`` array in the order of ``keys``. ``problems`` (key -> a
         fault its source found, as ``Stream.push`` takes it) counts those under their
         reasons."""
-        if problems is None and type(samples) is np.ndarray and samples.shape == self._batch \
-                and samples.dtype == _F32 and self._inside(samples, self._ball):
+        if problems is None and self._vector and self._good(samples, 1) \
+                and len(samples) == len(self._order):
             return self._push_batch(samples)  # the common tick, in as few calls as it takes
         if problems:
             samples = samples if isinstance(samples, dict) else dict(zip(self.keys, samples))
@@ -267,8 +266,6 @@ class StreamGroup:
             if len(samples) != len(self._order):
                 raise InputError(f"push: {len(samples)} samples for {len(self._order)} "
                                  "streams (a mapping of key to sample steps some of them)")
-            if self._vector and self._whole_batch(samples):
-                return self._step(self._order, {})
             given = list(zip(self._order, samples))
         stepped, errors = [], {}
         problems = problems or {}
@@ -345,9 +342,9 @@ class StreamGroup:
         return i
 
     def _push_batch(self, samples: np.ndarray) -> GroupResults:
-        """Every member's sample in a float32 array inside the bounds' ball: one copy, one
-        call, one finiteness test (the full ``_step`` when the state's limit is due or a row
-        is not finite). The group's Python per tick measured 6.7 us through ``_step``."""
+        """Every member's good sample (``_good``) in one array: one copy, one call, one
+        finiteness test (the full ``_step`` when the state's limit is due or a row is not
+        finite). The group's Python per tick measured 6.7 us through ``_step``."""
         runner = self._runner
         runner.x[self._rows] = samples
         if not self.guards or self._pushes % STATE_CHECK_EVERY == 0:
@@ -364,13 +361,6 @@ class StreamGroup:
         """Every member's row of every limited state inside its limit."""
         return not any(past_limit(state[k][self._rows], limit) for k, limit in self._limits)
 
-    def _whole_batch(self, samples) -> bool:
-        """An ``[n, *shape]`` float32 array of good samples is written in one go."""
-        if not self._good(samples, 1):
-            return False
-        self._runner.x[self._rows] = samples
-        return True
-
     def _good(self, samples, lead: int) -> bool:
         """A float32 array of ``lead`` leading axes and then the input's shape, every value
         finite and inside the bounds."""
@@ -379,7 +369,7 @@ class StreamGroup:
             return False
         # inside the ball about 0 that every channel's range holds: the largest magnitude (1.0
         # us for 8 x 6 values, against 2.5 for the per-channel comparisons; NaN fails it too)
-        if not within(samples, self._ball):
+        if not self._inside(samples, self._ball):
             if self._lo is not None:
                 if not ((samples >= self._lo).all() and (samples <= self._hi).all()):
                     return False
