@@ -397,8 +397,8 @@ class Stream:
             # values costs more than the rest of the push)
             self._x[...] = sample
             if self._rng is not None or self._noise_given:
-                self._noise_given = False
                 self._refill_noise()
+                self._given_noise(False)
         else:
             values = self._split(sample)
             accepted = [self._accept(k, v, problem) if v is not None else self._draw(k)
@@ -412,8 +412,8 @@ class Stream:
         """Whether the input buffers hold noise a sample carried (the next fast push, in
         Python or in C, refills them with the stream's own)."""
         self._noise_given = given
-        if given and "push" in vars(self):
-            self.push.stale = 1
+        if "push" in vars(self):  # the C push's copy of the flag, so it refills only once
+            self.push.stale = int(given)
 
     def _refill_noise(self) -> None:
         """The noise inputs' buffers filled with the stream's own noise for one sample (zeros,
