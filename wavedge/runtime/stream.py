@@ -398,7 +398,6 @@ class Stream:
             self._x[...] = sample
             if self._rng is not None or self._noise_given:
                 self._refill_noise()
-                self._given_noise(False)
         else:
             values = self._split(sample)
             accepted = [self._accept(k, v, problem) if v is not None else self._draw(k)
@@ -412,14 +411,16 @@ class Stream:
         """Whether the input buffers hold noise a sample carried (the next fast push, in
         Python or in C, refills them with the stream's own)."""
         self._noise_given = given
-        if "push" in vars(self):  # the C push's copy of the flag, so it refills only once
+        if "push" in vars(self):  # the C push's copy of the flag
             self.push.stale = int(given)
 
     def _refill_noise(self) -> None:
         """The noise inputs' buffers filled with the stream's own noise for one sample (zeros,
-        or draws); the C push calls it too, after a sample that carried its own."""
+        or draws); the C push calls it too, after a sample that carried its own. Both pushes'
+        flags go down here, so neither refills a second time."""
         for k in self._noise:
             self._xs[k][...] = self._draw(k)
+        self._given_noise(False)
 
     def _plain(self, vals: list) -> bool:
         """Finite and inside the input's bounds (when it has them)."""
