@@ -83,7 +83,8 @@ class Member(Stream):
 
 
 class _Steps:
-    """Each slot's step index at one push: a copy of the group's bases and its tick count."""
+    """Each slot's step index at one push: the group's bases then (which later pushes replace,
+    never change in place) and its tick count."""
 
     __slots__ = ("base", "ticks")
 
@@ -352,10 +353,7 @@ class StreamGroup:
         values = runner.run()
         if not self._finite(values[0][self._rows]):
             return self._step(self._order, {}, values)
-        res = GroupResults(values, self._all, _Steps(self._base, self._ticks), {})
-        self._pushes += 1
-        self._ticks += 1
-        return res
+        return self._all_stepped(values, {})
 
     def _within(self, state: list) -> bool:
         """Every member's row of every limited state inside its limit."""
@@ -393,16 +391,20 @@ class StreamGroup:
         if not full:  # members not stepped keep their state
             for s, v in zip(runner.state, saved):
                 s[skipped] = v
-        steps = _Steps(self._base, self._ticks)
         if stepped is self._order:
-            self._ticks += 1
-            done = self._all
-        else:
-            self._base = self._base.copy()  # copy on write: earlier results hold it
-            self._base[[m.slot for m in stepped]] += 1
-            done = {m.key: m for m in stepped}
+            return self._all_stepped(values, errors)
+        steps = _Steps(self._base, self._ticks)
+        self._base = self._base.copy()  # copy on write: earlier results hold it
+        self._base[[m.slot for m in stepped]] += 1
         self._pushes += 1
-        return GroupResults(values, done, steps, errors)
+        return GroupResults(values, {m.key: m for m in stepped}, steps, errors)
+
+    def _all_stepped(self, values: list, errors: dict) -> GroupResults:
+        """The results of a call in which every member stepped: one more tick for all."""
+        steps = _Steps(self._base, self._ticks)
+        self._ticks += 1
+        self._pushes += 1
+        return GroupResults(values, self._all, steps, errors)
 
     def _guard(self, values: list, stepped: list, full: bool,
                errors: dict) -> tuple[list, list]:
