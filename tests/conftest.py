@@ -57,6 +57,13 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in lines[0], lines[0]
 
 
+def diverge(stream) -> None:
+    """NaN in a stream's live state, as a model that diverged leaves it. The ``state`` setter
+    refuses a non-finite state, so a test of the guards writes it in place."""
+    for buf in stream._step.state:
+        buf[...] = float("nan")
+
+
 @pytest.fixture(scope="session")
 def basic_motions_meta():
     """The metadata a BasicMotions checkpoint carries (labels, channels, normalisation)."""

@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from conftest import diverge  # noqa: E402
 from wavedge.errors import InputError, ManifestError  # noqa: E402
 from wavedge.export.model_dir import ExportOptions, export_model_dir  # noqa: E402
 from wavedge.models.checkpoint import load_checkpoint  # noqa: E402
@@ -124,7 +125,7 @@ def test_poisoned_member_is_reset_and_rerun_the_others_untouched(batch_dir):
     for t in ticks:
         group.push(t)
         want = single.push(t[1])
-    a.state = [np.full_like(a.state[0], np.nan)]
+    diverge(a)
     res = group.push(ticks[0])
     assert a.stats.state_resets["non_finite"] == 1 and np.isfinite(res[a.key].values[0]).all()
     _same(res[b.key].values[0], single.push(ticks[0][1]).values[0])
@@ -232,7 +233,7 @@ def test_a_whole_tick_as_one_array_equals_the_same_tick_given_by_key(batch_dir):
     for i, tick in enumerate(ticks):
         if i == 40:  # a poisoned state, as a diverging member would have
             for g in (whole, by_key):
-                g.member("b").state = [np.full_like(g.member("b").state[0], np.nan)]
+                diverge(g.member("b"))
         r1, r2 = whole.push(tick), by_key.push(dict(zip("abc", tick)))
         assert r1.keys() == r2.keys() and set(r1.errors) == set(r2.errors)
         for k in r1.keys():

@@ -189,6 +189,20 @@ def test_memory_model_streams_two_inputs_with_integer_state(exported, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_snapshot_with_one_bad_state_writes_none_of_them(exported, backend):
+    if backend == "litert" and not HAS_CONVERTER:
+        pytest.skip(NO_CONVERTER)
+    stream = load_model(exported["lstm"][1], backend).stream()
+    for x in np.random.default_rng(4).standard_normal((5, 3)).astype(np.float32):
+        stream.push(x)
+    h, c = stream.state
+    with pytest.raises(Exception, match="state 'c': not finite; the state is unchanged"):
+        stream.state = [h + 1, np.full_like(c, np.nan)]
+    np.testing.assert_array_equal(stream.state[0], h)
+    np.testing.assert_array_equal(stream.state[1], c)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_gaussian_head_gives_mean_and_variance(exported, backend):
     model, d = exported["gauss"]
     if backend == "litert" and not HAS_CONVERTER:

@@ -366,11 +366,16 @@ class Stream:
         if len(values) != len(specs):
             raise InputError(f"state: expected {len(specs)} arrays "
                              f"({', '.join(s.name for s in specs)}), got {len(values)}")
+        values = [np.asarray(v) for v in values]
         for buf, v, spec in zip(self._step.state, values, specs):
-            v = np.asarray(v)
             if v.shape != buf.shape:
                 raise InputError(f"state {spec.name!r}: expected shape {buf.shape}, "
-                                 f"got {v.shape}")
+                                 f"got {v.shape}; the state is unchanged")
+            # a non-finite state only poisons the next step; an int8 graph would even turn
+            # NaN into whatever integer this platform's cast gives
+            if v.dtype.kind in "fc" and not np.isfinite(v).all():
+                raise InputError(f"state {spec.name!r}: not finite; the state is unchanged")
+        for buf, v in zip(self._step.state, values):
             buf[...] = v.astype(buf.dtype)
 
     # -- one sample --------------------------------------------------------------------------
