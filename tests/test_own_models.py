@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from conftest import ROOT
+from wavedge.errors import InputError
 from wavedge.export import ExportOptions, export_model_dir
 from wavedge.manifest import load_manifest
 from wavedge.models import StepModel
@@ -196,7 +197,7 @@ def test_a_snapshot_with_one_bad_state_writes_none_of_them(exported, backend):
     for x in np.random.default_rng(4).standard_normal((5, 3)).astype(np.float32):
         stream.push(x)
     h, c = stream.state
-    with pytest.raises(Exception, match="state 'c': not finite; the state is unchanged"):
+    with pytest.raises(InputError, match="state 'c': not finite; the state is unchanged"):
         stream.state = [h + 1, np.full_like(c, np.nan)]
     np.testing.assert_array_equal(stream.state[0], h)
     np.testing.assert_array_equal(stream.state[1], c)

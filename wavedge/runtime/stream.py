@@ -371,9 +371,12 @@ class Stream:
             if v.shape != buf.shape:
                 raise InputError(f"state {spec.name!r}: expected shape {buf.shape}, "
                                  f"got {v.shape}; the state is unchanged")
+            if v.dtype.kind not in "biuf":
+                raise InputError(f"state {spec.name!r}: not numeric ({v.dtype}); "
+                                 "the state is unchanged")
             # a non-finite state only poisons the next step; an int8 graph would even turn
             # NaN into whatever integer this platform's cast gives
-            if v.dtype.kind in "fc" and not np.isfinite(v).all():
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
                 raise InputError(f"state {spec.name!r}: not finite; the state is unchanged")
         for buf, v in zip(self._step.state, values):
             buf[...] = v.astype(buf.dtype)
