@@ -181,7 +181,8 @@ def test_cli_run_with_sources_on_a_batch_directory_says_one_call(batch_dir):
 
     rec = BUNDLED / "wave_basic_motions" / "recording.csv"
     proc = run_cli("run", batch_dir, "--source", f"replay:{rec}?rate=max&limit=200",
-                   "--source", "synthetic:imu?n=100&rate=max", "--sink", "null:")
+                   "--source", "synthetic:imu?n=100&rate=max", "--sink", "null:",
+                   "--group", "always")
     assert proc.returncode == 0, proc.stderr
     assert "2 streams, one call of the batch-4 step graph per tick" in proc.stderr
     assert "streams: 2, one call per tick for all (a group); samples 200, 100" in proc.stderr
@@ -222,28 +223,33 @@ def test_push_chunk_runs_every_member_through_the_batch_chunk_graph(batch_dir):
 
 
 def test_a_whole_tick_as_one_array_equals_the_same_tick_given_by_key(batch_dir):
-    """The whole-tick path (one float32 array) against the general one (a mapping), including
-    ticks whose state check is due, a poisoned member and samples outside the ball about 0."""
+    """The whole-tick path (one float32 array, or a mapping naming every member in key order,
+    as `wavedge run` gives it) against the general one (a mapping in another order),
+    including ticks whose state check is due, a poisoned member and samples outside the ball
+    about 0."""
     model = load_model(batch_dir, streams=3)
-    whole, by_key = model.group(), model.group()
-    for g in (whole, by_key):
+    whole, in_order, by_key = model.group(), model.group(), model.group()
+    for g in (whole, in_order, by_key):
         for k in "abc":
             g.add(k)
     ticks = _data(70, 3, seed=3) * 3  # some samples past the ball, inside the bounds or not
     for i, tick in enumerate(ticks):
         if i == 40:  # a poisoned state, as a diverging member would have
-            for g in (whole, by_key):
+            for g in (whole, in_order, by_key):
                 diverge(g.member("b"))
-        r1, r2 = whole.push(tick), by_key.push(dict(zip("abc", tick)))
-        assert r1.keys() == r2.keys() and set(r1.errors) == set(r2.errors)
-        for k in r1.keys():
-            np.testing.assert_array_equal(r1[k].values[0], r2[k].values[0])
-            assert r1[k].step == r2[k].step
+        r1 = whole.push(tick)
+        for r2 in (in_order.push(dict(zip("abc", tick))),
+                   by_key.push(dict(zip("cba", tick[::-1])))):
+            assert sorted(r1.keys()) == sorted(r2.keys()) and set(r1.errors) == set(r2.errors)
+            for k in r1.keys():
+                np.testing.assert_array_equal(r1[k].values[0], r2[k].values[0])
+                assert r1[k].step == r2[k].step
     for k in "abc":
-        a, b = whole.member(k), by_key.member(k)
-        assert (a.steps, a.stats.dropped, a.stats.state_resets) == \
-            (b.steps, b.stats.dropped, b.stats.state_resets)
-        np.testing.assert_array_equal(a.state[0], b.state[0])
+        a = whole.member(k)
+        for b in (in_order.member(k), by_key.member(k)):
+            assert (a.steps, a.stats.dropped, a.stats.state_resets) == \
+                (b.steps, b.stats.dropped, b.stats.state_resets)
+            np.testing.assert_array_equal(a.state[0], b.state[0])
     assert whole.member("b").stats.state_resets["non_finite"] == 1
 
 

@@ -279,7 +279,8 @@ def test_two_sensors_topics_run_as_one_group_each_like_its_replay(broker, tmp_pa
     rows = {"imu1": lines[1:121], "imu2": lines[2001:2081]}
     out = tmp_path / "two.jsonl"
     proc = _run("--source", broker.url("fleet/b7/imu1", idle=2), "--source",
-                broker.url("fleet/b7/imu2", idle=2), "--sink", f"jsonl:{out}")
+                broker.url("fleet/b7/imu2", idle=2), "--sink", f"jsonl:{out}",
+                "--group", "always")
     time.sleep(1.0)  # the sources' subscriptions
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensors")
     c.connect("127.0.0.1", broker.port)

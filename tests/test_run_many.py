@@ -102,7 +102,7 @@ def test_cli_two_sources_limit_counts_per_source_and_csv_names_the_stream(tmp_pa
     out = tmp_path / "r.csv"
     proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
                    "--source", f"replay:{second_recording}?rate=max", "--limit", "150",
-                   "--sink", f"csv:{out}")
+                   "--sink", f"csv:{out}", "--group", "always")
     assert proc.returncode == 0, proc.stderr
     assert "2 streams, one call of the batch-8 step graph per tick" in proc.stderr
     assert "streams: 2, one call per tick for all (a group); samples 150, 150" in proc.stderr
@@ -151,7 +151,8 @@ def test_ctrl_c_stops_a_run_of_several_sources_with_a_summary():
 
     proc = subprocess.Popen([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
                              "--source", "synthetic:imu?n=0&rate=200",
-                             "--source", "synthetic:imu?n=0&rate=50&seed=1", "--sink", "null:"],
+                             "--source", "synthetic:imu?n=0&rate=50&seed=1", "--sink", "null:",
+                             "--group", "always"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stderr.readline()
     assert "2 streams, one call of the batch-8 step graph per tick" in first, first
@@ -170,3 +171,112 @@ def test_one_port_or_stdin_cannot_feed_two_streams():
                           "/dev/ttyQ9 is already a source")
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", "serial:///dev/ttyQ9",
                                   "--source", "link:/dev/ttyQ9"), "/dev/ttyQ9 is already a source")
+
+
+class Paced:
+    """A sensor that gives ``n`` samples every ``period_s``, from ``offset_s`` after it is
+    first read, and records when each was handed over; ``stall_s`` holds it after the first."""
+
+    def __init__(self, n: int, period_s: float, offset_s: float = 0.0,
+                 stall_s: float = 0.0) -> None:
+        self.n, self.period_s, self.offset_s, self.stall_s = n, period_s, offset_s, stall_s
+        self.given = []
+
+    def __iter__(self):
+        import time
+
+        from wavedge.runtime.sources import Sample
+
+        t0 = time.monotonic() + self.offset_s
+        for i in range(self.n):
+            due = t0 + i * self.period_s + (self.stall_s if i else 0.0)
+            time.sleep(max(0.0, due - time.monotonic()))
+            self.given.append(time.monotonic())
+            yield Sample(np.full(6, 0.01 * i, np.float32))
+
+    def close(self) -> None:
+        pass
+
+
+class Stamped(Collect):
+    def write(self, result, sample) -> None:
+        import time
+
+        super().write(result, sample)
+        self.rows[-1] += (time.monotonic(),)
+
+
+@pytest.fixture(scope="module")
+def group_model():
+    return load_model(BUNDLED_MODEL, streams=2)
+
+
+def _group_of(model, n: int):
+    group = model.group()
+    for k in range(n):
+        group.add(k)
+    return group
+
+
+def test_a_tick_waits_for_every_sensor_so_the_group_steps_them_in_one_call(group_model):
+    # two sensors at 100 Hz, 3 ms apart: a tick for each arrival would call the batch graph
+    # once per sample; waiting up to 6 ms steps both in one call per instant
+    for wait_ms, full in ((6.0, True), (0.0, False)):
+        summary = run_many(_group_of(group_model, 2), [Paced(40, 0.01), Paced(40, 0.01, 0.003)],
+                           Collect(), tick_wait_ms=wait_ms)
+        assert summary.streams == [40, 40] and summary.one_call
+        assert (summary.ticks == 40) == full, (wait_ms, summary.ticks)
+        assert f"ticks: {summary.ticks}," in "\n".join(summary.lines())
+
+
+def test_a_stalled_sensor_delays_the_others_by_the_wait_at_most(group_model):
+    stalled, live = Paced(2, 0.01, stall_s=0.6), Paced(40, 0.01)
+    sink = Stamped()
+    summary = run_many(_group_of(group_model, 2), [live, stalled], sink, tick_wait_ms=20.0)
+    assert summary.streams == [40, 2] and summary.error is None
+    written = [r[-1] for r in sink.rows if r[0] == 0]
+    # each of the live sensor's samples is stepped within the wait (and some scheduling) of
+    # its arrival, though its partner gave nothing for 0.6 s
+    delays = np.array(written) - np.array(live.given)
+    assert delays.max() < 0.020 + 0.1, delays.max()
+    assert written[-1] < stalled.given[1]
+
+
+def test_cli_tick_wait_is_stated_and_checked(tmp_path):
+    two = ["--source", f"replay:{RECORDING}?rate=500&limit=100",
+           "--source", f"replay:{RECORDING}?rate=500&limit=100"]
+    proc = run_cli("run", BUNDLED_MODEL, *two, "--sink", "null:", "--tick-wait", "50",
+                   "--group", "always")
+    assert proc.returncode == 0, proc.stderr
+    assert "a tick waiting up to 50 ms for every source" in proc.stderr.splitlines()[0]
+    assert "ticks: 100, 2.00 samples each" in proc.stderr
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, *two, "--tick-wait", "-1"),
+                          "--tick-wait: between 0 and 1000 ms, got -1")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--tick-wait", "5"),
+                          "--tick-wait: for a run of several sources")
+
+
+def _start(proc) -> str:
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr.splitlines()[0]
+
+
+def test_cli_steps_several_sources_the_way_it_measured_cheaper():
+    import re
+
+    for n in (2, 8):  # a batch-8 graph costs the same for 2 members as for 8
+        srcs = [a for k in range(n)
+                for a in ("--source", f"synthetic:imu?n=30&rate=max&seed={k}")]
+        line = _start(run_cli("run", BUNDLED_MODEL, *srcs, "--sink", "null:"))
+        got = re.search(r"(one call of the batch-8 step graph per tick|stepped in turn) "
+                        r"\(measured ([\d.]+) us a tick against ([\d.]+)", line)
+        assert got, line
+        assert float(got[2]) <= float(got[3]), line  # the way taken is the cheaper
+        assert ("tick waiting" in line) == got[1].startswith("one call"), line
+    line = _start(run_cli("run", BUNDLED_MODEL, *srcs, "--sink", "null:", "--group", "never"))
+    assert "8 streams, stepped in turn (--group never);" in line
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--group", "never"),
+                          "--group: for a run of several sources")
+    nine = [a for k in range(9) for a in ("--source", f"synthetic:imu?n=3&seed={k}")]
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, *nine, "--group", "always"),
+                          "no onnx fp32 graphs for 9 streams per call (it has batch 1, 8)")

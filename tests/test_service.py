@@ -69,7 +69,7 @@ def test_a_service_of_several_sensors_waits_for_each_and_runs_them_as_one_group(
     argv, _ = _command_line(root, "bm")
     run = subprocess.run(argv, capture_output=True, text=True, env=user_env(), timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "2 streams, one call of the batch-8 step graph per tick" in run.stderr
+    assert "2 streams, " in run.stderr  # a group or in turn, whichever measured cheaper
     streams = [json.loads(line)["stream"] for line in out.read_text().splitlines()]
     assert streams.count(0) == 120 and streams.count(1) == 80
 

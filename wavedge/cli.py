@@ -181,7 +181,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from wavedge.resets import ResetPolicy
-    from wavedge.runtime import BackendOptions, load_model, open_sink, open_source
+    from wavedge.runtime import BackendOptions, open_sink, open_source
     from wavedge.runtime.loop import run, run_many
 
     options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)),
@@ -190,10 +190,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else None
     urls = args.source or [None]
-    # a run pushes one sample at a time: no chunk graph (a batch-8 one is 58-83 KB of graph
-    # and its session or interpreter)
-    model = load_model(args.model_dir, args.backend, args.precision, options, use_chunk=False,
-                       streams=len(urls), in_turn=True)
+    if args.tick_wait is not None and not 0 <= args.tick_wait <= 1000:
+        raise InputError(f"--tick-wait: between 0 and 1000 ms, got {args.tick_wait:g}")
+    for flag, given in (("--tick-wait", args.tick_wait is not None),
+                        ("--group", args.group != "auto")):
+        if given and len(urls) == 1:
+            raise InputError(f"{flag}: for a run of several sources (repeat --source)")
+    model, how = _load_for_run(args, options, len(urls))
     resets = resets or model.manifest.reset_policy
     noise = model.signature.noise
     if args.noise == "sample" and not noise:
@@ -210,7 +213,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for source in sources:
             source.close()
         raise
-    line = _run_line(model, args, urls, resets)
+    line = _run_line(model, args, urls, resets, how)
     started = lambda: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if len(urls) == 1:
         stream = model.stream(args.policy, noise=args.noise, seed=args.seed)
@@ -218,7 +221,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       signals=True, started=started)
     else:
         summary = run_many(_streams(model, args, len(urls)), sources, sink, limit=args.limit,
-                           resets=resets, signals=True, started=started)
+                           resets=resets, signals=True, started=started,
+                           tick_wait_ms=_tick_wait_ms(args, model))
     if summary.broken_pipe:  # `| head`: nothing more can reach stdout, not even at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in summary.lines():
@@ -256,6 +260,44 @@ def _recording_url(model, model_dir) -> str:
     return f"replay:{model.manifest.directory / rec}"
 
 
+def _load_for_run(args, options, n: int):
+    """The model a run steps and, for several sources, how it steps them (one call of a batch
+    graph per tick, or in turn) and why: by default the way measured cheaper here, now."""
+    from wavedge.runtime import load_model
+
+    def load(streams: int, in_turn: bool = False):
+        # a run pushes one sample at a time: no chunk graph (a batch-8 one is 58-83 KB of
+        # graph and its session or interpreter)
+        return load_model(args.model_dir, args.backend, args.precision, options,
+                          use_chunk=False, streams=streams, in_turn=in_turn)
+
+    if n == 1 or args.group == "never":
+        return load(1), None if n == 1 else "stepped in turn (--group never)"
+    model = load(n, in_turn=args.group == "auto")
+    if model.batch == 1:
+        return model, f"stepped in turn (`wavedge export --batch {n}` steps them in one call)"
+    how = f"one call of the batch-{model.batch} step graph per tick"
+    if args.group == "always":
+        return model, how + " (--group always)"
+    from wavedge.runtime.bench import group_against_turn
+
+    single = load(1)
+    grouped, turn = group_against_turn(model, single, n)
+    if turn < grouped:
+        return single, (f"stepped in turn (measured {turn:.1f} us a tick against {grouped:.1f} "
+                        f"for one call of the batch-{model.batch} step graph)")
+    return model, how + f" (measured {grouped:.1f} us a tick against {turn:.1f} in turn)"
+
+
+def _tick_wait_ms(args, model) -> float:
+    from wavedge.runtime.fanin import default_wait_ms
+
+    if args.tick_wait is not None:
+        return args.tick_wait
+    # streams stepped in turn gain nothing from a fuller tick: each is its own call
+    return default_wait_ms(model.manifest.sample_rate_hz) if model.batch > 1 else 0.0
+
+
 def _streams(model, args, n: int):
     """n streams: a group on the model's batch graph, or n streams stepped in turn."""
     seeds = [args.seed + k for k in range(n)]  # distinct draws per stream, from --seed up
@@ -267,15 +309,15 @@ def _streams(model, args, n: int):
     return group
 
 
-def _run_line(model, args, urls: list, resets) -> str:
+def _run_line(model, args, urls: list, resets, how: str | None) -> str:
     """The line a run starts with: model, backend, graphs, sources, sink, policies."""
     g = model.step_graph
     providers = f" {', '.join(g.detail['providers'])}" if g.detail.get("providers") else ""
     if len(urls) == 1:
         where = f"source {urls[0]}"
     else:
-        how = f"one call of the batch-{model.batch} step graph per tick" if model.batch > 1 \
-            else f"stepped in turn (`wavedge export --batch {len(urls)}` steps them in one call)"
+        if model.batch > 1:
+            how += f", a tick waiting up to {_tick_wait_ms(args, model):g} ms for every source"
         where = f"{len(urls)} streams, {how}; sources " + ", ".join(
             f"[{k}] {u}" for k, u in enumerate(urls))
     line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
@@ -517,8 +559,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append",
                    help="source URL (default: the model directory's recording); repeat it for "
                         "several streams, source k into stream k: one call per tick for all "
-                        "when the model has a batch graph for them (`export --batch N`), "
-                        "stepped in turn otherwise; --limit then counts per source")
+                        "when the model has a batch graph for them (`export --batch N`) and "
+                        "that measures cheaper (--group), stepped in turn otherwise; --limit "
+                        "then counts per source")
+    p.add_argument("--group", default="auto", choices=["auto", "always", "never"],
+                   help="several sources on a model with a batch graph for them: auto (the "
+                        "default) steps them by one call per tick or in turn, whichever it "
+                        "measures cheaper at start (a few milliseconds; a batch graph costs "
+                        "the same for any number of members); always or never to choose")
+    p.add_argument("--tick-wait", type=float, metavar="MS",
+                   help="several sources: how long a tick waits, after its oldest sample "
+                        "arrived, for every source to have one, so that sensors sampled at "
+                        "the same instants are stepped in one call (default: one sample "
+                        "period at the model's rate, at most 2 ms; 0 steps whatever has "
+                        "arrived)")
     p.add_argument("--sink", default="stdout:", help="sink URL (default stdout:)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "litert"])
     p.add_argument("--precision", default="fp32", help="artefact precision (default fp32)")

@@ -386,6 +386,35 @@ def _group_configs(model_dir, backend, precision, bopts, data, options) -> list[
     return out
 
 
+def group_against_turn(group_model, single_model, n: int, rounds: int = 5,
+                       ticks: int = 20) -> tuple[float, float]:
+    """Us per tick of ``n`` streams two ways, measured here and now: one group of ``n`` on
+    ``group_model``'s batch graph, and ``n`` streams of ``single_model`` pushed in turn; each
+    tick given by key, as ``wavedge run`` gives it; interleaved rounds after one to warm up,
+    the median. ``wavedge run`` steps its sources the cheaper way: a batch graph costs the
+    same for any number of members, so a few streams can be cheaper in turn (2 on the bundled
+    batch-8 graph: 11.6 against 26.7 us on LiteRT, 24.8 against 35.2 on ONNX Runtime)."""
+    data = _Samples(group_model.signature, n)
+    tick = {k: data[k] for k in range(n)}
+    group = group_model.group()
+    for k in range(n):
+        group.add(k)
+    streams = [single_model.stream() for _ in range(n)]
+
+    def in_turn():
+        for k, stream in enumerate(streams):
+            stream.push(tick[k])
+
+    ways = {lambda: group.push(tick): [], in_turn: []}
+    for r in range(rounds + 1):
+        for call, medians in ways.items():
+            us = float(np.median(_time_calls(call, ticks, 1)))
+            if r:
+                medians.append(us)
+    grouped, turn = (float(np.median(m)) for m in ways.values())
+    return grouped, turn
+
+
 def _floor_config(manifest, backend, bopts, data, options) -> Config | None:
     entry = manifest.find_file("identity", "fp32", FILE_FORMAT[backend])
     if entry is None:

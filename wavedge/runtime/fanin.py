@@ -11,18 +11,28 @@ source cannot grow memory). A source that ends or fails ends its own stream only
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 from wavedge.errors import WavedgeError
 
 QUEUE_PER_SOURCE = 64  # samples read ahead per source before its reader waits
+TICK_WAIT_MS = 2.0  # the longest default wait of a tick for its late sources
+
+
+def default_wait_ms(rate_hz: float | None) -> float:
+    """A tick's default wait: one sample period at the model's rate, at most ``TICK_WAIT_MS``
+    (a sensor later than one period is a tick behind; at a model's 10 Hz the 2 ms cost no
+    throughput and bound the latency a stalled sensor adds)."""
+    return min(TICK_WAIT_MS, 1000.0 / rate_hz) if rate_hz else TICK_WAIT_MS
 _END = object()
 
 
 class FanIn:
-    def __init__(self, sources: list, ended, failed) -> None:
+    def __init__(self, sources: list, ended, failed, wait_s: float = 0.0) -> None:
         self._ended, self._failed = ended, failed  # callbacks: (k) and (k, exc)
-        self._pending = [deque() for _ in sources]
+        self._wait_s = wait_s
+        self._pending = [deque() for _ in sources]  # (arrival time, a sample, the end or a failure)
         self._live = len(sources)
         self._cond = threading.Condition()
         self._stopped = False
@@ -51,7 +61,7 @@ class FanIn:
                 self._cond.wait(0.1)
             if self._stopped:
                 return False
-            self._pending[k].append(item)
+            self._pending[k].append((time.monotonic(), item))
             self._cond.notify_all()
             return True
 
@@ -59,20 +69,32 @@ class FanIn:
         """(source index, sample) pairs, at most one per source; None when all have ended."""
         with self._cond:
             while True:
-                tick = []
-                for k, pending in enumerate(self._pending):
-                    # a source's end (or failure) is acted on after the samples before it
-                    while pending and (pending[0] is _END
-                                       or isinstance(pending[0], WavedgeError)):
-                        self._mark(k, pending.popleft())
-                    if pending:
-                        tick.append((k, pending.popleft()))
-                if tick:
-                    self._cond.notify_all()  # room for the readers
-                    return tick
-                if not self._live:
+                heads = self._heads()
+                if heads:
+                    due = min(arrived for arrived, _ in heads.values()) + self._wait_s
+                    left = due - time.monotonic()
+                    if len(heads) == self._live or left <= 0:
+                        for k in heads:
+                            self._pending[k].popleft()
+                        self._cond.notify_all()  # room for the readers
+                        return [(k, sample) for k, (_, sample) in heads.items()]
+                    self._cond.wait(left)
+                elif not self._live:
                     return None
-                self._cond.wait()
+                else:
+                    self._cond.wait()
+
+    def _heads(self) -> dict:
+        """Each source's first waiting sample, by source; an end (or failure) at the head is
+        acted on first, after the samples before it."""
+        heads = {}
+        for k, pending in enumerate(self._pending):
+            while pending and (pending[0][1] is _END
+                               or isinstance(pending[0][1], WavedgeError)):
+                self._mark(k, pending.popleft()[1])
+            if pending:
+                heads[k] = pending[0]
+        return heads
 
     def _mark(self, k: int, what) -> None:
         self._live -= 1

@@ -53,6 +53,8 @@ class Summary:
     streams: list = field(default_factory=list)  # samples per source, a run of several
     stream_faults: list = field(default_factory=list)  # per source: its drops and repairs
     one_call: bool = False  # ... stepped by one call of a batch graph, not in turn
+    ticks: int = 0  # ... calls of the group, or rounds of pushes in turn
+    tick_wait_ms: float = 0.0  # how long a tick waited for every source, at most
 
     def lines(self) -> list[str]:
         stop = f" (stopped by {self.stopped_by})" if self.stopped_by else \
@@ -66,10 +68,13 @@ class Summary:
                 f"{k} {v}" for k, v in sorted(self.state_resets.items()))
                 + " (the outputs were not finite, or the state passed its limit)")
         if self.streams:
-            how = "one call per tick for all (a group)" if self.one_call else \
-                "stepped in turn (the model has no batch graph for them)"
+            how = "one call per tick for all (a group)" if self.one_call else "stepped in turn"
             out.append(f"streams: {len(self.streams)}, {how}; samples "
                        + ", ".join(map(str, self.streams)))
+            if self.ticks:
+                out.append(f"ticks: {self.ticks}, {sum(self.streams) / self.ticks:.2f} samples "
+                           f"each (a tick waits up to {self.tick_wait_ms:g} ms for every "
+                           "source)")
             for k, faults in enumerate(self.stream_faults):
                 if faults:  # which sensor it was
                     out.append(f"  stream {k}: " + ", ".join(
@@ -124,18 +129,21 @@ def run(stream, source, sink, limit: int | None = None, warn=None,
 
 def run_many(streams, sources: list, sink, limit: int | None = None, warn=None,
              resets: ResetPolicy | None = None, signals: bool = False,
-             started=None) -> Summary:
+             started=None, tick_wait_ms: float = 0.0) -> Summary:
     """``run`` for several sources, source ``k`` into stream ``k``: ``streams`` is a
     ``StreamGroup`` whose members are keyed 0..n-1 (one backend call per tick for all) or a
     list of ``Stream`` objects (stepped in turn). Each source is read by its own thread; a
     tick steps every stream that has a sample waiting. ``limit`` counts per source; a source
-    that ends or fails ends its stream only (the failure is the summary's error)."""
+    that ends or fails ends its stream only (the failure is the summary's error). A tick waits
+    up to ``tick_wait_ms`` after its oldest sample arrived for every live source to have one
+    (``fanin.FanIn``)."""
     from wavedge.runtime.fanin import FanIn
 
     group = None if isinstance(streams, list) else streams
     members = streams if group is None else [group.member(k) for k in range(len(sources))]
     loop = _Loop(members, sink, limit, warn, resets, group)
-    fanin = FanIn(sources, loop.lane_ended, loop.source_failed)
+    fanin = FanIn(sources, loop.lane_ended, loop.source_failed, tick_wait_ms / 1000.0)
+    loop.summary.tick_wait_ms = tick_wait_ms
     return _drive(loop, sources, fanin.next_tick, loop.feed_tick, signals, started,
                   fanin.stop)
 
@@ -399,6 +407,7 @@ class _Loop:
                 + Counter({f"reset ({k})": v for k, v in lane.stream.stats.state_resets.items()})
                 for lane in self.lanes]
             summary.one_call = self.group is not None
+            summary.ticks = self.pushes
         if self.pushes:
             n = min(self.pushes, LATENCY_WINDOW)
             for name, ring in (("latency_us", self.ring), ("with_sink_us", self.sink_ring)):
