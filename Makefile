@@ -14,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-startup fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-startup bench-sources fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -136,6 +136,11 @@ bench-scale: $(STAMP) $(TFLITE_STAMP)
 # interleaved, wall time and peak RSS (a few seconds); $(OUT)/bench/startup.json.
 bench-startup: $(RUNTIME_STAMP)
 	$(PY) scripts/bench_startup.py --python $(RUNTIME_VENV)/bin/python --out $(OUT)/bench/startup.json
+
+# Several sensors through `wavedge run`'s loop: a group call per tick against the streams in
+# turn, and the tick's wait for every source (about 2 minutes); $(OUT)/bench/sources.json.
+bench-sources: $(STAMP)
+	$(BIN)/python scripts/bench_sources.py --out $(OUT)/bench/sources.json
 
 # Throughput of the Python frame codec against a 921600-baud link (a few seconds).
 bench-bridge: $(STAMP)

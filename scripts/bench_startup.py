@@ -10,13 +10,14 @@ every file), loading the graphs, opening the replay source (its first rows) and 
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _report import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "wavedge" / "bundled" / "wave_basic_motions"
@@ -66,10 +67,7 @@ def main(argv=None) -> int:
               f"[{r['wall_s_min']:.3f}, {r['wall_s_max']:.3f}], peak RSS {r['peak_rss_mb']} MB")
     if not torch_free:
         print("note: torch is installed in that venv (a board's venv has none)")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    write_json(args.out, report)
     return 0
 
 

@@ -565,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", default="auto", choices=["auto", "always", "never"],
                    help="several sources on a model with a batch graph for them: auto (the "
                         "default) steps them by one call per tick or in turn, whichever it "
-                        "measures cheaper at start (a few milliseconds; a batch graph costs "
+                        "measures cheaper at start (tens of milliseconds; a batch graph costs "
                         "the same for any number of members); always or never to choose")
     p.add_argument("--tick-wait", type=float, metavar="MS",
                    help="several sources: how long a tick waits, after its oldest sample "

@@ -358,8 +358,9 @@ class StreamGroup:
 
     def _whole(self, samples: dict):
         """A mapping naming every member in the order of ``keys`` as one ``[n, *shape]``
-        array, which the whole tick's path takes (``wavedge run`` gives its ticks by key:
-        8 members 46 -> 33 us a tick on ONNX Runtime); None when it is anything else."""
+        array, which the whole tick's path takes (``wavedge run`` gives its ticks by key: 8
+        members 54.8 -> 35.9 us a tick on ONNX Runtime, ``make bench-sources``); None when it
+        is anything else."""
         if len(samples) != len(self._order) or any(
                 k != m.key for k, m in zip(samples, self._order)):
             return None
