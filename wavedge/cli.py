@@ -316,8 +316,9 @@ def _run_line(model, args, urls: list, resets, how: str | None) -> str:
     if len(urls) == 1:
         where = f"source {urls[0]}"
     else:
-        if model.batch > 1:
-            how += f", a tick waiting up to {_tick_wait_ms(args, model):g} ms for every source"
+        wait = _tick_wait_ms(args, model)
+        if wait:
+            how += f", a tick waiting up to {wait:g} ms for every source"
         where = f"{len(urls)} streams, {how}; sources " + ", ".join(
             f"[{k}] {u}" for k, u in enumerate(urls))
     line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
@@ -397,7 +398,8 @@ def _cmd_service(args: argparse.Namespace) -> int:
         raise InputError("service install: give NAME MODEL_DIR --source URL --sink URL")
     options = {k: v for k, v in (("backend", args.backend), ("precision", args.precision),
                                  ("policy", args.policy), ("reset", args.reset),
-                                 ("noise", args.noise)) if v is not None}
+                                 ("noise", args.noise), ("group", args.group),
+                                 ("tick-wait", args.tick_wait)) if v is not None}
     svc = service.Service(args.name, args.model_dir.resolve(), tuple(args.source), args.sink,
                           options, args.user, args.wavedge or "")
     if args.print:
@@ -670,6 +672,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", choices=["reject", "hold", "zero"])
     p.add_argument("--reset", metavar="POLICY")
     p.add_argument("--noise", choices=["zero", "sample"])
+    p.add_argument("--group", choices=["auto", "always", "never"],
+                   help="several sources: as for `wavedge run` (default auto)")
+    p.add_argument("--tick-wait", type=float, metavar="MS",
+                   help="several sources: as for `wavedge run`")
     p.add_argument("--user", help="run as this user (and the dialout group), not root")
     p.add_argument("--wavedge", help="the wavedge command the unit runs (default: this install's)")
     p.add_argument("--root", type=Path, default=Path("/"),
