@@ -282,7 +282,10 @@ def _load_for_run(args, options, n: int):
     from wavedge.runtime.bench import group_against_turn
 
     single = load(1)
-    grouped, turn = group_against_turn(model, single, n)
+    try:
+        grouped, turn = group_against_turn(model, single, n)
+    except InputError as exc:  # the example inputs refused (a model's tight bounds)
+        return model, how + f" (not measured against in turn: {exc})"
     if turn < grouped:
         return single, (f"stepped in turn (measured {turn:.1f} us a tick against {grouped:.1f} "
                         f"for one call of the batch-{model.batch} step graph)")

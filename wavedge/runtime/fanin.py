@@ -2,9 +2,9 @@
 
 Each source is read by its own thread (a serial port or a broker blocks its reader, and one
 slow sensor must not stall the rest) into its own bounded queue; ``next_tick()`` waits until
-some source has a sample (see below) and hands back at most one sample per source, in order per source (a
-source's extra samples wait for the next ticks; a reader whose queue is full waits, so a fast
-source cannot grow memory). A source that ends or fails ends its own stream only;
+some source has a sample (see below) and hands back at most one sample per source, in order
+per source (a source's extra samples wait for the next ticks; a reader whose queue is full
+waits, so a fast source cannot grow memory). A source that ends or fails ends its own stream only;
 ``next_tick()`` returns None once every source has ended.
 
 A tick waits for every live source to have a sample, for at most ``wait_s`` after the oldest
@@ -25,6 +25,7 @@ from wavedge.errors import WavedgeError
 
 QUEUE_PER_SOURCE = 64  # samples read ahead per source before its reader waits
 TICK_WAIT_MS = 2.0  # the longest default wait of a tick for its late sources
+_END = object()
 
 
 def default_wait_ms(rate_hz: float | None) -> float:
@@ -32,14 +33,14 @@ def default_wait_ms(rate_hz: float | None) -> float:
     (a sensor later than one period is a tick behind; at a model's 10 Hz the 2 ms cost no
     throughput and bound the latency a stalled sensor adds)."""
     return min(TICK_WAIT_MS, 1000.0 / rate_hz) if rate_hz else TICK_WAIT_MS
-_END = object()
 
 
 class FanIn:
     def __init__(self, sources: list, ended, failed, wait_s: float = 0.0) -> None:
         self._ended, self._failed = ended, failed  # callbacks: (k) and (k, exc)
         self._wait_s = wait_s
-        self._pending = [deque() for _ in sources]  # (arrival time, a sample, the end or a failure)
+        # per source: (arrival time, a sample or its end or failure)
+        self._pending = [deque() for _ in sources]
         self._live = len(sources)
         self._cond = threading.Condition()
         self._stopped = False
