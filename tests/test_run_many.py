@@ -280,3 +280,22 @@ def test_cli_steps_several_sources_the_way_it_measured_cheaper():
     nine = [a for k in range(9) for a in ("--source", f"synthetic:imu?n=3&seed={k}")]
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, *nine, "--group", "always"),
                           "no onnx fp32 graphs for 9 streams per call (it has batch 1, 8)")
+
+
+def test_a_choice_that_cannot_be_measured_keeps_the_group(monkeypatch):
+    import argparse
+
+    from wavedge.cli import _load_for_run
+    from wavedge.errors import InputError
+    from wavedge.runtime import BackendOptions, bench
+
+    def refused(*_):  # what a model whose bounds refuse its own example inputs raises
+        raise InputError("sample outside the bounds of channel(s) [0]")
+
+    monkeypatch.setattr(bench, "group_against_turn", refused)
+    args = argparse.Namespace(model_dir=BUNDLED_MODEL, backend="onnxruntime", precision="fp32",
+                              group="auto")
+    model, how = _load_for_run(args, BackendOptions(), 3)
+    assert model.batch == 8
+    assert how == ("one call of the batch-8 step graph per tick (not measured against in turn: "
+                   "sample outside the bounds of channel(s) [0])")
