@@ -138,7 +138,7 @@ bench-startup: $(RUNTIME_STAMP)
 	$(PY) scripts/bench_startup.py --python $(RUNTIME_VENV)/bin/python --out $(OUT)/bench/startup.json
 
 # Several sensors through `wavedge run`'s loop: a group call per tick against the streams in
-# turn, and the tick's wait for every source (about 2 minutes); $(OUT)/bench/sources.json.
+# turn, and the tick's wait for every source (about 75 seconds); $(OUT)/bench/sources.json.
 bench-sources: $(STAMP)
 	$(BIN)/python scripts/bench_sources.py --out $(OUT)/bench/sources.json
 
