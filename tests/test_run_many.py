@@ -223,11 +223,16 @@ def test_a_tick_waits_for_every_sensor_so_the_group_steps_them_in_one_call(group
     # once per sample; waiting up to 40 ms (room for a loaded machine's scheduling) steps
     # both in one call per instant
     for wait_ms, full in ((40.0, True), (0.0, False)):
-        summary = run_many(_group_of(group_model, 2), [Paced(20, 0.06), Paced(20, 0.06, 0.01)],
-                           Collect(), tick_wait_ms=wait_ms)
+        first, sink = Paced(20, 0.06), Stamped()
+        summary = run_many(_group_of(group_model, 2), [first, Paced(20, 0.06, 0.01)], sink,
+                           tick_wait_ms=wait_ms)
         assert summary.streams == [20, 20] and summary.one_call
         assert (summary.ticks == 20) == full, (wait_ms, summary.ticks)
         assert f"ticks: {summary.ticks}," in "\n".join(summary.lines())
+        # a tick goes as soon as the later sensor's sample arrives (10 ms), not at the end of
+        # the wait
+        delays = np.array([r[-1] for r in sink.rows if r[0] == 0]) - np.array(first.given)
+        assert np.median(delays) < 0.030, (wait_ms, delays)
 
 
 def test_a_stalled_sensor_delays_the_others_by_the_wait_at_most(group_model):

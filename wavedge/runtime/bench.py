@@ -393,7 +393,7 @@ def group_against_turn(group_model, single_model, n: int, rounds: int = 5,
     tick given by key, as ``wavedge run`` gives it; interleaved rounds after one to warm up,
     the median. ``wavedge run`` steps its sources the cheaper way: a batch graph costs the
     same for any number of members, so a few streams can be cheaper in turn (2 on the bundled
-    batch-8 graph: 11.0 us a tick in turn against 29.6 on LiteRT, 21.9 against 33.7 on ONNX
+    batch-8 graph: 10.9 us a tick in turn against 29.2 on LiteRT, 21.6 against 33.3 on ONNX
     Runtime; ``make bench-sources``)."""
     data = _Samples(group_model.signature, n)
     tick = {k: data[k] for k in range(n)}

@@ -69,9 +69,24 @@ class FanIn:
                 self._cond.wait(0.1)
             if self._stopped:
                 return False
-            self._pending[k].append((time.monotonic(), item))
-            self._cond.notify_all()
+            pending = self._pending[k]
+            pending.append((time.monotonic(), item))
+            if self._wakes(pending, item):
+                self._cond.notify_all()
             return True
+
+    def _wakes(self, pending: deque, item) -> bool:
+        """Whether the tick's wait must wake for this item: an end or failure, the first
+        sample waiting (the wait's deadline starts), or the last one missing. Any other
+        arrival changes nothing the wait acts on: waking for each cost 5.7 passes of
+        ``next_tick``'s loop a tick with 8 paced sources, and 82 against 58 us of CPU a
+        sample on ONNX Runtime (docs/benchmarks.md)."""
+        if item is _END or isinstance(item, WavedgeError):
+            return True
+        if len(pending) > 1:
+            return False
+        filled = sum(1 for p in self._pending if p)
+        return filled == 1 or filled >= self._live
 
     def next_tick(self) -> list | None:
         """(source index, sample) pairs, at most one per source; None when all have ended."""

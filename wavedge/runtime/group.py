@@ -359,7 +359,7 @@ class StreamGroup:
     def _whole(self, samples: dict):
         """A mapping naming every member in the order of ``keys`` as one ``[n, *shape]``
         array, which the whole tick's path takes (``wavedge run`` gives its ticks by key: 8
-        members 54.8 -> 35.9 us a tick on ONNX Runtime, ``make bench-sources``); None when it
+        members 55.6 -> 35.8 us a tick on ONNX Runtime, ``make bench-sources``); None when it
         is anything else."""
         if len(samples) != len(self._order) or any(
                 k != m.key for k, m in zip(samples, self._order)):
