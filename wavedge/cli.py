@@ -213,7 +213,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for source in sources:
             source.close()
         raise
-    line = _run_line(model, args, urls, resets, how)
+    wait_ms = _tick_wait_ms(args, model)
+    line = _run_line(model, args, urls, resets, how, wait_ms)
     started = lambda: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if len(urls) == 1:
         stream = model.stream(args.policy, noise=args.noise, seed=args.seed)
@@ -222,7 +223,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         summary = run_many(_streams(model, args, len(urls)), sources, sink, limit=args.limit,
                            resets=resets, signals=True, started=started,
-                           tick_wait_ms=_tick_wait_ms(args, model))
+                           tick_wait_ms=wait_ms)
     if summary.broken_pipe:  # `| head`: nothing more can reach stdout, not even at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in summary.lines():
@@ -312,16 +313,15 @@ def _streams(model, args, n: int):
     return group
 
 
-def _run_line(model, args, urls: list, resets, how: str | None) -> str:
+def _run_line(model, args, urls: list, resets, how: str | None, wait_ms: float) -> str:
     """The line a run starts with: model, backend, graphs, sources, sink, policies."""
     g = model.step_graph
     providers = f" {', '.join(g.detail['providers'])}" if g.detail.get("providers") else ""
     if len(urls) == 1:
         where = f"source {urls[0]}"
     else:
-        wait = _tick_wait_ms(args, model)
-        if wait:
-            how += f", a tick waiting up to {wait:g} ms for every source"
+        if wait_ms:
+            how += f", a tick waiting up to {wait_ms:g} ms for every source"
         where = f"{len(urls)} streams, {how}; sources " + ", ".join(
             f"[{k}] {u}" for k, u in enumerate(urls))
     line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"

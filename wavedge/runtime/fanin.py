@@ -35,6 +35,11 @@ def default_wait_ms(rate_hz: float | None) -> float:
     return min(TICK_WAIT_MS, 1000.0 / rate_hz) if rate_hz else TICK_WAIT_MS
 
 
+def _closes(item) -> bool:
+    """A source's end or failure, queued after its samples."""
+    return item is _END or isinstance(item, WavedgeError)
+
+
 class FanIn:
     def __init__(self, sources: list, ended, failed, wait_s: float = 0.0) -> None:
         self._ended, self._failed = ended, failed  # callbacks: (k) and (k, exc)
@@ -81,7 +86,7 @@ class FanIn:
         arrival changes nothing the wait acts on: waking for each cost 5.7 passes of
         ``next_tick``'s loop a tick with 8 paced sources, and 82 against 58 us of CPU a
         sample on ONNX Runtime (docs/benchmarks.md)."""
-        if item is _END or isinstance(item, WavedgeError):
+        if _closes(item):
             return True
         if len(pending) > 1:
             return False
@@ -112,8 +117,7 @@ class FanIn:
         acted on first, after the samples before it."""
         heads = {}
         for k, pending in enumerate(self._pending):
-            while pending and (pending[0][1] is _END
-                               or isinstance(pending[0][1], WavedgeError)):
+            while pending and _closes(pending[0][1]):
                 self._mark(k, pending.popleft()[1])
             if pending:
                 heads[k] = pending[0]
