@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,7 +49,11 @@ class Broker:
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                              f"persistence true\npersistence_location {folder}/\n"
                              "max_queued_messages 100000\nuser root\n"
-                             f"log_dest file {folder}/mosquitto.log\n")
+                             f"log_dest file {folder}/mosquitto.log\n"
+                             # the defaults, and each subscription (wait_subscribed reads it)
+                             + "".join(f"log_type {t}\n" for t in
+                                       ("error", "warning", "notice", "information",
+                                        "subscribe")))
         self.proc = None
 
     def start(self) -> None:
@@ -67,6 +72,19 @@ class Broker:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)  # a clean stop writes the persistence file
             self.proc.wait(10)
+
+    def wait_subscribed(self, *topics: str, timeout: float = 20) -> None:
+        """Until the broker has logged a subscription to each of ``topics`` (a client's
+        subscription takes longer on a loaded machine than any fixed sleep)."""
+        log, deadline = self.folder / "mosquitto.log", time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = log.read_text().splitlines() if log.exists() else []
+            subscribed = {ln.rsplit(" ", 1)[-1] for ln in lines
+                          if re.fullmatch(r"\d+: \S+ [012] \S+", ln)}
+            if subscribed.issuperset(topics):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no subscription to {topics} within {timeout} s")
 
     def url(self, topic: str, **keys) -> str:
         query = "&".join(f"{k}={v}" for k, v in keys.items())
@@ -97,7 +115,7 @@ class Subscriber:
         c.loop_start()
         self.client = c
         assert self.ready.wait(10), "the subscriber could not connect"
-        time.sleep(0.2)  # the SUBACK
+        broker.wait_subscribed(topic)
 
     def _on_message(self, client, userdata, msg) -> None:
         try:
@@ -183,6 +201,38 @@ def test_a_broker_restart_mid_stream_loses_nothing(broker):
     assert "0 undelivered at close" in err, err
 
 
+def test_a_connack_before_the_client_is_held_loses_nothing(broker, monkeypatch):
+    """On a loaded machine the broker can answer before the sink or source holds its client
+    (the starting thread is descheduled; here it sleeps 0.5 s once the network thread runs).
+    The sink still says it is online and takes commands; the source still subscribes."""
+    from wavedge.runtime import load_model, open_sink, open_source
+
+    sub = Subscriber(broker, "fleet/b10/#")
+    loop_start = mqtt.Client.loop_start
+    monkeypatch.setattr(mqtt.Client, "loop_start",
+                        lambda c: (loop_start(c), time.sleep(0.5))[0])
+    died = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    manifest = load_model(BUNDLED_MODEL).manifest
+    sink = open_sink(broker.url("fleet/b10", board="b10"), manifest)
+    source = open_source(broker.url("fleet/b10/samples"), manifest)
+    try:
+        broker.wait_subscribed("fleet/b10/command", "fleet/b10/samples")
+        assert sub.wait_for("fleet/b10/status", 1, timeout=10)[0]["state"] == "online"
+        sub.client.publish("fleet/b10/command", json.dumps({"command": "stats", "id": 1}), qos=1)
+        sub.client.publish("fleet/b10/samples", "1,2,3,4,5,6", qos=1)
+        assert source.inbox.get(timeout=10) == b"1,2,3,4,5,6"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not sink.inbox:
+            time.sleep(0.05)
+        assert sink.inbox and sink.inbox[0][0]["command"] == "stats"
+        assert died == []
+    finally:
+        sink.close()
+        source.close()
+        sub.close()
+
+
 def test_a_full_queue_drops_the_oldest_and_counts_them_without_a_busy_loop(broker):
     import resource
 
@@ -252,7 +302,7 @@ def test_the_mqtt_source_streams_published_samples_like_a_replay(broker, tmp_pat
     header, rows = lines[0], lines[1:201]
     out = tmp_path / "from_mqtt.jsonl"
     proc = _run("--source", broker.url("fleet/b6/samples", idle=2), "--sink", f"jsonl:{out}")
-    time.sleep(1.0)  # the source's subscription
+    broker.wait_subscribed("fleet/b6/samples")
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensor")
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
@@ -281,7 +331,7 @@ def test_two_sensors_topics_run_as_one_group_each_like_its_replay(broker, tmp_pa
     proc = _run("--source", broker.url("fleet/b7/imu1", idle=2), "--source",
                 broker.url("fleet/b7/imu2", idle=2), "--sink", f"jsonl:{out}",
                 "--group", "always")
-    time.sleep(1.0)  # the sources' subscriptions
+    broker.wait_subscribed("fleet/b7/imu1", "fleet/b7/imu2")
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sensors")
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
@@ -346,7 +396,7 @@ def test_the_dashboard_example_plots_two_boards(broker, tmp_path):
                              "--port", str(broker.port), "--topic", "fleet/+", "--count", "400",
                              "--png", str(png)], stdout=subprocess.PIPE, text=True,
                             env=user_env())
-    time.sleep(1.5)  # its subscription
+    broker.wait_subscribed("fleet/+")
     for board in ("pi-1", "pi-2"):
         proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
                        "--sink", broker.url(f"fleet/{board}", board=board), "--limit", 200)

@@ -99,9 +99,9 @@ def _secrets(env_file: str | None, where: str) -> dict:
 
 def client(broker: Broker, clean: bool, on_connect, on_disconnect, on_message=None,
            will: tuple[str, str] | None = None, on_publish=None):
-    """A paho client for ``broker``, started (its network thread running, connecting in the
-    background: a broker that is not up yet is retried, not an error). ``clean`` False keeps
-    the broker-side session (subscriptions, QoS 1 messages queued while we are away)."""
+    """A paho client for ``broker``, not started yet: hold it, then ``start`` it. ``clean``
+    False keeps the broker-side session (subscriptions, QoS 1 messages queued while we are
+    away)."""
     try:
         import paho.mqtt.client as mqtt
     except ImportError:
@@ -126,6 +126,13 @@ def client(broker: Broker, clean: bool, on_connect, on_disconnect, on_message=No
         c.on_message = lambda cl, userdata, msg: on_message(msg)
     if on_publish is not None:  # before the network thread starts: no acknowledgement unseen
         c.on_publish = lambda cl, userdata, mid, reason, props: on_publish(mid)
+    return c
+
+
+def start(c, broker: Broker) -> None:
+    """Run ``c``'s network thread, connecting in the background: a broker that is not up yet
+    is retried, not an error. Its callbacks may run before this returns, so the owner holds
+    ``c`` first: started inside ``client``, a loaded machine answered the CONNACK before the
+    sink had its client, the callback raised, paho's thread died and nothing was delivered."""
     c.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
     c.loop_start()
-    return c

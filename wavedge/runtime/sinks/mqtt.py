@@ -27,7 +27,7 @@ import time
 from collections import deque
 
 from wavedge.runtime.loop import COMMANDS
-from wavedge.runtime.mqtt import COMMON_PARAMS, client, parse_broker
+from wavedge.runtime.mqtt import COMMON_PARAMS, client, parse_broker, start
 from wavedge.runtime.sinks import json_text, record
 
 WINDOW = 64  # results handed to the client and not yet acknowledged
@@ -61,6 +61,7 @@ class MqttSink:
                              on_disconnect=self._on_disconnect, on_message=self._on_message,
                              will=(self.topics["status"], self._status("offline")),
                              on_publish=self._on_publish)
+        start(self.client, b)
         self.sender = threading.Thread(target=self._send, name="mqtt-sink", daemon=True)
         self.sender.start()
 

@@ -17,7 +17,7 @@ import threading
 import time
 
 from wavedge.recordings import csv_samples
-from wavedge.runtime.mqtt import COMMON_PARAMS, client, parse_broker
+from wavedge.runtime.mqtt import COMMON_PARAMS, client, parse_broker, start
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle) and at a stop request
@@ -34,6 +34,7 @@ class MqttSource:
         self.lock = threading.Lock()
         self.client = client(b, clean=False, on_connect=self._on_connect,
                              on_disconnect=self._on_disconnect, on_message=self._on_message)
+        start(self.client, b)
 
     def __iter__(self):
         t = self.table
