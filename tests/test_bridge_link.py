@@ -181,17 +181,23 @@ def test_100k_frames_through_the_fault_proxy(standin_exe):
     assert faults.flipped and faults.dropped and faults.inserted and faults.duplicated
 
 
-def test_proxy_from_the_command_line():
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_proxy_from_the_command_line(stop):
+    """It stops on Ctrl-C or SIGTERM with its counts, even started the way a script starts a
+    job in the background (SIGINT inherited ignored)."""
     import signal
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "wavedge.firmware_bridge.proxy", "--flip",
-                             "0.01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ignoring = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")  # as `proxy &` does
+    proc = subprocess.Popen([sys.executable, "-c", ignoring, "-m", "wavedge.firmware_bridge.proxy",
+                             "--flip", "0.01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     host = proc.stdout.readline().split()
     board = proc.stdout.readline().split()
     assert host[0] == "host" and board[0] == "board" and host[1].startswith("/dev/")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, stop))
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "to board: FaultCounts(" in err
 

@@ -4,10 +4,10 @@ a bad line by hand:
     python -m wavedge.firmware_bridge.proxy --flip 0.004 --drop 0.003 --insert 0.003 \\
         --duplicate 0.001 --burst 0.001 --delay-ms 2
 
-prints the two ports (``host`` and ``board``) and forwards bytes between them until Ctrl-C,
-corrupting each byte with the given probabilities (flip one bit, drop it, insert a random
-byte after it, send it twice), injecting garbage bursts (1-400 random bytes) and optional
-delays, in both directions, and counting what it did.
+prints the two ports (``host`` and ``board``) and forwards bytes between them until Ctrl-C or
+SIGTERM, corrupting each byte with the given probabilities (flip one bit, drop it, insert a
+random byte after it, send it twice), injecting garbage bursts (1-400 random bytes) and
+optional delays, in both directions, and counting what it did.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -153,15 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     faults = Faults(args.flip, args.drop, args.insert, args.duplicate, args.burst, args.delay_ms,
                     args.seed)
+    # Ctrl-C or SIGTERM stop it, by handlers installed before the ports are printed: a caller
+    # may signal as soon as it has read them, and one started in the background by a script
+    # inherits SIGINT ignored, which Python then leaves ignored (a CI run launched so hung here)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with FaultProxy(faults) as proxy:
-        # the ports are printed inside the try: a caller may send SIGINT as soon as it has
-        # read them (measured: 3 of 8 runs raced it when the print came first)
-        try:
-            print(f"host {proxy.host_port}\nboard {proxy.board_port}", flush=True)
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+        print(f"host {proxy.host_port}\nboard {proxy.board_port}", flush=True)
+        stop.wait()
         print(f"to board: {proxy.counts['to_board']}\nto host: {proxy.counts['to_host']}",
               file=sys.stderr)
     return 0
