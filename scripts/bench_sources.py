@@ -27,7 +27,7 @@ import numpy as np
 
 from _report import write_json
 from wavedge.runtime import load_model, open_sink, open_source
-from wavedge.runtime.bench import _Samples, _time_calls
+from wavedge.runtime.bench import _time_calls, tick_ways
 from wavedge.runtime.fanin import default_wait_ms
 from wavedge.runtime.loop import run_many
 from wavedge.runtime.machine import describe
@@ -48,22 +48,11 @@ def per_tick(sizes: list, repeats: int) -> dict:
         group_model = load_model(BUNDLED, be, streams=8, use_chunk=False)
         single = load_model(BUNDLED, be, use_chunk=False)
         for n in sizes:
-            data = _Samples(group_model.signature, n)
-            tick = {k: data[k] for k in range(n)}
-            other = dict(reversed(list(tick.items())))
-            in_order, by_key = group_model.group(), group_model.group()
-            for g in (in_order, by_key):
-                for k in range(n):
-                    g.add(k)
-            streams = [single.stream() for _ in range(n)]
-
-            def in_turn(streams=streams, tick=tick):
-                for k, s in enumerate(streams):
-                    s.push(tick[k])
-
-            ways[(be, n, "group, by key in key order")] = lambda g=in_order, t=tick: g.push(t)
-            ways[(be, n, "group, by key in another order")] = lambda g=by_key, t=other: g.push(t)
-            ways[(be, n, "in turn")] = in_turn
+            in_order = tick_ways(group_model, single, n)
+            other = tick_ways(group_model, single, n, order=list(reversed(range(n))))
+            ways[(be, n, "group, by key in key order")] = in_order["group"]
+            ways[(be, n, "group, by key in another order")] = other["group"]
+            ways[(be, n, "in turn")] = in_order["in turn"]
     for call in ways.values():
         _time_calls(call, 200, 1)
     times = {k: [] for k in ways}

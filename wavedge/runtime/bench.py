@@ -395,8 +395,23 @@ def group_against_turn(group_model, single_model, n: int, rounds: int = 5,
     same for any number of members, so a few streams can be cheaper in turn (2 on the bundled
     batch-8 graph: 10.9 us a tick in turn against 29.2 on LiteRT, 21.6 against 33.3 on ONNX
     Runtime; ``make bench-sources``)."""
+    ways = {call: [] for call in tick_ways(group_model, single_model, n).values()}
+    for r in range(rounds + 1):
+        for call, medians in ways.items():
+            us = float(np.median(_time_calls(call, ticks, 1)))
+            if r:
+                medians.append(us)
+    grouped, turn = (float(np.median(m)) for m in ways.values())
+    return grouped, turn
+
+
+def tick_ways(group_model, single_model, n: int, order: list | None = None) -> dict:
+    """One tick of ``n`` samples (the signature's example inputs), given by key as ``wavedge
+    run`` gives it, pushed two ways; each a call to time: ``"group"``, a group of members
+    0..n-1 on ``group_model``'s batch graph, the tick's keys in ``order`` (default 0..n-1),
+    and ``"in turn"``, ``n`` streams of ``single_model``."""
     data = _Samples(group_model.signature, n)
-    tick = {k: data[k] for k in range(n)}
+    tick = {k: data[k] for k in (order or range(n))}
     group = group_model.group()
     for k in range(n):
         group.add(k)
@@ -406,14 +421,7 @@ def group_against_turn(group_model, single_model, n: int, rounds: int = 5,
         for k, stream in enumerate(streams):
             stream.push(tick[k])
 
-    ways = {lambda: group.push(tick): [], in_turn: []}
-    for r in range(rounds + 1):
-        for call, medians in ways.items():
-            us = float(np.median(_time_calls(call, ticks, 1)))
-            if r:
-                medians.append(us)
-    grouped, turn = (float(np.median(m)) for m in ways.values())
-    return grouped, turn
+    return {"group": lambda: group.push(tick), "in turn": in_turn}
 
 
 def _floor_config(manifest, backend, bopts, data, options) -> Config | None:
