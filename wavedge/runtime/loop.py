@@ -27,6 +27,15 @@ WARN_LIMIT = 5  # warning lines per reason before going quiet (all are still cou
 COMMANDS = ("reset", "stats")  # what a sink's ``inbox`` may carry (``_Loop._command``)
 
 
+def _latency(ns: np.ndarray) -> dict:
+    """p50, p99 and max in microseconds of latencies in nanoseconds, linear between ranks as
+    ``np.percentile``'s default, whose ``np.unique`` imports ``numpy.ma``: 12 ms of a 0.22 s
+    ``wavedge run --limit 1``, spent at its exit."""
+    us = np.sort(ns) / 1000.0
+    p50, p99 = np.interp((0.5 * (len(us) - 1), 0.99 * (len(us) - 1)), np.arange(len(us)), us)
+    return {"p50": float(p50), "p99": float(p99), "max": float(us[-1])}
+
+
 @dataclass
 class Summary:
     samples: int = 0
@@ -359,7 +368,7 @@ class _Loop:
             reply(command, {"ok": True, "step": self.summary.samples})
             return
         n = min(self.pushes, LATENCY_WINDOW)
-        lat = self.ring[:n] / 1000.0 if n else np.zeros(1)
+        lat = _latency(self.ring[:n] if n else np.zeros(1))
         dropped, repaired, state_resets = self._counts()
         reply(command, {"ok": True, "samples": self.summary.samples,
                         "seconds": round((time.perf_counter_ns() - self.started) / 1e9, 3),
@@ -367,8 +376,7 @@ class _Loop:
                         "state_resets": dict(state_resets),
                         "resets": sum(lane.resetter.resets for lane in self.lanes)
                         + self.summary.commands["reset"],
-                        "latency_us": {"p50": float(np.percentile(lat, 50)),
-                                       "p99": float(np.percentile(lat, 99))},
+                        "latency_us": {"p50": lat["p50"], "p99": lat["p99"]},
                         **({"streams": [lane.samples for lane in self.lanes]}
                            if len(self.lanes) > 1 else {}),
                         "sink": getattr(self.sink, "counters", dict)()})
@@ -411,10 +419,7 @@ class _Loop:
         if self.pushes:
             n = min(self.pushes, LATENCY_WINDOW)
             for name, ring in (("latency_us", self.ring), ("with_sink_us", self.sink_ring)):
-                lat = ring[:n] / 1000.0
-                setattr(summary, name, {"p50": float(np.percentile(lat, 50)),
-                                        "p99": float(np.percentile(lat, 99)),
-                                        "max": float(lat.max())})
+                setattr(summary, name, _latency(ring[:n]))
         return summary
 
 
