@@ -270,19 +270,22 @@ def test_the_summarys_latencies_are_numpys_percentiles(n):
     assert got["max"] == ns.max() / 1000.0
 
 
-def test_a_run_never_imports_numpy_ma():
+def test_a_run_imports_no_numpy_ma_of_its_own():
     """``np.percentile``'s ``np.unique`` imports ``numpy.ma``: 12 ms of a 0.22 s ``wavedge run
-    --limit 1``, spent at its exit for the summary."""
+    --limit 1``, spent at its exit for the summary. (NumPy 1.x imports it with numpy itself.)"""
     code = f"""
 import sys
+import numpy
+with_numpy = "numpy.ma" in sys.modules
 from wavedge.cli import main
 rc = main(["run", {str(BUNDLED_MODEL)!r}, "--source", "replay:{RECORDING}?rate=max&limit=20",
            "--sink", "null:"])
-print("RC", rc, "MA", "numpy.ma" in sys.modules)
+print("RC", rc, "MA", "numpy.ma" in sys.modules, "WITH NUMPY", with_numpy)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
-    assert "RC 0 MA False" in proc.stdout, proc.stderr
+    assert proc.stdout.split()[:2] == ["RC", "0"], proc.stderr
+    assert proc.stdout.split()[3] == proc.stdout.split()[-1], proc.stdout
 
 
 def test_runtime_dependencies_are_lean():
