@@ -158,10 +158,12 @@ def test_run_of_several_sources_on_a_group_equals_each_alone(batch_dir, tmp_path
     group = model.group()
     for k in range(3):
         group.add(k)
-    sink = Collect()
+    sink, warnings = Collect(), []
     summary = run_many(group, [open_source(u, model.manifest) for u in urls], sink,
-                       warn=lambda m: None)
+                       warn=warnings.append)
     assert summary.one_call and summary.streams == [500, 299, 120]
+    # the warning names the sensor and the line of its recording (line 1 is the header)
+    assert len(warnings) == 1 and warnings[0].startswith("stream 1: line 6, step 4: ")
     assert summary.dropped == {"not_numeric": 1} and group.member(1).stats.dropped == {
         "not_numeric": 1}
     # the summary says which sensor it was

@@ -97,7 +97,9 @@ def test_malformed_rows_are_counted_not_fatal(model, tmp_path):
                   warn=warnings.append)
     assert summary.samples == 3
     assert summary.dropped == {"not_numeric": 1, "wrong_shape": 1, "non_finite": 1}
-    assert len(warnings) == 3 and "step 1" in warnings[0]
+    # each warning names the line to mend; the step alone cannot: a refused sample takes none
+    assert [w.split(":")[0] for w in warnings] == ["line 2, step 1", "line 3, step 1",
+                                                   "line 5, step 2"]
     source = open_source(f"replay:{tmp_path / 'm.csv'}?rate=max", model.manifest)
     summary = run(model.stream("hold"), source, open_sink("null:", model.manifest))
     assert summary.samples == 6 and sum(summary.repaired.values()) == 3
@@ -144,7 +146,7 @@ def test_stdin_source_through_the_cli_survives_bad_lines():
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 5
     assert "not_numeric 1" in proc.stderr and "Traceback" not in proc.stderr
-    assert "warning: step 2: sample rejected by the source: not_numeric" in proc.stderr
+    assert "warning: line 4, step 2: sample rejected by the source: not_numeric" in proc.stderr
 
 
 def test_serial_source_on_a_pseudo_terminal_and_the_port_vanishing(model):

@@ -46,7 +46,8 @@ F32_MAX = float(np.finfo(np.float32).max)
 class Sample:
     """One raw sample. ``problem`` names a fault the reader found (``not_numeric``,
     ``wrong_shape``); ``truth``, ``sequence`` and ``time`` come from the table's columns;
-    ``stream`` is the index of its source when a run reads several."""
+    ``stream`` is the index of its source when a run reads several; ``line`` the line of its
+    text it was read from (1 is the first), which a warning about it names."""
 
     values: np.ndarray
     problem: str | None = None
@@ -54,6 +55,7 @@ class Sample:
     sequence: str | int | None = None
     time: float | None = None
     stream: int | None = None
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -265,10 +267,12 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
         except StopIteration:
             return
         except csv.Error:
-            yield Sample(np.full(len(channels), np.nan, np.float32), "bad_line")
+            yield Sample(np.full(len(channels), np.nan, np.float32), "bad_line",
+                         line=reader.line_num)
             continue
         if fields == [TOO_LONG]:
-            yield Sample(np.full(len(channels), np.nan, np.float32), "line_too_long")
+            yield Sample(np.full(len(channels), np.nan, np.float32), "line_too_long",
+                         line=reader.line_num)
             continue
         if not fields or fields == [""] or all(not f.strip() for f in fields):
             continue
@@ -278,7 +282,9 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
                 layout = Layout(channels, None, False)
             if layout.header:
                 continue
-        yield parse_row(fields, layout)
+        sample = parse_row(fields, layout)
+        sample.line = reader.line_num
+        yield sample
 
 
 def _open_text(path: Path):

@@ -265,7 +265,7 @@ class _Loop:
         try:
             result = stream.push(sample.values, sample.problem)
         except InputError as exc:
-            self._warn(lane, exc)
+            self._warn(lane, exc, sample)
             return
         at = self.pushes % LATENCY_WINDOW
         self.ring[at] = time.perf_counter_ns() - t0
@@ -307,20 +307,26 @@ class _Loop:
                 try:
                     out[lane.k] = lane.stream.push(sample.values, sample.problem)
                 except InputError as exc:
-                    self._warn(lane, exc)
+                    self._warn(lane, exc, sample)
             return out
         res = self.group.push({lane.k: sample.values for lane, sample in tick},
                               {lane.k: sample.problem for lane, sample in tick
                                if sample.problem is not None})
-        for k, exc in res.errors.items():
-            self._warn(self.lanes[k], exc)
+        if res.errors:
+            given = {lane.k: sample for lane, sample in tick}
+            for k, exc in res.errors.items():
+                self._warn(self.lanes[k], exc, given[k])
         return {k: res[k] for k in res.keys()}
 
-    def _warn(self, lane: _Lane, exc: InputError) -> None:
+    def _warn(self, lane: _Lane, exc: InputError, sample) -> None:
+        """A warning line for a sample the stream refused, naming its stream when there are
+        several and its line where it came from one (the step alone cannot find it: a
+        refused sample takes no step)."""
         reason = _last_reason(lane.stream)
         self.warned[reason] += 1
         if self.warned[reason] <= WARN_LIMIT:
             where = f"stream {lane.k}: " if len(self.lanes) > 1 else ""
+            where += f"line {sample.line}, " if sample.line is not None else ""
             self.warn(where + str(exc) + (" (further warnings of this kind suppressed)"
                                           if self.warned[reason] == WARN_LIMIT else ""))
 
