@@ -30,9 +30,13 @@ COMMANDS = ("reset", "stats")  # what a sink's ``inbox`` may carry (``_Loop._com
 def _latency(ns: np.ndarray) -> dict:
     """p50, p99 and max in microseconds of latencies in nanoseconds, linear between ranks as
     ``np.percentile``'s default, whose ``np.unique`` imports ``numpy.ma``: 12 ms of a 0.22 s
-    ``wavedge run --limit 1``, spent at its exit."""
-    us = np.sort(ns) / 1000.0
-    p50, p99 = np.interp((0.5 * (len(us) - 1), 0.99 * (len(us) - 1)), np.arange(len(us)), us)
+    ``wavedge run --limit 1``, spent at its exit. Only the ranks read are put in place (a full
+    sort of the 131,072-sample ring took 7.6 ms, against 5.3 for ``np.percentile``; a ``stats``
+    command asks for it while the run waits)."""
+    at = np.array((0.5, 0.99)) * (len(ns) - 1)
+    ranks = sorted({*np.floor(at).astype(int), *np.ceil(at).astype(int), len(ns) - 1})
+    us = np.partition(ns, ranks)[ranks] / 1000.0
+    p50, p99 = np.interp(at, ranks, us)
     return {"p50": float(p50), "p99": float(p99), "max": float(us[-1])}
 
 
