@@ -105,6 +105,22 @@ def test_malformed_rows_are_counted_not_fatal(model, tmp_path):
     assert summary.samples == 6 and sum(summary.repaired.values()) == 3
 
 
+def test_a_refused_npy_row_is_named_by_its_index(model, tmp_path):
+    x = np.tile(np.float32([1.0, -9.8, 0.5, 0.01, 0.02, 0.03]), (2, 5, 1))
+    x[0, 3, 2] = np.nan
+    x[1, 1, 0] = np.inf
+    for name, arr, expected in (("flat.npy", x[0], ["row 3, step 3"]),
+                                ("recs.npy", x, ["recording 0, row 3, step 3",
+                                                 "recording 1, row 1, step 5"])):
+        np.save(tmp_path / name, arr)
+        source = open_source(f"replay:{tmp_path / name}?rate=max", model.manifest)
+        warnings = []
+        run(model.stream("reject"), source, open_sink("null:", model.manifest),
+            warn=warnings.append)
+        # numpy's own indices, so that arr[0, 3] is the sample to look at
+        assert [w.split(":")[0] for w in warnings] == expected
+
+
 def test_sinks_write_jsonl_and_csv(model, tmp_path):
     for scheme in ("jsonl", "csv"):
         path = tmp_path / "out" / f"r.{scheme}"

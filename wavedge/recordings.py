@@ -47,7 +47,9 @@ class Sample:
     """One raw sample. ``problem`` names a fault the reader found (``not_numeric``,
     ``wrong_shape``); ``truth``, ``sequence`` and ``time`` come from the table's columns;
     ``stream`` is the index of its source when a run reads several; ``line`` the line of its
-    text it was read from (1 is the first), which a warning about it names."""
+    text it was read from (1 is the first), ``row`` its row of a ``.npy`` (0 is the first, as
+    numpy indexes it, within recording ``sequence`` when the array holds several); a warning
+    about the sample names them."""
 
     values: np.ndarray
     problem: str | None = None
@@ -56,6 +58,7 @@ class Sample:
     time: float | None = None
     stream: int | None = None
     line: int | None = None
+    row: int | None = None
 
 
 @dataclass(frozen=True)
@@ -330,12 +333,12 @@ def _npy_samples(path: Path, channels: tuple[str, ...]):
         raise InputError(f"{path}: expected shape (T, {len(channels)}) or "
                          f"(N, T, {len(channels)}), got {arr.shape}")
     if arr.ndim == 2:
-        for row in arr:
-            yield Sample(np.asarray(row, np.float32))
+        for t, row in enumerate(arr):
+            yield Sample(np.asarray(row, np.float32), row=t)
         return
     for n, rec in enumerate(arr):
-        for row in rec:
-            yield Sample(np.asarray(row, np.float32), sequence=n)
+        for t, row in enumerate(rec):
+            yield Sample(np.asarray(row, np.float32), sequence=n, row=t)
 
 
 @dataclass

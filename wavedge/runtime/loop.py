@@ -324,13 +324,13 @@ class _Loop:
 
     def _warn(self, lane: _Lane, exc: InputError, sample) -> None:
         """A warning line for a sample the stream refused, naming its stream when there are
-        several and its line where it came from one (the step alone cannot find it: a
-        refused sample takes no step)."""
+        several and its line or .npy row where it came from one (the step alone cannot find
+        it: a refused sample takes no step)."""
         reason = _last_reason(lane.stream)
         self.warned[reason] += 1
         if self.warned[reason] <= WARN_LIMIT:
             where = f"stream {lane.k}: " if len(self.lanes) > 1 else ""
-            where += f"line {sample.line}, " if sample.line is not None else ""
+            where += _position(sample)
             self.warn(where + str(exc) + (" (further warnings of this kind suppressed)"
                                           if self.warned[reason] == WARN_LIMIT else ""))
 
@@ -452,6 +452,17 @@ def _score_end(summary: Summary, result, truth: str) -> None:
     if isinstance(score, bool):
         summary.ends += 1
         summary.ends_correct += score
+
+
+def _position(sample) -> str:
+    """Where in its input a sample sits, as a warning's prefix: a text line counts from 1 (as
+    editors do), a .npy row from 0 (as numpy indexes it)."""
+    if sample.line is not None:
+        return f"line {sample.line}, "
+    if sample.row is None:
+        return ""
+    return (f"row {sample.row}, " if sample.sequence is None
+            else f"recording {sample.sequence}, row {sample.row}, ")
 
 
 def _last_reason(stream) -> str:
