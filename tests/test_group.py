@@ -1,6 +1,7 @@
 """StreamGroup: N streams stepped in one call of a batch graph (`wavedge export --batch N`)."""
 
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -213,7 +214,7 @@ def test_push_chunk_runs_every_member_through_the_batch_chunk_graph(batch_dir):
     bad = _data(40, 3, seed=5).transpose(1, 0, 2).copy()
     bad[0, 7, 2] = np.nan
     bad[1, 9, 0] = np.inf
-    out = group.push_chunk({"a": bad[0], "b": bad[1], "c": bad[2]})
+    out = group.push_chunk(MappingProxyType({"a": bad[0], "b": bad[1], "c": bad[2]}))
     assert len(out["a"]) == 39 and len(out["b"]) == 40 and len(out["c"]) == 40
     assert list(out.errors) == ["a"] and "NaN" in str(out.errors["a"][0])
     assert out["a"].steps[0] == 100 and out["a"].steps[-1] == 138
@@ -226,29 +227,30 @@ def test_push_chunk_runs_every_member_through_the_batch_chunk_graph(batch_dir):
 
 def test_a_whole_tick_as_one_array_equals_the_same_tick_given_by_key(batch_dir):
     """The whole-tick path (one float32 array, or a mapping naming every member in key order,
-    as `wavedge run` gives it) against the general one (a mapping in another order),
-    including ticks whose state check is due, a poisoned member and samples outside the ball
+    as `wavedge run` gives it) against the general one (a mapping in another order, or a
+    mapping that is not a dict, such as a read-only view), including ticks whose state check is due, a poisoned member and samples outside the ball
     about 0."""
     model = load_model(batch_dir, streams=3)
-    whole, in_order, by_key = model.group(), model.group(), model.group()
-    for g in (whole, in_order, by_key):
+    whole, in_order, by_key, view = (model.group() for _ in range(4))
+    for g in (whole, in_order, by_key, view):
         for k in "abc":
             g.add(k)
     ticks = _data(70, 3, seed=3) * 3  # some samples past the ball, inside the bounds or not
     for i, tick in enumerate(ticks):
         if i == 40:  # a poisoned state, as a diverging member would have
-            for g in (whole, in_order, by_key):
+            for g in (whole, in_order, by_key, view):
                 diverge(g.member("b"))
         r1 = whole.push(tick)
         for r2 in (in_order.push(dict(zip("abc", tick))),
-                   by_key.push(dict(zip("cba", tick[::-1])))):
+                   by_key.push(dict(zip("cba", tick[::-1]))),
+                   view.push(MappingProxyType(dict(zip("abc", tick))))):
             assert sorted(r1.keys()) == sorted(r2.keys()) and set(r1.errors) == set(r2.errors)
             for k in r1.keys():
                 np.testing.assert_array_equal(r1[k].values[0], r2[k].values[0])
                 assert r1[k].step == r2[k].step
     for k in "abc":
         a = whole.member(k)
-        for b in (in_order.member(k), by_key.member(k)):
+        for b in (in_order.member(k), by_key.member(k), view.member(k)):
             assert (a.steps, a.stats.dropped, a.stats.state_resets) == \
                 (b.steps, b.stats.dropped, b.stats.state_resets)
             np.testing.assert_array_equal(a.state[0], b.state[0])

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -185,6 +186,14 @@ def test_memory_model_streams_two_inputs_with_integer_state(exported, backend):
     assert valid.all()
     chunked = loaded.stream().push_chunk({"obs": obs, "action": act})
     np.testing.assert_allclose(chunked.outputs["next_obs"], ref, atol=1e-5)
+    # any mapping by input name, not only a dict (a read-only view here)
+    viewed = loaded.stream()
+    np.testing.assert_array_equal(
+        [viewed.push(MappingProxyType({"obs": o, "action": a})).mean for o, a in zip(obs, act)],
+        got)
+    np.testing.assert_array_equal(loaded.stream().push_chunk(
+        MappingProxyType({"obs": obs, "action": act})).outputs["next_obs"],
+        chunked.outputs["next_obs"])
     with pytest.raises(Exception, match=r"outside \[0, 6\)"):
         stream.push({"obs": obs[0], "action": [9]})
 

@@ -21,6 +21,8 @@ chunk graph of the group's batch (one call per chunk for all members), the rest 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from wavedge.errors import InputError
@@ -252,14 +254,16 @@ class StreamGroup:
 
     # -- pushing -----------------------------------------------------------------------------
     def push(self, samples, problems: dict | None = None) -> GroupResults:
-        """One sample per member: ``{key: sample}`` (members left out are not stepped), or a
-        sequence or ``[n, *shape]`` array in the order of ``keys``. ``problems`` (key -> a
-        fault its source found, as ``Stream.push`` takes it) counts those under their
-        reasons."""
+        """One sample per member: a mapping ``{key: sample}`` (members left out are not
+        stepped), or a sequence or ``[n, *shape]`` array in the order of ``keys``.
+        ``problems`` (key -> a fault its source found, as ``Stream.push`` takes it) counts
+        those under their reasons."""
         if not problems and self._vector:
-            whole = self._whole(samples) if type(samples) is dict else samples
+            whole = self._whole(samples) if isinstance(samples, dict) else samples
             if self._good(whole, 1) and len(whole) == len(self._order):
                 return self._push_batch(whole)  # the common tick, in as few calls as it takes
+        if not isinstance(samples, dict) and isinstance(samples, Mapping):
+            samples = dict(samples)  # by key like any mapping, never its keys taken as samples
         if problems:
             samples = samples if isinstance(samples, dict) else dict(zip(self.keys, samples))
         if isinstance(samples, dict):
@@ -298,7 +302,7 @@ class StreamGroup:
         return out
 
     def _chunk_array(self, samples) -> np.ndarray:
-        if isinstance(samples, dict):
+        if isinstance(samples, Mapping):
             if set(samples) != set(self._members):
                 raise InputError("push_chunk: give every member's samples "
                                  f"(streams: {', '.join(map(str, self.keys))})")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -451,9 +452,10 @@ class Stream:
         """The per-input values of one sample (a mapping by name, a tuple, or the value);
         None for a noise input the sample does not carry (the stream fills it)."""
         specs, fed = self._specs, self._fed
-        if len(fed) == 1 and not isinstance(sample, dict):
+        keyed = isinstance(sample, Mapping)
+        if len(fed) == 1 and not keyed:
             return [sample if i is fed[0] else None for i in specs]
-        if isinstance(sample, dict):
+        if keyed:
             missing = [i.name for i in fed if i.name not in sample]
             if missing:
                 self._wrong_shape(f"sample lacks input(s) {missing}")
@@ -616,7 +618,7 @@ class Stream:
                 and samples.shape[1:] == self._shape and samples.ndim == len(self._shape) + 1:
             # the common case: the one sensor input as float32 already (4 us less per chunk)
             return [samples, *[None] * (len(specs) - 1)]
-        if isinstance(samples, dict):
+        if isinstance(samples, Mapping):
             missing = [i.name for i in fed if i.name not in samples]
             if missing:
                 raise InputError(f"push_chunk: samples lack input(s) {missing}")
