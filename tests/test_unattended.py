@@ -88,7 +88,8 @@ def test_a_closed_pipe_is_a_quiet_stop():
 
 
 @pytest.mark.parametrize("url, fragment", [
-    ("synthetic:imu?seed=-1", "seed=-1 is outside the allowed range [0,"),
+    ("synthetic:imu?seed=-1", "seed=-1 is outside the allowed range [0, 9223372036854775807]"),
+    (f"replay:{RECORDING}?loop=-1", "loop=-1 is outside the allowed range [0, 4611686018427387904]"),
     (f"replay:{RECORDING}?rate=1e-300", "rate=1e-300 is outside the allowed range [0.001, 1e+06]"),
     (f"replay:{RECORDING}?rate=1e-9", "outside the allowed range"),
     (f"replay:{RECORDING}?rate=1e999", "outside the allowed range"),
@@ -118,7 +119,7 @@ def test_hostile_files_are_one_line_and_a_non_zero_exit(tmp_path):
     strings = tmp_path / "s.npy"
     np.save(strings, np.array([["a"] * 6] * 3))
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", f"replay:{strings}"),
-                          "holds <U1 values, expected numbers")
+                          "holds <U1 values, expected real numbers")
     latin = tmp_path / "latin.csv"
     latin.write_bytes("acc_x\n\xe9\n".encode("latin-1"))
     proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{latin}", "--sink", "null:")

@@ -27,6 +27,13 @@ _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
                                           ("mqtts", "mqtt"))}
 
 
+def _range(low, high) -> str:
+    """A closed range, integers exactly (a count's top is 2**62: 4.61169e+18 would round it)."""
+    if isinstance(low, int) and isinstance(high, int):
+        return f"[{low}, {high}]"
+    return f"[{low:g}, {high:g}]"
+
+
 @dataclass(frozen=True)
 class URL:
     """A parsed ``scheme:path?query`` (``scheme://path`` works too)."""
@@ -48,7 +55,7 @@ class URL:
                              f"valid {kind.__name__}") from None
         if within is not None and not within[0] <= value <= within[1]:
             raise InputError(f"{self.text}: parameter {key}={self.params[key]} is outside the "
-                             f"allowed range [{within[0]:g}, {within[1]:g}]")
+                             f"allowed range {_range(*within)}")
         return value
 
     def check_params(self, allowed: tuple[str, ...]) -> None:
