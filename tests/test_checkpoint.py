@@ -47,6 +47,18 @@ def test_foreign_pickle_is_not_executed(tmp_path):
         load_checkpoint(bad)
 
 
+def test_a_whole_module_or_a_text_file_is_one_line_saying_why(tmp_path):
+    whole = tmp_path / "whole.pt"
+    torch.save(WaveRNN(2, 3, 2, 5), whole)  # the model object, not its weights
+    text = tmp_path / "notes.pt"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert_one_line_error(run_cli("export", whole, "--out", tmp_path / "o"),
+                          "holds a wavedge.models.wave_rnn.WaveRNN, which loads only by "
+                          "running code", "--weights")
+    assert_one_line_error(run_cli("export", text, "--out", tmp_path / "o"),
+                          "notes.pt: cannot be read (truncated, or not a file torch.save wrote)")
+
+
 def test_plain_state_dict_is_not_a_wavedge_checkpoint(tmp_path):
     path = tmp_path / "sd.pt"
     torch.save(WaveRNN(2, 3, 2, 5).state_dict(), path)

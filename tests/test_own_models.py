@@ -301,6 +301,22 @@ def test_a_bad_user_model_spec_is_one_line(tmp_path):
                           "no such file")
 
 
+def test_weights_that_cannot_load_are_one_line_saying_why(tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    src = tmp_path / "my_model.py"
+    src.write_text(f"import sys\nsys.path[:0] = [{str(ROOT / 'tests')!r}]\n"
+                   "from test_own_models import GaussianRegressor as MyNet\n")
+    whole, text = tmp_path / "whole.pt", tmp_path / "text.pt"
+    torch.save(GaussianRegressor(), whole)  # torch.save(model): a common slip
+    text.write_text("a,b\n1,2\n")
+    export = ("export", f"{src}:MyNet", "--out", tmp_path / "o", "--weights")
+    assert_one_line_error(run_cli(*export, whole), "GaussianRegressor, which loads only by "
+                          "running code; save the weights alone: torch.save(model.state_dict()")
+    assert_one_line_error(run_cli(*export, text), "text.pt: cannot be read")
+    assert_one_line_error(run_cli(*export, tmp_path / "none.pt"), "no such weights file")
+
+
 def test_link_sink_refuses_a_head_that_cannot_fit_a_frame_at_open(exported, tmp_path):
     import shutil
 

@@ -9,7 +9,8 @@ normalisation (per-channel mean/std of the training inputs), recipe and metrics.
 from __future__ import annotations
 
 import json
-import zipfile
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,28 @@ def save_checkpoint(path: str | Path, model: StepModel, meta: dict) -> Path:
     return path
 
 
+def load_weights_file(path: Path, hint: str):
+    """``torch.load`` of a file of weights (no code runs), or ``CheckpointError`` in one line:
+    why it cannot be read, or, for a pickle naming classes (a whole module saved with
+    ``torch.save(model)``, which loads only by running its code), which class and ``hint``."""
+    try:
+        with warnings.catch_warnings():  # torch's note on a foreign pickle's protocol
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler raises assorted types on foreign bytes
+        text = str(exc).strip()
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise CheckpointError(f"{path}: holds a {found.group(1)}, which loads only by "
+                                  f"running code; {hint}") from None
+        # torch's own text on an unpickling failure is advice on weights_only, and an index
+        # error's is no reason: the type says more
+        reason = text.splitlines()[0] if isinstance(exc, (RuntimeError, OSError, ValueError)) \
+            and text else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot be read (truncated, or not a file torch.save "
+                              f"wrote): {reason}") from None
+
+
 def load_checkpoint(path: str | Path, expect_arch: str | None = None) -> Checkpoint:
     """Load a checkpoint and rebuild its model.
 
@@ -51,18 +74,12 @@ def load_checkpoint(path: str | Path, expect_arch: str | None = None) -> Checkpo
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated or not a "
-                              f"torch file): {reason}") from None
-    except Exception as exc:  # the unpickler raises assorted types on foreign pickles
-        raise CheckpointError(f"{path}: not a wavedge checkpoint (it holds objects that only "
-                              f"load by running code: {type(exc).__name__})") from None
+    blob = load_weights_file(path, "a checkpoint holds weights only (`wavedge train` writes "
+                             "one; your own model exports with FILE.py:CLASS --weights)")
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a wavedge checkpoint (no format "
-                              f"{CHECKPOINT_FORMAT!r}); train one with `wavedge train`")
+                              f"{CHECKPOINT_FORMAT!r}); train one with `wavedge train`, or export "
+                              "your own model's state_dict with FILE.py:CLASS --weights")
     if blob.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint version {blob.get('version')!r} is not "
                               f"supported (this wavedge reads version {CHECKPOINT_VERSION})")

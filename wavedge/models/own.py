@@ -12,14 +12,12 @@ from pathlib import Path
 
 from wavedge.errors import CheckpointError, InputError
 from wavedge.models.base import StepModel
-from wavedge.models.checkpoint import Checkpoint
+from wavedge.models.checkpoint import Checkpoint, load_weights_file
 
 
 def load_own_model(spec: str, weights: Path | None, config: str | None = None) -> Checkpoint:
     """Import ``FILE.py:CLASS``, build it with ``config`` (JSON keyword arguments), load
     ``weights``; raises ``InputError``/``CheckpointError`` in one line."""
-    import torch
-
     file, _, cls_name = spec.rpartition(":")
     path = Path(file)
     if not path.is_file():
@@ -45,13 +43,14 @@ def load_own_model(spec: str, weights: Path | None, config: str | None = None) -
         raise InputError(f"{cls_name}(**{kwargs}): {exc}") from None
     if weights is None:
         raise InputError("give --weights W.pt (a state_dict saved with torch.save)")
+    if not Path(weights).is_file():
+        raise CheckpointError(f"{weights}: no such weights file")
+    state = load_weights_file(weights, "save the weights alone: "
+                                       "torch.save(model.state_dict(), PATH)")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict)
                               else state)
-    except FileNotFoundError:
-        raise CheckpointError(f"{weights}: no such weights file") from None
-    except (RuntimeError, EOFError, ValueError, AttributeError) as exc:
+    except (RuntimeError, ValueError, AttributeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{weights}: cannot load into {cls_name}: {first}") from None
     return Checkpoint(path=Path(weights), model=model.eval(), meta={})
