@@ -11,6 +11,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from types import MappingProxyType
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from conftest import ROOT
-from wavedge.errors import InputError
+from wavedge.errors import InputError, WavedgeError
 from wavedge.export import ExportOptions, export_model_dir
 from wavedge.manifest import load_manifest
 from wavedge.models import StepModel
@@ -315,6 +316,71 @@ def test_weights_that_cannot_load_are_one_line_saying_why(tmp_path):
                           "running code; save the weights alone: torch.save(model.state_dict()")
     assert_one_line_error(run_cli(*export, text), "text.pt: cannot be read")
     assert_one_line_error(run_cli(*export, tmp_path / "none.pt"), "no such weights file")
+
+
+class _ShortOutput(GaussianRegressor):
+    def step(self, x, h):
+        mean, var, h = super().step(x, h)
+        return mean[:, :1], var, h
+
+
+class _NoState(GaussianRegressor):
+    def step(self, x, h):
+        return super().step(x, h)[:2]
+
+
+class _Raises(GaussianRegressor):
+    def step(self, x, h):
+        raise ValueError("a bug in my step")
+
+
+class _TwoChannelNames(GaussianRegressor):
+    @property
+    def signature(self) -> Signature:
+        return replace(super().signature, inputs=(InputSpec("x", (4,), channels=("a", "b")),))
+
+
+@pytest.mark.parametrize("cls, message", [
+    (_ShortOutput, "_ShortOutput: output 'y_mean' comes out of the step with shape (1,) per "
+                   "sample; the signature declares (2,)"),
+    (_NoState, "_NoState: its step returns 2 tensors; the signature declares 2 output(s) then "
+               "1 state(s)"),
+    (_Raises, "_Raises: its step failed on the signature's example inputs: ValueError: a bug "
+              "in my step"),
+    (_TwoChannelNames, "_TwoChannelNames.signature.inputs[0]: 2 channel names for a last axis "
+                       "of 4"),
+])
+def test_a_step_or_signature_at_odds_is_named_before_export(cls, message, tmp_path):
+    """An own model's mistake, in the user's words (the tensor, the class), before anything
+    is traced or written."""
+    with pytest.raises(WavedgeError) as info:
+        export_model_dir(cls(), tmp_path / "o")
+    assert str(info.value) == message
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_constructor_or_config_at_odds_is_one_line(tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    src = tmp_path / "my_model.py"
+    src.write_text(f"import sys\nsys.path[:0] = [{str(ROOT / 'tests')!r}]\n"
+                   "from test_own_models import GaussianRegressor\n"
+                   "class Picky(GaussianRegressor):\n"
+                   "    def __init__(self, hidden=12):\n"
+                   "        if hidden % 2:\n"
+                   "            raise ValueError('hidden must be even')\n"
+                   "        super().__init__()\n"
+                   "        self.cell = __import__('torch').nn.GRUCell(4, hidden)\n")
+    w = tmp_path / "w.pt"
+    torch.save(GaussianRegressor().state_dict(), w)
+    export = ("export", f"{src}:Picky", "--out", tmp_path / "o", "--weights", w)
+    assert_one_line_error(run_cli(*export, "--config", '{"hidden": 3}'),
+                          "Picky(**{'hidden': 3}): ValueError: hidden must be even")
+    assert_one_line_error(run_cli(*export, "--config", "[3]"), "--config: expected a JSON object")
+    # torch's first line says only that there are errors; the first of them is the news
+    assert_one_line_error(run_cli(*export, "--config", '{"hidden": 8}'),
+                          "w.pt: cannot load into Picky: size mismatch for cell.weight_ih",
+                          "(and 3 more)")
 
 
 def test_link_sink_refuses_a_head_that_cannot_fit_a_frame_at_open(exported, tmp_path):

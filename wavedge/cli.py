@@ -62,6 +62,7 @@ def _json_object(text: str, flag: str) -> dict:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from wavedge.export import ExportOptions, export_model_dir
+    from wavedge.export.model_dir import checked_signature
     from wavedge.export.quantize import QuantOptions
 
     ckpt = _load_exportable(args)
@@ -69,7 +70,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.data is not None:
         from wavedge.models.tasks import recordings_task
 
-        task = recordings_task(args.data, ckpt.model.signature)
+        task = recordings_task(args.data, checked_signature(ckpt.model))
     options = ExportOptions(chunk_samples=args.chunk, tolerance=args.tolerance,
                             check_steps=args.check_steps, recording=args.recording,
                             formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
@@ -114,7 +115,8 @@ def _load_exportable(args: argparse.Namespace):
 
     spec = str(args.checkpoint)
     if ".py:" in spec:
-        return load_own_model(spec, args.weights, args.config)
+        config = _json_object(args.config, "--config") if args.config else None
+        return load_own_model(spec, args.weights, config)
     if args.weights is not None or args.config is not None:
         raise InputError("--weights and --config go with a model given as FILE.py:CLASS")
     return load_checkpoint(args.checkpoint, expect_arch=args.arch)

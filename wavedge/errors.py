@@ -6,6 +6,13 @@ can print it as a single line and exit non-zero.
 """
 
 
+def reason(exc: BaseException) -> str:
+    """An exception another library (or a user's code) raised, as the end of one line: its
+    message's first line, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class WavedgeError(Exception):
     """Base of every error wavedge raises on purpose."""
 

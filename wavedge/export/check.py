@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavedge.errors import ExportError
+from wavedge.errors import ExportError, reason
 from wavedge.models import StepModel
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
@@ -126,6 +126,31 @@ def torch_outputs(model: StepModel, stream: Stream, state=None) -> tuple[list, l
     res = model.sequence(*_as_torch(sig, stream), *state)
     n = len(sig.outputs)
     return [y[0].numpy() for y in res[:n]], [s.numpy() for s in res[n:]]
+
+
+def probe_step(model: StepModel, where: str) -> None:
+    """One step of ``model`` from reset on its signature's example inputs: a step that raises
+    (a user's code can raise anything) or returns other tensors than the signature declares is
+    one ``ExportError`` naming the tensor, before the export traces it (where it would be a
+    torch traceback, or a graph check's message about a temporary file)."""
+    sig = model.signature
+    try:
+        with torch.no_grad():
+            res = model.sequence(*_as_torch(sig, sig.example_inputs(1)), *model.init_state(1))
+    except Exception as exc:  # a user's step may raise anything
+        raise ExportError(f"{where}: its step failed on the signature's example inputs: "
+                          f"{type(exc).__name__}: {reason(exc)}") from None
+    specs = [("output", o, (1, 1)) for o in sig.outputs] + [("state", s, (1,)) for s in sig.state]
+    if not isinstance(res, (tuple, list)) or len(res) != len(specs):
+        got = len(res) if isinstance(res, (tuple, list)) else "not a tuple of"
+        raise ExportError(f"{where}: its step returns {got} tensors; the signature declares "
+                          f"{len(sig.outputs)} output(s) then {len(sig.state)} state(s)")
+    for (kind, spec, lead), t in zip(specs, res):
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else None
+        if shape != (*lead, *spec.shape):
+            raise ExportError(f"{where}: {kind} {spec.name!r} comes out of the step with shape "
+                              f"{shape[len(lead):] if shape else type(t).__name__} per sample; "
+                              f"the signature declares {spec.shape}")
 
 
 def torch_reference(model: StepModel, stream: Stream) -> tuple[list, list]:

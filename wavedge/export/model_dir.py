@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 import wavedge
-from wavedge.errors import ExportError, InputError
+from wavedge.errors import ExportError, InputError, reason
 from wavedge.export.check import (batch_reference, batch_streams, check_stream, compare,
-                                  run_graph, torch_outputs, torch_reference)
+                                  probe_step, run_graph, torch_outputs, torch_reference)
 from wavedge.export.micro import is_installed as micro_installed
 from wavedge.export.micro import micro_check
 from wavedge.export.onnx_export import DEFAULT_OPSET, export_graph, scan_chunk
@@ -41,6 +41,7 @@ from wavedge.models.tasks import (ClassificationTask, Task, classification_task,
                                   recordings_task)
 from wavedge.recordings import split_spec
 from wavedge.resets import ResetPolicy
+from wavedge.signature import Signature
 
 RECORDING_NAME = "recording.csv"
 FORMATS = {"onnx": "onnxruntime", "tflite": "litert"}  # file format -> runtime backend
@@ -176,6 +177,23 @@ def default_task(ckpt: Checkpoint, steps: int) -> Task:
     return generated_task(ckpt.model.signature, steps)
 
 
+def checked_signature(model: StepModel) -> Signature:
+    """``model``'s signature with every field checked as a manifest's is, and its step run
+    once against it (``probe_step``): a mistake in a user's own model is one line naming it
+    here, not a traceback, or the reload of a temporary directory's manifest after export."""
+    who = type(model).__name__
+    try:
+        sig = model.signature
+    except Exception as exc:  # a user's property may raise anything
+        raise ExportError(f"{who}.signature: {type(exc).__name__}: {reason(exc)}") from None
+    if not isinstance(sig, Signature):
+        raise ExportError(f"{who}.signature: is a {type(sig).__name__}, not a "
+                          "wavedge.signature.Signature")
+    Signature.from_json(sig.to_json(), f"{who}.signature")
+    probe_step(model, who)
+    return sig
+
+
 def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
                      options: ExportOptions = ExportOptions(), task: Task | None = None) -> Path:
     """Export ``ckpt`` (a checkpoint, or any ``StepModel`` with its signature) to ``out_dir``
@@ -193,8 +211,7 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
     if out_dir.exists() and not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir}: exists and is not a wavedge model directory; "
                           "refusing to overwrite it")
-    sig = ckpt.model.signature
-    sig.check(f"{type(ckpt.model).__name__}.signature")
+    sig = checked_signature(ckpt.model)
     task = task or default_task(ckpt, options.check_steps)
     resets = reset_policy(ckpt, options)
     # a stochastic model's noise inputs drawn, so that the check and the calibration cover

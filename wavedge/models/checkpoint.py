@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from wavedge.errors import CheckpointError, WavedgeError
+from wavedge.errors import CheckpointError, WavedgeError, reason
 from wavedge.models import ARCHITECTURES, StepModel, build_model
 
 CHECKPOINT_FORMAT = "wavedge-checkpoint"
@@ -58,10 +58,10 @@ def load_weights_file(path: Path, hint: str):
                                   f"running code; {hint}") from None
         # torch's own text on an unpickling failure is advice on weights_only, and an index
         # error's is no reason: the type says more
-        reason = text.splitlines()[0] if isinstance(exc, (RuntimeError, OSError, ValueError)) \
-            and text else type(exc).__name__
+        why = reason(exc) if isinstance(exc, (RuntimeError, OSError, ValueError)) \
+            else type(exc).__name__
         raise CheckpointError(f"{path}: cannot be read (truncated, or not a file torch.save "
-                              f"wrote): {reason}") from None
+                              f"wrote): {why}") from None
 
 
 def load_checkpoint(path: str | Path, expect_arch: str | None = None) -> Checkpoint:

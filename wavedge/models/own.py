@@ -6,17 +6,16 @@ The file runs as Python code: export only models you trust."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
-from wavedge.errors import CheckpointError, InputError
+from wavedge.errors import CheckpointError, InputError, reason
 from wavedge.models.base import StepModel
 from wavedge.models.checkpoint import Checkpoint, load_weights_file
 
 
-def load_own_model(spec: str, weights: Path | None, config: str | None = None) -> Checkpoint:
-    """Import ``FILE.py:CLASS``, build it with ``config`` (JSON keyword arguments), load
+def load_own_model(spec: str, weights: Path | None, config: dict | None = None) -> Checkpoint:
+    """Import ``FILE.py:CLASS``, build it with ``config`` (keyword arguments), load
     ``weights``; raises ``InputError``/``CheckpointError`` in one line."""
     file, _, cls_name = spec.rpartition(":")
     path = Path(file)
@@ -33,14 +32,11 @@ def load_own_model(spec: str, weights: Path | None, config: str | None = None) -
     cls = getattr(module, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, StepModel)):
         raise InputError(f"{path}: {cls_name!r} is not a StepModel subclass defined there")
-    try:
-        kwargs = json.loads(config) if config else {}
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--config is not JSON: {exc.msg}") from None
+    kwargs = config or {}
     try:
         model = cls(**kwargs)
-    except TypeError as exc:
-        raise InputError(f"{cls_name}(**{kwargs}): {exc}") from None
+    except Exception as exc:  # the user's constructor may raise anything
+        raise InputError(f"{cls_name}(**{kwargs}): {type(exc).__name__}: {reason(exc)}") from None
     if weights is None:
         raise InputError("give --weights W.pt (a state_dict saved with torch.save)")
     if not Path(weights).is_file():
@@ -51,6 +47,16 @@ def load_own_model(spec: str, weights: Path | None, config: str | None = None) -
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict)
                               else state)
     except (RuntimeError, ValueError, AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{weights}: cannot load into {cls_name}: {first}") from None
+        raise CheckpointError(f"{weights}: cannot load into {cls_name}: {_mismatch(exc)}") \
+            from None
     return Checkpoint(path=Path(weights), model=model.eval(), meta={})
+
+
+def _mismatch(exc: Exception) -> str:
+    """``load_state_dict``'s refusal in one line: its first fault (a missing key, a shape that
+    differs) and how many more, where torch's own first line only says that there are some."""
+    faults = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+    if not faults:
+        return reason(exc)
+    more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
+    return faults[0].rstrip(".") + more

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wavedge.errors import reason
 from wavedge.runtime import accel
 from wavedge.runtime.backends import BackendError, BackendOptions, Graph, TensorSpec
 
@@ -393,8 +394,7 @@ def load(path: Path, options: BackendOptions) -> LiteRTGraph:
     try:
         interp = load_interpreter(content, options.threads)
     except Exception as exc:  # the interpreter raises ValueError/RuntimeError on bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"{path}: {library} cannot load it: {first}") from None
+        raise BackendError(f"{path}: {library} cannot load it: {reason(exc)}") from None
     # in file order; wavedge.runtime.model puts them in signature order
     specs = [[tensor_spec(path, name, d) for name, d in details.items()]
              for details in io_details(interp)]

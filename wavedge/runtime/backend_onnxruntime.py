@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wavedge.errors import reason
 from wavedge.runtime import accel
 from wavedge.runtime.backends import BackendError, BackendOptions, Graph, TensorSpec
 
@@ -186,8 +187,7 @@ def load(path: Path, options: BackendOptions) -> OrtGraph:
     try:
         session = ort.InferenceSession(str(path), session_options(options), providers=providers)
     except Exception as exc:  # ORT raises its own exception types for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"{path}: onnxruntime cannot load it: {first}") from None
+        raise BackendError(f"{path}: onnxruntime cannot load it: {reason(exc)}") from None
     inputs, outputs = [], []
     for group, target in ((session.get_inputs(), inputs), (session.get_outputs(), outputs)):
         for t in group:
