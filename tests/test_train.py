@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from conftest import assert_one_line_error, skip_module_without_torch
 
@@ -62,6 +63,22 @@ def test_cli_train_writes_a_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stdout
     assert load_checkpoint(out, expect_arch="irnn").meta["recipe"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("flags, fragments", [
+    (("--epochs", "0"), ["epochs must be at least 1, got 0"]),
+    (("--quant-aware-epochs", "-2"), ["quant_aware_epochs must be at least 0, got -2"]),
+    (("--threads", "0"), ["--threads must be 1 to 256, got 0"]),
+    (("--threads", "100000"), ["--threads must be 1 to 256, got 100000"]),
+    (("--config", '{"ring": 8}'), ["wave_rnn(**{", "unexpected keyword argument 'ring'"]),
+    (("--config", '{"channels": -1}'), ["negative dimension"]),
+])
+def test_cli_train_settings_no_run_can_take_are_one_line(flags, fragments, tmp_path):
+    """Refused before training (an epochs of 0 trained nothing and wrote a checkpoint; a
+    config key the architecture lacks, or a bad thread count, was a traceback)."""
+    out = tmp_path / "x.pt"
+    assert_one_line_error(run_cli("train", *flags, "--out", out, "--quiet"), *fragments)
+    assert not out.exists()
 
 
 def test_cli_rejects_an_unknown_task():

@@ -107,6 +107,13 @@ def test_a_bad_sink_parameter_and_limit_are_one_line():
                           "stream=300 is outside the allowed range [0, 255]")
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--limit", "0"),
                           "--limit must be at least 1")
+    # 0 means the library's default to one backend and nothing to another; 100000 would
+    # start that many threads (it exhausted this machine's process table)
+    for threads in ("0", "100000"):
+        assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--threads", threads),
+                              f"threads must be 1 to 256, got {threads}")
+        assert_one_line_error(run_cli("bench", BUNDLED_MODEL, "--threads", threads),
+                              f"bench: threads must be 1 to 256, got {threads}")
 
 
 def test_hostile_files_are_one_line_and_a_non_zero_exit(tmp_path):

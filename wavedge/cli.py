@@ -18,7 +18,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from wavedge.models.train import default_recipe, train
+    from wavedge.runtime.backends import check_threads
 
+    check_threads(args.threads, "--threads")
     torch.set_num_threads(args.threads)
     dataset = None
     if args.data is not None:

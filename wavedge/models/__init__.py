@@ -3,7 +3,7 @@ imports torch). Each model follows the step contract in ``wavedge.models.base``.
 
 from __future__ import annotations
 
-from wavedge.errors import CheckpointError
+from wavedge.errors import CheckpointError, InputError, reason
 from wavedge.models.base import StateSpec, StepModel
 from wavedge.models.baselines import GRU, IRNN
 from wavedge.models.mpl import MetaPredictive
@@ -20,7 +20,10 @@ def build_model(arch: str, **config) -> StepModel:
     except KeyError:
         raise CheckpointError(
             f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
-    return cls(**config)
+    try:
+        return cls(**config)
+    except (TypeError, ValueError, RuntimeError) as exc:  # a keyword or a size it cannot take
+        raise InputError(f"{arch}(**{config}): {reason(exc)}") from None
 
 
 __all__ = ["ARCHITECTURES", "GRU", "IRNN", "MetaPredictive", "StateSpec", "StepModel", "WaveRNN",

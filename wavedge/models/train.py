@@ -59,6 +59,17 @@ class Recipe:
     # the shortest training recording); equal-length recordings are used whole
     window: int | None = None
 
+    def validate(self) -> None:
+        """``InputError`` for a setting no run can take (the CLI's flags land here), before
+        any data is loaded."""
+        for name, low in (("epochs", 1), ("batch_size", 1), ("quant_aware_epochs", 0),
+                          ("seed", 0)):
+            if getattr(self, name) < low:
+                raise InputError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.quant_aware_lr > 0):
+            raise InputError(f"learning rates must be positive, got {self.lr} and "
+                             f"{self.quant_aware_lr}")
+
 
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("basic_motions", "wave_rnn"): Recipe("basic_motions", "wave_rnn",
@@ -230,6 +241,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
     ``meta`` carries the test accuracy at the final step, the normalisation and the provenance
     that export copies into the manifest.
     """
+    recipe.validate()
     data = dataset if dataset is not None else load_dataset(recipe.task)
     seed_everything(recipe.seed)
     mean, std = normalisation(data.x_train)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from wavedge.errors import BackendError
+from wavedge.errors import BackendError, InputError
 
 BACKENDS = {
     "onnxruntime": "wavedge.runtime.backend_onnxruntime",
@@ -87,6 +87,19 @@ class BackendOptions:
     providers: tuple[str, ...] = ("cpu",)  # onnxruntime: cpu, cuda, tensorrt (in preference order)
     # onnxruntime's TensorRT engine cache (default: ~/.cache/wavedge/trt)
     trt_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        check_threads(self.threads)
+
+
+MAX_THREADS = 256  # a typo of 100000 would start that many threads and exhaust the process table
+
+
+def check_threads(n: int, flag: str = "threads") -> None:
+    """``InputError`` unless ``n`` is a thread count to start (0 or less means the library's
+    own default to one backend and nothing to another: refused rather than guessed)."""
+    if not (isinstance(n, int) and 1 <= n <= MAX_THREADS):
+        raise InputError(f"{flag} must be 1 to {MAX_THREADS}, got {n}")
 
 
 def available() -> dict[str, bool]:

@@ -27,7 +27,7 @@ import numpy as np
 from wavedge.errors import BackendError, InputError
 from wavedge.manifest import load_manifest
 from wavedge.runtime import accel
-from wavedge.runtime.backends import BackendOptions, available
+from wavedge.runtime.backends import BackendOptions, available, check_threads
 from wavedge.runtime.machine import describe
 from wavedge.runtime.model import FILE_FORMAT, load_checked_graph, load_model
 
@@ -52,10 +52,11 @@ class BenchOptions:
 
     def validate(self) -> None:
         for name, value, low in (("samples", self.samples, 50), ("repeats", self.repeats, 1),
-                                 ("warmup", self.warmup, 0), ("threads", self.threads, 1),
-                                 ("window", self.window, 2), ("streams", self.streams, 1)):
+                                 ("warmup", self.warmup, 0), ("window", self.window, 2),
+                                 ("streams", self.streams, 1)):
             if value < low:
                 raise InputError(f"bench: {name} must be at least {low}, got {value}")
+        check_threads(self.threads, "bench: threads")
         if any(not r > 0 for r in self.rates_hz):
             raise InputError(f"bench: rates must be positive, got {list(self.rates_hz)}")
 
