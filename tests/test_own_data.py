@@ -304,6 +304,10 @@ def test_training_data_mistakes_are_one_line(accel, tmp_path):
     nolabel = _write(tmp_path / "n.csv", ["session", "ax"], [["a", "1"], ["b", "2"]])
     proc = run_cli("train", "--data", str(nolabel), "--out", tmp_path / "x.pt")
     assert_one_line_error(proc, "no label column 'label'", "?label=COLUMN")
+    np.save(tmp_path / "X.npy", np.zeros((4, 20, 3), np.float32))  # labels come beside it
+    proc = run_cli("train", "--data", tmp_path / "X.npy", "--out", tmp_path / "x.pt")
+    assert_one_line_error(proc, "X.npy: no labels; give one per recording with "
+                                "?labels=LABELS.npy")
     proc = run_cli("train", "--data", str(accel), "--task", "digits", "--out", tmp_path / "x.pt")
     assert_one_line_error(proc, "not both")
     proc = run_cli("train", "--data", f"{accel}?label=nope", "--out", tmp_path / "x.pt")

@@ -100,8 +100,9 @@ def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Da
     table = load_table(spec, None, "training data")
     recs = table.recordings
     if any(t is None for r in recs for t in r.truth):
-        raise InputError(f"training data: {table.path}: no label column "
-                         f"'{table.columns.label}' (name it with ?label=COLUMN)")
+        how = ("give one per recording with ?labels=LABELS.npy" if table.path.suffix == ".npy"
+               else f"no label column '{table.columns.label}' (name it with ?label=COLUMN)")
+        raise InputError(f"training data: {table.path}: no labels; {how}")
     labels = tuple(sorted({r.truth[-1] for r in recs}))
     if len(labels) < 2:
         raise InputError(f"training data: {table.path}: one class only ({labels}); a "
