@@ -89,7 +89,13 @@ def test_probe_refuses_what_it_cannot_read(tmp_path):
     unlabelled.write_text("acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n" + "0,0,0,0,0,0\n" * 5)
     assert_one_line_error(run_cli("probe", BUNDLED_MODEL, unlabelled), "label")
     assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--untrained"), "checkpoint")
-    assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--zones", "1"), "--zones")
+    assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--zones", "1"),
+                          "--zones must be at least 2, got 1")
+    assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--seed", "-1"),
+                          "--seed must be at least 0, got -1")
+    # more zones than the samples fill: the scoring ran on past any timeout
+    assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--zones", "100000"),
+                          "--zones 100000 for 4000 samples; at most 400")
 
 
 @needs_torch

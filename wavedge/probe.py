@@ -26,6 +26,9 @@ import numpy as np
 from wavedge.errors import InputError
 
 
+MIN_ZONE = 10  # samples a zone holds at the least
+
+
 @dataclass(frozen=True)
 class ProbeOptions:
     zones: int = 5
@@ -33,6 +36,15 @@ class ProbeOptions:
     units: tuple[str, ...] = ()  # tensor names; () = every float output and state
     skip: float = 0.0  # share of each recording's first samples left out (the warm-up)
     seed: int = 0
+
+    def validate(self) -> None:
+        """``InputError`` naming the first setting no probe can take."""
+        for flag, ok, want in (("--zones", self.zones >= 2, "at least 2"),
+                               ("--permutations", self.permutations >= 10, "at least 10"),
+                               ("--skip", 0 <= self.skip < 1, "in [0, 1)"),
+                               ("--seed", self.seed >= 0, "at least 0")):
+            if not ok:
+                raise InputError(f"probe: {flag} must be {want}, got {getattr(self, flag[2:])}")
 
 
 @dataclass
@@ -284,9 +296,7 @@ def run_probe(model_path: str | Path, data: str | None, options: ProbeOptions = 
     what the zones hold before training, from the data alone)."""
     from wavedge.recordings import load_table
 
-    if options.zones < 2 or options.permutations < 10 or not 0 <= options.skip < 1:
-        raise InputError("probe: --zones must be at least 2, --permutations at least 10 and "
-                         "--skip in [0, 1)")
+    options.validate()
     path = Path(model_path)
     model, sig = _open(path, backend, precision, untrained, options.seed)
     data = data or _default_recording(path)
@@ -304,6 +314,9 @@ def run_probe(model_path: str | Path, data: str | None, options: ProbeOptions = 
         source = f"{path} ({model.backend}, {model.precision})"
     label_names = tuple(sorted({str(t) for r in recs for t in r.truth if t is not None}))
     labels, rec_ids = sample_labels(recs, options.skip, label_names)
+    if options.zones > len(labels) // MIN_ZONE:  # more zones than samples hung the scoring
+        raise InputError(f"probe: --zones {options.zones} for {len(labels)} samples; at most "
+                         f"{len(labels) // MIN_ZONE}, so that every zone holds {MIN_ZONE} or more")
     acts = Activations({n: np.stack(v) for n, v in rows.items()}, labels, rec_ids, label_names)
     scored = score_units(acts, options)
     summary = summarise(scored, options.zones)
