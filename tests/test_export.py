@@ -4,6 +4,7 @@ misses the tolerance is never written."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -15,9 +16,10 @@ skip_module_without_torch()  # before the imports that need torch
 import torch
 
 from conftest import BUNDLED_CHECKPOINT
-from wavedge.errors import ExportError
+from wavedge.errors import ExportError, InputError
 from wavedge.export import ExportOptions, export_model_dir
 from wavedge.export.check import check_stream, torch_reference
+from wavedge.export.quantize import QuantOptions
 from wavedge.manifest import load_manifest
 from wavedge.models import build_model
 from wavedge.models.checkpoint import load_checkpoint, save_checkpoint
@@ -160,3 +162,19 @@ def test_unknown_export_format_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"format\(s\) \['coreml'\] not supported"):
         export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), tmp_path / "x",
                          ExportOptions(formats=("coreml",)))
+
+
+@pytest.mark.parametrize("options, message", [
+    # a chunk of 100000 was unrolled for hours; a check of 1e11 steps filled memory first
+    (dict(chunk_samples=100_000), "chunk_samples must be 2 to 1024, got 100000"),
+    (dict(check_steps=1000, chunk_samples=501), "chunk_samples must be 2 to 500, got 501"),
+    (dict(check_steps=10 ** 11), "check_steps must be 1000 to 1000000"),
+    # each of these turned its gate off without a word: nothing compares above NaN or inf
+    (dict(tolerance=float("inf")), "tolerance must be positive and finite, got inf"),
+    (dict(quant=QuantOptions(max_accuracy_drop=float("nan"))), "max_accuracy_drop must be >= 0"),
+])
+def test_export_settings_that_hang_or_disarm_a_gate_are_refused(options, message, tmp_path):
+    with pytest.raises(InputError, match=re.escape(message)):
+        export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), tmp_path / "o",
+                         ExportOptions(**options))
+    assert not any(tmp_path.iterdir())

@@ -521,14 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the accepted input range instead, for every channel or by name; "
                         "'none': accept any finite value")
     p.add_argument("--arch", help="refuse a checkpoint of any other architecture")
-    p.add_argument("--chunk", type=int, default=32, help="samples per chunk-graph call (32)")
+    p.add_argument("--chunk", type=int, default=32, help="samples per chunk-graph call (32; 2 to 1024)")
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="also write step and chunk graphs of N streams per call, for stream "
                         "groups (`wavedge run` with several sources, `bench --streams`)")
     p.add_argument("--tolerance", type=float, default=1e-5,
                    help="largest allowed error of either graph vs torch (1e-5)")
     p.add_argument("--check-steps", type=int, default=2048,
-                   help="length of the held-out check stream (2048, at least 1000)")
+                   help="length of the held-out check stream (2048; 1000 to 1000000)")
     p.add_argument("--recording", action="store_true",
                    help="also write the test split as recording.csv")
     p.add_argument("--format", default="onnx",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import math
 import os
 import shutil
 import tempfile
@@ -44,6 +45,10 @@ from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
 
 RECORDING_NAME = "recording.csv"
+# export time grows with the chunk (bundled model, fp32 ONNX, this 2-core VM: 13 s at 32, 35 s
+# at 512) and a chunk's call holds that many samples' latency: 1024 is 20 s of a 50 Hz sensor
+MAX_CHUNK = 1024
+MAX_CHECK_STEPS = 1_000_000  # the check runs torch and every graph step by step, in memory
 FORMATS = {"onnx": "onnxruntime", "tflite": "litert"}  # file format -> runtime backend
 
 
@@ -92,12 +97,16 @@ class ExportOptions:
                              f"{', '.join(FORMATS)}")
         if not 1 <= self.batch <= 1024:
             raise InputError(f"batch must be 1 to 1024 streams per call, got {self.batch}")
-        if self.chunk_samples < 2:
-            raise InputError(f"chunk_samples must be at least 2, got {self.chunk_samples}")
-        if self.check_steps < 1000:
-            raise InputError(f"check_steps must be at least 1000, got {self.check_steps}")
-        if not self.tolerance > 0:
-            raise InputError(f"tolerance must be positive, got {self.tolerance}")
+        if not 1000 <= self.check_steps <= MAX_CHECK_STEPS:
+            raise InputError(f"check_steps must be 1000 to {MAX_CHECK_STEPS}, got "
+                             f"{self.check_steps}")
+        top = min(MAX_CHUNK, self.check_steps // 2)
+        if not 2 <= self.chunk_samples <= top:
+            raise InputError(f"chunk_samples must be 2 to {top}, got {self.chunk_samples} (at "
+                             f"most {MAX_CHUNK}, and half the check stream, so that the check "
+                             "carries the state from one call to the next)")
+        if not 0 < self.tolerance < math.inf:
+            raise InputError(f"tolerance must be positive and finite, got {self.tolerance}")
 
 
 def guarded(sig, task: Task, options: ExportOptions, maxima: dict):

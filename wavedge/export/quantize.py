@@ -78,7 +78,7 @@ class QuantOptions:
         if self.quant_format == "qoperator" and self.per_channel == "family":
             raise InputError("the qoperator format sets per-channel weights for every op or "
                              "none: per_channel 'all' or 'none'")
-        if self.max_accuracy_drop < 0:
+        if not self.max_accuracy_drop >= 0:  # NaN too: no drop compares above it, no gate
             raise InputError(f"max_accuracy_drop must be >= 0, got {self.max_accuracy_drop}")
 
     def onnx_weight_type(self) -> str:
