@@ -521,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the accepted input range instead, for every channel or by name; "
                         "'none': accept any finite value")
     p.add_argument("--arch", help="refuse a checkpoint of any other architecture")
-    p.add_argument("--chunk", type=int, default=32, help="samples per chunk-graph call (32; 2 to 1024)")
+    p.add_argument("--chunk", type=int, default=32,
+                   help="samples per chunk-graph call (32; 2 to 1024)")
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="also write step and chunk graphs of N streams per call, for stream "
                         "groups (`wavedge run` with several sources, `bench --streams`)")

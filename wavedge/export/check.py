@@ -154,9 +154,9 @@ def probe_step(model: StepModel, where: str) -> None:
 
 
 def torch_reference(model: StepModel, stream: Stream) -> tuple[list, list]:
-    """``torch_outputs`` from reset, reset again at each of the stream's ``starts``; raises ``ExportError`` when the model itself diverges (an
-    output or the state becomes inf/NaN): such a model cannot stream, whatever the export
-    does."""
+    """``torch_outputs`` from reset, reset again at each of the stream's ``starts``; raises
+    ``ExportError`` when the model itself diverges (an output or the state becomes inf/NaN):
+    such a model cannot stream, whatever the export does."""
     runs = [torch_outputs(model, {n: v[a:b] for n, v in stream.items()})
             for a, b in segments(stream)]
     ys = [np.concatenate(parts) for parts in zip(*(r[0] for r in runs))]
