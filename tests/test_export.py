@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -15,7 +19,7 @@ from conftest import skip_module_without_torch
 skip_module_without_torch()  # before the imports that need torch
 import torch
 
-from conftest import BUNDLED_CHECKPOINT
+from conftest import BUNDLED_CHECKPOINT, user_env
 from wavedge.errors import ExportError, InputError
 from wavedge.export import ExportOptions, export_model_dir
 from wavedge.export.check import check_stream, torch_reference
@@ -177,4 +181,22 @@ def test_export_settings_that_hang_or_disarm_a_gate_are_refused(options, message
     with pytest.raises(InputError, match=re.escape(message)):
         export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), tmp_path / "o",
                          ExportOptions(**options))
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_export_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
+    """`timeout`, a service manager or CI stop a command with SIGTERM: the export says so in
+    one line, exits 143 and removes its temporary directory, as on Ctrl-C (Python's default
+    ended the process at once and left it beside the output)."""
+    proc = subprocess.Popen([sys.executable, "-m", "wavedge.cli", "export", BUNDLED_CHECKPOINT,
+                             "--out", tmp_path / "m"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=user_env())
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob(".m.*")) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(tmp_path.glob(".m.*")), "the export never made its temporary directory"
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143 and stderr.strip() == "wavedge: terminated", stderr
     assert not any(tmp_path.iterdir())

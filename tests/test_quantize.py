@@ -278,7 +278,11 @@ def test_bad_calibration_recordings_are_refused_in_one_line(tmp_path):
     with pytest.raises(InputError, match="sample 2: not_numeric"):
         export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out, ExportOptions(
             precisions=("fp32", "int8"), check_steps=1000, calibration=bad))
-    assert not out.exists()
+    # nor its temporary directory beside it (made before the calibration was read, it stayed)
+    assert not out.exists() and not list(tmp_path.glob(".never.*"))
+    with pytest.raises(InputError, match="calibrate int8 graphs, and none is asked for"):
+        export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out,
+                         ExportOptions(calibration=bad))  # fp32 alone: it was ignored
 
 
 def test_cli_export_with_bad_calibration_recordings_fails_in_one_line(tmp_path):
@@ -287,7 +291,7 @@ def test_cli_export_with_bad_calibration_recordings_fails_in_one_line(tmp_path):
     proc = run_cli("export", BUNDLED_CHECKPOINT, "--out", tmp_path / "out", "--precision",
                    "fp32,int8", "--calibration", bad)
     assert_one_line_error(proc, "half.csv, sample 2: wrong_shape")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 
 def test_litert_int8_stream_carries_the_integer_state_and_honours_resets():

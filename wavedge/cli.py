@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -716,19 +717,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM (``timeout``, a service manager, CI), raised where the command is, so that its
+    clean-up runs as on Ctrl-C: Python's default ended the process at once, and an export
+    left its temporary directory beside the output."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        before = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (an embedding caller's): left as it is
+        before = None
+    try:
+        return args.func(args)  # `wavedge run` sets its own handler while it streams
     except WavedgeError as exc:
         print(f"wavedge: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("wavedge: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("wavedge: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # output piped into a reader that stopped (`| head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

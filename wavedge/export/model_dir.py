@@ -84,6 +84,9 @@ class ExportOptions:
             ResetPolicy.parse(self.reset, "--reset")
         if not 0 <= self.input_margin < 1e6:
             raise InputError(f"input margin must be 0 or more, got {self.input_margin}")
+        if self.calibration is not None and "int8" not in self.precisions:
+            raise InputError("calibration recordings calibrate int8 graphs, and none is asked "
+                             "for: add int8 to the precisions (--precision fp32,int8)")
         if self.calibration is not None and not split_spec(self.calibration)[0].is_file():
             raise InputError(f"calibration recordings: no such file {self.calibration}")
         bad = sorted(set(self.precisions) - {"fp32", "int8"})
@@ -229,13 +232,10 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
                           options.check_steps, options.chunk_samples, resets)
     ref = torch_reference(ckpt.model, stream)
     maxima: dict = {}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
     calibration: dict = {}
     recordings = (task.calibration_description or task.description,
                   [sig.with_noise(r, 10_000 + k) for k, r in enumerate(task.calibration)])
-    if options.calibration is not None and "int8" in options.precisions:
+    if options.calibration is not None:  # validate() made sure int8 is asked for
         if sig.sensor is None or len(sig.fed) != 1:
             raise InputError("--calibration files serve models with one float input; give "
                              "a task with calibration recordings instead")
@@ -245,7 +245,12 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
         cal_path, _ = split_spec(options.calibration)
         recordings = (f"{cal_path.name} (sha256 {sha256_of(cal_path)[:16]})", cal)
     policy = ckpt.model.quant_policy()
+    # made last, and the try at once, so that nothing that can fail (a calibration file
+    # refused, SIGTERM) leaves it beside the output
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
         files = []
         batches = [(1, stream, ref)]
         if options.batch > 1:  # B streams, each checked against its own torch run
