@@ -100,3 +100,30 @@ def test_cli_export_reports_a_bad_checkpoint_in_one_line(tmp_path, case):
     proc = run_cli("export", path, "--out", tmp_path / "out", "--arch", "wave_rnn")
     assert_one_line_error(proc, str(path))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_save_that_fails_midway_keeps_the_checkpoint_that_was_there(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "m.pt", WaveRNN(2, 3, 2, 5), {"run": 1})
+
+    def full_disk(obj, f):  # writes part of the file, then the disk is full
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"m.pt: cannot write the checkpoint \(No space "
+                                              r"left on device\)"):
+        save_checkpoint(path, WaveRNN(2, 3, 2, 5), {"run": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path).meta == {"run": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_training_to_a_place_it_cannot_write_fails_before_it_trains(tmp_path):
+    """The check comes first: the save at the end of a run was a traceback, its training lost."""
+    (tmp_path / "afile").write_text("")
+    for out, why in ((tmp_path / "afile" / "m.pt", "a folder above it is a file"),
+                     (tmp_path, "is a folder; give the checkpoint's file name")):
+        proc = run_cli("train", "--arch", "irnn", "--epochs", "1", "--quiet", "--out", out)
+        assert_one_line_error(proc, f"{out}:", why)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

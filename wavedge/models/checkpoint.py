@@ -9,6 +9,7 @@ normalisation (per-channel mean/std of the training inputs), recipe and metrics.
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -33,13 +34,46 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, model: StepModel, meta: dict) -> Path:
-    """Write ``model`` and ``meta`` to ``path`` (parent folders are created)."""
+    """Write ``model`` and ``meta`` to ``path`` (parent folders are created) whole or not at
+    all: beside it first, then renamed over it, so a full disk or a stop mid-write leaves the
+    checkpoint that was there, never a truncated one."""
     path = Path(path)
     meta = json.loads(json.dumps(meta))  # plain types only, so weights_only loading accepts it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": model.arch,
-                "config": model.config, "state_dict": model.state_dict(), "meta": meta}, path)
+    part = _part(path)
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                    "arch": model.arch, "config": model.config,
+                    "state_dict": model.state_dict(), "meta": meta}, part)
+        os.replace(part, path)
+    except (OSError, RuntimeError) as exc:  # torch's writer raises RuntimeError for OS faults
+        raise CheckpointError(f"{path}: cannot write the checkpoint "
+                              f"({getattr(exc, 'strerror', None) or reason(exc)})") from None
+    finally:
+        part.unlink(missing_ok=True)
     return path
+
+
+def check_writable(path: str | Path) -> None:
+    """``CheckpointError`` now if a checkpoint cannot be written at ``path``, so that a
+    training run finds out before it trains, not after (a missing or read-only folder)."""
+    if Path(path).is_dir():
+        raise CheckpointError(f"{path}: is a folder; give the checkpoint's file name")
+    part = _part(Path(path))
+    try:
+        part.touch()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror})") from None
+    part.unlink()
+
+
+def _part(path: Path) -> Path:
+    """The file a checkpoint is written to before it is renamed over ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a folder above it is a file" if isinstance(exc, FileExistsError) else exc.strerror
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({why})") from None
+    return path.with_name(f".{path.name}.part")
 
 
 def load_weights_file(path: Path, hint: str):

@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from wavedge.errors import InputError
 from wavedge.models import StepModel, build_model
-from wavedge.models.checkpoint import annotate_from_meta, save_checkpoint
+from wavedge.models.checkpoint import annotate_from_meta, check_writable, save_checkpoint
 from wavedge.models.data import Dataset, load_dataset
 from wavedge.models.quant_aware import grid_error, int8_weight_grid
 from wavedge.resets import ResetPolicy
@@ -242,6 +242,8 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
     that export copies into the manifest.
     """
     recipe.validate()
+    if out is not None:
+        check_writable(out)
     data = dataset if dataset is not None else load_dataset(recipe.task)
     seed_everything(recipe.seed)
     mean, std = normalisation(data.x_train)
