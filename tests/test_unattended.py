@@ -116,6 +116,18 @@ def test_a_bad_sink_parameter_and_limit_are_one_line():
                               f"bench: threads must be 1 to 256, got {threads}")
 
 
+def test_an_out_folder_that_cannot_be_made_is_one_line_before_the_work(tmp_path):
+    """Was a traceback (firmware), or came after the whole measurement (bench, probe)."""
+    (tmp_path / "afile").write_text("")
+    below = tmp_path / "afile" / "out"
+    assert_one_line_error(run_cli("firmware", "--out", below), f"{below}", "Not a directory")
+    for cmd in (("bench", BUNDLED_MODEL, "--samples", "50", "--repeats", "1"),
+                ("probe", BUNDLED_MODEL)):
+        assert_one_line_error(run_cli(*cmd, "--out", below), f"{below}: Not a directory")
+        assert_one_line_error(run_cli(*cmd, "--out", tmp_path / "afile"),
+                              "afile: exists and is not a folder")
+
+
 def test_hostile_files_are_one_line_and_a_non_zero_exit(tmp_path):
     zeros = tmp_path / "zeros.csv"
     zeros.write_bytes(b"\0" * 100_000)

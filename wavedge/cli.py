@@ -338,6 +338,15 @@ def _run_line(model, args, urls: list, resets, how: str | None, wait_ms: float) 
     return line
 
 
+def _out_folder(path: Path | None) -> None:
+    """Make a command's ``--out`` folder before it works, so that one it cannot make ends it
+    at once (an OSError, one line), not after minutes of measuring."""
+    if path is not None:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path}: exists and is not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from wavedge.runtime import bench
 
@@ -347,6 +356,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.model_dir is None:
         raise InputError("bench: give MODEL_DIR, or --compare A.json B.json")
+    _out_folder(args.out)
     options = bench.BenchOptions(
         samples=args.samples, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
         providers=tuple(args.provider or ("cpu",)), trt_cache=args.trt_cache, pin_cpu=args.pin,
@@ -374,6 +384,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from wavedge import probe
 
+    _out_folder(args.out)
     options = probe.ProbeOptions(zones=args.zones, permutations=args.permutations,
                                  units=tuple(args.units.split(",")) if args.units else (),
                                  skip=args.skip, seed=args.seed)
@@ -386,7 +397,6 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     for name, text in report.verdict.items():
         print(f"{name}: {text}")
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "probe.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
         wrote = ["probe.json"] + (["probe.png"] if probe.plot(report.summary,
                                                                args.out / "probe.png") else [])
@@ -747,6 +757,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped (`| head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a folder or file the system refused (firmware --out /proc/x)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"wavedge: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     finally:
         if before is not None:
             signal.signal(signal.SIGTERM, before)
