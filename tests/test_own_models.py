@@ -197,6 +197,8 @@ def test_memory_model_streams_two_inputs_with_integer_state(exported, backend):
         chunked.outputs["next_obs"])
     with pytest.raises(Exception, match=r"outside \[0, 6\)"):
         stream.push({"obs": obs[0], "action": [9]})
+    with pytest.raises(InputError, match=r"input 'action': sample is missing \(None\)"):
+        stream.push({"obs": obs[0], "action": None})
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -135,6 +135,7 @@ def test_result_carries_label_and_probability(model, recording):
     (["1", "2", "x", "4", "5", "6"], "not numeric"),
     ([1, 2, float("nan"), 4, 5, 6], "NaN/inf in channel(s) [2]"),
     ([1, 2, 3, 4, 5, float("inf")], "NaN/inf in channel(s) [5]"),
+    (None, "sample is missing (None)"),  # was stepped as zeros: only noise may be left out
 ])
 def test_reject_policy_names_the_problem_and_keeps_the_state(model, recording, sample, reason):
     stream = model.stream("reject")
@@ -147,6 +148,17 @@ def test_reject_policy_names_the_problem_and_keeps_the_state(model, recording, s
     assert stream.steps == 1 and sum(stream.stats.dropped.values()) == 1
     stream.push(recording[1])  # the stream carries on
     assert stream.steps == 2
+
+
+@pytest.mark.parametrize("streams", [0, -1, 2.5, "3"])
+def test_a_count_of_streams_that_is_not_one_or_more_is_refused(streams):
+    with pytest.raises(InputError, match=r"streams must be a whole number, 1 or more, got "):
+        load_model(BUNDLED_MODEL, streams=streams)  # 0 and -1 loaded a batch-1 model
+
+
+def test_a_missing_chunk_is_refused_not_stepped(model):
+    with pytest.raises(InputError, match=r"push_chunk: input 'x' is missing \(None\)"):
+        model.stream().push_chunk(None)
 
 
 def test_hold_and_zero_policies_repair_and_count(model, recording):

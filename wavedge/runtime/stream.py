@@ -409,8 +409,10 @@ class Stream:
                 self._refill_noise()
         else:
             values = self._split(sample)
-            accepted = [self._accept(k, v, problem) if v is not None else self._draw(k)
-                        for k, v in enumerate(values)]
+            # only a noise input may be left out (the stream draws it); a sensor's None is a
+            # missing sample, under the policy
+            accepted = [self._draw(k) if v is None and k in self._noise
+                        else self._accept(k, v, problem) for k, v in enumerate(values)]
             for x, v in zip(self._xs, accepted):
                 x[...] = v
             # the buffers hold given noise: the next fast push must not reuse it
@@ -475,6 +477,9 @@ class Stream:
     def _accept(self, k: int, value, problem: str | None) -> np.ndarray:
         spec, shape = self._specs[k], self._shapes[k]
         where = f"input {spec.name!r}: " if len(self._fed) > 1 else ""
+        if value is None:
+            return self._bad(k, problem or "not_numeric", None, f"{where}sample is missing "
+                             "(None)")
         if problem is not None:
             x = np.asarray(value, dtype=np.float32).reshape(-1)
             usable = (x, np.isfinite(x)) if x.size == spec.size else None
@@ -630,9 +635,11 @@ class Stream:
                              f"({', '.join(i.name for i in fed)}): pass a dict of arrays")
         xs = []
         for spec, shape, r in zip(specs, self._shapes, raw):
-            if r is None:
-                xs.append(None)
+            if r is None and spec.role == "noise":
+                xs.append(None)  # the stream draws it
                 continue
+            if r is None:
+                raise InputError(f"push_chunk: input {spec.name!r} is missing (None)")
             try:
                 x = np.asarray(r, dtype=np.float32 if spec.dtype == "float32" else None)
             except (TypeError, ValueError):
