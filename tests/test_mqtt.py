@@ -364,6 +364,18 @@ def test_credentials_never_on_the_command_line_and_env_file_checked(tmp_path):
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "mqtt://host/a/#"), "TOPIC")
 
 
+def test_a_source_whose_broker_is_not_reached_says_so_once(tmp_path):
+    """Silent, a wrong host or port looked like a quiet topic; the client keeps trying (a
+    broker may come up after the board), as the sink's does."""
+    where = f"mqtt://127.0.0.1:{_free_port()}/fleet/in"  # nothing listens there
+    proc = run_cli("run", BUNDLED_MODEL, "--sink", "null:", "--source", f"{where}?idle=6.5",
+                   timeout_s=60)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if "warning" in ln]
+    assert warnings == [f"wavedge: warning: mqtt: {where} not reached yet (no answer); "
+                        "waiting for it"], proc.stderr
+
+
 def test_a_password_protected_broker_takes_the_env_files_credentials(tmp_path):
     b = Broker(tmp_path)
     pw = tmp_path / "passwd"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 from wavedge.errors import InputError, SinkError
 
 RECONNECT_DELAY_S = (0.5, 8.0)  # paho doubles the wait between attempts within this range
+WARN_AFTER_S = 5.0  # a broker not reached this long after start gets one warning line
 ENV_KEYS = ("WAVEDGE_MQTT_USERNAME", "WAVEDGE_MQTT_PASSWORD", "WAVEDGE_MQTT_CA_CERTS",
             "WAVEDGE_MQTT_CERTFILE", "WAVEDGE_MQTT_KEYFILE")
 COMMON_PARAMS = ("qos", "client_id", "board", "keepalive", "env")
@@ -136,3 +138,10 @@ def start(c, broker: Broker) -> None:
     sink had its client, the callback raised, paho's thread died and nothing was delivered."""
     c.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
     c.loop_start()
+
+
+def warn_unreached(broker: Broker, problem: str | None, meanwhile: str) -> None:
+    """The one warning for a broker not reached ``WARN_AFTER_S`` after start (the client
+    keeps trying: a broker may come up after the board)."""
+    print(f"wavedge: warning: mqtt: {broker.where} not reached yet ({problem or 'no answer'}); "
+          f"{meanwhile}", file=sys.stderr)

@@ -21,18 +21,17 @@ Credentials and TLS files come from ``?env=FILE`` or the environment (``wavedge.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections import deque
 
 from wavedge.runtime.loop import COMMANDS
-from wavedge.runtime.mqtt import COMMON_PARAMS, client, parse_broker, start
+from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, parse_broker, start,
+                                  warn_unreached)
 from wavedge.runtime.sinks import json_text, record
 
 WINDOW = 64  # results handed to the client and not yet acknowledged
 CLOSE_FLUSH_S = 5.0
-WARN_AFTER_S = 5.0  # a broker not reached this long after start gets one warning line
 
 
 class MqttSink:
@@ -128,9 +127,8 @@ class MqttSink:
                     self.cond.wait(min(next_status - now, 1.0))
                     if not warned and not self.connects and now - self.started > WARN_AFTER_S:
                         warned = True
-                        print(f"wavedge: warning: mqtt: {self.broker.where} not reached yet "
-                              f"({self.problem or 'no answer'}); results wait in the queue "
-                              f"({self.capacity} at most)", file=sys.stderr)
+                        warn_unreached(self.broker, self.problem, "results wait in the "
+                                       f"queue ({self.capacity} at most)")
                 if self.closing:
                     return
                 payload = None

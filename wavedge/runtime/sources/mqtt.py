@@ -17,7 +17,8 @@ import threading
 import time
 
 from wavedge.recordings import csv_samples
-from wavedge.runtime.mqtt import COMMON_PARAMS, client, parse_broker, start
+from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, parse_broker, start,
+                                  warn_unreached)
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle) and at a stop request
@@ -31,6 +32,7 @@ class MqttSource:
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         self.inbox: queue.Queue = queue.Queue(url.get("queue", 10_000, int, (1, 10_000_000)))
         self.received = self.dropped = self.connects = self.disconnects = 0
+        self.problem: str | None = None  # why the broker refused us, when it did
         self.lock = threading.Lock()
         self.client = client(b, clean=False, on_connect=self._on_connect,
                              on_disconnect=self._on_disconnect, on_message=self._on_message)
@@ -42,12 +44,17 @@ class MqttSource:
                                      targets=t.targets))
 
     def _lines(self):
-        last = time.monotonic()
+        last = started = time.monotonic()
+        warned = False
         while True:
             try:
                 payload = self.inbox.get(timeout=POLL_S)
             except queue.Empty:
-                if self.idle_s is not None and time.monotonic() - last > self.idle_s:
+                now = time.monotonic()
+                if not warned and not self.connects and now - started > WARN_AFTER_S:
+                    warned = True  # silent, a wrong host or port looked like a quiet topic
+                    warn_unreached(self.broker, self.problem, "waiting for it")
+                if self.idle_s is not None and now - last > self.idle_s:
                     return
                 continue
             last = time.monotonic()
@@ -82,9 +89,11 @@ class MqttSource:
                         pass
 
     def _on_connect(self, reason) -> None:
-        if not reason.is_failure:
-            self.connects += 1
-            self.client.subscribe(self.broker.topic, qos=self.broker.qos)
+        if reason.is_failure:
+            self.problem = f"refused: {reason}"
+            return
+        self.connects += 1
+        self.client.subscribe(self.broker.topic, qos=self.broker.qos)
 
     def _on_disconnect(self, reason) -> None:
         self.disconnects += bool(reason.is_failure)  # not our own at close
