@@ -76,7 +76,8 @@ def test_a_board_with_another_schema_is_refused():
 
 def test_cli_run_to_a_missing_port_is_one_line():
     proc = run_cli("run", BUNDLED_MODEL, "--sink", "link:/dev/nonexistent-tty", "--limit", "5")
-    assert_one_line_error(proc, "link /dev/nonexistent-tty: cannot open")
+    assert_one_line_error(proc, "link /dev/nonexistent-tty: cannot open (No such file or "
+                                "directory)")
 
 
 def _wait(cond, timeout_s=3.0):

@@ -68,6 +68,9 @@ def test_replay_loop_repeats(model):
     ("replay:{rec}?rate=fast", "rate=fast"),
     ("nosuch:thing", "unknown source scheme 'nosuch'"),
     ("recording.csv", "is not a URL"),
+    # the system's words, not pyserial's message that repeats the port and a nested errno
+    ("serial:///dev/nonexistent-tty", "serial port /dev/nonexistent-tty: cannot open (No such "
+                                      "file or directory)"),
 ])
 def test_bad_source_urls_are_clear_errors(model, url, message):
     with pytest.raises((SourceError, InputError), match=message.replace("(", r"\(")

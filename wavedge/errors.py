@@ -5,10 +5,16 @@ Every message names the thing at fault (a file, an input) and says what was expe
 can print it as a single line and exit non-zero.
 """
 
+import os
+
 
 def reason(exc: BaseException) -> str:
-    """An exception another library (or a user's code) raised, as the end of one line: its
-    message's first line, or its type's name when it has none."""
+    """An exception another library (or a user's code) raised, as the end of one line: the
+    system's words for its errno when it carries one (pyserial's message repeats the port
+    and nests a second errno), else its message's first line, or its type's name."""
+    errno = getattr(exc, "errno", None)
+    if isinstance(errno, int) and errno > 0:
+        return os.strerror(errno)
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

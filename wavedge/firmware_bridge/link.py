@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from wavedge.errors import LinkError
+from wavedge.errors import LinkError, reason
 from wavedge.firmware_bridge.framing import (MAX_PAYLOAD, PROTOCOL_VERSION, Frame, FrameDecoder,
                                              encode_frame)
 from wavedge.firmware_bridge.messages import SCHEMA_HASH, Hello, MessageError, pack, unpack
@@ -89,7 +89,7 @@ class Link:
         try:
             self.port = self._open()
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise LinkError(f"link {url}: cannot open ({exc})") from None
+            raise LinkError(f"link {url}: cannot open ({reason(exc)})") from None
         self.connected = True
         self.stats = LinkStats()
         self.decoder = FrameDecoder()

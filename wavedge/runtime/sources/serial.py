@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from wavedge.errors import reason
 from wavedge.recordings import MAX_LINE, TOO_LONG, csv_samples
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, SourceError, TableOptions
 from wavedge.runtime.urls import BAUD_RANGE
@@ -36,7 +37,7 @@ class SerialSource:
         try:
             return self._serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.5)
         except (self._serial.SerialException, OSError, ValueError) as exc:
-            raise SourceError(f"serial port {self.port}: cannot open ({exc})") from None
+            raise SourceError(f"serial port {self.port}: cannot open ({reason(exc)})") from None
 
     def _reopen(self, down_since: float):
         # the deadline runs from the first failure until data flows again, so a port that
