@@ -228,8 +228,8 @@ def test_push_chunk_runs_every_member_through_the_batch_chunk_graph(batch_dir):
 def test_a_whole_tick_as_one_array_equals_the_same_tick_given_by_key(batch_dir):
     """The whole-tick path (one float32 array, or a mapping naming every member in key order,
     as `wavedge run` gives it) against the general one (a mapping in another order, or a
-    mapping that is not a dict, such as a read-only view), including ticks whose state check is due, a poisoned member and samples outside the ball
-    about 0."""
+    mapping that is not a dict, such as a read-only view), including ticks whose state check
+    is due, a poisoned member and samples outside the ball about 0."""
     model = load_model(batch_dir, streams=3)
     whole, in_order, by_key, view = (model.group() for _ in range(4))
     for g in (whole, in_order, by_key, view):

@@ -68,8 +68,8 @@ def test_cli_train_writes_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("flags, fragments", [
     (("--epochs", "0"), ["epochs must be at least 1, got 0"]),
     (("--quant-aware-epochs", "-2"), ["quant_aware_epochs must be at least 0, got -2"]),
-    (("--threads", "0"), ["--threads must be 1 to 256, got 0"]),
-    (("--threads", "100000"), ["--threads must be 1 to 256, got 100000"]),
+    (("--threads", "0"), ["--threads must be a whole number, 1 to 256, got 0"]),
+    (("--threads", "100000"), ["--threads must be a whole number, 1 to 256, got 100000"]),
     (("--config", '{"ring": 8}'), ["wave_rnn(**{", "unexpected keyword argument 'ring'"]),
     (("--config", '{"channels": -1}'), ["negative dimension"]),
 ])

@@ -89,7 +89,8 @@ def test_a_closed_pipe_is_a_quiet_stop():
 
 @pytest.mark.parametrize("url, fragment", [
     ("synthetic:imu?seed=-1", "seed=-1 is outside the allowed range [0, 9223372036854775807]"),
-    (f"replay:{RECORDING}?loop=-1", "loop=-1 is outside the allowed range [0, 4611686018427387904]"),
+    (f"replay:{RECORDING}?loop=-1",
+     "loop=-1 is outside the allowed range [0, 4611686018427387904]"),
     (f"replay:{RECORDING}?rate=1e-300", "rate=1e-300 is outside the allowed range [0.001, 1e+06]"),
     (f"replay:{RECORDING}?rate=1e-9", "outside the allowed range"),
     (f"replay:{RECORDING}?rate=1e999", "outside the allowed range"),
@@ -111,9 +112,9 @@ def test_a_bad_sink_parameter_and_limit_are_one_line():
     # start that many threads (it exhausted this machine's process table)
     for threads in ("0", "100000"):
         assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--threads", threads),
-                              f"threads must be 1 to 256, got {threads}")
+                              f"threads must be a whole number, 1 to 256, got {threads}")
         assert_one_line_error(run_cli("bench", BUNDLED_MODEL, "--threads", threads),
-                              f"bench: threads must be 1 to 256, got {threads}")
+                              f"bench: threads must be a whole number, 1 to 256, got {threads}")
 
 
 def test_an_out_folder_that_cannot_be_made_is_one_line_before_the_work(tmp_path):

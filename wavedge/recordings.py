@@ -328,7 +328,8 @@ def _npy_samples(path: Path, channels: tuple[str, ...]):
     except (ValueError, OSError) as exc:
         raise InputError(f"{path}: not a readable .npy file ({exc})") from None
     if arr.dtype.kind not in "fiu":
-        raise InputError(f"{path}: holds {arr.dtype} values, expected real numbers (float or integer)")
+        raise InputError(f"{path}: holds {arr.dtype} values, expected real numbers (float or "
+                         "integer)")
     if arr.ndim not in (2, 3) or arr.shape[-1] != len(channels):
         raise InputError(f"{path}: expected shape (T, {len(channels)}) or "
                          f"(N, T, {len(channels)}), got {arr.shape}")

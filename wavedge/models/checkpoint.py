@@ -46,8 +46,7 @@ def save_checkpoint(path: str | Path, model: StepModel, meta: dict) -> Path:
                     "state_dict": model.state_dict(), "meta": meta}, part)
         os.replace(part, path)
     except (OSError, RuntimeError) as exc:  # torch's writer raises RuntimeError for OS faults
-        raise CheckpointError(f"{path}: cannot write the checkpoint "
-                              f"({getattr(exc, 'strerror', None) or reason(exc)})") from None
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({reason(exc)})") from None
     finally:
         part.unlink(missing_ok=True)
     return path

@@ -61,7 +61,7 @@ class Recipe:
 
     def validate(self) -> None:
         """``InputError`` for a setting no run can take (the CLI's flags land here), before
-        any data is loaded."""
+        training starts."""
         for name, low in (("epochs", 1), ("batch_size", 1), ("quant_aware_epochs", 0),
                           ("seed", 0)):
             if getattr(self, name) < low:

@@ -8,6 +8,7 @@ buffers, so a step allocates nothing it does not have to and several streams sha
 from __future__ import annotations
 
 import importlib
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -98,8 +99,12 @@ MAX_THREADS = 256  # a typo of 100000 would start that many threads and exhaust 
 def check_threads(n: int, flag: str = "threads") -> None:
     """``InputError`` unless ``n`` is a thread count to start (0 or less means the library's
     own default to one backend and nothing to another: refused rather than guessed)."""
-    if not (isinstance(n, int) and 1 <= n <= MAX_THREADS):
-        raise InputError(f"{flag} must be 1 to {MAX_THREADS}, got {n}")
+    try:
+        ok = 1 <= operator.index(n) <= MAX_THREADS  # numpy's integers too
+    except TypeError:
+        ok = False
+    if not ok:
+        raise InputError(f"{flag} must be a whole number, 1 to {MAX_THREADS}, got {n!r}")
 
 
 def available() -> dict[str, bool]:
