@@ -186,8 +186,9 @@ def test_export_settings_that_hang_or_disarm_a_gate_are_refused(options, message
 
 def test_an_export_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
     """`timeout`, a service manager or CI stop a command with SIGTERM: the export says so in
-    one line, exits 143 and removes its temporary directory, as on Ctrl-C (Python's default
-    ended the process at once and left it beside the output)."""
+    one line, exits 143 and removes its temporary directory (Python's default ended the
+    process at once and left it beside the output; an exception raised from the handler once
+    ended in SIGSEGV)."""
     proc = subprocess.Popen([sys.executable, "-m", "wavedge.cli", "export", BUNDLED_CHECKPOINT,
                              "--out", tmp_path / "m"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=user_env())

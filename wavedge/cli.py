@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from wavedge import stopping
 from wavedge.errors import InputError, WavedgeError
 
 
@@ -727,20 +728,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Terminated(BaseException):
-    """SIGTERM (``timeout``, a service manager, CI), raised where the command is, so that its
-    clean-up runs as on Ctrl-C: Python's default ended the process at once, and an export
-    left its temporary directory beside the output."""
-
-
-def _terminated(signum, frame):
-    raise _Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        before = signal.signal(signal.SIGTERM, _terminated)
+        before = signal.signal(signal.SIGTERM, stopping.stop)
     except ValueError:  # not the main thread (an embedding caller's): left as it is
         before = None
     try:
@@ -751,9 +742,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wavedge: interrupted", file=sys.stderr)
         return 130
-    except _Terminated:
-        print("wavedge: terminated", file=sys.stderr)
-        return 143
     except BrokenPipeError:  # output piped into a reader that stopped (`| head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

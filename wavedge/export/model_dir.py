@@ -43,6 +43,7 @@ from wavedge.models.tasks import (ClassificationTask, Task, classification_task,
 from wavedge.recordings import split_spec
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
+from wavedge.stopping import removed_if_stopped
 
 RECORDING_NAME = "recording.csv"
 # export time grows with the chunk (bundled model, fp32 ONNX, this 2-core VM: 13 s at 32, 35 s
@@ -246,45 +247,46 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
         recordings = (f"{cal_path.name} (sha256 {sha256_of(cal_path)[:16]})", cal)
     policy = ckpt.model.quant_policy()
     # made last, and the try at once, so that nothing that can fail (a calibration file
-    # refused, SIGTERM) leaves it beside the output
+    # refused) leaves it beside the output; SIGTERM removes it (wavedge.stopping)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
-        files = []
-        batches = [(1, stream, ref)]
-        if options.batch > 1:  # B streams, each checked against its own torch run
-            rows = batch_streams(stream, options.batch, options.chunk_samples)
-            batches.append((options.batch, rows, batch_reference(ckpt.model, rows)))
-        for fmt in options.formats:
-            for batch, check, reference in batches:
-                files += _export_graphs(ckpt, tmp, fmt, batch, check, reference, options,
-                                        recordings, calibration, resets, maxima)
-            # the backend's per-call floor for this signature, for `wavedge bench`
-            path = tmp / f"bench.identity.{fmt}"
-            if fmt == "onnx":
-                export_graph(ckpt.model, path, 1, opset=options.opset, graph_kind="identity")
-            else:
-                export_tflite_graph(ckpt.model, path, 1, graph_kind="identity")
-            files.append(_file_entry(path, fmt, "identity", 1, {"note": "benchmark floor: "
-                                     "inputs passed through, no model"},
-                                     options.opset if fmt == "onnx" else None))
-        written = guarded(sig, task, options, maxima)
-        raw = _manifest(ckpt, written, task, files, options, len(stream[sig.inputs[0].name]),
-                        resets)
-        if "int8" in options.precisions:
-            raw["calibration"] = {**(calibration or {"data": None}),
-                                  "options": asdict(options.quant)}
-        if options.recording:
-            raw["recording"] = write_recording(tmp / RECORDING_NAME, task, sig)
-        write_manifest(tmp, raw)
-        _quality_gate(tmp, raw, ckpt, task, options, resets)
-        write_manifest(tmp, raw)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with removed_if_stopped(tmp):
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
+            files = []
+            batches = [(1, stream, ref)]
+            if options.batch > 1:  # B streams, each checked against its own torch run
+                rows = batch_streams(stream, options.batch, options.chunk_samples)
+                batches.append((options.batch, rows, batch_reference(ckpt.model, rows)))
+            for fmt in options.formats:
+                for batch, check, reference in batches:
+                    files += _export_graphs(ckpt, tmp, fmt, batch, check, reference, options,
+                                            recordings, calibration, resets, maxima)
+                # the backend's per-call floor for this signature, for `wavedge bench`
+                path = tmp / f"bench.identity.{fmt}"
+                if fmt == "onnx":
+                    export_graph(ckpt.model, path, 1, opset=options.opset, graph_kind="identity")
+                else:
+                    export_tflite_graph(ckpt.model, path, 1, graph_kind="identity")
+                files.append(_file_entry(path, fmt, "identity", 1, {"note": "benchmark floor: "
+                                         "inputs passed through, no model"},
+                                         options.opset if fmt == "onnx" else None))
+            written = guarded(sig, task, options, maxima)
+            raw = _manifest(ckpt, written, task, files, options, len(stream[sig.inputs[0].name]),
+                            resets)
+            if "int8" in options.precisions:
+                raw["calibration"] = {**(calibration or {"data": None}),
+                                      "options": asdict(options.quant)}
+            if options.recording:
+                raw["recording"] = write_recording(tmp / RECORDING_NAME, task, sig)
+            write_manifest(tmp, raw)
+            _quality_gate(tmp, raw, ckpt, task, options, resets)
+            write_manifest(tmp, raw)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            os.replace(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / MANIFEST_NAME
 
 

@@ -19,6 +19,7 @@ import torch
 
 from wavedge.errors import CheckpointError, WavedgeError, reason
 from wavedge.models import ARCHITECTURES, StepModel, build_model
+from wavedge.stopping import removed_if_stopped
 
 CHECKPOINT_FORMAT = "wavedge-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -40,15 +41,17 @@ def save_checkpoint(path: str | Path, model: StepModel, meta: dict) -> Path:
     path = Path(path)
     meta = json.loads(json.dumps(meta))  # plain types only, so weights_only loading accepts it
     part = _part(path)
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                    "arch": model.arch, "config": model.config,
-                    "state_dict": model.state_dict(), "meta": meta}, part)
-        os.replace(part, path)
-    except (OSError, RuntimeError) as exc:  # torch's writer raises RuntimeError for OS faults
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({reason(exc)})") from None
-    finally:
-        part.unlink(missing_ok=True)
+    with removed_if_stopped(part):
+        try:
+            torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                        "arch": model.arch, "config": model.config,
+                        "state_dict": model.state_dict(), "meta": meta}, part)
+            os.replace(part, path)
+        except (OSError, RuntimeError) as exc:  # torch's writer: RuntimeError for OS faults
+            raise CheckpointError(f"{path}: cannot write the checkpoint ({reason(exc)})") \
+                from None
+        finally:
+            part.unlink(missing_ok=True)
     return path
 
 
