@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from wavedge import stopping
-from wavedge.errors import InputError, WavedgeError
+from wavedge.errors import InputError, WavedgeError, reason
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -438,8 +438,7 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
     from wavedge.firmware_bridge.standin import C_DIR
 
     out = args.out
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
+    _out_folder(out)
     sketch = out / "wavedge_bridge"
     sketch.mkdir(parents=True, exist_ok=True)
     copied = []
@@ -747,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as exc:  # a folder or file the system refused (firmware --out /proc/x)
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"wavedge: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"wavedge: error: {where}{reason(exc)}", file=sys.stderr)
         return 1
     finally:
         if before is not None:

@@ -5,6 +5,7 @@ Every message names the thing at fault (a file, an input) and says what was expe
 can print it as a single line and exit non-zero.
 """
 
+import operator
 import os
 
 
@@ -17,6 +18,19 @@ def reason(exc: BaseException) -> str:
         return os.strerror(errno)
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_count(value, what: str, low: int, high: int | None = None) -> int:
+    """``value`` as an int (numpy's integers too), or ``InputError`` saying the whole numbers
+    ``what`` takes."""
+    try:
+        n = operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or n < low or (high is not None and n > high):
+        span = f"{low} or more" if high is None else f"{low} to {high}"
+        raise InputError(f"{what} must be a whole number, {span}, got {value!r}")
+    return n
 
 
 class WavedgeError(Exception):

@@ -48,8 +48,7 @@ def save_checkpoint(path: str | Path, model: StepModel, meta: dict) -> Path:
                         "state_dict": model.state_dict(), "meta": meta}, part)
             os.replace(part, path)
         except (OSError, RuntimeError) as exc:  # torch's writer: RuntimeError for OS faults
-            raise CheckpointError(f"{path}: cannot write the checkpoint ({reason(exc)})") \
-                from None
+            raise _unwritable(path, exc) from None
         finally:
             part.unlink(missing_ok=True)
     return path
@@ -64,7 +63,7 @@ def check_writable(path: str | Path) -> None:
     try:
         part.touch()
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror})") from None
+        raise _unwritable(path, exc) from None
     part.unlink()
 
 
@@ -73,9 +72,15 @@ def _part(path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        why = "a folder above it is a file" if isinstance(exc, FileExistsError) else exc.strerror
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({why})") from None
+        raise _unwritable(path, exc) from None
     return path.with_name(f".{path.name}.part")
+
+
+def _unwritable(path: Path, exc: Exception) -> CheckpointError:
+    """Why no checkpoint can be written at ``path``, in one line (mkdir's FileExistsError
+    means a folder above it is a file)."""
+    why = "a folder above it is a file" if isinstance(exc, FileExistsError) else reason(exc)
+    return CheckpointError(f"{path}: cannot write the checkpoint ({why})")
 
 
 def load_weights_file(path: Path, hint: str):

@@ -8,14 +8,13 @@ buffers, so a step allocates nothing it does not have to and several streams sha
 from __future__ import annotations
 
 import importlib
-import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from wavedge.errors import BackendError, InputError
+from wavedge.errors import BackendError, check_count
 
 BACKENDS = {
     "onnxruntime": "wavedge.runtime.backend_onnxruntime",
@@ -99,12 +98,7 @@ MAX_THREADS = 256  # a typo of 100000 would start that many threads and exhaust 
 def check_threads(n: int, flag: str = "threads") -> None:
     """``InputError`` unless ``n`` is a thread count to start (0 or less means the library's
     own default to one backend and nothing to another: refused rather than guessed)."""
-    try:
-        ok = 1 <= operator.index(n) <= MAX_THREADS  # numpy's integers too
-    except TypeError:
-        ok = False
-    if not ok:
-        raise InputError(f"{flag} must be a whole number, 1 to {MAX_THREADS}, got {n!r}")
+    check_count(n, flag, 1, MAX_THREADS)
 
 
 def available() -> dict[str, bool]:

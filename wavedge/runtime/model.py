@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wavedge.errors import InputError, ManifestError
+from wavedge.errors import InputError, ManifestError, check_count
 from wavedge.manifest import FileEntry, Manifest, load_manifest
 from wavedge.runtime.backends import (BACKENDS, BackendError, BackendOptions, Graph, available,
                                       load_graph)
@@ -98,15 +97,9 @@ def pick_batch(manifest: Manifest, streams: int, precision: str, fmt: str,
     """The smallest batch of step graph at ``precision`` in ``fmt`` that holds ``streams``
     streams (1 for one stream); raises ``ManifestError`` saying what the directory has, or,
     with ``in_turn``, gives 1."""
-    try:
-        n = operator.index(streams)  # numpy's integers too
-    except TypeError:
-        n = 0
-    if n < 1:
-        raise InputError(f"streams must be a whole number, 1 or more, got {streams!r}")
-    if n == 1:
+    streams = check_count(streams, "streams", 1)
+    if streams == 1:
         return 1
-    streams = n
     have = manifest.batches(precision, fmt)
     fits = [b for b in have if b >= streams]
     if not fits and in_turn:
