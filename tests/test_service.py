@@ -85,6 +85,47 @@ def test_bad_service_requests_are_one_line_errors(tmp_path):
     assert_one_line_error(bad, "service name 'b m'")
 
 
+@pytest.mark.parametrize("extra, message", [
+    (("--source", "serial:///dev/ttyACM0", "--sink", "file:/var/lib/bm.csv"),
+     "unknown sink scheme 'file'"),
+    (("--source", "seral:///dev/ttyACM0", "--sink", "null:"), "unknown source scheme 'seral'"),
+    (("--source", "stdin:", "--sink", "null:", "--precision", "int4"),
+     "no onnx step graph at precision 'int4'"),
+    (("--source", "stdin:", "--sink", "null:", "--reset", "every:0"), "--reset: 'every:0'"),
+    (("--source", "stdin:", "--sink", "null:", "--noise", "sample"), "has no noise input"),
+    (("--source", "stdin:", "--sink", "null:", "--tick-wait", "5"),
+     "--tick-wait: for a run of several sources"),
+    (("--source", "serial:///dev/ttyACM0", "--source", "serial:///dev/ttyACM0", "--sink",
+      "null:"), "/dev/ttyACM0 is already a source of this run"),
+    (("--source", "serial:///dev/ttyACM0", "--source", "serial:///dev/ttyACM1", "--sink",
+      "null:", "--tick-wait", "-1"), "--tick-wait: between 0 and 1000 ms"),
+])
+def test_a_unit_whose_run_would_fail_at_every_restart_is_refused_before_anything_is_written(
+        tmp_path, extra, message):
+    """The unit restarts its run every 2 s for ever: what the run refuses at start is refused
+    at install, with the run's own words, and nothing is written (nor printed)."""
+    for flag in ("--no-activate", "--print"):
+        assert_one_line_error(_install(tmp_path, *extra, flag), message)
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_model_directory_in_an_image_is_named_by_its_path_on_the_board(tmp_path):
+    """--root: the model directory copied into the image is read there, and the unit names it
+    by the image's path, not this machine's; a directory that is not a model one is refused."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(BUNDLED_MODEL, root / "opt/models/bm")
+    proc = run_cli("service", "install", "bm", root / "opt/models/bm", "--source", "stdin:",
+                   "--sink", "null:", "--root", root, "--no-activate")
+    assert proc.returncode == 0, proc.stderr
+    unit = (root / "etc/systemd/system/wavedge-bm.service").read_text()
+    assert " run /opt/models/bm --source" in unit
+    assert_one_line_error(run_cli("service", "install", "bm", tmp_path, "--source", "stdin:",
+                                  "--sink", "null:", "--root", root, "--no-activate"),
+                          "manifest.json: missing")
+
+
 def _command_line(root: Path, name: str) -> tuple[list[str], float]:
     """The unit's ExecStart as systemd would run it: the environment file read, ``${VAR}``
     one argument, ``$VAR`` split on whitespace; and its RestartSec."""

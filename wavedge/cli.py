@@ -186,30 +186,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from wavedge.resets import ResetPolicy
     from wavedge.runtime import BackendOptions, open_sink, open_source
     from wavedge.runtime.loop import run, run_many
 
     options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)),
                              trt_cache=args.trt_cache)
-    if args.limit is not None and args.limit < 1:
-        raise InputError(f"--limit must be at least 1, got {args.limit}")
-    resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else None
+    resets = _run_checks(args)
     urls = args.source or [None]
-    if args.tick_wait is not None and not 0 <= args.tick_wait <= 1000:
-        raise InputError(f"--tick-wait: between 0 and 1000 ms, got {args.tick_wait:g}")
-    for flag, given in (("--tick-wait", args.tick_wait is not None),
-                        ("--group", args.group != "auto")):
-        if given and len(urls) == 1:
-            raise InputError(f"{flag}: for a run of several sources (repeat --source)")
     model, how = _load_for_run(args, options, len(urls))
     resets = resets or model.manifest.reset_policy
-    noise = model.signature.noise
-    if args.noise == "sample" and not noise:
-        raise InputError(f"--noise sample: {model.manifest.name} has no noise input (it is "
-                         "not a stochastic network)")
+    _check_noise(args, model.manifest)
     urls = [u if u is not None else _recording_url(model, args.model_dir) for u in urls]
-    _one_reader_each(urls)
     sources = []
     try:
         for url in urls:
@@ -243,6 +230,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"channel(s) ({', '.join(model.manifest.channels)})", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_checks(args: argparse.Namespace):
+    """What `wavedge run` refuses before it loads the model; its reset policy, when given."""
+    from wavedge.resets import ResetPolicy
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else None
+    urls = args.source or [None]
+    if args.tick_wait is not None and not 0 <= args.tick_wait <= 1000:
+        raise InputError(f"--tick-wait: between 0 and 1000 ms, got {args.tick_wait:g}")
+    for flag, given in (("--tick-wait", args.tick_wait is not None),
+                        ("--group", args.group != "auto")):
+        if given and len(urls) == 1:
+            raise InputError(f"{flag}: for a run of several sources (repeat --source)")
+    _one_reader_each([u for u in urls if u is not None])  # the recording is no device
+    return resets
+
+
+def _check_noise(args: argparse.Namespace, manifest) -> None:
+    if args.noise == "sample" and not manifest.signature.noise:
+        raise InputError(f"--noise sample: {manifest.name} has no noise input (it is "
+                         "not a stochastic network)")
+
+
+def _check_service_run(svc, model_here: Path) -> None:
+    """A service restarts its run 2 s after each failure, for ever: refuse now what the run
+    would refuse at every start (its options, the model directory and the graph they pick,
+    the URLs' schemes), reading the unit's command line with the run's own parser. Nothing is
+    opened: a serial device may not be plugged in yet."""
+    from wavedge.manifest import load_manifest
+    from wavedge.runtime.model import step_entry
+    from wavedge.runtime.urls import check_scheme
+
+    args = build_parser().parse_args(svc.run_argv())
+    _run_checks(args)
+    manifest = load_manifest(model_here)
+    step_entry(manifest, args.backend, args.precision, len(args.source),
+               in_turn=args.group != "always")
+    _check_noise(args, manifest)
+    for url in args.source:
+        check_scheme(url, "source")
+    check_scheme(args.sink, "sink")
 
 
 def _one_reader_each(urls: list) -> None:
@@ -419,8 +450,9 @@ def _cmd_service(args: argparse.Namespace) -> int:
                                  ("policy", args.policy), ("reset", args.reset),
                                  ("noise", args.noise), ("group", args.group),
                                  ("tick-wait", args.tick_wait)) if v is not None}
-    svc = service.Service(args.name, args.model_dir.resolve(), tuple(args.source), args.sink,
-                          options, args.user, args.wavedge or "")
+    svc = service.Service(args.name, service.target_path(args.model_dir, root),
+                          tuple(args.source), args.sink, options, args.user, args.wavedge or "")
+    _check_service_run(svc, args.model_dir)
     if args.print:
         env = service.paths(svc.name, Path("/"))["env"]
         print(service.unit_text(svc, env) + "\n" + service.env_text(svc)

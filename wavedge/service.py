@@ -73,6 +73,12 @@ class Service:
                     out.append(path)
         return out
 
+    def run_argv(self) -> list[str]:
+        """The unit's ``wavedge run`` arguments, as its environment file gives them."""
+        return ["run", str(self.model_dir), *(a for u in self.sources for a in ("--source", u)),
+                "--sink", self.sink, *(a for k, v in self.options.items() for a in
+                                       (f"--{k}", str(v)))]
+
     def executable(self) -> str:
         """The install that wrote the unit runs it: its own ``wavedge`` script (not the first
         on a PATH that sudo may have changed), or its interpreter."""
@@ -149,6 +155,19 @@ def udev_text(svc: Service) -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def target_path(here: Path, root: Path) -> Path:
+    """The unit's name for ``here``, a path on this machine: under ``root`` (an image being
+    built) the image's own path, else the same path."""
+    here = here.resolve()
+    return Path("/") / here.relative_to(root) if here.is_relative_to(root) else here
+
+
+def where_here(target: Path, root: Path) -> Path:
+    """Where this machine reads the target's ``target``: inside ``root`` when it is there."""
+    inside = root / target.relative_to("/") if target.is_absolute() else target
+    return inside if inside.exists() else target
+
+
 def paths(name: str, root: Path) -> dict[str, Path]:
     return {"unit": root / UNIT_DIR / f"wavedge-{name}.service",
             "env": root / ENV_DIR / f"{name}.env",
@@ -159,7 +178,7 @@ def install(svc: Service, root: Path = Path("/"), activate: bool = True) -> list
     """Write the files (refusing to overwrite another's unit) and, with ``activate``, reload
     systemd and udev and enable and start the unit. Returns the paths written."""
     where = paths(svc.name, root)
-    if not (svc.model_dir / "manifest.json").is_file():
+    if not (where_here(svc.model_dir, root) / "manifest.json").is_file():
         raise InputError(f"{svc.model_dir}: not a model directory (no manifest.json)")
     texts = {"env": env_text(svc), "unit": unit_text(svc, Path("/") / ENV_DIR / f"{svc.name}.env"),
              "udev": udev_text(svc)}

@@ -78,18 +78,27 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     manifest = load_manifest(model_dir)
-    fmt = FILE_FORMAT[backend]
-    batch = pick_batch(manifest, streams, precision, fmt, in_turn)
-    step = manifest.find_file("step", precision, fmt, batch)
-    if step is None:
-        have = ", ".join(sorted({f"{f.format}/{f.precision}" for f in manifest.files}))
-        raise ManifestError(f"{manifest.directory}: no {fmt} step graph at precision "
-                            f"{precision!r} for backend {backend!r}; it has: {have}")
+    step = step_entry(manifest, backend, precision, streams, in_turn)
     step_graph = _load_checked(manifest, step, backend, options)
+    fmt, batch = FILE_FORMAT[backend], step.batch
     chunk = manifest.find_file("chunk", precision, fmt, batch) if use_chunk else None
     chunk_graph = _load_checked(manifest, chunk, backend, options) if chunk else None
     return Model(manifest, backend, precision, step_graph, chunk_graph,
                  chunk.samples_per_call if chunk else 1)
+
+
+def step_entry(manifest: Manifest, backend: str, precision: str, streams: int = 1,
+               in_turn: bool = False) -> FileEntry:
+    """The step graph ``load_model`` would load, found in the manifest alone (no backend
+    needed); ``ManifestError`` saying what the directory has when there is none."""
+    fmt = FILE_FORMAT[backend]
+    step = manifest.find_file("step", precision, fmt,
+                              pick_batch(manifest, streams, precision, fmt, in_turn))
+    if step is None:
+        have = ", ".join(sorted({f"{f.format}/{f.precision}" for f in manifest.files}))
+        raise ManifestError(f"{manifest.directory}: no {fmt} step graph at precision "
+                            f"{precision!r} for backend {backend!r}; it has: {have}")
+    return step
 
 
 def pick_batch(manifest: Manifest, streams: int, precision: str, fmt: str,

@@ -85,13 +85,23 @@ def register_sink(scheme: str, factory) -> None:
     _SINKS[scheme.lower()] = factory
 
 
-def _open(table: dict, kind: str, text: str, context):
+def _target(table: dict, kind: str, text: str) -> tuple[URL, object]:
     url = parse_url(text)
     try:
-        target = table[url.scheme]
+        return url, table[url.scheme]
     except KeyError:
         raise InputError(f"{text}: unknown {kind} scheme {url.scheme!r}; known: "
                          f"{', '.join(sorted(table))}") from None
+
+
+def check_scheme(text: str, kind: str) -> None:
+    """``InputError`` unless ``text`` is a URL of a known ``kind`` ("source" or "sink")
+    scheme; opens nothing (a device may not be plugged in yet)."""
+    _target(_SOURCES if kind == "source" else _SINKS, kind, text)
+
+
+def _open(table: dict, kind: str, text: str, context):
+    url, target = _target(table, kind, text)
     if isinstance(target, str):
         target = importlib.import_module(target).open
     return target(url, context)
