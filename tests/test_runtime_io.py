@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -88,6 +89,24 @@ def test_csv_header_without_the_models_channels(model, tmp_path):
     (tmp_path / "h.csv").write_text("a,b,c\n1,2,3\n")
     with pytest.raises(SourceError, match=r"lacks channel\(s\) \['acc_x'"):
         open_source(f"replay:{tmp_path / 'h.csv'}", model.manifest)
+
+
+@pytest.mark.parametrize("text", ["", "acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n", "\n\n"])
+def test_a_recording_without_samples_is_refused_at_open(model, tmp_path, text):
+    """Before, it streamed nothing and exited 0, and with loop=0 reread the file for ever."""
+    (tmp_path / "e.csv").write_text(text)
+    np.save(tmp_path / "e.npy", np.zeros((0, 6), np.float32))
+    for name in ("e.csv", "e.npy"):
+        with pytest.raises(SourceError, match=f"{name} holds no samples"):
+            open_source(f"replay:{tmp_path / name}?rate=max&loop=0", model.manifest)
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_table_of_another_separator_is_named_as_such(model, tmp_path, sep):
+    header = sep.join(["label", *model.manifest.channels])
+    (tmp_path / "s.csv").write_text(f"{header}\nwalking{sep}{sep.join(['1.5'] * 6)}\n")
+    with pytest.raises(SourceError, match=re.escape(f"is the file {sep!r}-separated")):
+        open_source(f"replay:{tmp_path / 's.csv'}", model.manifest)
 
 
 def test_malformed_rows_are_counted_not_fatal(model, tmp_path):

@@ -138,6 +138,14 @@ def _numeric(fields: list[str]) -> bool:
     return True
 
 
+def _separator_hint(names: tuple[str, ...]) -> str:
+    """A header read as one column that another separator would split (Excel writes ';'
+    where the decimal mark is a comma)."""
+    other = [sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]]
+    return (f" (the header is one column: is the file {other[0]!r}-separated? wavedge reads "
+            "comma-separated values with '.' decimals)") if other else ""
+
+
 def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns(),
             where: str = "table", strict: bool = True, targets: tuple[str, ...] = ()) -> Layout | None:
     """Where each of ``channels`` is in a table whose first row is ``first``.
@@ -181,7 +189,7 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
                              "columns= maps")
         raise InputError(f"{where}: header {list(names)} lacks channel(s) {missing} of the "
                          f"model (expects {list(channels)}); map them with "
-                         "?columns=CHANNEL:COLUMN,...")
+                         "?columns=CHANNEL:COLUMN,..." + _separator_hint(names))
 
     def find(name: str | None, defaults: tuple[str, ...]) -> int | None:
         if name == "":

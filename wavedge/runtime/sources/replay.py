@@ -33,10 +33,11 @@ class ReplaySource:
         # read the header and the first rows now, so that a wrong column, file or rate is one
         # line before the run starts, not an error after the first sample
         try:
-            for _ in islice(self._samples(), RATE_WINDOW):
-                pass
+            head = sum(1 for _ in islice(self._samples(), RATE_WINDOW))
         except InputError as exc:
             raise SourceError(str(exc)) from None
+        if not head:  # and loop=0 would reread it for ever, streaming nothing
+            raise SourceError(f"{url.text}: {self.path} holds no samples")
 
     def _samples(self):
         t = self.table
