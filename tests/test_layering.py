@@ -54,3 +54,18 @@ def test_no_branch_on_a_family_name_outside_models():
             if "models" not in p.parts
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, hits
+
+
+def test_training_and_export_without_torch_say_so_in_one_line(tmp_path):
+    """A board's install has no torch: `train` and `export` there end in one line naming the
+    extra, not a ModuleNotFoundError traceback (torch hidden here where it is installed)."""
+    from conftest import assert_one_line_error, user_env
+
+    for argv in (["train", "--task", "basic_motions", "--out", str(tmp_path / "m.pt")],
+                 ["export", f"{BUNDLED_MODEL}.pt", "--out", str(tmp_path / "m")]):
+        code = ("import sys; sys.modules['torch'] = None\n"
+                f"from wavedge.cli import main; sys.exit(main({argv!r}))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=user_env(), timeout=120)
+        assert_one_line_error(proc, f"{argv[0]} needs torch", "pip install 'wavedge[export]'")
+    assert not list(tmp_path.iterdir())

@@ -14,10 +14,20 @@ from wavedge import stopping
 from wavedge.errors import InputError, WavedgeError, reason
 
 
+def _torch(command: str):
+    """torch, which training and export run; a board's install has none (no traceback)."""
+    try:
+        import torch
+    except ImportError:
+        raise InputError(f"{command} needs torch, which is not installed here (a board's "
+                         "install); on a workstation: pip install 'wavedge[export]'") from None
+    return torch
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    import torch
+    torch = _torch("train")
 
     from wavedge.models.train import default_recipe, train
     from wavedge.runtime.backends import check_threads
@@ -65,6 +75,7 @@ def _json_object(text: str, flag: str) -> dict:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    _torch("export")
     from wavedge.export import ExportOptions, export_model_dir
     from wavedge.export.model_dir import checked_signature
     from wavedge.export.quantize import QuantOptions
