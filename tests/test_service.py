@@ -99,6 +99,10 @@ def test_bad_service_requests_are_one_line_errors(tmp_path):
       "null:"), "/dev/ttyACM0 is already a source of this run"),
     (("--source", "serial:///dev/ttyACM0", "--source", "serial:///dev/ttyACM1", "--sink",
       "null:", "--tick-wait", "-1"), "--tick-wait: between 0 and 1000 ms"),
+    (("--source", "replay:rec.csv?rate=max", "--sink", "null:"),
+     "--source replay:rec.csv?rate=max: rec.csv is a relative path, and a service runs in /"),
+    (("--source", "stdin:", "--sink", "jsonl:out/bm.jsonl?append=1"),
+     "out/bm.jsonl is a relative path"),
 ])
 def test_a_unit_whose_run_would_fail_at_every_restart_is_refused_before_anything_is_written(
         tmp_path, extra, message):

@@ -270,11 +270,11 @@ def _check_noise(args: argparse.Namespace, manifest) -> None:
 def _check_service_run(svc, model_here: Path) -> None:
     """A service restarts its run 2 s after each failure, for ever: refuse now what the run
     would refuse at every start (its options, the model directory and the graph they pick,
-    the URLs' schemes), reading the unit's command line with the run's own parser. Nothing is
+    the URLs' schemes, a file named by a relative path), reading the unit's command line with the run's own parser. Nothing is
     opened: a serial device may not be plugged in yet."""
     from wavedge.manifest import load_manifest
     from wavedge.runtime.model import step_entry
-    from wavedge.runtime.urls import check_scheme
+    from wavedge.runtime.urls import file_of
 
     args = build_parser().parse_args(svc.run_argv())
     _run_checks(args)
@@ -282,9 +282,12 @@ def _check_service_run(svc, model_here: Path) -> None:
     step_entry(manifest, args.backend, args.precision, len(args.source),
                in_turn=args.group != "always")
     _check_noise(args, manifest)
-    for url in args.source:
-        check_scheme(url, "source")
-    check_scheme(args.sink, "sink")
+    for flag, url, kind in [*(("--source", u, "source") for u in args.source),
+                            ("--sink", args.sink, "sink")]:
+        path = file_of(url, kind)
+        if path is not None and not Path(path).is_absolute():
+            raise InputError(f"{flag} {url}: {path} is a relative path, and a service runs in "
+                             f"/; give its absolute path ({Path(path).resolve()})")
 
 
 def _one_reader_each(urls: list) -> None:

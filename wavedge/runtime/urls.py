@@ -94,10 +94,14 @@ def _target(table: dict, kind: str, text: str) -> tuple[URL, object]:
                          f"{', '.join(sorted(table))}") from None
 
 
-def check_scheme(text: str, kind: str) -> None:
-    """``InputError`` unless ``text`` is a URL of a known ``kind`` ("source" or "sink")
-    scheme; opens nothing (a device may not be plugged in yet)."""
-    _target(_SOURCES if kind == "source" else _SINKS, kind, text)
+def file_of(text: str, kind: str) -> str | None:
+    """The file a ``kind`` ("source" or "sink") URL reads or writes, for a scheme whose path is
+    one (its module's ``FILE_PATH``), else None; ``InputError`` for an unknown scheme. Opens
+    nothing (a device may not be plugged in yet)."""
+    url, target = _target(_SOURCES if kind == "source" else _SINKS, kind, text)
+    module = importlib.import_module(target) if isinstance(target, str) else None
+    return url.path if getattr(module, "FILE_PATH", False) and url.path not in ("", "-") \
+        else None
 
 
 def _open(table: dict, kind: str, text: str, context):

@@ -16,6 +16,9 @@ from wavedge.runtime.heads import heads_for
 from wavedge.runtime.sinks import LineFile, record
 
 
+FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
+
+
 class CsvSink:
     def __init__(self, url, manifest) -> None:
         url.check_params(("append",))

@@ -9,6 +9,9 @@ from __future__ import annotations
 from wavedge.runtime.sinks import LineFile, json_text, record
 
 
+FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
+
+
 class JsonlSink:
     def __init__(self, url, manifest) -> None:
         url.check_params(("append",))

@@ -20,6 +20,9 @@ from wavedge.runtime.sources import COUNT_RANGE, SOURCE_TABLE_PARAMS, Pacer, Sou
     TableOptions, rate_param
 
 
+FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
+
+
 class ReplaySource:
     def __init__(self, url, manifest) -> None:
         url.check_params(("rate", "loop", "limit", *SOURCE_TABLE_PARAMS))
