@@ -36,6 +36,8 @@ def test_bundled_manifest_loads_and_describes_the_model(model_dir):
 
 CASES = {
     "not json": (lambda d: (d / "manifest.json").write_text("{ not json"), "not valid JSON"),
+    "nested too deeply": (lambda d: (d / "manifest.json").write_text("[" * 100_000),
+                          r"not valid JSON \(nested too deeply"),
     "unknown version": (lambda d: _edit(d, lambda r: r.update(version=7)),
                         "manifest version 7 is not supported"),
     "wrong format": (lambda d: _edit(d, lambda r: r.update(format="tflite-thing")),

@@ -120,7 +120,7 @@ class Subscriber:
     def _on_message(self, client, userdata, msg) -> None:
         try:
             body = json.loads(msg.payload)
-        except ValueError:  # a command we sent ourselves, say
+        except (ValueError, RecursionError):  # a command we sent ourselves, say
             body = msg.payload.decode("utf-8", "replace")
         with self.lock:
             self.messages.append((msg.topic, body, msg.retain))
@@ -281,6 +281,46 @@ def test_commands_reset_and_stats_are_answered_on_the_reply_topic(broker):
     assert by_id["r1"]["ok"] and by_id["r1"]["command"] == "reset"
     assert by_id[None]["ok"] is False and "command" in by_id[None]["error"]
     assert "commands: reset 1, stats 1" in err, err
+
+
+def test_a_message_nested_too_deeply_for_json_is_a_bad_one_not_the_end_of_the_run(broker):
+    """100,000 brackets on the sample topic ended the run with a RecursionError traceback, and
+    on the command topic killed the sink's network thread (no result delivered after it)."""
+    sub = Subscriber(broker, "fleet/b11/#")
+    proc = _run("--source", broker.url("fleet/b11/samples", idle=2), "--sink",
+                broker.url("fleet/b11"))
+    broker.wait_subscribed("fleet/b11/samples", "fleet/b11/command")
+    deep = "[" * 100_000 + "]" * 100_000
+    row = ",".join(RECORDING.read_text().splitlines()[1].split(",")[2:])
+    for topic, body in (("samples", row), ("samples", deep), ("command", deep),
+                        ("samples", row), ("command", json.dumps({"command": "stats", "id": 3}))):
+        sub.client.publish(f"fleet/b11/{topic}", body, qos=1)
+    replies = sub.wait_for("fleet/b11/reply", 2)
+    _, err = proc.communicate(timeout=60)
+    sub.close()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "dropped: bad_line 1" in err and "2 results, 2 delivered" in err, err
+    assert [r["ok"] for r in replies] == [False, True] and replies[1]["samples"] >= 1
+
+
+def test_commands_to_a_board_whose_sensor_went_quiet_are_answered_by_the_end_of_the_run(broker):
+    """Commands were taken one per sample: three sent after the last sample were never
+    answered. Now each waiting one is answered before the next sample or at the run's end."""
+    sub = Subscriber(broker, "fleet/b12/#")
+    proc = _run("--source", broker.url("fleet/b12/samples", idle=2), "--sink",
+                broker.url("fleet/b12"))
+    broker.wait_subscribed("fleet/b12/samples", "fleet/b12/command")
+    sub.client.publish("fleet/b12/samples", ",".join(["0.5"] * 6), qos=1)
+    assert len(sub.wait_for("fleet/b12", 1)) == 1
+    for k in range(3):
+        sub.client.publish("fleet/b12/command", json.dumps({"command": "stats", "id": k}), qos=1)
+    replies = sub.wait_for("fleet/b12/reply", 3)
+    _, err = proc.communicate(timeout=60)
+    sub.close()
+    assert proc.returncode == 0, err
+    assert sorted(r["id"] for r in replies) == [0, 1, 2] and all(r["samples"] == 1
+                                                                 for r in replies)
+    assert "commands: stats 3" in err, err
 
 
 def test_stats_of_a_run_of_several_sensors_give_each_streams_samples(broker):

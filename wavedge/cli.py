@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from wavedge import stopping
-from wavedge.errors import InputError, WavedgeError, reason
+from wavedge.errors import InputError, WavedgeError, parse_json, reason
 
 
 def _torch(command: str):
@@ -66,7 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _json_object(text: str, flag: str) -> dict:
     try:
-        value = json.loads(text)
+        value = parse_json(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{flag}: not JSON ({exc.msg})") from None
     if not isinstance(value, dict):

@@ -5,6 +5,7 @@ Every message names the thing at fault (a file, an input) and says what was expe
 can print it as a single line and exit non-zero.
 """
 
+import json
 import operator
 import os
 
@@ -18,6 +19,17 @@ def reason(exc: BaseException) -> str:
         return os.strerror(errno)
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def parse_json(text: str, **kwargs):
+    """``json.loads``, whose every failure is a ``json.JSONDecodeError``: a document nested
+    deeper than the interpreter's recursion limit raises ``RecursionError``, and one MQTT
+    message of 100,000 brackets must not end a board's run (it did: the sample topic ended
+    the run with a traceback, the command topic killed the sink's network thread)."""
+    try:
+        return json.loads(text, **kwargs)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
 def check_count(value, what: str, low: int, high: int | None = None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavedge.errors import InputError, ManifestError
+from wavedge.errors import InputError, ManifestError, parse_json
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature, StateSpec
 
@@ -248,7 +248,7 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
     if not path.is_file():
         raise ManifestError(f"{path}: missing; is {directory} a wavedge model directory?")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_finite,
+        raw = parse_json(path.read_text(encoding="utf-8"), parse_constant=_not_finite,
                          parse_float=_finite_float)
     except ManifestError as exc:
         raise ManifestError(f"{path}: {exc}") from None

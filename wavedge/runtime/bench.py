@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavedge.errors import BackendError, InputError
+from wavedge.errors import BackendError, InputError, parse_json
 from wavedge.manifest import load_manifest
 from wavedge.runtime import accel
 from wavedge.runtime.backends import BackendOptions, available, check_threads
@@ -598,7 +598,7 @@ def load_report(path: str | Path) -> dict:
     """Read a bench JSON; ``InputError`` naming the file when it is not one."""
     path = Path(path)
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -261,7 +261,7 @@ class _Loop:
     def feed(self, sample) -> None:
         lane, stream = self.lane, self.stream
         if self.inbox:
-            self._command(*self.inbox.popleft())
+            self._commands()
         if lane.resetter.due(sample.sequence, sample.time if sample.time is not None
                              else time.monotonic()):
             stream.reset()
@@ -281,7 +281,7 @@ class _Loop:
     def feed_tick(self, tick: list) -> None:
         """``tick``: (stream index, sample) pairs, at most one per stream."""
         if self.inbox:
-            self._command(*self.inbox.popleft())
+            self._commands()
         tick = [(self.lanes[k], sample) for k, sample in tick if not self.lanes[k].ended]
         for lane, sample in tick:
             if lane.resetter.due(sample.sequence, sample.time if sample.time is not None
@@ -367,6 +367,11 @@ class _Loop:
             _score_end(self.summary, lane.prev_result, prev.truth)
             lane.prev = None
 
+    def _commands(self) -> None:
+        """Every command waiting (one per sample left a burst waiting for as many samples)."""
+        while self.inbox:
+            self._command(*self.inbox.popleft())
+
     def _command(self, command: dict, reply) -> None:
         """``reset`` the state now (every stream's), or answer ``stats`` with the run's
         counters so far."""
@@ -402,6 +407,8 @@ class _Loop:
 
     def close(self) -> None:
         try:
+            if self.inbox:  # commands that came after the last sample: answered, not lost
+                self._commands()
             self.sink.close()
         except BrokenPipeError:
             self.summary.broken_pipe = True

@@ -20,11 +20,11 @@ Credentials and TLS files come from ``?env=FILE`` or the environment (``wavedge.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import deque
 
+from wavedge.errors import parse_json
 from wavedge.runtime.loop import COMMANDS
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, parse_broker, start,
                                   warn_unreached)
@@ -197,7 +197,7 @@ class MqttSink:
 
     def _on_message(self, msg) -> None:
         try:
-            command = json.loads(msg.payload.decode("utf-8"))
+            command = parse_json(msg.payload.decode("utf-8"))
             if not isinstance(command, dict) or command.get("command") not in COMMANDS:
                 raise ValueError
         except (ValueError, UnicodeDecodeError):

@@ -11,11 +11,11 @@ reconnect). The source ends after ``idle`` seconds without a message (default: n
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
 
+from wavedge.errors import parse_json
 from wavedge.recordings import csv_samples
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, parse_broker, start,
                                   warn_unreached)
@@ -65,7 +65,7 @@ class MqttSource:
         if text[:1] not in "[{" or not text:
             return text.splitlines()
         try:
-            value = json.loads(text)
+            value = parse_json(text)
         except ValueError:
             return [text]  # not JSON after all: the line parser names the problem
         if isinstance(value, dict):
