@@ -146,7 +146,8 @@ bench-sources: $(STAMP)
 bench-bridge: $(STAMP)
 	$(BIN)/python -m wavedge.firmware_bridge.bench --out $(OUT)/bench/bridge.json
 
-# Train every model on both bundled datasets with the default recipes (about 10 minutes);
+# Train every model on the bundled datasets with the default recipes (about 8 minutes: 7 min 39 s
+# here on 2026-12-03);
 # checkpoints and results.json land in $(OUT)/train. The numbers in docs/wave-encoder.md.
 train-all: $(STAMP)
 	$(BIN)/python -m wavedge.models.train_all --out $(OUT)/train
@@ -168,7 +169,8 @@ bundle-mpl: $(STAMP) $(TFLITE_STAMP)
 		--chunk 8 --format onnx,tflite --precision fp32,int8
 
 # The torch-free tier with tflite-runtime 2.14 and NumPy < 2 instead of ai-edge-litert (the
-# combination a 32-bit Raspberry Pi OS board runs), in its own venv (about 2 minutes).
+# combination a 32-bit Raspberry Pi OS board runs), in its own venv (about 2.5 minutes: 2 min 41 s
+# here on 2026-12-03, the venv already built).
 TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
 test-tflite-runtime: broker
 	$(PY) -m venv $(TFLITE_RUNTIME_VENV)
@@ -180,8 +182,8 @@ test-tflite-runtime: broker
 # wavedge on an emulated Raspberry Pi OS (64-bit) userland: a Debian bookworm arm64 root under
 # qemu-user (binfmt_misc; needs root), the PyPI aarch64 wheels; both bundled models run on both
 # backends, fp32 and int8, compared with this host, and the torch-free bridge, manifest and
-# runtime tests (docs/boards.md). About 6.5-7.5 minutes from scratch here (measured 6 min 24 s and 7 min 25 s), 3.5 with
-# the root cached in $(OUT)/arm64/root. Emulated: no timing from it is a performance number.
+# runtime tests (docs/boards.md). About 11 minutes from scratch here (measured 11 min 9 s, wavedge
+# built from source in the root), 5-7.5 with the root cached in $(OUT)/arm64/root. Emulated: no timing from it is a performance number.
 test-arm64: $(STAMP)
 	OUT=$(OUT) HOST_PY=$(abspath $(BIN))/python scripts/arm64/test_arm64.sh
 
