@@ -270,8 +270,8 @@ def _check_noise(args: argparse.Namespace, manifest) -> None:
 def _check_service_run(svc, model_here: Path) -> None:
     """A service restarts its run 2 s after each failure, for ever: refuse now what the run
     would refuse at every start (its options, the model directory and the graph they pick,
-    the URLs' schemes, a file named by a relative path), reading the unit's command line with the run's own parser. Nothing is
-    opened: a serial device may not be plugged in yet."""
+    the URLs' schemes, a file named by a relative path), reading the unit's command line with
+    the run's own parser. Nothing is opened: a serial device may not be plugged in yet."""
     from wavedge.manifest import load_manifest
     from wavedge.runtime.model import step_entry
     from wavedge.runtime.urls import file_of
