@@ -95,6 +95,18 @@ def test_compare_refuses_a_file_that_is_not_a_report(tmp_path):
                           "not a wavedge bench report")
 
 
+@pytest.mark.parametrize("extra, message", [
+    (("--pin", "-1"), "cannot pin to CPU -1; this process may run on CPUs 0"),
+    (("--pin", "4096"), "cannot pin to CPU 4096; this process may run on CPUs 0"),
+    (("--precision", "int4"), "has no step graph at precision 'int4'; it has fp32, int8"),
+])
+def test_a_cpu_or_precision_the_bench_cannot_use_is_one_line(extra, message):
+    """--pin -1 was a ValueError traceback; --precision int4 printed a table of the floor alone
+    and exited 0."""
+    assert_one_line_error(run_cli("bench", BUNDLED_MODEL, "--samples", "50", "--repeats", "1",
+                                  *extra), message)
+
+
 @needs_torch
 def test_numpy_baseline_is_the_same_model():
     import torch

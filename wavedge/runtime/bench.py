@@ -146,6 +146,18 @@ class _Samples:
         return {name: a[:length] for name, a in self.arrays.items()}
 
 
+def _pin(cpu: int) -> None:
+    """Pin this process to ``cpu`` (Linux), or ``InputError`` naming the CPUs it may use."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except AttributeError:
+        raise InputError("bench: --pin needs Linux (sched_setaffinity)") from None
+    except (OSError, ValueError):  # EINVAL past the last CPU, ValueError below 0
+        cpus = ", ".join(map(str, sorted(os.sched_getaffinity(0))))
+        raise InputError(f"bench: cannot pin to CPU {cpu}; this process may run on CPUs "
+                         f"{cpus}") from None
+
+
 def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
               progress=lambda msg: None, baselines: tuple[Baseline, ...] | None = None) -> dict:
     """Measure every configuration of ``model_dir``; returns the JSON-ready report.
@@ -153,18 +165,19 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
     makes the torch and numpy ones from a checkpoint); None: none were asked for."""
     options.validate()
     if options.pin_cpu is not None:
-        try:
-            os.sched_setaffinity(0, {options.pin_cpu})
-        except (AttributeError, OSError) as exc:
-            raise InputError(f"bench: cannot pin to CPU {options.pin_cpu}: {exc}") from None
+        _pin(options.pin_cpu)
     manifest = load_manifest(model_dir)
+    have_precisions = sorted({f.precision for f in manifest.files if f.graph == "step"})
+    unknown = [p for p in options.precisions if p not in have_precisions]
+    if unknown:  # else a table of the floor alone, and exit 0
+        raise InputError(f"bench: {model_dir} has no step graph at precision "
+                         f"{', '.join(map(repr, unknown))}; it has {', '.join(have_precisions)}")
     rates = sorted({*options.rates_hz, *([manifest.sample_rate_hz] if manifest.sample_rate_hz
                                           else [])})
     data = _Samples(manifest.signature)
     have = available()
     backends = options.backends or tuple(b for b in FILE_FORMAT if have.get(b))
-    precisions = options.precisions or tuple(sorted({f.precision for f in manifest.files
-                                                     if f.graph == "step"}))
+    precisions = options.precisions or tuple(have_precisions)
     bopts = BackendOptions(threads=options.threads, providers=options.providers,
                            trt_cache=options.trt_cache)
     configs: list[Config] = []
