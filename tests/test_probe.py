@@ -85,6 +85,8 @@ def test_probe_of_the_exported_bundled_model_writes_its_report(tmp_path):
 def test_probe_refuses_what_it_cannot_read(tmp_path):
     assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--units", "q"), "no float output",
                           "y, h")
+    assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--units", ",,"),
+                          "--units ',,' names no output or state")
     unlabelled = tmp_path / "x.csv"
     unlabelled.write_text("acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n" + "0,0,0,0,0,0\n" * 5)
     assert_one_line_error(run_cli("probe", BUNDLED_MODEL, unlabelled), "label")
@@ -96,6 +98,16 @@ def test_probe_refuses_what_it_cannot_read(tmp_path):
     # more zones than the samples fill: the scoring ran on past any timeout
     assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--zones", "100000"),
                           "--zones 100000 for 4000 samples; at most 400")
+
+
+def test_a_unit_named_twice_or_with_spaces_is_probed_once():
+    """--units y,y was a numpy broadcast traceback (the two copies' activations stacked)."""
+    proc = run_cli("probe", BUNDLED_MODEL, "--units", " y , y ", "--permutations", "10",
+                   "--zones", "3")
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln.split("|")[1].strip() for ln in proc.stdout.splitlines()
+            if ln.startswith("| ") and not ln.startswith("| tensor")]
+    assert set(rows) == {"y"} and len(rows) == 3, proc.stdout
 
 
 @needs_torch

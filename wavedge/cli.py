@@ -431,9 +431,11 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from wavedge import probe
 
     _out_folder(args.out)
+    units = tuple(u.strip() for u in (args.units or "").split(",") if u.strip())
+    if args.units is not None and not units:
+        raise InputError(f"probe: --units {args.units!r} names no output or state")
     options = probe.ProbeOptions(zones=args.zones, permutations=args.permutations,
-                                 units=tuple(args.units.split(",")) if args.units else (),
-                                 skip=args.skip, seed=args.seed)
+                                 units=units, skip=args.skip, seed=args.seed)
     report = probe.run_probe(args.model, args.data, options, args.backend, args.precision,
                              args.untrained)
     print(f"probe: {report.source}, {report.samples} samples of {report.recordings} recordings "

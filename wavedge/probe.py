@@ -66,7 +66,7 @@ def probed_tensors(signature, wanted: tuple[str, ...]) -> list[str]:
     if unknown:
         raise InputError(f"probe: no float output or state named {', '.join(unknown)}; the "
                          f"model has {', '.join(have)}")
-    return list(wanted) or have
+    return list(dict.fromkeys(wanted)) or have  # a name given twice is probed once
 
 
 def from_stream(model, recordings, names: list[str], skip: float) -> dict[str, list]:
