@@ -168,6 +168,14 @@ def test_unknown_export_format_is_refused(tmp_path):
                          ExportOptions(formats=("coreml",)))
 
 
+def test_a_format_or_precision_named_twice_is_exported_once():
+    """`--format onnx,onnx` exported every graph twice and listed each file twice in the
+    manifest; a string is the CLI's comma-separated list (a bare "onnx" was five letters)."""
+    options = ExportOptions(formats=("onnx", "tflite", "onnx"), precisions="fp32, int8,fp32")
+    assert options.formats == ("onnx", "tflite") and options.precisions == ("fp32", "int8")
+    assert ExportOptions(formats="onnx").formats == ("onnx",)
+
+
 @pytest.mark.parametrize("options, message", [
     # a chunk of 100000 was unrolled for hours; a check of 1e11 steps filled memory first
     (dict(chunk_samples=100_000), "chunk_samples must be 2 to 1024, got 100000"),

@@ -79,6 +79,15 @@ class ExportOptions:
     # streams per call of a second set of step and chunk graphs, for a StreamGroup (1: none)
     batch: int = 1
 
+    def __post_init__(self) -> None:
+        # a name given twice is exported once (`--format onnx,onnx` exported every graph twice
+        # and listed each file twice in the manifest); one string reads as the CLI's list
+        for name in ("formats", "precisions"):
+            value = getattr(self, name)
+            names = value.split(",") if isinstance(value, str) else value
+            object.__setattr__(self, name, tuple(dict.fromkeys(n.strip() for n in names
+                                                               if n.strip())))
+
     def validate(self) -> None:
         self.quant.validate()
         if self.reset is not None:
