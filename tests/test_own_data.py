@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from conftest import BUNDLED_MODEL, assert_one_line_error, needs_torch, run_cli
 from wavedge.errors import InputError, ManifestError
 from wavedge.manifest import load_manifest
-from wavedge.recordings import Resampler, Sample, load_table
+from wavedge.recordings import Columns, Resampler, Sample, header_channels, load_table
 from wavedge.resets import ResetPolicy, Resetter
 from wavedge.runtime import SourceError, load_model, open_sink, open_source
 from wavedge.runtime.loop import run
@@ -337,3 +338,13 @@ def test_a_table_from_npy_arrays_with_labels(tmp_path):
     with pytest.raises(InputError, match="expected 6 integer or string labels"):
         load_table(f"{tmp_path / 'X.npy'}?labels=bad.npy", None, "data")
     assert load_table(tmp_path / "X.npy", None, "data").channels == ("x0", "x1", "x2")
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_new_models_table_of_another_separator_is_named_as_such(tmp_path, sep):
+    """`train --data` takes its channels from the header: a ';' file had given one channel
+    named 'label;acc_x;...' and failed later on its first row as 'not_numeric'."""
+    (tmp_path / "t.csv").write_text(sep.join(["label", "acc_x", "acc_y"]) + "\nwalking"
+                                    + sep + "1,5" + sep + "2,5\n")
+    with pytest.raises(InputError, match=re.escape(f"is the file {sep!r}-separated")):
+        header_channels(tmp_path / "t.csv", Columns(), "training data")
