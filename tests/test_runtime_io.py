@@ -345,3 +345,19 @@ def test_output_piped_into_a_reader_that_stops_is_not_an_error():
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 3
     assert "Traceback" not in proc.stderr and "(interrupted)" in proc.stderr
+
+
+def test_binary_piped_in_by_mistake_is_one_short_error_line():
+    """The header of 3 KB of random bytes was echoed whole, and twice: as the summary's
+    'stopped:' line and as the error line."""
+    from conftest import user_env
+
+    junk = np.random.default_rng(0).integers(14, 256, 3000, dtype=np.uint8).tobytes()  # one line
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                           "--source", "stdin:", "--sink", "null:"], input=junk,
+                          capture_output=True, env=user_env(), timeout=60)
+    err = proc.stderr.decode("utf-8", "replace").splitlines()
+    errors = [ln for ln in err if "header" in ln]
+    assert proc.returncode == 1 and len(errors) == 1, err
+    assert errors[0].startswith("wavedge: error: stdin: header [") and len(errors[0]) < 600
+    assert "columns) lacks channel(s)" in errors[0]

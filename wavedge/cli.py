@@ -230,7 +230,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                            tick_wait_ms=wait_ms)
     if summary.broken_pipe:  # `| head`: nothing more can reach stdout, not even at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    for line in summary.lines():
+    for line in summary.lines(error=False):  # the error is the last line, once
         print(f"wavedge: {line}", file=sys.stderr)
     if summary.error:
         print(f"wavedge: error: {summary.error}", file=sys.stderr)

@@ -138,6 +138,12 @@ def _numeric(fields: list[str]) -> bool:
     return True
 
 
+def _shown(names) -> str:
+    """A header as an error shows it: binary piped in by mistake made a line of kilobytes."""
+    text = repr(list(names))
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(names)} columns)"
+
+
 def _separator_hint(names: tuple[str, ...]) -> str:
     """A header read as one column that another separator would split (Excel writes ';'
     where the decimal mark is a comma)."""
@@ -185,9 +191,9 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
         if not strict:
             return None
         if cols.mapping:
-            raise InputError(f"{where}: header {list(names)} lacks column(s) {missing} that "
+            raise InputError(f"{where}: header {_shown(names)} lacks column(s) {missing} that "
                              "columns= maps")
-        raise InputError(f"{where}: header {list(names)} lacks channel(s) {missing} of the "
+        raise InputError(f"{where}: header {_shown(names)} lacks channel(s) {missing} of the "
                          f"model (expects {list(channels)}); map them with "
                          "?columns=CHANNEL:COLUMN,..." + _separator_hint(names))
 
@@ -196,7 +202,7 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
             return None
         if name is not None:
             if name not in names:
-                raise InputError(f"{where}: header {list(names)} has no column {name!r}")
+                raise InputError(f"{where}: header {_shown(names)} has no column {name!r}")
             return names.index(name)
         return next((names.index(n) for n in defaults if n in names), None)
 
@@ -375,12 +381,13 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
         raise InputError(f"{what}: {path}: needs a header row naming its columns (or "
                          "?columns=CHANNEL:POSITION,...)")
     if _separator_hint(tuple(names)):  # one channel named "sequence;label;acc_x;..."
-        raise InputError(f"{what}: {path}: header {names}" + _separator_hint(tuple(names)))
+        raise InputError(f"{what}: {path}: header {_shown(names)}"
+                         + _separator_hint(tuple(names)))
     named = [n for n in (cols.sequence, cols.time) if n] + \
         ([cols.label] if cols.label != "label" else [])
     absent = [n for n in named if n not in names]
     if absent:
-        raise InputError(f"{what}: {path}: header {names} has no column {absent[0]!r}")
+        raise InputError(f"{what}: {path}: header {_shown(names)} has no column {absent[0]!r}")
     claimed = {cols.label, cols.sequence, cols.time}
     claimed |= set(SEQUENCE_NAMES if cols.sequence is None else ())
     claimed |= set(TIME_NAMES if cols.time is None else ())

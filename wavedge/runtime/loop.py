@@ -69,7 +69,9 @@ class Summary:
     ticks: int = 0  # ... calls of the group, or rounds of pushes in turn
     tick_wait_ms: float = 0.0  # how long a tick waited for every source, at most
 
-    def lines(self) -> list[str]:
+    def lines(self, error: bool = True) -> list[str]:
+        """The summary, a line each; without ``error``, no ``stopped:`` line (a caller that
+        ends with the error's own line, as the CLI does)."""
         stop = f" (stopped by {self.stopped_by})" if self.stopped_by else \
             " (interrupted)" if self.interrupted else ""
         out = [f"samples: {self.samples} in {self.seconds:.2f} s{stop}"]
@@ -117,7 +119,7 @@ class Summary:
             out.append("commands: " + ", ".join(f"{k} {v}" for k, v in
                                                  sorted(self.commands.items())))
         out += self.notes
-        if self.error:
+        if self.error and error:
             out.append(f"stopped: {self.error}")
         return out
 
