@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli
-from wavedge.errors import InputError
+from wavedge.errors import InputError, LinkError
 from wavedge.runtime import SourceError, load_model, open_sink, open_source, register_source
 from wavedge.runtime.loop import _latency, run
 from wavedge.runtime.sources import Sample
@@ -72,9 +72,13 @@ def test_replay_loop_repeats(model):
     # the system's words, not pyserial's message that repeats the port and a nested errno
     ("serial:///dev/nonexistent-tty", "serial port /dev/nonexistent-tty: cannot open (No such "
                                       "file or directory)"),
+    # pyserial's socket:// says "Could not open port socket://...: [Errno 111] ..." around it
+    ("serial://socket://127.0.0.1:1", "serial port socket://127.0.0.1:1: cannot open (Connection "
+                                      "refused)"),
+    ("link:socket://127.0.0.1:1", "link socket://127.0.0.1:1: cannot open (Connection refused)"),
 ])
 def test_bad_source_urls_are_clear_errors(model, url, message):
-    with pytest.raises((SourceError, InputError), match=message.replace("(", r"\(")
+    with pytest.raises((SourceError, InputError, LinkError), match=message.replace("(", r"\(")
                        .replace(")", r"\)")):
         open_source(url.format(rec=RECORDING), model.manifest)
 

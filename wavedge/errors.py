@@ -14,9 +14,11 @@ def reason(exc: BaseException) -> str:
     """An exception another library (or a user's code) raised, as the end of one line: the
     system's words for its errno when it carries one (pyserial's message repeats the port
     and nests a second errno), else its message's first line, or its type's name."""
-    errno = getattr(exc, "errno", None)
-    if isinstance(errno, int) and errno > 0:
-        return os.strerror(errno)
+    # pyserial's socket:// and rfc2217:// wrap the OSError in a message of their own
+    for cause in (exc, exc.__cause__, exc.__context__):
+        errno = getattr(cause, "errno", None)
+        if isinstance(errno, int) and errno > 0:
+            return os.strerror(errno)
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
