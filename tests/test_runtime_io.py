@@ -365,3 +365,15 @@ def test_binary_piped_in_by_mistake_is_one_short_error_line():
     assert proc.returncode == 1 and len(errors) == 1, err
     assert errors[0].startswith("wavedge: error: stdin: header [") and len(errors[0]) < 600
     assert "columns) lacks channel(s)" in errors[0]
+
+
+def test_resetting_at_each_recording_on_a_source_without_recordings_says_so():
+    """The bundled digit-rows model resets at each digit; fed from a source with no sequence
+    column its state was never reset, without a word."""
+    note = "gave no recording (sequence) column, so the state was never reset at one"
+    blind = run_cli("run", BUNDLED_MODEL, "--source", "synthetic:imu?n=30&rate=max", "--sink",
+                    "null:", "--reset", "recording")
+    seen = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max&limit=300",
+                   "--sink", "null:", "--reset", "recording")
+    assert blind.returncode == 0 and f"the source {note}" in blind.stderr, blind.stderr
+    assert seen.returncode == 0 and "resets: 2" in seen.stderr and note not in seen.stderr

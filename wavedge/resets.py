@@ -105,6 +105,12 @@ class Resetter:
         self._sequence = None
         self._time = None
 
+    @property
+    def blind(self) -> bool:
+        """Resetting at each recording, on a source that names none (no sequence column): a
+        policy that never fires (a source gives a sequence with every sample or none)."""
+        return self.policy.recording and self.count > 0 and self._sequence is None
+
     def due(self, sequence, time_s: float) -> bool:
         p = self.policy
         first = self.count == 0 and self.resets == 0 and self._time is None

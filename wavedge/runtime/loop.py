@@ -425,6 +425,12 @@ class _Loop:
         summary.resets = sum(lane.resetter.resets for lane in self.lanes)
         summary.notes = [n for s in sources for n in getattr(s, "notes", list)()] + \
             list(getattr(self.sink, "notes", list)())
+        blind = [lane.k for lane in self.lanes if lane.resetter.blind]
+        if blind:  # the bundled digit-rows model resets at each digit: silently never did
+            which = "the source" if len(self.lanes) == 1 else \
+                "source(s) " + ", ".join(map(str, blind))
+            summary.notes.append(f"resets at each recording: {which} gave no recording "
+                                 "(sequence) column, so the state was never reset at one")
         summary.dropped, summary.repaired, summary.state_resets = self._counts()
         if len(self.lanes) > 1:
             summary.streams = [lane.samples for lane in self.lanes]
