@@ -377,3 +377,22 @@ def test_resetting_at_each_recording_on_a_source_without_recordings_says_so():
                    "--sink", "null:", "--reset", "recording")
     assert blind.returncode == 0 and f"the source {note}" in blind.stderr, blind.stderr
     assert seen.returncode == 0 and "resets: 2" in seen.stderr and note not in seen.stderr
+
+
+def test_a_csv_appended_to_keeps_one_models_columns(tmp_path):
+    """append=1 (a service restarted) adds rows under the header already there; a file another
+    model wrote (a service's model replaced) had the new model's rows mixed under the old
+    header. Now refused at open, with nothing written; the same model appends."""
+    from conftest import BUNDLED_MPL
+
+    out = tmp_path / "r.csv"
+    source = f"replay:{RECORDING}?rate=max&limit=5"
+    for _ in range(2):
+        assert run_cli("run", BUNDLED_MODEL, "--source", source, "--sink",
+                       f"csv:{out}?append=1").returncode == 0
+    before = out.read_text()
+    assert len(before.splitlines()) == 11 and before.count("step,") == 1
+    other = run_cli("run", BUNDLED_MPL, "--source", "synthetic:imu?n=5&rate=max", "--sink",
+                    f"csv:{out}?append=1")
+    assert other.returncode == 1 and "is not one this model writes" in other.stderr
+    assert out.read_text() == before

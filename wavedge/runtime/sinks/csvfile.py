@@ -5,13 +5,15 @@ Gaussian: ``mean_<i>`` and ``variance_<i>``; tokens: the top 5 ids and probabili
 vocabulary), any other head's columns prefixed by its output name, and ``truth``. ``csv:-``
 writes to standard output. Lines reach the file at least every second (``LineFile``).
 ``append=1`` adds to the file instead of replacing it, the header only when the file was
-empty."""
+empty; a file whose header this model does not write (another model's) is refused at open."""
 
 from __future__ import annotations
 
+import builtins
 import csv
 import io
 
+from wavedge.errors import SinkError
 from wavedge.runtime.heads import heads_for
 from wavedge.runtime.sinks import LineFile, record
 
@@ -35,13 +37,34 @@ class CsvSink:
         self._columns = columns
         self._timed = None  # decided by the first sample: a source with timestamps or not
         self._lanes = False  # likewise: a run of several sources (a stream column)
+        self._found = None if self.out.empty else self._existing_header(url.text)
+
+    def _cells(self, timed: bool, lanes: bool) -> list[str]:
+        c = self._columns
+        return [*(["stream"] if lanes else []), "step", *(["time"] if timed else []),
+                *c[:self._at - 1], "truth", *c[self._at - 1:]]
+
+    def _existing_header(self, where: str) -> list[str]:
+        """The header of the file appended to, refused when no run of this model writes it:
+        rows of another model's columns would sit under it (a service's model replaced)."""
+        with builtins.open(self.out.path, newline="", encoding="utf-8", errors="replace") as fh:
+            found = next(csv.reader(fh), [])
+        if all(found != self._cells(t, s) for t in (False, True) for s in (False, True)):
+            self.out.close()
+            raise SinkError(f"{where}: the file's header {_cut(found)} is not one this model "
+                            f"writes ({_cut(self._cells(False, False))}); append to another "
+                            "file")
+        return found
 
     def _header(self, timed: bool, lanes: bool) -> None:
         self._timed, self._lanes = timed, lanes
-        c = self._columns
-        if self.out.empty:
-            self._row([*(["stream"] if lanes else []), "step", *(["time"] if timed else []),
-                       *c[:self._at - 1], "truth", *c[self._at - 1:]], None)
+        cells = self._cells(timed, lanes)
+        if self._found is None:
+            self._row(cells, None)
+        elif self._found != cells:
+            raise SinkError(f"{self.out.path}: its header {_cut(self._found)} is not this "
+                            f"run's {_cut(cells)} (a time or stream column more or less); "
+                            "append to another file")
 
     def _row(self, cells: list, sample) -> None:
         self.writer.writerow(cells)
@@ -67,6 +90,11 @@ class CsvSink:
         if self._timed is None:
             self._header(False, False)
         self.out.close()
+
+
+def _cut(cells: list[str]) -> str:
+    text = ",".join(cells)
+    return text if len(text) <= 120 else text[:120] + "..."
 
 
 def open(url, manifest) -> CsvSink:  # noqa: A001
