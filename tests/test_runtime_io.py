@@ -396,3 +396,24 @@ def test_a_csv_appended_to_keeps_one_models_columns(tmp_path):
                     f"csv:{out}?append=1")
     assert other.returncode == 1 and "is not one this model writes" in other.stderr
     assert out.read_text() == before
+
+
+@pytest.mark.parametrize("sink", ["stdout:", "jsonl:-", "csv:-"])
+def test_standard_output_closed_or_full_is_one_line_naming_the_sink(sink):
+    """Started with stdout closed (`>&-`), the stdout sink printed into nothing and exited 0
+    and jsonl:- was an AttributeError traceback; behind a full disk (`> /dev/full`) the
+    stdout sink's OSError lost the summary and named no sink."""
+    from conftest import user_env
+
+    argv = [sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL), "--source",
+            "synthetic:imu?n=5&rate=max", "--sink", sink]
+    closed = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=user_env(), timeout=60, preexec_fn=lambda: os.close(1))
+    assert_one_line_error(closed, "standard output is closed")
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True,
+                                  env=user_env(), timeout=60)
+        assert proc.returncode == 1 and "samples: " in proc.stderr, proc.stderr
+        assert proc.stderr.splitlines()[-1].endswith("cannot write (No space left on device)")
+        assert "Traceback" not in proc.stderr

@@ -228,7 +228,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = run_many(_streams(model, args, len(urls)), sources, sink, limit=args.limit,
                            resets=resets, signals=True, started=started,
                            tick_wait_ms=wait_ms)
-    if summary.broken_pipe:  # `| head`: nothing more can reach stdout, not even at exit
+    try:
+        sys.stdout.flush()
+    except OSError:  # `| head` gone or a full disk: nothing more can reach stdout, not at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in summary.lines(error=False):  # the error is the last line, once
         print(f"wavedge: {line}", file=sys.stderr)

@@ -37,6 +37,8 @@ class LineFile:
             except OSError as exc:
                 raise SinkError(f"{what} {path}: cannot write ({exc.strerror})") from None
         else:
+            if sys.stdout is None:  # started with standard output closed (`>&-`)
+                raise SinkError(f"{what} -: standard output is closed; give a file")
             sys.stdout.flush()
             self.fd = sys.stdout.fileno()
         self._lines: list[str] = []

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import sys
 
+from wavedge.errors import SinkError, reason
+
 
 class StdoutSink:
     def __init__(self, url, manifest, out=None) -> None:
         url.check_params(("every",))
         self.every = url.get("every", 1, int, (1, 2 ** 62))
         self.out = out if out is not None else sys.stdout
+        if self.out is None:  # started with standard output closed (`>&-`): print drops all
+            raise SinkError("stdout sink: standard output is closed; give --sink jsonl:FILE "
+                            "or null:")
 
     def write(self, result, sample) -> None:
         if (result.step + 1) % self.every:
@@ -23,7 +28,12 @@ class StdoutSink:
             agrees = result.head.score_truth(result.values, sample.truth)
             mark = ("ok" if agrees else "MISS") if isinstance(agrees, bool) else ""
             line += f"   truth {sample.truth:<12} {mark}".rstrip()
-        print(line, file=self.out, flush=True)
+        try:
+            print(line, file=self.out, flush=True)
+        except BrokenPipeError:  # `| head`: the run stops quietly
+            raise
+        except OSError as exc:  # a full disk behind `> FILE`: the summary still comes
+            raise SinkError(f"stdout sink: cannot write ({reason(exc)})") from None
 
     def close(self) -> None:
         pass
