@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli
 
 
 def test_firmware_copies_the_library_and_the_sketch_compiles(tmp_path):
@@ -29,3 +29,20 @@ def test_firmware_copies_the_library_and_the_sketch_compiles(tmp_path):
                     str(main), str(tmp_path / "wb_frame.o"), "-o", str(tmp_path / "sketch")],
                    check=True)
     assert subprocess.run([str(tmp_path / "sketch")]).returncode == 0
+
+
+def test_an_edited_sketch_is_not_overwritten_without_force(tmp_path):
+    """A second `firmware --out` into the same folder replaced the user's edited sketch
+    without a word."""
+    assert run_cli("firmware", "--out", tmp_path).returncode == 0
+    ino = tmp_path / "wavedge_bridge" / "wavedge_bridge.ino"
+    edited = ino.read_text() + "// my board's pins\n"
+    ino.write_text(edited)
+    assert_one_line_error(run_cli("firmware", "--out", tmp_path),
+                          "wavedge_bridge.ino differs from this wavedge's copy", "--force")
+    assert ino.read_text() == edited
+    forced = run_cli("firmware", "--out", tmp_path, "--force")
+    assert forced.returncode == 0 and f"wrote {ino}" in forced.stdout
+    assert f"unchanged {tmp_path / 'wb_frame.c'}" in forced.stdout
+    assert ino.read_bytes() == (ROOT / "wavedge" / "firmware_bridge" / "c" / "arduino" /
+                                "wavedge_bridge" / "wavedge_bridge.ino").read_bytes()

@@ -488,19 +488,24 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
     from wavedge.firmware_bridge.standin import C_DIR
 
     out = args.out
-    _out_folder(out)
     sketch = out / "wavedge_bridge"
+    pairs = [(C_DIR / name, dest) for name in ("wb_frame.h", "wb_frame.c")
+             for dest in (out / name, sketch / name)]
+    pairs.append((C_DIR / "arduino" / "wavedge_bridge" / "wavedge_bridge.ino",
+                  sketch / "wavedge_bridge.ino"))
+    # a sketch is made to be edited: a copied-out file that differs is the user's work
+    changed = [d for s, d in pairs if d.is_file() and d.read_bytes() != s.read_bytes()]
+    if changed and not args.force:
+        raise InputError(f"firmware: {changed[0]} differs from this wavedge's copy"
+                         + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
+                         + "; --force replaces them, or give another --out")
+    _out_folder(out)
     sketch.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for name in ("wb_frame.h", "wb_frame.c"):
-        for dest in (out / name, sketch / name):
-            shutil.copyfile(C_DIR / name, dest)
-            copied.append(dest)
-    shutil.copyfile(C_DIR / "arduino" / "wavedge_bridge" / "wavedge_bridge.ino",
-                    sketch / "wavedge_bridge.ino")
-    copied.append(sketch / "wavedge_bridge.ino")
-    for path in copied:
-        print(f"wrote {path}")
+    for src, dest in pairs:
+        same = dest.is_file() and dest.read_bytes() == src.read_bytes()
+        if not same:
+            shutil.copyfile(src, dest)
+        print(f"{'unchanged' if same else 'wrote'} {dest}")
     return 0
 
 
@@ -760,6 +765,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "project, and an Arduino sketch using them into "
                                    "OUT/wavedge_bridge/.")
     p.add_argument("--out", type=Path, required=True, help="folder to write into")
+    p.add_argument("--force", action="store_true",
+                   help="replace copied-out files that were changed (an edited sketch)")
     p.set_defaults(func=_cmd_firmware)
 
     p = sub.add_parser("upgrade", help="rewrite a model directory's manifest as version 2",
