@@ -122,8 +122,12 @@ def test_a_save_that_fails_midway_keeps_the_checkpoint_that_was_there(tmp_path, 
 def test_training_to_a_place_it_cannot_write_fails_before_it_trains(tmp_path):
     """The check comes first: the save at the end of a run was a traceback, its training lost."""
     (tmp_path / "afile").write_text("")
+    # --out naming the user's recordings overwrote them with a checkpoint
+    (tmp_path / "data.csv").write_text("label,acc_x\nwalking,1.0\n")
     for out, why in ((tmp_path / "afile" / "m.pt", "a folder above it is a file"),
-                     (tmp_path, "is a folder; give the checkpoint's file name")):
+                     (tmp_path, "is a folder; give the checkpoint's file name"),
+                     (tmp_path / "data.csv", "exists and is not a checkpoint")):
         proc = run_cli("train", "--arch", "irnn", "--epochs", "1", "--quiet", "--out", out)
         assert_one_line_error(proc, f"{out}:", why)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "data.csv"]
+    assert (tmp_path / "data.csv").read_text() == "label,acc_x\nwalking,1.0\n"
