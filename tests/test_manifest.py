@@ -128,3 +128,16 @@ def test_a_model_the_runtime_cannot_serve_is_refused_at_load_naming_it(model_dir
                                                                     shape=[5]))
     with pytest.raises(ManifestError, match=r"output 'y': expected shape \(1, 5\)"):
         load_model(model_dir)
+
+
+def test_the_manifest_file_given_for_its_directory_is_named_as_such():
+    assert_one_line_error(run_cli("inspect", BUNDLED_MODEL / "manifest.json"),
+                          "manifest.json: is the manifest; give its model directory "
+                          f"({BUNDLED_MODEL})")
+
+
+def test_one_provider_given_as_a_string_is_one_provider():
+    """BackendOptions(providers="cuda") was read as providers c, u, d and a."""
+    from wavedge.runtime import BackendOptions
+
+    assert BackendOptions(providers="cuda").providers == ("cuda",)

@@ -244,6 +244,9 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
+        if directory.name == MANIFEST_NAME and directory.is_file():
+            raise ManifestError(f"{directory}: is the manifest; give its model directory "
+                                f"({directory.parent})")
         raise ManifestError(f"{directory}: no such model directory")
     if not path.is_file():
         raise ManifestError(f"{path}: missing; is {directory} a wavedge model directory?")

@@ -90,6 +90,8 @@ class BackendOptions:
 
     def __post_init__(self) -> None:
         check_threads(self.threads)
+        if isinstance(self.providers, str):  # "cuda" had been read as providers c, u, d, a
+            object.__setattr__(self, "providers", (self.providers,))
 
 
 MAX_THREADS = 256  # a typo of 100000 would start that many threads and exhaust the process table
