@@ -122,3 +122,14 @@ def test_numpy_baseline_is_the_same_model():
         ref = ckpt.model(torch.from_numpy((x - mean) / std)[None])[0].numpy()
     got = np.stack([step(v) for v in x])
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_a_backend_or_precision_named_twice_is_measured_once():
+    """--backend litert --backend litert measured every configuration twice; a string was read
+    as its letters."""
+    from wavedge.runtime.bench import BenchOptions
+
+    options = BenchOptions(backends=("litert", "litert"), precisions="fp32,fp32",
+                           providers="cuda")
+    assert (options.backends, options.precisions, options.providers) == \
+        (("litert",), ("fp32",), ("cuda",))

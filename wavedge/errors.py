@@ -34,6 +34,14 @@ def parse_json(text: str, **kwargs):
         raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
+def as_names(value) -> tuple[str, ...]:
+    """Names given as a tuple or list, or as one comma-separated string, each once and in
+    order: a bare string had been read as its letters (providers "cuda": c, u, d, a), and a
+    name given twice was done twice (`--format onnx,onnx` exported every graph twice)."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(dict.fromkeys(n.strip() for n in items if n.strip()))
+
+
 def check_count(value, what: str, low: int, high: int | None = None) -> int:
     """``value`` as an int (numpy's integers too), or ``InputError`` saying the whole numbers
     ``what`` takes."""

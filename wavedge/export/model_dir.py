@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import wavedge
-from wavedge.errors import ExportError, InputError, reason
+from wavedge.errors import ExportError, InputError, as_names, reason
 from wavedge.export.check import (batch_reference, batch_streams, check_stream, compare,
                                   probe_step, run_graph, torch_outputs, torch_reference)
 from wavedge.export.micro import is_installed as micro_installed
@@ -80,13 +80,8 @@ class ExportOptions:
     batch: int = 1
 
     def __post_init__(self) -> None:
-        # a name given twice is exported once (`--format onnx,onnx` exported every graph twice
-        # and listed each file twice in the manifest); one string reads as the CLI's list
-        for name in ("formats", "precisions"):
-            value = getattr(self, name)
-            names = value.split(",") if isinstance(value, str) else value
-            object.__setattr__(self, name, tuple(dict.fromkeys(n.strip() for n in names
-                                                               if n.strip())))
+        for name in ("formats", "precisions"):  # each once (a manifest listed files twice)
+            object.__setattr__(self, name, as_names(getattr(self, name)))
 
     def validate(self) -> None:
         self.quant.validate()

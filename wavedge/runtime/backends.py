@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from wavedge.errors import BackendError, check_count
+from wavedge.errors import BackendError, as_names, check_count
 
 BACKENDS = {
     "onnxruntime": "wavedge.runtime.backend_onnxruntime",
@@ -90,8 +90,7 @@ class BackendOptions:
 
     def __post_init__(self) -> None:
         check_threads(self.threads)
-        if isinstance(self.providers, str):  # "cuda" had been read as providers c, u, d, a
-            object.__setattr__(self, "providers", (self.providers,))
+        object.__setattr__(self, "providers", as_names(self.providers))
 
 
 MAX_THREADS = 256  # a typo of 100000 would start that many threads and exhaust the process table

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavedge.errors import BackendError, InputError, parse_json
+from wavedge.errors import BackendError, InputError, as_names, parse_json
 from wavedge.manifest import load_manifest
 from wavedge.runtime import accel
 from wavedge.runtime.backends import BackendOptions, available, check_threads
@@ -49,6 +49,10 @@ class BenchOptions:
     backends: tuple[str, ...] = ()  # default: every installed one
     precisions: tuple[str, ...] = ()  # default: every precision the model directory has
     streams: int = 1  # > 1: N streams round-robin, in a StreamGroup, and one raw batch call
+
+    def __post_init__(self) -> None:
+        for name in ("providers", "backends", "precisions"):  # each once, in order
+            object.__setattr__(self, name, as_names(getattr(self, name)))
 
     def validate(self) -> None:
         for name, value, low in (("samples", self.samples, 50), ("repeats", self.repeats, 1),
