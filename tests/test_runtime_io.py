@@ -410,6 +410,10 @@ def test_standard_output_closed_or_full_is_one_line_naming_the_sink(sink):
     closed = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=user_env(), timeout=60, preexec_fn=lambda: os.close(1))
     assert_one_line_error(closed, "standard output is closed")
+    other = subprocess.run([*argv[:-1], "null:"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, env=user_env(), timeout=60,
+                           preexec_fn=lambda: os.close(1))
+    assert other.returncode == 0 and "samples: 5" in other.stderr, other.stderr
     if os.path.exists("/dev/full"):
         with open("/dev/full", "w") as full:
             proc = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True,

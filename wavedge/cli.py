@@ -229,7 +229,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                            resets=resets, signals=True, started=started,
                            tick_wait_ms=wait_ms)
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with it closed (`>&-`), a null sink
+            sys.stdout.flush()
     except OSError:  # `| head` gone or a full disk: nothing more can reach stdout, not at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in summary.lines(error=False):  # the error is the last line, once
