@@ -19,7 +19,7 @@ from conftest import skip_module_without_torch
 skip_module_without_torch()  # before the imports that need torch
 import torch
 
-from conftest import BUNDLED_CHECKPOINT, user_env
+from conftest import BUNDLED_CHECKPOINT, assert_one_line_error, run_cli, user_env
 from wavedge.errors import ExportError, InputError
 from wavedge.export import ExportOptions, export_model_dir
 from wavedge.export.check import check_stream, torch_reference
@@ -208,4 +208,19 @@ def test_an_export_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
     proc.send_signal(signal.SIGTERM)
     stderr = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143 and stderr.strip() == "wavedge: terminated", stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("bounds, message", [
+    # inf passed the parser and failed after the whole export, naming the temporary folder
+    ("0:inf", "'0:inf': LOW and HIGH must be finite"),
+    ("acc_x=-30:30,acc_x=-40:40", "'acc_x' is given twice"),
+    # the runtime refuses samples outside the bounds: the quality gate had none to score and
+    # ended in an IndexError traceback
+    ("acc_x=0:2", "'acc_x=0:2' leaves out 75.9% of the recordings' acc_x values"),
+])
+def test_input_bounds_the_check_recordings_cannot_pass_are_refused(tmp_path, bounds, message):
+    proc = run_cli("export", BUNDLED_CHECKPOINT, "--out", tmp_path / "m",
+                   f"--input-bounds={bounds}")
+    assert_one_line_error(proc, f"--input-bounds: {message}")
     assert not any(tmp_path.iterdir())

@@ -142,6 +142,8 @@ def _parse_bounds(text: str | None, spec, data: np.ndarray, margin: float):
     lows, highs = (lo - margin * span).tolist(), (hi + margin * span).tolist()
     if text is not None and text.strip() == "none":
         return None
+    names = spec.channels or tuple(str(i) for i in range(spec.shape[-1]))
+    given: dict[str, str] = {}  # channel -> the part that bounds it
     for part in (p.strip() for p in (text or "").split(",") if p.strip()):
         name, _, rng = part.rpartition("=")
         try:
@@ -149,17 +151,36 @@ def _parse_bounds(text: str | None, spec, data: np.ndarray, margin: float):
         except ValueError:
             raise InputError(f"--input-bounds: {part!r}: expected LOW:HIGH or CHANNEL=LOW:HIGH") \
                 from None
-        names = spec.channels or tuple(str(i) for i in range(spec.shape[-1]))
         if name and name not in names:
             raise InputError(f"--input-bounds: {name!r} is not a channel of input "
                              f"{spec.name!r} ({', '.join(names)})")
+        if not (math.isfinite(low) and math.isfinite(high)):  # a manifest holds no inf
+            raise InputError(f"--input-bounds: {part!r}: LOW and HIGH must be finite ('none': "
+                             "no bounds)")
         if not low < high:
             raise InputError(f"--input-bounds: {part!r}: LOW must be below HIGH")
+        if name in given:
+            raise InputError(f"--input-bounds: {name!r} is given twice")
+        given[name] = part
         for i, c in enumerate(names):
             if not name or c == name:
                 lows[i], highs[i] = low, high
+    _cover(data, names, lows, highs, given)
     rnd = lambda v: float(f"{v:.6g}")  # noqa: E731 - six digits are plenty for a guard
     return tuple(map(rnd, lows)), tuple(map(rnd, highs))
+
+
+def _cover(data: np.ndarray, names, lows: list, highs: list, given: dict) -> None:
+    """Bounds the user gave must hold the recordings the export checks on: the runtime
+    refuses a sample outside them, so the check and the quality gate would have nothing (the
+    gate was an IndexError traceback)."""
+    for i, c in enumerate(names):
+        part = given.get(c, given.get(""))
+        out = np.mean((data[:, i] < lows[i]) | (data[:, i] > highs[i])) if part else 0.0
+        if out:
+            raise InputError(f"--input-bounds: {part!r} leaves out {out:.1%} of the "
+                             f"recordings' {c} values (they span {data[:, i].min():.4g} to "
+                             f"{data[:, i].max():.4g}), samples the runtime would refuse")
 
 
 def reset_policy(ckpt: Checkpoint, options: ExportOptions) -> ResetPolicy:
