@@ -218,6 +218,7 @@ def test_an_export_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
     # the runtime refuses samples outside the bounds: the quality gate had none to score and
     # ended in an IndexError traceback
     ("acc_x=0:2", "'acc_x=0:2' leaves out 75.9% of the recordings' acc_x values"),
+    ("acc_x=-10:30", "'acc_x=-10:30' leaves out 4.0% of the recordings' acc_x values"),
 ])
 def test_input_bounds_the_check_recordings_cannot_pass_are_refused(tmp_path, bounds, message):
     proc = run_cli("export", BUNDLED_CHECKPOINT, "--out", tmp_path / "m",
