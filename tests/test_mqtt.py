@@ -300,7 +300,8 @@ def test_a_message_nested_too_deeply_for_json_is_a_bad_one_not_the_end_of_the_ru
     sub.close()
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "dropped: bad_line 1" in err and "2 results, 2 delivered" in err, err
-    assert [r["ok"] for r in replies] == [False, True] and replies[1]["samples"] >= 1
+    # the two topics reach the run through two clients, so stats may come before any sample
+    assert [r["ok"] for r in replies] == [False, True] and "samples" in replies[1]
 
 
 def test_commands_to_a_board_whose_sensor_went_quiet_are_answered_by_the_end_of_the_run(broker):
