@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from wavedge import stopping
-from wavedge.errors import InputError, WavedgeError, parse_json, reason
+from wavedge.errors import InputError, WavedgeError, as_names, parse_json, reason
 
 
 def _torch(command: str):
@@ -434,7 +434,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from wavedge import probe
 
     _out_folder(args.out)
-    units = tuple(u.strip() for u in (args.units or "").split(",") if u.strip())
+    units = as_names(args.units or "")
     if args.units is not None and not units:
         raise InputError(f"probe: --units {args.units!r} names no output or state")
     options = probe.ProbeOptions(zones=args.zones, permutations=args.permutations,

@@ -380,9 +380,9 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
     if not names or _numeric(names):
         raise InputError(f"{what}: {path}: needs a header row naming its columns (or "
                          "?columns=CHANNEL:POSITION,...)")
-    if _separator_hint(tuple(names)):  # one channel named "sequence;label;acc_x;..."
-        raise InputError(f"{what}: {path}: header {_shown(names)}"
-                         + _separator_hint(tuple(names)))
+    hint = _separator_hint(tuple(names))
+    if hint:  # else one channel named "sequence;label;acc_x;..."
+        raise InputError(f"{what}: {path}: header {_shown(names)}{hint}")
     named = [n for n in (cols.sequence, cols.time) if n] + \
         ([cols.label] if cols.label != "label" else [])
     absent = [n for n in named if n not in names]

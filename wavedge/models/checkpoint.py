@@ -57,14 +57,15 @@ def save_checkpoint(path: str | Path, model: StepModel, meta: dict) -> Path:
 def check_writable(path: str | Path) -> None:
     """``CheckpointError`` now if a checkpoint cannot be written at ``path``, so that a
     training run finds out before it trains, not after (a missing or read-only folder)."""
-    if Path(path).is_dir():
+    path = Path(path)
+    if path.is_dir():
         raise CheckpointError(f"{path}: is a folder; give the checkpoint's file name")
-    if Path(path).is_file() and Path(path).stat().st_size:
+    if path.is_file() and path.stat().st_size:
         with open(path, "rb") as fh:  # torch.save writes a zip archive
             if fh.read(4) != b"PK\x03\x04":
                 raise CheckpointError(f"{path}: exists and is not a checkpoint (--out {path} "
                                       "names your data?); refusing to overwrite it")
-    part = _part(Path(path))
+    part = _part(path)
     try:
         part.touch()
     except OSError as exc:

@@ -409,8 +409,7 @@ class _Loop:
 
     def close(self) -> None:
         try:
-            if self.inbox:  # commands that came after the last sample: answered, not lost
-                self._commands()
+            self._commands()  # those that came after the last sample: answered, not lost
             self.sink.close()
         except BrokenPipeError:
             self.summary.broken_pipe = True
