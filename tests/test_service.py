@@ -103,6 +103,10 @@ def test_bad_service_requests_are_one_line_errors(tmp_path):
      "--source replay:rec.csv?rate=max: rec.csv is a relative path, and a service runs in /"),
     (("--source", "stdin:", "--sink", "jsonl:out/bm.jsonl?append=1"),
      "out/bm.jsonl is a relative path"),
+    (("--source", "stdin:", "--sink", "mqtt://broker/fleet/bm?env=mqtt.env"),
+     "mqtt.env is a relative path"),
+    (("--source", "mqtts://broker/fleet/in?env=secrets/mqtt.env", "--sink", "null:"),
+     "secrets/mqtt.env is a relative path"),
 ])
 def test_a_unit_whose_run_would_fail_at_every_restart_is_refused_before_anything_is_written(
         tmp_path, extra, message):

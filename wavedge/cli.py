@@ -277,7 +277,7 @@ def _check_service_run(svc, model_here: Path) -> None:
     the run's own parser. Nothing is opened: a serial device may not be plugged in yet."""
     from wavedge.manifest import load_manifest
     from wavedge.runtime.model import step_entry
-    from wavedge.runtime.urls import file_of
+    from wavedge.runtime.urls import files_of
 
     args = build_parser().parse_args(svc.run_argv())
     _run_checks(args)
@@ -287,10 +287,10 @@ def _check_service_run(svc, model_here: Path) -> None:
     _check_noise(args, manifest)
     for flag, url, kind in [*(("--source", u, "source") for u in args.source),
                             ("--sink", args.sink, "sink")]:
-        path = file_of(url, kind)
-        if path is not None and not Path(path).is_absolute():
-            raise InputError(f"{flag} {url}: {path} is a relative path, and a service runs in "
-                             f"/; give its absolute path ({Path(path).resolve()})")
+        for path in files_of(url, kind):
+            if not Path(path).is_absolute():
+                    raise InputError(f"{flag} {url}: {path} is a relative path, and a service runs "
+                                 f"in /; give its absolute path ({Path(path).resolve()})")
 
 
 def _one_reader_each(urls: list) -> None:

@@ -29,6 +29,7 @@ WARN_AFTER_S = 5.0  # a broker not reached this long after start gets one warnin
 ENV_KEYS = ("WAVEDGE_MQTT_USERNAME", "WAVEDGE_MQTT_PASSWORD", "WAVEDGE_MQTT_CA_CERTS",
             "WAVEDGE_MQTT_CERTFILE", "WAVEDGE_MQTT_KEYFILE")
 COMMON_PARAMS = ("qos", "client_id", "board", "keepalive", "env")
+FILE_PARAMS = ("env",)  # keys whose value is a file (wavedge service wants it absolute)
 
 
 @dataclass(frozen=True)

@@ -94,14 +94,16 @@ def _target(table: dict, kind: str, text: str) -> tuple[URL, object]:
                          f"{', '.join(sorted(table))}") from None
 
 
-def file_of(text: str, kind: str) -> str | None:
-    """The file a ``kind`` ("source" or "sink") URL reads or writes, for a scheme whose path is
-    one (its module's ``FILE_PATH``), else None; ``InputError`` for an unknown scheme. Opens
-    nothing (a device may not be plugged in yet)."""
+def files_of(text: str, kind: str) -> list[str]:
+    """The files a ``kind`` ("source" or "sink") URL reads or writes: its path where its
+    module says the path is one (``FILE_PATH``) and the values of the query keys that name one
+    (``FILE_PARAMS``); ``InputError`` for an unknown scheme. Opens nothing (a device may not
+    be plugged in yet)."""
     url, target = _target(_SOURCES if kind == "source" else _SINKS, kind, text)
     module = importlib.import_module(target) if isinstance(target, str) else None
-    return url.path if getattr(module, "FILE_PATH", False) and url.path not in ("", "-") \
-        else None
+    path = [url.path] if getattr(module, "FILE_PATH", False) and url.path not in ("", "-") \
+        else []
+    return path + [url.params[k] for k in getattr(module, "FILE_PARAMS", ()) if url.params.get(k)]
 
 
 def _open(table: dict, kind: str, text: str, context):

@@ -26,6 +26,7 @@ from collections import deque
 
 from wavedge.errors import parse_json
 from wavedge.runtime.loop import COMMANDS
+from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, parse_broker, start,
                                   warn_unreached)
 from wavedge.runtime.sinks import json_text, record

@@ -17,6 +17,7 @@ import time
 
 from wavedge.errors import parse_json
 from wavedge.recordings import csv_samples
+from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, parse_broker, start,
                                   warn_unreached)
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions
