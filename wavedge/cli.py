@@ -294,18 +294,16 @@ def _check_service_run(svc, model_here: Path) -> None:
 
 
 def _one_reader_each(urls: list) -> None:
-    """Standard input and a port (``serial://``, a microcontroller's ``link:``) can feed one
-    stream only: two readers of one would split its samples between them."""
+    """Standard input, a port (``serial://``, a microcontroller's ``link:``) and a broker
+    session can feed one stream only (each source module says what it reads)."""
+    from wavedge.runtime.urls import reader_of
+
     seen = set()
     for url in urls:
-        scheme = url.split(":", 1)[0]
-        path = url.split("?", 1)[0].split(":", 1)[-1].lstrip("/")
-        device = scheme if scheme == "stdin" else path if scheme in ("serial", "link") else None
-        if device is not None and device in seen:
-            raise InputError(f"--source {url}: {'stdin' if scheme == 'stdin' else '/' + device} "
-                             "is already a source of this run (two readers would split its "
-                             "samples)")
-        seen.add(device)
+        what, why = reader_of(url) or (None, "")
+        if what is not None and what in seen:
+            raise InputError(f"--source {url}: {what} is already a source of this run ({why})")
+        seen.add(what)
 
 
 def _recording_url(model, model_dir) -> str:

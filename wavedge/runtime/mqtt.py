@@ -68,16 +68,25 @@ def parse_broker(url, role: str) -> Broker:
         raise InputError(f"{url.text}: port {port_text!r} is not a number") from None
     if not 0 < port < 65536:
         raise InputError(f"{url.text}: port {port} is outside 1-65535")
-    board = url.get("board", socket.gethostname())
-    # a run may read several topics: one client id each, or the broker would hand the session
-    # (and its queued messages) from one connection to the other; stable per topic, so a
-    # persistent session survives restarts
-    default_id = f"wavedge-{board}-{role}" if role != "source" else \
-        f"wavedge-{board}-source-{zlib.crc32(topic.encode()) & 0xFFFFFF:06x}"
     return Broker(host=host, port=port, topic=topic, tls=tls, qos=url.get("qos", 1, int, (0, 2)),
-                  board=board, client_id=url.get("client_id", default_id),
+                  board=_board(url), client_id=client_id(url, role),
                   keepalive=url.get("keepalive", 30, int, (5, 3600)),
                   secrets=_secrets(url.get("env"), url.text))
+
+
+def _board(url) -> str:
+    return url.get("board", socket.gethostname())
+
+
+def client_id(url, role: str) -> str:
+    """The URL's ``client_id``, else one per board and role; a source's also per topic,
+    since a run may read several topics and the broker would hand the session (and its
+    queued messages) from one connection with an id to the next. Stable, so a persistent
+    session survives restarts."""
+    topic = url.path.partition("/")[2]
+    default = f"wavedge-{_board(url)}-{role}" if role != "source" else \
+        f"wavedge-{_board(url)}-source-{zlib.crc32(topic.encode()) & 0xFFFFFF:06x}"
+    return url.get("client_id", default)
 
 
 def _secrets(env_file: str | None, where: str) -> dict:

@@ -94,16 +94,29 @@ def _target(table: dict, kind: str, text: str) -> tuple[URL, object]:
                          f"{', '.join(sorted(table))}") from None
 
 
+def _module(text: str, kind: str):
+    """The parsed URL and its scheme's module (None for a registered factory)."""
+    url, target = _target(_SOURCES if kind == "source" else _SINKS, kind, text)
+    return url, importlib.import_module(target) if isinstance(target, str) else None
+
+
 def files_of(text: str, kind: str) -> list[str]:
     """The files a ``kind`` ("source" or "sink") URL reads or writes: its path where its
     module says the path is one (``FILE_PATH``) and the values of the query keys that name one
     (``FILE_PARAMS``); ``InputError`` for an unknown scheme. Opens nothing (a device may not
     be plugged in yet)."""
-    url, target = _target(_SOURCES if kind == "source" else _SINKS, kind, text)
-    module = importlib.import_module(target) if isinstance(target, str) else None
+    url, module = _module(text, kind)
     path = [url.path] if getattr(module, "FILE_PATH", False) and url.path not in ("", "-") \
         else []
     return path + [url.params[k] for k in getattr(module, "FILE_PARAMS", ()) if url.params.get(k)]
+
+
+def reader_of(text: str) -> tuple[str, str] | None:
+    """What a source URL reads that no other source of the run may read too, and why (its
+    module's ``reader(url)``): a port, stdin, a broker session; None when it may be shared (a
+    recording). Opens nothing."""
+    url, module = _module(text, "source")
+    return module.reader(url) if hasattr(module, "reader") else None
 
 
 def _open(table: dict, kind: str, text: str, context):

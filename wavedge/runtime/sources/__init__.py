@@ -19,6 +19,12 @@ RATE_RANGE = (1e-3, 1e6)  # Hz: from one sample in 17 minutes to a MHz ADC
 COUNT_RANGE = (0, 2 ** 62)
 
 
+def port_reader(url, name: str | None = None) -> tuple[str, str]:
+    """What a source of a port (``url.path``) or a pipe (``name``) reads, for
+    ``urls.reader_of``: it feeds one stream, since two readers would split its samples."""
+    return name or url.path, "two readers would split its samples"
+
+
 class TableOptions:
     """A source URL's table keys (``wavedge.recordings``): the column map, a stated sample
     rate, and whether to resample to the model's rate."""

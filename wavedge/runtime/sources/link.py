@@ -11,6 +11,7 @@ import numpy as np
 
 from wavedge.errors import InputError
 from wavedge.runtime.sources import COUNT_RANGE, Sample
+from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.reader_of)
 from wavedge.runtime.urls import BAUD_RANGE
 
 

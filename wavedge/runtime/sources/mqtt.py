@@ -18,11 +18,18 @@ import time
 from wavedge.errors import parse_json
 from wavedge.recordings import csv_samples
 from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
-from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, parse_broker, start,
-                                  warn_unreached)
+from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, client_id, parse_broker,
+                                  start, warn_unreached)
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle) and at a stop request
+
+
+def reader(url) -> tuple[str, str]:
+    """For ``urls.reader_of``: one broker session per client id."""
+    return (f"client id {client_id(url, 'source')} on {url.path.partition('/')[0]}",
+            "two clients with one id would take the broker's session from each other; give "
+            "each its own ?client_id=")
 
 
 class MqttSource:

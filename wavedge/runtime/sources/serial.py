@@ -13,6 +13,7 @@ import time
 from wavedge.errors import reason
 from wavedge.recordings import MAX_LINE, TOO_LONG, csv_samples
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, SourceError, TableOptions
+from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.reader_of)
 from wavedge.runtime.urls import BAUD_RANGE
 
 RETRY_S = 0.2

@@ -7,7 +7,11 @@ from __future__ import annotations
 import sys
 
 from wavedge.recordings import bounded_lines, csv_samples
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions, port_reader
+
+
+def reader(url) -> tuple[str, str]:
+    return port_reader(url, "stdin")
 
 
 class StdinSource:
