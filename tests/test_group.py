@@ -85,6 +85,11 @@ def test_members_join_and_leave(batch_dir):
     for t in _data(5, 1):
         group.push(t)
     b = group.add()
+    with pytest.raises(InputError, match=r"stream key \['imu'\]: a key is a name or a number"):
+        group.add(["imu"])
+    with pytest.raises(InputError, match=r"no stream \['imu'\] in this group"):
+        group.remove(["imu"])
+    assert len(group) == 2  # a refused key takes no row
     group.remove(a.key)
     c = group.add()
     assert c.slot == a.slot and c.steps == 0

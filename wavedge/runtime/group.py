@@ -207,7 +207,7 @@ class StreamGroup:
     def member(self, key) -> Member:
         try:
             return self._members[key]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable key, which no member has
             raise InputError(f"no stream {key!r} in this group "
                              f"(streams: {', '.join(map(str, self.keys)) or 'none'})") from None
 
@@ -221,6 +221,11 @@ class StreamGroup:
         if key is None:
             key = next(i for i in range(self.capacity + len(self._members) + 1)
                        if i not in self._members)
+        try:
+            hash(key)
+        except TypeError:
+            raise InputError(f"stream key {key!r}: a key is a name or a number (one that "
+                             f"cannot change), not a {type(key).__name__}") from None
         if key in self._members:
             raise InputError(f"the group already has a stream {key!r}")
         slot = self._by_slot.index(None)
