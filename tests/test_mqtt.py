@@ -304,24 +304,32 @@ def test_a_message_nested_too_deeply_for_json_is_a_bad_one_not_the_end_of_the_ru
     assert [r["ok"] for r in replies] == [False, True] and "samples" in replies[1]
 
 
-def test_commands_to_a_board_whose_sensor_went_quiet_are_answered_by_the_end_of_the_run(broker):
+@pytest.mark.parametrize("sensors", [1, 2])
+def test_commands_to_a_board_whose_sensor_went_quiet_are_answered_while_it_waits(broker,
+                                                                                  sensors):
     """Commands were taken one per sample: three sent after the last sample were never
-    answered. Now each waiting one is answered before the next sample or at the run's end."""
+    answered, then answered only at the run's end. Now they are answered while the run
+    waits for its next sample, a reset too; one sensor or several (a tick's wait)."""
     sub = Subscriber(broker, "fleet/b12/#")
-    proc = _run("--source", broker.url("fleet/b12/samples", idle=2), "--sink",
-                broker.url("fleet/b12"))
-    broker.wait_subscribed("fleet/b12/samples", "fleet/b12/command")
-    sub.client.publish("fleet/b12/samples", ",".join(["0.5"] * 6), qos=1)
-    assert len(sub.wait_for("fleet/b12", 1)) == 1
+    topics = [f"fleet/b12/samples{k}" for k in range(sensors)]
+    proc = _run(*(a for t in topics for a in ("--source", broker.url(t, idle=120))),
+                "--sink", broker.url("fleet/b12"))
+    broker.wait_subscribed(*topics, "fleet/b12/command")
+    for t in topics:
+        sub.client.publish(t, ",".join(["0.5"] * 6), qos=1)
+    assert len(sub.wait_for("fleet/b12", sensors)) == sensors
     for k in range(3):
         sub.client.publish("fleet/b12/command", json.dumps({"command": "stats", "id": k}), qos=1)
-    replies = sub.wait_for("fleet/b12/reply", 3)
+    sub.client.publish("fleet/b12/command", json.dumps({"command": "reset", "id": 3}), qos=1)
+    replies = sub.wait_for("fleet/b12/reply", 4)
+    running = proc.poll() is None  # no sample came since: the run is waiting for one
+    proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     sub.close()
-    assert proc.returncode == 0, err
-    assert sorted(r["id"] for r in replies) == [0, 1, 2] and all(r["samples"] == 1
-                                                                 for r in replies)
-    assert "commands: stats 3" in err, err
+    assert running and proc.returncode == 0, err
+    assert sorted(r["id"] for r in replies) == [0, 1, 2, 3], replies
+    assert all(r["samples"] == sensors for r in replies if r["command"] == "stats")
+    assert "commands: reset 1, stats 3" in err, err
 
 
 def test_stats_of_a_run_of_several_sensors_give_each_streams_samples(broker):

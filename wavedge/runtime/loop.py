@@ -25,6 +25,7 @@ from wavedge.resets import ResetPolicy, Resetter
 LATENCY_WINDOW = 1 << 17  # percentiles over the most recent 131,072 samples
 WARN_LIMIT = 5  # warning lines per reason before going quiet (all are still counted)
 COMMANDS = ("reset", "stats")  # what a sink's ``inbox`` may carry (``_Loop._command``)
+COMMAND_POLL_S = 0.05  # how soon a command is answered while no sample comes (a quiet sensor)
 
 
 def _latency(ns: np.ndarray) -> dict:
@@ -168,6 +169,7 @@ def _drive(loop: "_Loop", sources: list, next_item, feed, signals: bool, started
     """The loop both runs share: ``next_item()`` (None: the input ended) into ``feed``."""
     stopper = _Stopper(signals)
     try:
+        feed = loop.guarded(feed)
         if started is not None:
             started()
         while not loop.done:
@@ -227,6 +229,28 @@ class _Stopper:
         self._previous = {}
 
 
+class _Answerer:
+    """Answers a sink's commands while the loop waits for a sample: with the loop answering
+    only between samples, a board whose sensor went quiet answered at its next sample, or at
+    the end of the run. ``loop.lock`` keeps it out of a sample in flight."""
+
+    def __init__(self, loop: "_Loop") -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._answer, args=(loop,), daemon=True,
+                                        name="wavedge-commands")
+        self._thread.start()
+
+    def _answer(self, loop: "_Loop") -> None:
+        while not self._stop.wait(COMMAND_POLL_S):
+            if loop.inbox:
+                with loop.lock:
+                    loop.commands_now()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class _Lane:
     """One stream of a run: its resets and the last sample and result (to see where a
     labelled recording ends)."""
@@ -259,6 +283,21 @@ class _Loop:
         self.pushes = 0
         self.started = time.perf_counter_ns()
         self.inbox = getattr(sink, "inbox", None)  # commands (a deque of (command, reply))
+        self.lock = threading.Lock()  # a sample in flight, or a command (``guarded``)
+        self._answerer: _Answerer | None = None
+
+    def guarded(self, feed):
+        """``feed``, or with a sink that takes commands, ``feed`` under ``lock`` and a thread
+        that answers the commands that come while the loop waits for a sample."""
+        if self.inbox is None:
+            return feed
+
+        def locked(item) -> None:
+            with self.lock:
+                feed(item)
+
+        self._answerer = _Answerer(self)
+        return locked
 
     def feed(self, sample) -> None:
         lane, stream = self.lane, self.stream
@@ -407,7 +446,18 @@ class _Loop:
                 total.update(c)
         return out
 
+    def commands_now(self) -> None:
+        """``_commands`` from the answerer's thread: a sink that cannot reply ends the run, as
+        from the loop's, at the loop's next turn (the error kept for the summary)."""
+        try:
+            self._commands()
+        except (BrokenPipeError, WavedgeError) as exc:
+            self.summary.error = self.summary.error or str(exc)
+            self.done = True
+
     def close(self) -> None:
+        if self._answerer is not None:
+            self._answerer.stop()
         try:
             self._commands()  # those that came after the last sample: answered, not lost
             self.sink.close()
