@@ -138,7 +138,7 @@ def _numeric(fields: list[str]) -> bool:
     return True
 
 
-def _shown(names) -> str:
+def shown_header(names) -> str:
     """A header as an error shows it: binary piped in by mistake made a line of kilobytes."""
     text = repr(list(names))
     return text if len(text) <= 200 else f"{text[:200]}... ({len(names)} columns)"
@@ -191,9 +191,9 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
         if not strict:
             return None
         if cols.mapping:
-            raise InputError(f"{where}: header {_shown(names)} lacks column(s) {missing} that "
-                             "columns= maps")
-        raise InputError(f"{where}: header {_shown(names)} lacks channel(s) {missing} of the "
+            raise InputError(f"{where}: header {shown_header(names)} lacks column(s) {missing} "
+                             "that columns= maps")
+        raise InputError(f"{where}: header {shown_header(names)} lacks channel(s) {missing} of the "
                          f"model (expects {list(channels)}); map them with "
                          "?columns=CHANNEL:COLUMN,..." + _separator_hint(names))
 
@@ -202,7 +202,7 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
             return None
         if name is not None:
             if name not in names:
-                raise InputError(f"{where}: header {_shown(names)} has no column {name!r}")
+                raise InputError(f"{where}: header {shown_header(names)} has no column {name!r}")
             return names.index(name)
         return next((names.index(n) for n in defaults if n in names), None)
 
@@ -382,12 +382,13 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
                          "?columns=CHANNEL:POSITION,...)")
     hint = _separator_hint(tuple(names))
     if hint:  # else one channel named "sequence;label;acc_x;..."
-        raise InputError(f"{what}: {path}: header {_shown(names)}{hint}")
+        raise InputError(f"{what}: {path}: header {shown_header(names)}{hint}")
     named = [n for n in (cols.sequence, cols.time) if n] + \
         ([cols.label] if cols.label != "label" else [])
     absent = [n for n in named if n not in names]
     if absent:
-        raise InputError(f"{what}: {path}: header {_shown(names)} has no column {absent[0]!r}")
+        raise InputError(f"{what}: {path}: header {shown_header(names)} has no column "
+                         f"{absent[0]!r}")
     claimed = {cols.label, cols.sequence, cols.time}
     claimed |= set(SEQUENCE_NAMES if cols.sequence is None else ())
     claimed |= set(TIME_NAMES if cols.time is None else ())

@@ -14,6 +14,7 @@ import csv
 import io
 
 from wavedge.errors import SinkError
+from wavedge.recordings import shown_header
 from wavedge.runtime.heads import heads_for
 from wavedge.runtime.sinks import LineFile, record
 
@@ -51,9 +52,9 @@ class CsvSink:
             found = next(csv.reader(fh), [])
         if all(found != self._cells(t, s) for t in (False, True) for s in (False, True)):
             self.out.close()
-            raise SinkError(f"{where}: the file's header {_cut(found)} is not one this model "
-                            f"writes ({_cut(self._cells(False, False))}); append to another "
-                            "file")
+            raise SinkError(f"{where}: the file's header {shown_header(found)} is not one this "
+                            f"model writes ({shown_header(self._cells(False, False))}); append "
+                            "to another file")
         return found
 
     def _header(self, timed: bool, lanes: bool) -> None:
@@ -62,9 +63,9 @@ class CsvSink:
         if self._found is None:
             self._row(cells, None)
         elif self._found != cells:
-            raise SinkError(f"{self.out.path}: its header {_cut(self._found)} is not this "
-                            f"run's {_cut(cells)} (a time or stream column more or less); "
-                            "append to another file")
+            raise SinkError(f"{self.out.path}: its header {shown_header(self._found)} is not "
+                            f"this run's {shown_header(cells)} (a time or stream column more or "
+                            "less); append to another file")
 
     def _row(self, cells: list, sample) -> None:
         self.writer.writerow(cells)
@@ -90,11 +91,6 @@ class CsvSink:
         if self._timed is None:
             self._header(False, False)
         self.out.close()
-
-
-def _cut(cells: list[str]) -> str:
-    text = ",".join(cells)
-    return text if len(text) <= 120 else text[:120] + "..."
 
 
 def open(url, manifest) -> CsvSink:  # noqa: A001
