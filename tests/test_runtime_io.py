@@ -65,6 +65,7 @@ def test_replay_loop_repeats(model):
 
 @pytest.mark.parametrize("url,message", [
     ("replay:/nonexistent.csv", "no such file"),
+    ("replay:{dir}", "{dir} is a directory, not a file"),
     ("replay:{rec}?speed=2", "unknown parameter(s) speed"),
     ("replay:{rec}?rate=fast", "rate=fast"),
     ("nosuch:thing", "unknown source scheme 'nosuch'"),
@@ -77,10 +78,11 @@ def test_replay_loop_repeats(model):
                                       "refused)"),
     ("link:socket://127.0.0.1:1", "link socket://127.0.0.1:1: cannot open (Connection refused)"),
 ])
-def test_bad_source_urls_are_clear_errors(model, url, message):
+def test_bad_source_urls_are_clear_errors(model, tmp_path, url, message):
+    message = message.format(dir=tmp_path)
     with pytest.raises((SourceError, InputError, LinkError), match=message.replace("(", r"\(")
                        .replace(")", r"\)")):
-        open_source(url.format(rec=RECORDING), model.manifest)
+        open_source(url.format(rec=RECORDING, dir=tmp_path), model.manifest)
 
 
 def test_a_file_named_npy_that_is_not_one(model, tmp_path):

@@ -42,6 +42,14 @@ def as_names(value) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in items if n.strip()))
 
 
+def not_a_file(path) -> str | None:
+    """Why ``path`` is not a file to read, or None: a directory given for a recording had
+    been called "no such file", which it plainly is."""
+    if os.path.isfile(path):
+        return None
+    return f"{path} is a directory, not a file" if os.path.isdir(path) else f"no such file {path}"
+
+
 def check_count(value, what: str, low: int, high: int | None = None) -> int:
     """``value`` as an int (numpy's integers too), or ``InputError`` saying the whole numbers
     ``what`` takes."""

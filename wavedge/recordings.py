@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from wavedge.errors import InputError
+from wavedge.errors import InputError, not_a_file
 
 SEQUENCE_NAMES = ("sequence", "session", "recording")
 TIME_NAMES = ("timestamp", "time")
@@ -305,8 +305,8 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
 
 
 def _open_text(path: Path):
-    if not path.is_file():
-        raise InputError(f"no such file {path}")
+    if why := not_a_file(path):
+        raise InputError(why)
     with open(path, "rb") as fh:
         head = fh.read(4096)
     if b"\x00" in head:
@@ -332,8 +332,8 @@ def file_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(
 
 
 def _npy_samples(path: Path, channels: tuple[str, ...]):
-    if not path.is_file():
-        raise InputError(f"no such file {path}")
+    if why := not_a_file(path):
+        raise InputError(why)
     with open(path, "rb") as fh:
         if fh.read(6) != b"\x93NUMPY":
             raise InputError(f"{path}: not a .npy file (no NUMPY header)")

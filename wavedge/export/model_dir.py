@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import wavedge
-from wavedge.errors import ExportError, InputError, as_names, reason
+from wavedge.errors import ExportError, InputError, as_names, not_a_file, reason
 from wavedge.export.check import (batch_reference, batch_streams, check_stream, compare,
                                   probe_step, run_graph, torch_outputs, torch_reference)
 from wavedge.export.micro import is_installed as micro_installed
@@ -92,8 +92,9 @@ class ExportOptions:
         if self.calibration is not None and "int8" not in self.precisions:
             raise InputError("calibration recordings calibrate int8 graphs, and none is asked "
                              "for: add int8 to the precisions (--precision fp32,int8)")
-        if self.calibration is not None and not split_spec(self.calibration)[0].is_file():
-            raise InputError(f"calibration recordings: no such file {self.calibration}")
+        why = self.calibration and not_a_file(split_spec(self.calibration)[0])
+        if why:
+            raise InputError(f"calibration recordings: {why}")
         bad = sorted(set(self.precisions) - {"fp32", "int8"})
         if bad or "fp32" not in self.precisions:
             raise InputError(f"precisions {list(self.precisions)}: fp32 is required and int8 "

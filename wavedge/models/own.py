@@ -9,7 +9,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from wavedge.errors import CheckpointError, InputError, reason
+from wavedge.errors import CheckpointError, InputError, not_a_file, reason
 from wavedge.models.base import StepModel
 from wavedge.models.checkpoint import Checkpoint, load_weights_file
 
@@ -19,8 +19,8 @@ def load_own_model(spec: str, weights: Path | None, config: dict | None = None) 
     ``weights``; raises ``InputError``/``CheckpointError`` in one line."""
     file, _, cls_name = spec.rpartition(":")
     path = Path(file)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file (expected FILE.py:CLASS)")
+    if why := not_a_file(path):
+        raise InputError(f"{why} (expected FILE.py:CLASS)")
     module_name = f"wavedge_user_{path.stem}"
     loader = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from itertools import islice
 from pathlib import Path
 
-from wavedge.errors import InputError
+from wavedge.errors import InputError, not_a_file
 from wavedge.recordings import RATE_WINDOW, file_samples
 from wavedge.runtime.sources import COUNT_RANGE, SOURCE_TABLE_PARAMS, Pacer, SourceError, \
     TableOptions, rate_param
@@ -27,8 +27,8 @@ class ReplaySource:
     def __init__(self, url, manifest) -> None:
         url.check_params(("rate", "loop", "limit", *SOURCE_TABLE_PARAMS))
         self.path = Path(url.path)
-        if not self.path.is_file():
-            raise SourceError(f"{url.text}: no such file {self.path}")
+        if why := not_a_file(self.path):
+            raise SourceError(f"{url.text}: {why}")
         self.table = TableOptions(url, manifest)
         self.rate_hz = rate_param(url, manifest)
         self.loops = url.get("loop", 1, int, COUNT_RANGE)
