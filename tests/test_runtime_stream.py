@@ -128,6 +128,15 @@ def test_result_carries_label_and_probability(model, recording):
     assert r.step == 0
 
 
+def test_a_sample_keyed_by_channel_name_is_taken_in_channel_order(model, recording):
+    """A sensor's JSON object, say: it had been read as a mapping by input and refused for
+    lacking the input 'x'. Other keys (a timestamp) are left out."""
+    by_name, in_order = model.stream(), model.stream()
+    for row in recording[:5]:
+        sample = {"timestamp": 12.5, **dict(reversed(list(zip(model.manifest.channels, row))))}
+        np.testing.assert_array_equal(by_name.push(sample).logits, in_order.push(row).logits)
+
+
 @pytest.mark.parametrize("sample,reason", [
     (np.zeros(5, np.float32), "expected 6 values, shape (6,), got shape (5,)"),
     (np.zeros((2, 6), np.float32), "expected 6 values, shape (6,), got shape (2, 6)"),
@@ -136,6 +145,8 @@ def test_result_carries_label_and_probability(model, recording):
     ([1, 2, float("nan"), 4, 5, 6], "NaN/inf in channel(s) [2]"),
     ([1, 2, 3, 4, 5, float("inf")], "NaN/inf in channel(s) [5]"),
     (None, "sample is missing (None)"),  # was stepped as zeros: only noise may be left out
+    ({"acc_x": 1.0, "acc_y": 2.0}, "sample lacks channel(s) ['acc_z', 'gyr_x', 'gyr_y', "
+                                   "'gyr_z']"),
 ])
 def test_reject_policy_names_the_problem_and_keeps_the_state(model, recording, sample, reason):
     stream = model.stream("reject")

@@ -451,12 +451,15 @@ class Stream:
         return self._rng.standard_normal(shape, np.float32)
 
     def _split(self, sample) -> list:
-        """The per-input values of one sample (a mapping by name, a tuple, or the value);
-        None for a noise input the sample does not carry (the stream fills it)."""
+        """The per-input values of one sample (a mapping by input name, a tuple, or the
+        value; with one input, a mapping by channel name too); None for a noise input the
+        sample does not carry (the stream fills it)."""
         specs, fed = self._specs, self._fed
         keyed = isinstance(sample, Mapping)
         if len(fed) == 1 and not keyed:
             return [sample if i is fed[0] else None for i in specs]
+        if keyed and len(fed) == 1 and fed[0].name not in sample and fed[0].channels:
+            return [self._by_channel(sample) if i is fed[0] else None for i in specs]
         if keyed:
             missing = [i.name for i in fed if i.name not in sample]
             if missing:
@@ -468,6 +471,16 @@ class Stream:
             return [given.get(i.name) for i in specs]
         self._wrong_shape(f"the model takes {len(fed)} inputs "
                           f"({', '.join(i.name for i in fed)}): push a dict or a tuple")
+
+    def _by_channel(self, sample: Mapping) -> list:
+        """A sample keyed by channel name (a JSON object from a sensor), in channel order;
+        other keys (a timestamp, say) are left out."""
+        channels = self._fed[0].channels
+        missing = [c for c in channels if c not in sample]
+        if missing:
+            self._wrong_shape(f"sample lacks channel(s) {missing} (a mapping names the "
+                              f"channels {list(channels)}, or the input {self._fed[0].name!r})")
+        return [sample[c] for c in channels]
 
     def _wrong_shape(self, message: str):
         self.stats.dropped["wrong_shape"] += 1
