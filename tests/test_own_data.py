@@ -340,7 +340,7 @@ def test_a_table_from_npy_arrays_with_labels(tmp_path):
     assert load_table(tmp_path / "X.npy", None, "data").channels == ("x0", "x1", "x2")
 
 
-@pytest.mark.parametrize("sep", [";", "\t"])
+@pytest.mark.parametrize("sep", [";", "\t", " "])
 def test_a_new_models_table_of_another_separator_is_named_as_such(tmp_path, sep):
     """`train --data` takes its channels from the header: a ';' file had given one channel
     named 'label;acc_x;...' and failed later on its first row as 'not_numeric'."""

@@ -107,7 +107,7 @@ def test_a_recording_without_samples_is_refused_at_open(model, tmp_path, text):
             open_source(f"replay:{tmp_path / name}?rate=max&loop=0", model.manifest)
 
 
-@pytest.mark.parametrize("sep", [";", "\t"])
+@pytest.mark.parametrize("sep", [";", "\t", " "])
 def test_a_table_of_another_separator_is_named_as_such(model, tmp_path, sep):
     header = sep.join(["label", *model.manifest.channels])
     (tmp_path / "s.csv").write_text(f"{header}\nwalking{sep}{sep.join(['1.5'] * 6)}\n")

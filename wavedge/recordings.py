@@ -146,8 +146,8 @@ def shown_header(names) -> str:
 
 def _separator_hint(names: tuple[str, ...]) -> str:
     """A header read as one column that another separator would split (Excel writes ';'
-    where the decimal mark is a comma)."""
-    other = [sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]]
+    where the decimal mark is a comma; numpy's ``savetxt`` a space)."""
+    other = [sep for sep in (";", "\t", "|", " ") if len(names) == 1 and sep in names[0]]
     return (f" (the header is one column: is the file {other[0]!r}-separated? wavedge reads "
             "comma-separated values with '.' decimals)") if other else ""
 
