@@ -11,6 +11,7 @@ import pytest
 
 from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, needs_torch
 from wavedge.errors import InputError, ManifestError
+from wavedge.manifest import load_manifest
 from wavedge.runtime import BackendError, available, load_model
 
 
@@ -217,6 +218,27 @@ def _rewrite(model_dir, name, data):
         if f["path"] == name:
             f["sha256"], f["size_bytes"] = sha256_of(model_dir / name), len(data)
     path.write_text(json.dumps(raw))
+
+
+def test_a_board_may_carry_only_the_graphs_it_runs(tmp_path, recording):
+    """A Pi without ONNX Runtime, its model directory pruned to the .tflite files (or one of
+    them damaged): every start had refused it for a file the run never reads. The files it
+    loads are still checked, and `wavedge inspect` still checks them all."""
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(BUNDLED_MODEL, d)
+    for f in d.glob("*.onnx"):
+        f.unlink()
+    with pytest.raises(ManifestError, match="model.step.onnx: listed in the manifest but missing"):
+        load_model(d)
+    if available()["litert"]:
+        stream = load_model(d, backend="litert").stream()
+        ref = load_model(BUNDLED_MODEL, backend="litert").stream()
+        np.testing.assert_array_equal(stream.push(recording[0]).logits,
+                                      ref.push(recording[0]).logits)
+    with pytest.raises(ManifestError, match="model.step.onnx: listed in the manifest but missing"):
+        load_manifest(d)  # what `wavedge inspect` reads
 
 
 def test_a_garbage_graph_file_is_a_clear_load_error(tmp_path):

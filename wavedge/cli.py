@@ -275,21 +275,21 @@ def _check_service_run(svc, model_here: Path) -> None:
     would refuse at every start (its options, the model directory and the graph they pick,
     the URLs' schemes, a file named by a relative path), reading the unit's command line with
     the run's own parser. Nothing is opened: a serial device may not be plugged in yet."""
-    from wavedge.manifest import load_manifest
+    from wavedge.manifest import load_manifest, verify_file
     from wavedge.runtime.model import step_entry
     from wavedge.runtime.urls import files_of
 
     args = build_parser().parse_args(svc.run_argv())
     _run_checks(args)
-    manifest = load_manifest(model_here)
-    step_entry(manifest, args.backend, args.precision, len(args.source),
-               in_turn=args.group != "always")
+    manifest = load_manifest(model_here, verify_files=False)  # the run checks what it loads
+    verify_file(manifest, step_entry(manifest, args.backend, args.precision, len(args.source),
+                                     in_turn=args.group != "always"))
     _check_noise(args, manifest)
     for flag, url, kind in [*(("--source", u, "source") for u in args.source),
                             ("--sink", args.sink, "sink")]:
         for path in files_of(url, kind):
             if not Path(path).is_absolute():
-                    raise InputError(f"{flag} {url}: {path} is a relative path, and a service runs "
+                raise InputError(f"{flag} {url}: {path} is a relative path, and a service runs "
                                  f"in /; give its absolute path ({Path(path).resolve()})")
 
 

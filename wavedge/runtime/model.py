@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from wavedge.errors import InputError, ManifestError, check_count
-from wavedge.manifest import FileEntry, Manifest, load_manifest
+from wavedge.manifest import FileEntry, Manifest, load_manifest, verify_file
 from wavedge.runtime.backends import (BACKENDS, BackendError, BackendOptions, Graph, available,
                                       load_graph)
 from wavedge.signature import Signature
@@ -64,8 +64,10 @@ class Model:
 def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32",
                options: BackendOptions = BackendOptions(), use_chunk: bool = True,
                streams: int = 1, in_turn: bool = False) -> Model:
-    """Check ``model_dir``'s manifest (format, version, checksums), then load its step graph
-    (and chunk graph, when present and ``use_chunk``) with ``backend`` at ``precision``.
+    """Check ``model_dir``'s manifest (format, version, fields), then load its step graph
+    (and chunk graph, when present and ``use_chunk``) with ``backend`` at ``precision``, each
+    checked against its size and sha256 first. The files it does not load are not read: a
+    board may carry only the graphs it runs (``wavedge inspect`` checks them all).
     ``streams`` > 1 loads the graphs of the smallest batch of at least that many streams per
     call (``wavedge export --batch N``), for ``Model.group()``; with ``in_turn``, a directory
     without one loads its batch-1 graphs instead (``model.batch`` says which: the caller steps
@@ -77,7 +79,7 @@ def load_model(model_dir: str | Path, backend: str = "onnxruntime", precision: s
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    manifest = load_manifest(model_dir)
+    manifest = load_manifest(model_dir, verify_files=False)
     step = step_entry(manifest, backend, precision, streams, in_turn)
     step_graph = _load_checked(manifest, step, backend, options)
     fmt, batch = FILE_FORMAT[backend], step.batch
@@ -123,7 +125,7 @@ def pick_batch(manifest: Manifest, streams: int, precision: str, fmt: str,
 
 def _load_checked(manifest: Manifest, entry: FileEntry, backend: str,
                   options: BackendOptions) -> Graph:
-    return load_checked_graph(manifest.directory / entry.path, backend, manifest.signature,
+    return load_checked_graph(verify_file(manifest, entry), backend, manifest.signature,
                               entry.samples_per_call, options, entry.batch)
 
 
