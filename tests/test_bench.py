@@ -133,3 +133,27 @@ def test_a_backend_or_precision_named_twice_is_measured_once():
                            providers="cuda")
     assert (options.backends, options.precisions, options.providers) == \
         (("litert",), ("fp32",), ("cuda",))
+
+
+def test_a_board_copy_without_one_formats_files_is_measured_on_what_it_has(tmp_path):
+    """A Pi's model directory pruned to its .tflite files: the bench had refused it for the
+    .onnx files; it measures the rest and says what it left out. Asked for by name, the
+    missing format is one line."""
+    import shutil
+
+    if not available()["litert"]:
+        pytest.skip("needs LiteRT")
+    d = tmp_path / "m"
+    shutil.copytree(BUNDLED_MODEL, d)
+    for f in d.glob("*.onnx"):
+        f.unlink()
+    proc = run_cli("bench", d, "--samples", "50", "--repeats", "1", "--warmup", "5",
+                   "--precision", "fp32", "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert {c.split("/")[0] for c in report["configs"]} == {"litert"}, report["configs"]
+    assert "onnxruntime/fp32 not measured: model.step.onnx is not in the directory" in \
+        proc.stdout + proc.stderr
+    assert_one_line_error(run_cli("bench", d, "--backend", "onnxruntime", "--precision", "fp32",
+                                  "--samples", "50", "--repeats", "1"),
+                          "model.step.onnx: listed in the manifest but missing")
