@@ -278,6 +278,17 @@ def test_every_command_has_help(command):
     assert proc.returncode == 0 and "usage: wavedge " + command in proc.stdout
 
 
+def test_run_help_names_every_source_and_sink_scheme():
+    """The link: source was left out of the list `wavedge run --help` gives."""
+    from wavedge.runtime import urls
+
+    text = " ".join(run_cli("run", "--help").stdout.split())
+    for table, kind in ((urls._SOURCES, "Sources:"), (urls._SINKS, "Sinks:")):
+        part = text.split(kind, 1)[1].split("Sinks:" if kind == "Sources:" else "positional")[0]
+        missing = [s for s in table if s != "mqtts" and f"{s}:" not in part]
+        assert not missing, (kind, missing)
+
+
 BLOCKER = """
 import importlib.abc, sys
 HEAVY = ("torch", "onnx", "onnxscript", "sklearn", "sktime", "pandas", "scipy", "tqdm")

@@ -625,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "into SINK. Ctrl-C stops with a summary. Sources: "
                                    "replay:FILE[?rate=HZ|max&loop=N&limit=N], stdin:, "
                                    "serial://PORT[?baud=N], synthetic:imu[?n=N&rate=HZ], "
+                                   "link:PORT (SENSOR frames from a microcontroller), "
                                    "mqtt://HOST/TOPIC. Sinks: "
                                    "stdout:[?every=N], jsonl:FILE, csv:FILE, null:, "
                                    "link:PORT (RESULT frames to a microcontroller), "
