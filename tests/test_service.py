@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,6 +84,52 @@ def test_bad_service_requests_are_one_line_errors(tmp_path):
     bad = run_cli("service", "install", "b m", BUNDLED_MODEL, "--source", "stdin:", "--sink",
                   "null:", "--root", tmp_path, "--no-activate")
     assert_one_line_error(bad, "service name 'b m'")
+
+
+def _files(root: Path) -> dict:
+    """Every file and link under ``root``: its path, and a link's target."""
+    return {str(p.relative_to(root)): os.readlink(p) if p.is_symlink() else "file"
+            for p in root.rglob("*") if p.is_symlink() or p.is_file()}
+
+
+def test_an_image_gets_the_unit_enabled_as_systemctl_root_enables_it(tmp_path):
+    """--root without --no-activate ran this machine's systemctl on the image's unit (and
+    failed, the files written); now the image gets the link `systemctl --root` makes, and
+    uninstall takes it away with the files."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    args = ("service", "install", "bm", BUNDLED_MODEL, "--source", "stdin:", "--sink", "null:")
+    proc = run_cli(*args, "--root", ours)
+    assert proc.returncode == 0 and "enabled in the image" in proc.stdout, proc.stderr
+    link = "etc/systemd/system/multi-user.target.wants/wavedge-bm.service"
+    assert _files(ours)[link] == "/etc/systemd/system/wavedge-bm.service"
+    systemctl = shutil.which("systemctl")
+    if systemctl:  # the reference: systemd's own offline enable
+        assert run_cli(*args, "--root", theirs, "--no-activate").returncode == 0
+        subprocess.run([systemctl, f"--root={theirs}", "enable", "wavedge-bm.service"],
+                       check=True, capture_output=True)
+        assert _files(ours) == _files(theirs)
+    proc = run_cli("service", "uninstall", "bm", "--root", ours)
+    assert proc.returncode == 0 and _files(ours) == {}, proc.stderr
+
+
+def test_a_reinstall_replaces_its_own_files_and_no_other(tmp_path):
+    """A reinstall without the serial sensor kept the old udev rule, which went on starting
+    the service whenever that device appeared; a file wavedge did not write was replaced."""
+    root = tmp_path / "root"
+    assert _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink", "null:"
+                    ).returncode == 0
+    assert "etc/udev/rules.d/90-wavedge-bm.rules" in _files(root)
+    assert _install(tmp_path, "--source", "stdin:", "--sink", "null:").returncode == 0
+    assert sorted(_files(root)) == ["etc/systemd/system/wavedge-bm.service",
+                                    "etc/wavedge/bm.env"]
+    mine = root / "etc/udev/rules.d/90-wavedge-bm.rules"
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.write_text('ACTION=="add", KERNEL=="ttyUSB9", RUN+="/usr/local/bin/mine"\n')
+    assert_one_line_error(_install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink",
+                                   "jsonl:/var/lib/x.jsonl"),
+                          "90-wavedge-bm.rules: exists and wavedge did not write it")
+    assert "stdin:" in (root / "etc/wavedge/bm.env").read_text()  # nothing replaced
+    assert "mine" in mine.read_text()
 
 
 @pytest.mark.parametrize("extra, message", [

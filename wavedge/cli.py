@@ -476,7 +476,8 @@ def _cmd_service(args: argparse.Namespace) -> int:
               + ("\n" + service.udev_text(svc) if service.udev_text(svc) else ""), end="")
         return 0
     written = service.install(svc, root, activate=not args.no_activate)
-    state = "enabled and started" if not args.no_activate else "written, not activated"
+    state = "written, not activated" if args.no_activate else "enabled and started" \
+        if root == Path("/") else "enabled in the image (it starts when the board boots)"
     print(f"{svc.unit_name}: {state}; {', '.join(map(str, written))}")
     return 0
 
@@ -753,9 +754,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="run as this user (and the dialout group), not root")
     p.add_argument("--wavedge", help="the wavedge command the unit runs (default: this install's)")
     p.add_argument("--root", type=Path, default=Path("/"),
-                   help="write under this root instead of / (an image being built)")
+                   help="write under this root instead of / (an image being built: enabled "
+                        "there by its multi-user.target.wants link, as systemctl --root does)")
     p.add_argument("--no-activate", action="store_true",
-                   help="write the files only: no systemctl or udevadm")
+                   help="write the files only: not enabled, no systemctl or udevadm")
     p.add_argument("--print", action="store_true", help="print the files, write nothing")
     p.set_defaults(func=_cmd_service)
 

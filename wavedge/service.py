@@ -17,7 +17,9 @@ Three files, each small enough to read before installing:
 No watchdog: ``wavedge run`` blocks on its source while a sensor is quiet, and a ping from a
 thread of its own would prove only that the thread runs; ``Restart=on-failure`` covers a run
 that dies. ``install`` writes the files under ``--root`` (default ``/``) and, unless told not
-to, reloads systemd and udev and enables and starts the unit; ``uninstall`` undoes it.
+to, reloads systemd and udev and enables and starts the unit; under another root (an image
+being built) it enables the unit as ``systemctl --root`` does, by its link in
+``multi-user.target.wants``. ``uninstall`` undoes it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from wavedge.errors import InputError
 UNIT_DIR = Path("etc/systemd/system")
 ENV_DIR = Path("etc/wavedge")
 UDEV_DIR = Path("etc/udev/rules.d")
+WANTS_DIR = UNIT_DIR / "multi-user.target.wants"  # a unit enabled: its link here
 RESTART_S = 2
 STOP_S = 10  # SIGTERM, then this long before SIGKILL: the run flushes within 2 s
 
@@ -174,22 +177,43 @@ def paths(name: str, root: Path) -> dict[str, Path]:
             "udev": root / UDEV_DIR / f"90-wavedge-{name}.rules"}
 
 
+def _ours(path: Path, name: str) -> bool:
+    """Whether ``path`` is a file an install of service ``name`` wrote: the environment file
+    and the udev rule start with its mark, the unit logs under its name."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return text.startswith(f"# wavedge service {name}:") or \
+        f"\nSyslogIdentifier=wavedge-{name}\n" in text
+
+
 def install(svc: Service, root: Path = Path("/"), activate: bool = True) -> list[Path]:
-    """Write the files (refusing to overwrite another's unit) and, with ``activate``, reload
-    systemd and udev and enable and start the unit. Returns the paths written."""
+    """Write the files, replacing those of an earlier install of this service (a udev rule it
+    no longer needs is removed: it would start the service when the old device appears) and
+    refusing to replace a file wavedge did not write; with ``activate``, reload systemd and
+    udev and enable and start the unit. Returns the paths written."""
     where = paths(svc.name, root)
     if not (where_here(svc.model_dir, root) / "manifest.json").is_file():
         raise InputError(f"{svc.model_dir}: not a model directory (no manifest.json)")
+    foreign = [p for p in where.values() if p.exists() and not _ours(p, svc.name)]
+    if foreign:
+        raise InputError(f"{foreign[0]}: exists and wavedge did not write it; move it away or "
+                         "give the service another name")
     texts = {"env": env_text(svc), "unit": unit_text(svc, Path("/") / ENV_DIR / f"{svc.name}.env"),
              "udev": udev_text(svc)}
     written = []
     for key, text in texts.items():
         if text is None:
+            where[key].unlink(missing_ok=True)
             continue
         where[key].parent.mkdir(parents=True, exist_ok=True)
         where[key].write_text(text)
         written.append(where[key])
-    if activate:
+    if activate and root != Path("/"):  # an image: no systemd running to ask
+        link = root / WANTS_DIR / svc.unit_name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path("/") / UNIT_DIR / svc.unit_name)
+        written.append(link)
+    elif activate:
         _run(["systemctl", "daemon-reload"])
         if texts["udev"]:
             _run(["udevadm", "control", "--reload"])
@@ -201,12 +225,14 @@ def uninstall(name: str, root: Path = Path("/"), activate: bool = True) -> list[
     where = paths(name, root)
     if not where["unit"].is_file():
         raise InputError(f"no wavedge service {name!r} ({where['unit']} does not exist)")
-    if activate:
+    live = activate and root == Path("/")  # else an image: its files are all there is
+    if live:
         _run(["systemctl", "disable", "--now", f"wavedge-{name}.service"])
-    removed = [p for p in where.values() if p.is_file()]
+    link = root / WANTS_DIR / f"wavedge-{name}.service"
+    removed = [p for p in where.values() if p.is_file()] + ([link] if link.is_symlink() else [])
     for p in removed:
         p.unlink()
-    if activate:
+    if live:
         _run(["systemctl", "daemon-reload"])
     return removed
 
