@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, needs_torch
+from conftest import (BUNDLED_CHECKPOINT, BUNDLED_MODEL, assert_one_line_error, needs_torch,
+                      run_cli)
 from wavedge.errors import InputError, ManifestError
 from wavedge.manifest import load_manifest
 from wavedge.runtime import BackendError, available, load_model
@@ -206,6 +207,13 @@ def test_unknown_policy_and_precision_are_clear_errors(model):
         load_model(BUNDLED_MODEL, precision="int4")
     with pytest.raises(BackendError, match="unknown backend 'tensorflow'"):
         load_model(BUNDLED_MODEL, backend="tensorflow")
+    # numpy's own TypeError and ValueError before, and a traceback from `run --seed -1`
+    for seed in (-1, 1.5, "x"):
+        with pytest.raises(InputError, match="seed must be a whole number, 0 or more"):
+            model.stream(noise="sample", seed=seed)
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--seed", "-1", "--source",
+                                  "synthetic:", "--sink", "null:"),
+                          "--seed must be a whole number, 0 or more, got -1")
 
 
 def _rewrite(model_dir, name, data):

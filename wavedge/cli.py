@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from wavedge import stopping
-from wavedge.errors import InputError, WavedgeError, as_names, parse_json, reason
+from wavedge.errors import InputError, WavedgeError, as_names, check_count, parse_json, reason
 
 
 def _torch(command: str):
@@ -252,6 +252,7 @@ def _run_checks(args: argparse.Namespace):
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
+    check_count(args.seed, "--seed", 0)
     resets = ResetPolicy.parse(args.reset, "--reset") if args.reset else None
     urls = args.source or [None]
     if args.tick_wait is not None and not 0 <= args.tick_wait <= 1000:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wavedge.errors import InputError
+from wavedge.errors import InputError, check_count
 from wavedge.recordings import F32_MAX
 from wavedge.runtime import accel
 from wavedge.runtime.heads import ClassHead, GaussianHead, Head, heads_for, softmax
@@ -220,6 +220,8 @@ class Stream:
             raise InputError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
         if noise not in NOISE:
             raise InputError(f"noise {noise!r} is not one of {', '.join(NOISE)}")
+        if seed is not None:  # numpy's own refusal of -1 was a traceback from `run --seed -1`
+            seed = check_count(seed, "seed", 0)
         sig = model.signature
         self.model, self.policy, self.signature = model, policy, sig
         self.heads = heads_for(sig)
