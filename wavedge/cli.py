@@ -477,8 +477,8 @@ def _cmd_service(args: argparse.Namespace) -> int:
               + ("\n" + service.udev_text(svc) if service.udev_text(svc) else ""), end="")
         return 0
     written = service.install(svc, root, activate=not args.no_activate)
-    state = "written, not activated" if args.no_activate else "enabled and started" \
-        if root == Path("/") else "enabled in the image (it starts when the board boots)"
+    state = "written, not activated" if args.no_activate else "enabled and started" if \
+        root == Path("/") else "enabled in the image (it starts when the board boots)"
     print(f"{svc.unit_name}: {state}; {', '.join(map(str, written))}")
     return 0
 

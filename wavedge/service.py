@@ -180,6 +180,8 @@ def paths(name: str, root: Path) -> dict[str, Path]:
 def _ours(path: Path, name: str) -> bool:
     """Whether ``path`` is a file an install of service ``name`` wrote: the environment file
     and the udev rule start with its mark, the unit logs under its name."""
+    if not path.is_file():
+        return False
     text = path.read_text(encoding="utf-8", errors="replace")
     return text.startswith(f"# wavedge service {name}:") or \
         f"\nSyslogIdentifier=wavedge-{name}\n" in text
@@ -199,6 +201,7 @@ def install(svc: Service, root: Path = Path("/"), activate: bool = True) -> list
                          "give the service another name")
     texts = {"env": env_text(svc), "unit": unit_text(svc, Path("/") / ENV_DIR / f"{svc.name}.env"),
              "udev": udev_text(svc)}
+    rules_before = where["udev"].exists()
     written = []
     for key, text in texts.items():
         if text is None:
@@ -208,17 +211,22 @@ def install(svc: Service, root: Path = Path("/"), activate: bool = True) -> list
         where[key].write_text(text)
         written.append(where[key])
     if activate and root != Path("/"):  # an image: no systemd running to ask
-        link = root / WANTS_DIR / svc.unit_name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.unlink(missing_ok=True)
-        link.symlink_to(Path("/") / UNIT_DIR / svc.unit_name)
-        written.append(link)
+        written.append(_enable_in_image(svc.unit_name, root))
     elif activate:
         _run(["systemctl", "daemon-reload"])
-        if texts["udev"]:
+        if texts["udev"] or rules_before:
             _run(["udevadm", "control", "--reload"])
         _run(["systemctl", "enable", "--now", svc.unit_name])
     return written
+
+
+def _enable_in_image(unit_name: str, root: Path) -> Path:
+    """The link ``systemctl --root=ROOT enable`` makes (an absolute target, as on the board)."""
+    link = root / WANTS_DIR / unit_name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(Path("/") / UNIT_DIR / unit_name)
+    return link
 
 
 def uninstall(name: str, root: Path = Path("/"), activate: bool = True) -> list[Path]:
