@@ -72,7 +72,7 @@ broker:
 		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q mosquitto >/dev/null 2>&1) || \
 		echo "wavedge: mosquitto could not be installed; the MQTT tests will skip"
 
-# The default test run (no hardware, no network beyond the loopback address, about 9.5 minutes
+# The default test run (no hardware, no network beyond the loopback address, about ten minutes
 # on 2 cores).
 test: $(STAMP) broker
 	$(BIN)/python -m pytest -q
