@@ -267,6 +267,11 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
     except InputError as exc:
         raise ManifestError(f"{path}: {exc}") from None
     if verify_files:
+        absent = [f.path for f in manifest.files if not (directory / f.path).is_file()]
+        if len(absent) > 1:  # a board's pruned copy, say: every one named, not the first
+            raise ManifestError(f"{path}: {len(absent)} of its {len(manifest.files)} files are "
+                                f"missing: {', '.join(absent)} (a run reads only the graphs "
+                                "it loads)")
         for f in manifest.files:
             verify_file(manifest, f)
     return manifest
