@@ -102,6 +102,9 @@ def test_members_join_and_leave(batch_dir):
         b.push(np.zeros(6, np.float32))
     with pytest.raises(InputError, match="3 samples for 4 streams"):
         group.push(np.zeros((3, 6), np.float32))
+    for tick in (None, 5, "abcd"):  # a TypeError; a string, one letter per member
+        with pytest.raises(InputError, match="a tick is a mapping of key to sample, or one"):
+            group.push(tick)
 
 
 def test_no_batch_graphs_is_one_clear_error(batch_dir):
@@ -228,6 +231,13 @@ def test_push_chunk_runs_every_member_through_the_batch_chunk_graph(batch_dir):
         group.push_chunk({"a": bad[0]})
     with pytest.raises(InputError, match=r"expected \[3 streams, N samples, 6\]"):
         group.push_chunk(bad[:2])
+    # a sample of the wrong width had every sample of every member dropped, nothing raised
+    steps = [group.member(k).steps for k in keys]
+    for wrong in (bad[:, :, 0], bad[:, :, :5]):
+        with pytest.raises(InputError, match=r"expected \[3 streams, N samples, 6\], got shape"):
+            group.push_chunk(wrong)
+    assert [group.member(k).steps for k in keys] == steps
+    assert sum(group.member("c").stats.dropped.values()) == 0
 
 
 def test_a_whole_tick_as_one_array_equals_the_same_tick_given_by_key(batch_dir):

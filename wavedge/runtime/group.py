@@ -274,6 +274,9 @@ class StreamGroup:
         if isinstance(samples, dict):
             given = [(self.member(k), v) for k, v in samples.items()]
         else:
+            if isinstance(samples, (str, bytes)) or not hasattr(samples, "__len__"):
+                raise InputError(f"push: a tick is a mapping of key to sample, or one sample "
+                                 f"per member in the order of keys, not {samples!r:.40}")
             if len(samples) != len(self._order):
                 raise InputError(f"push: {len(samples)} samples for {len(self._order)} "
                                  "streams (a mapping of key to sample steps some of them)")
@@ -316,7 +319,8 @@ class StreamGroup:
             x = np.asarray(samples, np.float32) if self._vector else np.asarray(samples)
         except (TypeError, ValueError):
             raise InputError("push_chunk: the samples are not numeric") from None
-        if x.ndim < 2 or len(x) != len(self._order):
+        if x.ndim < 2 or len(x) != len(self._order) or \
+                (self._vector and x.shape[2:] != self._shape):  # else every sample dropped
             raise InputError(f"push_chunk: expected [{len(self._order)} streams, N samples, "
                              f"{', '.join(map(str, self._shape))}], got shape {x.shape}")
         return x
