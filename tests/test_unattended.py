@@ -65,6 +65,28 @@ def test_sigkill_loses_at_most_the_last_second_and_never_half_a_line(tmp_path, k
     assert len(rows) >= 50 * (ran - 1.0) - 25, (len(rows), ran)
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_results_before_a_pause_reach_the_file_while_the_sensor_is_quiet(tmp_path, kind):
+    """Lines were written out only when a later sample came (or at the end): the results of
+    a sensor that paused waited in memory, unseen by `tail -f` or `jsonl:- | consumer`, for
+    as long as it was quiet. Now they are out within a second of their sample."""
+    out = tmp_path / f"out.{kind}"
+    proc = subprocess.Popen([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                             "--source", "stdin:", "--sink", f"{kind}:{out}"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write("1,2,3,4,5,6\n0.5,0.5,0.5,0.5,0.5,0.5\n")
+    proc.stdin.flush()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not out.exists() or len(_lines(out, kind)) < 2):
+        time.sleep(0.1)
+    written, running = len(_lines(out, kind)) if out.exists() else 0, proc.poll() is None
+    proc.stdin.close()  # the end of the input ends the run
+    proc.wait(timeout=20)
+    err = proc.stderr.read()
+    assert running and written == 2, (written, err)
+    assert proc.returncode == 0 and len(_lines(out, kind)) == 2, err
+
+
 def test_a_full_disk_ends_the_run_with_its_error_and_a_summary():
     proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
                    "--sink", "jsonl:/dev/full")

@@ -25,7 +25,7 @@ from wavedge.resets import ResetPolicy, Resetter
 LATENCY_WINDOW = 1 << 17  # percentiles over the most recent 131,072 samples
 WARN_LIMIT = 5  # warning lines per reason before going quiet (all are still counted)
 COMMANDS = ("reset", "stats")  # what a sink's ``inbox`` may carry (``_Loop._command``)
-COMMAND_POLL_S = 0.05  # how soon a command is answered while no sample comes (a quiet sensor)
+WAITING_POLL_S = 0.05  # how soon a command is answered while no sample comes (a quiet sensor)
 
 
 def _latency(ns: np.ndarray) -> dict:
@@ -229,22 +229,25 @@ class _Stopper:
         self._previous = {}
 
 
-class _Answerer:
-    """Answers a sink's commands while the loop waits for a sample: with the loop answering
-    only between samples, a board whose sensor went quiet answered at its next sample, or at
-    the end of the run. ``loop.lock`` keeps it out of a sample in flight."""
+class _Keeper:
+    """While the loop waits for a sample, answers the sink's commands and writes out the
+    lines a file sink holds once they are due: done only between samples, a board whose
+    sensor went quiet answered at its next sample, and the results before a pause reached
+    the file (or `jsonl:- | consumer`) only when the sensor spoke again. ``loop.lock`` keeps
+    it out of a sample in flight."""
 
     def __init__(self, loop: "_Loop") -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._answer, args=(loop,), daemon=True,
-                                        name="wavedge-commands")
+        self._thread = threading.Thread(target=self._keep, args=(loop,), daemon=True,
+                                        name="wavedge-keeper")
         self._thread.start()
 
-    def _answer(self, loop: "_Loop") -> None:
-        while not self._stop.wait(COMMAND_POLL_S):
-            if loop.inbox:
+    def _keep(self, loop: "_Loop") -> None:
+        due = getattr(loop.sink, "flush_due", None)
+        while not self._stop.wait(WAITING_POLL_S):
+            if loop.inbox or (due is not None and due(check=True)):
                 with loop.lock:
-                    loop.commands_now()
+                    loop.keep_now(due)
 
     def stop(self) -> None:
         self._stop.set()
@@ -283,20 +286,20 @@ class _Loop:
         self.pushes = 0
         self.started = time.perf_counter_ns()
         self.inbox = getattr(sink, "inbox", None)  # commands (a deque of (command, reply))
-        self.lock = threading.Lock()  # a sample in flight, or a command (``guarded``)
-        self._answerer: _Answerer | None = None
+        self.lock = threading.Lock()  # a sample in flight, or the keeper (``guarded``)
+        self._keeper: _Keeper | None = None
 
     def guarded(self, feed):
-        """``feed``, or with a sink that takes commands, ``feed`` under ``lock`` and a thread
-        that answers the commands that come while the loop waits for a sample."""
-        if self.inbox is None:
+        """``feed``, or with a sink that takes commands or holds lines (``flush_due``),
+        ``feed`` under ``lock`` and a thread that keeps the sink while the loop waits."""
+        if self.inbox is None and not hasattr(self.sink, "flush_due"):
             return feed
 
         def locked(item) -> None:
             with self.lock:
                 feed(item)
 
-        self._answerer = _Answerer(self)
+        self._keeper = _Keeper(self)
         return locked
 
     def feed(self, sample) -> None:
@@ -446,18 +449,24 @@ class _Loop:
                 total.update(c)
         return out
 
-    def commands_now(self) -> None:
-        """``_commands`` from the answerer's thread: a sink that cannot reply ends the run, as
-        from the loop's, at the loop's next turn (the error kept for the summary)."""
+    def keep_now(self, flush_due) -> None:
+        """The keeper's turn: commands answered, due lines written. A sink that cannot take
+        them ends the run, as from the loop's, at the loop's next turn."""
         try:
-            self._commands()
-        except (BrokenPipeError, WavedgeError) as exc:
+            if self.inbox:
+                self._commands()
+            if flush_due is not None:
+                flush_due()
+        except BrokenPipeError:  # the reader of our output went away: a quiet stop
+            self.summary.interrupted = self.summary.broken_pipe = True
+            self.done = True
+        except WavedgeError as exc:  # a full disk
             self.summary.error = self.summary.error or str(exc)
             self.done = True
 
     def close(self) -> None:
-        if self._answerer is not None:
-            self._answerer.stop()
+        if self._keeper is not None:
+            self._keeper.stop()
         try:
             self._commands()  # those that came after the last sample: answered, not lost
             self.sink.close()

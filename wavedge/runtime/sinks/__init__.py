@@ -18,9 +18,10 @@ FLUSH_S = 1.0  # a file sink's lines reach the file at least this often, and at 
 
 class LineFile:
     """Whole lines to a file (``-``: stdout), written in batches with one ``write`` system call
-    each: at least every ``FLUSH_S`` seconds, at a recording's end and at close. So a
-    SIGKILL loses at most the last second and never leaves half a line, and a full disk is a
-    ``SinkError`` naming the file, not a traceback."""
+    each: at least every ``FLUSH_S`` seconds (in a pause of the source too, by the loop's
+    keeper: ``flush_due``), at a recording's end and at close. So a SIGKILL loses at most the
+    last second and never leaves half a line, and a full disk is a ``SinkError`` naming the
+    file, not a traceback."""
 
     def __init__(self, path: str, what: str, append: bool = False) -> None:
         self.what, self.path = what, path
@@ -55,6 +56,14 @@ class LineFile:
         self._lines.append(line)
         if time.monotonic() >= self._due:
             self.flush()
+
+    def flush_due(self, check: bool = False) -> bool:
+        """Write the lines out when they have waited ``FLUSH_S`` (the loop's keeper calls
+        this while the source is quiet); with ``check``, only say whether they have."""
+        due = bool(self._lines) and time.monotonic() >= self._due
+        if due and not check:
+            self.flush()
+        return due
 
     def flush(self) -> None:
         self._due = time.monotonic() + FLUSH_S

@@ -26,6 +26,7 @@ class CsvSink:
     def __init__(self, url, manifest) -> None:
         url.check_params(("append",))
         self.out = LineFile(url.path, "csv sink", bool(url.get("append", 0, int, (0, 1))))
+        self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
         self._buf = io.StringIO()
         self.writer = csv.writer(self._buf)
         self.heads = heads_for(manifest.signature)

@@ -16,6 +16,7 @@ class JsonlSink:
     def __init__(self, url, manifest) -> None:
         url.check_params(("append",))
         self.out = LineFile(url.path, "jsonl sink", bool(url.get("append", 0, int, (0, 1))))
+        self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
 
     def write(self, result, sample) -> None:
         self.out.write(json_text(record(result, sample)) + "\n", sample)
