@@ -193,6 +193,20 @@ def test_stdin_source_through_the_cli_survives_bad_lines():
     assert "warning: line 4, step 2: sample rejected by the source: not_numeric" in proc.stderr
 
 
+def test_the_header_again_is_skipped_not_a_bad_sample():
+    """`cat day1.csv day2.csv |` (the second with Excel's byte-order mark and CRLF), or a board
+    that restarted and sent its header anew: each header after the first had been a
+    not_numeric sample with a warning."""
+    header = "acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z"
+    row = "0.1,-9.8,0.2,0.0,0.1,0.0"
+    text = f"{header}\n{row}\n\ufeff{header}\r\n{row}\r\n {header.replace(',', ', ')}\n{row}\n"
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                           "--source", "stdin:", "--sink", "jsonl:-"], input=text,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 3 and "dropped: none" in proc.stderr, proc.stderr
+
+
 def test_serial_source_on_a_pseudo_terminal_and_the_port_vanishing(model):
     master, slave = os.openpty()
     port = os.ttyname(slave)

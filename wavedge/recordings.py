@@ -271,12 +271,19 @@ def bounded_lines(fh, limit: int = MAX_LINE):
         yield line
 
 
+def _bare(fields: list[str]) -> list[str]:
+    """A header's names as compared: a file's byte-order mark and spaces left out."""
+    return [f.strip().lstrip("\ufeff") for f in fields]
+
+
 def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
                 where: str = "input", strict: bool = True, targets: tuple[str, ...] = ()):
     """Samples from CSV text lines (blank lines skipped), the first resolving the layout. A
     line the CSV reader cannot parse is a ``bad_line`` sample, a ``TOO_LONG`` one a
-    ``line_too_long`` sample: counted by the stream's policy, never an exception."""
-    layout = None
+    ``line_too_long`` sample: counted by the stream's policy, never an exception. The header
+    line again (`cat a.csv b.csv |`, a board that restarted and sends its header anew) is
+    skipped, not a bad sample."""
+    layout = header = None
     reader = csv.reader(lines)
     while True:
         try:
@@ -298,7 +305,10 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
             if layout is None:  # a cut first line on a live port: data, counted as bad
                 layout = Layout(channels, None, False)
             if layout.header:
+                header = _bare(fields)
                 continue
+        elif header is not None and _bare(fields) == header:
+            continue
         sample = parse_row(fields, layout)
         sample.line = reader.line_num
         yield sample
