@@ -25,7 +25,7 @@ from wavedge.resets import ResetPolicy, Resetter
 LATENCY_WINDOW = 1 << 17  # percentiles over the most recent 131,072 samples
 WARN_LIMIT = 5  # warning lines per reason before going quiet (all are still counted)
 COMMANDS = ("reset", "stats")  # what a sink's ``inbox`` may carry (``_Loop._command``)
-WAITING_POLL_S = 0.05  # how soon a command is answered while no sample comes (a quiet sensor)
+WAITING_POLL_S = 0.05  # how soon the keeper acts while no sample comes: commands, due lines
 
 
 def _latency(ns: np.ndarray) -> dict:
