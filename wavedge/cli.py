@@ -495,7 +495,8 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
     pairs.append((C_DIR / "arduino" / "wavedge_bridge" / "wavedge_bridge.ino",
                   sketch / "wavedge_bridge.ino"))
     # a sketch is made to be edited: a copied-out file that differs is the user's work
-    changed = [d for s, d in pairs if d.is_file() and d.read_bytes() != s.read_bytes()]
+    same = {d: d.is_file() and d.read_bytes() == s.read_bytes() for s, d in pairs}
+    changed = [d for _, d in pairs if d.is_file() and not same[d]]
     if changed and not args.force:
         raise InputError(f"firmware: {changed[0]} differs from this wavedge's copy"
                          + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
@@ -503,10 +504,9 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
     _out_folder(out)
     sketch.mkdir(parents=True, exist_ok=True)
     for src, dest in pairs:
-        same = dest.is_file() and dest.read_bytes() == src.read_bytes()
-        if not same:
+        if not same[dest]:
             shutil.copyfile(src, dest)
-        print(f"{'unchanged' if same else 'wrote'} {dest}")
+        print(f"{'unchanged' if same[dest] else 'wrote'} {dest}")
     return 0
 
 

@@ -233,10 +233,11 @@ def uninstall(name: str, root: Path = Path("/"), activate: bool = True) -> list[
     where = paths(name, root)
     if not where["unit"].is_file():
         raise InputError(f"no wavedge service {name!r} ({where['unit']} does not exist)")
+    unit_name = where["unit"].name
     live = activate and root == Path("/")  # else an image: its files are all there is
     if live:
-        _run(["systemctl", "disable", "--now", f"wavedge-{name}.service"])
-    link = root / WANTS_DIR / f"wavedge-{name}.service"
+        _run(["systemctl", "disable", "--now", unit_name])
+    link = root / WANTS_DIR / unit_name
     removed = [p for p in where.values() if p.is_file()] + ([link] if link.is_symlink() else [])
     for p in removed:
         p.unlink()

@@ -83,9 +83,9 @@ def client_id(url, role: str) -> str:
     since a run may read several topics and the broker would hand the session (and its
     queued messages) from one connection with an id to the next. Stable, so a persistent
     session survives restarts."""
-    topic = url.path.partition("/")[2]
-    default = f"wavedge-{_board(url)}-{role}" if role != "source" else \
-        f"wavedge-{_board(url)}-source-{zlib.crc32(topic.encode()) & 0xFFFFFF:06x}"
+    topic, board = url.path.partition("/")[2], _board(url)
+    default = f"wavedge-{board}-{role}" if role != "source" else \
+        f"wavedge-{board}-source-{zlib.crc32(topic.encode()) & 0xFFFFFF:06x}"
     return url.get("client_id", default)
 
 
