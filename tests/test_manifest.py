@@ -121,6 +121,26 @@ def test_a_version_1_manifest_loads_upgraded_and_upgrade_rewrites_it(model_dir):
     assert load_manifest(model_dir).signature == before
 
 
+def test_upgrade_takes_a_boards_pruned_copy_and_still_refuses_a_corrupted_file(model_dir):
+    _edit(model_dir, _as_version_1)
+    raw = json.loads((model_dir / "manifest.json").read_text())
+    onnx = [f["path"] for f in raw["files"] if f["format"] == "onnx"]
+    for name in onnx:  # a Pi that runs LiteRT only
+        (model_dir / name).unlink()
+    proc = run_cli("upgrade", model_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1 and all(name in proc.stdout for name in onnx)
+    upgraded = json.loads((model_dir / "manifest.json").read_text())
+    assert upgraded["version"] == 2 and upgraded["files"] == raw["files"]
+    kept = next(f["path"] for f in raw["files"] if f["format"] == "tflite")
+    data = bytearray((model_dir / kept).read_bytes())
+    data[100] ^= 0xFF
+    (model_dir / kept).write_bytes(bytes(data))
+    before = (model_dir / "manifest.json").read_text()
+    assert_one_line_error(run_cli("upgrade", model_dir), "does not match the manifest")
+    assert (model_dir / "manifest.json").read_text() == before
+
+
 def test_a_model_the_runtime_cannot_serve_is_refused_at_load_naming_it(model_dir):
     from wavedge.runtime import load_model
 

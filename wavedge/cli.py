@@ -138,11 +138,14 @@ def _load_exportable(args: argparse.Namespace):
 
 
 def _cmd_upgrade(args: argparse.Namespace) -> int:
-    from wavedge.manifest import MODEL_VERSION, load_manifest, write_manifest
+    from wavedge.manifest import MODEL_VERSION, load_manifest, verify_present, write_manifest
 
-    m = load_manifest(args.model_dir)  # upgrades a version-1 manifest in memory, files checked
+    m = load_manifest(args.model_dir, verify_files=False)  # a version-1 one comes upgraded
+    absent = verify_present(m)  # a board's pruned copy is upgraded too, its absent files named
     write_manifest(m.directory, m.raw)
-    print(f"{m.directory / 'manifest.json'}: version {MODEL_VERSION}")
+    print(f"{m.directory / 'manifest.json'}: version {MODEL_VERSION}"
+          + (f"; listed but not here, left listed: "
+             f"{', '.join(f.path for f in absent)}" if absent else ""))
     return 0
 
 
@@ -773,8 +776,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_firmware)
 
     p = sub.add_parser("upgrade", help="rewrite a model directory's manifest as version 2",
-                       description="Read a version-1 manifest.json (every file verified) and "
-                                   "write it back as version 2; the graph files are unchanged.")
+                       description="Read a version-1 manifest.json (every file present verified; a "
+                                   "board's pruned copy may lack some) and write it back as "
+                                   "version 2; the graph files are unchanged.")
     p.add_argument("model_dir", type=Path)
     p.set_defaults(func=_cmd_upgrade)
 

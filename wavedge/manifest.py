@@ -267,14 +267,24 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
     except InputError as exc:
         raise ManifestError(f"{path}: {exc}") from None
     if verify_files:
-        absent = [f.path for f in manifest.files if not (directory / f.path).is_file()]
+        absent = verify_present(manifest)
         if len(absent) > 1:  # a board's pruned copy, say: every one named, not the first
             raise ManifestError(f"{path}: {len(absent)} of its {len(manifest.files)} files are "
-                                f"missing: {', '.join(absent)} (a run reads only the graphs "
-                                "it loads)")
-        for f in manifest.files:
-            verify_file(manifest, f)
+                                f"missing: {', '.join(f.path for f in absent)} (a run reads "
+                                "only the graphs it loads)")
+        for f in absent:
+            verify_file(manifest, f)  # raises, naming it
     return manifest
+
+
+def verify_present(manifest: Manifest) -> list[FileEntry]:
+    """Check every listed file that is in the directory (size, sha256); return the entries
+    that are not, for the caller to refuse or (a board's pruned copy) to name."""
+    absent = [f for f in manifest.files if not (manifest.directory / f.path).is_file()]
+    for f in manifest.files:
+        if f not in absent:
+            verify_file(manifest, f)
+    return absent
 
 
 def _finite_float(text: str) -> float:
