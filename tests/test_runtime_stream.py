@@ -294,3 +294,31 @@ def test_an_accelerator_provider_that_is_not_built_in_is_a_clear_error():
     with pytest.raises(BackendError, match="provider 'cuda' is not available in this "
                                            "onnxruntime build"):
         load_model(BUNDLED_MODEL, options=BackendOptions(providers=("cuda",)))
+
+
+def test_the_objects_a_user_prints_say_what_they_are_in_a_line():
+    """In a REPL or a log: the model, its manifest, streams, a group and their results each
+    show in one short line (the manifest's own fields ran to 10 kB; the rest showed an
+    address)."""
+    model = load_model(BUNDLED_MODEL)
+    name, labels = model.manifest.name, model.labels
+    stream = model.stream(policy="hold")
+    one, chunk = stream.push(np.zeros(6)), stream.push_chunk(np.zeros((40, 6)))
+    group = load_model(BUNDLED_MODEL, streams=8).group()
+    group.add("left"), group.add("right")
+    tick = group.push(np.array([[0.0] * 6, [np.nan] * 6]))
+    chunks = group.push_chunk(np.zeros((2, 5, 6)))
+    shown = [repr(obj) for obj in (model, model.manifest, stream, one, chunk, group,
+                                   group.member("left"), tick, chunks)]
+    for text in shown:
+        assert "\n" not in text and len(text) < 200 and " object at 0x" not in text, text
+    m, manifest, s, _, rs, g, member, t, cs = shown
+    assert name in m and "model.step.onnx" in m and "model.chunk.onnx (32 samples per call)" in m
+    assert f"{len(model.manifest.files)} files" in manifest
+    assert "policy hold" in s and "41 samples" in s
+    assert rs.startswith("Results(40 samples, steps 1..40; last: ")
+    assert g.startswith("StreamGroup(2 of 8 streams: 'left', 'right'; ")
+    assert "'left' of a group" in member
+    assert t.startswith("GroupResults('left': ") and "dropped: 'right'" in t
+    assert any(label in t for label in labels)
+    assert cs == "GroupChunkResults('left': 5 samples; 'right': 5 samples)"

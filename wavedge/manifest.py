@@ -49,6 +49,10 @@ class Manifest:
     directory: Path
     raw: dict
 
+    def __repr__(self) -> str:  # the raw fields run to kilobytes: ``raw`` shows them
+        return (f"Manifest({str(self.directory)!r}: {self.name!r}, {self.raw['family']}, "
+                f"version {self.raw['version']}, {len(self.files)} files)")
+
     @property
     def name(self) -> str:
         return self.raw["name"]

@@ -77,6 +77,9 @@ class Member(Stream):
                          runner=_Row(group._runner, slot))
         self.stats = _Counts(group, slot)
 
+    def _name(self) -> str:
+        return f"{self.key!r} of a group, "
+
     def push(self, sample, problem: str | None = None):
         raise InputError(f"stream {self.key!r} belongs to a group: push it with "
                          "StreamGroup.push({key: sample}) or StreamGroup.push_chunk")
@@ -122,6 +125,9 @@ class GroupResults:
     def items(self):
         return ((k, self[k]) for k in self._stepped)
 
+    def __repr__(self) -> str:
+        return f"GroupResults({_shown(self, lambda r: r.text().strip())})"
+
     def __iter__(self):
         return iter(self.keys())
 
@@ -159,6 +165,16 @@ class GroupChunkResults:
 
     def items(self):
         return ((k, self[k]) for k in self.keys())
+
+    def __repr__(self) -> str:
+        return f"GroupChunkResults({_shown(self, lambda r: f'{len(r)} samples')})"
+
+
+def _shown(results, what) -> str:
+    """A group's results in a line: each member's by key, then the keys with dropped samples."""
+    shown = "; ".join(f"{k!r}: {what(r)}" for k, r in results.items()) or "no stream stepped"
+    bad = ", ".join(map(repr, results.errors))
+    return shown + (f"; dropped: {bad}" if bad else "")
 
 
 class StreamGroup:
@@ -203,6 +219,12 @@ class StreamGroup:
 
     def __len__(self) -> int:
         return len(self._order)
+
+    def __repr__(self) -> str:
+        m = self.model
+        return (f"StreamGroup({len(self)} of {self.capacity} streams"
+                f"{': ' + ', '.join(map(repr, self.keys)) if self._order else ''}; "
+                f"{m.manifest.name!r} on {m.backend} {m.precision})")
 
     def member(self, key) -> Member:
         try:

@@ -28,6 +28,14 @@ class Model:
     chunk_graph: Graph | None
     chunk_samples: int
 
+    def __repr__(self) -> str:  # not the manifest's every field, nor each graph's tensors
+        graphs = [f"step {self.step_graph.path.name}"] + \
+            ([f"chunk {self.chunk_graph.path.name} ({self.chunk_samples} samples per call)"]
+             if self.chunk_graph is not None else [])
+        per_call = f", {self.batch} streams per call" if self.batch > 1 else ""
+        return (f"Model({self.manifest.name!r} from {str(self.manifest.directory)!r}, "
+                f"{self.backend} {self.precision}{per_call}: {', '.join(graphs)})")
+
     @property
     def batch(self) -> int:
         """Streams per call of its graphs: 1, or a ``StreamGroup``'s capacity."""

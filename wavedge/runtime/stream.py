@@ -186,6 +186,12 @@ class Results:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def __repr__(self) -> str:
+        if not len(self):
+            return "Results(none)"
+        return (f"Results({len(self)} samples, steps {self.steps[0]}..{self.steps[-1]}; last: "
+                f"{self[-1].text().strip()})")
+
     def __getitem__(self, i: int) -> Result:
         return Result(int(self.steps[i]), [v[i] for v in self.values], self._heads)
 
@@ -274,6 +280,15 @@ class Stream:
 
     # the index of the next sample: a stream steps once per sample fed
     steps = property(lambda self: self.stats.samples)
+
+    def __repr__(self) -> str:
+        m = self.model
+        noise = ", noise sampled" if self._rng is not None else ""
+        return (f"{type(self).__name__}({self._name()}{m.manifest.name!r} on {m.backend} "
+                f"{m.precision}, policy {self.policy}{noise}, {self.steps} samples)")
+
+    def _name(self) -> str:
+        return ""
 
     @property
     def stats(self) -> StreamStats:
