@@ -4,6 +4,7 @@ never asserted here (see docs/benchmarks.md for measured numbers)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -75,6 +76,28 @@ def test_table_and_plot_are_written(report):
     pytest.importorskip("matplotlib", reason="the plot needs matplotlib (the bench extra)")
     png = out / "bench.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_table_keeps_every_cell_apart_and_aligned(report):
+    """A name that grows with ``--streams`` and a slow baseline in the thousands of us ran
+    their cells together ("1229.641224.10-1235.17") in fixed-width columns."""
+    from wavedge.runtime.bench import format_table
+
+    _, _, r = report
+    r = json.loads(json.dumps(r))
+    slow = json.loads(json.dumps(r["configs"]["onnxruntime/fp32/step"]))
+    slow["us_per_sample"].update(p50=1229.64, p50_per_repeat=[1224.1, 1235.17], max=123456.7)
+    r["configs"]["onnxruntime/fp32/streams16-group-chunk32-round-robin"] = slow
+    lines = format_table(r).splitlines()
+    end = next(i for i, ln in enumerate(lines) if ln.startswith("(us per sample"))
+    head, rows = lines[1], lines[3:end]
+    assert len(rows) == len(r["configs"])
+    cells = len(head.split()) - 1  # "p50 spread" is one heading in two words
+    ends = [m.end() for m in re.finditer(r"\S+", head)]
+    for row in rows:
+        assert len(row.split()) == cells, row
+        assert [m.end() for m in re.finditer(r"\S+", row)][1:] == ends[1:2] + ends[3:], row
+    assert "1229.64  1224.10-1235.17" in "\n".join(rows)
 
 
 def test_compare_two_reports(report, tmp_path):

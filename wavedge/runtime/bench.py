@@ -544,6 +544,17 @@ def _ratios(s: dict) -> dict:
     return out
 
 
+def columns(head: list[str], rows: list[list[str]], rule: bool = False) -> list[str]:
+    """A table's lines: the first column left-aligned, the others right-aligned, each as wide
+    as its widest cell (a configuration's name grows with ``--streams``; fixed widths ran
+    the cells together)."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join([cells[0].ljust(widths[0])]
+                       + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]).rstrip()
+             for cells in [head, *rows]]
+    return lines[:1] + (["-" * len(lines[0])] if rule else []) + lines[1:]
+
+
 def format_table(report: dict) -> str:
     """The report as a terminal table."""
     m = report["machine"]
@@ -551,19 +562,15 @@ def format_table(report: dict) -> str:
              f"{' '.join(m['flags']) or 'none of interest'}), threads {report['method']['threads']}"
              f", push in {'C' if report['method'].get('fast_path') else 'Python'}"]
     rates = report["method"]["rates_hz"]
-    head = (f"{'configuration':<34}{'p50':>9}{'p50 spread':>15}{'p90':>9}{'p99':>9}{'max':>10}"
-            f"{'std':>8}"
-            f"{'samples/s':>12}" + "".join(f"{'duty@' + format(r, 'g') + 'Hz':>13}"
-                                          for r in rates))
-    lines += [head, "-" * len(head)]
+    rows = []
     for name, c in report["configs"].items():
-        u = c["us_per_sample"]
-        duty = "".join(f"{c['duty_cycle'][format(r, 'g')]:>12.3%} " for r in rates)
-        reps = u["p50_per_repeat"]
-        spread = f"{min(reps):.2f}-{max(reps):.2f}"
-        lines.append(f"{name:<34}{u['p50']:>9.2f}{spread:>15}{u['p90']:>9.2f}{u['p99']:>9.2f}"
-                     f"{u['max']:>10.1f}{u['std']:>8.2f}{c['throughput_samples_per_s']:>12,.0f}"
-                     + duty)
+        u, reps = c["us_per_sample"], c["us_per_sample"]["p50_per_repeat"]
+        rows.append([name, f"{u['p50']:.2f}", f"{min(reps):.2f}-{max(reps):.2f}",
+                     f"{u['p90']:.2f}", f"{u['p99']:.2f}", f"{u['max']:.1f}", f"{u['std']:.2f}",
+                     f"{c['throughput_samples_per_s']:,.0f}"]
+                    + [f"{c['duty_cycle'][format(r, 'g')]:.3%}" for r in rates])
+    lines += columns(["configuration", "p50", "p50 spread", "p90", "p99", "max", "std",
+                      "samples/s"] + [f"duty@{r:g}Hz" for r in rates], rows, rule=True)
     lines.append(f"(us per sample; p50 spread: the lowest and highest of the "
                  f"{report['method']['repeats']} repeats' medians)")
     for name, c in report["configs"].items():
@@ -638,20 +645,19 @@ def load_report(path: str | Path) -> dict:
 def compare(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> str:
     """Configurations present in both reports, p50 side by side and B / A."""
     lines = [f"A: {label_a}: {a['model']['name']} on {a['machine']['cpu']}",
-             f"B: {label_b}: {b['model']['name']} on {b['machine']['cpu']}",
-             f"{'configuration':<34}{'A p50 us':>11}{'B p50 us':>11}{'B / A':>9}"]
+             f"B: {label_b}: {b['model']['name']} on {b['machine']['cpu']}"]
     common = [n for n in a["configs"] if n in b["configs"]]
-    for n in common:
-        pa = a["configs"][n]["us_per_sample"]["p50"]
-        pb = b["configs"][n]["us_per_sample"]["p50"]
-        lines.append(f"{n:<34}{pa:>11.2f}{pb:>11.2f}{pb / pa:>9.2f}")
+    p50 = [(a["configs"][n]["us_per_sample"]["p50"], b["configs"][n]["us_per_sample"]["p50"])
+           for n in common]
+    lines += columns(["configuration", "A p50 us", "B p50 us", "B / A"],
+                     [[n, f"{pa:.2f}", f"{pb:.2f}", f"{pb / pa:.2f}"]
+                      for n, (pa, pb) in zip(common, p50)])
     only = sorted(set(a["configs"]) ^ set(b["configs"]))
     if only:
         lines.append(f"in one report only: {', '.join(only)}")
-    lines.append(f"ratios within each run:{'':<23}{'A':>8}{'B':>8}")
-    for k in a["ratios"]:
-        if k in b["ratios"]:
-            lines.append(f"  {k:<44}{a['ratios'][k]:>8.2f}{b['ratios'][k]:>8.2f}")
+    lines += columns(["ratios within each run", "A", "B"],
+                     [[f"  {k}", f"{a['ratios'][k]:.2f}", f"{b['ratios'][k]:.2f}"]
+                      for k in a["ratios"] if k in b["ratios"]])
     if not common:
         lines.append("no configuration in common")
     return "\n".join(lines)
