@@ -119,7 +119,9 @@ def test_a_reinstall_replaces_its_own_files_and_no_other(tmp_path):
     assert _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink", "null:"
                     ).returncode == 0
     assert "etc/udev/rules.d/90-wavedge-bm.rules" in _files(root)
-    assert _install(tmp_path, "--source", "stdin:", "--sink", "null:").returncode == 0
+    again = _install(tmp_path, "--source", "stdin:", "--sink", "null:")
+    assert again.returncode == 0 and again.stdout.startswith(
+        "wavedge-bm.service: replaced, not activated; ")
     assert sorted(_files(root)) == ["etc/systemd/system/wavedge-bm.service",
                                     "etc/wavedge/bm.env"]
     mine = root / "etc/udev/rules.d/90-wavedge-bm.rules"
@@ -130,6 +132,42 @@ def test_a_reinstall_replaces_its_own_files_and_no_other(tmp_path):
                           "90-wavedge-bm.rules: exists and wavedge did not write it")
     assert "stdin:" in (root / "etc/wavedge/bm.env").read_text()  # nothing replaced
     assert "mine" in mine.read_text()
+
+
+# systemd's rule that matters to a reinstall, as `man systemctl` states it: `start` (and
+# `enable --now`) leave a running unit as it is, `restart` stops and starts it (or starts it);
+# a unit runs the environment file it read when it started. No systemd runs in the tests.
+_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$LOG"
+case "$1" in
+  start|restart) [ "$1" = start ] && [ -f "$RUNNING" ] || cp "$ENV_FILE" "$RUNNING" ;;
+  enable) [ "$2" = --now ] && { [ -f "$RUNNING" ] || cp "$ENV_FILE" "$RUNNING"; } ;;
+esac
+exit 0
+"""
+
+
+def test_a_reinstall_on_the_board_restarts_the_running_unit_on_its_new_files(
+        tmp_path, monkeypatch):
+    """`systemctl enable --now` left the running unit on its old sink until a reboot, while
+    the reinstall said it had started it."""
+    from wavedge import service
+
+    etc, bin_ = tmp_path / "board", tmp_path / "bin"
+    bin_.mkdir()
+    for name, text in (("systemctl", _SYSTEMCTL), ("udevadm", "#!/bin/sh\nexit 0\n")):
+        (bin_ / name).write_text(text)
+        (bin_ / name).chmod(0o755)
+    where = {k: etc / p.relative_to("/") for k, p in service.paths("bm", Path("/")).items()}
+    monkeypatch.setattr(service, "paths", lambda name, root: where)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    for k, v in (("LOG", "log"), ("RUNNING", "running.env")):
+        monkeypatch.setenv(k, str(tmp_path / v))
+    monkeypatch.setenv("ENV_FILE", str(where["env"]))
+    for sink in ("null:", "jsonl:/var/lib/wavedge/bm.jsonl?append=1"):
+        service.install(service.Service("bm", BUNDLED_MODEL, ("stdin:",), sink), Path("/"))
+        assert f"WAVEDGE_SINK={sink}" in (tmp_path / "running.env").read_text()
+    assert (tmp_path / "log").read_text().splitlines()[0] == "daemon-reload"
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -479,10 +479,16 @@ def _cmd_service(args: argparse.Namespace) -> int:
         print(service.unit_text(svc, env) + "\n" + service.env_text(svc)
               + ("\n" + service.udev_text(svc) if service.udev_text(svc) else ""), end="")
         return 0
+    again = service.paths(svc.name, root)["unit"].is_file()
     written = service.install(svc, root, activate=not args.no_activate)
-    state = "written, not activated" if args.no_activate else "enabled and started" if \
-        root == Path("/") else "enabled in the image (it starts when the board boots)"
-    print(f"{svc.unit_name}: {state}; {', '.join(map(str, written))}")
+    if args.no_activate:
+        state = "not activated"
+    elif root != Path("/"):
+        state = "enabled in the image (it starts when the board boots)"
+    else:
+        state = "enabled and restarted" if again else "enabled and started"
+    print(f"{svc.unit_name}: {'replaced' if again else 'written'}, {state}; "
+          f"{', '.join(map(str, written))}")
     return 0
 
 

@@ -191,7 +191,7 @@ def install(svc: Service, root: Path = Path("/"), activate: bool = True) -> list
     """Write the files, replacing those of an earlier install of this service (a udev rule it
     no longer needs is removed: it would start the service when the old device appears) and
     refusing to replace a file wavedge did not write; with ``activate``, reload systemd and
-    udev and enable and start the unit. Returns the paths written."""
+    udev, enable the unit and (re)start it. Returns the paths written."""
     where = paths(svc.name, root)
     if not (where_here(svc.model_dir, root) / "manifest.json").is_file():
         raise InputError(f"{svc.model_dir}: not a model directory (no manifest.json)")
@@ -216,7 +216,11 @@ def install(svc: Service, root: Path = Path("/"), activate: bool = True) -> list
         _run(["systemctl", "daemon-reload"])
         if texts["udev"] or rules_before:
             _run(["udevadm", "control", "--reload"])
-        _run(["systemctl", "enable", "--now", svc.unit_name])
+        _run(["systemctl", "enable", svc.unit_name])
+        # restart, not `enable --now`: that leaves a unit already running on the command
+        # line and environment it started with, so a reinstall changed nothing until a reboot
+        # (restart starts a unit that is not running)
+        _run(["systemctl", "restart", svc.unit_name])
     return written
 
 
