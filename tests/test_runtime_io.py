@@ -18,6 +18,7 @@ import pytest
 
 from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli
 from wavedge.errors import InputError, LinkError
+from wavedge.manifest import Manifest
 from wavedge.runtime import SourceError, load_model, open_sink, open_source, register_source
 from wavedge.runtime.loop import _latency, run
 from wavedge.runtime.sources import Sample
@@ -83,6 +84,18 @@ def test_bad_source_urls_are_clear_errors(model, tmp_path, url, message):
     with pytest.raises((SourceError, InputError, LinkError), match=message.replace("(", r"\(")
                        .replace(")", r"\)")):
         open_source(url.format(rec=RECORDING, dir=tmp_path), model.manifest)
+
+
+def test_replay_without_a_path_replays_the_model_directorys_own_recording(model):
+    """`replay:?rate=max` had been ". is a directory, not a file"."""
+    own, named = (_collect(url, model) for url in ("replay:?rate=max&limit=5",
+                                                   f"replay:{RECORDING}?rate=max&limit=5"))
+    assert np.array_equal([s.values for s in own], [s.values for s in named])
+    bare = Manifest(model.manifest.directory, {k: v for k, v in model.manifest.raw.items()
+                                               if k != "recording"})
+    with pytest.raises(SourceError, match=r"^replay:\?rate=max: give a recording \(replay:FILE\);"
+                                          r" .* has none of its own$"):
+        open_source("replay:?rate=max", bare)
 
 
 def test_a_file_named_npy_that_is_not_one(model, tmp_path):

@@ -1,6 +1,7 @@
 """``replay:PATH[?rate=HZ|max&loop=N&limit=N&<table keys>]``: a recorded CSV or .npy file,
 streamed row by row (never loaded whole), paced at the manifest's sample rate by default
-(``rate=max``: as fast as possible). ``loop=0`` repeats forever.
+(``rate=max``: as fast as possible). ``loop=0`` repeats forever. Without a path
+(``replay:?rate=max``), the model directory's own recording.
 
 CSV: a header naming the model's channels, or a column map (``columns=acc_x:ax,...``), or no
 header and exactly one column per channel; ``label``, a sequence column and a timestamp
@@ -26,7 +27,7 @@ FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
 class ReplaySource:
     def __init__(self, url, manifest) -> None:
         url.check_params(("rate", "loop", "limit", *SOURCE_TABLE_PARAMS))
-        self.path = Path(url.path)
+        self.path = Path(url.path) if url.path else _own_recording(url, manifest)
         if why := not_a_file(self.path):
             raise SourceError(f"{url.text}: {why}")
         self.table = TableOptions(url, manifest)
@@ -63,6 +64,16 @@ class ReplaySource:
 
     def close(self) -> None:
         pass
+
+
+def _own_recording(url, manifest) -> Path:
+    """``replay:`` without a path (``replay:?rate=max``): the model directory's own recording,
+    which a run without ``--source`` replays at the model's rate."""
+    rec = (manifest.raw.get("recording") or {}).get("path")
+    if not rec:
+        raise SourceError(f"{url.text}: give a recording (replay:FILE); "
+                          f"{manifest.directory} has none of its own")
+    return manifest.directory / rec
 
 
 def open(url, manifest) -> ReplaySource:  # noqa: A001 - the scheme-module entry point
