@@ -634,7 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="stream a source through a model into a sink (no torch)",
                        description="Stream samples from SOURCE through the model, one at a time, "
                                    "into SINK. Ctrl-C stops with a summary. Sources: "
-                                   "replay:FILE[?rate=HZ|max&loop=N&limit=N], stdin:, "
+                                   "replay:[FILE][?rate=HZ|max&loop=N&limit=N] (no FILE: "
+                                   "the model's own recording), stdin:, "
                                    "serial://PORT[?baud=N], synthetic:imu[?n=N&rate=HZ], "
                                    "link:PORT (SENSOR frames from a microcontroller), "
                                    "mqtt://HOST/TOPIC. Sinks: "
