@@ -311,10 +311,9 @@ def _one_reader_each(urls: list) -> None:
 
 
 def _recording_url(model, model_dir) -> str:
-    rec = (model.manifest.raw.get("recording") or {}).get("path")
-    if not rec:
+    if model.manifest.recording is None:
         raise InputError(f"{model_dir} has no recording; give --source URL")
-    return f"replay:{model.manifest.directory / rec}"
+    return f"replay:{model.manifest.recording}"
 
 
 def _load_for_run(args, options, n: int):

@@ -94,6 +94,12 @@ class Manifest:
         return self.signature.outputs[0].labels
 
     @property
+    def recording(self) -> Path | None:
+        """The directory's own recording (``wavedge export --recording``), or None."""
+        rec = (self.raw.get("recording") or {}).get("path")
+        return self.directory / rec if rec else None
+
+    @property
     def output_size(self) -> int:
         return int(np.prod(self.signature.outputs[0].shape))
 

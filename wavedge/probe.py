@@ -354,8 +354,7 @@ def _default_recording(path: Path) -> str:
     if path.is_dir():
         from wavedge.manifest import load_manifest
 
-        m = load_manifest(path)
-        rec = (m.raw.get("recording") or {}).get("path")
-        if rec:
-            return str(m.directory / rec)
+        rec = load_manifest(path).recording
+        if rec is not None:
+            return str(rec)
     raise InputError(f"probe: {path} has no recording; give DATA (a table with a label column)")

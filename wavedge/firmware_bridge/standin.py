@@ -107,12 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     except WavedgeError as exc:
         print(f"standin: error: {exc}", file=sys.stderr)
         return 1
-    recording = model.manifest.raw.get("recording") or {}
-    if not recording.get("path"):
+    rec = model.manifest.recording
+    if rec is None:
         print(f"standin: error: {args.model_dir} has no recording to stream (export it with "
               "--recording)", file=sys.stderr)
         return 1
-    rec = model.manifest.directory / recording["path"]
     with tempfile.TemporaryDirectory() as tmp:
         board = StandIn(build(Path(tmp)))
         source = open_source(f"replay:{rec}?rate=max&limit={args.limit}", model.manifest)

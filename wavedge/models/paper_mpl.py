@@ -368,7 +368,7 @@ def board(model_dir: Path = BUNDLED_MPL, seeds=(0, 1, 2, 3, 4), mc: int = 20) ->
     from wavedge.runtime.heads import softmax
 
     model = load_model(model_dir)
-    recs = load_table(model_dir / "recording.csv", model.manifest.channels, "recording").recordings
+    recs = load_table(model.manifest.recording, model.manifest.channels, "recording").recordings
     labels = list(model.manifest.labels)
     y = np.array([labels.index(r.truth[-1]) for r in recs])
 

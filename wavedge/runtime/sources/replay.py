@@ -69,11 +69,10 @@ class ReplaySource:
 def _own_recording(url, manifest) -> Path:
     """``replay:`` without a path (``replay:?rate=max``): the model directory's own recording,
     which a run without ``--source`` replays at the model's rate."""
-    rec = (manifest.raw.get("recording") or {}).get("path")
-    if not rec:
+    if manifest.recording is None:
         raise SourceError(f"{url.text}: give a recording (replay:FILE); "
                           f"{manifest.directory} has none of its own")
-    return manifest.directory / rec
+    return manifest.recording
 
 
 def open(url, manifest) -> ReplaySource:  # noqa: A001 - the scheme-module entry point
