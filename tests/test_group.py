@@ -107,6 +107,31 @@ def test_members_join_and_leave(batch_dir):
             group.push(tick)
 
 
+def test_a_handle_kept_on_a_removed_member_touches_no_one_elses_row(batch_dir):
+    """A reset through the handle of a member that had left reset whichever member took its
+    row over, and its counters were the newcomer's."""
+    group = load_model(batch_dir, streams=2).group()
+    gone = group.add("gone")
+    group.add("stays")
+    for t in _data(5, 2):
+        group.push(t)
+    kept, counts = gone.state, (gone.steps, dict(gone.stats.dropped))
+    group.remove("gone")
+    new = group.add("new")
+    assert new.slot == gone.slot
+    for t in _data(7, 2, seed=1):
+        group.push(t)
+    live = new.state
+    for act in (gone.reset, lambda: setattr(gone, "state", kept),
+                lambda: gone.push(np.zeros(6, np.float32))):
+        with pytest.raises(InputError, match=r"^stream 'gone' has left its group"):
+            act()
+    np.testing.assert_array_equal(new.state[0], live[0])  # untouched
+    assert new.steps == 7 and (gone.steps, dict(gone.stats.dropped)) == counts
+    np.testing.assert_array_equal(gone.state[0], kept[0])  # what it had when it left
+    assert "'gone', left its group" in repr(gone)
+
+
 def test_no_batch_graphs_is_one_clear_error(batch_dir):
     with pytest.raises(ManifestError, match="--batch 8"):
         load_model(batch_dir, streams=8)

@@ -78,13 +78,46 @@ class Member(Stream):
         self.stats = _Counts(group, slot)
 
     def _name(self) -> str:
-        return f"{self.key!r} of a group, "
+        return f"{self.key!r} of a group, " if self._group else f"{self.key!r}, left its group, "
 
     def push(self, sample, problem: str | None = None):
+        self._in_group()
         raise InputError(f"stream {self.key!r} belongs to a group: push it with "
                          "StreamGroup.push({key: sample}) or StreamGroup.push_chunk")
 
     push_chunk = push
+
+    def reset(self) -> None:
+        self._in_group()
+        super().reset()
+
+    def _set_state(self, values) -> None:
+        self._in_group()
+        Stream.state.fset(self, values)
+
+    state = property(Stream.state.fget, _set_state, doc=Stream.state.__doc__)
+
+    def _leave(self) -> None:
+        """Its group took it out (``StreamGroup.remove``): the row is the next member's, so
+        the handle keeps a copy of its state and counters as they were and writes nothing
+        (a reset through a kept handle had reset whichever member took the row over)."""
+        self._step = _Left([s.copy() for s in self._step.state])
+        s = self.stats
+        self.stats = StreamStats(s.samples, s.dropped.copy(), s.repaired.copy(),
+                                 s.state_resets.copy())
+        self._group = None
+
+    def _in_group(self) -> None:
+        if self._group is None:
+            raise InputError(f"stream {self.key!r} has left its group (StreamGroup.remove); "
+                             "StreamGroup.add makes a new one")
+
+
+class _Left:
+    """A removed member's row: its state when it left."""
+
+    def __init__(self, state: list[np.ndarray]) -> None:
+        self.state = state
 
 
 class _Steps:
@@ -258,12 +291,15 @@ class StreamGroup:
         return m
 
     def remove(self, key) -> None:
-        """Take a member out; its row is free for the next ``add``."""
+        """Take a member out; its row is free for the next ``add``. A handle kept on it still
+        reads its state and counters as they were; a push, reset or new state through it is
+        refused."""
         m = self.member(key)
         del self._members[key]
         self._by_slot[m.slot] = None
         self._order.remove(m)
         self._layout()
+        m._leave()
 
     def _layout(self) -> None:
         slots = [m.slot for m in self._order]

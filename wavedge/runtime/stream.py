@@ -285,7 +285,8 @@ class Stream:
         m = self.model
         noise = ", noise sampled" if self._rng is not None else ""
         return (f"{type(self).__name__}({self._name()}{m.manifest.name!r} on {m.backend} "
-                f"{m.precision}, policy {self.policy}{noise}, {self.steps} samples)")
+                f"{m.precision}, policy {self.policy}{noise}, {self.steps} "
+                f"sample{'' if self.steps == 1 else 's'})")
 
     def _name(self) -> str:
         return ""
