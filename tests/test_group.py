@@ -102,6 +102,11 @@ def test_members_join_and_leave(batch_dir):
         b.push(np.zeros(6, np.float32))
     with pytest.raises(InputError, match="3 samples for 4 streams"):
         group.push(np.zeros((3, 6), np.float32))
+    counts = {k: 4 if k == b.key else 3 for k in group.keys}
+    given = ", ".join(f"{k} {n}" for k, n in counts.items())
+    with pytest.raises(InputError, match=rf"^push_chunk: the members' sample counts differ "
+                                         rf"\({given}\); give each the same N$"):
+        group.push_chunk({k: np.zeros((n, 6), np.float32) for k, n in counts.items()})
     for tick in (None, 5, "abcd"):  # a TypeError; a string, one letter per member
         with pytest.raises(InputError, match="a tick is a mapping of key to sample, or one"):
             group.push(tick)

@@ -375,13 +375,21 @@ class StreamGroup:
             samples = [samples[k] for k in self.keys]
         try:
             x = np.asarray(samples, np.float32) if self._vector else np.asarray(samples)
-        except (TypeError, ValueError):
-            raise InputError("push_chunk: the samples are not numeric") from None
+        except (TypeError, ValueError):  # numpy's "inhomogeneous shape" too
+            raise InputError(f"push_chunk: {self._unlike(samples)}") from None
         if x.ndim < 2 or len(x) != len(self._order) or \
                 (self._vector and x.shape[2:] != self._shape):  # else every sample dropped
             raise InputError(f"push_chunk: expected [{len(self._order)} streams, N samples, "
                              f"{', '.join(map(str, self._shape))}], got shape {x.shape}")
         return x
+
+    def _unlike(self, samples) -> str:
+        """Why ``samples`` make no array: members given unequal counts, or not numbers."""
+        counts = [len(s) if hasattr(s, "__len__") else None for s in samples]
+        if None in counts or len(set(counts)) < 2:
+            return "the samples are not numeric"
+        given = ", ".join(f"{k!r} {n}" for k, n in zip(self.keys, counts))
+        return f"the members' sample counts differ ({given}); give each the same N"
 
     def _run_chunks(self, x: np.ndarray, out: "GroupChunkResults") -> int:
         """The whole chunks of ``x`` through the chunk graph; returns the rows done."""
