@@ -174,6 +174,19 @@ def test_a_missing_chunk_is_refused_not_stepped(model):
         model.stream().push_chunk(None)
 
 
+def test_a_chunk_of_samples_of_unequal_lengths_says_so(model, recording):
+    """A list of rows one short had been "input 'x' is not numeric"."""
+    rows = [list(r) for r in recording[:5]]
+    rows[3] = rows[3][:5]
+    stream = model.stream()
+    with pytest.raises(InputError, match=r"^push_chunk: input 'x': its samples differ in length "
+                                         r"\(sample 0: 6 values, sample 3: 5\); push a bad "):
+        stream.push_chunk(rows)
+    assert stream.steps == 0
+    with pytest.raises(InputError, match=r"^push_chunk: input 'x': not numeric$"):
+        stream.push_chunk([rows[0], ["a"] * 6])
+
+
 def test_hold_and_zero_policies_repair_and_count(model, recording):
     bad = recording[1].copy()
     bad[[0, 3]] = np.nan

@@ -29,7 +29,7 @@ from wavedge.errors import InputError
 from wavedge.runtime import accel
 from wavedge.runtime.stream import (_F32, STATE_CHECK_EVERY, Result, Results, Stream,
                                      StreamStats, all_finite, ball, past_limit, within,
-                                     state_limits)
+                                     state_limits, unequal_lengths)
 
 class _Row:
     """One member's row of the group's batched runner, behind the runner interface a
@@ -385,8 +385,8 @@ class StreamGroup:
 
     def _unlike(self, samples) -> str:
         """Why ``samples`` make no array: members given unequal counts, or not numbers."""
-        counts = [len(s) if hasattr(s, "__len__") else None for s in samples]
-        if None in counts or len(set(counts)) < 2:
+        counts = unequal_lengths(samples)
+        if counts is None:
             return "the samples are not numeric"
         given = ", ".join(f"{k!r} {n}" for k, n in zip(self.keys, counts))
         return f"the members' sample counts differ ({given}); give each the same N"

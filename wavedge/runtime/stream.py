@@ -64,6 +64,25 @@ def all_finite(y: np.ndarray) -> bool:
     return math.isfinite(_SUM(y, axis=None, dtype=np.float64))
 
 
+def _not_array(rows) -> str:
+    lengths = unequal_lengths(rows)
+    if lengths is None:
+        return "not numeric"
+    odd = next(i for i, n in enumerate(lengths) if n != lengths[0])
+    return (f"its samples differ in length (sample 0: {lengths[0]} values, sample {odd}: "
+            f"{lengths[odd]}); push a bad sample alone to have it counted under the policy")
+
+
+def unequal_lengths(rows) -> list[int] | None:
+    """The lengths of ``rows`` when they differ (which numpy calls an inhomogeneous shape,
+    and a chunk of them had been called not numeric), else None."""
+    try:
+        lengths = [len(r) for r in rows]
+    except TypeError:
+        return None
+    return lengths if len(set(lengths)) > 1 else None
+
+
 def within(a: np.ndarray, bound: float) -> bool:
     """Every value of ``a`` inside [-bound, bound] (a NaN is not): in C for a float32 array
     where the fast path is built (two numpy reductions over the bundled model's 1,024 state
@@ -674,7 +693,7 @@ class Stream:
             try:
                 x = np.asarray(r, dtype=np.float32 if spec.dtype == "float32" else None)
             except (TypeError, ValueError):
-                raise InputError(f"push_chunk: input {spec.name!r} is not numeric") from None
+                raise InputError(f"push_chunk: input {spec.name!r}: {_not_array(r)}") from None
             if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
                 which = f" for input {spec.name!r}" if len(specs) > 1 else ""
                 raise InputError(f"push_chunk: expected shape (N, {', '.join(map(str, shape))})"
