@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -87,12 +88,16 @@ def test_results_before_a_pause_reach_the_file_while_the_sensor_is_quiet(tmp_pat
     assert proc.returncode == 0 and len(_lines(out, kind)) == 2, err
 
 
-def test_a_full_disk_ends_the_run_with_its_error_and_a_summary():
+@pytest.mark.parametrize("sink", ["jsonl", "csv"])
+def test_a_full_disk_ends_the_run_with_its_error_and_a_summary(sink):
+    """The csv sink fails at its first row: its summary had timed that write as 0.0 us."""
     proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
-                   "--sink", "jsonl:/dev/full")
+                   "--sink", f"{sink}:/dev/full")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "wavedge: samples:" in proc.stderr
-    assert "jsonl sink /dev/full: cannot write (No space left on device)" in proc.stderr
+    assert f"{sink} sink /dev/full: cannot write (No space left on device)" in proc.stderr
+    timed = re.search(r"sink's write: p50 ([\d.]+) us", proc.stderr)
+    assert timed and float(timed[1]) > 0, proc.stderr
 
 
 def test_a_closed_pipe_is_a_quiet_stop():

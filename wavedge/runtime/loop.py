@@ -318,8 +318,10 @@ class _Loop:
         at = self.pushes % LATENCY_WINDOW
         self.ring[at] = time.perf_counter_ns() - t0
         self.pushes += 1
-        self._written(lane, result, sample)
-        self.sink_ring[at] = time.perf_counter_ns() - t0
+        try:
+            self._written(lane, result, sample)
+        finally:  # a write that failed (a full disk) counts to its failure, not as 0 us
+            self.sink_ring[at] = time.perf_counter_ns() - t0
         self.done = self.limit is not None and lane.samples >= self.limit
 
     def feed_tick(self, tick: list) -> None:
@@ -336,6 +338,13 @@ class _Loop:
         at = self.pushes % LATENCY_WINDOW
         self.ring[at] = time.perf_counter_ns() - t0
         self.pushes += 1
+        try:
+            self._write_tick(tick, results)
+        finally:
+            self.sink_ring[at] = time.perf_counter_ns() - t0
+        self.done = all(lane.ended for lane in self.lanes)
+
+    def _write_tick(self, tick: list, results: dict) -> None:
         for lane, sample in tick:
             result = results.get(lane.k)
             if result is None:
@@ -343,8 +352,6 @@ class _Loop:
             self._written(lane, result, sample)
             if self.limit is not None and lane.samples >= self.limit:
                 lane.ended = True
-        self.sink_ring[at] = time.perf_counter_ns() - t0
-        self.done = all(lane.ended for lane in self.lanes)
 
     def _push_tick(self, tick: list) -> dict:
         """One result per stream stepped, by lane index (a group's members are keyed so),
