@@ -158,6 +158,18 @@ def test_a_backend_or_precision_named_twice_is_measured_once():
         (("litert",), ("fp32",), ("cuda",))
 
 
+def test_every_installed_backend_runs_on_the_providers_of_those_asked_that_it_has():
+    """A Jetson's `bench --provider cuda` measures ONNX Runtime on CUDA and LiteRT on the CPU,
+    which a note says; LiteRT had been handed providers it ignored."""
+    from wavedge.runtime.bench import BenchOptions, _options_for
+
+    notes = []
+    for backend, want in (("onnxruntime", ("cuda", "cpu")), ("litert", ("cpu",))):
+        got = _options_for(backend, BenchOptions(providers=("cuda", "cpu"), threads=2), notes)
+        assert got.providers == want and got.threads == 2
+    assert notes == ["litert on cpu: it has no provider cuda"]
+
+
 def test_a_board_copy_without_one_formats_files_is_measured_on_what_it_has(tmp_path):
     """A Pi's model directory pruned to its .tflite files: the bench had refused it for the
     .onnx files; it measures the rest and says what it left out. Asked for by name, the

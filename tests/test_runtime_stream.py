@@ -309,6 +309,21 @@ def test_an_accelerator_provider_that_is_not_built_in_is_a_clear_error():
         load_model(BUNDLED_MODEL, options=BackendOptions(providers=("cuda",)))
 
 
+@pytest.mark.skipif(not available().get("litert"), reason="LiteRT is not installed here")
+def test_a_provider_the_backend_lacks_is_refused_not_ignored(tmp_path):
+    """`--backend litert --provider cuda` ran on the CPU without a word."""
+    from wavedge.runtime import BackendOptions
+
+    with pytest.raises(BackendError, match=r"^backend litert has no provider cuda; its "
+                                           r"providers: cpu$"):
+        load_model(BUNDLED_MODEL, "litert", options=BackendOptions(providers=("cuda",)))
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--backend", "litert", "--provider",
+                                  "tensorrt", "--limit", "1"),
+                          "backend litert has no provider tensorrt")
+    assert_one_line_error(run_cli("bench", BUNDLED_MODEL, "--backend", "litert", "--provider",
+                                  "cuda", "--out", tmp_path), "backend litert has no provider cuda")
+
+
 def test_the_objects_a_user_prints_say_what_they_are_in_a_line():
     """In a REPL or a log: the model, its manifest, streams, a group and their results each
     show in one short line (the manifest's own fields ran to 10 kB; the rest showed an

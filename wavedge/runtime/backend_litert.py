@@ -25,6 +25,8 @@ from wavedge.errors import reason
 from wavedge.runtime import accel
 from wavedge.runtime.backends import BackendError, BackendOptions, Graph, TensorSpec
 
+PROVIDERS = {"cpu": "the interpreter's own CPU kernels"}  # no delegate is loaded
+
 
 def _interpreter_class():
     try:

@@ -114,9 +114,27 @@ def available() -> dict[str, bool]:
 
 
 def load_graph(backend: str, path: Path, options: BackendOptions = BackendOptions()) -> Graph:
-    """Load ``path`` with the backend named ``backend``; raises ``BackendError``."""
+    """Load ``path`` with the backend named ``backend``; raises ``BackendError``, also for a
+    provider the backend does not have (``--backend litert --provider cuda`` had run on the
+    CPU without a word)."""
+    check_providers(backend, options.providers)
+    return _module(backend).load(Path(path), options)
+
+
+def check_providers(backend: str, providers: tuple[str, ...]) -> None:
+    lacking = [p for p in providers if p not in providers_of(backend)]
+    if lacking:
+        raise BackendError(f"backend {backend} has no provider {', '.join(lacking)}; its "
+                           f"providers: {', '.join(providers_of(backend))}")
+
+
+def providers_of(backend: str) -> tuple[str, ...]:
+    """The providers ``backend`` can run on, by short name (its module's ``PROVIDERS``)."""
+    return tuple(_module(backend).PROVIDERS)
+
+
+def _module(backend: str):
     try:
-        module = importlib.import_module(BACKENDS[backend])
+        return importlib.import_module(BACKENDS[backend])
     except KeyError:
         raise BackendError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}") from None
-    return module.load(Path(path), options)

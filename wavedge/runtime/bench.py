@@ -27,7 +27,8 @@ import numpy as np
 from wavedge.errors import BackendError, InputError, as_names, parse_json
 from wavedge.manifest import load_manifest, verify_file
 from wavedge.runtime import accel
-from wavedge.runtime.backends import BackendOptions, available, check_threads
+from wavedge.runtime.backends import (BackendOptions, available, check_providers, check_threads,
+                                      providers_of)
 from wavedge.runtime.machine import describe
 from wavedge.runtime.model import FILE_FORMAT, load_checked_graph, load_model
 
@@ -182,14 +183,13 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
     have = available()
     backends = options.backends or tuple(b for b in FILE_FORMAT if have.get(b))
     precisions = options.precisions or tuple(have_precisions)
-    bopts = BackendOptions(threads=options.threads, providers=options.providers,
-                           trt_cache=options.trt_cache)
     configs: list[Config] = []
     artefacts = {}
     notes = []
     for backend in backends:
         if not have.get(backend):
             raise InputError(f"bench: backend {backend!r} is not installed here")
+        bopts = _options_for(backend, options, notes)
         for precision in precisions:
             step = manifest.find_file("step", precision, FILE_FORMAT[backend])
             if step is None:
@@ -256,6 +256,22 @@ def _pusher(stream, data: "_Samples"):
         i[0] = k + 1
 
     return push
+
+
+def _options_for(backend: str, options: BenchOptions, notes: list) -> BackendOptions:
+    """The bench's backend options for ``backend``. A backend measured because it is installed
+    (no ``--backend``) runs on the providers of those asked that it has, and a note says so (a
+    Jetson's ``--provider cuda`` is asked of ONNX Runtime); one named is refused a provider it
+    lacks."""
+    providers = options.providers
+    if options.backends:
+        check_providers(backend, providers)
+    elif any(p not in providers_of(backend) for p in providers):
+        providers = tuple(p for p in providers if p in providers_of(backend)) or ("cpu",)
+        notes.append(f"{backend} on {', '.join(providers)}: it has no provider "
+                     f"{', '.join(p for p in options.providers if p not in providers)}")
+    return BackendOptions(threads=options.threads, providers=providers,
+                          trt_cache=options.trt_cache)
 
 
 def _stream_configs(model_dir, manifest, backend, precision, bopts, data, options,
