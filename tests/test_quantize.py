@@ -260,13 +260,13 @@ def test_bad_calibration_recordings_are_refused_in_one_line(tmp_path):
     channels = load_manifest(BUNDLED_MODEL).channels
     bad = tmp_path / "bad.csv"
     bad.write_text(",".join(channels) + "\n1,2,3,4,5,6\n1,2,x,4,5,6\n")
-    with pytest.raises(InputError, match=r"bad.csv, sample 2: not_numeric \(expected 6 "
+    with pytest.raises(InputError, match=r"bad.csv, line 3: not_numeric \(expected 6 "
                                          r"numbers: acc_x"):
         load_recordings(bad, channels)
     nan = tmp_path / "nan.npy"
     np.save(nan, np.full((2, 5, 6), np.nan, np.float32))
-    with pytest.raises(InputError, match="sample 1: not finite"):
-        load_recordings(nan, channels)
+    with pytest.raises(InputError, match="nan.npy, recording 0, row 0: not finite"):
+        load_recordings(nan, channels)  # the file's line or row, not a count of samples
     with pytest.raises(InputError, match="lacks channel"):
         other = tmp_path / "other.csv"
         other.write_text("a,b\n1,2\n")
@@ -275,7 +275,7 @@ def test_bad_calibration_recordings_are_refused_in_one_line(tmp_path):
         StreamCalibrationReader(BUNDLED_MODEL / "model.step.onnx",
                                 load_manifest(BUNDLED_MODEL).signature, [np.zeros((10, 3))])
     out = tmp_path / "never"
-    with pytest.raises(InputError, match="sample 2: not_numeric"):
+    with pytest.raises(InputError, match="bad.csv, line 3: not_numeric"):
         export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out, ExportOptions(
             precisions=("fp32", "int8"), check_steps=1000, calibration=bad))
     # nor its temporary directory beside it (made before the calibration was read, it stayed)
@@ -290,7 +290,7 @@ def test_cli_export_with_bad_calibration_recordings_fails_in_one_line(tmp_path):
     bad.write_text("acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n1,2,3,4,5,6\n1,2,3\n")
     proc = run_cli("export", BUNDLED_CHECKPOINT, "--out", tmp_path / "out", "--precision",
                    "fp32,int8", "--calibration", bad)
-    assert_one_line_error(proc, "half.csv, sample 2: wrong_shape")
+    assert_one_line_error(proc, "half.csv, line 3: wrong_shape")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 

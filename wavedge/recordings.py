@@ -60,6 +60,16 @@ class Sample:
     line: int | None = None
     row: int | None = None
 
+    def where(self) -> str | None:
+        """Where in its input it sits: a text line counts from 1 (as editors do), a .npy row
+        from 0 (as numpy indexes it); None when neither is known."""
+        if self.line is not None:
+            return f"line {self.line}"
+        if self.row is None:
+            return None
+        return f"row {self.row}" if self.sequence is None else \
+            f"recording {self.sequence}, row {self.row}"
+
 
 @dataclass(frozen=True)
 class Columns:
@@ -444,7 +454,8 @@ def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "
             if npy_labels is not None:
                 s.truth = npy_labels[s.sequence or 0]
             if s.problem is not None or not np.isfinite(s.values).all():
-                raise InputError(f"{what}: {path}, sample {n}: {s.problem or 'not finite'} "
+                raise InputError(f"{what}: {path}, {s.where() or f'sample {n}'}: "
+                                 f"{s.problem or 'not finite'} "
                                  f"(expected {len(channels)} numbers: {', '.join(channels)})")
             rec = recs.setdefault(s.sequence, ([], [], []))
             rec[0].append(s.values)

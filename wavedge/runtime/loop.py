@@ -535,14 +535,9 @@ def _score_end(summary: Summary, result, truth: str) -> None:
 
 
 def _position(sample) -> str:
-    """Where in its input a sample sits, as a warning's prefix: a text line counts from 1 (as
-    editors do), a .npy row from 0 (as numpy indexes it)."""
-    if sample.line is not None:
-        return f"line {sample.line}, "
-    if sample.row is None:
-        return ""
-    return (f"row {sample.row}, " if sample.sequence is None
-            else f"recording {sample.sequence}, row {sample.row}, ")
+    """Where in its input a sample sits, as a warning's prefix."""
+    where = sample.where()
+    return f"{where}, " if where else ""
 
 
 def _last_reason(stream) -> str:
