@@ -313,6 +313,13 @@ def test_training_data_mistakes_are_one_line(accel, tmp_path):
     assert_one_line_error(proc, "not both")
     proc = run_cli("train", "--data", f"{accel}?label=nope", "--out", tmp_path / "x.pt")
     assert_one_line_error(proc, "no column 'nope'")
+    # a logger that left two sessions unlabelled: they had been a class named ""
+    blank = tmp_path / "blank.csv"
+    blank.write_text(re.sub(r",(s[13]),(still|shaking),", r",\1,,", accel.read_text()))
+    proc = run_cli("train", "--data", str(blank), "--out", tmp_path / "x.pt")
+    assert_one_line_error(proc, "blank.csv: 2 of 16 recordings have an empty label at their "
+                                "last sample (label of recording s1, s3); label them or leave "
+                                "them out")
 
 
 def test_a_table_is_read_whole_with_its_rate(accel):

@@ -103,6 +103,12 @@ def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Da
         how = ("give one per recording with ?labels=LABELS.npy" if table.path.suffix == ".npy"
                else f"no label column '{table.columns.label}' (name it with ?label=COLUMN)")
         raise InputError(f"training data: {table.path}: no labels; {how}")
+    blank = [r.key for r in recs if not str(r.truth[-1]).strip()]
+    if blank:  # else trained as a class named "", which the board then predicts
+        shown = ", ".join(map(str, blank[:5])) + (", ..." if len(blank) > 5 else "")
+        raise InputError(f"training data: {table.path}: {len(blank)} of {len(recs)} recordings "
+                         f"have an empty label at their last sample ({table.columns.label} "
+                         f"of recording {shown}); label them or leave them out")
     labels = tuple(sorted({r.truth[-1] for r in recs}))
     if len(labels) < 2:
         raise InputError(f"training data: {table.path}: one class only ({labels}); a "
