@@ -313,6 +313,18 @@ def test_training_data_mistakes_are_one_line(accel, tmp_path):
     assert_one_line_error(proc, "not both")
     proc = run_cli("train", "--data", f"{accel}?label=nope", "--out", tmp_path / "x.pt")
     assert_one_line_error(proc, "no column 'nope'")
+    # the file as one recording, and a label that changes within a session: the last row's
+    # label had been the one example's ("one class only")
+    proc = run_cli("train", "--data", f"{accel}?sequence=&columns=ax,ay,az", "--out",
+                   tmp_path / "x.pt")
+    assert_one_line_error(proc, "accel.csv: the table is one recording (no sequence, session or "
+                                "recording column; name one with ?sequence=COLUMN), and its "
+                                "label changes within it (still, shaking)")
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(accel.read_text().replace("0.00,s1,shaking,", "0.00,s1,still,"))
+    proc = run_cli("train", "--data", str(mixed), "--out", tmp_path / "x.pt")
+    assert_one_line_error(proc, "mixed.csv: the label changes within 1 of 16 recordings "
+                                "(recording s1: still, shaking)")
     # a logger that left two sessions unlabelled: they had been a class named ""
     blank = tmp_path / "blank.csv"
     blank.write_text(re.sub(r",(s[13]),(still|shaking),", r",\1,,", accel.read_text()))
