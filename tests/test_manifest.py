@@ -141,6 +141,29 @@ def test_upgrade_takes_a_boards_pruned_copy_and_still_refuses_a_corrupted_file(m
     assert (model_dir / "manifest.json").read_text() == before
 
 
+def test_inspect_checks_a_boards_pruned_copy_when_asked_to(model_dir):
+    """A Pi's copy without the .onnx files: inspect refused it outright, so the files that
+    were there could not be checked on the board."""
+    onnx = sorted(p.name for p in model_dir.glob("*.onnx"))
+    for name in onnx:
+        (model_dir / name).unlink()
+    assert_one_line_error(run_cli("inspect", model_dir), f"{len(onnx)} of its",
+                          "`wavedge inspect --ignore-missing` checks those here")
+    proc = run_cli("inspect", model_dir, "--ignore-missing")
+    assert proc.returncode == 0, proc.stderr
+    files = load_manifest(model_dir, verify_files=False).files
+    assert f"files {len(files) - len(onnx)} of {len(files)} here" in proc.stdout
+    gone = [ln for ln in proc.stdout.splitlines() if ln.endswith("(not here)")]
+    assert sorted(ln.split()[1] for ln in gone) == onnx
+    kept = next(model_dir.glob("*.tflite"))
+    kept.write_bytes(kept.read_bytes()[:-1])
+    assert_one_line_error(run_cli("inspect", model_dir, "--ignore-missing"), "truncated")
+    for f in model_dir.glob("*.tflite"):
+        f.unlink()
+    assert_one_line_error(run_cli("inspect", model_dir, "--ignore-missing"),
+                          "none of its step graphs is here")
+
+
 def test_a_model_the_runtime_cannot_serve_is_refused_at_load_naming_it(model_dir):
     from wavedge.runtime import load_model
 

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from wavedge import stopping
-from wavedge.errors import InputError, WavedgeError, as_names, check_count, parse_json, reason
+from wavedge.errors import (InputError, ManifestError, WavedgeError, as_names, check_count,
+                            parse_json, reason)
 
 
 def _torch(command: str):
@@ -150,17 +151,22 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from wavedge.manifest import load_manifest
+    from wavedge.manifest import load_manifest, verify_present
     from wavedge.runtime.model import check_loadable
 
-    m = load_manifest(args.model_dir)
+    m = load_manifest(args.model_dir, verify_files=not args.ignore_missing)
+    absent = verify_present(m) if args.ignore_missing else []
+    if all(f in absent for f in m.files if f.graph == "step"):  # as sha256sum: none verified
+        raise ManifestError(f"{m.directory}: none of its step graphs is here (it lists "
+                            f"{', '.join(f.path for f in m.files if f.graph == 'step')})")
     if args.json:
         print(json.dumps(m.raw, indent=2))
         return 0
     sig = m.signature
-    loaded = check_loadable(m)
+    loaded = check_loadable(m, skip=absent)
     rate = f"{sig.sample_rate_hz:g} Hz" if sig.sample_rate_hz else "no fixed rate"
-    print(f"{m.name} ({m.raw['family']}), manifest version {m.raw['version']}: files verified "
+    which = f"{len(m.files) - len(absent)} of {len(m.files)} here" if absent else "verified"
+    print(f"{m.name} ({m.raw['family']}), manifest version {m.raw['version']}: files {which} "
           f"(sha256; loaded and matched to the signature by {', '.join(loaded) or 'no installed backend'})")
     for i in sig.inputs:
         what = f"{', '.join(i.channels)}" if i.channels else f"shape {list(i.shape)}"
@@ -180,13 +186,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  state:  {s.name} {list(s.shape)} {s.dtype}, reset to {reset}")
     print(f"  resets: {m.reset_policy.text()} ({m.reset_policy.describe()})")
     for f in m.files:
+        gone = " (not here)" if f in absent else ""
         if f.graph == "identity":
-            print(f"  file:   {f.path} [{f.format} benchmark floor, {f.size_bytes} bytes]")
+            print(f"  file:   {f.path} [{f.format} benchmark floor, {f.size_bytes} bytes]{gone}")
             continue
         batch = f", {f.batch} streams" if f.batch > 1 else ""
         print(f"  file:   {f.path} [{f.format} {f.precision} {f.graph}, {f.samples_per_call}/call"
-              f"{batch}, "
-              f"{f.size_bytes} bytes, error vs torch {f.error_vs_torch.get('error', float('nan')):.1e}]")
+              f"{batch}, {f.size_bytes} bytes, error vs torch "
+              f"{f.error_vs_torch.get('error', float('nan')):.1e}]{gone}")
     acc = (m.raw.get("training") or {}).get("test_accuracy")
     if acc is not None:
         print(f"  trained: {m.raw['training'].get('task')}, test accuracy {acc:.3f} (from reset)")
@@ -793,6 +800,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "what the model takes and gives.")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--ignore-missing", action="store_true",
+                   help="a board's pruned copy: check the listed files that are here, and "
+                        "mark the others (as sha256sum --ignore-missing)")
     p.set_defaults(func=_cmd_inspect)
     return parser
 

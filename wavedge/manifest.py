@@ -281,7 +281,8 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
         if len(absent) > 1:  # a board's pruned copy, say: every one named, not the first
             raise ManifestError(f"{path}: {len(absent)} of its {len(manifest.files)} files are "
                                 f"missing: {', '.join(f.path for f in absent)} (a run reads "
-                                "only the graphs it loads)")
+                                "only the graphs it loads; `wavedge inspect --ignore-missing` "
+                                "checks those here)")
         for f in absent:
             verify_file(manifest, f)  # raises, naming it
     return manifest

@@ -169,14 +169,16 @@ def load_checked_graph(path: Path, backend: str, signature: Signature, samples: 
     return graph
 
 
-def check_loadable(manifest: Manifest, options: BackendOptions = BackendOptions()) -> list[str]:
-    """Load every model graph the manifest lists with each installed backend that reads its
-    format and check its tensors against the signature, as ``load_model`` would: what
-    ``wavedge inspect`` verifies beyond checksums. Returns the backends used; raises
-    ``ManifestError`` or ``BackendError`` naming the first file that fails."""
+def check_loadable(manifest: Manifest, options: BackendOptions = BackendOptions(),
+                   skip: list[FileEntry] = ()) -> list[str]:
+    """Load every model graph the manifest lists (but ``skip``: a board's pruned copy) with
+    each installed backend that reads its format and check its tensors against the
+    signature, as ``load_model`` would: what ``wavedge inspect`` verifies beyond checksums.
+    Returns the backends used; raises ``ManifestError`` or ``BackendError`` naming the first
+    file that fails."""
     installed = [b for b, ok in available().items() if ok]
     used = set()
-    for entry in manifest.files:
+    for entry in (e for e in manifest.files if e not in skip):
         for backend in installed:
             if FILE_FORMAT.get(backend) != entry.format:
                 continue
