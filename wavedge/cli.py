@@ -150,6 +150,14 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _file_text(f) -> str:
+    if f.graph == "identity":
+        return f"{f.format} benchmark floor, {f.size_bytes} bytes"
+    batch = f", {f.batch} streams" if f.batch > 1 else ""
+    return (f"{f.format} {f.precision} {f.graph}, {f.samples_per_call}/call{batch}, "
+            f"{f.size_bytes} bytes, error vs torch {f.error_vs_torch.get('error', float('nan')):.1e}")
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from wavedge.manifest import load_manifest, verify_present
     from wavedge.runtime.model import check_loadable
@@ -186,14 +194,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  state:  {s.name} {list(s.shape)} {s.dtype}, reset to {reset}")
     print(f"  resets: {m.reset_policy.text()} ({m.reset_policy.describe()})")
     for f in m.files:
-        gone = " (not here)" if f in absent else ""
-        if f.graph == "identity":
-            print(f"  file:   {f.path} [{f.format} benchmark floor, {f.size_bytes} bytes]{gone}")
-            continue
-        batch = f", {f.batch} streams" if f.batch > 1 else ""
-        print(f"  file:   {f.path} [{f.format} {f.precision} {f.graph}, {f.samples_per_call}/call"
-              f"{batch}, {f.size_bytes} bytes, error vs torch "
-              f"{f.error_vs_torch.get('error', float('nan')):.1e}]{gone}")
+        print(f"  file:   {f.path} [{_file_text(f)}]" + (" (not here)" if f in absent else ""))
     acc = (m.raw.get("training") or {}).get("test_accuracy")
     if acc is not None:
         print(f"  trained: {m.raw['training'].get('task')}, test accuracy {acc:.3f} (from reset)")
