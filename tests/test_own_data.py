@@ -298,6 +298,12 @@ def test_train_on_own_recordings_and_export_with_no_code(accel, tmp_path):
         assert proc.returncode == 0, proc.stderr
     finally:
         meta_path.write_text(original)
+    # the gate scores each recording's last prediction: one whose label changes is refused
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(original.replace("0.00,s1,shaking,", "0.00,s1,still,"))
+    proc = run_cli("export", ckpt, "--out", tmp_path / "m3", "--data", str(mixed))
+    assert_one_line_error(proc, "recordings: ", "mixed.csv: the label changes within 1 of 16 "
+                                "recordings (recording s1: still, shaking)")
 
 
 @needs_torch

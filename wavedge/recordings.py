@@ -386,6 +386,25 @@ class Recording:
     times: np.ndarray | None
 
 
+def one_label_each(table: "Table", what: str) -> None:
+    """A recording is one example, labelled by its last sample: refuse labels that change
+    within one. A whole file without a sequence column had been trained as the one example of
+    its last row's class ("one class only")."""
+    mixed = [r for r in table.recordings if len(set(r.truth)) > 1]
+    if not mixed:
+        return
+    first = mixed[0]
+    seen = ", ".join(dict.fromkeys(map(str, first.truth)))
+    if first.key is None:
+        raise InputError(f"{what}: {table.path}: the table is one recording (no sequence, "
+                         "session or recording column; name one with ?sequence=COLUMN), and "
+                         f"its label changes within it ({seen})")
+    raise InputError(f"{what}: {table.path}: the label changes within {len(mixed)} of "
+                     f"{len(table.recordings)} recordings (recording {first.key}: {seen}); a "
+                     "recording is one example with one label: split them with another "
+                     "sequence column (?sequence=COLUMN)")
+
+
 def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
     """A new model's channels: the column map's names, else every header column that is not
     the sequence, time, label or a target."""

@@ -86,25 +86,6 @@ def digit_rows(seed: int = 0) -> Dataset:
                     f"stratified 75/25 split, seed {seed}")
 
 
-def _one_label_each(table) -> None:
-    """A recording is one example, labelled by its last sample: refuse labels that change
-    within one, which had trained a whole file without a sequence column as the one example
-    of its last row's class ("one class only")."""
-    mixed = [r for r in table.recordings if len(set(r.truth)) > 1]
-    if not mixed:
-        return
-    first = mixed[0]
-    seen = ", ".join(dict.fromkeys(map(str, first.truth)))
-    if first.key is None:
-        raise InputError(f"training data: {table.path}: the table is one recording (no "
-                         "sequence, session or recording column; name one with "
-                         f"?sequence=COLUMN), and its label changes within it ({seen})")
-    raise InputError(f"training data: {table.path}: the label changes within {len(mixed)} of "
-                     f"{len(table.recordings)} recordings (recording {first.key}: {seen}); a "
-                     "recording is one example with one label: split them with another "
-                     "sequence column (?sequence=COLUMN)")
-
-
 def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Dataset:
     """The user's labelled recordings (a table, ``wavedge.recordings``: ``FILE?column keys``)
     as a dataset: every column but the sequence, time and label columns is a channel (or
@@ -112,7 +93,7 @@ def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Da
     by its last sample's ``label``. A stratified ``validation`` fraction of the recordings
     (seeded) is held out, at least one per class that has two or more."""
     from wavedge.manifest import sha256_of
-    from wavedge.recordings import load_table
+    from wavedge.recordings import load_table, one_label_each
 
     if not 0 < validation < 1:
         raise InputError(f"validation fraction must be in (0, 1), got {validation}")
@@ -122,7 +103,7 @@ def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Da
         how = ("give one per recording with ?labels=LABELS.npy" if table.path.suffix == ".npy"
                else f"no label column '{table.columns.label}' (name it with ?label=COLUMN)")
         raise InputError(f"training data: {table.path}: no labels; {how}")
-    _one_label_each(table)
+    one_label_each(table, "training data")
     blank = [r.key for r in recs if not str(r.truth[-1]).strip()]
     if blank:  # else trained as a class named "", which the board then predicts
         shown = ", ".join(map(str, blank[:5])) + (", ..." if len(blank) > 5 else "")

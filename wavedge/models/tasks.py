@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from wavedge.errors import InputError
-from wavedge.recordings import load_table, target_columns
+from wavedge.recordings import load_table, one_label_each, target_columns
 from wavedge.signature import Signature
 
 
@@ -117,6 +117,7 @@ def recordings_task(spec: str | Path, signature: Signature,
                   calibration_description=f"{path.name}: {len(calib)} recording(s)"
                                           + (" not held out" if calib is not held else ""))
     if not targets:
+        one_label_each(table, "recordings")  # the gate scores each one's last prediction
         labels = list(head.labels) or [str(i) for i in range(head.shape[-1])]
         unknown = sorted({r.truth[-1] for r in held} - set(labels))
         if unknown:
