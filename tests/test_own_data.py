@@ -331,6 +331,11 @@ def test_training_data_mistakes_are_one_line(accel, tmp_path):
     proc = run_cli("train", "--data", str(mixed), "--out", tmp_path / "x.pt")
     assert_one_line_error(proc, "mixed.csv: the label changes within 1 of 16 recordings "
                                 "(recording s1: still, shaking)")
+    # a seed numpy refuses had been its traceback; a window that equal recordings ignored
+    proc = run_cli("train", "--data", str(accel), "--seed", "-1", "--out", tmp_path / "x.pt")
+    assert_one_line_error(proc, "--seed must be a whole number, 0 or more, got -1")
+    proc = run_cli("train", "--task", "digits", "--window", "10", "--out", tmp_path / "x.pt")
+    assert_one_line_error(proc, "window 10: the training recordings are all 64 samples long")
     # a logger that left two sessions unlabelled: they had been a class named ""
     blank = tmp_path / "blank.csv"
     blank.write_text(re.sub(r",(s[13]),(still|shaking),", r",\1,,", accel.read_text()))

@@ -34,6 +34,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from wavedge.runtime.backends import check_threads
 
     check_threads(args.threads, "--threads")
+    if args.seed is not None:  # it splits the data before the recipe checks it
+        check_count(args.seed, "--seed", 0)
     torch.set_num_threads(args.threads)
     dataset = None
     if args.data is not None:
@@ -559,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "state carried) or that reset at each recording (default: the "
                         "recipe's, never)")
     p.add_argument("--window", type=int,
-                   help="--data: samples per training window (default: the shortest recording)")
+                   help="--data of recordings of unequal length: samples per training window "
+                        "(default: the shortest recording; equal ones train whole)")
     p.add_argument("--config", help="override the recipe's architecture arguments, as JSON "
                                     "(e.g. '{\"channels\": 8, \"ring_size\": 32}')")
     p.add_argument("--arch", default="wave_rnn",

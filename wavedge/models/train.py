@@ -226,6 +226,10 @@ def _window(x_tr, recipe: Recipe) -> int:
     """Samples per training sequence: whole recordings when they are all one length, else
     ``recipe.window`` (at most the shortest recording)."""
     if not isinstance(x_tr, list):
+        if recipe.window not in (None, x_tr.shape[1]):  # else ignored without a word
+            raise InputError(f"window {recipe.window}: the training recordings are all "
+                             f"{x_tr.shape[1]} samples long and train whole; a window is for "
+                             "recordings of unequal length")
         return int(x_tr.shape[1])
     shortest = min(len(x) for x in x_tr)
     if recipe.window is not None and not 2 <= recipe.window <= shortest:
