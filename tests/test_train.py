@@ -70,8 +70,15 @@ def test_cli_train_writes_a_checkpoint(tmp_path):
     (("--quant-aware-epochs", "-2"), ["quant_aware_epochs must be at least 0, got -2"]),
     (("--threads", "0"), ["--threads must be a whole number, 1 to 256, got 0"]),
     (("--threads", "100000"), ["--threads must be a whole number, 1 to 256, got 100000"]),
-    (("--config", '{"ring": 8}'), ["wave_rnn(**{", "unexpected keyword argument 'ring'"]),
-    (("--config", '{"channels": -1}'), ["negative dimension"]),
+    (("--config", '{"ring": 8}'), ["wave_rnn has no setting 'ring'; it takes input_size, "
+                                   "output_size, channels, ring_size, mlp_hidden"]),
+    (("--config", '{"channels": -1}'), ["wave_rnn: channels must be a whole number, 1 or more"]),
+    # these two built, then failed mid-training in torch's words (or a bare IndexError)
+    (("--config", '{"channels": 0}'), ["wave_rnn: channels must be a whole number, 1 or more"]),
+    (("--config", '{"ring_size": 0}'), ["wave_rnn: ring_size must be a whole number"]),
+    (("--arch", "gru", "--config", '{"hidden_size": 0}'), ["gru: hidden_size must be a whole"]),
+    (("--arch", "irnn", "--config", '{"mlp_hidden": -4}'), ["irnn: mlp_hidden must be a whole "
+                                                            "number, 0 or more, got -4"]),
 ])
 def test_cli_train_settings_no_run_can_take_are_one_line(flags, fragments, tmp_path):
     """Refused before training (an epochs of 0 trained nothing and wrote a checkpoint; a

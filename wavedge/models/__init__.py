@@ -3,6 +3,8 @@ imports torch). Each model follows the step contract in ``wavedge.models.base``.
 
 from __future__ import annotations
 
+import inspect
+
 from wavedge.errors import CheckpointError, InputError, reason
 from wavedge.models.base import StateSpec, StepModel
 from wavedge.models.baselines import GRU, IRNN
@@ -20,10 +22,28 @@ def build_model(arch: str, **config) -> StepModel:
     except KeyError:
         raise CheckpointError(
             f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
+    params = inspect.signature(cls).parameters.values()
+    takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in config if k not in takes]
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):  # a misspelt --config key
+        raise InputError(f"{arch} has no setting {', '.join(map(repr, unknown))}; it takes "
+                         f"{', '.join(takes)}")
     try:
-        return cls(**config)
-    except (TypeError, ValueError, RuntimeError) as exc:  # a keyword or a size it cannot take
+        model = cls(**config)
+        _one_step(model)  # a size it builds but cannot run (channels 0) fails here, not mid-fit
+    except InputError as exc:  # the model's own check of a setting, named
+        raise InputError(f"{arch}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, IndexError) as exc:
         raise InputError(f"{arch}(**{config}): {reason(exc)}") from None
+    return model
+
+
+def _one_step(model: StepModel) -> None:
+    import torch
+
+    xs = [torch.zeros(1, *i.shape, dtype=getattr(torch, i.dtype)) for i in model.signature.inputs]
+    with torch.no_grad():
+        model.step(*xs, *model.init_state(1))
 
 
 __all__ = ["ARCHITECTURES", "GRU", "IRNN", "MetaPredictive", "StateSpec", "StepModel", "WaveRNN",

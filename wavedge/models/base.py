@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wavedge.errors import InputError
+from wavedge.errors import InputError, check_count
 from wavedge.signature import InputSpec, Normalise, OutputSpec, Signature, StateSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64,
@@ -67,6 +67,13 @@ class StepModel(nn.Module):
         self.input_size = input_size
         self.output_size = output_size
         self.annotations: dict = {}  # channels, labels, mean/std, sample rate (from training)
+
+    @staticmethod
+    def check_sizes(low: int = 1, **sizes) -> None:
+        """``InputError`` naming the first of ``sizes`` that is not a whole number of at least
+        ``low`` (a ``--config`` of channels 0 had failed mid-training, or in torch's words)."""
+        for name, value in sizes.items():
+            check_count(value, name, low)
 
     @property
     def config(self) -> dict:

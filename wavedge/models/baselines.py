@@ -39,6 +39,8 @@ class IRNN(_HiddenVector):
     def __init__(self, input_size: int, output_size: int, hidden_size: int = 128,
                  mlp_hidden: int = 0) -> None:
         super().__init__(input_size, output_size)
+        self.check_sizes(hidden_size=hidden_size)
+        self.check_sizes(0, mlp_hidden=mlp_hidden)
         self.hidden_size, self.mlp_hidden = hidden_size, mlp_hidden
         self.encoder = nn.Linear(input_size, hidden_size)
         self.recurrent = nn.Linear(hidden_size, hidden_size, bias=False)
@@ -70,6 +72,8 @@ class GRU(_HiddenVector):
     def __init__(self, input_size: int, output_size: int, hidden_size: int = 128,
                  mlp_hidden: int = 0) -> None:
         super().__init__(input_size, output_size)
+        self.check_sizes(hidden_size=hidden_size)
+        self.check_sizes(0, mlp_hidden=mlp_hidden)
         self.hidden_size, self.mlp_hidden = hidden_size, mlp_hidden
         self.gru = nn.GRU(input_size, hidden_size, batch_first=True)
         self.readout = make_readout(hidden_size, output_size, mlp_hidden)

@@ -102,6 +102,7 @@ class MetaPredictive(StepModel):
     def __init__(self, input_size: int = 0, output_size: int = 26, hidden_size: int = 100,
                  vocab: int = 0, pi_init: float = 0.5) -> None:
         super().__init__(vocab or input_size, output_size)
+        self.check_sizes(hidden_size=hidden_size)
         self.hidden_size, self.vocab, self.pi_init = hidden_size, vocab, pi_init
         d, n, o = self.input_size, hidden_size, output_size
         # the authors' toy-model init: mu_in, mu_out ~ N(0, d/n), mu_rec = identity

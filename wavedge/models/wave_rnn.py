@@ -55,6 +55,8 @@ class WaveRNN(StepModel):
                  mlp_hidden: int = 0, shift_init: bool = True, solo_init: bool = True,
                  encoder_bias: bool = True) -> None:
         super().__init__(input_size, output_size)
+        self.check_sizes(channels=channels, ring_size=ring_size)
+        self.check_sizes(0, mlp_hidden=mlp_hidden)
         self.channels, self.ring_size = channels, ring_size
         self.mlp_hidden, self.shift_init, self.solo_init = mlp_hidden, shift_init, solo_init
         # b, one bias per neuron (c * n of them); without it the ring conv's per-channel bias
