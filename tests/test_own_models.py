@@ -302,6 +302,12 @@ def test_a_bad_user_model_spec_is_one_line(tmp_path):
                                   tmp_path / "o"), "is not a StepModel subclass")
     assert_one_line_error(run_cli("export", f"{tmp_path}/none.py:X", "--out", tmp_path / "o"),
                           "no such file")
+    # the class left out had been read as a torch checkpoint ("UnpicklingError")
+    src.write_text("from wavedge.models import StepModel\n\n\nclass Mine(StepModel):\n    pass\n")
+    assert_one_line_error(run_cli("export", src, "--out", tmp_path / "o"),
+                          "m.py: give the model's class as FILE.py:CLASS (it defines Mine)")
+    assert_one_line_error(run_cli("export", f"{src}:Nine", "--out", tmp_path / "o"),
+                          "'Nine' is not a StepModel subclass defined there (it defines Mine)")
 
 
 def test_weights_that_cannot_load_are_one_line_saying_why(tmp_path):

@@ -132,6 +132,8 @@ def _load_exportable(args: argparse.Namespace):
     from wavedge.models.own import load_own_model
 
     spec = str(args.checkpoint)
+    if spec.endswith(".py"):  # the class left out: it had been read as a torch checkpoint
+        spec += ":"
     if ".py:" in spec:
         config = _json_object(args.config, "--config") if args.config else None
         return load_own_model(spec, args.weights, config)

@@ -31,7 +31,11 @@ def load_own_model(spec: str, weights: Path | None, config: dict | None = None) 
         raise InputError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
     cls = getattr(module, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, StepModel)):
-        raise InputError(f"{path}: {cls_name!r} is not a StepModel subclass defined there")
+        there = [n for n, c in vars(module).items() if isinstance(c, type)
+                 and issubclass(c, StepModel) and c.__module__ == module_name]
+        what = f"{cls_name!r} is not a StepModel subclass defined there" if cls_name else \
+            "give the model's class as FILE.py:CLASS"
+        raise InputError(f"{path}: {what} (it defines {', '.join(there) or 'none'})")
     kwargs = config or {}
     try:
         model = cls(**kwargs)
