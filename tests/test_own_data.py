@@ -195,6 +195,13 @@ def test_reset_policies_parse_describe_and_split():
     for bad in ("sometimes", "every:0", "gap:-1", "every:x"):
         with pytest.raises(InputError, match="is not a reset policy"):
             ResetPolicy.parse(bad)
+    # each had taken one of its parts without a word (never ignored, the last every kept)
+    for bad, why in (("never,every:5", "never with another policy"),
+                     ("every:5,every:10", "every given twice")):
+        with pytest.raises(InputError, match=rf"^reset policy: '{bad}' contradicts itself "
+                                             rf"\({why}\)$"):
+            ResetPolicy.parse(bad)
+    assert ResetPolicy.parse("recording, recording") == ResetPolicy(recording=True)
     pieces = list(ResetPolicy(recording=True, every=4).pieces([6, 3]))
     assert pieces == [(0, 0, 4, False), (0, 4, 6, True), (1, 0, 3, True)]
     assert list(ResetPolicy().pieces([6, 3])) == [(0, 0, 6, False), (1, 0, 3, False)]

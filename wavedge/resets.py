@@ -34,7 +34,13 @@ class ResetPolicy:
     def parse(cls, text: str, where: str = "reset policy") -> ResetPolicy:
         """``never`` or a comma-separated mix of ``recording``, ``every:N``, ``gap:S``."""
         recording, every, gap = False, None, None
-        for part in (p.strip() for p in str(text).split(",")):
+        parts = list(dict.fromkeys(p.strip() for p in str(text).split(",")))
+        kinds = [p.partition(":")[0] for p in parts]
+        twice = sorted({k for k in kinds if kinds.count(k) > 1})
+        if "never" in parts and len(parts) > 1 or twice:
+            why = f"{twice[0]} given twice" if twice else "never with another policy"
+            raise InputError(f"{where}: {text!r} contradicts itself ({why})")
+        for part in parts:
             name, _, value = part.partition(":")
             try:
                 if part == "never":
