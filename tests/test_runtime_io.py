@@ -69,6 +69,7 @@ def test_replay_loop_repeats(model):
     ("replay:{dir}", "{dir} is a directory, not a file"),
     ("replay:{rec}?speed=2", "unknown parameter(s) speed"),
     ("replay:{rec}?rate=fast", "rate=fast"),
+    ("replay:{rec}?rate=max&limit=5&rate=10", "rate given twice"),  # the last had won
     ("nosuch:thing", "unknown source scheme 'nosuch'"),
     ("recording.csv", "is not a URL"),
     # the system's words, not pyserial's message that repeats the port and a nested errno

@@ -42,6 +42,19 @@ def as_names(value) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in items if n.strip()))
 
 
+def query_params(query: str, where: str) -> dict:
+    """``key=value&...`` as a dict; a key given twice is refused (``rate=max&rate=10`` had
+    taken the last without a word)."""
+    from urllib.parse import parse_qsl
+
+    pairs = parse_qsl(query, keep_blank_values=True)
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise InputError(f"{where}: {', '.join(twice)} given twice")
+    return dict(pairs)
+
+
 def not_a_file(path) -> str | None:
     """Why ``path`` is not a file to read, or None: a directory given for a recording had
     been called "no such file", which it plainly is."""

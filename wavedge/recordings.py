@@ -25,11 +25,10 @@ import math
 from itertools import chain, islice
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import numpy as np
 
-from wavedge.errors import InputError, not_a_file
+from wavedge.errors import InputError, not_a_file, query_params
 
 SEQUENCE_NAMES = ("sequence", "session", "recording")
 TIME_NAMES = ("timestamp", "time")
@@ -118,7 +117,7 @@ def target_columns(signature) -> tuple[str, ...]:
 def split_spec(text: str | Path) -> tuple[Path, dict]:
     """``FILE?key=value&...`` -> (path, params), for ``--data`` and ``--calibration``."""
     path, _, query = str(text).partition("?")
-    return Path(path), dict(parse_qsl(query, keep_blank_values=True))
+    return Path(path), query_params(query, str(text))
 
 
 @dataclass(frozen=True)

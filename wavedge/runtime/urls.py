@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
 
-from wavedge.errors import InputError
+from wavedge.errors import InputError, query_params
 
 BAUD_RANGE = (50, 12_000_000)  # serial ports, from a teletype to a USB-CDC board
 
@@ -73,7 +72,7 @@ def parse_url(text: str) -> URL:
     if rest.startswith("//"):
         rest = rest[2:]
     path, _, query = rest.partition("?")
-    return URL(text, scheme.lower(), path, dict(parse_qsl(query, keep_blank_values=True)))
+    return URL(text, scheme.lower(), path, query_params(query, text))
 
 
 def register_source(scheme: str, factory) -> None:
