@@ -168,7 +168,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     m = load_manifest(args.model_dir, verify_files=not args.ignore_missing)
     absent = verify_present(m) if args.ignore_missing else []
-    if all(f in absent for f in m.files if f.graph == "step"):  # as sha256sum: none verified
+    if absent and all(f in absent for f in m.files if f.graph == "step"):  # as sha256sum's
         raise ManifestError(f"{m.directory}: none of its step graphs is here (it lists "
                             f"{', '.join(f.path for f in m.files if f.graph == 'step')})")
     if args.json:
