@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -121,6 +122,24 @@ def test_a_bad_state_is_refused_whole_and_the_stream_carries_on(model, recording
     for now, then in zip(stream.state, before):
         np.testing.assert_array_equal(now, then)
     assert np.isfinite(stream.push(recording[20]).logits).all()
+
+
+def test_a_snapshot_restores_by_state_name_and_a_bare_array_is_refused(model, recording):
+    """A mapping by name had been read as its names ("expected shape ..., got ()"), a bare
+    array as its rows."""
+    stream = model.stream()
+    for x in recording[:20]:
+        stream.push(x)
+    snap = stream.state
+    stream.reset()
+    stream.state = {"h": snap[0]}
+    np.testing.assert_array_equal(stream.state[0], snap[0])
+    stream.reset()
+    for bad, message in (({"hh": snap[0]}, "a mapping names the states h, got hh"),
+                         (snap[0], "give one array per state (h) in a tuple, or a mapping")):
+        with pytest.raises(InputError, match=rf"^state: {re.escape(message)}"):
+            stream.state = bad
+        assert not stream.state[0].any()
 
 
 def test_result_carries_label_and_probability(model, recording):

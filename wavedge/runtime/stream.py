@@ -399,11 +399,23 @@ class Stream:
 
     @state.setter
     def state(self, values) -> None:
-        values = list(values)
+        """Restore a snapshot: one array per state in signature order, or a mapping of state
+        name to array (a mapping had been read as its names, a bare array as its rows)."""
         specs = self.signature.state
+        names = ", ".join(s.name for s in specs)
+        if isinstance(values, np.ndarray):
+            raise InputError(f"state: give one array per state ({names}) in a tuple, or a "
+                             "mapping by name, not one array; the state is unchanged")
+        if isinstance(values, Mapping):
+            if set(values) != {s.name for s in specs}:
+                raise InputError(f"state: a mapping names the states {names}, got "
+                                 f"{', '.join(map(str, values)) or 'none'}; the state is "
+                                 "unchanged")
+            values = [values[s.name] for s in specs]
+        values = list(values)
         if len(values) != len(specs):
-            raise InputError(f"state: expected {len(specs)} arrays "
-                             f"({', '.join(s.name for s in specs)}), got {len(values)}")
+            raise InputError(f"state: expected {len(specs)} arrays ({names}), got "
+                             f"{len(values)}")
         values = [np.asarray(v) for v in values]
         for buf, v, spec in zip(self._step.state, values, specs):
             if v.shape != buf.shape:
