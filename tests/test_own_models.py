@@ -231,6 +231,13 @@ def test_gaussian_head_gives_mean_and_variance(exported, backend):
     assert set(rec) == {"step", "mean", "variance"} and len(rec["variance"]) == 2
     with pytest.raises(AttributeError, match="not class scores"):
         results[-1].label
+    # a chunk's answers read the same; its labels had been the argmax of the mean
+    chunk = load_model(d, backend).stream().push_chunk(x)
+    np.testing.assert_allclose(chunk.mean, mean[0], atol=1e-5)
+    np.testing.assert_allclose(chunk.variance, var[0], atol=1e-5)
+    for name in ("labels", "class_ids", "logits"):
+        with pytest.raises(AttributeError, match="not class scores"):
+            getattr(chunk, name)
 
 
 def test_int8_of_own_models_is_written_and_measured(exported):

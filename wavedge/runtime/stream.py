@@ -155,10 +155,7 @@ class Result:
         return "  ".join(h.text(self.values) for h in self._heads)
 
     def _class(self) -> ClassHead:
-        if not isinstance(self.head, ClassHead):
-            raise AttributeError(f"the model's output {self.head.name!r} is "
-                                 f"{self.head.spec.kind}, not class scores")
-        return self.head
+        return _class_head(self.head)
 
     @property
     def logits(self) -> np.ndarray:
@@ -187,12 +184,23 @@ class Result:
 
     @property
     def variance(self) -> np.ndarray:
-        if not isinstance(self.head, GaussianHead):
-            raise AttributeError(f"the model's output {self.head.name!r} has no variance")
-        return self.values[self.head.reads[1]]
+        return self.values[_gaussian_head(self.head).reads[1]]
 
     def __repr__(self) -> str:
         return f"Result(step={self.step}, {self.text().strip()})"
+
+
+def _class_head(head: Head) -> ClassHead:
+    if not isinstance(head, ClassHead):
+        raise AttributeError(f"the model's output {head.name!r} is {head.spec.kind}, not "
+                             "class scores")
+    return head
+
+
+def _gaussian_head(head: Head) -> GaussianHead:
+    if not isinstance(head, GaussianHead):
+        raise AttributeError(f"the model's output {head.name!r} has no variance")
+    return head
 
 
 class Results:
@@ -224,7 +232,9 @@ class Results:
 
     @property
     def logits(self) -> np.ndarray:
-        return self.values[self._heads[0].reads[0]]
+        """``[N, classes]``; a model whose output is not class scores has none (its argmax
+        had been given as class ids and labels)."""
+        return self.values[_class_head(self._heads[0]).reads[0]]
 
     @property
     def class_ids(self) -> np.ndarray:
@@ -234,6 +244,15 @@ class Results:
     def labels(self) -> list[str]:
         names = getattr(self._heads[0], "labels", ())
         return [names[i] if names else str(i) for i in self.class_ids]
+
+    @property
+    def mean(self) -> np.ndarray:
+        """``[N, *shape]``: the primary output (a Gaussian's mean, a regression's values)."""
+        return self.values[self._heads[0].reads[0]]
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.values[_gaussian_head(self._heads[0]).reads[1]]
 
 
 class Stream:
