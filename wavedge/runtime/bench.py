@@ -264,12 +264,13 @@ def _options_for(backend: str, options: BenchOptions, notes: list) -> BackendOpt
     Jetson's ``--provider cuda`` is asked of ONNX Runtime); one named is refused a provider it
     lacks."""
     providers = options.providers
+    lacking = [p for p in providers if p not in providers_of(backend)]
     if options.backends:
         check_providers(backend, providers)
-    elif any(p not in providers_of(backend) for p in providers):
-        providers = tuple(p for p in providers if p in providers_of(backend)) or ("cpu",)
+    elif lacking:
+        providers = tuple(p for p in providers if p not in lacking) or ("cpu",)
         notes.append(f"{backend} on {', '.join(providers)}: it has no provider "
-                     f"{', '.join(p for p in options.providers if p not in providers)}")
+                     f"{', '.join(lacking)}")
     return BackendOptions(threads=options.threads, providers=providers,
                           trt_cache=options.trt_cache)
 
