@@ -70,3 +70,34 @@ def test_the_arm64_comparison_holds_labels_exactly_and_logits_to_the_precisions_
     assert bad.returncode == 1 and "1 labels differ" in bad.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["runs"][0]["ok"] is False
+
+
+def test_the_pure_python_board_wheel_builds_without_a_packaging_warning(tmp_path):
+    """docs/boards.md's wheel for a board without a compiler, built from a copy of the sources
+    as a user's `pip wheel .` would: pure Python, the bundled model inside, the license stated,
+    and no warning from setuptools (the table form of `license` warned that builds stop
+    working from 2027-02-18)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "wavedge", src / "wavedge",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w",
+                           str(tmp_path / "dist"), str(src)], capture_output=True, text=True,
+                          timeout=240, env={**os.environ, "WAVEDGE_PURE_PYTHON": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = proc.stdout + proc.stderr
+    assert "Warning" not in said and "deprecated" not in said, said[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("wavedge-*-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        assert "License-Expression: MIT" in zf.read(meta).decode()
+    assert "wavedge/bundled/wave_basic_motions/model.step.tflite" in names
+    assert not [n for n in names if n.endswith((".so", ".pyd"))]
