@@ -87,7 +87,7 @@ mkdir -p "$ROOT/opt/wheels" "$ROOT/opt/out"
 "$HOST_PY" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp \
   --abi cp311 --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 \
   --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 -d "$ROOT/opt/wheels" \
-  numpy onnxruntime pyserial ai-edge-litert pytest pytest-timeout 'setuptools>=70.1'
+  numpy onnxruntime pyserial ai-edge-litert pytest pytest-timeout 'setuptools>=77'
 # wavedge from the checkout's own files (setuptools would walk out/, the root included), built
 # there: its C fast path is an aarch64 build, as on a Pi
 rm -rf "$ROOT/opt/src" && mkdir -p "$ROOT/opt/src"
