@@ -100,6 +100,38 @@ def test_a_full_disk_ends_the_run_with_its_error_and_a_summary(sink):
     assert timed and float(timed[1]) > 0, proc.stderr
 
 
+@pytest.mark.parametrize("sink", ["jsonl", "csv"])
+def test_a_disk_that_fills_mid_line_leaves_whole_lines_and_says_how_many_were_lost(tmp_path, sink):
+    """A file-size limit (as a disk that fills) cuts a batch mid-line: the file is cut back to
+    its last whole line, so every line in it parses, and the error says how many lines did not
+    reach it. Half a record had been left at the end, and the count not given."""
+    import resource
+    from conftest import user_env
+
+    out = tmp_path / f"results.{sink}"
+    limit = 20_000  # bytes: a few hundred results, then one batch that does not fit
+
+    def capped():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                           "--source", f"replay:{RECORDING}?rate=max", "--sink", f"{sink}:{out}"],
+                          capture_output=True, text=True, timeout=120, env=user_env(),
+                          preexec_fn=capped)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    said = re.search(rf"{sink} sink {re.escape(str(out))}: cannot write \(File too large\); "
+                     r"the last (\d+) lines? did not reach it", proc.stderr)
+    assert said and int(said[1]) > 0, proc.stderr
+    assert 0 < out.stat().st_size <= limit
+    rows = _lines(out, sink)  # ends with a newline, and each line parses
+    if sink == "jsonl":
+        assert [r["step"] for r in rows] == list(range(len(rows)))
+    else:
+        assert [int(r["step"]) for r in rows] == list(range(len(rows)))
+    samples = int(re.search(r"samples: (\d+) in", proc.stderr)[1])
+    assert len(rows) + int(said[1]) == samples  # each result written or counted as lost
+
+
 def test_a_closed_pipe_is_a_quiet_stop():
     proc = subprocess.run(f"{sys.executable} -m wavedge.cli run {BUNDLED_MODEL} --source "
                           f"'replay:{RECORDING}?rate=max' --sink stdout: | head -3",

@@ -50,11 +50,10 @@ class LineFile:
         """Queue one line (with its newline); flush when a second has passed or the sample
         starts another recording."""
         seq = sample.sequence if sample is not None else None
-        if seq != self._sequence and self._lines:
-            self.flush()
+        ended = seq != self._sequence and bool(self._lines)
         self._sequence = seq
-        self._lines.append(line)
-        if time.monotonic() >= self._due:
+        self._lines.append(line)  # before a flush, so that a failed one counts it as lost
+        if ended or time.monotonic() >= self._due:
             self.flush()
 
     def flush_due(self, check: bool = False) -> bool:
@@ -71,13 +70,28 @@ class LineFile:
             return
         data = "".join(self._lines).encode("utf-8")
         self._lines.clear()
+        done = 0
         try:
-            while data:
-                data = data[os.write(self.fd, data):]
+            while done < len(data):
+                done += os.write(self.fd, data[done:])
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise SinkError(f"{self.what} {self.path}: cannot write ({exc.strerror})") from None
+            self._cut_partial_line(data, done)
+            lost = data.count(b"\n", done)
+            raise SinkError(f"{self.what} {self.path}: cannot write ({exc.strerror}); the last "
+                            f"{lost} line{'s' if lost != 1 else ''} did not reach it") from None
+
+    def _cut_partial_line(self, data: bytes, done: int) -> None:
+        """A disk that fills (or a file-size limit) mid-batch takes part of a line: cut the
+        file back to its last whole line, so a reader of it (``jq``, pandas) is not stopped
+        by half a record."""
+        part = done - (data.rfind(b"\n", 0, done) + 1)
+        if part and self._owned:
+            try:
+                os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR) - part)
+            except OSError:  # not a regular file (a FIFO): nothing to cut
+                pass
 
     def close(self) -> None:
         try:
