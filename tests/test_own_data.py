@@ -255,6 +255,20 @@ def test_the_check_stream_resets_where_the_policy_says():
         assert len(set(each["x"][a:b, 0].tolist())) == 1  # one recording per run
 
 
+@needs_torch
+def test_recordings_all_shorter_than_a_chunk_are_refused_naming_a_chunk_that_fits():
+    """Under a policy that resets, every held-out recording shorter than the chunk: the
+    export had ended in min()'s ValueError traceback instead of this line."""
+    from wavedge.errors import ExportError
+    from wavedge.export.check import check_stream
+
+    recs = [{"x": np.zeros((n, 1), np.float32)} for n in (20, 19, 21)]
+    with pytest.raises(ExportError, match=r"shorter than a chunk of 32.*shortest has 19 "
+                                          r"samples: --chunk 19\)"):
+        check_stream(recs, 200, 32, ResetPolicy(recording=True))
+    assert len(check_stream(recs, 200, 19, ResetPolicy(recording=True))["x"]) == 209
+
+
 @pytest.fixture(scope="module")
 def accel(tmp_path_factory):
     """Unequal recordings at 50 Hz of a 3-axis logger, two separable activities."""

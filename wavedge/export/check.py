@@ -68,13 +68,13 @@ def check_stream(recordings: list[Stream], steps: int, multiple_of: int,
     names = list(recordings[0])
     resets = policy.recording or policy.every
     if resets:
+        shortest = min(len(r[names[0]]) for r in recordings)
         recordings = [{n: r[n][:len(r[n]) // multiple_of * multiple_of] for n in names}
                       for r in recordings if len(r[names[0]]) >= multiple_of]
         if not recordings:
-            shortest = min(len(r[names[0]]) for r in recordings)
             raise ExportError(f"every held-out recording is shorter than a chunk of "
                               f"{multiple_of}, so none can be checked from reset (the shortest "
-                              f"has {shortest} samples: --chunk {shortest})")
+                              f"has {shortest} samples: --chunk {max(2, shortest)})")
         if policy.every:
             policy = replace(policy, every=max(multiple_of,
                                                policy.every // multiple_of * multiple_of))
