@@ -151,7 +151,10 @@ def test_resample_is_done_properly_and_said_in_the_summary(tmp_path, model, rows
     summary = run(model.stream(), source, open_sink("null:", model.manifest))
     assert summary.error is None
     assert 95 <= summary.samples <= 105  # 500 samples at 50 Hz are 10 s: about 100 at 10 Hz
-    assert any("resampled 50 Hz -> 10 Hz" in line for line in summary.lines())
+    # the counts are the run's: the rows read at open to check the file had been counted too
+    assert any(f"resampled 50 Hz -> 10 Hz (box average per output period going down, linear "
+               f"interpolation going up): 500 samples in, {summary.samples} out" in line
+               for line in summary.lines()), summary.lines()
 
 
 def test_the_resampler_keeps_a_slow_signal_and_removes_a_fast_one():

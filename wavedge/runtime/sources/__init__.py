@@ -4,10 +4,11 @@ returning an iterable of ``Sample`` with a ``close()``; see ``wavedge.runtime.ur
 from __future__ import annotations
 
 import time
+from itertools import islice
 
 from wavedge.errors import SourceError
-from wavedge.recordings import TABLE_PARAMS, Columns, Resampler, Sample, target_columns, \
-    with_rate
+from wavedge.recordings import RATE_WINDOW, TABLE_PARAMS, Columns, Resampler, Sample, \
+    target_columns, with_rate
 
 __all__ = ["Pacer", "Sample", "SourceError", "TableOptions", "rate_param"]
 
@@ -43,6 +44,17 @@ class TableOptions:
     def samples(self, samples):
         """``samples`` checked against (or resampled to) the model's sample rate."""
         return with_rate(samples, self.model_hz, self.where, self.stated_hz, self.resampler)
+
+    def head(self, samples, n: int = RATE_WINDOW) -> int:
+        """How many of the first ``n`` samples there are, read as ``samples()`` reads them (a
+        wrong column or rate raises here, before the run), through a resampler of their own:
+        the run's summary counts the run's samples, not these again."""
+        kept = self.resampler
+        self.resampler = Resampler(self.model_hz) if kept is not None else None
+        try:
+            return sum(1 for _ in islice(self.samples(samples), n))
+        finally:
+            self.resampler = kept
 
     def notes(self) -> list[str]:
         """What the source did to the samples, for the run summary."""

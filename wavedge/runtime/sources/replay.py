@@ -12,11 +12,10 @@ are refused at open unless ``resample=1``. .npy: ``[T, D]`` or ``[N, T, D]`` flo
 
 from __future__ import annotations
 
-from itertools import islice
 from pathlib import Path
 
 from wavedge.errors import InputError, not_a_file
-from wavedge.recordings import RATE_WINDOW, file_samples
+from wavedge.recordings import file_samples
 from wavedge.runtime.sources import COUNT_RANGE, SOURCE_TABLE_PARAMS, Pacer, SourceError, \
     TableOptions, rate_param
 
@@ -37,21 +36,21 @@ class ReplaySource:
         # read the header and the first rows now, so that a wrong column, file or rate is one
         # line before the run starts, not an error after the first sample
         try:
-            head = sum(1 for _ in islice(self._samples(), RATE_WINDOW))
+            head = self.table.head(self._rows())
         except InputError as exc:
             raise SourceError(str(exc)) from None
         if not head:  # and loop=0 would reread it for ever, streaming nothing
             raise SourceError(f"{url.text}: {self.path} holds no samples")
 
-    def _samples(self):
+    def _rows(self):
         t = self.table
-        return t.samples(file_samples(self.path, t.channels, t.columns, t.targets))
+        return file_samples(self.path, t.channels, t.columns, t.targets)
 
     def __iter__(self):
         pacer = Pacer(self.rate_hz)
         count, loop = 0, 0
         while self.loops == 0 or loop < self.loops:
-            for sample in self._samples():
+            for sample in self.table.samples(self._rows()):
                 if self.limit is not None and count >= self.limit:
                     return
                 pacer.wait()
