@@ -47,6 +47,25 @@ def test_install_writes_a_unit_an_environment_file_and_a_udev_rule(tmp_path):
     assert removed.returncode == 0 and not list((root / "etc").rglob("*bm*"))
 
 
+@pytest.mark.parametrize("sink, written", [
+    ("jsonl:/var/lib/wavedge/bm.jsonl", "jsonl:/var/lib/wavedge/bm.jsonl?append=1"),
+    ("csv:/var/lib/wavedge/bm.csv?append=0", "csv:/var/lib/wavedge/bm.csv?append=0"),
+    ("jsonl:-", "jsonl:-"),
+    ("null:", "null:"),
+])
+def test_a_file_sink_appends_across_the_services_restarts_unless_told_not_to(tmp_path, sink,
+                                                                              written):
+    """A unit restarts its run after each failure, at each boot and after each edit: a file
+    sink without append=1 had started its file anew each time, losing what it held. The
+    install adds append=1, says so, and keeps an explicit append=0."""
+    proc = _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink", sink)
+    assert proc.returncode == 0, proc.stderr
+    env = (tmp_path / "root/etc/wavedge/bm.env").read_text()
+    assert f"WAVEDGE_SINK={written}\n" in env
+    assert ("keeps its results across the service's restarts" in proc.stderr) == (
+        written != sink), proc.stderr
+
+
 def test_a_service_of_several_sensors_waits_for_each_and_runs_them_as_one_group(tmp_path):
     rec = BUNDLED_MODEL / "recording.csv"
     proc = _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--source",

@@ -470,6 +470,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _cmd_service(args: argparse.Namespace) -> int:
     from wavedge import service
+    from wavedge.runtime.urls import kept
 
     root = args.root.resolve()
     if args.action == "uninstall":
@@ -482,24 +483,28 @@ def _cmd_service(args: argparse.Namespace) -> int:
                                  ("policy", args.policy), ("reset", args.reset),
                                  ("noise", args.noise), ("group", args.group),
                                  ("tick-wait", args.tick_wait)) if v is not None}
+    sink = kept(args.sink)
     svc = service.Service(args.name, service.target_path(args.model_dir, root),
-                          tuple(args.source), args.sink, options, args.user, args.wavedge or "")
+                          tuple(args.source), sink, options, args.user, args.wavedge or "")
     _check_service_run(svc, args.model_dir)
     if args.print:
         env = service.paths(svc.name, Path("/"))["env"]
         print(service.unit_text(svc, env) + "\n" + service.env_text(svc)
               + ("\n" + service.udev_text(svc) if service.udev_text(svc) else ""), end="")
-        return 0
-    again = service.paths(svc.name, root)["unit"].is_file()
-    written = service.install(svc, root, activate=not args.no_activate)
-    if args.no_activate:
-        state = "not activated"
-    elif root != Path("/"):
-        state = "enabled in the image (it starts when the board boots)"
     else:
-        state = "enabled and restarted" if again else "enabled and started"
-    print(f"{svc.unit_name}: {'replaced' if again else 'written'}, {state}; "
-          f"{', '.join(map(str, written))}")
+        again = service.paths(svc.name, root)["unit"].is_file()
+        written = service.install(svc, root, activate=not args.no_activate)
+        if args.no_activate:
+            state = "not activated"
+        elif root != Path("/"):
+            state = "enabled in the image (it starts when the board boots)"
+        else:
+            state = "enabled and restarted" if again else "enabled and started"
+        print(f"{svc.unit_name}: {'replaced' if again else 'written'}, {state}; "
+              f"{', '.join(map(str, written))}")
+    if sink != args.sink:  # said after the install: a refusal stays one line
+        print(f"wavedge: --sink {sink}: appends, so the file keeps its results across the "
+              "service's restarts (give append=0 to start it anew at each)", file=sys.stderr)
     return 0
 
 
@@ -764,7 +769,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append",
                    help="install: the source URL, as for `wavedge run` (repeat it for several "
                         "sensors: one stream each)")
-    p.add_argument("--sink", help="install: the sink URL (a file sink: add ?append=1)")
+    p.add_argument("--sink", help="install: the sink URL (a file sink appends across "
+                        "restarts: append=1 is added unless the URL gives append=0)")
     p.add_argument("--backend", choices=["onnxruntime", "litert"])
     p.add_argument("--precision")
     p.add_argument("--policy", choices=["reject", "hold", "zero"])

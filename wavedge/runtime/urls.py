@@ -110,6 +110,18 @@ def files_of(text: str, kind: str) -> list[str]:
     return path + [url.params[k] for k in getattr(module, "FILE_PARAMS", ()) if url.params.get(k)]
 
 
+def kept(text: str) -> str:
+    """A sink URL as a service that restarts should give it: a sink that writes a file (its
+    module names the key that appends, ``APPEND_PARAM``) appends unless the URL says
+    otherwise, since each restart of the unit (after a failure, at boot, after an edit) would
+    otherwise start the file anew, losing what it held. Opens nothing."""
+    url, module = _module(text, "sink")
+    key = getattr(module, "APPEND_PARAM", None)
+    if key is None or url.path in ("", "-") or key in url.params:
+        return text
+    return f"{text}{'&' if '?' in text else '?'}{key}=1"
+
+
 def reader_of(text: str) -> tuple[str, str] | None:
     """What a source URL reads that no other source of the run may read too, and why (its
     module's ``reader(url)``): a port, stdin, a broker session; None when it may be shared (a
