@@ -49,12 +49,12 @@ class TableOptions:
         """How many of the first ``n`` samples there are, read as ``samples()`` reads them (a
         wrong column or rate raises here, before the run), through a resampler of their own:
         the run's summary counts the run's samples, not these again."""
-        kept = self.resampler
-        self.resampler = Resampler(self.model_hz) if kept is not None else None
+        the_runs = self.resampler
+        self.resampler = Resampler(self.model_hz) if the_runs is not None else None
         try:
             return sum(1 for _ in islice(self.samples(samples), n))
         finally:
-            self.resampler = kept
+            self.resampler = the_runs
 
     def notes(self) -> list[str]:
         """What the source did to the samples, for the run summary."""
