@@ -149,6 +149,29 @@ def test_result_carries_label_and_probability(model, recording):
     assert r.step == 0
 
 
+@pytest.mark.parametrize("classes", [2, 6, 32, 33, 1000])
+def test_a_class_heads_top_is_numpys_argmax_and_softmax_at_every_size(model, classes):
+    """The class and its probability, as each sink and the bridge write them, computed in
+    Python floats for a few classes and by numpy beyond: the same class (the first of equal
+    logits) and the same probability to float32's precision."""
+    import copy
+
+    from wavedge.runtime.heads import softmax
+
+    head = copy.copy(model.stream().push(np.zeros(6, np.float32)).head)
+    head.labels = tuple(f"c{i}" for i in range(classes))  # the bundled model's head, N classes
+    rng = np.random.default_rng(classes)
+    tied = rng.normal(0, 1, classes).astype(np.float32)
+    tied[[classes // 3, classes - 1]] = 9.0  # two equal maxima: the first is the class
+    for logits in (rng.normal(0, 3, classes).astype(np.float32),
+                   np.full(classes, 2.5, np.float32), tied):
+        c, p = head.top([logits])
+        assert c == int(logits.argmax())
+        assert p == pytest.approx(float(softmax(logits)[c]), rel=1e-6)
+        record = head.record([logits])
+        assert (record["class_id"], record["score"]) == (c, round(p, 6))
+
+
 def test_a_sample_keyed_by_channel_name_is_taken_in_channel_order(model, recording):
     """A sensor's JSON object, say: it had been read as a mapping by input and refused for
     lacking the input 'x'. Other keys (a timestamp) are left out."""
