@@ -50,6 +50,7 @@ def test_install_writes_a_unit_an_environment_file_and_a_udev_rule(tmp_path):
 @pytest.mark.parametrize("sink, written", [
     ("jsonl:/var/lib/wavedge/bm.jsonl", "jsonl:/var/lib/wavedge/bm.jsonl?append=1"),
     ("csv:/var/lib/wavedge/bm.csv?append=0", "csv:/var/lib/wavedge/bm.csv?append=0"),
+    ("csv:/var/lib/wavedge/bm.csv?", "csv:/var/lib/wavedge/bm.csv?append=1"),
     ("jsonl:-", "jsonl:-"),
     ("null:", "null:"),
 ])

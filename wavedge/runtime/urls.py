@@ -119,7 +119,8 @@ def kept(text: str) -> str:
     key = getattr(module, "APPEND_PARAM", None)
     if key is None or url.path in ("", "-") or key in url.params:
         return text
-    return f"{text}{'&' if '?' in text else '?'}{key}=1"
+    sep = "" if text.endswith(("?", "&")) else "&" if "?" in text else "?"
+    return f"{text}{sep}{key}=1"
 
 
 def reader_of(text: str) -> tuple[str, str] | None:
