@@ -452,3 +452,26 @@ def test_a_hung_board_never_slows_inference_and_the_summary_says_what_was_lost()
     # every result accounted for: sent (frames_out less the handshake's HELLO), dropped from
     # the full queue, timed out on the port, or still queued when the run closed the link
     assert (st.frames_out - 1) + st.queue_dropped + st.write_timeouts + sink.unsent == 4000
+
+
+def test_a_source_whose_stream_id_would_pass_a_byte_is_refused_and_the_link_lives_on():
+    """`link:PORT?stream=254` with three sources: source 2 would be stream 256. Its frame had
+    killed the link's writer thread with struct.error, so nothing more reached the board and
+    the run went on without a word."""
+    import threading
+
+    import numpy as np
+
+    from wavedge.errors import SinkError
+    from wavedge.recordings import Sample
+
+    model = load_model(BUNDLED_MODEL)
+    sink = open_sink("link:loop://?stream=254", model.manifest)
+    result = model.stream().push(np.zeros(6, np.float32))
+    sink.write(result, Sample(np.zeros(6, np.float32), stream=1))  # stream 255: fits
+    with pytest.raises(SinkError, match=r"source 2 would be stream 256, past a frame's 255; "
+                                        r"give a lower \?stream="):
+        sink.write(result, Sample(np.zeros(6, np.float32), stream=2))
+    assert sink.link.flush(2.0)  # the frame of stream 255 went out
+    assert any(t.name == "wavedge-link" and t.is_alive() for t in threading.enumerate())
+    sink.close()

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import time
 
-from wavedge.errors import InputError
+from wavedge.errors import InputError, SinkError
 from wavedge.runtime.urls import BAUD_RANGE
 
 CLOSE_FLUSH_S = 2.0  # at close, the queue gets this long to reach the board
+STREAM_MAX = 255  # a frame's stream id is one byte
 
 
 class LinkSink:
@@ -28,7 +29,8 @@ class LinkSink:
         if not url.path:
             raise InputError(f"{url.text}: give the port, e.g. link:/dev/ttyACM0 or "
                              "link:usb:2341:0043")
-        self.stream_id = url.get("stream", 0, int, (0, 255))  # one byte in RESULT
+        self.stream_id = url.get("stream", 0, int, (0, STREAM_MAX))
+        self.where = url.text
         self.vector = bool(url.get("vector", 0, int, (0, 1)))
         head = heads_for(manifest.signature)[0]
         # class scores go as RESULT frames, unless they carry a variance (PREDICTION, kind 7)
@@ -53,6 +55,9 @@ class LinkSink:
         index, score, values = self._head.bridge(result.values)
         # a run of several sources: stream ids from ?stream= up, one per source
         sid = self.stream_id + ((sample.stream or 0) if sample is not None else 0)
+        if sid > STREAM_MAX:  # else the link's writer thread died on the frame, silently
+            raise SinkError(f"{self.where}: source {sample.stream} would be stream {sid}, past "
+                            f"a frame's {STREAM_MAX}; give a lower ?stream=")
         if self._classes:
             self.link.post(self._result(sid, result.step, ms, index, score,
                                         values if self.vector else ()))
