@@ -464,3 +464,12 @@ def test_standard_output_closed_or_full_is_one_line_naming_the_sink(sink):
         assert proc.returncode == 1 and "samples: " in proc.stderr, proc.stderr
         assert "cannot write (No space left on device)" in proc.stderr.splitlines()[-1]
         assert "Traceback" not in proc.stderr
+
+
+def test_synthetic_samples_follow_the_models_clock_whatever_the_pacing(model):
+    """`synthetic:imu` is a signal at the model's sample rate: paced faster, or not at all
+    (rate=max), it gives the same samples, only sooner. rate=max had drawn it at 100 Hz and a
+    stated rate at that rate, so the sinusoids' frequencies changed with the pacing."""
+    runs = [[s.values for s in open_source(f"synthetic:imu?n=40&seed=3&rate={rate}",
+                                           model.manifest)] for rate in ("max", "1000", "400")]
+    assert all(np.array_equal(np.stack(runs[0]), np.stack(r)) for r in runs[1:])

@@ -15,6 +15,9 @@ class SyntheticSource:
             raise SourceError(f"{url.text}: unknown generator {url.path!r}; known: imu")
         self.n = url.get("n", 1000, int, COUNT_RANGE)
         self.rate_hz = rate_param(url, manifest)
+        # the signal's own clock is the model's rate, whatever the pacing: rate=max gives the
+        # same samples, only sooner (it had taken 100 Hz, halving a 50 Hz model's frequencies)
+        self.signal_hz = manifest.sample_rate_hz or self.rate_hz or 100.0
         self.mean = np.asarray(manifest.mean, np.float32)
         self.std = np.asarray(manifest.std, np.float32)
         self.rng = np.random.default_rng(url.get("seed", 0, int, (0, 2 ** 63 - 1)))
@@ -23,7 +26,7 @@ class SyntheticSource:
         d = len(self.mean)
         freq = self.rng.uniform(0.5, 3.0, d)
         phase = self.rng.uniform(0, 2 * np.pi, d)
-        dt = 1.0 / (self.rate_hz or 100.0)
+        dt = 1.0 / self.signal_hz
         pacer = Pacer(self.rate_hz)
         i = 0
         while self.n == 0 or i < self.n:
