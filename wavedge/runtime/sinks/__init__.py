@@ -14,6 +14,7 @@ from wavedge.errors import SinkError
 
 
 FLUSH_S = 1.0  # a file sink's lines reach the file at least this often, and at each recording end
+APPEND_PARAM = "append"  # a file sink's key that keeps the file across runs (urls.kept adds it)
 
 
 class LineFile:
@@ -45,6 +46,12 @@ class LineFile:
         self._lines: list[str] = []
         self._due = time.monotonic() + FLUSH_S
         self._sequence = None
+
+    @classmethod
+    def for_url(cls, url, what: str) -> LineFile:
+        """A file sink's file: the URL's path, appended to with ``?append=1``."""
+        url.check_params((APPEND_PARAM,))
+        return cls(url.path, what, bool(url.get(APPEND_PARAM, 0, int, (0, 1))))
 
     def write(self, line: str, sample=None) -> None:
         """Queue one line (with its newline); flush when a second has passed or the sample

@@ -16,17 +16,16 @@ import io
 from wavedge.errors import SinkError
 from wavedge.recordings import shown_header
 from wavedge.runtime.heads import heads_for
+from wavedge.runtime.sinks import APPEND_PARAM  # noqa: F401 (urls.kept reads it)
 from wavedge.runtime.sinks import LineFile, record
 
 
 FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
-APPEND_PARAM = "append"  # keeps the file across runs (a service adds it, urls.kept)
 
 
 class CsvSink:
     def __init__(self, url, manifest) -> None:
-        url.check_params((APPEND_PARAM,))
-        self.out = LineFile(url.path, "csv sink", bool(url.get(APPEND_PARAM, 0, int, (0, 1))))
+        self.out = LineFile.for_url(url, "csv sink")
         self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
         self._buf = io.StringIO()
         self.writer = csv.writer(self._buf)

@@ -6,17 +6,16 @@ as ``null`` (bare ``NaN`` is not JSON). Lines reach the file at least every seco
 
 from __future__ import annotations
 
+from wavedge.runtime.sinks import APPEND_PARAM  # noqa: F401 (urls.kept reads it)
 from wavedge.runtime.sinks import LineFile, json_text, record
 
 
 FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
-APPEND_PARAM = "append"  # keeps the file across runs (a service adds it, urls.kept)
 
 
 class JsonlSink:
     def __init__(self, url, manifest) -> None:
-        url.check_params((APPEND_PARAM,))
-        self.out = LineFile(url.path, "jsonl sink", bool(url.get(APPEND_PARAM, 0, int, (0, 1))))
+        self.out = LineFile.for_url(url, "jsonl sink")
         self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
 
     def write(self, result, sample) -> None:
