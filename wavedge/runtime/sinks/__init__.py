@@ -21,8 +21,9 @@ class LineFile:
     """Whole lines to a file (``-``: stdout), written in batches with one ``write`` system call
     each: at least every ``FLUSH_S`` seconds (in a pause of the source too, by the loop's
     keeper: ``flush_due``), at a recording's end and at close. So a SIGKILL loses at most the
-    last second and never leaves half a line, and a full disk is a ``SinkError`` naming the
-    file, not a traceback."""
+    last second (and, in the rare case it lands inside a write of several pages, which Linux
+    may cut at a page boundary, leaves part of a line), and a full disk is a ``SinkError``
+    naming the file, not a traceback."""
 
     def __init__(self, path: str, what: str, append: bool = False) -> None:
         self.what, self.path = what, path
