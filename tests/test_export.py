@@ -211,6 +211,29 @@ def test_an_export_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+# run as `python -c`: a SIGTERM lands the moment the export's temporary directory exists,
+# before anything else runs (CI once saw it left behind when the signal came that early)
+_STOPPED_AT_MKDIR = """
+import os, signal, sys
+made = os.mkdir
+def mkdir(path, *args, **kwargs):
+    made(path, *args, **kwargs)
+    if os.path.basename(path).startswith(".m."):
+        os.kill(os.getpid(), signal.SIGTERM)
+os.mkdir = mkdir
+from wavedge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_as_the_temporary_directory_is_made_leaves_nothing_behind(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _STOPPED_AT_MKDIR, "export",
+                           BUNDLED_CHECKPOINT, "--out", tmp_path / "m"], capture_output=True,
+                          text=True, timeout=300, env=user_env())
+    assert proc.returncode == 143 and proc.stderr.strip() == "wavedge: terminated", proc.stderr
+    assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("bounds, message", [
     # inf passed the parser and failed after the whole export, naming the temporary folder
     ("0:inf", "'0:inf': LOW and HIGH must be finite"),

@@ -19,7 +19,6 @@ import datetime as _dt
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from wavedge.models.tasks import (ClassificationTask, Task, classification_task,
 from wavedge.recordings import split_spec
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
-from wavedge.stopping import removed_if_stopped
+from wavedge.stopping import new_folder_removed_if_stopped
 
 RECORDING_NAME = "recording.csv"
 # export time grows with the chunk (bundled model, fp32 ONNX, this 2-core VM: 13 s at 32, 35 s
@@ -280,10 +279,8 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
     # made last, and the try at once, so that nothing that can fail (a calibration file
     # refused) leaves it beside the output; SIGTERM removes it (wavedge.stopping)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    with removed_if_stopped(tmp):
+    with new_folder_removed_if_stopped(out_dir.parent, f".{out_dir.name}.") as tmp:
         try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
             files = []
             batches = [(1, stream, ref)]
             if options.batch > 1:  # B streams, each checked against its own torch run
