@@ -441,6 +441,30 @@ def test_a_csv_appended_to_keeps_one_models_columns(tmp_path):
     assert out.read_text() == before
 
 
+@pytest.mark.parametrize("scheme", ["jsonl", "csv"])
+def test_appending_to_a_file_that_ends_in_part_of_a_line_cuts_that_part_first(tmp_path, scheme):
+    """A SIGKILL inside a write of several pages can leave part of a line; the service,
+    restarted, appends (append=1). Its first record had run on from that half line, so a
+    reader (json.loads, csv) met one broken record made of two. Now the part is cut, with a
+    warning, and every line the first run wrote whole is kept."""
+    out = tmp_path / f"r.{scheme}"
+    args = ("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max&limit=5", "--sink",
+            f"{scheme}:{out}?append=1")
+    assert run_cli(*args).returncode == 0
+    whole = out.read_bytes()
+    with out.open("ab") as fh:
+        fh.write(whole.splitlines(keepends=True)[-1][:17])  # what a cut write leaves
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("warning") == 1 and "cut 17 bytes" in second.stderr
+    lines = out.read_text().splitlines()
+    assert out.read_bytes().startswith(whole) and len(lines) == (10 if scheme == "jsonl" else 11)
+    if scheme == "jsonl":
+        assert [json.loads(line)["step"] for line in lines] == [0, 1, 2, 3, 4] * 2
+    else:
+        assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2", "3", "4"] * 2
+
+
 @pytest.mark.parametrize("sink", ["stdout:", "jsonl:-", "csv:-"])
 def test_standard_output_closed_or_full_is_one_line_naming_the_sink(sink):
     """Started with stdout closed (`>&-`), the stdout sink printed into nothing and exited 0

@@ -22,8 +22,8 @@ class LineFile:
     each: at least every ``FLUSH_S`` seconds (in a pause of the source too, by the loop's
     keeper: ``flush_due``), at a recording's end and at close. So a SIGKILL loses at most the
     last second (and, in the rare case it lands inside a write of several pages, which Linux
-    may cut at a page boundary, leaves part of a line), and a full disk is a ``SinkError``
-    naming the file, not a traceback."""
+    may cut at a page boundary, leaves part of a line, which an appending run cuts first),
+    and a full disk is a ``SinkError`` naming the file, not a traceback."""
 
     def __init__(self, path: str, what: str, append: bool = False) -> None:
         self.what, self.path = what, path
@@ -47,6 +47,9 @@ class LineFile:
         self._lines: list[str] = []
         self._due = time.monotonic() + FLUSH_S
         self._sequence = None
+        # at the first write, not here: a file refused at open (csv: another model's) is
+        # left exactly as it was; never a FIFO or a device (their size is 0: empty)
+        self._tail_to_check = append and not self.empty
 
     @classmethod
     def for_url(cls, url, what: str) -> LineFile:
@@ -78,6 +81,9 @@ class LineFile:
             return
         data = "".join(self._lines).encode("utf-8")
         self._lines.clear()
+        if self._tail_to_check:
+            self._tail_to_check = False
+            self._end_on_whole_line()
         done = 0
         try:
             while done < len(data):
@@ -100,6 +106,29 @@ class LineFile:
                 os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR) - part)
             except OSError:  # not a regular file (a FIFO): nothing to cut
                 pass
+
+    def _end_on_whole_line(self) -> None:
+        """Appending to a file whose last line is partial (a SIGKILL inside a write of several
+        pages, or a full disk outside wavedge's hands): cut it back to its last whole line and
+        say so, so the first new record does not run on from half an old one, which would
+        stop a reader (``jq``, pandas) at that line."""
+        try:
+            with open(self.path, "rb") as fh:
+                end = keep = fh.seek(0, os.SEEK_END)
+                while keep > 0:  # back from the end, a block at a time, to the last newline
+                    start = max(0, keep - 65536)
+                    fh.seek(start)
+                    newline = fh.read(keep - start).rfind(b"\n")
+                    keep = start + newline + 1 if newline >= 0 else start
+                    if newline >= 0:
+                        break
+            if keep == end:
+                return  # the usual case: the file ends on a whole line
+            os.ftruncate(self.fd, keep)
+        except OSError:  # unreadable (write-only permissions): appended as it is
+            return
+        print(f"wavedge: warning: {self.what} {self.path}: cut {end - keep} bytes of a partial "
+              "last line (a stop mid-write left it) before appending", file=sys.stderr)
 
     def close(self) -> None:
         try:
