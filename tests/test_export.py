@@ -211,27 +211,41 @@ def test_an_export_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-# run as `python -c`: a SIGTERM lands the moment the export's temporary directory exists,
-# before anything else runs (CI once saw it left behind when the signal came that early)
-_STOPPED_AT_MKDIR = """
-import os, signal, sys
-made = os.mkdir
-def mkdir(path, *args, **kwargs):
-    made(path, *args, **kwargs)
-    if os.path.basename(path).startswith(".m."):
+# run as `python -c`: a SIGTERM lands the moment FUNC has acted on a path whose name matches
+# NAME, before anything else runs (CI once saw a folder left behind when it came that early)
+_STOPPED_RIGHT_AFTER = """
+import os, re, signal, sys, {module}
+done = {module}.{func}
+def hooked(path, *args, **kwargs):
+    done(path, *args, **kwargs)
+    if re.fullmatch({name!r}, os.path.basename(path)):
         os.kill(os.getpid(), signal.SIGTERM)
-os.mkdir = mkdir
+{module}.{func} = hooked
 from wavedge.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_sigterm_as_the_temporary_directory_is_made_leaves_nothing_behind(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", _STOPPED_AT_MKDIR, "export",
-                           BUNDLED_CHECKPOINT, "--out", tmp_path / "m"], capture_output=True,
-                          text=True, timeout=300, env=user_env())
+def _export_stopped_right_after(out, module: str, func: str, name: str):
+    script = _STOPPED_RIGHT_AFTER.format(module=module, func=func, name=name)
+    proc = subprocess.run([sys.executable, "-c", script, "export", BUNDLED_CHECKPOINT, "--out",
+                           out], capture_output=True, text=True, timeout=300, env=user_env())
     assert proc.returncode == 143 and proc.stderr.strip() == "wavedge: terminated", proc.stderr
+
+
+def test_a_sigterm_as_the_temporary_directory_is_made_leaves_nothing_behind(tmp_path):
+    _export_stopped_right_after(tmp_path / "m", "os", "mkdir", r"\.m\..*")
     assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
+def test_a_sigterm_as_the_old_model_is_removed_leaves_a_whole_model(tmp_path):
+    """Exporting over a model folder removes the old one, then renames the new one in; a
+    SIGTERM between the two had left neither (the temporary one removed as half written)."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.json").write_text("{}")
+    _export_stopped_right_after(tmp_path / "m", "shutil", "rmtree", "m")
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert load_manifest(tmp_path / "m").signature is not None
 
 
 @pytest.mark.parametrize("bounds, message", [

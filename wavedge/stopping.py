@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _WRITING: set[Path] = set()
+_HELD = {"depth": 0, "signal": None}  # a SIGTERM that came inside held(), acted on at its end
 
 
 @contextmanager
@@ -48,8 +49,25 @@ def new_folder_removed_if_stopped(parent: Path, prefix: str):
             yield path
             return
 
+@contextmanager
+def held():
+    """Steps that must not be cut in two (an old model folder removed, the new one renamed
+    in: stopped between them, neither was left): a SIGTERM that comes during the block is
+    acted on when it ends."""
+    _HELD["depth"] += 1
+    try:
+        yield
+    finally:
+        _HELD["depth"] -= 1
+        if not _HELD["depth"] and _HELD["signal"] is not None:
+            stop(_HELD["signal"], None)
+
+
 def stop(signum, frame) -> None:  # a signal handler
     """Remove what is half written, say so in one line, exit 143 (128 + SIGTERM)."""
+    if _HELD["depth"]:
+        _HELD["signal"] = signum
+        return
     for path in list(_WRITING):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -42,7 +42,7 @@ from wavedge.models.tasks import (ClassificationTask, Task, classification_task,
 from wavedge.recordings import split_spec
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
-from wavedge.stopping import new_folder_removed_if_stopped
+from wavedge.stopping import held, new_folder_removed_if_stopped
 
 RECORDING_NAME = "recording.csv"
 # export time grows with the chunk (bundled model, fp32 ONNX, this 2-core VM: 13 s at 32, 35 s
@@ -310,9 +310,10 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
             write_manifest(tmp, raw)
             _quality_gate(tmp, raw, ckpt, task, options, resets)
             write_manifest(tmp, raw)
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            os.replace(tmp, out_dir)
+            with held():
+                if out_dir.exists():
+                    shutil.rmtree(out_dir)
+                os.replace(tmp, out_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / MANIFEST_NAME
