@@ -141,6 +141,30 @@ def test_upgrade_takes_a_boards_pruned_copy_and_still_refuses_a_corrupted_file(m
     assert (model_dir / "manifest.json").read_text() == before
 
 
+def test_upgrade_on_a_full_disk_keeps_the_manifest_it_found(model_dir):
+    """The manifest was rewritten in place: a disk that filled mid-write left it cut short,
+    and the model folder no longer loaded. It is now written beside and renamed over."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import user_env
+
+    _edit(model_dir, _as_version_1)
+    before = (model_dir / "manifest.json").read_bytes()
+    limit = len(before) // 2
+
+    def capped():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "upgrade", str(model_dir)],
+                          capture_output=True, text=True, timeout=120, env=user_env(),
+                          preexec_fn=capped)
+    assert_one_line_error(proc, "File too large")
+    assert (model_dir / "manifest.json").read_bytes() == before
+    assert [p.name for p in model_dir.iterdir() if p.name.startswith(".")] == []
+
+
 def test_inspect_checks_a_boards_pruned_copy_when_asked_to(model_dir):
     """A Pi's copy without the .onnx files: inspect refused it outright, so the files that
     were there could not be checked on the board."""

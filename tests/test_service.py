@@ -67,6 +67,28 @@ def test_a_file_sink_appends_across_the_services_restarts_unless_told_not_to(tmp
         written != sink), proc.stderr
 
 
+def test_a_reinstall_on_a_full_disk_keeps_the_files_it_found(tmp_path):
+    """The unit and environment files were rewritten in place: a disk that filled mid-write
+    left them cut short, and the service that ran from them failed at its next start."""
+    import resource
+
+    assert _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink",
+                    "null:").returncode == 0
+    etc = tmp_path / "root/etc"
+    before = {p: p.read_bytes() for p in etc.rglob("*") if p.is_file()}
+
+    def capped():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "service", "install", "bm",
+                           str(BUNDLED_MODEL), "--root", str(tmp_path / "root"), "--no-activate",
+                           "--wavedge", f"{sys.executable} -m wavedge.cli", "--source",
+                           "serial:///dev/ttyUSB0", "--sink", "null:"], capture_output=True, text=True,
+                          timeout=120, env=user_env(), preexec_fn=capped)
+    assert_one_line_error(proc, "File too large")
+    assert {p: p.read_bytes() for p in etc.rglob("*") if p.is_file()} == before
+
+
 def test_a_service_of_several_sensors_waits_for_each_and_runs_them_as_one_group(tmp_path):
     rec = BUNDLED_MODEL / "recording.csv"
     proc = _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--source",

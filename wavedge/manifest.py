@@ -19,6 +19,7 @@ import numpy as np
 from wavedge.errors import InputError, ManifestError, parse_json
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature, StateSpec
+from wavedge.stopping import replaced_whole
 
 MANIFEST_NAME = "manifest.json"
 MODEL_FORMAT = "wavedge-model"
@@ -331,8 +332,9 @@ def verify_file(manifest: Manifest, entry: FileEntry) -> Path:
 
 
 def write_manifest(directory: Path, raw: dict) -> Path:
-    """Validate ``raw`` and write it as ``directory/manifest.json``."""
+    """Validate ``raw`` and write it as ``directory/manifest.json``, whole or not at all."""
     path = directory / MANIFEST_NAME
     validate(raw, str(path))
-    path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    with replaced_whole(path) as part:
+        part.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     return path

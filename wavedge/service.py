@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wavedge.errors import InputError
+from wavedge.stopping import replaced_whole
 
 UNIT_DIR = Path("etc/systemd/system")
 ENV_DIR = Path("etc/wavedge")
@@ -208,7 +209,8 @@ def install(svc: Service, root: Path = Path("/"), activate: bool = True) -> list
             where[key].unlink(missing_ok=True)
             continue
         where[key].parent.mkdir(parents=True, exist_ok=True)
-        where[key].write_text(text)
+        with replaced_whole(where[key]) as part:
+            part.write_text(text)
         written.append(where[key])
     if activate and root != Path("/"):  # an image: no systemd running to ask
         written.append(_enable_in_image(svc.unit_name, root))

@@ -10,7 +10,6 @@ export that way saw the process die of SIGSEGV (exit -11) in one of about a doze
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import sys
 from contextlib import contextmanager
@@ -32,6 +31,25 @@ def removed_if_stopped(path: Path):
 
 
 
+def part_of(path: Path) -> Path:
+    """The file ``path`` is written to before it is renamed over it (``replaced_whole``)."""
+    return path.with_name(f".{path.name}.part")
+
+
+@contextmanager
+def replaced_whole(path: Path):
+    """Yields a file beside ``path`` to write; when the block ends without an error it is
+    renamed over ``path``. So a full disk or a stop mid-write leaves the file that was there,
+    never one cut short (a manifest rewritten in place by ``upgrade`` was, on a full disk)."""
+    part = part_of(path)
+    with removed_if_stopped(part):
+        try:
+            yield part
+            os.replace(part, path)
+        finally:
+            part.unlink(missing_ok=True)
+
+
 @contextmanager
 def new_folder_removed_if_stopped(parent: Path, prefix: str):
     """A new folder ``parent/prefix<random>``, removed if the process is stopped while the
@@ -40,7 +58,7 @@ def new_folder_removed_if_stopped(parent: Path, prefix: str):
     the signal from inside ``os.mkdir``). Made as ``mkdir`` makes it, readable by others
     unless the umask says not, where mkdtemp's was private to the user."""
     while True:
-        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        path = parent / f"{prefix}{os.urandom(4).hex()}"
         with removed_if_stopped(path):
             try:
                 path.mkdir()

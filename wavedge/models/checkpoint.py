@@ -9,7 +9,6 @@ normalisation (per-channel mean/std of the training inputs), recipe and metrics.
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import torch
 
 from wavedge.errors import CheckpointError, WavedgeError, reason
 from wavedge.models import ARCHITECTURES, StepModel, build_model
-from wavedge.stopping import removed_if_stopped
+from wavedge.stopping import part_of, replaced_whole
 
 CHECKPOINT_FORMAT = "wavedge-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -40,17 +39,14 @@ def save_checkpoint(path: str | Path, model: StepModel, meta: dict) -> Path:
     checkpoint that was there, never a truncated one."""
     path = Path(path)
     meta = json.loads(json.dumps(meta))  # plain types only, so weights_only loading accepts it
-    part = _part(path)
-    with removed_if_stopped(part):
-        try:
+    _part(path)
+    try:
+        with replaced_whole(path) as part:
             torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                         "arch": model.arch, "config": model.config,
                         "state_dict": model.state_dict(), "meta": meta}, part)
-            os.replace(part, path)
-        except (OSError, RuntimeError) as exc:  # torch's writer: RuntimeError for OS faults
-            raise _unwritable(path, exc) from None
-        finally:
-            part.unlink(missing_ok=True)
+    except (OSError, RuntimeError) as exc:  # torch's writer: RuntimeError for OS faults
+        raise _unwritable(path, exc) from None
     return path
 
 
@@ -74,12 +70,13 @@ def check_writable(path: str | Path) -> None:
 
 
 def _part(path: Path) -> Path:
-    """The file a checkpoint is written to before it is renamed over ``path``."""
+    """The file a checkpoint is written to before it is renamed over ``path``, its folders
+    made."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _unwritable(path, exc) from None
-    return path.with_name(f".{path.name}.part")
+    return part_of(path)
 
 
 def _unwritable(path: Path, exc: Exception) -> CheckpointError:
