@@ -441,6 +441,21 @@ def test_a_csv_appended_to_keeps_one_models_columns(tmp_path):
     assert out.read_text() == before
 
 
+def test_a_header_sent_again_starts_a_new_recording():
+    """A board that restarts sends its CSV header again, and its sequence numbers start at 0
+    again: the rows after it were stepped from the state the last rows had left. Under
+    `--reset recording` they now start from a reset state, as the same rows do at the start."""
+    rows = RECORDING.read_text().splitlines()
+    text = "\n".join([rows[0], *rows[1:31], rows[0], *rows[1:31]]) + "\n"
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                           "--source", "stdin:", "--sink", "jsonl:-", "--reset", "recording"],
+                          input=text, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    logits = [json.loads(line)["logits"] for line in proc.stdout.splitlines()]
+    assert len(logits) == 60 and logits[30:] == logits[:30]
+    assert "at the last sample of each recording: 2/2" in proc.stderr
+
+
 @pytest.mark.parametrize("scheme", ["jsonl", "csv"])
 def test_appending_to_a_file_that_ends_in_part_of_a_line_cuts_that_part_first(tmp_path, scheme):
     """A SIGKILL inside a write of several pages can leave part of a line; the service,

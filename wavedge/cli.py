@@ -692,9 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--noise sample: the seed (0; stream k of several sources: seed + k)")
     p.add_argument("--reset", metavar="POLICY",
                    help="when to reset the state: never, recording (at each change of the "
-                        "source's sequence column), every:N samples, gap:SECONDS between "
-                        "samples; comma-separated (default: the model directory's, which says "
-                        "how it was trained and checked)")
+                        "source's sequence column, and at its header sent again), every:N "
+                        "samples, gap:SECONDS between samples; comma-separated (default: the "
+                        "model directory's, which says how it was trained and checked)")
     _add_backend_settings(p)
     p.add_argument("--limit", type=int, help="stop after this many samples")
     p.set_defaults(func=_cmd_run)

@@ -291,8 +291,10 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
     line the CSV reader cannot parse is a ``bad_line`` sample, a ``TOO_LONG`` one a
     ``line_too_long`` sample: counted by the stream's policy, never an exception. The header
     line again (`cat a.csv b.csv |`, a board that restarted and sends its header anew) is
-    skipped, not a bad sample."""
+    skipped, not a bad sample, and starts a new recording (``_part``): the board's state is
+    not the one its last rows left, and its sequence numbers may start again at 0."""
     layout = header = None
+    part = 1
     reader = csv.reader(lines)
     while True:
         try:
@@ -317,10 +319,18 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
                 header = _bare(fields)
                 continue
         elif header is not None and _bare(fields) == header:
+            part += 1
             continue
         sample = parse_row(fields, layout)
         sample.line = reader.line_num
+        if part > 1:
+            sample.sequence = _part(sample.sequence, part)
         yield sample
+
+
+def _part(sequence, part: int) -> str:
+    """The recording a row after the input's ``part``-th header belongs to."""
+    return f"part {part}" if sequence is None else f"{sequence} (part {part})"
 
 
 def _open_text(path: Path):
