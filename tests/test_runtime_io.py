@@ -207,6 +207,22 @@ def test_stdin_source_through_the_cli_survives_bad_lines():
     assert "warning: line 4, step 2: sample rejected by the source: not_numeric" in proc.stderr
 
 
+def test_a_row_with_more_fields_than_the_header_is_a_bad_sample():
+    """Two lines run together (a serial line cut without its newline) make a row of more
+    fields than the header: its first ones had been read as a sample, as if whole. Extra
+    empty fields (a logger's trailing comma) are still read."""
+    lines = ["acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z"] + ["0.1,-9.8,0.2,0.0,0.1,0.0"] * 5
+    lines.insert(3, "0.1,-9.8,0.1,-9.8,0.2,0.0,0.1,0.0")
+    lines.insert(4, "0.1,-9.8,0.2,0.0,0.1,0.0,,")
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                           "--source", "stdin:", "--sink", "jsonl:-"],
+                          input="\n".join(lines) + "\n", capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 6
+    assert "warning: line 4, step 2: sample rejected by the source: wrong_shape" in proc.stderr
+
+
 def test_the_header_again_is_skipped_not_a_bad_sample():
     """`cat day1.csv day2.csv |` (the second with Excel's byte-order mark and CRLF), or a board
     that restarted and sent its header anew: each header after the first had been a

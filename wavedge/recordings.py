@@ -133,6 +133,7 @@ class Layout:
     time: int | None = None
     time_scale: float = 1.0
     truth: tuple[int, ...] = ()
+    columns: int | None = None  # the header's; None without one
 
     @property
     def width(self) -> int:
@@ -222,17 +223,21 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
         truth = (names.index(cols.label),) if cols.label in names else ()
     return Layout(channels, tuple(int(c) if c.isdigit() else names.index(c) for _, c in mapping),
                   True, find(cols.sequence, SEQUENCE_NAMES), find(cols.time, TIME_NAMES), scale,
-                  truth)
+                  truth, len(names))
 
 
 def parse_row(fields: list[str], layout: Layout) -> Sample:
     """One data row -> a ``Sample``; a field that is not a number becomes NaN and the sample
-    is marked ``not_numeric``, missing fields mark it ``wrong_shape``."""
+    is marked ``not_numeric``; missing fields mark it ``wrong_shape``, and so do fields past
+    the header's last column that are not empty (two lines run together; a trailing comma
+    is not that)."""
     fields = [f.strip() for f in fields]
     if layout.values is None:
         picked, problem = fields, ("wrong_shape" if len(fields) != layout.width else None)
     elif max(layout.values) < len(fields):
         picked, problem = [fields[i] for i in layout.values], None
+        if layout.columns is not None and any(fields[layout.columns:]):
+            problem = "wrong_shape"
     else:
         picked, problem = fields[:layout.width], "wrong_shape"
     values = np.full(layout.width, np.nan, np.float32)
