@@ -194,13 +194,17 @@ def test_users_can_add_a_scheme(model):
     assert len(_collect("ones:?n=5", model)) == 5
 
 
+def _run_on_stdin(text: str, *extra: str) -> subprocess.CompletedProcess:
+    """`wavedge run` on the bundled model, ``text`` piped in, results as JSON lines."""
+    return subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                           "--source", "stdin:", "--sink", "jsonl:-", *extra], input=text,
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_stdin_source_through_the_cli_survives_bad_lines():
     lines = ["acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z"] + ["0.1,-9.8,0.2,0.0,0.1,0.0"] * 5
     lines.insert(3, "0.1,oops,0.2,0.0,0.1,0.0")
-    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
-                           "--source", "stdin:", "--sink", "jsonl:-"],
-                          input="\n".join(lines) + "\n", capture_output=True, text=True,
-                          timeout=60)
+    proc = _run_on_stdin("\n".join(lines) + "\n")
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 5
     assert "not_numeric 1" in proc.stderr and "Traceback" not in proc.stderr
@@ -214,10 +218,7 @@ def test_a_row_with_more_fields_than_the_header_is_a_bad_sample():
     lines = ["acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z"] + ["0.1,-9.8,0.2,0.0,0.1,0.0"] * 5
     lines.insert(3, "0.1,-9.8,0.1,-9.8,0.2,0.0,0.1,0.0")
     lines.insert(4, "0.1,-9.8,0.2,0.0,0.1,0.0,,")
-    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
-                           "--source", "stdin:", "--sink", "jsonl:-"],
-                          input="\n".join(lines) + "\n", capture_output=True, text=True,
-                          timeout=60)
+    proc = _run_on_stdin("\n".join(lines) + "\n")
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 6
     assert "warning: line 4, step 2: sample rejected by the source: wrong_shape" in proc.stderr
@@ -230,9 +231,7 @@ def test_the_header_again_is_skipped_not_a_bad_sample():
     header = "acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z"
     row = "0.1,-9.8,0.2,0.0,0.1,0.0"
     text = f"{header}\n{row}\n\ufeff{header}\r\n{row}\r\n {header.replace(',', ', ')}\n{row}\n"
-    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
-                           "--source", "stdin:", "--sink", "jsonl:-"], input=text,
-                          capture_output=True, text=True, timeout=60)
+    proc = _run_on_stdin(text)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 3 and "dropped: none" in proc.stderr, proc.stderr
 
@@ -463,9 +462,7 @@ def test_a_header_sent_again_starts_a_new_recording():
     `--reset recording` they now start from a reset state, as the same rows do at the start."""
     rows = RECORDING.read_text().splitlines()
     text = "\n".join([rows[0], *rows[1:31], rows[0], *rows[1:31]]) + "\n"
-    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
-                           "--source", "stdin:", "--sink", "jsonl:-", "--reset", "recording"],
-                          input=text, capture_output=True, text=True, timeout=60)
+    proc = _run_on_stdin(text, "--reset", "recording")
     assert proc.returncode == 0, proc.stderr
     logits = [json.loads(line)["logits"] for line in proc.stdout.splitlines()]
     assert len(logits) == 60 and logits[30:] == logits[:30]
