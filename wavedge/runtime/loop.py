@@ -394,8 +394,8 @@ class _Loop:
         if sample.truth is not None:
             _score_truth(summary, result, sample.truth)
         prev = lane.prev
-        if prev is not None and prev.sequence is not None and prev.truth is not None \
-                and sample.sequence != prev.sequence:
+        # a change from no sequence too: the first part of a source that sent its header again
+        if prev is not None and prev.truth is not None and sample.sequence != prev.sequence:
             _score_end(summary, lane.prev_result, prev.truth)
         lane.prev, lane.prev_result = sample, result
 
