@@ -72,8 +72,13 @@ def test_a_reinstall_on_a_full_disk_keeps_the_files_it_found(tmp_path):
     left them cut short, and the service that ran from them failed at its next start."""
     import resource
 
+    env = tmp_path / "root/etc/wavedge/bm.env"
     assert _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink",
                     "null:").returncode == 0
+    env.chmod(0o600)  # an admin made it private; a reinstall keeps it so
+    assert _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink",
+                    "null:").returncode == 0
+    assert env.stat().st_mode & 0o777 == 0o600
     etc = tmp_path / "root/etc"
     before = {p: p.read_bytes() for p in etc.rglob("*") if p.is_file()}
 

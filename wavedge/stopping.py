@@ -30,7 +30,6 @@ def removed_if_stopped(path: Path):
         _WRITING.discard(path)
 
 
-
 def part_of(path: Path) -> Path:
     """The file ``path`` is written to before it is renamed over it (``replaced_whole``)."""
     return path.with_name(f".{path.name}.part")
@@ -39,12 +38,16 @@ def part_of(path: Path) -> Path:
 @contextmanager
 def replaced_whole(path: Path):
     """Yields a file beside ``path`` to write; when the block ends without an error it is
-    renamed over ``path``. So a full disk or a stop mid-write leaves the file that was there,
-    never one cut short (a manifest rewritten in place by ``upgrade`` was, on a full disk)."""
+    renamed over ``path``, with the permissions ``path`` had (an environment file an admin
+    made private stays so). So a full disk or a stop mid-write leaves the file that was
+    there, never one cut short (a manifest rewritten in place by ``upgrade`` was, on a full
+    disk)."""
     part = part_of(path)
     with removed_if_stopped(part):
         try:
             yield part
+            if path.exists():
+                shutil.copymode(path, part)
             os.replace(part, path)
         finally:
             part.unlink(missing_ok=True)
@@ -66,6 +69,7 @@ def new_folder_removed_if_stopped(parent: Path, prefix: str):
                 continue
             yield path
             return
+
 
 @contextmanager
 def held():
