@@ -472,6 +472,18 @@ def test_a_header_sent_again_starts_a_new_recording(sequence_column):
     assert "at the last sample of each recording: 2/2" in proc.stderr
 
 
+@pytest.mark.parametrize("sources", [1, 2])
+def test_a_replay_cut_by_its_limit_scores_only_the_recordings_it_finished(sources):
+    """The bundled recordings are 100 samples each. `replay:?limit=150` stops half-way
+    through the second: its last sample had been scored as a recording's last."""
+    for limit, finished in ((150, 1), (200, 2), (5, 0)):
+        proc = run_cli("run", BUNDLED_MODEL, *["--source", f"replay:?rate=max&limit={limit}"]
+                       * sources, "--sink", "null:")
+        assert proc.returncode == 0, proc.stderr
+        ends = re.search(r"at the last sample of each recording: \d+/(\d+)", proc.stderr)
+        assert (int(ends[1]) if ends else 0) == finished * sources, proc.stderr
+
+
 @pytest.mark.parametrize("scheme", ["jsonl", "csv"])
 def test_appending_to_a_file_that_ends_in_part_of_a_line_cuts_that_part_first(tmp_path, scheme):
     """A SIGKILL inside a write of several pages can leave part of a line; the service,

@@ -26,6 +26,7 @@ from wavedge.errors import WavedgeError
 QUEUE_PER_SOURCE = 64  # samples read ahead per source before its reader waits
 TICK_WAIT_MS = 2.0  # the longest default wait of a tick for its late sources
 _END = object()
+_CUT = object()  # the end of a source that stopped mid-recording (``replay:?limit=``)
 
 
 def default_wait_ms(rate_hz: float | None) -> float:
@@ -37,12 +38,13 @@ def default_wait_ms(rate_hz: float | None) -> float:
 
 def _closes(item) -> bool:
     """A source's end or failure, queued after its samples."""
-    return item is _END or isinstance(item, WavedgeError)
+    return item is _END or item is _CUT or isinstance(item, WavedgeError)
 
 
 class FanIn:
     def __init__(self, sources: list, ended, failed, wait_s: float = 0.0) -> None:
-        self._ended, self._failed = ended, failed  # callbacks: (k) and (k, exc)
+        # callbacks: (k, whether its last sample ended a recording) and (k, exc)
+        self._ended, self._failed = ended, failed
         self._wait_s = wait_s
         # per source: (arrival time, a sample or its end or failure)
         self._pending = [deque() for _ in sources]
@@ -61,7 +63,7 @@ class FanIn:
                 sample.stream = k
                 if not self._put(k, sample):
                     return
-            self._put(k, _END)
+            self._put(k, _CUT if getattr(source, "cut", False) else _END)
         except WavedgeError as exc:
             self._put(k, exc)
         except Exception as exc:  # noqa: BLE001 - a reader thread must report, not vanish
@@ -125,8 +127,8 @@ class FanIn:
 
     def _mark(self, k: int, what) -> None:
         self._live -= 1
-        if what is _END:
-            self._ended(k)
+        if what is _END or what is _CUT:
+            self._ended(k, what is _END)
         else:
             self._failed(k, what)
 

@@ -399,10 +399,11 @@ class _Loop:
             _score_end(summary, lane.prev_result, prev.truth)
         lane.prev, lane.prev_result = sample, result
 
-    def lane_ended(self, k: int) -> None:
-        """Source ``k`` ended by itself: its last sample closes a recording."""
+    def lane_ended(self, k: int, whole: bool = True) -> None:
+        """Source ``k`` ended by itself: its last sample closes a recording, unless it
+        stopped mid-way through one (``whole`` False)."""
         lane = self.lanes[k]
-        if not lane.ended:
+        if not lane.ended and whole:
             self._close_recording(lane)
         lane.ended = True
 
@@ -484,7 +485,7 @@ class _Loop:
 
     def finish(self, sources: list) -> Summary:
         summary = self.summary
-        if self.complete and len(self.lanes) == 1:
+        if self.complete and len(self.lanes) == 1 and not getattr(sources[0], "cut", False):
             self._close_recording(self.lane)
         summary.seconds = (time.perf_counter_ns() - self.started) / 1e9
         summary.resets = sum(lane.resetter.resets for lane in self.lanes)

@@ -48,13 +48,16 @@ class ReplaySource:
 
     def __iter__(self):
         pacer = Pacer(self.rate_hz)
-        count, loop = 0, 0
+        count, loop, last = 0, 0, None
+        self.cut = False  # stopped by its limit inside a recording: its last sample ends none
         while self.loops == 0 or loop < self.loops:
             for sample in self.table.samples(self._rows()):
                 if self.limit is not None and count >= self.limit:
+                    self.cut = sample.sequence == last
                     return
                 pacer.wait()
                 yield sample
+                last = sample.sequence
                 count += 1
             loop += 1
 
