@@ -454,6 +454,16 @@ def test_a_hung_board_never_slows_inference_and_the_summary_says_what_was_lost()
     assert (st.frames_out - 1) + st.queue_dropped + st.write_timeouts + sink.unsent == 4000
 
 
+def test_a_run_whose_sources_would_pass_a_stream_byte_is_refused_before_it_starts():
+    """The run had started and sent sources 0 and 1's results, and ended at source 2's
+    first; the count of sources is known at start."""
+    replay = ["--source", "replay:?rate=max&limit=5"]
+    proc = run_cli("run", BUNDLED_MODEL, *replay * 3, "--sink", "link:loop://?stream=254")
+    assert_one_line_error(proc, "link:loop://?stream=254: 3 sources would reach stream 256, "
+                          "past a frame's 255; give ?stream=253 or lower")
+    assert proc.stdout == ""
+
+
 def test_a_source_whose_stream_id_would_pass_a_byte_is_refused_and_the_link_lives_on():
     """`link:PORT?stream=254` with three sources: source 2 would be stream 256. Its frame had
     killed the link's writer thread with struct.error, so nothing more reached the board and

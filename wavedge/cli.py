@@ -223,14 +223,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     resets = resets or model.manifest.reset_policy
     _check_noise(args, model.manifest)
     urls = [u if u is not None else _recording_url(model, args.model_dir) for u in urls]
-    sources = []
+    sources, sink = [], None
     try:
         for url in urls:
             sources.append(open_source(url, model.manifest))
         sink = open_sink(args.sink, model.manifest)
+        if (check := getattr(sink, "check_streams", None)) is not None:
+            check(len(urls))  # a sink that numbers the sources (link:?stream=S): now, not later
     except BaseException:
-        for source in sources:
-            source.close()
+        for opened in [*sources, *([sink] if sink is not None else [])]:
+            opened.close()
         raise
     wait_ms = _tick_wait_ms(args, model)
     line = _run_line(model, args, urls, resets, how, wait_ms)

@@ -50,6 +50,14 @@ class LinkSink:
         self._t0 = time.monotonic()
         self.posted = 0
 
+    def check_streams(self, count: int) -> None:
+        """A run of ``count`` sources, refused before its first sample when the last source's
+        stream id would not fit a frame's byte (``write`` refuses it too, for the API)."""
+        last = self.stream_id + count - 1
+        if last > STREAM_MAX:
+            raise SinkError(f"{self.where}: {count} sources would reach stream {last}, past a "
+                            f"frame's {STREAM_MAX}; give ?stream={STREAM_MAX + 1 - count} or lower")
+
     def write(self, result, sample) -> None:
         ms = int((time.monotonic() - self._t0) * 1000)
         index, score, values = self._head.bridge(result.values)
