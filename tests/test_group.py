@@ -105,8 +105,9 @@ def test_members_join_and_leave(batch_dir):
     counts = {k: 4 if k == b.key else 3 for k in group.keys}
     given = ", ".join(f"{k} {n}" for k, n in counts.items())
     with pytest.raises(InputError, match=rf"^push_chunk: the members' sample counts differ "
-                                         rf"\({given}\); give each the same N$"):
-        group.push_chunk({k: np.zeros((n, 6), np.float32) for k, n in counts.items()})
+                                         rf"\({given}\); give each the same N by key order, "
+                                         r"or a mapping of key to samples$"):
+        group.push_chunk([np.zeros((n, 6), np.float32).tolist() for n in counts.values()])
     for tick in (None, 5, "abcd"):  # a TypeError; a string, one letter per member
         with pytest.raises(InputError, match="a tick is a mapping of key to sample, or one"):
             group.push(tick)
@@ -257,8 +258,6 @@ def test_push_chunk_runs_every_member_through_the_batch_chunk_graph(batch_dir):
     assert list(out.errors) == ["a"] and "NaN" in str(out.errors["a"][0])
     assert out["a"].steps[0] == 100 and out["a"].steps[-1] == 138
     assert group.member("b").stats.repaired["non_finite"] == 1
-    with pytest.raises(InputError, match="every member"):
-        group.push_chunk({"a": bad[0]})
     with pytest.raises(InputError, match=r"expected \[3 streams, N samples, 6\]"):
         group.push_chunk(bad[:2])
     # a sample of the wrong width had every sample of every member dropped, nothing raised
@@ -268,6 +267,35 @@ def test_push_chunk_runs_every_member_through_the_batch_chunk_graph(batch_dir):
             group.push_chunk(wrong)
     assert [group.member(k).steps for k in keys] == steps
     assert sum(group.member("c").stats.dropped.values()) == 0
+
+
+def test_push_chunk_takes_bursts_of_some_members_of_unequal_counts(batch_dir):
+    """Sensors that deliver bursts at their own times (BLE packets): some members' samples,
+    each its own count. push_chunk had refused anything but every member's N samples, so
+    such a board pushed sample by sample itself."""
+    group = load_model(batch_dir, streams=3).group()
+    for k in "abc":
+        group.add(k)
+    single = load_model(batch_dir)
+    alone = {k: single.stream() for k in "abc"}
+    x = _data(40, 3, seed=6).transpose(1, 0, 2).copy()
+    for burst in ({"a": x[0, :5], "c": x[2, :2]}, {"c": x[2, 2:40], "b": x[1, :1]},
+                  {"a": x[0, 5:40], "b": x[1, 1:40]}):
+        out = group.push_chunk(burst)
+        for k, xs in burst.items():
+            want = alone[k].push_chunk(xs)
+            np.testing.assert_array_equal(out[k].steps, want.steps)
+            np.testing.assert_allclose(out[k].values[0], want.values[0], rtol=0, atol=1e-5)
+        assert [len(out[k]) for k in "abc" if k not in burst] == [0]
+    for k in "abc":
+        assert group.member(k).steps == 40
+        np.testing.assert_allclose(group.member(k).state[0], alone[k].state[0], atol=1e-5)
+    with pytest.raises(InputError, match=r"^push_chunk: stream 'b': expected \[N samples, 6\], "
+                                         r"got shape \(3, 5\)$"):
+        group.push_chunk({"a": x[0, :3], "b": x[1, :3, :5]})
+    with pytest.raises(InputError, match=r"no stream 'z' in this group"):
+        group.push_chunk({"z": x[0, :3]})
+    assert [group.member(k).steps for k in "abc"] == [40, 40, 40]  # a refused call steps none
 
 
 def test_a_whole_tick_as_one_array_equals_the_same_tick_given_by_key(batch_dir):

@@ -356,7 +356,11 @@ class StreamGroup:
         go through the chunk graph of the group's batch, one call for all members; anything
         else (a bad sample, a poisoned chunk, the rows after the last whole chunk, a model
         with several inputs) sample by sample through ``push``, each member's policy as
-        there."""
+        there. A mapping may also give some members only, or counts that differ (sensors
+        that deliver bursts at their own times): those go tick by tick through ``push``,
+        each member through its own samples in order."""
+        if isinstance(samples, Mapping) and not self._alike(samples):
+            return self._push_bursts(samples)
         x = self._chunk_array(samples)
         n = x.shape[1]
         out = GroupChunkResults(self)
@@ -367,11 +371,37 @@ class StreamGroup:
             out.add(self.push(x[:, t]))
         return out
 
+    def _alike(self, samples: Mapping) -> bool:
+        """Every member named, each with as many samples: one array for the chunk graph."""
+        try:
+            counts = {len(v) for v in samples.values()}
+        except TypeError:  # not sequences: the burst path names the member
+            return False
+        return len(counts) == 1 and set(samples) == set(self._members)
+
+    def _push_bursts(self, samples: Mapping) -> "GroupChunkResults":
+        """Some members' samples, or unequal counts, tick by tick (the chunk graph steps
+        every row); each burst is checked before any member steps."""
+        bursts = {self.member(k).key: self._burst(k, v) for k, v in samples.items()}
+        out = GroupChunkResults(self)
+        for t in range(max(map(len, bursts.values()), default=0)):
+            out.add(self.push({k: x[t] for k, x in bursts.items() if t < len(x)}))
+        return out
+
+    def _burst(self, key, samples) -> np.ndarray:
+        """One member's samples as an ``[N, *shape]`` array, or the InputError naming it."""
+        try:
+            x = np.asarray(samples, np.float32) if self._vector else np.asarray(samples)
+        except (TypeError, ValueError):
+            x = None
+        if x is None or x.ndim < 1 or (self._vector and x.shape[1:] != self._shape):
+            got = f"got shape {x.shape}" if x is not None else "not numeric"
+            raise InputError(f"push_chunk: stream {key!r}: expected [N samples, "
+                             f"{', '.join(map(str, self._shape))}], {got}")
+        return x
+
     def _chunk_array(self, samples) -> np.ndarray:
         if isinstance(samples, Mapping):
-            if set(samples) != set(self._members):
-                raise InputError("push_chunk: give every member's samples "
-                                 f"(streams: {', '.join(map(str, self.keys))})")
             samples = [samples[k] for k in self.keys]
         try:
             x = np.asarray(samples, np.float32) if self._vector else np.asarray(samples)
@@ -389,7 +419,8 @@ class StreamGroup:
         if counts is None:
             return "the samples are not numeric"
         given = ", ".join(f"{k!r} {n}" for k, n in zip(self.keys, counts))
-        return f"the members' sample counts differ ({given}); give each the same N"
+        return (f"the members' sample counts differ ({given}); give each the same N by key "
+                "order, or a mapping of key to samples")
 
     def _run_chunks(self, x: np.ndarray, out: "GroupChunkResults") -> int:
         """The whole chunks of ``x`` through the chunk graph; returns the rows done."""
