@@ -394,6 +394,8 @@ class StreamGroup:
             x = np.asarray(samples, np.float32) if self._vector else np.asarray(samples)
         except (TypeError, ValueError):
             x = None
+        if x is not None and x.size == 0:  # a sensor that delivered nothing this time
+            return x.reshape(0, *self._shape)
         if x is None or x.ndim < 1 or (self._vector and x.shape[1:] != self._shape):
             got = f"got shape {x.shape}" if x is not None else "not numeric"
             raise InputError(f"push_chunk: stream {key!r}: expected [N samples, "

@@ -53,10 +53,11 @@ class LinkSink:
     def check_streams(self, count: int) -> None:
         """A run of ``count`` sources, refused before its first sample when the last source's
         stream id would not fit a frame's byte (``write`` refuses it too, for the API)."""
-        last = self.stream_id + count - 1
+        last, fits = self.stream_id + count - 1, STREAM_MAX + 1 - count
         if last > STREAM_MAX:
             raise SinkError(f"{self.where}: {count} sources would reach stream {last}, past a "
-                            f"frame's {STREAM_MAX}; give ?stream={STREAM_MAX + 1 - count} or lower")
+                            f"frame's {STREAM_MAX}; " + (f"give ?stream={fits} or lower" if fits
+                            >= 0 else f"one link carries {STREAM_MAX + 1} streams at most"))
 
     def write(self, result, sample) -> None:
         ms = int((time.monotonic() - self._t0) * 1000)
