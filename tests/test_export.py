@@ -211,41 +211,61 @@ def test_an_export_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-# run as `python -c`: a SIGTERM lands the moment FUNC has acted on a path whose name matches
-# NAME, before anything else runs (CI once saw a folder left behind when it came that early)
+# run as `python -c`: the process is stopped (STOP) the moment one of FUNCS has acted on a
+# path whose name matches NAME, before anything else runs (CI once saw a folder left behind
+# when a SIGTERM came that early)
 _STOPPED_RIGHT_AFTER = """
-import os, re, signal, sys, {module}
-done = {module}.{func}
-def hooked(path, *args, **kwargs):
-    done(path, *args, **kwargs)
-    if re.fullmatch({name!r}, os.path.basename(path)):
-        os.kill(os.getpid(), signal.SIGTERM)
-{module}.{func} = hooked
+import importlib, os, re, signal, sys
+def hook(module, func):
+    done = getattr(module, func)
+    def hooked(path, *args, **kwargs):
+        done(path, *args, **kwargs)
+        if re.fullmatch({name!r}, os.path.basename(path)):
+            {stop}
+    setattr(module, func, hooked)
+for where in {funcs!r}:
+    hook(importlib.import_module(where.rsplit(".", 1)[0]), where.rsplit(".", 1)[1])
 from wavedge.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+SIGTERM, HARD_STOP = "os.kill(os.getpid(), signal.SIGTERM)", "os._exit(137)"  # a power cut
 
 
-def _export_stopped_right_after(out, module: str, func: str, name: str):
-    script = _STOPPED_RIGHT_AFTER.format(module=module, func=func, name=name)
+def _export_stopped_right_after(out, funcs: tuple, name: str, stop: str = SIGTERM):
+    script = _STOPPED_RIGHT_AFTER.format(funcs=funcs, name=name, stop=stop)
     proc = subprocess.run([sys.executable, "-c", script, "export", BUNDLED_CHECKPOINT, "--out",
                            out], capture_output=True, text=True, timeout=300, env=user_env())
-    assert proc.returncode == 143 and proc.stderr.strip() == "wavedge: terminated", proc.stderr
+    said, status = ("wavedge: terminated", 143) if stop == SIGTERM else ("", 137)
+    assert proc.returncode == status and proc.stderr.strip() == said, proc.stderr
 
 
 def test_a_sigterm_as_the_temporary_directory_is_made_leaves_nothing_behind(tmp_path):
-    _export_stopped_right_after(tmp_path / "m", "os", "mkdir", r"\.m\..*")
+    _export_stopped_right_after(tmp_path / "m", ("os.mkdir",), r"\.m\..*")
     assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())
 
 
-def test_a_sigterm_as_the_old_model_is_removed_leaves_a_whole_model(tmp_path):
-    """Exporting over a model folder removes the old one, then renames the new one in; a
+# the moment the old model folder leaves: removed (before), or moved aside (now)
+OLD_LEAVES = ("shutil.rmtree", "os.replace")
+
+
+def test_a_sigterm_as_the_old_model_leaves_leaves_the_new_one_whole(tmp_path):
+    """Exporting over a model folder removed the old one, then renamed the new one in; a
     SIGTERM between the two had left neither (the temporary one removed as half written)."""
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "manifest.json").write_text("{}")
-    _export_stopped_right_after(tmp_path / "m", "shutil", "rmtree", "m")
+    _export_stopped_right_after(tmp_path / "m", OLD_LEAVES, "m")
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
     assert load_manifest(tmp_path / "m").signature is not None
+
+
+def test_a_power_cut_as_the_old_model_leaves_keeps_it_whole_beside(tmp_path):
+    """Nothing runs after a power cut: the old folder, removed in place first, had been lost
+    with the new one not yet in; it is now moved aside whole, to be renamed back."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.json").write_text("{}")
+    _export_stopped_right_after(tmp_path / "m", OLD_LEAVES, "m", HARD_STOP)
+    kept = [p.read_text() for p in tmp_path.glob(".m.old-*/manifest.json")]
+    assert kept == ["{}"], sorted(p.name for p in tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("bounds, message", [

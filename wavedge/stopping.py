@@ -71,6 +71,20 @@ def new_folder_removed_if_stopped(parent: Path, prefix: str):
             return
 
 
+def put_in_place(folder: Path, target: Path) -> None:
+    """Rename ``folder`` to ``target``; a ``target`` already there is moved aside first and
+    removed after. No moment leaves neither: SIGTERM waits for the two renames (``held``),
+    and a power cut between them leaves both beside it, whole. Removing the old folder in
+    place first, a stop inside the removal had left part of it and no new one."""
+    old = target.with_name(f".{target.name}.old-{os.urandom(4).hex()}")
+    with removed_if_stopped(old):
+        with held():
+            if target.exists():
+                os.replace(target, old)
+            os.replace(folder, target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def held():
     """Steps that must not be cut in two (an old model folder removed, the new one renamed

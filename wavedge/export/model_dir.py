@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -42,7 +41,7 @@ from wavedge.models.tasks import (ClassificationTask, Task, classification_task,
 from wavedge.recordings import split_spec
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
-from wavedge.stopping import held, new_folder_removed_if_stopped
+from wavedge.stopping import new_folder_removed_if_stopped, put_in_place
 
 RECORDING_NAME = "recording.csv"
 # export time grows with the chunk (bundled model, fp32 ONNX, this 2-core VM: 13 s at 32, 35 s
@@ -310,10 +309,7 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
             write_manifest(tmp, raw)
             _quality_gate(tmp, raw, ckpt, task, options, resets)
             write_manifest(tmp, raw)
-            with held():
-                if out_dir.exists():
-                    shutil.rmtree(out_dir)
-                os.replace(tmp, out_dir)
+            put_in_place(tmp, out_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / MANIFEST_NAME
