@@ -231,8 +231,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if (check := getattr(sink, "check_streams", None)) is not None:
             check(len(urls))  # a sink that numbers the sources (link:?stream=S): now, not later
     except BaseException:
-        for opened in [*sources, *([sink] if sink is not None else [])]:
-            opened.close()
+        for opened in [*sources, sink]:
+            if opened is not None:
+                opened.close()
         raise
     wait_ms = _tick_wait_ms(args, model)
     line = _run_line(model, args, urls, resets, how, wait_ms)

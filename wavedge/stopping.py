@@ -87,9 +87,9 @@ def put_in_place(folder: Path, target: Path) -> None:
 
 @contextmanager
 def held():
-    """Steps that must not be cut in two (an old model folder removed, the new one renamed
-    in: stopped between them, neither was left): a SIGTERM that comes during the block is
-    acted on when it ends."""
+    """Steps that must not be cut in two (``put_in_place``'s two renames: stopped between
+    them, no model folder would be in place): a SIGTERM that comes during the block is acted
+    on when it ends."""
     _HELD["depth"] += 1
     try:
         yield

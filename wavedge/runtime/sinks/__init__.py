@@ -119,9 +119,10 @@ class LineFile:
                     start = max(0, keep - 65536)
                     fh.seek(start)
                     newline = fh.read(keep - start).rfind(b"\n")
-                    keep = start + newline + 1 if newline >= 0 else start
                     if newline >= 0:
+                        keep = start + newline + 1
                         break
+                    keep = start
             if keep == end:
                 return  # the usual case: the file ends on a whole line
             os.ftruncate(self.fd, keep)

@@ -55,9 +55,10 @@ class LinkSink:
         stream id would not fit a frame's byte (``write`` refuses it too, for the API)."""
         last, fits = self.stream_id + count - 1, STREAM_MAX + 1 - count
         if last > STREAM_MAX:
+            fix = f"give ?stream={fits} or lower" if fits >= 0 else \
+                f"one link carries {STREAM_MAX + 1} streams at most"
             raise SinkError(f"{self.where}: {count} sources would reach stream {last}, past a "
-                            f"frame's {STREAM_MAX}; " + (f"give ?stream={fits} or lower" if fits
-                            >= 0 else f"one link carries {STREAM_MAX + 1} streams at most"))
+                            f"frame's {STREAM_MAX}; {fix}")
 
     def write(self, result, sample) -> None:
         ms = int((time.monotonic() - self._t0) * 1000)
