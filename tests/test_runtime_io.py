@@ -472,6 +472,37 @@ def test_a_header_sent_again_starts_a_new_recording(sequence_column):
     assert "at the last sample of each recording: 2/2" in proc.stderr
 
 
+@pytest.mark.parametrize("sequence_column", [True, False])
+def test_each_pass_of_a_looped_replay_is_a_recording_of_its_own(tmp_path, sequence_column):
+    """`replay:FILE?loop=N` over a file of one recording had run the passes together as one:
+    the second pass was stepped from the state the first had left, under `--reset recording`
+    too, and only the last pass's end was scored."""
+    rows = [r if sequence_column else r.split(",", 1)[1]
+            for r in RECORDING.read_text().splitlines()[:31]]
+    (tmp_path / "one.csv").write_text("\n".join(rows) + "\n")
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{tmp_path / 'one.csv'}?rate=max"
+                   "&loop=3", "--sink", "jsonl:-", "--reset", "recording")
+    assert proc.returncode == 0, proc.stderr
+    logits = [json.loads(line)["logits"] for line in proc.stdout.splitlines()]
+    assert len(logits) == 90 and logits[30:60] == logits[:30] and logits[60:] == logits[:30]
+    assert "at the last sample of each recording: 3/3" in proc.stderr
+    assert "resets: 2 " in proc.stderr
+
+
+def test_a_looped_replay_with_timestamps_resamples_each_pass_from_its_start(tmp_path):
+    """Each pass's timestamps start again; read as one recording, they went back in time."""
+    rows = RECORDING.read_text().splitlines()[:101]
+    text = "\n".join([f"t,{rows[0]}", *(f"{i * 0.05:.2f},{r}" for i, r in
+                                        enumerate(rows[1:]))]) + "\n"  # 20 Hz, one recording
+    (tmp_path / "fast.csv").write_text(text)
+    model = load_model(BUNDLED_MODEL)
+    once, twice = ([(s.sequence, s.time, *s.values) for s in _collect(
+        f"replay:{tmp_path / 'fast.csv'}?rate=max&resample=1&time=t&loop={n}", model)]
+        for n in (1, 2))
+    assert len(once) == 50 and len(twice) == 100
+    assert [("0 (loop 2)", *s[1:]) for s in once] == twice[50:]
+
+
 @pytest.mark.parametrize("sources", [1, 2])
 def test_a_replay_cut_by_its_limit_scores_only_the_recordings_it_finished(sources):
     """The bundled recordings are 100 samples each. `replay:?limit=150` stops half-way

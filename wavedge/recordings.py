@@ -296,7 +296,7 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
     line the CSV reader cannot parse is a ``bad_line`` sample, a ``TOO_LONG`` one a
     ``line_too_long`` sample: counted by the stream's policy, never an exception. The header
     line again (`cat a.csv b.csv |`, a board that restarted and sends its header anew) is
-    skipped, not a bad sample, and starts a new recording (``_part``): the board's state is
+    skipped, not a bad sample, and starts a new recording (``in_part``): the board's state is
     not the one its last rows left, and its sequence numbers may start again at 0."""
     layout = header = None
     part = 1
@@ -329,13 +329,15 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
         sample = parse_row(fields, layout)
         sample.line = reader.line_num
         if part > 1:
-            sample.sequence = _part(sample.sequence, part)
+            sample.sequence = in_part(sample.sequence, f"part {part}")
         yield sample
 
 
-def _part(sequence, part: int) -> str:
-    """The recording a row after the input's ``part``-th header belongs to."""
-    return f"part {part}" if sequence is None else f"{sequence} (part {part})"
+def in_part(sequence, part: str) -> str:
+    """The recording a row of ``sequence`` belongs to when it comes in a later ``part`` of the
+    input (``part 2``: after the header's second line; ``loop 2``: a replay's second pass), so
+    that the run resets and scores at the part's start though the sequence value is the same."""
+    return part if sequence is None else f"{sequence} ({part})"
 
 
 def _open_text(path: Path):

@@ -1,6 +1,7 @@
 """``replay:PATH[?rate=HZ|max&loop=N&limit=N&<table keys>]``: a recorded CSV or .npy file,
 streamed row by row (never loaded whole), paced at the manifest's sample rate by default
-(``rate=max``: as fast as possible). ``loop=0`` repeats forever. Without a path
+(``rate=max``: as fast as possible). ``loop=0`` repeats forever; each pass after the first is
+a recording of its own (``"3 (loop 2)"``), reset and scored as one. Without a path
 (``replay:?rate=max``), the model directory's own recording.
 
 CSV: a header naming the model's channels, or a column map (``columns=acc_x:ax,...``), or no
@@ -15,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wavedge.errors import InputError, not_a_file
-from wavedge.recordings import file_samples
+from wavedge.recordings import file_samples, in_part
 from wavedge.runtime.sources import COUNT_RANGE, SOURCE_TABLE_PARAMS, Pacer, SourceError, \
     TableOptions, rate_param
 
@@ -42,16 +43,24 @@ class ReplaySource:
         if not head:  # and loop=0 would reread it for ever, streaming nothing
             raise SourceError(f"{url.text}: {self.path} holds no samples")
 
-    def _rows(self):
+    def _rows(self, loop: int = 0):
+        """The file's samples; those of a later pass (``loop=N``) each in a recording of their
+        own, tagged before the rate check and the resampler read the recording boundaries."""
         t = self.table
-        return file_samples(self.path, t.channels, t.columns, t.targets)
+        rows = file_samples(self.path, t.channels, t.columns, t.targets)
+        if loop:
+            for row in rows:
+                row.sequence = in_part(row.sequence, f"loop {loop + 1}")
+                yield row
+        else:
+            yield from rows
 
     def __iter__(self):
         pacer = Pacer(self.rate_hz)
         count, loop, last = 0, 0, None
         self.cut = False  # stopped by its limit inside a recording: its last sample ends none
         while self.loops == 0 or loop < self.loops:
-            for sample in self.table.samples(self._rows()):
+            for sample in self.table.samples(self._rows(loop)):
                 if self.limit is not None and count >= self.limit:
                     self.cut = sample.sequence == last
                     return
