@@ -249,10 +249,13 @@ def test_sensor_frames_from_a_board_feed_the_stream():
         def close(self):
             pass
 
-    summary = run(model.stream(), source, Collect(), warn=lambda m: None)
+    warnings = []
+    summary = run(model.stream(), source, Collect(), warn=warnings.append)
     os.close(master)
     os.close(slave)
     assert summary.samples == 60 and summary.dropped == {"wrong_shape": 1}
+    assert warnings == ["step 33: sample rejected by the source: wrong_shape (a frame of 5 "
+                        "channel(s), the model takes 6)"]
     assert sink_rows == list(model.stream().push_chunk(np.stack(x)).class_ids)
 
 

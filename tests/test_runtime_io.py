@@ -221,7 +221,23 @@ def test_a_row_with_more_fields_than_the_header_is_a_bad_sample():
     proc = _run_on_stdin("\n".join(lines) + "\n")
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 6
-    assert "warning: line 4, step 2: sample rejected by the source: wrong_shape" in proc.stderr
+    assert "warning: line 4, step 2: sample rejected by the source: wrong_shape (8 field(s), " \
+           "the header has 6)" in proc.stderr
+
+
+def test_a_row_of_the_wrong_shape_is_warned_of_with_its_field_count():
+    """A logger that prints no name for its last column makes every row one field longer
+    than the header, and every sample is rejected: the warnings had said "wrong_shape" and
+    nothing of why. A headerless row is measured against the model's channels."""
+    header = "acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z"
+    proc = _run_on_stdin("\n".join([header, *["0.1,-9.8,0.2,0.0,0.1,0.0,17"] * 3]) + "\n")
+    assert proc.returncode == 1
+    assert "line 2, step 0: sample rejected by the source: wrong_shape (7 field(s), the " \
+           "header has 6)" in proc.stderr, proc.stderr
+    proc = _run_on_stdin("0.1,-9.8,0.2,0.0,0.1,0.0\n0.1,-9.8,0.2,,\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "line 2, step 1: sample rejected by the source: wrong_shape (3 field(s), the model " \
+           "takes 6 channel(s))" in proc.stderr, proc.stderr
 
 
 def test_the_header_again_is_skipped_not_a_bad_sample():

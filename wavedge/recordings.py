@@ -48,7 +48,7 @@ class Sample:
     ``stream`` is the index of its source when a run reads several; ``line`` the line of its
     text it was read from (1 is the first), ``row`` its row of a ``.npy`` (0 is the first, as
     numpy indexes it, within recording ``sequence`` when the array holds several); a warning
-    about the sample names them."""
+    about the sample names them, and gives ``detail``, the reader's words on its problem."""
 
     values: np.ndarray
     problem: str | None = None
@@ -58,6 +58,7 @@ class Sample:
     stream: int | None = None
     line: int | None = None
     row: int | None = None
+    detail: str | None = None
 
     def where(self) -> str | None:
         """Where in its input it sits: a text line counts from 1 (as editors do), a .npy row
@@ -265,7 +266,20 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
             stamp = float(cell(layout.time)) * layout.time_scale
         except (TypeError, ValueError):
             stamp = None
-    return Sample(values, problem, truth, cell(layout.sequence), stamp)
+    return Sample(values, problem, truth, cell(layout.sequence), stamp,
+                  detail=_shape_detail(fields, layout) if problem == "wrong_shape" else None)
+
+
+def _shape_detail(fields: list[str], layout: Layout) -> str:
+    """How a row of the wrong shape differs from its table: the fields it has up to its last
+    non-empty one (a trailing comma is no field), against the header's columns or, without
+    a header, the model's channels."""
+    n = len(fields)
+    while n and not fields[n - 1]:
+        n -= 1
+    if layout.columns is not None:
+        return f"{n} field(s), the header has {layout.columns}"
+    return f"{n} field(s), the model takes {layout.width} channel(s)"
 
 
 def bounded_lines(fh, limit: int = MAX_LINE):

@@ -382,8 +382,9 @@ class _Loop:
         if self.warned[reason] <= WARN_LIMIT:
             where = f"stream {lane.k}: " if len(self.lanes) > 1 else ""
             where += _position(sample)
-            self.warn(where + str(exc) + (" (further warnings of this kind suppressed)"
-                                          if self.warned[reason] == WARN_LIMIT else ""))
+            why = f" ({sample.detail})" if sample.detail and sample.problem == reason else ""
+            self.warn(where + str(exc) + why + (" (further warnings of this kind suppressed)"
+                                                if self.warned[reason] == WARN_LIMIT else ""))
 
     def _written(self, lane: _Lane, result, sample) -> None:
         """A result fed: counted, written to the sink, scored against the source's truth."""

@@ -40,7 +40,8 @@ class LinkSource:
                 continue
             values = np.asarray(msg.values, np.float32)
             if msg.channels != self.channels:
-                yield Sample(values, "wrong_shape")
+                yield Sample(values, "wrong_shape", detail=f"a frame of {msg.channels} "
+                             f"channel(s), the model takes {self.channels}")
                 count += 1
                 continue
             for row in values.reshape(-1, self.channels):
