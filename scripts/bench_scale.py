@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wavedge.stopping import write_figure, write_whole
+
 SIZES = ((16, 64), (16, 256), (32, 256), (64, 256))
 D, O, CHUNK = 6, 4, 32
 
@@ -152,8 +154,7 @@ def plot(rows: list, path: Path) -> bool:
     ax.set_ylabel("us per sample")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_figure(fig, path, 110)
     return True
 
 
@@ -220,7 +221,7 @@ def main() -> int:
               "repeats": args.repeats, "chunk_samples": CHUNK, "threads": 1, "rows": rows,
               "method": "median of each repeat's median per call, over samples per call; the "
                         "configurations interleaved in every repeat; one thread"}
-    (args.out / "bench-scale.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_whole(args.out / "bench-scale.json", json.dumps(report, indent=1) + "\n")
     if not plot(rows, args.out / "bench-scale.png"):
         print("no matplotlib here: no PNG (pip install matplotlib)")
     print(f"peak per core: {peak:.1f} GFLOP/s ({how}); wrote {args.out}")

@@ -130,6 +130,12 @@ def test_a_cpu_or_precision_the_bench_cannot_use_is_one_line(extra, message):
                                   *extra), message)
 
 
+def test_settings_the_bench_refuses_leave_no_out_folder(tmp_path):
+    assert_one_line_error(run_cli("bench", BUNDLED_MODEL, "--samples", "20", "--out",
+                                  tmp_path / "new"), "samples must be at least 50, got 20")
+    assert not (tmp_path / "new").exists()
+
+
 @needs_torch
 def test_numpy_baseline_is_the_same_model():
     import torch
@@ -192,3 +198,33 @@ def test_a_board_copy_without_one_formats_files_is_measured_on_what_it_has(tmp_p
     assert_one_line_error(run_cli("bench", d, "--backend", "onnxruntime", "--precision", "fp32",
                                   "--samples", "50", "--repeats", "1"),
                           "model.step.onnx: listed in the manifest but missing")
+
+
+def test_a_report_that_does_not_fit_on_the_disk_leaves_the_last_one_whole(report, tmp_path):
+    """bench.json was rewritten in place: a full disk left it cut short, and the last run's
+    report (a baseline kept for --compare) was lost with it. Now the new one is written
+    beside and renamed over; a file-size limit stands in for the full disk."""
+    import resource
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import user_env
+
+    out = tmp_path / "out"
+    shutil.copytree(report[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    limit = 1000  # bytes; any report is several times this
+
+    def capped():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "bench", str(BUNDLED_MODEL),
+                           "--backend", "onnxruntime", "--precision", "fp32", "--samples", "50",
+                           "--repeats", "1", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300, env=user_env(), preexec_fn=capped)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("wavedge: error: ") and \
+        "File too large" in proc.stderr.splitlines()[-1], proc.stderr
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(after) == sorted(before) and after == before, sorted(after)

@@ -91,8 +91,9 @@ def test_probe_refuses_what_it_cannot_read(tmp_path):
     unlabelled.write_text("acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n" + "0,0,0,0,0,0\n" * 5)
     assert_one_line_error(run_cli("probe", BUNDLED_MODEL, unlabelled), "label")
     assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--untrained"), "checkpoint")
-    assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--zones", "1"),
-                          "--zones must be at least 2, got 1")
+    assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--zones", "1", "--out",
+                                  tmp_path / "new"), "--zones must be at least 2, got 1")
+    assert not (tmp_path / "new").exists()  # a refused run had left its --out folder made
     assert_one_line_error(run_cli("probe", BUNDLED_MODEL, "--seed", "-1"),
                           "--seed must be at least 0, got -1")
     # more zones than the samples fill: the scoring ran on past any timeout

@@ -421,13 +421,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.model_dir is None:
         raise InputError("bench: give MODEL_DIR, or --compare A.json B.json")
-    _out_folder(args.out)
     options = bench.BenchOptions(
         samples=args.samples, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
         providers=tuple(args.provider or ("cpu",)), trt_cache=args.trt_cache, pin_cpu=args.pin,
         rates_hz=tuple(args.rate or ()), window=args.window,
         backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()),
         streams=args.streams)
+    options.validate()
+    _out_folder(args.out)  # after the options' checks: a refused run leaves no folder
     baselines = None
     if args.checkpoint is not None:
         try:
@@ -449,12 +450,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from wavedge import probe
 
-    _out_folder(args.out)
     units = as_names(args.units or "")
     if args.units is not None and not units:
         raise InputError(f"probe: --units {args.units!r} names no output or state")
     options = probe.ProbeOptions(zones=args.zones, permutations=args.permutations,
                                  units=units, skip=args.skip, seed=args.seed)
+    options.validate()
+    _out_folder(args.out)  # after the options' checks: a refused run leaves no folder
     report = probe.run_probe(args.model, args.data, options, args.backend, args.precision,
                              args.untrained)
     print(f"probe: {report.source}, {report.samples} samples of {report.recordings} recordings "
@@ -464,7 +466,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     for name, text in report.verdict.items():
         print(f"{name}: {text}")
     if args.out is not None:
-        (args.out / "probe.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        stopping.write_whole(args.out / "probe.json", json.dumps(report.to_json(), indent=1) + "\n")
         wrote = ["probe.json"] + (["probe.png"] if probe.plot(report.summary,
                                                                args.out / "probe.png") else [])
         print(f"wrote {', '.join(str(args.out / w) for w in wrote)}")

@@ -19,7 +19,7 @@ import numpy as np
 from wavedge.errors import InputError, ManifestError, parse_json
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature, StateSpec
-from wavedge.stopping import replaced_whole
+from wavedge.stopping import write_whole
 
 MANIFEST_NAME = "manifest.json"
 MODEL_FORMAT = "wavedge-model"
@@ -335,6 +335,4 @@ def write_manifest(directory: Path, raw: dict) -> Path:
     """Validate ``raw`` and write it as ``directory/manifest.json``, whole or not at all."""
     path = directory / MANIFEST_NAME
     validate(raw, str(path))
-    with replaced_whole(path) as part:
-        part.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_whole(path, json.dumps(raw, indent=2) + "\n")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from wavedge.errors import InputError
+from wavedge.stopping import write_figure
 
 
 MIN_ZONE = 10  # samples a zone holds at the least
@@ -260,8 +261,7 @@ def plot(summary: list[dict], path: Path) -> bool:
     ax.set_ylabel("mean z of label purity\nvs permuted recordings")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_figure(fig, path, 110)
     return True
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wavedge.errors import InputError
-from wavedge.stopping import replaced_whole
+from wavedge.stopping import write_whole
 
 UNIT_DIR = Path("etc/systemd/system")
 ENV_DIR = Path("etc/wavedge")
@@ -209,9 +209,7 @@ def install(svc: Service, root: Path = Path("/"), activate: bool = True) -> list
             where[key].unlink(missing_ok=True)
             continue
         where[key].parent.mkdir(parents=True, exist_ok=True)
-        with replaced_whole(where[key]) as part:
-            part.write_text(text)
-        written.append(where[key])
+        written.append(write_whole(where[key], text))
     if activate and root != Path("/"):  # an image: no systemd running to ask
         written.append(_enable_in_image(svc.unit_name, root))
     elif activate:

@@ -53,6 +53,26 @@ def replaced_whole(path: Path):
             part.unlink(missing_ok=True)
 
 
+def write_whole(path: Path, text: str) -> Path:
+    """``path`` replaced by ``text`` whole, or left as it was (``replaced_whole``)."""
+    with replaced_whole(path) as part:
+        part.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_figure(fig, path: Path, dpi: int) -> Path:
+    """A matplotlib figure saved to ``path`` as PNG whole, or ``path`` left as it was; the
+    figure is closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with replaced_whole(path) as part:
+            fig.savefig(part, dpi=dpi, format="png")  # the .part name says no format
+    finally:
+        plt.close(fig)
+    return path
+
+
 @contextmanager
 def new_folder_removed_if_stopped(parent: Path, prefix: str):
     """A new folder ``parent/prefix<random>``, removed if the process is stopped while the

@@ -274,7 +274,6 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
         cal = [sig.with_noise({name: r}, 10_000 + k) for k, r in enumerate(files)]
         cal_path, _ = split_spec(options.calibration)
         recordings = (f"{cal_path.name} (sha256 {sha256_of(cal_path)[:16]})", cal)
-    policy = ckpt.model.quant_policy()
     # made last, and the try at once, so that nothing that can fail (a calibration file
     # refused) leaves it beside the output; SIGTERM removes it (wavedge.stopping)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

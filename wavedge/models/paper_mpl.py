@@ -36,6 +36,7 @@ from torch import nn
 
 from wavedge.models.mpl import (PC_ETA, PC_INFERENCE, PC_NUDGE, PC_STEPS, MetaPredictive, energy,
                                 free_run, readout_ce, relax)
+from wavedge.stopping import write_figure, write_whole
 
 LETTERS = 26
 RULE = (2, 4)  # the toy language: the next letter is the current one + 2 or + 4 (mod 26)
@@ -253,8 +254,7 @@ def plot_weights(model: MetaPredictive, path: Path) -> None:
             ax.hist(v.detach().numpy().ravel(), bins=100)
             ax.set_title(f"{name}: {what}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    write_figure(fig, path, 100)
 
 
 ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -309,8 +309,7 @@ def plot(summary: list, path: Path) -> None:
     ax.set_ylabel("rule accuracy of greedy generation")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_figure(fig, path, 110)
 
 
 DIGITS_RECIPE = Recipe(epochs=10, inference_steps=50)  # PC: about 2 minutes here
@@ -484,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("toy", "all"):
         rows = sweep(seeds)
         summary = summarise(rows)
-        (args.out / "toy.json").write_text(json.dumps(
+        write_whole(args.out / "toy.json", json.dumps(
             {"profile": args.profile, "summary": summary, "runs": rows,
              "recipes": {k: asdict(r) for k, (_, r) in METHODS.items()}}, indent=1) + "\n")
         plot(summary, args.out / "toy.png")
@@ -493,19 +492,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s['rule_accuracy_std']:.3f} ({s['seeds']} seeds)")
     if args.part in ("digits", "all"):
         runs = _digits(seeds, args.out, progress=True)
-        (args.out / "digits.json").write_text(json.dumps(
+        write_whole(args.out / "digits.json", json.dumps(
             {"profile": args.profile, "recipe": asdict(DIGITS_RECIPE), "runs": runs},
             indent=1) + "\n")
     if args.part in ("recipe", "all"):
         from wavedge.models.train import default_recipe
 
         runs = recipe_runs(seeds)
-        (args.out / "recipe.json").write_text(json.dumps(
+        write_whole(args.out / "recipe.json", json.dumps(
             {"profile": args.profile, "recipe": asdict(default_recipe("digit_rows", "mpl")),
              "runs": runs}, indent=1) + "\n")
     if args.part in ("board", "all"):
         result = {**board(), "int8": int8_variance()}
-        (args.out / "board.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_whole(args.out / "board.json", json.dumps(result, indent=1) + "\n")
         for name in ("variance_int8", "variance_float"):
             r = result["int8"][name]
             print(f"board int8 ({name}): error vs torch {r['error_vs_torch']}, accuracy "

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from wavedge.models import build_model
+from wavedge.stopping import write_figure, write_whole
 
 MEMORY = 10  # the copy task's digits to remember (the authors' mem_len)
 SOLVED_MSE = 0.05  # adding: "solved" when the train loss is at most this at a log step
@@ -255,8 +256,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_ylabel("test loss (copy: CE / 50, adding: MSE)")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_figure(fig, path, 110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write(args, results: list[dict]) -> None:
     rows = summarise(results)
-    (args.out / "results.json").write_text(json.dumps(
+    write_whole(args.out / "results.json", json.dumps(
         {"profile": args.profile, "threads": args.threads, "summary": rows, "runs": results},
         indent=1) + "\n")
-    (args.out / "results.md").write_text(table(rows) + "\n")
+    write_whole(args.out / "results.md", table(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from wavedge.runtime.backends import (BackendOptions, available, check_providers
                                       providers_of)
 from wavedge.runtime.machine import describe
 from wavedge.runtime.model import FILE_FORMAT, load_checked_graph, load_model
+from wavedge.stopping import write_figure, write_whole
 
 BENCH_FORMAT = "wavedge-bench"
 BENCH_VERSION = 1
@@ -605,8 +606,7 @@ def format_table(report: dict) -> str:
 def write_report(report: dict, out_dir: Path) -> list[Path]:
     """Write ``bench.json`` (and ``bench.png`` when matplotlib is installed) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "bench.json"]
-    paths[0].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    paths = [write_whole(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")]
     png = plot(report, out_dir / "bench.png")
     if png is not None:
         paths.append(png)
@@ -637,8 +637,7 @@ def plot(report: dict, path: Path) -> Path | None:
     ax.set_xlabel("microseconds per sample (bar: p50; mark: p90, whisker to p99)")
     ax.set_title(f"{report['model']['name']} - {report['machine']['cpu']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_figure(fig, path, 110)
     return path
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from wavedge.manifest import load_manifest
 from wavedge.runtime.backends import available
 from wavedge.runtime.model import FILE_FORMAT, load_model
+from wavedge.stopping import write_whole
 
 
 def _rss_mb() -> float:
@@ -114,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                  file=sys.stderr))
                            for b in backends]}
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "soak.json"
-    path.write_text(json.dumps(report, indent=1))
+    path = write_whole(args.out / "soak.json", json.dumps(report, indent=1) + "\n")
     for b in report["backends"]:
         last = b["curve"][-1]
         print(f"{b['backend']}: {b['samples']:,} samples x {len(b['precisions'])} precisions, "
