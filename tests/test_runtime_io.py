@@ -211,6 +211,17 @@ def test_stdin_source_through_the_cli_survives_bad_lines():
     assert "warning: line 4, step 2: sample rejected by the source: not_numeric" in proc.stderr
 
 
+def test_a_field_with_digit_groups_is_not_a_number():
+    """Python's float() reads "1_0" as 10: a typo had been stepped as a value ten times the
+    one meant, with no warning."""
+    lines = ["acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z", "0.1,-9.8,0.2,0.0,0.1,0.0",
+             "0.1,-9.8,0_2,0.0,0.1,0.0", "0.1,-9.8,0.2,0.0,0.1,0.0"]
+    proc = _run_on_stdin("\n".join(lines) + "\n")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 2
+    assert "warning: line 3, step 1: sample rejected by the source: not_numeric" in proc.stderr
+
+
 def test_a_row_with_more_fields_than_the_header_is_a_bad_sample():
     """Two lines run together (a serial line cut without its newline) make a row of more
     fields than the header: its first ones had been read as a sample, as if whole. Extra

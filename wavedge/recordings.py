@@ -141,9 +141,17 @@ class Layout:
         return len(self.channels)
 
 
+def _number(field: str) -> float:
+    """A CSV field as a float, as ``float`` reads it but for digit groups: ``float("1_0")`` is
+    10, where a field of ``1_0`` is a typo or a logger's own notation, not a number."""
+    if "_" in field:
+        raise ValueError(f"not a number: {field!r}")
+    return float(field)
+
+
 def _numeric(fields: list[str]) -> bool:
     try:
-        [float(f) for f in fields]
+        [_number(f) for f in fields]
     except ValueError:
         return False
     return True
@@ -244,7 +252,9 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     values = np.full(layout.width, np.nan, np.float32)
     for i, f in enumerate(picked[:layout.width]):
         try:
-            v = float(f)
+            v = float(f)  # _number's rule, inline: a call per field cost 8 % of a row's parse
+            if "_" in f:
+                raise ValueError(f)
         except ValueError:
             problem = problem or "not_numeric"
             continue
@@ -263,7 +273,7 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     stamp = None
     if layout.time is not None:
         try:
-            stamp = float(cell(layout.time)) * layout.time_scale
+            stamp = _number(cell(layout.time)) * layout.time_scale
         except (TypeError, ValueError):
             stamp = None
     return Sample(values, problem, truth, cell(layout.sequence), stamp,
