@@ -554,7 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavedge", description="Train, export and stream brain-inspired sequence models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_export, _add_run, _add_bench, _add_probe, _add_service,
+                _add_firmware, _add_upgrade, _add_inspect):  # the order --help lists them in
+        add(sub)
+    return parser
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on a bundled dataset or your own recordings "
                                      "(needs the export extra)",
                        description="Train a model with its default recipe; writes a checkpoint "
@@ -592,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to a checked ONNX model directory",
                        description="Export the step and chunk graphs, check both against torch "
                                    "over long held-out streams, write manifest.json.")
@@ -653,6 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write an int8 artefact that misses the accuracy gate anyway")
     p.set_defaults(func=_cmd_export)
 
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help="stream a source through a model into a sink (no torch)",
                        description="Stream samples from SOURCE through the model, one at a time, "
                                    "into SINK. Ctrl-C stops with a summary. Sources: "
@@ -704,6 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="stop after this many samples")
     p.set_defaults(func=_cmd_run)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmark every backend x precision x mode of a model",
                        description="Measure init, first inference, warm-up, latency "
                                    "percentiles, throughput, duty cycle and memory for every "
@@ -735,6 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare two saved reports instead of measuring")
     p.set_defaults(func=_cmd_bench)
 
+
+def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="score the label homogeneity of units' activation zones",
                        description="The intra-neuronal attention probe (after Pichat et al. "
                                    "2025; the operationalisation is ours, docs/probe.md): cut "
@@ -761,6 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder for probe.json and probe.png")
     p.set_defaults(func=_cmd_probe)
 
+
+def _add_service(sub) -> None:
     p = sub.add_parser("service", help="install a `wavedge run` pipeline as a systemd service",
                        description="Write a systemd unit wavedge-NAME.service running `wavedge "
                                    "run MODEL_DIR` with the source, sink and options of "
@@ -795,6 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print", action="store_true", help="print the files, write nothing")
     p.set_defaults(func=_cmd_service)
 
+
+def _add_firmware(sub) -> None:
     p = sub.add_parser("firmware", help="copy the bridge's C library and Arduino sketch out",
                        description="Copy wb_frame.h/.c (the bridge protocol for a "
                                    "microcontroller: C99, no malloc) into OUT for a firmware "
@@ -805,6 +823,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace copied-out files that were changed (an edited sketch)")
     p.set_defaults(func=_cmd_firmware)
 
+
+def _add_upgrade(sub) -> None:
     p = sub.add_parser("upgrade", help="rewrite a model directory's manifest as version 2",
                        description="Read a version-1 manifest.json (every file present verified; a "
                                    "board's pruned copy may lack some) and write it back as "
@@ -812,6 +832,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", type=Path)
     p.set_defaults(func=_cmd_upgrade)
 
+
+def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="validate a model directory and describe it",
                        description="Check the manifest (format, version, checksums) and print "
                                    "what the model takes and gives.")
@@ -821,7 +843,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a board's pruned copy: check the listed files that are here, and "
                         "mark the others (as sha256sum --ignore-missing)")
     p.set_defaults(func=_cmd_inspect)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
