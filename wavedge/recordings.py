@@ -359,8 +359,9 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
 
 def in_part(sequence, part: str) -> str:
     """The recording a row of ``sequence`` belongs to when it comes in a later ``part`` of the
-    input (``part 2``: after the header's second line; ``loop 2``: a replay's second pass), so
-    that the run resets and scores at the part's start though the sequence value is the same."""
+    input (``part 2``: after the header sent a second time; ``loop 2``: a replay's second
+    pass), so that the run resets and scores at the part's start, the sequence value being the
+    same."""
     return part if sequence is None else f"{sequence} ({part})"
 
 
