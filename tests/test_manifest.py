@@ -121,6 +121,18 @@ def test_a_version_1_manifest_loads_upgraded_and_upgrade_rewrites_it(model_dir):
     assert load_manifest(model_dir).signature == before
 
 
+def test_upgrade_of_a_version_2_directory_writes_nothing(model_dir):
+    """It had rewritten the manifest all the same, so on a board's read-only model folder it
+    failed ("Read-only file system") with nothing to upgrade. The file is left as it is (the
+    same inode: not replaced by a copy)."""
+    path = model_dir / "manifest.json"
+    before = (path.read_bytes(), path.stat().st_ino)
+    proc = run_cli("upgrade", model_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{path}: version 2 already; nothing written\n"
+    assert (path.read_bytes(), path.stat().st_ino) == before
+
+
 def test_upgrade_takes_a_boards_pruned_copy_and_still_refuses_a_corrupted_file(model_dir):
     _edit(model_dir, _as_version_1)
     raw = json.loads((model_dir / "manifest.json").read_text())

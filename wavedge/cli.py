@@ -147,8 +147,10 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
 
     m = load_manifest(args.model_dir, verify_files=False)  # a version-1 one comes upgraded
     absent = verify_present(m)  # a board's pruned copy is upgraded too, its absent files named
-    write_manifest(m.directory, m.raw)
+    if m.version != MODEL_VERSION:  # else nothing to write, on a read-only copy neither
+        write_manifest(m.directory, m.raw)
     print(f"{m.directory / 'manifest.json'}: version {MODEL_VERSION}"
+          + (" already; nothing written" if m.version == MODEL_VERSION else "")
           + (f"; listed but not here, left listed: "
              f"{', '.join(f.path for f in absent)}" if absent else ""))
     return 0

@@ -45,10 +45,12 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated manifest; ``raw`` keeps every field as written (version 2)."""
+    """A validated manifest; ``raw`` keeps every field as written (version 2). ``version``
+    is the one its file holds (1: upgraded as it was read, ``wavedge upgrade`` writes it)."""
 
     directory: Path
     raw: dict
+    version: int = MODEL_VERSION
 
     def __repr__(self) -> str:  # the raw fields run to kilobytes: ``raw`` shows them
         return (f"Manifest({str(self.directory)!r}: {self.name!r}, {self.raw['family']}, "
@@ -271,7 +273,7 @@ def load_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} "
                             f"column {exc.colno})") from None
-    manifest = Manifest(directory, validate(raw, str(path)))
+    manifest = Manifest(directory, validate(raw, str(path)), raw["version"])
     manifest.signature  # parsed once here so that a bad one fails at load
     try:
         manifest.reset_policy
