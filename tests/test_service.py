@@ -131,6 +131,14 @@ def test_bad_service_requests_are_one_line_errors(tmp_path):
     bad = run_cli("service", "install", "b m", BUNDLED_MODEL, "--source", "stdin:", "--sink",
                   "null:", "--root", tmp_path, "--no-activate")
     assert_one_line_error(bad, "service name 'b m'")
+    # a value with a space reached the run as two words ('fp32 ' as "'fp32" and "'")
+    assert_one_line_error(_install(tmp_path, "--source", "stdin:", "--sink", "null:",
+                                   "--precision", "fp32 "), "service --precision 'fp32 ': a "
+                          "value without spaces")
+    assert_one_line_error(_install(tmp_path, "--source", "stdin:", "--sink", "null:",
+                                   "--wavedge", "'/opt/x"), "--wavedge \"'/opt/x\": No closing")
+    assert_one_line_error(_install(tmp_path, "--source", "stdin:", "--sink", "null:",
+                                   "--wavedge", "/opt/$V/wavedge"), "no '$' in the program's")
 
 
 def _files(root: Path) -> dict:
@@ -273,15 +281,49 @@ def _command_line(root: Path, name: str) -> tuple[list[str], float]:
     env_file = re.search(r"^EnvironmentFile=(.+)$", unit, re.M).group(1)
     env = dict(line.split("=", 1) for line in (root / env_file.lstrip("/")).read_text()
                .splitlines() if line and not line.startswith("#"))
+    line = re.search(r"^ExecStart=(.+)$", unit, re.M).group(1)
+    assert not re.search(r"%[^%]", line.replace("%%", "")), line  # no specifier but %%
     argv = []
-    for word in shlex.split(re.search(r"^ExecStart=(.+)$", unit, re.M).group(1)):
+    for word in shlex.split(line.replace("%%", "%")):  # specifiers first, then the words
         if word.startswith("${"):
             argv.append(env[word[2:-1]])
-        elif word.startswith("$"):
+        elif word.startswith("$") and not word.startswith("$$"):
             argv += env[word[1:]].split()
         else:
-            argv.append(word)
+            argv.append(word.replace("$$", "$"))
     return argv, float(re.search(r"^RestartSec=(\d+)", unit, re.M).group(1))
+
+
+def test_a_unit_runs_its_model_and_command_from_any_path(tmp_path):
+    """The model directory's path was single-quoted into ExecStart=, where systemd still
+    expands '%d' (a specifier) and '$X' (a variable), and --wavedge's path went in unquoted:
+    a folder with a space, a '%' or a '$' in its name gave a unit that failed at every
+    start. Read back by systemd's rules (and `systemd-analyze verify` where it is installed),
+    the command is the one given, and it runs."""
+    odd = tmp_path / 'my models %d $HOME "q"'
+    shutil.copytree(BUNDLED_MODEL, odd / "bm")
+    (tmp_path / "bin dir %d").mkdir()
+    script = tmp_path / "bin dir %d" / "wavedge"  # as a venv's script would be, elsewhere
+    script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m wavedge.cli \"$@\"\n")
+    script.chmod(0o755)
+    out = tmp_path / "results.jsonl"
+    proc = run_cli("service", "install", "bm", odd / "bm", "--root", tmp_path / "root",
+                   "--no-activate", "--wavedge", shlex.quote(str(script)),
+                   "--source", "replay:?rate=max&limit=5", "--sink", f"jsonl:{out}",
+                   "--reset", "recording, every:50")
+    assert proc.returncode == 0, proc.stderr
+    argv, _ = _command_line(tmp_path / "root", "bm")
+    assert argv == [str(script), "run", str(odd / "bm"), "--source",
+                    "replay:?rate=max&limit=5", "--sink", f"jsonl:{out}?append=1", "--reset",
+                    "recording,every:50"]  # its own spelling, one word: no space to split
+    ran = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=user_env())
+    assert ran.returncode == 0, ran.stderr
+    assert len(out.read_text().splitlines()) == 5
+    if shutil.which("systemd-analyze"):  # checks the program's path as systemd reads it
+        unit = tmp_path / "root/etc/systemd/system/wavedge-bm.service"
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                                text=True, timeout=60)
+        assert verify.returncode == 0, verify.stderr
 
 
 class Supervisor:

@@ -477,6 +477,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _cmd_service(args: argparse.Namespace) -> int:
     from wavedge import service
+    from wavedge.resets import ResetPolicy
     from wavedge.runtime.urls import kept
 
     root = args.root.resolve()
@@ -490,6 +491,8 @@ def _cmd_service(args: argparse.Namespace) -> int:
                                  ("policy", args.policy), ("reset", args.reset),
                                  ("noise", args.noise), ("group", args.group),
                                  ("tick-wait", args.tick_wait)) if v is not None}
+    if args.reset is not None:  # its own spelling: 'recording, gap:2' as one word
+        options["reset"] = ResetPolicy.parse(args.reset, "--reset").text()
     sink = kept(args.sink)
     svc = service.Service(args.name, service.target_path(args.model_dir, root),
                           tuple(args.source), sink, options, args.user, args.wavedge or "")

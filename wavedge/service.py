@@ -24,6 +24,7 @@ being built) it enables the unit as ``systemctl --root`` does, by its link in
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -60,6 +61,12 @@ class Service:
         bad = [u for u in self.sources if not u or any(c.isspace() for c in u)]
         if bad or not self.sources:
             raise InputError(f"service source {bad[0] if bad else ''!r}: a URL without spaces")
+        # systemd splits $WAVEDGE_OPTIONS on whitespace and takes quotes literally: a value
+        # with a space ('recording, gap:2') reached the run as two words at every start
+        for k, v in self.options.items():
+            if any(c.isspace() for c in str(v)):
+                raise InputError(f"service --{k} {str(v)!r}: a value without spaces (systemd "
+                                 "splits the unit's options on them)")
 
     @property
     def unit_name(self) -> str:
@@ -83,13 +90,46 @@ class Service:
                 "--sink", self.sink, *(a for k, v in self.options.items() for a in
                                        (f"--{k}", str(v)))]
 
-    def executable(self) -> str:
-        """The install that wrote the unit runs it: its own ``wavedge`` script (not the first
-        on a PATH that sudo may have changed), or its interpreter."""
+    def executable(self) -> list[str]:
+        """The command's words: ``--wavedge`` split as a shell splits it, else the install
+        that wrote the unit, by its own ``wavedge`` script (not the first on a PATH that sudo
+        may have changed) or its interpreter."""
         if self.wavedge:
-            return self.wavedge
+            try:
+                words = shlex.split(self.wavedge)
+            except ValueError as exc:  # "No closing quotation"
+                raise InputError(f"--wavedge {self.wavedge!r}: {exc}") from None
+            if not words:
+                raise InputError("--wavedge: give the command the unit runs")
+            return words
         script = Path(sys.executable).parent / "wavedge"
-        return str(script) if script.is_file() else f"{sys.executable} -m wavedge.cli"
+        return [str(script)] if script.is_file() else [sys.executable, "-m", "wavedge.cli"]
+
+
+_PLAIN = re.compile(r"[\w@+=:,./-]+")  # what an ExecStart= word may hold unquoted
+
+
+def _exec_words(svc: Service) -> str:
+    """The unit's command line up to the run's sources (given by its environment file)."""
+    program, *rest = svc.executable()
+    what = "--wavedge" if svc.wavedge else "this wavedge's path"
+    return " ".join([_exec_word(program, what, program=True),
+                     *(_exec_word(w, what) for w in rest), "run",
+                     _exec_word(str(svc.model_dir), "the model directory")])
+
+
+def _exec_word(word: str, what: str, program: bool = False) -> str:
+    """``word`` as one word of an ExecStart= line that systemd reads back as ``word``:
+    double-quoted, with C escapes, when it holds more than plain characters; ``%`` doubled,
+    as systemd expands specifiers inside quotes too; ``$`` doubled (a variable otherwise),
+    but refused in the ``program``'s path, which systemd does not unescape."""
+    if "\n" in word or "\r" in word:
+        raise InputError(f"{what} {word!r}: a systemd unit cannot hold a line break")
+    if program and "$" in word:
+        raise InputError(f"{what} {word!r}: systemd takes no '$' in the program's path")
+    if not _PLAIN.fullmatch(word):
+        word = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word.replace("%", "%%").replace("$", "$$")
 
 
 def _device_unit(path: str) -> str:
@@ -111,9 +151,9 @@ def env_text(svc: Service) -> str:
     lines = [f"# wavedge service {svc.name}: edit, then `systemctl restart {svc.unit_name}`",
              f"WAVEDGE_SOURCE={svc.sources[0]}", f"WAVEDGE_SINK={svc.sink}"]
     # systemd splits $WAVEDGE_OPTIONS on whitespace and does not unquote: the further sources
-    # go there as plain words (a URL has no spaces)
+    # and the options go there as plain words (Service refuses a space in any)
     flags = " ".join([*(f"--source {u}" for u in svc.sources[1:]),
-                      *(f"--{k} {shlex.quote(str(v))}" for k, v in svc.options.items())])
+                      *(f"--{k} {v}" for k, v in svc.options.items())])
     lines.append(f"WAVEDGE_OPTIONS={flags}")
     return "\n".join(lines) + "\n"
 
@@ -122,7 +162,8 @@ def unit_text(svc: Service, env_path: Path) -> str:
     after = ["network-online.target"] + [_device_unit(d) for d in svc.devices]
     lines = [
         "[Unit]",
-        f"Description=wavedge {svc.name}: {svc.model_dir.name} from its source to its sink",
+        f"Description=wavedge {svc.name}: {svc.model_dir.name.replace('%', '%%')} from its "
+        "source to its sink",
         f"After={' '.join(after)}",
         "Wants=network-online.target",
         "StartLimitIntervalSec=0",
@@ -131,7 +172,7 @@ def unit_text(svc: Service, env_path: Path) -> str:
         "Type=simple",
         f"EnvironmentFile={env_path}",
         # ${VAR} is one argument, $VAR splits on whitespace (the options)
-        f"ExecStart={svc.executable()} run {shlex.quote(str(svc.model_dir))} "
+        f"ExecStart={_exec_words(svc)} "
         "--source ${WAVEDGE_SOURCE} --sink ${WAVEDGE_SINK} $WAVEDGE_OPTIONS",
         "Restart=on-failure",
         f"RestartSec={RESTART_S}",
