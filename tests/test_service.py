@@ -139,6 +139,8 @@ def test_bad_service_requests_are_one_line_errors(tmp_path):
                                    "--wavedge", "'/opt/x"), "--wavedge \"'/opt/x\": No closing")
     assert_one_line_error(_install(tmp_path, "--source", "stdin:", "--sink", "null:",
                                    "--wavedge", "/opt/$V/wavedge"), "no '$' in the program's")
+    assert_one_line_error(_install(tmp_path, "--source", "stdin:", "--sink",
+                                   "jsonl:/var/lib/it's$HOME.jsonl"), "holds both ' and one of")
 
 
 def _files(root: Path) -> dict:
@@ -279,8 +281,9 @@ def _command_line(root: Path, name: str) -> tuple[list[str], float]:
     one argument, ``$VAR`` split on whitespace; and its RestartSec."""
     unit = (root / f"etc/systemd/system/wavedge-{name}.service").read_text()
     env_file = re.search(r"^EnvironmentFile=(.+)$", unit, re.M).group(1)
-    env = dict(line.split("=", 1) for line in (root / env_file.lstrip("/")).read_text()
-               .splitlines() if line and not line.startswith("#"))
+    env = {k: " ".join(shlex.split(v)) for k, v in (  # quotes read as systemd reads them
+        line.split("=", 1) for line in (root / env_file.lstrip("/")).read_text().splitlines()
+        if line and not line.startswith("#"))}
     line = re.search(r"^ExecStart=(.+)$", unit, re.M).group(1)
     assert not re.search(r"%[^%]", line.replace("%%", "")), line  # no specifier but %%
     argv = []
@@ -296,9 +299,10 @@ def _command_line(root: Path, name: str) -> tuple[list[str], float]:
 
 def test_a_unit_runs_its_model_and_command_from_any_path(tmp_path):
     """The model directory's path was single-quoted into ExecStart=, where systemd still
-    expands '%d' (a specifier) and '$X' (a variable), and --wavedge's path went in unquoted:
-    a folder with a space, a '%' or a '$' in its name gave a unit that failed at every
-    start. Read back by systemd's rules (and `systemd-analyze verify` where it is installed),
+    expands '%d' (a specifier) and '$X' (a variable), --wavedge's path went in unquoted, and
+    the environment file's values went in raw, where systemd reads quotes as a shell does: a
+    folder with a space, a '%', a '$' or a "'" in its name gave a unit that failed at every
+    start, or wrote elsewhere. Read back by systemd's rules (and `systemd-analyze verify` where it is installed),
     the command is the one given, and it runs."""
     odd = tmp_path / 'my models %d $HOME "q"'
     shutil.copytree(BUNDLED_MODEL, odd / "bm")
@@ -306,7 +310,7 @@ def test_a_unit_runs_its_model_and_command_from_any_path(tmp_path):
     script = tmp_path / "bin dir %d" / "wavedge"  # as a venv's script would be, elsewhere
     script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m wavedge.cli \"$@\"\n")
     script.chmod(0o755)
-    out = tmp_path / "results.jsonl"
+    out = tmp_path / "bob's data" / "results.jsonl"  # the quote had been read as opening one
     proc = run_cli("service", "install", "bm", odd / "bm", "--root", tmp_path / "root",
                    "--no-activate", "--wavedge", shlex.quote(str(script)),
                    "--source", "replay:?rate=max&limit=5", "--sink", f"jsonl:{out}",

@@ -148,14 +148,30 @@ def _device_unit(path: str) -> str:
 
 
 def env_text(svc: Service) -> str:
-    lines = [f"# wavedge service {svc.name}: edit, then `systemctl restart {svc.unit_name}`",
-             f"WAVEDGE_SOURCE={svc.sources[0]}", f"WAVEDGE_SINK={svc.sink}"]
     # systemd splits $WAVEDGE_OPTIONS on whitespace and does not unquote: the further sources
     # and the options go there as plain words (Service refuses a space in any)
     flags = " ".join([*(f"--source {u}" for u in svc.sources[1:]),
                       *(f"--{k} {v}" for k, v in svc.options.items())])
-    lines.append(f"WAVEDGE_OPTIONS={flags}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([f"# wavedge service {svc.name}: edit, then `systemctl restart "
+                      f"{svc.unit_name}`", *(f"{k}={_env_value(v)}" for k, v in (
+                          ("WAVEDGE_SOURCE", svc.sources[0]), ("WAVEDGE_SINK", svc.sink),
+                          ("WAVEDGE_OPTIONS", flags)))]) + "\n"
+
+
+def _env_value(value: str) -> str:
+    """``value`` as an environment file gives it to systemd, whose parser reads quotes and
+    backslashes anywhere in a value, as a shell does (``csv:/data/bob's.csv`` had lost its
+    quote, and the rest of the line had been read as quoted): as it is when plain, else in
+    single quotes (nothing inside is special), else in double quotes when only ``'`` needs
+    them (systemd's escapes inside double quotes differ between its versions)."""
+    if not re.search(r"[\\'\"$`]|^[\s#;]|\s$", value):
+        return value
+    if "'" not in value:
+        return f"'{value}'"
+    if not re.search(r'[\\"$`]', value):
+        return f'"{value}"'
+    raise InputError(f"service: {value!r} holds both ' and one of \\ \" $ `, which an "
+                     "environment file cannot give systemd alike in all its versions")
 
 
 def unit_text(svc: Service, env_path: Path) -> str:
