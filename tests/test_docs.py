@@ -77,3 +77,21 @@ def test_every_link_and_make_target_the_docs_name_exists():
             if target not in targets:
                 broken.append(f"{page.name}: make {target}")
     assert not broken, broken
+
+
+def test_the_mqtt_pages_credentials_file_reads_as_written(tmp_path):
+    """Its example had comments after the values, which were read as part of them (a CA path
+    ending in "# mqtts: the broker's CA"), as systemd's EnvironmentFile= reads them too."""
+    from wavedge.runtime.mqtt import _secrets
+
+    text = (ROOT / "docs" / "mqtt.md").read_text()
+    (block,) = re.findall(r"```sh\n(# /etc/wavedge/mqtt.env.*?)```", text, re.S)
+    (tmp_path / "mqtt.env").write_text(block)
+    got = _secrets(str(tmp_path / "mqtt.env"), "mqtt://broker/t")
+    assert got["WAVEDGE_MQTT_CA_CERTS"] == "/etc/wavedge/broker-ca.pem"
+    assert got["WAVEDGE_MQTT_CERTFILE"] == "/etc/wavedge/pi-7.crt"
+    assert got["WAVEDGE_MQTT_USERNAME"] == "pi-7" and len(got) == 5
+    # quoted as in a systemd environment file; a quote that is part of a value stays
+    (tmp_path / "q.env").write_text("WAVEDGE_MQTT_PASSWORD='a b#c'\nWAVEDGE_MQTT_USERNAME=x\"\n")
+    assert _secrets(str(tmp_path / "q.env"), "t") == {"WAVEDGE_MQTT_PASSWORD": "a b#c",
+                                                        "WAVEDGE_MQTT_USERNAME": 'x"'}

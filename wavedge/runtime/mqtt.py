@@ -105,7 +105,10 @@ def _secrets(env_file: str | None, where: str) -> dict:
         if not eq or key.strip() not in ENV_KEYS:
             raise InputError(f"{where}: env file {env_file}, line {n}: expected KEY=VALUE with "
                              f"KEY one of {', '.join(ENV_KEYS)}")
-        out[key.strip()] = value.strip().strip("'\"")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":  # as systemd's
+            value = value[1:-1]
+        out[key.strip()] = value
     return out
 
 
