@@ -157,6 +157,27 @@ def test_resample_is_done_properly_and_said_in_the_summary(tmp_path, model, rows
                for line in summary.lines()), summary.lines()
 
 
+def test_timestamps_that_go_back_within_a_recording_are_resampled_anew(tmp_path, model):
+    """A logger that restarts under the same session starts its clock again: the samples
+    after that had waited for an output time they never reached, and were lost without a
+    word (100 in, 25 out). Each part now resamples as a file of its own would, and the
+    summary says the clock went back."""
+    rows = RECORDING.read_text().splitlines()
+    half = [f"{i * 0.05:.2f},{r}" for i, r in enumerate(rows[1:51])]  # 20 Hz
+    again = [f"{i * 0.05:.2f},{r}" for i, r in enumerate(rows[51:101])]
+    for name, body in (("both", half + again), ("one", half), ("two", again)):
+        (tmp_path / f"{name}.csv").write_text("\n".join([f"t,{rows[0]}", *body]) + "\n")
+
+    def resampled(name):
+        source = open_source(f"replay:{tmp_path / name}.csv?resample=1&time=t&rate=max",
+                             model.manifest)
+        return [(s.time, *s.values) for s in source], source.notes()
+
+    both, notes = resampled("both")
+    assert both == resampled("one")[0] + resampled("two")[0] and len(both) == 50
+    assert "100 samples in, 50 out; the timestamps went back 1 time(s)" in notes[0], notes
+
+
 def test_the_resampler_keeps_a_slow_signal_and_removes_a_fast_one():
     t = np.arange(500) / 50.0
     slow = np.sin(2 * np.pi * 0.5 * t)

@@ -671,13 +671,16 @@ class Resampler:
         self.source_hz: float | None = None  # set by with_rate when the rates differ
         self.inputs = 0
         self.outputs = 0
+        self.clock_back = 0  # times a recording's timestamps went back (a logger restarted)
 
     def describe(self) -> str | None:
         if self.source_hz is None:
             return None
+        back = (f"; the timestamps went back {self.clock_back} time(s) within a recording, "
+                "each resampled anew from there") if self.clock_back else ""
         return (f"resampled {self.source_hz:.4g} Hz -> {1 / self.period:g} Hz (box average "
                 f"per output period going down, linear interpolation going up): "
-                f"{self.inputs} samples in, {self.outputs} out")
+                f"{self.inputs} samples in, {self.outputs} out{back}")
 
     def run(self, samples):
         seq, pending, n = object(), [], 0
@@ -689,7 +692,11 @@ class Resampler:
             if s.time is None:
                 s.time = n / self.source_hz
             n += 1
-            if s.sequence != seq:
+            # a clock that went back (a logger restarted under the same session) had left
+            # the samples after it waiting for an output time they never reached: all lost
+            back = s.sequence == seq and pending and s.time < pending[-1].time
+            self.clock_back += bool(back)
+            if s.sequence != seq or back:
                 yield from self._flush(pending, final=True)
                 seq, pending, self._next, self._start = s.sequence, [], s.time, s.time
             pending.append(s)
