@@ -178,6 +178,30 @@ def test_timestamps_that_go_back_within_a_recording_are_resampled_anew(tmp_path,
     assert "100 samples in, 50 out; the timestamps went back 1 time(s)" in notes[0], notes
 
 
+def test_a_long_gap_is_left_a_gap_and_a_short_one_filled(tmp_path, model):
+    """A logger paused for an hour had its hour filled with interpolated samples (36 000 at
+    10 Hz from 100 in), and a gap:S reset policy never saw the gap. A break longer than four
+    input periods is now left as it is; one missing sample is still filled."""
+    rows = RECORDING.read_text().splitlines()[1:101]
+
+    def resampled(times):
+        text = "\n".join([f"t,{RECORDING.read_text().splitlines()[0]}",
+                          *(f"{t:.2f},{r}" for t, r in zip(times, rows))]) + "\n"
+        (tmp_path / "g.csv").write_text(text)
+        source = open_source(f"replay:{tmp_path / 'g.csv'}?resample=1&time=t&rate=max",
+                             model.manifest)
+        return [s.time for s in source], source.notes()[0]
+
+    steady = [i * 0.05 for i in range(100)]  # 20 Hz
+    hour = steady[:50] + [3600 + t for t in steady[:50]]
+    got, note = resampled(hour)
+    assert len(got) == 50 and got[25] == pytest.approx(3600.0), got[20:30]
+    assert "1 gap(s) longer than 0.2 s" in note, note
+    one_missing = steady[:50] + steady[51:] + [5.0]  # a sample lost: 0.1 s between two
+    got, note = resampled(one_missing)
+    assert np.allclose(np.diff(got), 0.1) and "gap" not in note, (got, note)
+
+
 def test_the_resampler_keeps_a_slow_signal_and_removes_a_fast_one():
     t = np.arange(500) / 50.0
     slow = np.sin(2 * np.pi * 0.5 * t)

@@ -659,6 +659,9 @@ def _same_rate(found: float, model_hz: float) -> bool:
     return abs(found - model_hz) <= RATE_TOLERANCE * model_hz
 
 
+GAP_PERIODS = 4  # a longer break between two inputs is left as a gap, not interpolated
+
+
 class Resampler:
     """Resample a stream to ``rate_hz`` on its own timestamps (or, without them, at the stated
     ``source_hz``), per recording. Going down, each output is the mean of the inputs within
@@ -672,18 +675,23 @@ class Resampler:
         self.inputs = 0
         self.outputs = 0
         self.clock_back = 0  # times a recording's timestamps went back (a logger restarted)
+        self.gaps = 0  # breaks in a recording too long to fill (GAP_PERIODS)
 
     def describe(self) -> str | None:
         if self.source_hz is None:
             return None
         back = (f"; the timestamps went back {self.clock_back} time(s) within a recording, "
                 "each resampled anew from there") if self.clock_back else ""
+        gaps = (f"; {self.gaps} gap(s) longer than {self.widest:.3g} s ({GAP_PERIODS} input "
+                "periods, 2 output periods at least) left as gaps, not filled") \
+            if self.gaps else ""
         return (f"resampled {self.source_hz:.4g} Hz -> {1 / self.period:g} Hz (box average "
                 f"per output period going down, linear interpolation going up): "
-                f"{self.inputs} samples in, {self.outputs} out{back}")
+                f"{self.inputs} samples in, {self.outputs} out{back}{gaps}")
 
     def run(self, samples):
         seq, pending, n = object(), [], 0
+        self.widest = widest = max(GAP_PERIODS / self.source_hz, 2 * self.period)  # fillable
         for s in samples:
             self.inputs += 1
             if s.problem is not None:
@@ -695,8 +703,12 @@ class Resampler:
             # a clock that went back (a logger restarted under the same session) had left
             # the samples after it waiting for an output time they never reached: all lost
             back = s.sequence == seq and pending and s.time < pending[-1].time
+            # a logger paused for an hour had its hour filled with interpolated samples
+            # (36 000 made up at 10 Hz), and a gap:S reset never saw the gap
+            gap = s.sequence == seq and pending and s.time - pending[-1].time > widest
             self.clock_back += bool(back)
-            if s.sequence != seq or back:
+            self.gaps += bool(gap)
+            if s.sequence != seq or back or gap:
                 yield from self._flush(pending, final=True)
                 seq, pending, self._next, self._start = s.sequence, [], s.time, s.time
             pending.append(s)
