@@ -99,6 +99,15 @@ def test_replay_without_a_path_replays_the_model_directorys_own_recording(model)
         open_source("replay:?rate=max", bare)
 
 
+def test_a_pipe_given_to_replay_is_named_as_one(model, tmp_path):
+    """`replay:/dev/stdin` from a pipe, or a named pipe, had been "no such file" (it exists).
+    replay reads its file twice, so it points to stdin: instead."""
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(SourceError, match=r"fifo is a pipe or a device, not a file; stream "
+                                          r"from a pipe with stdin:"):
+        open_source(f"replay:{tmp_path / 'fifo'}", model.manifest)
+
+
 def test_a_file_named_npy_that_is_not_one(model, tmp_path):
     (tmp_path / "bad.npy").write_text("garbage")
     with pytest.raises(SourceError, match=r"bad.npy: not a .npy file \(no NUMPY header\)"):

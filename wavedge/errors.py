@@ -60,7 +60,11 @@ def not_a_file(path) -> str | None:
     been called "no such file", which it plainly is."""
     if os.path.isfile(path):
         return None
-    return f"{path} is a directory, not a file" if os.path.isdir(path) else f"no such file {path}"
+    if os.path.isdir(path):
+        return f"{path} is a directory, not a file"
+    # a pipe (`<(...)`, /dev/stdin from a pipe) or a device had been "no such file" too
+    return f"{path} is a pipe or a device, not a file" if os.path.exists(path) else \
+        f"no such file {path}"
 
 
 def check_count(value, what: str, low: int, high: int | None = None) -> int:

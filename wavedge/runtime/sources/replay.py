@@ -28,8 +28,11 @@ class ReplaySource:
     def __init__(self, url, manifest) -> None:
         url.check_params(("rate", "loop", "limit", *SOURCE_TABLE_PARAMS))
         self.path = Path(url.path) if url.path else _own_recording(url, manifest)
-        if why := not_a_file(self.path):
-            raise SourceError(f"{url.text}: {why}")
+        if why := not_a_file(self.path):  # replay reads its file twice: its head at open
+            pipe = self.path.exists() and not self.path.is_dir()
+            raise SourceError(f"{url.text}: {why}" + ("; stream from a pipe with stdin: "
+                                                      "(... | wavedge run MODEL --source "
+                                                      "stdin:)" if pipe else ""))
         self.table = TableOptions(url, manifest)
         self.rate_hz = rate_param(url, manifest)
         self.loops = url.get("loop", 1, int, COUNT_RANGE)
