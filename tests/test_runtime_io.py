@@ -294,6 +294,33 @@ def test_serial_source_on_a_pseudo_terminal_and_the_port_vanishing(model):
     assert time.monotonic() - t0 < 5
 
 
+def test_lines_that_end_in_a_bare_cr_are_lines(model):
+    """Some RS-232 instruments end each line with a CR alone: the serial source had waited for
+    a LF that never came (every sample lost as one line too long), and stdin had read the
+    whole input as one bad line. A CR LF that arrives in two reads stays one line end: the
+    warnings' line numbers do not drift."""
+    master, slave = os.openpty()
+    source = open_source(f"serial://{os.ttyname(slave)}?reconnect_s=0.2", model.manifest)
+    row = "0.1,-9.8,0.2,0.0,0.1,0.0"
+
+    def mcu():
+        for piece in [f"{row}\r{row}\r", f"{row}\r", f"\n{row}\r\n", "0.1,oops\r", f"{row}\r"]:
+            os.write(master, piece.encode())
+            time.sleep(0.05)  # each in a read of its own
+        time.sleep(0.3)
+        os.close(master)
+        os.close(slave)
+
+    threading.Thread(target=mcu, daemon=True).start()
+    warnings = []
+    summary = run(model.stream(), source, open_sink("null:", model.manifest),
+                  warn=warnings.append)
+    assert summary.samples == 5 and summary.dropped == {"wrong_shape": 1}, summary
+    assert warnings[0].startswith("line 5, step 4: "), warnings
+    proc = _run_on_stdin(f"acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\r{row}\r{row}\r")
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2, proc.stderr
+
+
 def test_serial_source_reconnects_when_the_port_returns(model):
     """A socket:// port (pyserial URL) closed and re-accepted: the stream carries on."""
     server = socket.create_server(("127.0.0.1", 0))

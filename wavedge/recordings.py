@@ -299,10 +299,10 @@ def bounded_lines(fh, limit: int = MAX_LINE):
         line = fh.readline(limit)
         if not line:
             return
-        if len(line) >= limit and not line.endswith("\n"):
+        if len(line) >= limit and not line.endswith(("\n", "\r")):
             while True:
                 rest = fh.readline(limit)
-                if not rest or rest.endswith("\n"):
+                if not rest or rest.endswith(("\n", "\r")):
                     break
             yield TOO_LONG + "\n"
             continue

@@ -8,6 +8,7 @@ does not, it ends with ``SourceError``. Framed SENSOR messages arrive with the f
 
 from __future__ import annotations
 
+import re
 import time
 
 from wavedge.errors import reason
@@ -17,6 +18,7 @@ from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.re
 from wavedge.runtime.urls import BAUD_RANGE
 
 RETRY_S = 0.2
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class SerialSource:
@@ -54,7 +56,7 @@ class SerialSource:
                           f"{self.reconnect_s:g} s")
 
     def _lines(self):
-        buf = b""
+        buf, after_cr = b"", False
         down_since = None
         while True:
             try:
@@ -70,9 +72,14 @@ class SerialSource:
             if not chunk:
                 continue
             down_since = None
+            if after_cr and chunk[:1] == b"\n":
+                chunk = chunk[1:]  # the LF of a CR LF that came in two reads
             buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
+            # CR LF, LF or a bare CR (some RS-232 instruments) each end a line, and a bare CR
+            # at once: its line had waited for a LF that never came, then been lost as too long
+            after_cr = buf.endswith(b"\r")
+            *lines, buf = _LINE_END.split(buf)
+            for line in lines:
                 yield line.decode("utf-8", "replace").strip()
             if len(buf) > MAX_LINE:  # no newline in sight: one bad sample, not a growing buffer
                 buf = b""

@@ -19,6 +19,11 @@ class StdinSource:
         url.check_params(SOURCE_TABLE_PARAMS)
         self.table = TableOptions(url, manifest)
         self.stream = stream if stream is not None else sys.stdin
+        if hasattr(self.stream, "reconfigure"):
+            # every line ending, as a file is read: a device or logger that ends its lines
+            # with a bare CR (some RS-232 instruments) had all its input read as one line.
+            # Such a line is passed on when the next one starts (whether an LF follows)
+            self.stream.reconfigure(newline="")
 
     def __iter__(self):
         t = self.table
