@@ -602,6 +602,18 @@ def test_appending_to_a_file_that_ends_in_part_of_a_line_cuts_that_part_first(tm
         assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2", "3", "4"] * 2
 
 
+def test_standard_input_closed_is_one_line_naming_the_source():
+    """Started with stdin closed (`<&-`), the stdin source had been an AttributeError
+    traceback."""
+    from conftest import user_env
+
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
+                           "--source", "stdin:", "--sink", "null:"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, env=user_env(), timeout=60,
+                          preexec_fn=lambda: os.close(0))
+    assert_one_line_error(proc, "stdin source: standard input is closed")
+
+
 @pytest.mark.parametrize("sink", ["stdout:", "jsonl:-", "csv:-"])
 def test_standard_output_closed_or_full_is_one_line_naming_the_sink(sink):
     """Started with stdout closed (`>&-`), the stdout sink printed into nothing and exited 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from wavedge.recordings import bounded_lines, csv_samples
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions, port_reader
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, SourceError, TableOptions, port_reader
 
 
 def reader(url) -> tuple[str, str]:
@@ -19,6 +19,9 @@ class StdinSource:
         url.check_params(SOURCE_TABLE_PARAMS)
         self.table = TableOptions(url, manifest)
         self.stream = stream if stream is not None else sys.stdin
+        if self.stream is None:  # started with it closed (`<&-`, some service managers)
+            raise SourceError("stdin source: standard input is closed; pipe the samples in, "
+                              "or give another --source")
         if hasattr(self.stream, "reconfigure"):
             # every line ending, as a file is read: a device or logger that ends its lines
             # with a bare CR (some RS-232 instruments) had all its input read as one line.
