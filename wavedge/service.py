@@ -152,10 +152,10 @@ def env_text(svc: Service) -> str:
     # and the options go there as plain words (Service refuses a space in any)
     flags = " ".join([*(f"--source {u}" for u in svc.sources[1:]),
                       *(f"--{k} {v}" for k, v in svc.options.items())])
-    return "\n".join([f"# wavedge service {svc.name}: edit, then `systemctl restart "
-                      f"{svc.unit_name}`", *(f"{k}={_env_value(v)}" for k, v in (
-                          ("WAVEDGE_SOURCE", svc.sources[0]), ("WAVEDGE_SINK", svc.sink),
-                          ("WAVEDGE_OPTIONS", flags)))]) + "\n"
+    values = {"WAVEDGE_SOURCE": svc.sources[0], "WAVEDGE_SINK": svc.sink,
+              "WAVEDGE_OPTIONS": flags}
+    head = f"# wavedge service {svc.name}: edit, then `systemctl restart {svc.unit_name}`"
+    return "\n".join([head, *(f"{k}={_env_value(v)}" for k, v in values.items())]) + "\n"
 
 
 def _env_value(value: str) -> str:
