@@ -94,9 +94,23 @@ def test_replay_without_a_path_replays_the_model_directorys_own_recording(model)
     assert np.array_equal([s.values for s in own], [s.values for s in named])
     bare = Manifest(model.manifest.directory, {k: v for k, v in model.manifest.raw.items()
                                                if k != "recording"})
-    with pytest.raises(SourceError, match=r"^replay:\?rate=max: give a recording \(replay:FILE\);"
-                                          r" .* has none of its own$"):
+    with pytest.raises(SourceError, match=r"^replay:\?rate=max: .* has no recording of its "
+                                          r"own; give one \(replay:FILE\)$"):
         open_source("replay:?rate=max", bare)
+
+
+def test_a_boards_copy_without_its_recording_says_so(tmp_path):
+    """A pruned copy lists recording.csv but does not hold it: `wavedge run M` (the recording
+    by default) and `wavedge probe M` had said only "no such file"."""
+    import shutil
+
+    copy = tmp_path / "bm"
+    shutil.copytree(BUNDLED_MODEL, copy)
+    (copy / "recording.csv").unlink()
+    for argv, instead in ((("run", copy, "--sink", "null:"), "give --source URL"),
+                          (("probe", copy), "give DATA")):
+        assert_one_line_error(run_cli(*argv), "recording recording.csv is listed in its "
+                              "manifest but not here (a board's pruned copy?)", instead)
 
 
 def test_a_pipe_given_to_replay_is_named_as_one(model, tmp_path):

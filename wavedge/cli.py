@@ -328,9 +328,7 @@ def _one_reader_each(urls: list) -> None:
 
 
 def _recording_url(model, model_dir) -> str:
-    if model.manifest.recording is None:
-        raise InputError(f"{model_dir} has no recording; give --source URL")
-    return f"replay:{model.manifest.recording}"
+    return f"replay:{model.manifest.own_recording('give --source URL')}"
 
 
 def _load_for_run(args, options, n: int):

@@ -102,6 +102,17 @@ class Manifest:
         rec = (self.raw.get("recording") or {}).get("path")
         return self.directory / rec if rec else None
 
+    def own_recording(self, instead: str) -> Path:
+        """The directory's own recording, or ``InputError`` saying why there is none here
+        and what to give ``instead``: a board's pruned copy may list it without holding it."""
+        path = self.recording
+        if path is None:
+            raise InputError(f"{self.directory} has no recording of its own; {instead}")
+        if not path.is_file():
+            raise InputError(f"{self.directory}'s recording {path.name} is listed in its "
+                             f"manifest but not here (a board's pruned copy?); {instead}")
+        return path
+
     @property
     def output_size(self) -> int:
         return int(np.prod(self.signature.outputs[0].shape))

@@ -351,10 +351,9 @@ def _open(path: Path, backend: str, precision: str, untrained: bool, seed: int):
 
 
 def _default_recording(path: Path) -> str:
-    if path.is_dir():
-        from wavedge.manifest import load_manifest
+    instead = "give DATA (a table with a label column)"
+    if not path.is_dir():
+        raise InputError(f"probe: {path} has no recording; {instead}")
+    from wavedge.manifest import load_manifest
 
-        rec = load_manifest(path).recording
-        if rec is not None:
-            return str(rec)
-    raise InputError(f"probe: {path} has no recording; give DATA (a table with a label column)")
+    return str(load_manifest(path).own_recording(instead))

@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     except WavedgeError as exc:
         print(f"standin: error: {exc}", file=sys.stderr)
         return 1
-    rec = model.manifest.recording
-    if rec is None:
-        print(f"standin: error: {args.model_dir} has no recording to stream (export it with "
-              "--recording)", file=sys.stderr)
+    try:
+        rec = model.manifest.own_recording("export it with --recording")
+    except WavedgeError as exc:
+        print(f"standin: error: {exc}", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         board = StandIn(build(Path(tmp)))

@@ -83,10 +83,10 @@ class ReplaySource:
 def _own_recording(url, manifest) -> Path:
     """``replay:`` without a path (``replay:?rate=max``): the model directory's own recording,
     which a run without ``--source`` replays at the model's rate."""
-    if manifest.recording is None:
-        raise SourceError(f"{url.text}: give a recording (replay:FILE); "
-                          f"{manifest.directory} has none of its own")
-    return manifest.recording
+    try:
+        return manifest.own_recording("give one (replay:FILE)")
+    except InputError as exc:
+        raise SourceError(f"{url.text}: {exc}") from None
 
 
 def open(url, manifest) -> ReplaySource:  # noqa: A001 - the scheme-module entry point
