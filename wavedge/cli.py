@@ -485,12 +485,12 @@ def _cmd_service(args: argparse.Namespace) -> int:
         return 0
     if args.model_dir is None or args.source is None or args.sink is None:
         raise InputError("service install: give NAME MODEL_DIR --source URL --sink URL")
+    # the reset policy in its own spelling: 'recording, gap:2' as one word, as the unit needs
+    reset = ResetPolicy.parse(args.reset, "--reset").text() if args.reset is not None else None
     options = {k: v for k, v in (("backend", args.backend), ("precision", args.precision),
-                                 ("policy", args.policy), ("reset", args.reset),
+                                 ("policy", args.policy), ("reset", reset),
                                  ("noise", args.noise), ("group", args.group),
                                  ("tick-wait", args.tick_wait)) if v is not None}
-    if args.reset is not None:  # its own spelling: 'recording, gap:2' as one word
-        options["reset"] = ResetPolicy.parse(args.reset, "--reset").text()
     sink = kept(args.sink)
     svc = service.Service(args.name, service.target_path(args.model_dir, root),
                           tuple(args.source), sink, options, args.user, args.wavedge or "")

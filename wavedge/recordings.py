@@ -700,15 +700,14 @@ class Resampler:
             if s.time is None:
                 s.time = n / self.source_hz
             n += 1
+            step = s.time - pending[-1].time if s.sequence == seq and pending else 0.0
             # a clock that went back (a logger restarted under the same session) had left
             # the samples after it waiting for an output time they never reached: all lost
-            back = s.sequence == seq and pending and s.time < pending[-1].time
+            self.clock_back += step < 0
             # a logger paused for an hour had its hour filled with interpolated samples
             # (36 000 made up at 10 Hz), and a gap:S reset never saw the gap
-            gap = s.sequence == seq and pending and s.time - pending[-1].time > widest
-            self.clock_back += bool(back)
-            self.gaps += bool(gap)
-            if s.sequence != seq or back or gap:
+            self.gaps += step > widest
+            if s.sequence != seq or step < 0 or step > widest:
                 yield from self._flush(pending, final=True)
                 seq, pending, self._next, self._start = s.sequence, [], s.time, s.time
             pending.append(s)

@@ -39,7 +39,7 @@ def save_checkpoint(path: str | Path, model: StepModel, meta: dict) -> Path:
     checkpoint that was there, never a truncated one."""
     path = Path(path)
     meta = json.loads(json.dumps(meta))  # plain types only, so weights_only loading accepts it
-    _part(path)
+    _make_folders(path)
     try:
         with replaced_whole(path) as part:
             torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
@@ -61,7 +61,8 @@ def check_writable(path: str | Path) -> None:
             if fh.read(4) != b"PK\x03\x04":
                 raise CheckpointError(f"{path}: exists and is not a checkpoint (--out {path} "
                                       "names your data?); refusing to overwrite it")
-    part = _part(path)
+    _make_folders(path)
+    part = part_of(path)  # the file save_checkpoint writes before its rename
     try:
         part.touch()
     except OSError as exc:
@@ -69,14 +70,12 @@ def check_writable(path: str | Path) -> None:
     part.unlink()
 
 
-def _part(path: Path) -> Path:
-    """The file a checkpoint is written to before it is renamed over ``path``, its folders
-    made."""
+def _make_folders(path: Path) -> None:
+    """The folders a checkpoint at ``path`` goes in, made, or ``CheckpointError``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _unwritable(path, exc) from None
-    return part_of(path)
 
 
 def _unwritable(path: Path, exc: Exception) -> CheckpointError:
