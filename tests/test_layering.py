@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-from conftest import BUNDLED_MODEL, ROOT
+from conftest import BUNDLED_MODEL, ROOT, run_cli
 
 LEAN = ("runtime", "firmware_bridge")
 FORBIDDEN = ("wavedge.models", "wavedge.export", "torch", "onnx")
@@ -69,3 +69,45 @@ def test_training_and_export_without_torch_say_so_in_one_line(tmp_path):
                               env=user_env(), timeout=120)
         assert_one_line_error(proc, f"{argv[0]} needs torch", "pip install 'wavedge[export]'")
     assert not list(tmp_path.iterdir())
+
+
+def test_version_reports_the_backends_and_each_extra_without_importing_torch():
+    """`wavedge --version` is what a bug report or a fleet check quotes: its first line is the
+    version; it names each backend's library (or that it is missing) and, for every extra in
+    pyproject.toml, whether its packages are here, all without importing torch."""
+    import tomllib
+    from importlib import metadata
+
+    import wavedge
+    from wavedge.runtime.backends import libraries, providers_here
+
+    code = ("import sys; from wavedge.cli import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('torch' in sys.modules, file=sys.stderr); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stderr.strip() == "False", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"wavedge {wavedge.__version__}"
+    for name, library in libraries().items():
+        assert (f"  backend {name}: {library} (providers: {', '.join(providers_here(name))})"
+                if library else f"  backend {name}: not installed") in lines
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for extra, requirements in extras.items():
+        line = next((ln for ln in lines if ln.startswith(f"  extra {extra}: ")), None)
+        if extra == "test":
+            assert line is None
+            continue
+        names = [re.match(r"[A-Za-z0-9._-]+", r).group() for r in requirements]
+        missing = []
+        for name in names:
+            try:
+                metadata.version(name)
+            except metadata.PackageNotFoundError:
+                missing.append(name)
+        assert line == (f"  extra {extra}: installed" if not missing else
+                        f"  extra {extra}: missing {', '.join(missing)} "
+                        f"(pip install 'wavedge[{extra}]')"), line
+    short = run_cli("-V")
+    assert short.returncode == 0 and short.stdout.splitlines()[0] == lines[0], short.stderr

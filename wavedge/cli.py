@@ -553,9 +553,25 @@ def _add_backend_settings(p: argparse.ArgumentParser) -> None:
                    help="backend threads, and torch's in bench (default 1)")
 
 
+class _Version(argparse.Action):
+    """argparse's own "version" action takes a fixed string; this report looks at the install
+    (its backends and extras) only when asked."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from wavedge.about import report
+
+        print(report())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavedge", description="Train, export and stream brain-inspired sequence models.")
+    parser.add_argument("-V", "--version", action=_Version,
+                        help="print the version and what this install can run, then exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_export, _add_run, _add_bench, _add_probe, _add_service,
                 _add_firmware, _add_upgrade, _add_inspect):  # the order --help lists them in

@@ -67,7 +67,7 @@ def quiet_stderr():
 def load_interpreter(content: bytes, threads: int = 1):
     """An interpreter over ``content`` with its tensors allocated (the library's INFO line
     hidden)."""
-    factory, library = _interpreter_class()
+    factory, package = _interpreter_class()
     if factory is None:
         raise BackendError("backend 'litert' needs ai-edge-litert (or tflite-runtime): "
                            "pip install ai-edge-litert")
@@ -77,8 +77,15 @@ def load_interpreter(content: bytes, threads: int = 1):
     return interp
 
 
-def is_installed() -> bool:
-    return _interpreter_class()[0] is not None
+def providers_here() -> list[str]:
+    return list(PROVIDERS)
+
+
+def library() -> str | None:
+    """The interpreter's package and version (``ai_edge_litert 2.0.2``), or None where neither
+    it nor tflite-runtime is installed."""
+    name = _interpreter_class()[1]
+    return name and f"{name} {getattr(__import__(name), '__version__', '?')}"
 
 
 def _wavedge_name(name: str) -> str:
@@ -388,7 +395,7 @@ def tensor_spec(path: Path, name: str, d: dict) -> TensorSpec:
 
 
 def load(path: Path, options: BackendOptions) -> LiteRTGraph:
-    factory, library = _interpreter_class()
+    factory, package = _interpreter_class()
     if factory is None:
         raise BackendError("backend 'litert' needs ai-edge-litert (or tflite-runtime): "
                            "pip install ai-edge-litert")
@@ -396,10 +403,9 @@ def load(path: Path, options: BackendOptions) -> LiteRTGraph:
     try:
         interp = load_interpreter(content, options.threads)
     except Exception as exc:  # the interpreter raises ValueError/RuntimeError on bad files
-        raise BackendError(f"{path}: {library} cannot load it: {reason(exc)}") from None
+        raise BackendError(f"{path}: {package} cannot load it: {reason(exc)}") from None
     # in file order; wavedge.runtime.model puts them in signature order
     specs = [[tensor_spec(path, name, d) for name, d in details.items()]
              for details in io_details(interp)]
-    version = getattr(__import__(library), "__version__", "?")
     return LiteRTGraph(path, content, factory, specs[0], specs[1],
-                       {"library": f"{library} {version}", "threads": options.threads}, options)
+                       {"library": library(), "threads": options.threads}, options)

@@ -20,12 +20,22 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 
 
-def is_installed() -> bool:
+def library() -> str | None:
+    """``onnxruntime VERSION``, or None where it is not installed."""
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime
     except ImportError:
-        return False
-    return True
+        return None
+    return f"onnxruntime {onnxruntime.__version__}"
+
+
+def providers_here() -> list[str]:
+    """The providers this onnxruntime build has, by short name (NVIDIA's onnxruntime-gpu on a
+    Jetson: cpu, cuda, tensorrt; PyPI's: cpu)."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    return [short for short, provider in PROVIDERS.items() if provider in have]
 
 
 def session_options(options: BackendOptions):
@@ -196,6 +206,6 @@ def load(path: Path, options: BackendOptions) -> OrtGraph:
                                    f"graphs have {', '.join(ORT_DTYPES.values())} tensors of "
                                    "fixed shape")
             target.append(TensorSpec(t.name, tuple(t.shape), ORT_DTYPES[t.type]))
-    detail = {"library": f"onnxruntime {ort.__version__}",
+    detail = {"library": library(),
               "providers": session.get_providers(), "threads": options.threads}
     return OrtGraph(path, session, inputs, outputs, detail)

@@ -104,12 +104,18 @@ def check_threads(n: int, flag: str = "threads") -> None:
 
 def available() -> dict[str, bool]:
     """Which backends can be imported here (their runtime library is installed)."""
+    return {name: library is not None for name, library in libraries().items()}
+
+
+def libraries() -> dict[str, str | None]:
+    """Each backend's runtime library and its version (``onnxruntime 1.22.0``), None where it
+    cannot be imported here."""
     out = {}
     for name, module in BACKENDS.items():
         try:
-            out[name] = importlib.import_module(module).is_installed()
+            out[name] = importlib.import_module(module).library()
         except ImportError:
-            out[name] = False
+            out[name] = None
     return out
 
 
@@ -131,6 +137,11 @@ def check_providers(backend: str, providers: tuple[str, ...]) -> None:
 def providers_of(backend: str) -> tuple[str, ...]:
     """The providers ``backend`` can run on, by short name (its module's ``PROVIDERS``)."""
     return tuple(_module(backend).PROVIDERS)
+
+
+def providers_here(backend: str) -> list[str]:
+    """The providers of ``backend`` that its installed library has (installed: ``available``)."""
+    return _module(backend).providers_here()
 
 
 def _module(backend: str):
