@@ -202,6 +202,40 @@ def test_a_long_gap_is_left_a_gap_and_a_short_one_filled(tmp_path, model):
     assert np.allclose(np.diff(got), 0.1) and "gap" not in note, (got, note)
 
 
+def test_a_bad_input_is_left_out_of_the_resampling_and_passed_on_in_its_place(tmp_path,
+                                                                               model):
+    """A bad row had gone to the stream at once, ahead of the outputs before it in time
+    (stepped out of order under --policy hold); a NaN had been averaged in, spoiling an output
+    period; and without timestamps a bad row had not taken its period, so every later
+    output came one input period early. The outputs now are those of the file without the
+    bad rows, and each bad row comes between the outputs around it."""
+    head, *rows = RECORDING.read_text().splitlines()
+    rows = rows[:100]  # read as 50 Hz: 2 s, 20 outputs at 10 Hz
+    bad = {23: "oops", 61: "nan"}  # not_numeric and non_finite, as acc_x
+    spoilt = [r if i not in bad else re.sub(r"^([^,]*,[^,]*,)[^,]*", rf"\g<1>{bad[i]}", r)
+              for i, r in enumerate(rows)]
+
+    def read(name, lines, keys):
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return list(open_source(f"replay:{tmp_path / name}?resample=1&rate=max&{keys}",
+                                model.manifest))
+
+    timed = [f"{i * 0.02:.2f},{r}" for i, r in enumerate(rows)]
+    clean = read("clean.csv", [f"t,{head}", *(r for i, r in enumerate(timed) if i not in bad)],
+                 "time=t")
+    for got in (read("timed.csv", [f"t,{head}", *(f"{i * 0.02:.2f},{r}" for i, r in
+                                                 enumerate(spoilt))], "time=t"),
+                read("untimed.csv", [head, *spoilt], "sample_rate=50")):
+        good = [s.problem is None and bool(np.isfinite(s.values).all()) for s in got]
+        assert [(s.time, *s.values) for s, ok in zip(got, good) if ok] == \
+            [(s.time, *s.values) for s in clean]
+        at = [i for i, ok in enumerate(good) if not ok]
+        # each between the outputs around its time: 0.46 s after 5 outputs (0 to 0.4 s),
+        # 1.22 s after 13 (0 to 1.2 s) and the first bad row
+        assert at == [5, 14], [(s.time, s.problem) for s in got]
+        assert got[at[0]].problem == "not_numeric" and np.isnan(got[at[1]].values[0])
+
+
 def test_the_resampler_keeps_a_slow_signal_and_removes_a_fast_one():
     t = np.arange(500) / 50.0
     slow = np.sin(2 * np.pi * 0.5 * t)

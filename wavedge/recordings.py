@@ -692,14 +692,18 @@ class Resampler:
     def run(self, samples):
         seq, pending, n = object(), [], 0
         self.widest = widest = max(GAP_PERIODS / self.source_hz, 2 * self.period)  # fillable
+        self._bad = []  # (time, sample): bad inputs, passed on in time order between outputs
         for s in samples:
             self.inputs += 1
-            if s.problem is not None:
-                yield s  # bad samples pass through, to be counted by the stream's policy
+            n += 1  # a row that did not parse took its period all the same
+            if s.problem is not None or not np.isfinite(s.values).all():
+                # left out of the averages (one NaN had spoilt a whole output period) and
+                # passed on for the stream's policy to count, after the outputs before it:
+                # it had gone at once, stepped ahead of them under --policy hold
+                yield from self._bad_sample(s, seq, pending)
                 continue
             if s.time is None:
-                s.time = n / self.source_hz
-            n += 1
+                s.time = (n - 1) / self.source_hz
             step = s.time - pending[-1].time if s.sequence == seq and pending else 0.0
             # a clock that went back (a logger restarted under the same session) had left
             # the samples after it waiting for an output time they never reached: all lost
@@ -735,6 +739,7 @@ class Resampler:
                                                                                before.time)
                 values = ((1 - w) * before.values + w * after.values).astype(np.float32)
             near = min(pending, key=lambda s: abs(s.time - t))
+            yield from self._bad_before(t)
             self.outputs += 1
             yield Sample(values, None, near.truth, near.sequence, t)
             self._next = t + self.period
@@ -743,3 +748,17 @@ class Resampler:
                 pending.pop(0)
         if final:
             pending.clear()
+            yield from self._bad_before(math.inf)
+
+    def _bad_sample(self, s: Sample, seq, pending: list):
+        """Hold bad sample ``s`` until the outputs before its time (the last good input's
+        where it has none) have gone; a new recording's goes after the last one's."""
+        if s.sequence != seq:
+            yield from self._flush(pending, final=True)
+            yield s
+        else:
+            self._bad.append((s.time if s.time is not None else pending[-1].time, s))
+
+    def _bad_before(self, t: float):
+        while self._bad and self._bad[0][0] < t:
+            yield self._bad.pop(0)[1]
