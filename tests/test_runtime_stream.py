@@ -216,6 +216,25 @@ def test_a_missing_chunk_is_refused_not_stepped(model):
         model.stream().push_chunk(None)
 
 
+def test_an_empty_buffer_is_a_chunk_of_no_samples(model):
+    """A board that collects samples in a list and pushes it each tick pushes an empty one
+    when nothing came: that had been "expected shape (N, 6), got (0,)" (an empty array of
+    shape (0, 6) was taken). For a group, every member's empty list the same."""
+    stream = model.stream()
+    for empty in ([], (), np.empty((0, 6), np.float32)):
+        assert len(stream.push_chunk(empty)) == 0
+    assert stream.steps == 0 and not stream.stats.dropped
+    group = load_model(BUNDLED_MODEL, streams=2).group()
+    for k in "ab":
+        group.add(k)
+    for empty in ([[], []], {"a": [], "b": []}, {"a": []}):
+        out = group.push_chunk(empty)
+        assert [len(out[k]) for k in "ab"] == [0, 0]
+    assert [group.member(k).steps for k in "ab"] == [0, 0]
+    with pytest.raises(InputError, match=r"expected \[2 streams, N samples, 6\]"):
+        group.push_chunk([])  # no members at all: not "no samples"
+
+
 def test_a_chunk_of_samples_of_unequal_lengths_says_so(model, recording):
     """A list of rows one short had been "input 'x' is not numeric"."""
     rows = [list(r) for r in recording[:5]]

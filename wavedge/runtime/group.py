@@ -409,6 +409,8 @@ class StreamGroup:
             x = np.asarray(samples, np.float32) if self._vector else np.asarray(samples)
         except (TypeError, ValueError):  # numpy's "inhomogeneous shape" too
             raise InputError(f"push_chunk: {self._unlike(samples)}") from None
+        if x.shape == (len(self._order), 0):  # every member's buffer empty: no samples
+            x = x.reshape(len(x), 0, *self._shape)
         if x.ndim < 2 or len(x) != len(self._order) or \
                 (self._vector and x.shape[2:] != self._shape):  # else every sample dropped
             raise InputError(f"push_chunk: expected [{len(self._order)} streams, N samples, "

@@ -725,6 +725,8 @@ class Stream:
                 x = np.asarray(r, dtype=np.float32 if spec.dtype == "float32" else None)
             except (TypeError, ValueError):
                 raise InputError(f"push_chunk: input {spec.name!r}: {_not_array(r)}") from None
+            if x.shape == (0,):  # an empty list (a buffer with nothing in it yet): no samples
+                x = x.reshape(0, *shape)
             if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
                 which = f" for input {spec.name!r}" if len(specs) > 1 else ""
                 raise InputError(f"push_chunk: expected shape (N, {', '.join(map(str, shape))})"
