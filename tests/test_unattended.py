@@ -162,13 +162,13 @@ def test_a_closed_pipe_is_a_quiet_stop():
 
 
 @pytest.mark.parametrize("url, fragment", [
-    ("synthetic:imu?seed=-1", "seed=-1 is outside the allowed range [0, 9223372036854775807]"),
+    ("synthetic:imu?seed=-1", "seed=-1 must be at least 0"),
     (f"replay:{RECORDING}?loop=-1",
-     "loop=-1 is outside the allowed range [0, 4611686018427387904]"),
+     "loop=-1 must be at least 0"),
     (f"replay:{RECORDING}?rate=1e-300", "rate=1e-300 is outside the allowed range [0.001, 1e+06]"),
     (f"replay:{RECORDING}?rate=1e-9", "outside the allowed range"),
     (f"replay:{RECORDING}?rate=1e999", "outside the allowed range"),
-    (f"replay:{RECORDING}?limit=0", "limit=0 is outside the allowed range [1,"),
+    (f"replay:{RECORDING}?limit=0", "limit=0 must be at least 1"),
     ("serial:///dev/null?baud=0", "baud=0 is outside the allowed range"),
     ("synthetic:imu?n=x", "n='x' is not a valid int"),
 ])

@@ -26,11 +26,17 @@ _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
                                           ("mqtts", "mqtt"))}
 
 
-def _range(low, high) -> str:
-    """A closed range, integers exactly (a count's top is 2**62: 4.61169e+18 would round it)."""
+NO_TOP = 2 ** 62  # a count or seed with a top this high has none a user meets
+
+
+def _outside(low, high, value) -> str:
+    """Why ``value`` is not in the closed range: its bound alone where the top is no real
+    limit (a loop count of -1 had been told "[0, 4611686018427387904]")."""
+    if high >= NO_TOP:
+        return f"must be at least {low}" if value < low else f"must be at most {high}"
     if isinstance(low, int) and isinstance(high, int):
-        return f"[{low}, {high}]"
-    return f"[{low:g}, {high:g}]"
+        return f"is outside the allowed range [{low}, {high}]"
+    return f"is outside the allowed range [{low:g}, {high:g}]"
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,8 @@ class URL:
             raise InputError(f"{self.text}: parameter {key}={self.params[key]!r} is not a "
                              f"valid {kind.__name__}") from None
         if within is not None and not within[0] <= value <= within[1]:
-            raise InputError(f"{self.text}: parameter {key}={self.params[key]} is outside the "
-                             f"allowed range {_range(*within)}")
+            raise InputError(f"{self.text}: parameter {key}={self.params[key]} "
+                             f"{_outside(*within, value)}")
         return value
 
     def check_params(self, allowed: tuple[str, ...]) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import sys
 
 from wavedge.errors import SinkError, reason
+from wavedge.runtime.urls import NO_TOP
 
 
 class StdoutSink:
     def __init__(self, url, manifest, out=None) -> None:
         url.check_params(("every",))
-        self.every = url.get("every", 1, int, (1, 2 ** 62))
+        self.every = url.get("every", 1, int, (1, NO_TOP))
         self.out = out if out is not None else sys.stdout
         if self.out is None:  # started with standard output closed (`>&-`): print drops all
             raise SinkError("stdout sink: standard output is closed; give --sink jsonl:FILE "

@@ -7,6 +7,7 @@ import time
 from itertools import islice
 
 from wavedge.errors import SourceError
+from wavedge.runtime.urls import NO_TOP
 from wavedge.recordings import RATE_WINDOW, TABLE_PARAMS, Columns, Resampler, Sample, \
     target_columns, with_rate
 
@@ -17,7 +18,7 @@ SOURCE_TABLE_PARAMS = (*TABLE_PARAMS, "sample_rate", "resample")
 
 
 RATE_RANGE = (1e-3, 1e6)  # Hz: from one sample in 17 minutes to a MHz ADC
-COUNT_RANGE = (0, 2 ** 62)
+COUNT_RANGE = (0, NO_TOP)
 
 
 def port_reader(url, name: str | None = None) -> tuple[str, str]:
