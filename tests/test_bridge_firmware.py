@@ -46,3 +46,24 @@ def test_an_edited_sketch_is_not_overwritten_without_force(tmp_path):
     assert f"unchanged {tmp_path / 'wb_frame.c'}" in forced.stdout
     assert ino.read_bytes() == (ROOT / "wavedge" / "firmware_bridge" / "c" / "arduino" /
                                 "wavedge_bridge" / "wavedge_bridge.ino").read_bytes()
+
+
+def test_a_full_disk_leaves_no_file_cut_short_and_names_the_file(tmp_path):
+    """`firmware` on a full disk left an empty wb_frame.h, which the next run, with room
+    again, refused as "differs from this wavedge's copy" until --force; the error named
+    no file."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import user_env
+
+    def full():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "firmware", "--out",
+                           str(tmp_path)], capture_output=True, text=True, env=user_env(),
+                          timeout=60, preexec_fn=full)
+    assert_one_line_error(proc, f"{tmp_path / 'wb_frame.h'}: File too large")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert run_cli("firmware", "--out", tmp_path).returncode == 0

@@ -660,3 +660,17 @@ def test_synthetic_samples_follow_the_models_clock_whatever_the_pacing(model):
     runs = [[s.values for s in open_source(f"synthetic:imu?n=40&seed=3&rate={rate}",
                                            model.manifest)] for rate in ("max", "1000", "400")]
     assert all(np.array_equal(np.stack(runs[0]), np.stack(r)) for r in runs[1:])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("argv", [["inspect", str(BUNDLED_MODEL)], ["--version"],
+                                  ["upgrade", str(BUNDLED_MODEL)]])
+def test_a_command_behind_a_full_disk_names_standard_output(argv):
+    """`wavedge inspect DIR > /dev/full` said only "No space left on device", as if of a
+    file it wrote, and `--version` there was a traceback."""
+    from conftest import user_env
+
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "wavedge.cli", *argv], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=user_env(), timeout=60)
+    assert_one_line_error(proc, "standard output: No space left on device")

@@ -252,7 +252,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if sys.stdout is not None:  # None: started with it closed (`>&-`), a null sink
             sys.stdout.flush()
     except OSError:  # `| head` gone or a full disk: nothing more can reach stdout, not at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
     for line in summary.lines(error=False):  # the error is the last line, once
         print(f"wavedge: {line}", file=sys.stderr)
     if summary.error:
@@ -538,7 +538,12 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
     sketch.mkdir(parents=True, exist_ok=True)
     for src, dest in pairs:
         if not same[dest]:
-            shutil.copyfile(src, dest)
+            try:  # whole: a file cut short by a full disk had to be --force'd over after
+                with stopping.replaced_whole(dest) as part:
+                    shutil.copyfile(src, part)
+            except OSError as exc:  # a full disk's error names no file
+                exc.filename = str(dest)
+                raise
         print(f"{'unchanged' if same[dest] else 'wrote'} {dest}")
     return 0
 
@@ -563,7 +568,7 @@ class _Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         from wavedge.about import report
 
-        print(report())
+        print(report(), flush=True)  # a full disk's error now, not as Python exits
         parser.exit()
 
 
@@ -864,14 +869,50 @@ def _add_inspect(sub) -> None:
     p.set_defaults(func=_cmd_inspect)
 
 
+class _Stdout:
+    """``sys.stdout`` while a command runs: a write that fails names standard output (behind
+    a full disk it had said "No space left on device", as if of a file the command wrote)."""
+
+    def __init__(self, out) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        try:
+            return self._out.write(text)
+        except OSError as exc:
+            raise _named(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+        except OSError as exc:
+            raise _named(exc) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._out, name)
+
+
+STDOUT = "standard output"
+
+
+def _named(exc: OSError) -> OSError:
+    exc.filename = exc.filename or STDOUT
+    return exc
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
         before = signal.signal(signal.SIGTERM, stopping.stop)
     except ValueError:  # not the main thread (an embedding caller's): left as it is
         before = None
+    out = sys.stdout  # None: started with it closed (`>&-`), where print writes nothing
+    sys.stdout = _Stdout(out) if out is not None else None
     try:
-        return args.func(args)  # `wavedge run` sets its own handler while it streams
+        args = build_parser().parse_args(argv)  # --help and --version write here too
+        code = args.func(args)  # `wavedge run` sets its own handler while it streams
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a short output meets a full disk here, not at exit
+        return code
     except WavedgeError as exc:
         print(f"wavedge: error: {exc}", file=sys.stderr)
         return 1
@@ -879,15 +920,24 @@ def main(argv: list[str] | None = None) -> int:
         print("wavedge: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into a reader that stopped (`| head`)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 0
     except OSError as exc:  # a folder or file the system refused (firmware --out /proc/x)
+        if exc.filename == STDOUT:
+            _drop_stdout()
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"wavedge: error: {where}{reason(exc)}", file=sys.stderr)
         return 1
     finally:
+        sys.stdout = out
         if before is not None:
             signal.signal(signal.SIGTERM, before)
+
+
+def _drop_stdout() -> None:
+    """What is left for standard output goes nowhere: Python's flush at exit would fail on it
+    again, with a traceback and exit status 120."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":
