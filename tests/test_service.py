@@ -47,6 +47,41 @@ def test_install_writes_a_unit_an_environment_file_and_a_udev_rule(tmp_path):
     assert removed.returncode == 0 and not list((root / "etc").rglob("*bm*"))
 
 
+def test_a_jetson_service_runs_on_its_providers_with_its_engines_kept_across_restarts(
+        tmp_path, monkeypatch):
+    """`service install` took none of the run's --provider, --trt-cache, --threads and
+    --seed, so a Jetson's service could not be put on CUDA or TensorRT but by editing its
+    file. They are the run's own options now, and for TensorRT the unit asks systemd for a
+    cache folder (CacheDirectory=) where the engines, built for minutes at the first start,
+    are kept: the default had been ~/.cache, which a service user may not have."""
+    from wavedge.cli import build_parser
+    from wavedge.runtime.backend_onnxruntime import trt_cache_dir
+
+    proc = _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink", "null:",
+                    "--provider", "tensorrt", "--provider", "cuda", "--threads", "2",
+                    "--seed", "7")
+    assert proc.returncode == 0, proc.stderr
+    unit = (tmp_path / "root/etc/systemd/system/wavedge-bm.service").read_text()
+    assert "CacheDirectory=wavedge-bm" in unit.splitlines()
+    env = (tmp_path / "root/etc/wavedge/bm.env").read_text()
+    options = re.search(r"^WAVEDGE_OPTIONS=(.*)$", env, re.M).group(1).split()
+    args = build_parser().parse_args(["run", "m", *options])
+    assert (args.provider, args.threads, args.seed) == (["tensorrt", "cuda"], 2, 7)
+    # what the run does with CacheDirectory: systemd gives the folder as $CACHE_DIRECTORY
+    monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/wavedge-bm")
+    assert trt_cache_dir() == Path("/var/cache/wavedge-bm/trt")
+    assert trt_cache_dir("/data/trt") == Path("/data/trt")
+    monkeypatch.delenv("CACHE_DIRECTORY")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/tmp/xdg")
+    assert trt_cache_dir() == Path("/tmp/xdg/wavedge/trt")
+    given = _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink", "null:",
+                     "--provider", "tensorrt", "--trt-cache", "/data/trt")
+    assert given.returncode == 0, given.stderr
+    unit = (tmp_path / "root/etc/systemd/system/wavedge-bm.service").read_text()
+    assert "CacheDirectory" not in unit  # the folder given is the one used
+    assert "--trt-cache /data/trt" in (tmp_path / "root/etc/wavedge/bm.env").read_text()
+
+
 @pytest.mark.parametrize("sink, written", [
     ("jsonl:/var/lib/wavedge/bm.jsonl", "jsonl:/var/lib/wavedge/bm.jsonl?append=1"),
     ("csv:/var/lib/wavedge/bm.csv?append=0", "csv:/var/lib/wavedge/bm.csv?append=0"),
@@ -249,6 +284,10 @@ def test_a_reinstall_on_the_board_restarts_the_running_unit_on_its_new_files(
      "mqtt.env is a relative path"),
     (("--source", "mqtts://broker/fleet/in?env=secrets/mqtt.env", "--sink", "null:"),
      "secrets/mqtt.env is a relative path"),
+    (("--source", "stdin:", "--sink", "null:", "--provider", "tensorrt", "--trt-cache", "trt"),
+     "--trt-cache: trt is a relative path"),
+    (("--source", "stdin:", "--sink", "null:", "--backend", "litert", "--provider", "cuda"),
+     "backend litert has no provider cuda"),
 ])
 def test_a_unit_whose_run_would_fail_at_every_restart_is_refused_before_anything_is_written(
         tmp_path, extra, message):

@@ -291,6 +291,11 @@ def _check_noise(args: argparse.Namespace, manifest) -> None:
                          "not a stochastic network)")
 
 
+def _pipeline_actions() -> list[argparse.Action]:
+    """The run's options a service passes on (``_add_pipeline_options``), in their order."""
+    return _add_pipeline_options(argparse.ArgumentParser(add_help=False), defaults=False)
+
+
 def _check_service_run(svc, model_here: Path) -> None:
     """A service restarts its run 2 s after each failure, for ever: refuse now what the run
     would refuse at every start (its options, the model directory and the graph they pick,
@@ -300,18 +305,23 @@ def _check_service_run(svc, model_here: Path) -> None:
     from wavedge.runtime.model import step_entry
     from wavedge.runtime.urls import files_of
 
+    from wavedge.runtime.backends import check_providers
+
     args = build_parser().parse_args(svc.run_argv())
     _run_checks(args)
+    # by the backend's list, not this machine's build: an image may be made elsewhere
+    check_providers(args.backend, tuple(args.provider or ("cpu",)))
     manifest = load_manifest(model_here, verify_files=False)  # the run checks what it loads
     verify_file(manifest, step_entry(manifest, args.backend, args.precision, len(args.source),
                                      in_turn=args.group != "always"))
     _check_noise(args, manifest)
-    for flag, url, kind in [*(("--source", u, "source") for u in args.source),
-                            ("--sink", args.sink, "sink")]:
-        for path in files_of(url, kind):
-            if not Path(path).is_absolute():
-                raise InputError(f"{flag} {url}: {path} is a relative path, and a service runs "
-                                 f"in /; give its absolute path ({Path(path).resolve()})")
+    named = [(f"--{kind} {url}", path) for kind, urls in (("source", args.source),
+                                                          ("sink", [args.sink]))
+             for url in urls for path in files_of(url, kind)]
+    for flag, path in named + [("--trt-cache", args.trt_cache)] * bool(args.trt_cache):
+        if not Path(path).is_absolute():
+            raise InputError(f"{flag}: {path} is a relative path, and a service runs in /; "
+                             f"give its absolute path ({Path(path).resolve()})")
 
 
 def _one_reader_each(urls: list) -> None:
@@ -487,10 +497,10 @@ def _cmd_service(args: argparse.Namespace) -> int:
         raise InputError("service install: give NAME MODEL_DIR --source URL --sink URL")
     # the reset policy in its own spelling: 'recording, gap:2' as one word, as the unit needs
     reset = ResetPolicy.parse(args.reset, "--reset").text() if args.reset is not None else None
-    options = {k: v for k, v in (("backend", args.backend), ("precision", args.precision),
-                                 ("policy", args.policy), ("reset", reset),
-                                 ("noise", args.noise), ("group", args.group),
-                                 ("tick-wait", args.tick_wait)) if v is not None}
+    options = {a.option_strings[0][2:]: getattr(args, a.dest) for a in _pipeline_actions()
+               if getattr(args, a.dest) is not None}
+    if reset is not None:
+        options["reset"] = reset
     sink = kept(args.sink)
     svc = service.Service(args.name, service.target_path(args.model_dir, root),
                           tuple(args.source), sink, options, args.user, args.wavedge or "")
@@ -548,14 +558,53 @@ def _cmd_firmware(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_backend_settings(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--provider", action="append", choices=["cpu", "cuda", "tensorrt"],
-                   help="onnxruntime execution provider, in preference order (default cpu)")
-    p.add_argument("--trt-cache", metavar="DIR",
-                   help="TensorRT's engine cache, so a restart does not rebuild the engines "
-                        "(default ~/.cache/wavedge/trt)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="backend threads, and torch's in bench (default 1)")
+def _add_backend_settings(p: argparse.ArgumentParser, defaults: bool = True) -> list:
+    return [p.add_argument("--provider", action="append", choices=["cpu", "cuda", "tensorrt"],
+                           help="onnxruntime execution provider, in preference order (default "
+                                "cpu)"),
+            p.add_argument("--trt-cache", metavar="DIR",
+                           help="TensorRT's engine cache, so a restart does not rebuild the "
+                                "engines (default: a service's cache folder, else "
+                                "~/.cache/wavedge/trt)"),
+            p.add_argument("--threads", type=int, default=1 if defaults else None,
+                           help="backend threads, and torch's in bench (default 1)")]
+
+
+def _add_pipeline_options(p: argparse.ArgumentParser, defaults: bool = True) -> list:
+    """The options of `wavedge run` after its source and sink, declared once: `service
+    install` takes the same ones (without defaults: those given go into its unit)."""
+    added = []
+
+    def add(*flags, default=None, **kwargs):
+        added.append(p.add_argument(*flags, default=default if defaults else None, **kwargs))
+
+    add("--group", default="auto", choices=["auto", "always", "never"],
+        help="several sources on a model with a batch graph for them: auto (the default) "
+             "steps them by one call per tick or in turn, whichever it measures cheaper at "
+             "start (tens of milliseconds; a batch graph costs the same for any number of "
+             "members); always or never to choose")
+    add("--tick-wait", type=float, metavar="MS",
+        help="several sources: how long a tick waits, after its oldest sample arrived, for "
+             "every source to have one, so that sensors sampled at the same instants are "
+             "stepped in one call (default: one sample period at the model's rate, at most "
+             "2 ms; 0 steps whatever has arrived)")
+    add("--backend", default="onnxruntime", choices=["onnxruntime", "litert"])
+    add("--precision", default="fp32", help="artefact precision (default fp32)")
+    add("--policy", default="reject", choices=["reject", "hold", "zero"],
+        help="bad samples (wrong length, non-numeric, NaN/inf): reject = drop and count, "
+             "hold = repeat the last good value, zero = use 0")
+    add("--noise", default="zero", choices=["zero", "sample"],
+        help="a stochastic model's noise inputs: zero = the deterministic mean network with "
+             "its variance (default, measured: docs/paper-mpl.md), sample = one stochastic "
+             "pass, seeded by --seed")
+    add("--seed", type=int, default=0,
+        help="--noise sample: the seed (0; stream k of several sources: seed + k)")
+    add("--reset", metavar="POLICY",
+        help="when to reset the state: never, recording (at each change of the source's "
+             "sequence column, and at its header sent again), every:N samples, gap:SECONDS "
+             "between samples; comma-separated (default: the model directory's, which says "
+             "how it was trained and checked)")
+    return added + _add_backend_settings(p, defaults)
 
 
 class _Version(argparse.Action):
@@ -706,35 +755,8 @@ def _add_run(sub) -> None:
                         "when the model has a batch graph for them (`export --batch N`) and "
                         "that measures cheaper (--group), stepped in turn otherwise; --limit "
                         "then counts per source")
-    p.add_argument("--group", default="auto", choices=["auto", "always", "never"],
-                   help="several sources on a model with a batch graph for them: auto (the "
-                        "default) steps them by one call per tick or in turn, whichever it "
-                        "measures cheaper at start (tens of milliseconds; a batch graph costs "
-                        "the same for any number of members); always or never to choose")
-    p.add_argument("--tick-wait", type=float, metavar="MS",
-                   help="several sources: how long a tick waits, after its oldest sample "
-                        "arrived, for every source to have one, so that sensors sampled at "
-                        "the same instants are stepped in one call (default: one sample "
-                        "period at the model's rate, at most 2 ms; 0 steps whatever has "
-                        "arrived)")
     p.add_argument("--sink", default="stdout:", help="sink URL (default stdout:)")
-    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "litert"])
-    p.add_argument("--precision", default="fp32", help="artefact precision (default fp32)")
-    p.add_argument("--policy", default="reject", choices=["reject", "hold", "zero"],
-                   help="bad samples (wrong length, non-numeric, NaN/inf): reject = drop and "
-                        "count, hold = repeat the last good value, zero = use 0")
-    p.add_argument("--noise", default="zero", choices=["zero", "sample"],
-                   help="a stochastic model's noise inputs: zero = the deterministic mean "
-                        "network with its variance (default, measured: docs/paper-mpl.md), "
-                        "sample = one stochastic pass, seeded by --seed")
-    p.add_argument("--seed", type=int, default=0,
-                   help="--noise sample: the seed (0; stream k of several sources: seed + k)")
-    p.add_argument("--reset", metavar="POLICY",
-                   help="when to reset the state: never, recording (at each change of the "
-                        "source's sequence column, and at its header sent again), every:N "
-                        "samples, gap:SECONDS between samples; comma-separated (default: the "
-                        "model directory's, which says how it was trained and checked)")
-    _add_backend_settings(p)
+    _add_pipeline_options(p)
     p.add_argument("--limit", type=int, help="stop after this many samples")
     p.set_defaults(func=_cmd_run)
 
@@ -816,15 +838,7 @@ def _add_service(sub) -> None:
                         "sensors: one stream each)")
     p.add_argument("--sink", help="install: the sink URL (a file sink appends across "
                         "restarts: append=1 is added unless the URL gives append=0)")
-    p.add_argument("--backend", choices=["onnxruntime", "litert"])
-    p.add_argument("--precision")
-    p.add_argument("--policy", choices=["reject", "hold", "zero"])
-    p.add_argument("--reset", metavar="POLICY")
-    p.add_argument("--noise", choices=["zero", "sample"])
-    p.add_argument("--group", choices=["auto", "always", "never"],
-                   help="several sources: as for `wavedge run` (default auto)")
-    p.add_argument("--tick-wait", type=float, metavar="MS",
-                   help="several sources: as for `wavedge run`")
+    _add_pipeline_options(p, defaults=False)  # given ones go into the unit, as for run
     p.add_argument("--user", help="run as this user (and the dialout group), not root")
     p.add_argument("--wavedge", help="the wavedge command the unit runs (default: this install's)")
     p.add_argument("--root", type=Path, default=Path("/"),

@@ -49,7 +49,8 @@ class Service:
     model_dir: Path
     sources: tuple[str, ...]  # source k feeds stream k (one source: one stream)
     sink: str
-    options: dict = field(default_factory=dict)  # run option -> value (backend, precision...)
+    # run option -> value (backend, precision...), or a list of values for a repeated one
+    options: dict = field(default_factory=dict)
     user: str | None = None
     wavedge: str = ""  # the wavedge executable (default: the one running this)
 
@@ -63,9 +64,9 @@ class Service:
             raise InputError(f"service source {bad[0] if bad else ''!r}: a URL without spaces")
         # systemd splits $WAVEDGE_OPTIONS on whitespace and takes quotes literally: a value
         # with a space ('recording, gap:2') reached the run as two words at every start
-        for k, v in self.options.items():
-            if any(c.isspace() for c in str(v)):
-                raise InputError(f"service --{k} {str(v)!r}: a value without spaces (systemd "
+        for flag, v in zip(*[iter(self.option_words())] * 2):
+            if any(c.isspace() for c in v):
+                raise InputError(f"service {flag} {v!r}: a value without spaces (systemd "
                                  "splits the unit's options on them)")
 
     @property
@@ -87,8 +88,13 @@ class Service:
     def run_argv(self) -> list[str]:
         """The unit's ``wavedge run`` arguments, as its environment file gives them."""
         return ["run", str(self.model_dir), *(a for u in self.sources for a in ("--source", u)),
-                "--sink", self.sink, *(a for k, v in self.options.items() for a in
-                                       (f"--{k}", str(v)))]
+                "--sink", self.sink, *self.option_words()]
+
+    def option_words(self) -> list[str]:
+        """The options as command-line words: ``--k v``, once per value of a list."""
+        return [w for k, v in self.options.items()
+                for one in (v if isinstance(v, (list, tuple)) else [v])
+                for w in (f"--{k}", str(one))]
 
     def executable(self) -> list[str]:
         """The command's words: ``--wavedge`` split as a shell splits it, else the install
@@ -150,8 +156,7 @@ def _device_unit(path: str) -> str:
 def env_text(svc: Service) -> str:
     # systemd splits $WAVEDGE_OPTIONS on whitespace and does not unquote: the further sources
     # and the options go there as plain words (Service refuses a space in any)
-    flags = " ".join([*(f"--source {u}" for u in svc.sources[1:]),
-                      *(f"--{k} {v}" for k, v in svc.options.items())])
+    flags = " ".join([*(f"--source {u}" for u in svc.sources[1:]), *svc.option_words()])
     values = {"WAVEDGE_SOURCE": svc.sources[0], "WAVEDGE_SINK": svc.sink,
               "WAVEDGE_OPTIONS": flags}
     head = f"# wavedge service {svc.name}: edit, then `systemctl restart {svc.unit_name}`"
@@ -195,6 +200,12 @@ def unit_text(svc: Service, env_path: Path) -> str:
         "KillSignal=SIGTERM",
         f"TimeoutStopSec={STOP_S}",
         f"SyslogIdentifier=wavedge-{svc.name}",
+        # TensorRT's engines, built for minutes at a first start, kept across restarts in
+        # /var/cache/wavedge-NAME (the run reads $CACHE_DIRECTORY): a service user may have
+        # no home to keep them in
+        *([f"CacheDirectory=wavedge-{svc.name}"]
+          if "tensorrt" in svc.options.get("provider", ()) and "trt-cache" not in svc.options
+          else []),
         *([f"User={svc.user}", "SupplementaryGroups=dialout"] if svc.user else []),
         "",
         "[Install]",

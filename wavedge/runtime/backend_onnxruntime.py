@@ -8,6 +8,7 @@ copies nothing in or out and allocates nothing; the state ping-pongs between two
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,22 @@ def session_options(options: BackendOptions):
     return so
 
 
+def trt_cache_dir(given: str | None = None) -> Path:
+    """Where TensorRT's engines are kept between starts: ``given``, else the cache folder
+    systemd made for the service (``CacheDirectory=``: a service user may have no home, and a
+    unit's home may be read-only), else ``$XDG_CACHE_HOME/wavedge/trt``, else
+    ``~/.cache/wavedge/trt``."""
+    if given:
+        return Path(given)
+    if os.environ.get("CACHE_DIRECTORY"):  # several folders are ':'-separated; the first
+        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "trt"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "wavedge" / "trt"
+
+
 def resolve_providers(names: tuple[str, ...], trt_cache: str | None = None) -> list:
     """Map short names to ORT providers (TensorRT with its engine cache in ``trt_cache``,
-    default ``~/.cache/wavedge/trt``, so a restart loads the engines instead of building them
+    default ``trt_cache_dir()``, so a restart loads the engines instead of building them
     again); raise ``BackendError`` for one that is not built in."""
     import onnxruntime as ort
 
@@ -68,7 +82,7 @@ def resolve_providers(names: tuple[str, ...], trt_cache: str | None = None) -> l
                                f"onnxruntime build; available: {', '.join(have)} (a Jetson "
                                "needs NVIDIA's onnxruntime-gpu for its JetPack: docs/boards.md)")
         if provider == PROVIDERS["tensorrt"]:
-            cache = Path(trt_cache or Path.home() / ".cache" / "wavedge" / "trt")
+            cache = trt_cache_dir(trt_cache)
             cache.mkdir(parents=True, exist_ok=True)
             out.append((provider, {"trt_engine_cache_enable": "True",
                                    "trt_engine_cache_path": str(cache),

@@ -85,7 +85,7 @@ class BackendOptions:
 
     threads: int = 1  # intra-op threads; 1 is fastest for models this small
     providers: tuple[str, ...] = ("cpu",)  # onnxruntime: cpu, cuda, tensorrt (in preference order)
-    # onnxruntime's TensorRT engine cache (default: ~/.cache/wavedge/trt)
+    # onnxruntime's TensorRT engine cache (default: backend_onnxruntime.trt_cache_dir)
     trt_cache: str | None = None
 
     def __post_init__(self) -> None:
