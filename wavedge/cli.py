@@ -302,10 +302,9 @@ def _check_service_run(svc, model_here: Path) -> None:
     the URLs' schemes, a file named by a relative path), reading the unit's command line with
     the run's own parser. Nothing is opened: a serial device may not be plugged in yet."""
     from wavedge.manifest import load_manifest, verify_file
+    from wavedge.runtime.backends import check_providers
     from wavedge.runtime.model import step_entry
     from wavedge.runtime.urls import files_of
-
-    from wavedge.runtime.backends import check_providers
 
     args = build_parser().parse_args(svc.run_argv())
     _run_checks(args)
@@ -318,7 +317,9 @@ def _check_service_run(svc, model_here: Path) -> None:
     named = [(f"--{kind} {url}", path) for kind, urls in (("source", args.source),
                                                           ("sink", [args.sink]))
              for url in urls for path in files_of(url, kind)]
-    for flag, path in named + [("--trt-cache", args.trt_cache)] * bool(args.trt_cache):
+    if args.trt_cache:
+        named.append(("--trt-cache", args.trt_cache))
+    for flag, path in named:
         if not Path(path).is_absolute():
             raise InputError(f"{flag}: {path} is a relative path, and a service runs in /; "
                              f"give its absolute path ({Path(path).resolve()})")
