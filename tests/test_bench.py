@@ -69,6 +69,59 @@ def test_ratios_are_computed_from_the_same_run(report):
     assert duty == pytest.approx(c["onnxruntime/fp32/step"]["us_per_sample"]["p50"] * 1e-3)
 
 
+def test_the_boards_conditions_are_recorded_before_and_after_and_said(report, tmp_path,
+                                                                     monkeypatch):
+    """A Pi's latency moves with its CPU governor, clock, temperature and throttling; the
+    bench recorded none of them, so two runs of the same code on one board differed without
+    a word why. Read here from a Pi's files laid out under a folder, and its firmware tool
+    (a stand-in `vcgencmd` on PATH answering as a Pi 5 on a weak supply does)."""
+    import os
+
+    from wavedge.runtime.machine import condition_notes, conditions, conditions_line
+
+    out, stdout, r = report
+    assert set(r["conditions"]) == {"before", "after"}
+    assert "conditions: " in stdout
+    root, cpus = tmp_path / "pi", os.sched_getaffinity(0)
+    for c in cpus:
+        freq = root / f"sys/devices/system/cpu/cpu{c}/cpufreq"
+        freq.mkdir(parents=True)
+        for name, text in (("scaling_governor", "ondemand\n"), ("scaling_cur_freq", "1500000\n"),
+                           ("cpuinfo_max_freq", "2400000\n")):
+            (freq / name).write_text(text)
+    zone = root / "sys/class/thermal/thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu-thermal\n")
+    (zone / "temp").write_text("52100\n")
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_text("Raspberry Pi 5 Model B Rev 1.0\x00")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "vcgencmd").write_text("#!/bin/sh\necho throttled=0x50005\n")
+    (tools / "vcgencmd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    before = conditions(root)
+    flags = ["under-voltage", "throttled"]
+    assert before == {"board": "Raspberry Pi 5 Model B Rev 1.0", "governors": ["ondemand"],
+                      "mhz": [1500.0] * len(cpus), "max_mhz": [2400.0] * len(cpus),
+                      "temperatures_c": {"cpu-thermal": 52.1},
+                      "throttled": {"now": flags, "since_boot": flags}}
+    after = {**before, "temperatures_c": {"cpu-thermal": 61.0}}
+    assert conditions_line(before, after) == (
+        "conditions: Raspberry Pi 5 Model B Rev 1.0; governor ondemand; clock 1500-1500 MHz "
+        "after (max 2400); cpu-thermal 52.1 -> 61.0 C; throttled now: under-voltage, "
+        "throttled, since boot: under-voltage, throttled")
+    notes = condition_notes(before, after)
+    assert len(notes) == 2 and notes[0].startswith("CPU governor ondemand: ")
+    assert notes[1].startswith("the board was throttled during the run (under-voltage, ")
+    steady = {**before, "governors": ["performance"], "throttled": {"now": [],
+                                                                    "since_boot": []}}
+    assert condition_notes(steady, steady) == []
+    nothing = conditions(tmp_path / "vm")  # vcgencmd still answers: a Pi's flags alone
+    del nothing["throttled"]
+    assert conditions_line(nothing, nothing).startswith("conditions: none exposed here")
+
+
 def test_table_and_plot_are_written(report):
     out, stdout, _ = report
     assert "onnxruntime/fp32/step" in stdout and "ratios (p50, same run)" in stdout
@@ -105,9 +158,12 @@ def test_compare_two_reports(report, tmp_path):
     other = json.loads(json.dumps(r))
     for c in other["configs"].values():
         c["us_per_sample"]["p50"] *= 2
+    del other["conditions"]  # a report written before they were recorded
     (tmp_path / "b.json").write_text(json.dumps(other))
     proc = run_cli("bench", "--compare", out / "bench.json", tmp_path / "b.json")
     assert proc.returncode == 0, proc.stderr
+    said = [ln for ln in proc.stdout.splitlines() if ln.startswith("   conditions: ")]
+    assert len(said) == 1 and proc.stdout.splitlines()[1] == said[0]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("onnxruntime/fp32/step"))
     assert line.split()[-1] == "2.00"
 

@@ -29,7 +29,7 @@ from wavedge.manifest import load_manifest, verify_file
 from wavedge.runtime import accel
 from wavedge.runtime.backends import (BackendOptions, available, check_providers, check_threads,
                                       providers_of)
-from wavedge.runtime.machine import describe
+from wavedge.runtime.machine import condition_notes, conditions, conditions_line, describe
 from wavedge.runtime.model import FILE_FORMAT, load_checked_graph, load_model
 from wavedge.stopping import write_figure, write_whole
 
@@ -173,6 +173,7 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
     if options.pin_cpu is not None:
         _pin(options.pin_cpu)
     manifest = load_manifest(model_dir, verify_files=False)  # each load checks its own files
+    before = conditions()
     have_precisions = sorted({f.precision for f in manifest.files if f.graph == "step"})
     unknown = [p for p in options.precisions if p not in have_precisions]
     if unknown:  # else a table of the floor alone, and exit 0
@@ -224,11 +225,14 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
         progress(" and ".join(b.name for b in baselines) + " baselines")
         configs += _baseline_configs(baselines, data, options)
     summaries = {c.name: c.summary(rates) for c in configs}
+    after = conditions()
+    notes += condition_notes(before, after)
     return {"format": BENCH_FORMAT, "version": BENCH_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "model": {"name": manifest.name, "directory": str(manifest.directory),
                       "sample_rate_hz": manifest.sample_rate_hz, "artefacts": artefacts},
             "machine": describe(),
+            "conditions": {"before": before, "after": after},
             "method": {"samples": options.samples, "repeats": options.repeats,
                        "warmup": options.warmup, "threads": options.threads,
                        "providers": list(options.providers),
@@ -596,6 +600,9 @@ def format_table(report: dict) -> str:
             lines.append(f"{name}: init {c['init_ms']:.1f} ms, first inference "
                          f"{c['first_inference_us']:.0f} us, warm-up {c['warmup_us_per_sample']:.1f}"
                          f" us/sample, step artefact {c['artefact_bytes']:,} bytes")
+    if "conditions" in report:  # reports from before 2026-12-04 have none
+        lines.append(conditions_line(report["conditions"]["before"],
+                                     report["conditions"]["after"]))
     lines.append(f"peak memory of the process: {report['peak_rss_mb']:.0f} MB")
     lines += [f"note: {n}" for n in report.get("notes", [])]
     lines.append("ratios (p50, same run):")
@@ -660,8 +667,12 @@ def load_report(path: str | Path) -> dict:
 
 def compare(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> str:
     """Configurations present in both reports, p50 side by side and B / A."""
-    lines = [f"A: {label_a}: {a['model']['name']} on {a['machine']['cpu']}",
-             f"B: {label_b}: {b['model']['name']} on {b['machine']['cpu']}"]
+    lines = []
+    for tag, label, r in (("A", label_a, a), ("B", label_b, b)):
+        lines.append(f"{tag}: {label}: {r['model']['name']} on {r['machine']['cpu']}")
+        if "conditions" in r:  # a throttled board's run is not its best: said beside it
+            c = r["conditions"]
+            lines.append(f"   {conditions_line(c['before'], c['after'])}")
     common = [n for n in a["configs"] if n in b["configs"]]
     p50 = [(a["configs"][n]["us_per_sample"]["p50"], b["configs"][n]["us_per_sample"]["p50"])
            for n in common]
