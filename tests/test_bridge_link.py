@@ -259,6 +259,40 @@ def test_sensor_frames_from_a_board_feed_the_stream():
     assert sink_rows == list(model.stream().push_chunk(np.stack(x)).class_ids)
 
 
+def test_one_board_on_one_port_is_the_runs_sensor_and_its_results_reader(standin_exe,
+                                                                          tmp_path):
+    """The stand-in microcontroller (C) sends 200 samples of the recording as SENSOR frames
+    and prints the RESULT frames it gets back, all on one port: `wavedge run --source
+    link:PORT --sink link:PORT`. The source and the sink had each opened the port, and each
+    read part of its bytes: 97 of 200 samples came through, the link reconnecting three
+    times, and the run said nothing was wrong. They share one link now: every sample's result
+    reaches the board, as the same samples replayed give it."""
+    import csv
+
+    rows = list(csv.reader((BUNDLED_MODEL / "recording.csv").open()))[1:201]
+    samples = tmp_path / "samples.csv"
+    samples.write_text("acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n"  # a header: skipped
+                       + "".join(",".join(r[2:]) + "\n" for r in rows))
+    board = StandIn(standin_exe, samples=samples, rate_hz=400)
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"link:{board.port}?limit=200&timeout_s=5",
+                   "--sink", f"link:{board.port}?queue=1024", timeout_s=120)
+    assert board.close() == 0
+    assert proc.returncode == 0 and "samples: 200 in" in proc.stderr, proc.stderr
+    assert "0 disconnects, 0 reconnects" in proc.stderr, proc.stderr
+    assert "SENT 200 samples" in board.lines
+    got = [ln for ln in board.lines if ln.startswith("RESULT")]
+    model = load_model(BUNDLED_MODEL)
+    want = model.stream().push_chunk([[float(v) for v in r[2:]] for r in rows])
+    assert [int(ln.split("class=")[1].split()[0]) for ln in got] == list(want.class_ids)
+    assert [int(ln.split("step=")[1].split()[0]) for ln in got] == list(range(200))
+    other = StandIn(standin_exe)
+    mismatched = run_cli("run", BUNDLED_MODEL, "--source", f"link:{other.port}?baud=9600",
+                         "--sink", f"link:{other.port}")
+    other.close()
+    assert_one_line_error(mismatched, f"link {other.port}: its port is open at 9600 baud "
+                          "already", "give both baud=9600")
+
+
 def test_usb_urls_find_the_device_by_vid_pid_serial():
     from serial.tools.list_ports_common import ListPortInfo
 

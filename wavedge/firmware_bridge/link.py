@@ -159,6 +159,15 @@ class Link:
     def queued(self) -> int:
         return len(self._outbox)
 
+    @property
+    def send_queue(self) -> int:
+        return self._outbox.maxlen
+
+    def grow_send_queue(self, frames: int) -> None:
+        """Let the send queue hold ``frames`` (a second user of a shared link asked more)."""
+        with self._pending:
+            self._outbox = collections.deque(self._outbox, maxlen=frames)
+
     def flush(self, timeout_s: float = 1.0) -> bool:
         """Wait up to ``timeout_s`` for the send queue to empty; False if it did not."""
         deadline = time.monotonic() + timeout_s
@@ -308,3 +317,48 @@ def connect(url: str, baud: int = 115200, **kwargs) -> Link:
         link.close()
         raise
     return link
+
+
+_SHARED: dict[str, Link] = {}  # the open shared links, by port
+_SHARED_USERS: dict[str, int] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(url: str, baud: int = 115200, send_queue: int | None = None) -> Link:
+    """The process's one link on ``url``'s port, connected by the first caller: a board that
+    sends SENSOR frames and receives the results on one port is a run's source and its sink.
+    Two links on one port had each read part of its bytes (97 of 200 samples through, the
+    run reconnecting three times). ``release()`` it; the last release closes it."""
+    key = _port_key(url)
+    with _SHARED_LOCK:
+        link = _SHARED.get(key)
+        if link is None:
+            link = connect(url, baud=baud, **({"send_queue": send_queue} if send_queue else {}))
+            _SHARED[key], _SHARED_USERS[key] = link, 0
+        elif link.baud != baud:
+            raise LinkError(f"link {url}: its port is open at {link.baud} baud already, for "
+                            f"this run's other use of it; give both baud={link.baud} (or both "
+                            f"{baud})")
+        elif send_queue is not None and send_queue > link.send_queue:
+            link.grow_send_queue(send_queue)
+        _SHARED_USERS[key] += 1
+        return link
+
+
+def release(link: Link) -> None:
+    """Done with a link from ``shared``: closed when no other user holds it."""
+    key = _port_key(link.url)
+    with _SHARED_LOCK:
+        if _SHARED.get(key) is link:
+            _SHARED_USERS[key] -= 1
+            if _SHARED_USERS[key] > 0:
+                return
+            del _SHARED[key], _SHARED_USERS[key]
+    link.close()
+
+
+def _port_key(url: str) -> str:
+    """One name per port: a device's path with its links followed (/dev/serial/by-id/...)."""
+    import os
+
+    return os.path.realpath(url) if url.startswith("/") else url

@@ -40,15 +40,19 @@ def build(out_dir: Path, sanitize: bool = False) -> Path:
 
 class StandIn:
     """The stand-in running on the master side of a new pseudo-terminal; ``port`` is the
-    slave's path. Its output lines collect in ``lines``; ``close()`` waits for it to exit."""
+    slave's path. Its output lines collect in ``lines``; ``close()`` waits for it to exit.
+    With ``samples`` (a file of numbers, a sample a line) it is the sensor too: it sends them
+    as SENSOR frames, ``rate_hz`` a second, once the host has said HELLO."""
 
-    def __init__(self, exe: Path, boot_id: int = 1, port: str | None = None) -> None:
+    def __init__(self, exe: Path, boot_id: int = 1, port: str | None = None,
+                 samples: Path | None = None, rate_hz: float = 100.0) -> None:
         self.lines: list[str] = []
         self._ready = threading.Event()
+        sensor = ["-s", str(samples), "-r", f"{rate_hz:g}"] if samples is not None else []
         if port is not None:  # an existing port (a real device, or a proxy's board side)
             self.port, self._slave = port, None
-            self.proc = subprocess.Popen([str(exe), port, str(boot_id)], stdout=subprocess.PIPE,
-                                         text=True)
+            self.proc = subprocess.Popen([str(exe), port, str(boot_id), *sensor],
+                                         stdout=subprocess.PIPE, text=True)
             self._start_reader()
             return
         master, slave = os.openpty()
@@ -59,7 +63,7 @@ class StandIn:
         tty.setraw(slave)  # no echo, no line discipline: bytes pass as they are
         termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(slave))
         self._slave = slave  # held until close(): the path lives while a slave fd is open
-        self.proc = subprocess.Popen([str(exe), "-f", str(master), str(boot_id)],
+        self.proc = subprocess.Popen([str(exe), "-f", str(master), str(boot_id), *sensor],
                                      pass_fds=(master,), stdout=subprocess.PIPE, text=True)
         os.close(master)
         self._start_reader()

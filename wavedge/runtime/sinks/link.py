@@ -21,7 +21,7 @@ STREAM_MAX = 255  # a frame's stream id is one byte
 
 class LinkSink:
     def __init__(self, url, manifest) -> None:
-        from wavedge.firmware_bridge.link import connect
+        from wavedge.firmware_bridge.link import shared
         from wavedge.firmware_bridge.messages import MAX_VECTOR, PREDICTION_KINDS, Prediction, Result
         from wavedge.runtime.heads import ClassHead, heads_for
 
@@ -45,8 +45,9 @@ class LinkSink:
                              "16-bit class id")
         self._head, self._result, self._prediction = head, Result, Prediction
         self._kind = PREDICTION_KINDS[head.bridge_kind]
-        self.link = connect(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE),
-                            send_queue=url.get("queue", 256, int, (1, 1 << 20)))
+        # shared: the board may also be the run's link: source, on this one port
+        self.link = shared(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE),
+                           send_queue=url.get("queue", 256, int, (1, 1 << 20)))
         self._t0 = time.monotonic()
         self.posted = 0
 
@@ -77,9 +78,11 @@ class LinkSink:
         self.posted += 1
 
     def close(self) -> None:
+        from wavedge.firmware_bridge.link import release
+
         self.link.flush(CLOSE_FLUSH_S)
         self.unsent = self.link.queued
-        self.link.close()
+        release(self.link)
 
     def notes(self) -> list[str]:
         """What the link did, for the run summary."""

@@ -17,7 +17,7 @@ from wavedge.runtime.urls import BAUD_RANGE
 
 class LinkSource:
     def __init__(self, url, manifest) -> None:
-        from wavedge.firmware_bridge.link import connect
+        from wavedge.firmware_bridge.link import shared
 
         url.check_params(("baud", "limit", "timeout_s"))
         if not url.path:
@@ -26,7 +26,8 @@ class LinkSource:
         self.channels = manifest.input_size
         self.limit = url.get("limit", None, int, (1, COUNT_RANGE[1]))
         self.timeout_s = url.get("timeout_s", None, float, (0.001, 86400))
-        self.link = connect(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE))
+        # shared: the board may also be the run's link: sink, on this one port
+        self.link = shared(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE))
 
     def __iter__(self):
         from wavedge.firmware_bridge.messages import Sensor
@@ -51,7 +52,9 @@ class LinkSource:
                 count += 1
 
     def close(self) -> None:
-        self.link.close()
+        from wavedge.firmware_bridge.link import release
+
+        release(self.link)
 
 
 def open(url, manifest) -> LinkSource:  # noqa: A001
