@@ -205,7 +205,9 @@ def test_proxy_from_the_command_line(stop):
 
 def test_sensor_frames_from_a_board_feed_the_stream():
     """A board on a pseudo-terminal answers HELLO and sends SENSOR frames (3 samples each, and
-    one with the wrong channel count); `--source link:` turns them into samples."""
+    one with the wrong channel count); `--source link:` turns them into samples. The summary
+    says what the line lost (a frame number skipped, a damaged frame): it had said nothing of
+    the source's link."""
     import os
     import threading
     import tty
@@ -236,6 +238,10 @@ def test_sensor_frames_from_a_board_feed_the_stream():
             if i == 30:  # a board misconfigured for 5 channels, once
                 seq += 1
                 os.write(master, encode_frame(Frame(*pack(Sensor(0, i, 5, (0.0,) * 5)), seq)))
+            if i == 45:  # a frame lost on the line: its number never arrives
+                seq += 1
+            if i == 51:  # a frame damaged on the line: dropped by its CRC
+                os.write(master, b"\x05\x01\x02\x03\x04\x00")
 
     thread = threading.Thread(target=board, daemon=True)
     thread.start()
@@ -254,6 +260,9 @@ def test_sensor_frames_from_a_board_feed_the_stream():
     os.close(master)
     os.close(slave)
     assert summary.samples == 60 and summary.dropped == {"wrong_shape": 1}
+    assert ("link source: 21 SENSOR frames taken; 1 gap(s) in the board's frame numbers "
+            "(frames lost), 1 damaged frame(s) dropped, 0 malformed message(s), 0 dropped "
+            "unread") in "\n".join(summary.lines()), summary.lines()
     assert warnings == ["step 33: sample rejected by the source: wrong_shape (a frame of 5 "
                         "channel(s), the model takes 6)"]
     assert sink_rows == list(model.stream().push_chunk(np.stack(x)).class_ids)

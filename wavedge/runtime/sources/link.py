@@ -28,6 +28,18 @@ class LinkSource:
         self.timeout_s = url.get("timeout_s", None, float, (0.001, 86400))
         # shared: the board may also be the run's link: sink, on this one port
         self.link = shared(url.path, baud=url.get("baud", 115200, int, BAUD_RANGE))
+        self.frames = 0  # SENSOR frames taken
+
+    def notes(self) -> list[str]:
+        """What came over the line and what did not, for the run summary: a lossy cable or a
+        run slower than the board shows here, not as a model that predicts worse."""
+        st, dec = self.link.stats, self.link.decoder.stats
+        damaged = dec.crc_errors + dec.cobs_errors + dec.length_errors + dec.version_errors \
+            + dec.overflows
+        return [f"link source: {self.frames} SENSOR frames taken; {st.seq_gaps} gap(s) in the "
+                f"board's frame numbers (frames lost), {damaged} damaged frame(s) dropped, "
+                f"{st.bad_messages} malformed message(s), {st.inbox_dropped} dropped unread "
+                "(the run fell behind the board)"]
 
     def __iter__(self):
         from wavedge.firmware_bridge.messages import Sensor
@@ -39,6 +51,7 @@ class LinkSource:
                 if self.timeout_s:
                     return
                 continue
+            self.frames += 1
             values = np.asarray(msg.values, np.float32)
             if msg.channels != self.channels:
                 yield Sample(values, "wrong_shape", detail=f"a frame of {msg.channels} "
