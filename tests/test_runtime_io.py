@@ -674,3 +674,32 @@ def test_a_command_behind_a_full_disk_names_standard_output(argv):
         proc = subprocess.run([sys.executable, "-m", "wavedge.cli", *argv], stdout=full,
                               stderr=subprocess.PIPE, text=True, env=user_env(), timeout=60)
     assert_one_line_error(proc, "standard output: No space left on device")
+
+
+def test_a_long_run_says_how_it_goes_while_it_runs(model):
+    """A service's journal had only the run's summary, at its stop weeks later: a sensor gone
+    quiet or a run dropping samples showed nowhere while it ran. With a status interval a
+    line comes that often: the totals, the rate since the last line (0.0/s while the sensor
+    is quiet), the drops so far."""
+    from wavedge.runtime.loop import run as run_loop
+
+    class Sensor:  # six samples (the fourth not finite), a quiet spell, six more
+        def __iter__(self):
+            for i in range(12):
+                time.sleep(0.8 if i == 6 else 0.02)
+                yield Sample(np.full(6, np.nan if i == 3 else 0.1, np.float32))
+
+        def close(self):
+            pass
+
+    lines = []
+    summary = run_loop(model.stream(), Sensor(), open_sink("null:", model.manifest),
+                       warn=lines.append, status_every_s=0.2)
+    status = [ln for ln in lines if ln.startswith("status: ")]
+    assert summary.samples == 11 and len(status) >= 3, lines
+    assert any(", 0.0/s over the last 0.2 s; " in ln for ln in status), status
+    assert "; dropped: non_finite 1; repaired: none; latency p50 " in status[-1], status
+    counts = [int(ln.split()[1]) for ln in status]
+    assert counts == sorted(counts) and counts[-1] <= 11
+    refused = run_cli("run", BUNDLED_MODEL, "--status-every", "0", "--limit", "1")
+    assert_one_line_error(refused, "--status-every: between 0.1 and 86400 seconds, got 0")

@@ -59,14 +59,15 @@ def test_a_jetson_service_runs_on_its_providers_with_its_engines_kept_across_res
 
     proc = _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink", "null:",
                     "--provider", "tensorrt", "--provider", "cuda", "--threads", "2",
-                    "--seed", "7")
+                    "--seed", "7", "--status-every", "60")
     assert proc.returncode == 0, proc.stderr
     unit = (tmp_path / "root/etc/systemd/system/wavedge-bm.service").read_text()
     assert "CacheDirectory=wavedge-bm" in unit.splitlines()
     env = (tmp_path / "root/etc/wavedge/bm.env").read_text()
     options = re.search(r"^WAVEDGE_OPTIONS=(.*)$", env, re.M).group(1).split()
     args = build_parser().parse_args(["run", "m", *options])
-    assert (args.provider, args.threads, args.seed) == (["tensorrt", "cuda"], 2, 7)
+    assert (args.provider, args.threads, args.seed, args.status_every) == \
+        (["tensorrt", "cuda"], 2, 7, 60.0)
     # what the run does with CacheDirectory: systemd gives the folder as $CACHE_DIRECTORY
     monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/wavedge-bm")
     assert trt_cache_dir() == Path("/var/cache/wavedge-bm/trt")
