@@ -243,11 +243,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if len(urls) == 1:
         stream = model.stream(args.policy, noise=args.noise, seed=args.seed)
         summary = run(stream, sources[0], sink, limit=args.limit, resets=resets,
-                      signals=True, started=started)
+                      signals=True, started=started, status_every_s=args.status_every)
     else:
         summary = run_many(_streams(model, args, len(urls)), sources, sink, limit=args.limit,
                            resets=resets, signals=True, started=started,
-                           tick_wait_ms=wait_ms)
+                           tick_wait_ms=wait_ms, status_every_s=args.status_every)
     try:
         if sys.stdout is not None:  # None: started with it closed (`>&-`), a null sink
             sys.stdout.flush()
@@ -277,6 +277,9 @@ def _run_checks(args: argparse.Namespace):
     urls = args.source or [None]
     if args.tick_wait is not None and not 0 <= args.tick_wait <= 1000:
         raise InputError(f"--tick-wait: between 0 and 1000 ms, got {args.tick_wait:g}")
+    if args.status_every is not None and not 0.1 <= args.status_every <= 86400:
+        raise InputError(f"--status-every: between 0.1 and 86400 seconds, got "
+                         f"{args.status_every:g}")
     for flag, given in (("--tick-wait", args.tick_wait is not None),
                         ("--group", args.group != "auto")):
         if given and len(urls) == 1:
@@ -605,6 +608,10 @@ def _add_pipeline_options(p: argparse.ArgumentParser, defaults: bool = True) -> 
              "sequence column, and at its header sent again), every:N samples, gap:SECONDS "
              "between samples; comma-separated (default: the model directory's, which says "
              "how it was trained and checked)")
+    add("--status-every", type=float, metavar="SECONDS",
+        help="a status line on stderr every SECONDS while the run lasts: samples, their rate, "
+             "drops and repairs, latency (a service's journal; default: the summary at the "
+             "end only)")
     return added + _add_backend_settings(p, defaults)
 
 

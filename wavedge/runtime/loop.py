@@ -131,21 +131,24 @@ class Summary:
 
 
 def run(stream, source, sink, limit: int | None = None, warn=None,
-        resets: ResetPolicy | None = None, signals: bool = False, started=None) -> Summary:
+        resets: ResetPolicy | None = None, signals: bool = False, started=None,
+        status_every_s: float | None = None) -> Summary:
     """Feed ``source`` through ``stream`` into ``sink`` until the source ends, ``limit``
     samples were fed, or Ctrl-C; the state reset where ``resets`` says (before the sample
     that makes it due). With ``signals`` (the main thread only), SIGTERM and SIGINT stop it
     after the result in flight is written; ``started()`` is called once they are installed
     (so that a caller who signals as soon as it sees the start line cannot race them). Returns
-    the summary; never raises for bad input, a full disk or a closed pipe."""
-    loop = _Loop([stream], sink, limit, warn, resets)
+    the summary; never raises for bad input, a full disk or a closed pipe. With
+    ``status_every_s``, a status line goes to ``warn``'s stderr that often (``_Reporter``)."""
+    loop = _Loop([stream], sink, limit, warn, resets, status_every_s=status_every_s)
     it = iter(source)
     return _drive(loop, [source], lambda: next(it, None), loop.feed, signals, started)
 
 
 def run_many(streams, sources: list, sink, limit: int | None = None, warn=None,
              resets: ResetPolicy | None = None, signals: bool = False,
-             started=None, tick_wait_ms: float = 0.0) -> Summary:
+             started=None, tick_wait_ms: float = 0.0,
+             status_every_s: float | None = None) -> Summary:
     """``run`` for several sources, source ``k`` into stream ``k``: ``streams`` is a
     ``StreamGroup`` whose members are keyed 0..n-1 (one backend call per tick for all) or a
     list of ``Stream`` objects (stepped in turn). Each source is read by its own thread; a
@@ -157,7 +160,7 @@ def run_many(streams, sources: list, sink, limit: int | None = None, warn=None,
 
     group = None if isinstance(streams, list) else streams
     members = streams if group is None else [group.member(k) for k in range(len(sources))]
-    loop = _Loop(members, sink, limit, warn, resets, group)
+    loop = _Loop(members, sink, limit, warn, resets, group, status_every_s)
     fanin = FanIn(sources, loop.lane_ended, loop.source_failed, tick_wait_ms / 1000.0)
     loop.summary.tick_wait_ms = tick_wait_ms
     return _drive(loop, sources, fanin.next_tick, loop.feed_tick, signals, started,
@@ -254,6 +257,49 @@ class _Keeper:
         self._thread.join()
 
 
+class _Reporter:
+    """A status line every ``every_s`` seconds while the run lasts, from a thread of its own:
+    a service's journal had only the summary at its stop, weeks later, so a sensor gone quiet
+    or a run dropping samples showed nowhere while it ran. A quiet sensor shows as 0/s."""
+
+    def __init__(self, loop: "_Loop", every_s: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._report, args=(loop, every_s),
+                                        daemon=True, name="wavedge-status")
+        self._thread.start()
+
+    def _report(self, loop: "_Loop", every_s: float) -> None:
+        before = None
+        while not self._stop.wait(every_s):
+            with loop.lock:
+                now = loop.snapshot()
+            loop.say(status_line(now, before))
+            before = now
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def status_line(now: dict, before: dict | None) -> str:
+    """One line of ``snapshot()``: the totals, the rate since the last line, the drops."""
+    got = now["samples"] - (before["samples"] if before else 0)
+    span = now["seconds"] - (before["seconds"] if before else 0.0)
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(now["dropped"].items())) or "none"
+    fixes = ", ".join(f"{k} {v}" for k, v in sorted(now["repaired"].items())) or "none"
+    lat = now["latency_us"]
+    streams = f" (per stream {', '.join(map(str, now['streams']))})" if "streams" in now else ""
+    timing = f"latency p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us" if now["samples"] \
+        else "no sample yet"
+    return (f"status: {now['samples']} samples in {_seconds(now['seconds'])}{streams}, "
+            f"{got / max(span, 1e-9):.1f}/s over the last {_seconds(span)}; dropped: {drops}; "
+            f"repaired: {fixes}; {timing}")
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+
+
 class _Lane:
     """One stream of a run: its resets and the last sample and result (to see where a
     labelled recording ends)."""
@@ -269,9 +315,13 @@ class _Loop:
     """One run's streams, sink and counters; ``feed`` takes one sample through the one
     stream, ``feed_tick`` one sample each through several (a group's call, or in turn)."""
 
-    def __init__(self, streams: list, sink, limit, warn, resets, group=None) -> None:
+    def __init__(self, streams: list, sink, limit, warn, resets, group=None,
+                 status_every_s: float | None = None) -> None:
         self.sink, self.limit, self.group = sink, limit, group
+        self.status_every_s = status_every_s
         self.warn = warn or (lambda msg: print(f"wavedge: warning: {msg}", file=sys.stderr))
+        # the status lines: beside the warnings, or on stderr as "wavedge: status: ..."
+        self.say = warn or (lambda msg: print(f"wavedge: {msg}", file=sys.stderr, flush=True))
         self.summary = Summary()
         policy = resets or ResetPolicy()
         self.lanes = [_Lane(k, s, policy) for k, s in enumerate(streams)]
@@ -286,20 +336,24 @@ class _Loop:
         self.pushes = 0
         self.started = time.perf_counter_ns()
         self.inbox = getattr(sink, "inbox", None)  # commands (a deque of (command, reply))
-        self.lock = threading.Lock()  # a sample in flight, or the keeper (``guarded``)
+        self.lock = threading.Lock()  # a sample in flight, the keeper or the reporter
         self._keeper: _Keeper | None = None
+        self._reporter: _Reporter | None = None
 
     def guarded(self, feed):
         """``feed``, or with a sink that takes commands or holds lines (``flush_due``),
         ``feed`` under ``lock`` and a thread that keeps the sink while the loop waits."""
-        if self.inbox is None and not hasattr(self.sink, "flush_due"):
+        keep = self.inbox is not None or hasattr(self.sink, "flush_due")
+        if not keep and not self.status_every_s:
             return feed
 
         def locked(item) -> None:
             with self.lock:
                 feed(item)
 
-        self._keeper = _Keeper(self)
+        self._keeper = _Keeper(self) if keep else None
+        if self.status_every_s:
+            self._reporter = _Reporter(self, self.status_every_s)
         return locked
 
     def feed(self, sample) -> None:
@@ -435,19 +489,23 @@ class _Loop:
                 lane.stream.reset()
             reply(command, {"ok": True, "step": self.summary.samples})
             return
+        reply(command, {"ok": True, **self.snapshot()})
+
+    def snapshot(self) -> dict:
+        """The run's counters so far: the ``stats`` command's answer and the status line's."""
         n = min(self.pushes, LATENCY_WINDOW)
         lat = _latency(self.ring[:n] if n else np.zeros(1))
         dropped, repaired, state_resets = self._counts()
-        reply(command, {"ok": True, "samples": self.summary.samples,
-                        "seconds": round((time.perf_counter_ns() - self.started) / 1e9, 3),
-                        "dropped": dict(dropped), "repaired": dict(repaired),
-                        "state_resets": dict(state_resets),
-                        "resets": sum(lane.resetter.resets for lane in self.lanes)
-                        + self.summary.commands["reset"],
-                        "latency_us": {"p50": lat["p50"], "p99": lat["p99"]},
-                        **({"streams": [lane.samples for lane in self.lanes]}
-                           if len(self.lanes) > 1 else {}),
-                        "sink": getattr(self.sink, "counters", dict)()})
+        return {"samples": self.summary.samples,
+                "seconds": round((time.perf_counter_ns() - self.started) / 1e9, 3),
+                "dropped": dict(dropped), "repaired": dict(repaired),
+                "state_resets": dict(state_resets),
+                "resets": sum(lane.resetter.resets for lane in self.lanes)
+                + self.summary.commands["reset"],
+                "latency_us": {"p50": lat["p50"], "p99": lat["p99"]},
+                **({"streams": [lane.samples for lane in self.lanes]}
+                   if len(self.lanes) > 1 else {}),
+                "sink": getattr(self.sink, "counters", dict)()}
 
     def _counts(self) -> tuple[Counter, Counter, Counter]:
         """Dropped, repaired and state-reset counts over every stream."""
@@ -474,6 +532,8 @@ class _Loop:
             self.done = True
 
     def close(self) -> None:
+        if self._reporter is not None:
+            self._reporter.stop()
         if self._keeper is not None:
             self._keeper.stop()
         try:
