@@ -342,7 +342,8 @@ class _Loop:
 
     def guarded(self, feed):
         """``feed``, or with a sink that takes commands or holds lines (``flush_due``),
-        ``feed`` under ``lock`` and a thread that keeps the sink while the loop waits."""
+        ``feed`` under ``lock`` and a thread that keeps the sink while the loop waits; with a
+        status interval, under ``lock`` too, and the thread that says the status."""
         keep = self.inbox is not None or hasattr(self.sink, "flush_due")
         if not keep and not self.status_every_s:
             return feed
