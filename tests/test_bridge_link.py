@@ -302,6 +302,31 @@ def test_one_board_on_one_port_is_the_runs_sensor_and_its_results_reader(standin
                           "already", "give both baud=9600")
 
 
+def test_a_port_read_as_lines_and_as_frames_at_once_is_refused_before_it_opens(tmp_path):
+    """A board that prints CSV lines, read by serial:// while a link: sink sends it frames on
+    the same port (a stable by-id name for one, the device for the other): the sink's HELLO
+    went to a board that speaks lines, and the run failed with "no HELLO from the board"."""
+    import os
+
+    master, slave = os.openpty()
+    device = os.ttyname(slave)
+    by_id = tmp_path / "usb-Arduino_Uno-if00"
+    by_id.symlink_to(device)
+    try:
+        proc = run_cli("run", BUNDLED_MODEL, "--source", f"serial://{by_id}", "--sink",
+                       f"link:{device}")
+        twice = run_cli("run", BUNDLED_MODEL, "--source", f"serial://{by_id}", "--source",
+                        f"serial://{device}", "--sink", "null:")
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert_one_line_error(proc, f"--sink link:{device}: {device} is also read by --source "
+                          f"serial://{by_id}, and a port carries one protocol; give the board "
+                          "link: both ways")
+    # one port by two names as two sources: each would read part of its lines
+    assert_one_line_error(twice, f"--source serial://{device}: {device} is already a source")
+
+
 def test_usb_urls_find_the_device_by_vid_pid_serial():
     from serial.tools.list_ports_common import ListPortInfo
 

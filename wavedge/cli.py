@@ -285,6 +285,7 @@ def _run_checks(args: argparse.Namespace):
         if given and len(urls) == 1:
             raise InputError(f"{flag}: for a run of several sources (repeat --source)")
     _one_reader_each([u for u in urls if u is not None])  # the recording is no device
+    _one_protocol_a_port([u for u in urls if u is not None], args.sink)
     return resets
 
 
@@ -339,6 +340,22 @@ def _one_reader_each(urls: list) -> None:
         if what is not None and what in seen:
             raise InputError(f"--source {url}: {what} is already a source of this run ({why})")
         seen.add(what)
+
+
+def _one_protocol_a_port(urls: list, sink: str) -> None:
+    """A sink's port read by a source of another scheme (CSV lines by ``serial://``, frames
+    by ``link:``) speaks two protocols at once: the sink's HELLO had gone to a board that
+    sends lines, and the run ended in "no HELLO from the board". The same scheme both ways
+    shares the port (its module's business: ``link:`` shares one link)."""
+    from wavedge.runtime.urls import parse_url, reader_of
+
+    port = (reader_of(sink, "sink") or (None,))[0]
+    for url in urls:
+        if port is not None and (reader_of(url) or (None,))[0] == port \
+                and parse_url(url).scheme != parse_url(sink).scheme:
+            raise InputError(f"--sink {sink}: {port} is also read by --source {url}, and a "
+                             "port carries one protocol; give the board "
+                             f"{parse_url(sink).scheme}: both ways, or another port")
 
 
 def _recording_url(model, model_dir) -> str:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 
 from wavedge.errors import InputError, query_params
@@ -129,12 +130,16 @@ def kept(text: str) -> str:
     return f"{text}{sep}{key}=1"
 
 
-def reader_of(text: str) -> tuple[str, str] | None:
-    """What a source URL reads that no other source of the run may read too, and why (its
+def reader_of(text: str, kind: str = "source") -> tuple[str, str] | None:
+    """What a ``kind`` URL reads that no other source of the run may read too, and why (its
     module's ``reader(url)``): a port, stdin, a broker session; None when it may be shared (a
-    recording). Opens nothing."""
-    url, module = _module(text, "source")
-    return module.reader(url) if hasattr(module, "reader") else None
+    recording). A path with its links followed (``/dev/serial/by-id/...``). Opens
+    nothing."""
+    url, module = _module(text, kind)
+    if not hasattr(module, "reader"):
+        return None
+    what, why = module.reader(url)
+    return (os.path.realpath(what) if what.startswith("/") else what), why
 
 
 def _open(table: dict, kind: str, text: str, context):

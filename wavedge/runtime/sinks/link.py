@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from wavedge.errors import InputError, SinkError
+from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.reader_of)
 from wavedge.runtime.urls import BAUD_RANGE
 
 CLOSE_FLUSH_S = 2.0  # at close, the queue gets this long to reach the board
