@@ -44,17 +44,17 @@ static int send_frame(int fd, uint8_t type, uint16_t seq, const uint8_t *payload
 /* The sensor side (-s): the samples file, sent a line at a time once the host is heard. */
 typedef struct {
     FILE *file;
-    long period_ns;  /* between two SENSOR frames */
+    int64_t period_ns;  /* between two SENSOR frames */
     int started;     /* the host's HELLO answered: it is listening */
     uint32_t sent;
     struct timespec due;
 } sensor_t;
 
-static long ns_until(const struct timespec *due)
+static int64_t ns_until(const struct timespec *due)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (due->tv_sec - now.tv_sec) * 1000000000L + (due->tv_nsec - now.tv_nsec);
+    return (int64_t)(due->tv_sec - now.tv_sec) * 1000000000 + (due->tv_nsec - now.tv_nsec);
 }
 
 /* The next line of numbers, as floats; 0 at the end of the file. */
@@ -63,7 +63,7 @@ static uint8_t next_sample(FILE *file, float *values, uint8_t most)
     char line[1024];
     while (fgets(line, sizeof(line), file) != NULL) {
         char *p = line, *end;
-        uint8_t n = 0u;
+        unsigned n = 0u;
         for (;;) {
             float v = strtof(p, &end);
             if (end == p) break;
@@ -71,7 +71,7 @@ static uint8_t next_sample(FILE *file, float *values, uint8_t most)
             n++;
             p = end + strspn(end, ", \t");
         }
-        if (n > 0u && n <= most && strspn(p, "\r\n") == strlen(p)) return n;
+        if (n > 0u && n <= most && strspn(p, "\r\n") == strlen(p)) return (uint8_t)n;
     }
     return 0u;
 }
@@ -82,10 +82,10 @@ static int sensor_tick(int fd, sensor_t *s, uint16_t *seq)
     uint8_t out[WB_MAX_PAYLOAD];
     float values[WB_MAX_VECTOR];
     uint8_t channels;
-    long left;
+    int64_t left;
     if (s->file == NULL || !s->started) return -1;
     left = ns_until(&s->due);
-    if (left > 0) return (int)(left / 1000000L) + 1;
+    if (left > 0) return (int)(left / 1000000) + 1;
     channels = next_sample(s->file, values, (uint8_t)WB_MAX_VECTOR);
     if (channels == 0u) {
         fclose(s->file);
@@ -96,7 +96,8 @@ static int sensor_tick(int fd, sensor_t *s, uint16_t *seq)
     }
     (void)send_frame(fd, WB_SENSOR, (*seq)++, out,
                      wb_sensor_pack(0u, s->sent++, channels, 1u, values, out, sizeof(out)));
-    s->due.tv_nsec += s->period_ns;
+    s->due.tv_sec += (time_t)(s->period_ns / 1000000000);
+    s->due.tv_nsec += (long)(s->period_ns % 1000000000);
     s->due.tv_sec += s->due.tv_nsec / 1000000000L;
     s->due.tv_nsec %= 1000000000L;
     return 0;
@@ -152,7 +153,7 @@ int main(int argc, char **argv)
     uint8_t buf[256];
     uint16_t seq = 0u;
     uint32_t boot_id = 1u;
-    sensor_t sensor = {NULL, 10000000L, 0, 0u, {0, 0}};
+    sensor_t sensor = {NULL, 10000000, 0, 0u, {0, 0}};
     int fd, i, rest;
     if (argc >= 3 && strcmp(argv[1], "-f") == 0) {
         fd = atoi(argv[2]);
@@ -181,7 +182,7 @@ int main(int argc, char **argv)
                 return 1;
             }
         } else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc && atof(argv[i + 1]) > 0.0) {
-            sensor.period_ns = (long)(1e9 / atof(argv[++i]));
+            sensor.period_ns = (int64_t)(1e9 / atof(argv[++i]));
         } else if (i == rest && argv[i][0] != '-') {
             boot_id = (uint32_t)strtoul(argv[i], NULL, 0);
         } else {
