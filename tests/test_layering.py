@@ -109,5 +109,8 @@ def test_version_reports_the_backends_and_each_extra_without_importing_torch():
         assert line == (f"  extra {extra}: installed" if not missing else
                         f"  extra {extra}: missing {', '.join(missing)} "
                         f"(pip install 'wavedge[{extra}]')"), line
+    from wavedge.firmware_bridge.messages import SCHEMA_HASH
+
+    assert lines[-1] == f"  bridge: protocol 1, schema hash {SCHEMA_HASH:#010x}"
     short = run_cli("-V")
     assert short.returncode == 0 and short.stdout.splitlines()[0] == lines[0], short.stderr

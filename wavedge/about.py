@@ -30,7 +30,17 @@ def report() -> str:
         lines.append(f"  backend {name}: " + (f"{library} (providers: "
                      f"{', '.join(providers_here(name))})" if library else "not installed"))
     lines += [f"  extra {extra}: {state}" for extra, state in _extras().items()]
+    lines.append(_bridge())
     return "\n".join(lines)
+
+
+def _bridge() -> str:
+    """The serial bridge's protocol and schema: a board whose firmware was built from another
+    wavedge's wb_frame.h is refused by its schema hash, which this line names."""
+    from wavedge.firmware_bridge.framing import PROTOCOL_VERSION
+    from wavedge.firmware_bridge.messages import SCHEMA_HASH
+
+    return f"  bridge: protocol {PROTOCOL_VERSION}, schema hash {SCHEMA_HASH:#010x}"
 
 
 def _extras() -> dict[str, str]:
