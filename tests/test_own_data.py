@@ -236,6 +236,30 @@ def test_a_bad_input_is_left_out_of_the_resampling_and_passed_on_in_its_place(tm
         assert got[at[0]].problem == "not_numeric" and np.isnan(got[at[1]].values[0])
 
 
+def test_a_row_whose_time_is_not_a_number_is_a_bad_sample_when_resampling(tmp_path, model):
+    """A timestamped row whose time field did not parse was placed at its row count over the
+    rate (0.8 s for row 40 of a file whose clock reads 1000 s): the clock "went back" there
+    and jumped on again, splitting one recording in three, and the summary said the clock
+    went back once and broke off once. It is now a bad sample (not_numeric, "its time is not
+    a number") in its place, and the outputs are those of the file without it."""
+    head, *rows = RECORDING.read_text().splitlines()
+    lines = [f"{1000 + i * 0.02:.2f},{r}" for i, r in enumerate(rows[:100])]
+
+    def read(name, body):
+        (tmp_path / name).write_text("\n".join([f"t,{head}", *body]) + "\n")
+        source = open_source(f"replay:{tmp_path / name}?resample=1&rate=max&time=t",
+                             model.manifest)
+        return list(source), source.notes()[0]
+
+    clean, _ = read("clean.csv", lines[:40] + lines[41:])
+    got, note = read("x.csv", lines[:40] + ["x," + lines[40].split(",", 1)[1]] + lines[41:])
+    bad = [s for s in got if s.problem is not None]
+    assert [(s.problem, s.detail) for s in bad] == [("not_numeric", "its time is not a number")]
+    assert [(s.time, *s.values) for s in got if s.problem is None] == \
+        [(s.time, *s.values) for s in clean]
+    assert "went back" not in note and "gap" not in note, note
+
+
 def test_the_resampler_keeps_a_slow_signal_and_removes_a_fast_one():
     t = np.arange(500) / 50.0
     slow = np.sin(2 * np.pi * 0.5 * t)

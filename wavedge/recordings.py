@@ -693,15 +693,21 @@ class Resampler:
         seq, pending, n = object(), [], 0
         self.widest = widest = max(GAP_PERIODS / self.source_hz, 2 * self.period)  # fillable
         self._bad = []  # (time, sample): bad inputs, passed on in time order between outputs
+        timed = None  # whether the source gives times, from its first good sample
         for s in samples:
             self.inputs += 1
             n += 1  # a row that did not parse took its period all the same
+            if timed and s.time is None and s.problem is None:
+                # its time field is not a number: the slot n / rate had put it near 0 s, the
+                # clock "went back" there, and on again: one row split a recording in three
+                s.problem, s.detail = "not_numeric", "its time is not a number"
             if s.problem is not None or not np.isfinite(s.values).all():
                 # left out of the averages (one NaN had spoilt a whole output period) and
                 # passed on for the stream's policy to count, after the outputs before it:
                 # it had gone at once, stepped ahead of them under --policy hold
                 yield from self._bad_sample(s, seq, pending)
                 continue
+            timed = s.time is not None if timed is None else timed
             if s.time is None:
                 s.time = (n - 1) / self.source_hz
             step = s.time - pending[-1].time if s.sequence == seq and pending else 0.0
