@@ -39,13 +39,9 @@ def describe() -> dict:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             continue
-    try:
-        usable = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = list(range(os.cpu_count() or 1))
     return {"cpu": model, "arch": platform.machine(),
             "flags": [f for f in FLAGS_OF_INTEREST if f in flags],
-            "cores": os.cpu_count(), "usable_cpus": usable,
+            "cores": os.cpu_count(), "usable_cpus": _usable_cpus(),
             "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "versions": versions}
 
@@ -56,13 +52,19 @@ THROTTLE_BITS = {0: "under-voltage", 1: "ARM frequency capped", 2: "throttled",
 TOOL_TIMEOUT_S = 2.0
 
 
+def _usable_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return list(range(os.cpu_count() or 1))
+
+
 def conditions(root: Path = Path("/")) -> dict:
     """What moves a board's latency between runs of the same code, read now: the board's
     model, the CPU frequency governor and clocks of the CPUs this process may use, the
     temperatures, a Raspberry Pi's throttling flags and a Jetson's power mode (where their
     tools are on PATH). ``root``: where /sys and /proc are (a test's copy)."""
-    cpus = describe()["usable_cpus"]
-    freq = [root / f"sys/devices/system/cpu/cpu{c}/cpufreq" for c in cpus]
+    freq = [root / f"sys/devices/system/cpu/cpu{c}/cpufreq" for c in _usable_cpus()]
     out = {"board": _read(root / "proc/device-tree/model"),
            "governors": sorted({g for f in freq if (g := _read(f / "scaling_governor"))}),
            "mhz": [_khz_to_mhz(_read(f / "scaling_cur_freq")) for f in freq],
