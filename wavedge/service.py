@@ -64,7 +64,8 @@ class Service:
             raise InputError(f"service source {bad[0] if bad else ''!r}: a URL without spaces")
         # systemd splits $WAVEDGE_OPTIONS on whitespace and takes quotes literally: a value
         # with a space ('recording, gap:2') reached the run as two words at every start
-        for flag, v in zip(*[iter(self.option_words())] * 2):
+        words = self.option_words()
+        for flag, v in zip(words[::2], words[1::2]):
             if any(c.isspace() for c in v):
                 raise InputError(f"service {flag} {v!r}: a value without spaces (systemd "
                                  "splits the unit's options on them)")
