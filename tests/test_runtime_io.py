@@ -697,7 +697,8 @@ def test_a_long_run_says_how_it_goes_while_it_runs(model):
                        warn=lines.append, status_every_s=0.2)
     status = [ln for ln in lines if ln.startswith("status: ")]
     assert summary.samples == 11 and len(status) >= 3, lines
-    assert any(", 0.0/s over the last 0.2 s; " in ln for ln in status), status
+    # the quiet spell (0.8 s) holds a whole interval or more, however late the thread wakes
+    assert any(re.search(r", 0\.0/s over the last [0-9.]+ s; ", ln) for ln in status), status
     assert "; dropped: non_finite 1; repaired: none; latency p50 " in status[-1], status
     counts = [int(ln.split()[1]) for ln in status]
     assert counts == sorted(counts) and counts[-1] <= 11
