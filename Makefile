@@ -183,7 +183,8 @@ test-tflite-runtime: broker
 # qemu-user (binfmt_misc; needs root), the PyPI aarch64 wheels; both bundled models run on both
 # backends, fp32 and int8, compared with this host, and the torch-free bridge, manifest and
 # runtime tests (docs/boards.md). About 11 minutes from scratch here (measured 11 min 9 s, wavedge
-# built from source in the root), 5-7.5 with the root cached in $(OUT)/arm64/root. Emulated: no
+# built from source in the root), 5-7.5 with the root cached in $(OUT)/arm64/root
+# (10 min 18 s on 2026-12-04, more tests under emulation). Emulated: no
 # timing from it is a performance number.
 test-arm64: $(STAMP)
 	OUT=$(OUT) HOST_PY=$(abspath $(BIN))/python scripts/arm64/test_arm64.sh
