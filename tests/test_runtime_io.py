@@ -704,3 +704,48 @@ def test_a_long_run_says_how_it_goes_while_it_runs(model):
     assert counts == sorted(counts) and counts[-1] <= 11
     refused = run_cli("run", BUNDLED_MODEL, "--status-every", "0", "--limit", "1")
     assert_one_line_error(refused, "--status-every: between 0.1 and 86400 seconds, got 0")
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_wifi_board_sends_its_samples_in_udp_datagrams(model):
+    """An ESP32 on WiFi sends its IMU's readings to the Pi as UDP datagrams: a CSV header,
+    CSV lines, a JSON list, a JSON object by channel. `udp://` takes them as the MQTT source
+    takes a broker's messages (a bad line is a bad sample); the summary counts datagrams and
+    senders, and says so when two boards share the port."""
+    import json
+
+    port = _free_udp_port()
+    source = open_source(f"udp://127.0.0.1:{port}?idle=0.3", model.manifest)
+    lines = (BUNDLED_MODEL / "recording.csv").read_text().splitlines()
+    rows = [r.split(",")[2:] for r in lines[1:4]]
+    board, other = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    other.bind(("127.0.0.2", 0))
+    try:
+        to = ("127.0.0.1", port)
+        board.sendto(b"acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n" + ",".join(rows[0]).encode(), to)
+        board.sendto((",".join(rows[1]) + "\n" + ",".join(rows[2])).encode(), to)
+        board.sendto(json.dumps([0.5] * 6).encode(), to)
+        other.sendto(json.dumps({c: 0.25 for c in model.manifest.channels}).encode(), to)
+        board.sendto(b"1,2,x,4,5,6", to)
+        samples = list(source)
+        notes = source.notes()
+    finally:
+        source.close()
+        board.close()
+        other.close()
+    want = [[float(v) for v in r] for r in rows] + [[0.5] * 6, [0.25] * 6]
+    np.testing.assert_allclose(np.stack([s.values for s in samples[:5]]), want, rtol=1e-6)
+    assert [s.problem for s in samples] == [None] * 5 + ["not_numeric"]
+    assert notes == [f"udp source udp://127.0.0.1:{port}?idle=0.3: 5 datagrams from 2 "
+                     "sender(s) (their samples interleave in one stream: give each board its "
+                     "own port)"]
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", "udp://:99999"),
+                          "give the port to listen on, e.g. udp://:5005")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", f"udp://:{port}",
+                                  "--source", f"udp://127.0.0.1:{port}"),
+                          f"UDP port {port} is already a source of this run")

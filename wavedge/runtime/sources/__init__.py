@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from itertools import islice
 
-from wavedge.errors import SourceError
+from wavedge.errors import SourceError, parse_json
 from wavedge.runtime.urls import NO_TOP
 from wavedge.recordings import RATE_WINDOW, TABLE_PARAMS, Columns, Resampler, Sample, \
     target_columns, with_rate
@@ -19,6 +19,24 @@ SOURCE_TABLE_PARAMS = (*TABLE_PARAMS, "sample_rate", "resample")
 
 RATE_RANGE = (1e-3, 1e6)  # Hz: from one sample in 17 minutes to a MHz ADC
 COUNT_RANGE = (0, NO_TOP)
+
+
+def message_lines(payload: bytes, channels) -> list[str]:
+    """A network message as CSV lines: CSV text (one line per sample, a header allowed), a
+    JSON list of numbers in channel order, or a JSON object keyed by channel name (what an
+    MQTT or UDP sensor sends)."""
+    text = payload.decode("utf-8", errors="replace").strip()
+    if text[:1] not in "[{" or not text:
+        return text.splitlines()
+    try:
+        value = parse_json(text)
+    except ValueError:
+        return [text]  # not JSON after all: the line parser names the problem
+    if isinstance(value, dict):
+        value = [value.get(ch, "") for ch in channels]
+    if isinstance(value, list):
+        return [",".join("" if v is None else str(v) for v in value)]
+    return [text]
 
 
 def port_reader(url, name: str | None = None) -> tuple[str, str]:

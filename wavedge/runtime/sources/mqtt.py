@@ -15,12 +15,11 @@ import queue
 import threading
 import time
 
-from wavedge.errors import parse_json
 from wavedge.recordings import csv_samples
 from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, client_id, parse_broker,
                                   start, warn_unreached)
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions, message_lines
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle) and at a stop request
 
@@ -66,21 +65,7 @@ class MqttSource:
                     return
                 continue
             last = time.monotonic()
-            yield from self._as_lines(payload)
-
-    def _as_lines(self, payload: bytes) -> list[str]:
-        text = payload.decode("utf-8", errors="replace").strip()
-        if text[:1] not in "[{" or not text:
-            return text.splitlines()
-        try:
-            value = parse_json(text)
-        except ValueError:
-            return [text]  # not JSON after all: the line parser names the problem
-        if isinstance(value, dict):
-            value = [value.get(ch, "") for ch in self.table.channels]
-        if isinstance(value, list):
-            return [",".join("" if v is None else str(v) for v in value)]
-        return [text]
+            yield from message_lines(payload, self.table.channels)
 
     def _on_message(self, msg) -> None:
         with self.lock:

@@ -1,0 +1,85 @@
+"""``udp://[HOST]:PORT[?idle=S&<table keys>]``: samples in UDP datagrams, for sensor boards on
+WiFi (an ESP32 sending its IMU's readings to the Pi). Binds HOST (default every address) and
+PORT; each datagram is one sample or several, as an MQTT message is: CSV lines (the table keys
+of the other line sources apply: a header line, ``columns=``, ``sequence=``, ``time=``...), a
+JSON list of numbers in channel order, or a JSON object keyed by channel name. UDP does not say
+what it lost; the summary counts the datagrams and their senders (two boards on one port would
+interleave their samples into one stream). The source ends after ``idle`` seconds without a
+datagram (default: never; Ctrl-C stops)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from wavedge.errors import SourceError, reason
+from wavedge.recordings import csv_samples
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions, message_lines
+
+POLL_S = 0.25  # how often a waiting source looks at the clock (idle)
+MAX_DATAGRAM = 65_535
+
+
+def _address(url) -> tuple[str, int]:
+    host, _, port = url.path.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65_536:
+        raise SourceError(f"{url.text}: give the port to listen on, e.g. udp://:5005 (every "
+                          "address) or udp://192.168.1.10:5005")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def reader(url) -> tuple[str, str]:
+    """For ``urls.reader_of``: one socket per port."""
+    return f"UDP port {_address(url)[1]}", "two sockets cannot both take its datagrams"
+
+
+class UdpSource:
+    def __init__(self, url, manifest) -> None:
+        url.check_params((*SOURCE_TABLE_PARAMS, "idle"))
+        self.table = TableOptions(url, manifest)
+        self.where = url.text
+        self.idle_s = url.get("idle", None, float, (0.01, 1e9))
+        host, port = _address(url)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise SourceError(f"{url.text}: cannot listen on {host}:{port} ({reason(exc)})") \
+                from None
+        self.sock.settimeout(POLL_S)
+        self.datagrams = 0
+        self.senders: set = set()
+
+    def __iter__(self):
+        t = self.table
+        return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.where,
+                                     targets=t.targets))
+
+    def _lines(self):
+        last = time.monotonic()
+        while True:
+            try:
+                payload, sender = self.sock.recvfrom(MAX_DATAGRAM)
+            except socket.timeout:
+                if self.idle_s is not None and time.monotonic() - last > self.idle_s:
+                    return
+                continue
+            last = time.monotonic()
+            self.datagrams += 1
+            self.senders.add(sender[0])
+            yield from message_lines(payload, self.table.channels)
+
+    def notes(self) -> list[str]:
+        many = (" (their samples interleave in one stream: give each board its own port)"
+                if len(self.senders) > 1 else "")
+        return [f"udp source {self.where}: {self.datagrams} datagrams from "
+                f"{len(self.senders)} sender(s){many}"] + self.table.notes()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def open(url, manifest) -> UdpSource:  # noqa: A001
+    return UdpSource(url, manifest)
