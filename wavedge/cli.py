@@ -646,8 +646,19 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's, but ``--help`` that cannot be written says so: argparse drops its own
+    write errors, so ``wavedge --help > /dev/full`` had printed nothing and exited 0."""
+
+    def print_help(self, file=None) -> None:
+        out = file if file is not None else sys.stdout
+        if out is not None:
+            out.write(self.format_help())
+            out.flush()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wavedge", description="Train, export and stream brain-inspired sequence models.")
     parser.add_argument("-V", "--version", action=_Version,
                         help="print the version and what this install can run, then exit")
