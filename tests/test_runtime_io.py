@@ -703,6 +703,13 @@ def test_a_long_run_says_how_it_goes_while_it_runs(model):
     assert "; dropped: non_finite 1; repaired: none; latency p50 " in status[-1], status
     counts = [int(ln.split()[1]) for ln in status]
     assert counts == sorted(counts) and counts[-1] <= 11
+    from wavedge.runtime.loop import status_line
+
+    # a sink that counts (a link's, a broker's) has its losses said as they happen
+    sinking = status_line({**{"samples": 4, "seconds": 2.0, "dropped": {}, "repaired": {},
+                              "latency_us": {"p50": 5.0, "p99": 9.0}},
+                           "sink": {"posted": 4, "queue_dropped": 1}}, None)
+    assert sinking.endswith("p99 9.0 us; sink: posted 4, queue_dropped 1"), sinking
     refused = run_cli("run", BUNDLED_MODEL, "--status-every", "0", "--limit", "1")
     assert_one_line_error(refused, "--status-every: between 0.1 and 86400 seconds, got 0")
 

@@ -291,9 +291,11 @@ def status_line(now: dict, before: dict | None) -> str:
     streams = f" (per stream {', '.join(map(str, now['streams']))})" if "streams" in now else ""
     timing = f"latency p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us" if now["samples"] \
         else "no sample yet"
+    sink = "; sink: " + ", ".join(f"{k} {v}" for k, v in now["sink"].items()) \
+        if now.get("sink") else ""  # a link's or a broker's losses, as they happen
     return (f"status: {now['samples']} samples in {_seconds(now['seconds'])}{streams}, "
             f"{got / max(span, 1e-9):.1f}/s over the last {_seconds(span)}; dropped: {drops}; "
-            f"repaired: {fixes}; {timing}")
+            f"repaired: {fixes}; {timing}{sink}")
 
 
 def _seconds(s: float) -> str:

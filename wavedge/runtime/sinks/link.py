@@ -85,6 +85,13 @@ class LinkSink:
         self.unsent = self.link.queued
         release(self.link)
 
+    def counters(self) -> dict:
+        """What the link did so far (the status line, a ``stats`` command's answer)."""
+        st = self.link.stats
+        return {"posted": self.posted, "sent": st.frames_out, "queue_dropped": st.queue_dropped,
+                "write_timeouts": st.write_timeouts, "dropped_while_down": st.dropped_while_down,
+                "disconnects": st.disconnects}
+
     def notes(self) -> list[str]:
         """What the link did, for the run summary."""
         st = self.link.stats
