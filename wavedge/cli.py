@@ -349,13 +349,14 @@ def _one_protocol_a_port(urls: list, sink: str) -> None:
     shares the port (its module's business: ``link:`` shares one link)."""
     from wavedge.runtime.urls import parse_url, reader_of
 
-    port = (reader_of(sink, "sink") or (None,))[0]
+    port, scheme = (reader_of(sink, "sink") or (None,))[0], parse_url(sink).scheme
+    if port is None:
+        return
     for url in urls:
-        if port is not None and (reader_of(url) or (None,))[0] == port \
-                and parse_url(url).scheme != parse_url(sink).scheme:
+        if (reader_of(url) or (None,))[0] == port and parse_url(url).scheme != scheme:
             raise InputError(f"--sink {sink}: {port} is also read by --source {url}, and a "
-                             "port carries one protocol; give the board "
-                             f"{parse_url(sink).scheme}: both ways, or another port")
+                             f"port carries one protocol; give the board {scheme}: both ways, "
+                             "or another port")
 
 
 def _recording_url(model, model_dir) -> str:
@@ -516,12 +517,10 @@ def _cmd_service(args: argparse.Namespace) -> int:
         return 0
     if args.model_dir is None or args.source is None or args.sink is None:
         raise InputError("service install: give NAME MODEL_DIR --source URL --sink URL")
-    # the reset policy in its own spelling: 'recording, gap:2' as one word, as the unit needs
-    reset = ResetPolicy.parse(args.reset, "--reset").text() if args.reset is not None else None
+    if args.reset is not None:  # in its own spelling: 'recording, gap:2' as one word
+        args.reset = ResetPolicy.parse(args.reset, "--reset").text()
     options = {a.option_strings[0][2:]: getattr(args, a.dest) for a in _pipeline_actions()
                if getattr(args, a.dest) is not None}
-    if reset is not None:
-        options["reset"] = reset
     sink = kept(args.sink)
     svc = service.Service(args.name, service.target_path(args.model_dir, root),
                           tuple(args.source), sink, options, args.user, args.wavedge or "")

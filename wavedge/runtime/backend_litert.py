@@ -67,7 +67,7 @@ def quiet_stderr():
 def load_interpreter(content: bytes, threads: int = 1):
     """An interpreter over ``content`` with its tensors allocated (the library's INFO line
     hidden)."""
-    factory, package = _interpreter_class()
+    factory = _interpreter_class()[0]
     if factory is None:
         raise BackendError("backend 'litert' needs ai-edge-litert (or tflite-runtime): "
                            "pip install ai-edge-litert")

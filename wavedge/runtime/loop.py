@@ -76,9 +76,7 @@ class Summary:
         stop = f" (stopped by {self.stopped_by})" if self.stopped_by else \
             " (interrupted)" if self.interrupted else ""
         out = [f"samples: {self.samples} in {self.seconds:.2f} s{stop}"]
-        drops = ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) or "none"
-        fixes = ", ".join(f"{k} {v}" for k, v in sorted(self.repaired.items())) or "none"
-        out.append(f"dropped: {drops}; repaired: {fixes}")
+        out.append(f"dropped: {_tally(self.dropped)}; repaired: {_tally(self.repaired)}")
         if self.state_resets:
             out.append("state reset after it was poisoned: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(self.state_resets.items()))
@@ -285,8 +283,6 @@ def status_line(now: dict, before: dict | None) -> str:
     """One line of ``snapshot()``: the totals, the rate since the last line, the drops."""
     got = now["samples"] - (before["samples"] if before else 0)
     span = now["seconds"] - (before["seconds"] if before else 0.0)
-    drops = ", ".join(f"{k} {v}" for k, v in sorted(now["dropped"].items())) or "none"
-    fixes = ", ".join(f"{k} {v}" for k, v in sorted(now["repaired"].items())) or "none"
     lat = now["latency_us"]
     streams = f" (per stream {', '.join(map(str, now['streams']))})" if "streams" in now else ""
     timing = f"latency p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us" if now["samples"] \
@@ -294,8 +290,13 @@ def status_line(now: dict, before: dict | None) -> str:
     sink = "; sink: " + ", ".join(f"{k} {v}" for k, v in now["sink"].items()) \
         if now.get("sink") else ""  # a link's or a broker's losses, as they happen
     return (f"status: {now['samples']} samples in {_seconds(now['seconds'])}{streams}, "
-            f"{got / max(span, 1e-9):.1f}/s over the last {_seconds(span)}; dropped: {drops}; "
-            f"repaired: {fixes}; {timing}{sink}")
+            f"{got / max(span, 1e-9):.1f}/s over the last {_seconds(span)}; dropped: "
+            f"{_tally(now['dropped'])}; repaired: {_tally(now['repaired'])}; {timing}{sink}")
+
+
+def _tally(counts: dict) -> str:
+    """Counts by reason as the summary and the status line say them: "a 1, b 2", or none."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
 def _seconds(s: float) -> str:
