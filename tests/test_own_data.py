@@ -145,6 +145,47 @@ def test_another_sample_rate_is_refused_naming_both(tmp_path, model, rows):
     assert len(list(open_source(f"replay:{six}?sample_rate=10&rate=max", model.manifest))) == 50
 
 
+def _stamped(path, rows, stamps):
+    """The recording with a ``timestamp`` column written as ``stamps`` gives them."""
+    return _write(path, ["timestamp", "sequence", "label", *CHANNELS],
+                  [[t, r["sequence"], r["label"], *(r[c] for c in CHANNELS)]
+                   for t, r in zip(stamps, rows)])
+
+
+def test_date_times_and_nanoseconds_are_timestamps(tmp_path, model, rows, monkeypatch):
+    """ISO 8601 date-times (with a zone, with Z, or without one as pandas writes them) and
+    epoch nanoseconds (a phone's sensor logger) are timestamps: they had been no time at all,
+    so a 50 Hz file ran through a 10 Hz model without a word."""
+    import datetime as dt
+    import time
+
+    start = dt.datetime(2026, 3, 29, 0, 59, 59)  # 02:00 in Berlin: the clocks go forward
+    at = [start + dt.timedelta(seconds=i / 50) for i in range(200)]
+    for name, text in [("zone", lambda t: t.isoformat(timespec="milliseconds") + "+01:00"),
+                       ("z", lambda t: t.isoformat(timespec="milliseconds") + "Z"),
+                       ("pandas", lambda t: t.strftime("%Y-%m-%d %H:%M:%S.%f"))]:
+        path = _stamped(tmp_path / f"{name}.csv", rows, [text(t) for t in at])
+        with pytest.raises(SourceError, match="samples at 50 Hz, the model's rate is 10 Hz"):
+            open_source(f"replay:{path}", model.manifest)
+    # a date-time without a zone is UTC, not local time that jumps an hour at 02:00 here
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        naive = _stamped(tmp_path / "naive.csv", rows,
+                         [t.strftime("%Y-%m-%dT%H:%M:%S.%f") for t in at[::5]])
+        got = [s.time for s in open_source(f"replay:{naive}?rate=max", model.manifest)]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert len(got) == 40 and np.allclose(np.diff(got), 0.1)
+    ns = _stamped(tmp_path / "ns.csv", rows, [str(1_796_360_400_000_000_000 + i * 100_000_000)
+                                              for i in range(100)])
+    with pytest.raises(SourceError, match="time_unit=s|ms|us|ns"):
+        open_source(f"replay:{ns}", model.manifest)
+    table = load_table(f"{ns}?time_unit=ns", CHANNELS, "recordings", model_hz=10.0)
+    assert table.rate_hz == 10.0 and sum(len(r.x) for r in table.recordings) == 100
+
+
 def test_resample_is_done_properly_and_said_in_the_summary(tmp_path, model, rows):
     fast = _logger_file(tmp_path / "fast.csv", rows, rate_hz=50.0, n=500)
     source = open_source(f"replay:{fast}?{LOGGER_KEYS}&resample=1&rate=max", model.manifest)

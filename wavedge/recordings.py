@@ -9,8 +9,10 @@ A table is CSV text, one sample per row. Which column is what is decided once, b
   position when the row has exactly one field per channel;
 - ``sequence=NAME``: the column that splits recordings (default the first of ``sequence``,
   ``session``, ``recording`` that the header has; ``sequence=`` for none);
-- ``time=NAME``: a timestamp column (default ``timestamp`` or ``time``), in seconds unless
-  ``time_unit=ms|us``; the sample rate is read from it and checked against the model's;
+- ``time=NAME``: a timestamp column (default ``timestamp`` or ``time``): numbers in seconds
+  unless ``time_unit=ms|us|ns``, or ISO 8601 date-times (``2026-12-04T05:00:00.020Z``, or
+  ``2026-12-04 05:00:00.020`` as pandas writes them); the sample rate is read from it and
+  checked against the model's;
 - ``label=NAME``: the truth of a class-score model (default ``label``); ``target`` or
   ``target_<i>`` columns for a regression or Gaussian model.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import math
+from datetime import datetime, timezone
 from itertools import chain, islice
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,7 @@ from wavedge.errors import InputError, not_a_file, query_params
 
 SEQUENCE_NAMES = ("sequence", "session", "recording")
 TIME_NAMES = ("timestamp", "time")
-TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 TABLE_PARAMS = ("columns", "sequence", "time", "time_unit", "label")
 RATE_TOLERANCE = 0.02  # a timestamp rate within 2 % of the model's is the model's rate
 RATE_WINDOW = 64  # samples read to estimate a source's rate before the first is used
@@ -147,6 +150,22 @@ def _number(field: str) -> float:
     if "_" in field:
         raise ValueError(f"not a number: {field!r}")
     return float(field)
+
+
+def _stamp(field: str | None, scale: float) -> float | None:
+    """A time field in seconds: a number in the table's unit (``scale``), or an ISO 8601
+    date-time, which states its own unit; None when it is neither. A date-time without a zone
+    is read as UTC, not as this machine's local time, so that a daylight-saving change here
+    moves no sample (only differences between stamps are used)."""
+    try:
+        return _number(field) * scale
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = datetime.fromisoformat(field)
+    except (TypeError, ValueError):
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _numeric(fields: list[str]) -> bool:
@@ -270,12 +289,7 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     if layout.truth:
         got = [cell(i) for i in layout.truth]
         truth = got[0] if len(got) == 1 else (";".join(got) if None not in got else None)
-    stamp = None
-    if layout.time is not None:
-        try:
-            stamp = _number(cell(layout.time)) * layout.time_scale
-        except (TypeError, ValueError):
-            stamp = None
+    stamp = None if layout.time is None else _stamp(cell(layout.time), layout.time_scale)
     return Sample(values, problem, truth, cell(layout.sequence), stamp,
                   detail=_shape_detail(fields, layout) if problem == "wrong_shape" else None)
 
@@ -597,8 +611,16 @@ def table_rate(recordings: list[Recording]) -> float | None:
 
 def _median_rate(steps: np.ndarray) -> float | None:
     steps = steps[steps > 0]
+    if not len(steps):
+        return None
+    # the mean of the intervals within 1 % of the median: the median alone is one interval,
+    # as coarse as the stamps (epoch nanoseconds read as float seconds come in steps of
+    # 2.4e-7 s, so 10 Hz read as 10.00001), while a logger's jitter of a millisecond at
+    # 50 Hz (19, 20, 21 ms) still gives its nominal 50 and a gap is left out
+    median = np.median(steps)
+    mean = steps[np.abs(steps - median) <= 0.01 * median].mean()
     # 7 significant digits: timestamps written to the millisecond give 49.999999998 for 50
-    return float(f"{1.0 / np.median(steps):.7g}") if len(steps) else None
+    return float(f"{1.0 / mean:.7g}")
 
 
 def check_rate(found_hz: float | None, model_hz: float | None, where: str) -> None:
@@ -608,7 +630,7 @@ def check_rate(found_hz: float | None, model_hz: float | None, where: str) -> No
     if not _same_rate(found_hz, model_hz):
         raise InputError(f"{where}: samples at {found_hz:.4g} Hz, the model's rate is "
                          f"{model_hz:.4g} Hz; add resample=1 to resample them (or check "
-                         "time_unit=s|ms|us)")
+                         f"time_unit={'|'.join(TIME_UNITS)})")
 
 
 def with_rate(samples, model_hz: float | None, where: str, stated_hz: float | None = None,
