@@ -186,6 +186,25 @@ def test_date_times_and_nanoseconds_are_timestamps(tmp_path, model, rows, monkey
     assert table.rate_hz == 10.0 and sum(len(r.x) for r in table.recordings) == 100
 
 
+def test_a_time_column_of_times_it_cannot_read_is_refused(tmp_path, model, rows):
+    """A time of day or a date in another order had left the timestamps unread without a
+    word, and the rate unchecked; the first good row's time decides, a later one that is
+    not a time is that sample's fault."""
+    for stamp in ("05:00:00.100", "04.12.2026 05:00:00"):
+        path = _stamped(tmp_path / "clock.csv", rows, [stamp] * 50)
+        proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{path}", "--sink", "null:")
+        assert_one_line_error(proc, f"column 'timestamp' holds '{stamp}', not a timestamp",
+                              "time_unit=s|ms|us|ns", "time=NAME, or none with time=")
+        with pytest.raises(InputError, match="not a timestamp"):
+            load_table(path, CHANNELS, "training data")
+        assert len(list(open_source(f"replay:{path}?time=&rate=max", model.manifest))) == 50
+    # a bad first row (its time a word) and an empty time leave it to the next row
+    late = _stamped(tmp_path / "late.csv", rows,
+                    ["junk", ""] + [f"{i / 10:.1f}" for i in range(2, 50)])
+    late.write_text(late.read_text().replace(",-0.740653,", ",x,", 1))
+    assert len(list(open_source(f"replay:{late}?rate=max", model.manifest))) == 50
+
+
 def test_resample_is_done_properly_and_said_in_the_summary(tmp_path, model, rows):
     fast = _logger_file(tmp_path / "fast.csv", rows, rate_hz=50.0, n=500)
     source = open_source(f"replay:{fast}?{LOGGER_KEYS}&resample=1&rate=max", model.manifest)

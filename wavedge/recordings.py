@@ -337,7 +337,7 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
     skipped, not a bad sample, and starts a new recording (``in_part``): the board's state is
     not the one its last rows left, and its sequence numbers may start again at 0."""
     layout = header = None
-    part = 1
+    part, time_unchecked = 1, False
     reader = csv.reader(lines)
     while True:
         try:
@@ -360,15 +360,35 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
                 layout = Layout(channels, None, False)
             if layout.header:
                 header = _bare(fields)
+                time_unchecked = strict and layout.time is not None
                 continue
         elif header is not None and _bare(fields) == header:
             part += 1
             continue
         sample = parse_row(fields, layout)
         sample.line = reader.line_num
+        if time_unchecked and sample.problem is None:
+            # the first good row decides; a later row's bad time is that sample's fault
+            time_unchecked = _check_time_column(sample, fields[layout.time:layout.time + 1],
+                                                header[layout.time], where)
         if part > 1:
             sample.sequence = in_part(sample.sequence, f"part {part}")
         yield sample
+
+
+def _check_time_column(sample: Sample, cell: list[str], name: str, where: str) -> bool:
+    """Refuse a time column whose first good row holds no time the reader knows (a time of
+    day, a date in another order), where its timestamps would otherwise be left unread
+    without a word and the rate go unchecked. False once decided; True while the row had
+    no time to judge (an empty cell)."""
+    if not cell or not cell[0].strip():
+        return True
+    if sample.time is None:
+        raise InputError(f"{where}: column {name!r} holds {cell[0].strip()!r}, not a "
+                         f"timestamp (a number in seconds, time_unit={'|'.join(TIME_UNITS)} for "
+                         "other units, or an ISO 8601 date-time); name the time column with "
+                         "time=NAME, or none with time=")
+    return False
 
 
 def in_part(sequence, part: str) -> str:
