@@ -66,10 +66,11 @@ def test_numbers_written_are_numbers_read(rows):
 
 @SETTINGS
 @given(st.dictionaries(st.sampled_from(["columns", "sequence", "time", "time_unit", "label"]),
-                       st.text(max_size=20), max_size=5), st.lists(LINE, max_size=6))
-def test_column_keys_give_samples_or_one_error(params, lines):
+                       st.text(max_size=20), max_size=5), st.lists(LINE, max_size=6),
+       st.sampled_from([",", ";", "tab", "space", "|"]))
+def test_column_keys_give_samples_or_one_error(params, lines, sep):
     try:
-        cols = Columns.from_params(params, "fuzz")
+        cols = Columns.from_params({**params, "sep": sep}, "fuzz")
         list(csv_samples([ln + "\n" for ln in lines], CHANNELS, cols))
     except WavedgeError:
         pass

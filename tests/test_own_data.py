@@ -565,3 +565,6 @@ def test_a_new_models_table_of_another_separator_is_named_as_such(tmp_path, sep)
                                     + sep + "1,5" + sep + "2,5\n")
     with pytest.raises(InputError, match=re.escape(f"is the file {sep!r}-separated")):
         header_channels(tmp_path / "t.csv", Columns(), "training data")
+    name = {";": ";", "\t": "tab", " ": "space"}[sep]
+    table = load_table(f"{tmp_path / 't.csv'}?sep={name}", None, "training data")
+    assert table.channels == ("acc_x", "acc_y") and table.recordings[0].x.tolist() == [[1.5, 2.5]]

@@ -144,12 +144,29 @@ def test_a_recording_without_samples_is_refused_at_open(model, tmp_path, text):
             open_source(f"replay:{tmp_path / name}?rate=max&loop=0", model.manifest)
 
 
-@pytest.mark.parametrize("sep", [";", "\t", " "])
-def test_a_table_of_another_separator_is_named_as_such(model, tmp_path, sep):
+@pytest.mark.parametrize("sep,name", [(";", ";"), ("\t", "tab"), (" ", "space")])
+def test_a_table_of_another_separator_is_named_and_read(model, tmp_path, sep, name):
+    """Excel's ';' with decimal commas, a .tsv, numpy.savetxt's spaces: each had been
+    refused with "wavedge reads comma-separated values" and no way to read it."""
     header = sep.join(["label", *model.manifest.channels])
-    (tmp_path / "s.csv").write_text(f"{header}\nwalking{sep}{sep.join(['1.5'] * 6)}\n")
-    with pytest.raises(SourceError, match=re.escape(f"is the file {sep!r}-separated")):
+    label = "walking, fast" if sep != " " else '"walking fast"'
+    (tmp_path / "s.csv").write_text(f"{header}\n{label}{sep}{sep.join(['1.5'] * 6)}\n"
+                                    f"still{sep}{sep.join(['-2,25'] * 6)}\n")
+    with pytest.raises(SourceError, match=re.escape(f"is the file {sep!r}-separated? add "
+                                                    f"?sep={name})")):
         open_source(f"replay:{tmp_path / 's.csv'}", model.manifest)
+    got = list(open_source(f"replay:{tmp_path / 's.csv'}?sep={name}&rate=max",
+                           model.manifest))
+    assert [s.problem for s in got] == [None, None] and got[0].truth == label.strip('"')
+    assert got[0].values.tolist() == [1.5] * 6 and got[1].values.tolist() == [-2.25] * 6
+    # a header-less file of numbers with decimal commas, columns aligned by runs of spaces
+    (tmp_path / "n.txt").write_text("\n".join(sep.join(["0,5"] * 6) if sep != " " else
+                                              "  0,5  " + "   ".join(["0,5"] * 5)
+                                              for _ in range(3)) + "\n")
+    got = list(open_source(f"replay:{tmp_path / 'n.txt'}?sep={name}&rate=max", model.manifest))
+    assert [s.values.tolist() for s in got] == [[0.5] * 6] * 3
+    with pytest.raises(InputError, match=re.escape("sep='x'; allowed: ',', ';', tab, space, '|'")):
+        open_source(f"replay:{tmp_path / 's.csv'}?sep=x", model.manifest)
 
 
 def test_malformed_rows_are_counted_not_fatal(model, tmp_path):

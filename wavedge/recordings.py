@@ -14,7 +14,10 @@ A table is CSV text, one sample per row. Which column is what is decided once, b
   ``2026-12-04 05:00:00.020`` as pandas writes them); the sample rate is read from it and
   checked against the model's;
 - ``label=NAME``: the truth of a class-score model (default ``label``); ``target`` or
-  ``target_<i>`` columns for a regression or Gaussian model.
+  ``target_<i>`` columns for a regression or Gaussian model;
+- ``sep=;|tab|space||``: the field separator (default ``,``). With any other than ``,`` a
+  comma in a number is its decimal mark, as Excel writes ``0,25;9,81`` where the decimal
+  mark is a comma.
 
 The same keys go after ``?`` in a source URL (``replay:a.csv?columns=...``) and after a file
 name given to ``--data`` or ``--calibration`` (``'a.csv?sequence=session'``).
@@ -36,7 +39,9 @@ from wavedge.errors import InputError, not_a_file, query_params
 SEQUENCE_NAMES = ("sequence", "session", "recording")
 TIME_NAMES = ("timestamp", "time")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-TABLE_PARAMS = ("columns", "sequence", "time", "time_unit", "label")
+TABLE_PARAMS = ("columns", "sequence", "time", "time_unit", "label", "sep")
+# sep= by name: a tab or a space in a URL is awkward to type and to quote
+SEPARATORS = {",": ",", ";": ";", "tab": "\t", "space": " ", "|": "|"}
 RATE_TOLERANCE = 0.02  # a timestamp rate within 2 % of the model's is the model's rate
 RATE_WINDOW = 64  # samples read to estimate a source's rate before the first is used
 MAX_LINE = 65536  # characters in one row; a longer line is one bad sample (line_too_long)
@@ -84,6 +89,7 @@ class Columns:
     time: str | None = None
     time_unit: str = "s"
     label: str = "label"
+    sep: str = ","
 
     @classmethod
     def from_params(cls, params: dict, where: str) -> Columns:
@@ -100,8 +106,17 @@ class Columns:
         unit = params.get("time_unit", "s")
         if unit not in TIME_UNITS:
             raise InputError(f"{where}: time_unit={unit!r}; allowed: {', '.join(TIME_UNITS)}")
+        sep = params.get("sep", ",")
+        if sep not in SEPARATORS:
+            raise InputError(f"{where}: sep={sep!r}; allowed: "
+                             + ", ".join(repr(k) if len(k) == 1 else k for k in SEPARATORS))
         return cls(mapping, params.get("sequence"), params.get("time"), unit,
-                   params.get("label", "label"))
+                   params.get("label", "label"), SEPARATORS[sep])
+
+    def reader(self, lines):
+        """A CSV reader of ``lines`` split at this table's separator (runs of spaces are one
+        separator, as ``numpy.savetxt`` and aligned columns write them)."""
+        return csv.reader(lines, delimiter=self.sep, skipinitialspace=self.sep == " ")
 
     def channels(self, default: tuple[str, ...]) -> tuple[str, ...]:
         """The model's channel names this table serves: the map's, else ``default``."""
@@ -138,6 +153,7 @@ class Layout:
     time_scale: float = 1.0
     truth: tuple[int, ...] = ()
     columns: int | None = None  # the header's; None without one
+    decimal_comma: bool = False  # a comma in a number is its decimal mark (sep= not ",")
 
     @property
     def width(self) -> int:
@@ -185,9 +201,9 @@ def shown_header(names) -> str:
 def _separator_hint(names: tuple[str, ...]) -> str:
     """A header read as one column that another separator would split (Excel writes ';'
     where the decimal mark is a comma; numpy's ``savetxt`` a space)."""
-    other = [sep for sep in (";", "\t", "|", " ") if len(names) == 1 and sep in names[0]]
-    return (f" (the header is one column: is the file {other[0]!r}-separated? wavedge reads "
-            "comma-separated values with '.' decimals)") if other else ""
+    other = [name for name, sep in SEPARATORS.items() if len(names) == 1 and sep in names[0]]
+    return (f" (the header is one column: is the file {SEPARATORS[other[0]]!r}-separated? "
+            f"add ?sep={other[0]})") if other else ""
 
 
 def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns(),
@@ -199,7 +215,8 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
     missing; with ``strict`` False (a serial line cut mid-way) returns None instead, and the
     row is counted as data."""
     first = [f.strip().lstrip("\ufeff") for f in first]  # Excel's "CSV UTF-8" starts with a BOM
-    scale = TIME_UNITS[cols.time_unit]
+    scale, comma = TIME_UNITS[cols.time_unit], cols.sep != ","
+    as_numbers = [f.replace(",", ".") for f in first] if comma else first
     column_of = dict(cols.mapping) if cols.mapping else {c: c for c in channels}
     lacking = [c for c in channels if c not in column_of]
     unknown = [c for c in column_of if c not in channels]
@@ -210,10 +227,10 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
     mapping = tuple((c, column_of[c]) for c in channels)  # in the model's order
     positions = tuple(int(c) for _, c in mapping if c.isdigit())
     if len(positions) == len(mapping) and cols.mapping and max(positions) < len(first) \
-            and _numeric([first[i] for i in positions]):
+            and _numeric([as_numbers[i] for i in positions]):
         # a map of positions: the row is data when those fields are numbers (others may not be)
-        return Layout(channels, positions, False, time_scale=scale)
-    if _numeric(first):
+        return Layout(channels, positions, False, time_scale=scale, decimal_comma=comma)
+    if _numeric(as_numbers):
         if cols.mapping:
             raise InputError(f"{where}: has no header row, so columns={','.join(c for _, c in mapping)} "
                              "cannot be found by name; map to positions (acc_x:0,...)")
@@ -222,7 +239,7 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
                              f"the model takes {len(channels)} channel(s) "
                              f"({', '.join(channels)}): add a header naming them, or map "
                              "positions with ?columns=CHANNEL:0,...")
-        return Layout(channels, None, False, time_scale=scale)
+        return Layout(channels, None, False, time_scale=scale, decimal_comma=comma)
     names = tuple(first)
     missing = [c for _, c in mapping if c not in names and not c.isdigit()]
     if missing:
@@ -251,7 +268,7 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
         truth = (names.index(cols.label),) if cols.label in names else ()
     return Layout(channels, tuple(int(c) if c.isdigit() else names.index(c) for _, c in mapping),
                   True, find(cols.sequence, SEQUENCE_NAMES), find(cols.time, TIME_NAMES), scale,
-                  truth, len(names))
+                  truth, len(names), comma)
 
 
 def parse_row(fields: list[str], layout: Layout) -> Sample:
@@ -268,6 +285,8 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
             problem = "wrong_shape"
     else:
         picked, problem = fields[:layout.width], "wrong_shape"
+    if layout.decimal_comma:  # the numbers only: a label keeps its commas
+        picked = [f.replace(",", ".") for f in picked]
     values = np.full(layout.width, np.nan, np.float32)
     for i, f in enumerate(picked[:layout.width]):
         try:
@@ -289,7 +308,11 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     if layout.truth:
         got = [cell(i) for i in layout.truth]
         truth = got[0] if len(got) == 1 else (";".join(got) if None not in got else None)
-    stamp = None if layout.time is None else _stamp(cell(layout.time), layout.time_scale)
+    stamp = None
+    if layout.time is not None:
+        when = cell(layout.time)
+        stamp = _stamp(when.replace(",", ".") if layout.decimal_comma and when else when,
+                       layout.time_scale)
     return Sample(values, problem, truth, cell(layout.sequence), stamp,
                   detail=_shape_detail(fields, layout) if problem == "wrong_shape" else None)
 
@@ -338,7 +361,7 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
     not the one its last rows left, and its sequence numbers may start again at 0."""
     layout = header = None
     part, time_unchecked = 1, False
-    reader = csv.reader(lines)
+    reader = cols.reader(lines)
     while True:
         try:
             fields = next(reader)
@@ -357,7 +380,7 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
         if layout is None:
             layout = resolve(fields, channels, cols, where, strict, targets)
             if layout is None:  # a cut first line on a live port: data, counted as bad
-                layout = Layout(channels, None, False)
+                layout = Layout(channels, None, False, decimal_comma=cols.sep != ",")
             if layout.header:
                 header = _bare(fields)
                 time_unchecked = strict and layout.time is not None
@@ -487,7 +510,7 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
         return tuple(c for c, _ in cols.mapping)
     try:
         with _open_text(path) as fh:
-            first = next(csv.reader(fh), [])
+            first = next(cols.reader(fh), [])
     except (UnicodeDecodeError, csv.Error):
         raise InputError(f"{what}: {path}: not a UTF-8 text CSV file") from None
     names = [f.strip().lstrip("\ufeff") for f in first]
