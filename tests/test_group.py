@@ -149,7 +149,8 @@ def test_bench_streams_rows(batch_dir):
     from wavedge.runtime.bench import BenchOptions, run_bench
 
     report = run_bench(batch_dir, BenchOptions(samples=100, repeats=1, warmup=5, streams=4,
-                                               backends=("onnxruntime",), precisions=("fp32",)))
+                                               backends=("onnxruntime",), precisions=("fp32",),
+                                               paced_s=0))
     names = set(report["configs"])
     for mode in ("round-robin", "group", "group-bare"):
         assert f"onnxruntime/fp32/streams4-{mode}" in names

@@ -458,7 +458,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         providers=tuple(args.provider or ("cpu",)), trt_cache=args.trt_cache, pin_cpu=args.pin,
         rates_hz=tuple(args.rate or ()), window=args.window,
         backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()),
-        streams=args.streams)
+        streams=args.streams, paced_s=args.paced)
     options.validate()
     _out_folder(args.out)  # after the options' checks: a refused run leaves no folder
     baselines = None
@@ -820,6 +820,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--pin", type=int, metavar="CPU", help="pin the process to this CPU")
     p.add_argument("--rate", type=float, action="append", metavar="HZ",
                    help="also give the duty cycle at this sample rate (repeatable)")
+    p.add_argument("--paced", type=float, default=2.0, metavar="SECONDS",
+                   help="push on each rate's schedule for this long, asleep in between as a "
+                        "run is, and give the latency and duty cycle that costs (2; 0: none)")
     p.add_argument("--window", type=int, default=100,
                    help="samples re-run per step by the sliding-window baseline (100)")
     p.add_argument("--checkpoint", type=Path,
