@@ -557,6 +557,18 @@ def test_a_table_from_npy_arrays_with_labels(tmp_path):
     assert load_table(tmp_path / "X.npy", None, "data").channels == ("x0", "x1", "x2")
 
 
+def test_a_new_models_channels_from_name_value_lines(tmp_path):
+    """A Serial Plotter log (`cat /dev/ttyACM0 > log.txt`) trains as a table: its names are
+    the channels, but for the sequence, time and label."""
+    log = tmp_path / "log.txt"
+    log.write_text("".join(f"time:{i / 50:.2f} session:{i // 60} ax:{i % 7}\tay:1,5 "
+                           f"label:{'ab'[i // 60 % 2]}\n" for i in range(240)))
+    table = load_table(f"{log}?sep=;", None, "training data")
+    assert table.channels == ("ax", "ay") and table.rate_hz == 50.0
+    assert [r.key for r in table.recordings] == ["0", "1", "2", "3"]
+    assert table.recordings[1].x[3].tolist() == [(63 % 7), 1.5]
+
+
 @pytest.mark.parametrize("sep", [";", "\t", " "])
 def test_a_new_models_table_of_another_separator_is_named_as_such(tmp_path, sep):
     """`train --data` takes its channels from the header: a ';' file had given one channel

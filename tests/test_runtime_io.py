@@ -325,6 +325,56 @@ def test_serial_source_on_a_pseudo_terminal_and_the_port_vanishing(model):
     assert time.monotonic() - t0 < 5
 
 
+def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
+    """An Arduino sketch written for the IDE's Serial Plotter prints NAME:VALUE pairs
+    (`acc_x:0.12,acc_y:-0.03` or apart by spaces or tabs), in any order, with names of its
+    own beside them. Every such line had been a bad sample. The first line, cut by
+    connecting mid-stream, and a sketch's own message are bad samples; the next line decides
+    the layout."""
+    master, slave = os.openpty()
+    source = open_source(f"serial://{os.ttyname(slave)}?reconnect_s=0.2", model.manifest)
+    channels = model.manifest.channels
+    rows = np.round(np.random.default_rng(3).normal(size=(20, 6)), 3).astype(np.float32)
+
+    def line(i):
+        pairs = [f"{c}:{v:g}" for c, v in zip(channels, rows[i])] + [f"temp:{20 + i}"]
+        if i % 2:
+            pairs.reverse()
+        return ("\t" if i % 3 == 0 else " " if i % 3 == 1 else ",").join(pairs) + "\r\n"
+
+    def mcu():
+        os.write(master, line(0)[17:].encode())  # the tail of a line: connected mid-way
+        os.write(master, b"IMU ready\r\n")
+        for i in range(20):
+            os.write(master, line(i).encode())
+        time.sleep(0.3)
+        os.close(master)
+        os.close(slave)
+
+    class Keep:
+        def write(self, result, sample):
+            got.append(sample)
+
+        def close(self):
+            pass
+
+    threading.Thread(target=mcu, daemon=True).start()
+    got = []
+    summary = run(model.stream(), source, Keep(), warn=lambda m: None)
+    assert summary.samples == 20 and summary.dropped == {"wrong_shape": 2}, summary
+    assert np.array_equal(np.stack([s.values for s in got]), rows)
+    # a file of them reads the same, its time and label by name; a channel absent is named
+    path = tmp_path / "plot.txt"
+    path.write_text("".join(f"time:{i * 0.1:.1f},label:walking,{line(i)}" for i in range(20)))
+    read = list(open_source(f"replay:{path}?rate=max", model.manifest))
+    assert np.array_equal(np.stack([s.values for s in read]), rows)
+    assert read[3].time == pytest.approx(0.3) and read[3].truth == "walking"
+    path.write_text("acc_x:1,acc_y:2\n")
+    lack = "the first line's NAME:VALUE pairs (acc_x, acc_y) lack ['acc_z', 'gyr_x', 'gyr_y', "
+    with pytest.raises(SourceError, match=re.escape(lack + "'gyr_z']")):
+        open_source(f"replay:{path}", model.manifest)
+
+
 def test_lines_that_end_in_a_bare_cr_are_lines(model):
     """Some RS-232 instruments end each line with a CR alone: the serial source had waited for
     a LF that never came (every sample lost as one line too long), and stdin had read the

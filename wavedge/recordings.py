@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from datetime import datetime, timezone
 from itertools import chain, islice
 from dataclasses import dataclass
@@ -154,6 +155,10 @@ class Layout:
     truth: tuple[int, ...] = ()
     columns: int | None = None  # the header's; None without one
     decimal_comma: bool = False  # a comma in a number is its decimal mark (sep= not ",")
+    # NAME:VALUE lines: the name each channel is read by, then the sequence's, time's and
+    # truth's names (None where absent); positions mean nothing there
+    labels: tuple[str, ...] | None = None
+    label_names: tuple[str | None, str | None, str | None] = (None, None, None)
 
     @property
     def width(self) -> int:
@@ -182,6 +187,23 @@ def _stamp(field: str | None, scale: float) -> float | None:
     except (TypeError, ValueError):
         return None
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+_NAME = re.compile(r"[A-Za-z_][\w.\-]*\Z")
+
+
+def labelled_pairs(fields: list[str]) -> dict[str, str] | None:
+    """A line of ``NAME:VALUE`` pairs, the Arduino IDE Serial Plotter's format (``ax:0.12,
+    ay:-0.03``, or the pairs apart by spaces or tabs), as {name: value}; None when any token
+    is not such a pair. A line of names with units (``ax:g``) is a header, not pairs: at
+    least one value must be a number."""
+    pairs = {}
+    for token in (t for f in fields for t in f.split()):
+        name, sep, value = token.partition(":")
+        if not sep or not _NAME.match(name):
+            return None
+        pairs[name] = value
+    return pairs if any(_numeric([v.replace(",", ".")]) for v in pairs.values()) else None
 
 
 def _numeric(fields: list[str]) -> bool:
@@ -225,6 +247,9 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
                          f"({', '.join(channels)})" + (f"; it lacks {lacking}" if lacking else "")
                          + (f"; {unknown} are not the model's" if unknown else ""))
     mapping = tuple((c, column_of[c]) for c in channels)  # in the model's order
+    pairs = labelled_pairs(first)
+    if pairs is not None:
+        return _labelled_layout(pairs, mapping, cols, where, strict, scale, comma)
     positions = tuple(int(c) for _, c in mapping if c.isdigit())
     if len(positions) == len(mapping) and cols.mapping and max(positions) < len(first) \
             and _numeric([as_numbers[i] for i in positions]):
@@ -271,11 +296,66 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
                   truth, len(names), comma)
 
 
+def _labelled_layout(pairs: dict, mapping, cols: Columns, where: str, strict: bool,
+                     scale: float, comma: bool) -> Layout | None:
+    """The layout of ``NAME:VALUE`` lines: each channel by its name (or the column map's),
+    the sequence, time and truth by theirs when the first line has them."""
+    channels = tuple(c for c, _ in mapping)
+    missing = [name for _, name in mapping if name not in pairs]
+    if missing:
+        if not strict:
+            return None
+        raise InputError(f"{where}: the first line's NAME:VALUE pairs ({', '.join(pairs)}) lack "
+                         f"{missing}, of the model's channels {list(channels)}; map them with "
+                         "?columns=CHANNEL:NAME,...")
+
+    def find(name: str | None, defaults: tuple[str, ...]) -> str | None:
+        return (name or None) if name is not None else next((n for n in defaults if n in pairs),
+                                                            None)
+
+    return Layout(channels, None, False, time_scale=scale, decimal_comma=comma,
+                  labels=tuple(name for _, name in mapping),
+                  label_names=(find(cols.sequence, SEQUENCE_NAMES), find(cols.time, TIME_NAMES),
+                               cols.label if cols.label in pairs else None))
+
+
+def _parse_labelled(fields: list[str], layout: Layout) -> Sample:
+    """One ``NAME:VALUE`` line -> a ``Sample``: a channel's name absent, or a line that is not
+    pairs (a sketch's own message, a line cut in two), is ``wrong_shape``; a value that is not
+    a number ``not_numeric``. Names the model does not read are left aside."""
+    values = np.full(layout.width, np.nan, np.float32)
+    pairs = labelled_pairs(fields)
+    if pairs is None:
+        return Sample(values, "wrong_shape", detail="not NAME:VALUE pairs")
+    problem, lacking = None, []
+    for i, name in enumerate(layout.labels):
+        text = pairs.get(name)
+        if text is None:
+            lacking.append(name)
+            continue
+        try:
+            values[i] = _f32(_number(text.replace(",", ".") if layout.decimal_comma else text))
+        except ValueError:
+            problem = problem or "not_numeric"
+    sequence, when, truth = (None if n is None else pairs.get(n) for n in layout.label_names)
+    return Sample(values, "wrong_shape" if lacking else problem, truth, sequence,
+                  _stamp(when, layout.time_scale),
+                  detail=f"lacks {', '.join(lacking)}" if lacking else None)
+
+
+def _f32(v: float) -> float:
+    """``v`` as float32 holds it: beyond its range is infinite (said here, not by numpy's
+    overflow warning)."""
+    return v if -F32_MAX <= v <= F32_MAX or v != v else math.copysign(math.inf, v)
+
+
 def parse_row(fields: list[str], layout: Layout) -> Sample:
     """One data row -> a ``Sample``; a field that is not a number becomes NaN and the sample
     is marked ``not_numeric``; missing fields mark it ``wrong_shape``, and so do fields past
     the header's last column that are not empty (two lines run together; a trailing comma
     is not that)."""
+    if layout.labels is not None:
+        return _parse_labelled(fields, layout)
     fields = [f.strip() for f in fields]
     if layout.values is None:
         picked, problem = fields, ("wrong_shape" if len(fields) != layout.width else None)
@@ -360,7 +440,7 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
     skipped, not a bad sample, and starts a new recording (``in_part``): the board's state is
     not the one its last rows left, and its sequence numbers may start again at 0."""
     layout = header = None
-    part, time_unchecked = 1, False
+    part, time_unchecked, provisional = 1, False, False
     reader = cols.reader(lines)
     while True:
         try:
@@ -377,10 +457,12 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
             continue
         if not fields or fields == [""] or all(not f.strip() for f in fields):
             continue
-        if layout is None:
-            layout = resolve(fields, channels, cols, where, strict, targets)
-            if layout is None:  # a cut first line on a live port: data, counted as bad
-                layout = Layout(channels, None, False, decimal_comma=cols.sep != ",")
+        if layout is None or provisional:
+            found = resolve(fields, channels, cols, where, strict, targets)
+            # a cut first line on a live port: data, counted as bad, and the next line decides
+            provisional = found is None
+            layout = found or layout or Layout(channels, None, False,
+                                               decimal_comma=cols.sep != ",")
             if layout.header:
                 header = _bare(fields)
                 time_unchecked = strict and layout.time is not None
@@ -504,8 +586,8 @@ def one_label_each(table: "Table", what: str) -> None:
 
 
 def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
-    """A new model's channels: the column map's names, else every header column that is not
-    the sequence, time, label or a target."""
+    """A new model's channels: the column map's names, else every header column (or name of
+    a ``NAME:VALUE`` line) that is not the sequence, time, label or a target."""
     if cols.mapping:
         return tuple(c for c, _ in cols.mapping)
     try:
@@ -513,7 +595,8 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
             first = next(cols.reader(fh), [])
     except (UnicodeDecodeError, csv.Error):
         raise InputError(f"{what}: {path}: not a UTF-8 text CSV file") from None
-    names = [f.strip().lstrip("\ufeff") for f in first]
+    pairs = labelled_pairs(_bare(first))
+    names = list(pairs) if pairs is not None else _bare(first)
     if not names or _numeric(names):
         raise InputError(f"{what}: {path}: needs a header row naming its columns (or "
                          "?columns=CHANNEL:POSITION,...)")
