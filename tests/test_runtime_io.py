@@ -375,6 +375,21 @@ def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
         open_source(f"replay:{path}", model.manifest)
 
 
+def test_a_live_ports_header_after_a_cut_first_line_is_its_header(model):
+    """Connected mid-way through a board's header line, then the board restarted and sent it
+    whole: the cut line is a bad sample and the header names the columns, where the cut line
+    had fixed the layout as positions and the header had been one more bad sample."""
+    from wavedge.recordings import csv_samples
+
+    channels = model.manifest.channels
+    header = ",".join(reversed(channels)) + ",time,label"
+    lines = [header[9:], header, "1,2,3,4,5,6,0.1,walking", "1,2,3,4,5,6,0.2,walking"]
+    got = list(csv_samples(lines, channels, strict=False))
+    assert [s.problem for s in got] == ["wrong_shape", None, None]
+    assert got[1].values.tolist() == [6, 5, 4, 3, 2, 1] and got[2].time == 0.2
+    assert got[1].truth == "walking"
+
+
 def test_lines_that_end_in_a_bare_cr_are_lines(model):
     """Some RS-232 instruments end each line with a CR alone: the serial source had waited for
     a LF that never came (every sample lost as one line too long), and stdin had read the
