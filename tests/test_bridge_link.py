@@ -348,6 +348,45 @@ def test_usb_urls_find_the_device_by_vid_pid_serial():
         parse_usb("usb:arduino")
 
 
+def test_a_usb_url_and_its_device_are_one_port(standin_exe, tmp_path, monkeypatch):
+    """`--source link:usb:2341:0043 --sink link:/dev/ttyACM0` (one board named two ways) had
+    opened the port twice, each link reading part of its bytes, and `--source
+    serial://...` with `--sink link:usb:...` was not refused as one port read as lines and as
+    frames. The OS's USB list is stood in for by pyserial's own port records (no USB device
+    here); the port is a real pseudo-terminal with the C stand-in on it."""
+    from serial.tools import list_ports
+    from serial.tools.list_ports_common import ListPortInfo
+
+    import os
+
+    from wavedge.cli import _one_protocol_a_port
+    from wavedge.errors import InputError
+    from wavedge.firmware_bridge.link import release, shared
+    from wavedge.ports import port_name
+
+    board = StandIn(standin_exe)
+    info = ListPortInfo(board.port)
+    info.vid, info.pid, info.serial_number = 0x2341, 0x0043, "A1"
+    monkeypatch.setattr(list_ports, "comports", lambda: [info])
+    by_id = tmp_path / "usb-Arduino_Uno_A1-if00"
+    by_id.symlink_to(board.port)
+    try:
+        assert port_name("usb:2341:0043:A1") == port_name(str(by_id)) == \
+            os.path.realpath(board.port)
+        assert port_name("usb:2341:0099") == "usb:2341:0099"  # not plugged in: the URL
+        a = shared("usb:2341:0043")
+        b = shared(str(by_id))
+        assert a is b
+        release(a)
+        assert a.port.is_open  # the other use holds it still
+        release(b)
+        assert not a.port.is_open
+        with pytest.raises(InputError, match="is also read by --source serial://"):
+            _one_protocol_a_port([f"serial://{by_id}"], "link:usb:2341:0043")
+    finally:
+        board.close()
+
+
 def test_a_usb_board_that_is_not_plugged_in_is_a_clear_error():
     with pytest.raises(LinkError, match="no USB serial device 0bad:f00d"):
         Link("usb:0bad:f00d")

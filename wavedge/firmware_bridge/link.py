@@ -29,34 +29,7 @@ from wavedge.errors import LinkError, reason
 from wavedge.firmware_bridge.framing import (MAX_PAYLOAD, PROTOCOL_VERSION, Frame, FrameDecoder,
                                              encode_frame)
 from wavedge.firmware_bridge.messages import SCHEMA_HASH, Hello, MessageError, pack, unpack
-
-
-def parse_usb(url: str) -> tuple[int, int, str | None] | None:
-    """``usb:VID:PID[:SERIAL]`` (hex VID and PID, as lsusb prints them) -> (vid, pid, serial);
-    None for any other URL."""
-    if not url.startswith("usb:"):
-        return None
-    parts = url[4:].split(":")
-    try:
-        vid, pid = int(parts[0], 16), int(parts[1], 16)
-    except (IndexError, ValueError):
-        raise LinkError(f"{url}: expected usb:VID:PID[:SERIAL] with hex VID and PID, e.g. "
-                        "usb:2341:0043") from None
-    return vid, pid, (parts[2] if len(parts) > 2 and parts[2] else None)
-
-
-def find_usb_port(vid: int, pid: int, serial_number: str | None, ports=None) -> str | None:
-    """The device path of the USB serial port with this VID:PID (and serial number, when
-    given), wherever the OS put it this time; None when none is plugged in."""
-    if ports is None:
-        from serial.tools import list_ports
-
-        ports = list_ports.comports()
-    for p in ports:
-        if p.vid == vid and p.pid == pid and (serial_number is None
-                                              or p.serial_number == serial_number):
-            return p.device
-    return None
+from wavedge.ports import find_usb_port, parse_usb, port_name
 
 
 @dataclass
@@ -329,7 +302,7 @@ def shared(url: str, baud: int = 115200, send_queue: int | None = None) -> Link:
     sends SENSOR frames and receives the results on one port is a run's source and its sink.
     Two links on one port had each read part of its bytes (97 of 200 samples through, the
     run reconnecting three times). ``release()`` it; the last release closes it."""
-    key = _port_key(url)
+    key = port_name(url)  # a usb: URL and its device, a by-id link and its device: one port
     with _SHARED_LOCK:
         link = _SHARED.get(key)
         if link is None:
@@ -347,18 +320,12 @@ def shared(url: str, baud: int = 115200, send_queue: int | None = None) -> Link:
 
 def release(link: Link) -> None:
     """Done with a link from ``shared``: closed when no other user holds it."""
-    key = _port_key(link.url)
     with _SHARED_LOCK:
-        if _SHARED.get(key) is link:
+        # by the link, not its URL named again: a usb: board unplugged since names no device
+        key = next((k for k, held in _SHARED.items() if held is link), None)
+        if key is not None:
             _SHARED_USERS[key] -= 1
             if _SHARED_USERS[key] > 0:
                 return
             del _SHARED[key], _SHARED_USERS[key]
     link.close()
-
-
-def _port_key(url: str) -> str:
-    """One name per port: a device's path with its links followed (/dev/serial/by-id/...)."""
-    import os
-
-    return os.path.realpath(url) if url.startswith("/") else url

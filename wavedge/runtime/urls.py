@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, field
 
 from wavedge.errors import InputError, query_params
@@ -133,13 +132,15 @@ def kept(text: str) -> str:
 def reader_of(text: str, kind: str = "source") -> tuple[str, str] | None:
     """What a ``kind`` URL reads that no other source of the run may read too, and why (its
     module's ``reader(url)``): a port, stdin, a broker session; None when it may be shared (a
-    recording). A path with its links followed (``/dev/serial/by-id/...``). Opens
-    nothing."""
+    recording). A port by its one name (``wavedge.ports.port_name``: a ``usb:`` URL's
+    device, a path with its links followed). Opens nothing."""
+    from wavedge.ports import port_name
+
     url, module = _module(text, kind)
     if not hasattr(module, "reader"):
         return None
     what, why = module.reader(url)
-    return (os.path.realpath(what) if what.startswith("/") else what), why
+    return port_name(what), why
 
 
 def _open(table: dict, kind: str, text: str, context):
