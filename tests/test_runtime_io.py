@@ -347,6 +347,7 @@ def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
         os.write(master, b"IMU ready\r\n")
         for i in range(20):
             os.write(master, line(i).encode())
+        os.write(master, ",".join(f"{c}:x" for c in channels).encode() + b"\r\n")
         time.sleep(0.3)
         os.close(master)
         os.close(slave)
@@ -361,7 +362,8 @@ def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
     threading.Thread(target=mcu, daemon=True).start()
     got = []
     summary = run(model.stream(), source, Keep(), warn=lambda m: None)
-    assert summary.samples == 20 and summary.dropped == {"wrong_shape": 2}, summary
+    assert summary.samples == 20, summary
+    assert summary.dropped == {"wrong_shape": 2, "not_numeric": 1}, summary
     assert np.array_equal(np.stack([s.values for s in got]), rows)
     # a file of them reads the same, its time and label by name; a channel absent is named
     path = tmp_path / "plot.txt"

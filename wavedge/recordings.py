@@ -192,18 +192,20 @@ def _stamp(field: str | None, scale: float) -> float | None:
 _NAME = re.compile(r"[A-Za-z_][\w.\-]*\Z")
 
 
-def labelled_pairs(fields: list[str]) -> dict[str, str] | None:
+def labelled_pairs(fields: list[str], first: bool = True) -> dict[str, str] | None:
     """A line of ``NAME:VALUE`` pairs, the Arduino IDE Serial Plotter's format (``ax:0.12,
     ay:-0.03``, or the pairs apart by spaces or tabs), as {name: value}; None when any token
-    is not such a pair. A line of names with units (``ax:g``) is a header, not pairs: at
-    least one value must be a number."""
+    is not such a pair. A ``first`` line of names with units (``ax:g``) is a header, not
+    pairs: at least one of its values must be a number."""
     pairs = {}
     for token in (t for f in fields for t in f.split()):
         name, sep, value = token.partition(":")
         if not sep or not _NAME.match(name):
             return None
         pairs[name] = value
-    return pairs if any(_numeric([v.replace(",", ".")]) for v in pairs.values()) else None
+    if first and not any(_numeric([v.replace(",", ".")]) for v in pairs.values()):
+        return None
+    return pairs
 
 
 def _numeric(fields: list[str]) -> bool:
@@ -324,7 +326,7 @@ def _parse_labelled(fields: list[str], layout: Layout) -> Sample:
     pairs (a sketch's own message, a line cut in two), is ``wrong_shape``; a value that is not
     a number ``not_numeric``. Names the model does not read are left aside."""
     values = np.full(layout.width, np.nan, np.float32)
-    pairs = labelled_pairs(fields)
+    pairs = labelled_pairs(fields, first=False)
     if pairs is None:
         return Sample(values, "wrong_shape", detail="not NAME:VALUE pairs")
     problem, lacking = None, []
