@@ -4,8 +4,8 @@ For every installed backend x precision x mode (one sample per call; a chunk of 
 model directory: init time, first inference, warm-up, per-sample latency (min, p50, p90, p99,
 max, std) over several repeats, throughput, duty cycle at the sample rate (from calls back to
 back, and from ``push`` paced on each rate's schedule as a live run calls it), peak memory,
-artefact size. Beside them, in the same run: the backend's per-call floor (the identity graph exported
-with the model), the torch model step by step and a plain numpy step (when torch and the
+artefact size. Beside them, in the same run: the backend's per-call floor (the identity graph
+exported with the model), the torch model step by step and a plain numpy step (when torch and the
 checkpoint are at hand: baselines the model's family provides, handed in by the caller so that
 the runtime imports no torch), and sliding-window re-inference over the last W samples at every
 step (what people do without explicit state). Inputs are generated from the model's signature
@@ -53,7 +53,7 @@ class BenchOptions:
     backends: tuple[str, ...] = ()  # default: every installed one
     precisions: tuple[str, ...] = ()  # default: every precision the model directory has
     streams: int = 1  # > 1: N streams round-robin, in a StreamGroup, and one raw batch call
-    paced_s: float = 2.0  # seconds of pushes on each rate's schedule (0: none; PACED_MIN at least)
+    paced_s: float = 2.0  # seconds of pushes on each rate's schedule (0: none)
 
     def __post_init__(self) -> None:
         for name in ("providers", "backends", "precisions"):  # each once, in order
