@@ -325,14 +325,35 @@ def test_serial_source_on_a_pseudo_terminal_and_the_port_vanishing(model):
     assert time.monotonic() - t0 < 5
 
 
+def _board_run(model, pieces, params="", pause=0.0, sink=None):
+    """The model run on a serial source on a pseudo-terminal (``?reconnect_s=0.2`` and
+    ``params``) while a board writes ``pieces`` (``pause`` after each: a read of its own),
+    then is unplugged; returns the run's summary and warnings."""
+    master, slave = os.openpty()
+    source = open_source(f"serial://{os.ttyname(slave)}?reconnect_s=0.2{params}",
+                         model.manifest)
+
+    def mcu():
+        for piece in pieces:
+            os.write(master, piece.encode())
+            time.sleep(pause)
+        time.sleep(0.3)
+        os.close(master)
+        os.close(slave)
+
+    threading.Thread(target=mcu, daemon=True).start()
+    warnings = []
+    summary = run(model.stream(), source, sink or open_sink("null:", model.manifest),
+                  warn=warnings.append)
+    return summary, warnings
+
+
 def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
     """An Arduino sketch written for the IDE's Serial Plotter prints NAME:VALUE pairs
     (`acc_x:0.12,acc_y:-0.03` or apart by spaces or tabs), in any order, with names of its
     own beside them. Every such line had been a bad sample. The first line, cut by
     connecting mid-stream, and a sketch's own message are bad samples; the next line decides
     the layout."""
-    master, slave = os.openpty()
-    source = open_source(f"serial://{os.ttyname(slave)}?reconnect_s=0.2", model.manifest)
     channels = model.manifest.channels
     rows = np.round(np.random.default_rng(3).normal(size=(20, 6)), 3).astype(np.float32)
 
@@ -342,16 +363,6 @@ def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
             pairs.reverse()
         return ("\t" if i % 3 == 0 else " " if i % 3 == 1 else ",").join(pairs) + "\r\n"
 
-    def mcu():
-        os.write(master, line(0)[17:].encode())  # the tail of a line: connected mid-way
-        os.write(master, b"IMU ready\r\n")
-        for i in range(20):
-            os.write(master, line(i).encode())
-        os.write(master, ",".join(f"{c}:x" for c in channels).encode() + b"\r\n")
-        time.sleep(0.3)
-        os.close(master)
-        os.close(slave)
-
     class Keep:
         def write(self, result, sample):
             got.append(sample)
@@ -359,9 +370,10 @@ def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
         def close(self):
             pass
 
-    threading.Thread(target=mcu, daemon=True).start()
     got = []
-    summary = run(model.stream(), source, Keep(), warn=lambda m: None)
+    summary, _ = _board_run(model, [line(0)[17:],  # the tail of a line: connected mid-way
+                                    "IMU ready\r\n", *map(line, range(20)),
+                                    ",".join(f"{c}:x" for c in channels) + "\r\n"], sink=Keep())
     assert summary.samples == 20, summary
     assert summary.dropped == {"wrong_shape": 2, "not_numeric": 1}, summary
     assert np.array_equal(np.stack([s.values for s in got]), rows)
@@ -375,6 +387,18 @@ def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
     lack = "the first line's NAME:VALUE pairs (acc_x, acc_y) lack ['acc_z', 'gyr_x', 'gyr_y', "
     with pytest.raises(SourceError, match=re.escape(lack + "'gyr_z']")):
         open_source(f"replay:{path}", model.manifest)
+
+
+def test_a_board_printing_values_apart_by_spaces_is_told_which_sep(model):
+    """`Serial.print(ax); Serial.print(" "); ...`: on a live port every line was a bad sample
+    saying only "1 field(s), the model takes 6 channel(s)"; the warning now names the
+    separator to give, and with it every line is a sample."""
+    for params, want in (("", 0), ("&sep=space", 10)):
+        summary, warnings = _board_run(model, [f"{i}  0.5 9.81 0 0 {i / 10}\r\n"
+                                               for i in range(10)], params)
+        assert summary.samples == want, summary
+        if not want:
+            assert "(one field: are its values ' '-separated? add ?sep=space)" in warnings[0]
 
 
 def test_a_live_ports_header_after_a_cut_first_line_is_its_header(model):
@@ -397,22 +421,9 @@ def test_lines_that_end_in_a_bare_cr_are_lines(model):
     a LF that never came (every sample lost as one line too long), and stdin had read the
     whole input as one bad line. A CR LF that arrives in two reads stays one line end: the
     warnings' line numbers do not drift."""
-    master, slave = os.openpty()
-    source = open_source(f"serial://{os.ttyname(slave)}?reconnect_s=0.2", model.manifest)
     row = "0.1,-9.8,0.2,0.0,0.1,0.0"
-
-    def mcu():
-        for piece in [f"{row}\r{row}\r", f"{row}\r", f"\n{row}\r\n", "0.1,oops\r", f"{row}\r"]:
-            os.write(master, piece.encode())
-            time.sleep(0.05)  # each in a read of its own
-        time.sleep(0.3)
-        os.close(master)
-        os.close(slave)
-
-    threading.Thread(target=mcu, daemon=True).start()
-    warnings = []
-    summary = run(model.stream(), source, open_sink("null:", model.manifest),
-                  warn=warnings.append)
+    summary, warnings = _board_run(model, [f"{row}\r{row}\r", f"{row}\r", f"\n{row}\r\n",
+                                           "0.1,oops\r", f"{row}\r"], pause=0.05)
     assert summary.samples == 5 and summary.dropped == {"wrong_shape": 1}, summary
     assert warnings[0].startswith("line 5, step 4: "), warnings
     proc = _run_on_stdin(f"acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\r{row}\r{row}\r")

@@ -222,12 +222,14 @@ def shown_header(names) -> str:
     return text if len(text) <= 200 else f"{text[:200]}... ({len(names)} columns)"
 
 
-def _separator_hint(names: tuple[str, ...]) -> str:
-    """A header read as one column that another separator would split (Excel writes ';'
-    where the decimal mark is a comma; numpy's ``savetxt`` a space)."""
+def _separator_hint(names: tuple[str, ...],
+                    question: str = "the header is one column: is the file") -> str:
+    """A header (or a row) read as one column that another separator would split (Excel
+    writes ';' where the decimal mark is a comma; numpy's ``savetxt`` and sketches printing
+    for the Serial Plotter a space or a tab)."""
     other = [name for name, sep in SEPARATORS.items() if len(names) == 1 and sep in names[0]]
-    return (f" (the header is one column: is the file {SEPARATORS[other[0]]!r}-separated? "
-            f"add ?sep={other[0]})") if other else ""
+    return (f" ({question} {SEPARATORS[other[0]]!r}-separated? add ?sep={other[0]})"
+            if other else "")
 
 
 def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns(),
@@ -406,9 +408,11 @@ def _shape_detail(fields: list[str], layout: Layout) -> str:
     n = len(fields)
     while n and not fields[n - 1]:
         n -= 1
+    hint = _separator_hint(tuple(fields[:n]), "one field: are its values") \
+        if layout.width > 1 else ""
     if layout.columns is not None:
-        return f"{n} field(s), the header has {layout.columns}"
-    return f"{n} field(s), the model takes {layout.width} channel(s)"
+        return f"{n} field(s), the header has {layout.columns}{hint}"
+    return f"{n} field(s), the model takes {layout.width} channel(s){hint}"
 
 
 def bounded_lines(fh, limit: int = MAX_LINE):
