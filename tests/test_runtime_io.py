@@ -325,18 +325,20 @@ def test_serial_source_on_a_pseudo_terminal_and_the_port_vanishing(model):
     assert time.monotonic() - t0 < 5
 
 
-def _board_run(model, pieces, params="", pause=0.0, sink=None):
+def _board_run(model, pieces, params="", pause=0.0, sink=None, manifest=None):
     """The model run on a serial source on a pseudo-terminal (``?reconnect_s=0.2`` and
-    ``params``) while a board writes ``pieces`` (``pause`` after each: a read of its own),
-    then is unplugged; returns the run's summary and warnings."""
+    ``params``) while a board writes ``pieces``, one each ``pause`` on a fixed schedule (each
+    a read of its own), then is unplugged; returns the run's summary and warnings."""
     master, slave = os.openpty()
     source = open_source(f"serial://{os.ttyname(slave)}?reconnect_s=0.2{params}",
-                         model.manifest)
+                         manifest or model.manifest)
 
     def mcu():
+        due = time.monotonic()
         for piece in pieces:
             os.write(master, piece.encode())
-            time.sleep(pause)
+            due += pause
+            time.sleep(max(0.0, due - time.monotonic()))
         time.sleep(0.3)
         os.close(master)
         os.close(slave)
@@ -399,6 +401,29 @@ def test_a_board_printing_values_apart_by_spaces_is_told_which_sep(model):
         assert summary.samples == want, summary
         if not want:
             assert "(one field: are its values ' '-separated? add ?sep=space)" in warnings[0]
+
+
+def test_a_board_sending_at_another_rate_than_the_models_is_said(model):
+    """Lines without timestamps from a board at 100 Hz into the 10 Hz model had run as if at
+    10 Hz without a word; the arrivals are timed by this host's clock and the summary says
+    so. A model of 100 Hz takes them without a note, and a stated rate is not second-guessed."""
+    import dataclasses
+
+    from wavedge.runtime.sources import ARRIVAL_SKIP, RATE_WINDOW
+
+    lines = [f"{i % 7},0.5,9.81,0,0,{i / 100}\r\n" for i in range(ARRIVAL_SKIP + RATE_WINDOW + 8)]
+    summary, _ = _board_run(model, lines, pause=0.01)
+    note = [n for n in summary.lines() if "samples arrived at about" in n]
+    assert len(note) == 1 and "the model's rate is 10 Hz" in note[0], summary.lines()
+    hz = float(note[0].split("about ")[1].split(" Hz")[0])
+    assert 80 <= hz <= 125, note
+    raw = model.manifest.raw
+    at_100 = dataclasses.replace(model.manifest, raw={**raw, "signature": {
+        **raw["signature"], "sample_rate_hz": 100.0}})
+    for params, manifest in (("", at_100), ("&sample_rate=10", None)):
+        summary, _ = _board_run(model, lines, params, pause=0.01, manifest=manifest)
+        assert summary.samples == len(lines)
+        assert not [n for n in summary.lines() if "arrived" in n], summary.lines()
 
 
 def test_a_live_ports_header_after_a_cut_first_line_is_its_header(model):

@@ -19,6 +19,12 @@ SOURCE_TABLE_PARAMS = (*TABLE_PARAMS, "sample_rate", "resample")
 
 RATE_RANGE = (1e-3, 1e6)  # Hz: from one sample in 17 minutes to a MHz ADC
 COUNT_RANGE = (0, NO_TOP)
+# a live port's arrivals timed by this host: the first ARRIVAL_SKIP left out (lines the port
+# held come at once), then RATE_WINDOW of them; a rate off the model's by more than the
+# bounds is said (USB and the scheduler bunch lines, so only a plain mismatch: 10 Hz against
+# 50 or 100 Hz is what a board set up for another model sends)
+ARRIVAL_SKIP = 16
+ARRIVAL_BOUNDS = (0.8, 1.25)
 
 
 def message_lines(payload: bytes, channels) -> list[str]:
@@ -49,7 +55,7 @@ class TableOptions:
     """A source URL's table keys (``wavedge.recordings``): the column map, a stated sample
     rate, and whether to resample to the model's rate."""
 
-    def __init__(self, url, manifest) -> None:
+    def __init__(self, url, manifest, live: bool = False) -> None:
         self.columns = Columns.from_params(url.params, url.text)
         self.channels = manifest.channels
         self.targets = target_columns(manifest.signature)
@@ -59,10 +65,37 @@ class TableOptions:
             if resample and manifest.sample_rate_hz else None
         self.model_hz = manifest.sample_rate_hz
         self.where = url.text
+        self.live = live  # samples come as the board makes them: their arrivals are timed
+        self.arrival_hz: float | None = None  # set when the arrivals' rate is not the model's
 
     def samples(self, samples):
-        """``samples`` checked against (or resampled to) the model's sample rate."""
+        """``samples`` checked against (or resampled to) the model's sample rate; a live
+        source's arrivals timed when it has neither timestamps nor a stated rate."""
+        if self.live and self.stated_hz is None and self.model_hz:
+            samples = self._timed(samples)
         return with_rate(samples, self.model_hz, self.where, self.stated_hz, self.resampler)
+
+    def _timed(self, samples):
+        """``samples`` as they come, the rate they arrive at measured once (``ARRIVAL_SKIP``,
+        ``RATE_WINDOW``): a board sending lines without timestamps at another rate than the
+        model's had been run as if at the model's, its predictions wrong without a word."""
+        it, clock = iter(samples), time.monotonic
+        for n, s in enumerate(it):
+            if s.time is not None:  # timestamps: with_rate checks those
+                break
+            if n == ARRIVAL_SKIP:
+                start = clock()
+            elif n == ARRIVAL_SKIP + RATE_WINDOW:
+                hz = RATE_WINDOW / max(clock() - start, 1e-9)
+                low, high = ARRIVAL_BOUNDS
+                if not low <= hz / self.model_hz <= high:
+                    self.arrival_hz = hz
+                break
+            yield s
+        else:
+            return
+        yield s
+        yield from it
 
     def head(self, samples, n: int = RATE_WINDOW) -> int:
         """How many of the first ``n`` samples there are, read as ``samples()`` reads them (a
@@ -78,7 +111,14 @@ class TableOptions:
     def notes(self) -> list[str]:
         """What the source did to the samples, for the run summary."""
         done = self.resampler.describe() if self.resampler is not None else None
-        return [done] if done else []
+        out = [done] if done else []
+        if self.arrival_hz is not None:
+            out.append(f"{self.where}: samples arrived at about {self.arrival_hz:.3g} Hz by this "
+                       f"host's clock, and the model's rate is {self.model_hz:g} Hz: a board "
+                       "sampling at another rate gives wrong predictions; say its rate with "
+                       "sample_rate=HZ (and resample=1 to resample), or set the board to the "
+                       "model's")
+        return out
 
 
 class Pacer:

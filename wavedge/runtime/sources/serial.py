@@ -24,7 +24,7 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 class SerialSource:
     def __init__(self, url, manifest) -> None:
         url.check_params(("baud", "reconnect_s", *SOURCE_TABLE_PARAMS))
-        self.table = TableOptions(url, manifest)
+        self.table = TableOptions(url, manifest, live=True)
         try:
             import serial
         except ImportError:

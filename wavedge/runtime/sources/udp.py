@@ -36,7 +36,7 @@ def reader(url) -> tuple[str, str]:
 class UdpSource:
     def __init__(self, url, manifest) -> None:
         url.check_params((*SOURCE_TABLE_PARAMS, "idle"))
-        self.table = TableOptions(url, manifest)
+        self.table = TableOptions(url, manifest, live=True)
         self.where = url.text
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         host, port = _address(url)
