@@ -203,6 +203,14 @@ def test_compare_two_reports(report, tmp_path):
     assert len(said) == 1 and proc.stdout.splitlines()[1] == said[0]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("onnxruntime/fp32/step"))
     assert line.split()[-1] == "2.00"
+    # the paced pushes side by side too, where both runs timed them (one board against another)
+    other["configs"]["onnxruntime/fp32/step"]["paced"]["10"]["p50"] *= 3
+    del other["configs"]["onnxruntime/fp32/step"]["paced"]["1000"]
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    out_lines = run_cli("bench", "--compare", out / "bench.json", tmp_path / "b.json") \
+        .stdout.splitlines()
+    paced = [ln.split() for ln in out_lines if ln.startswith("onnxruntime/fp32/step paced")]
+    assert [(p[3], p[-1]) for p in paced] == [("10", "3.00")], out_lines
 
 
 def test_compare_refuses_a_file_that_is_not_a_report(tmp_path):

@@ -736,11 +736,15 @@ def compare(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> str:
             c = r["conditions"]
             lines.append(f"   {conditions_line(c['before'], c['after'])}")
     common = [n for n in a["configs"] if n in b["configs"]]
-    p50 = [(a["configs"][n]["us_per_sample"]["p50"], b["configs"][n]["us_per_sample"]["p50"])
-           for n in common]
+    rows = []
+    for n in common:
+        ca, cb = a["configs"][n], b["configs"][n]
+        rows.append((n, ca["us_per_sample"]["p50"], cb["us_per_sample"]["p50"]))
+        # a board's push on its sensor's schedule, where both runs timed it at that rate
+        rows += [(f"{n} paced at {r} Hz", ca["paced"][r]["p50"], cb["paced"][r]["p50"])
+                 for r in ca.get("paced", {}) if r in cb.get("paced", {})]
     lines += columns(["configuration", "A p50 us", "B p50 us", "B / A"],
-                     [[n, f"{pa:.2f}", f"{pb:.2f}", f"{pb / pa:.2f}"]
-                      for n, (pa, pb) in zip(common, p50)])
+                     [[n, f"{pa:.2f}", f"{pb:.2f}", f"{pb / pa:.2f}"] for n, pa, pb in rows])
     only = sorted(set(a["configs"]) ^ set(b["configs"]))
     if only:
         lines.append(f"in one report only: {', '.join(only)}")
