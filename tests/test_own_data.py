@@ -126,6 +126,25 @@ def test_an_excel_bom_header_is_read(tmp_path, model, rows):
     assert len(samples) == 30 and samples[0].sequence == rows[0]["sequence"]
 
 
+def test_excels_unicode_text_export_is_read(tmp_path, model, rows):
+    """Excel's "Unicode Text" export: UTF-16 with its byte-order mark, tab-separated. It had
+    been refused as "binary data"; it reads as the recording with sep=tab, and without it
+    the refusal says which separator to give."""
+    path = tmp_path / "export.txt"
+    text = "\t".join(["sequence", "label", *CHANNELS]) + "\r\n" + "".join(
+        "\t".join([r["sequence"], r["label"], *(r[c] for c in CHANNELS)]) + "\r\n"
+        for r in rows[:30])
+    path.write_bytes(text.encode("utf-16"))  # Python writes the BOM, as Excel does
+    got = list(open_source(f"replay:{path}?sep=tab&rate=max", model.manifest))
+    want = list(open_source(f"replay:{RECORDING}?rate=max&limit=30", model.manifest))
+    assert [s.values.tolist() for s in got] == [s.values.tolist() for s in want]
+    assert got[0].truth == rows[0]["label"]
+    with pytest.raises(SourceError, match=re.escape("add ?sep=tab")):
+        open_source(f"replay:{path}", model.manifest)
+    table = load_table(f"{path}?sep=tab", None, "training data")
+    assert table.channels == CHANNELS
+
+
 def test_another_sample_rate_is_refused_naming_both(tmp_path, model, rows):
     fast = _logger_file(tmp_path / "fast.csv", rows, rate_hz=50.0, n=400)
     proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{fast}?{LOGGER_KEYS}",

@@ -511,10 +511,14 @@ def in_part(sequence, part: str) -> str:
 
 
 def _open_text(path: Path):
+    """A table's text: UTF-8, or UTF-16 where the file starts with its byte-order mark (Excel's
+    "Unicode Text" export, tab-separated: it had been refused as binary data)."""
     if why := not_a_file(path):
         raise InputError(why)
     with open(path, "rb") as fh:
         head = fh.read(4096)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return open(path, newline="", encoding="utf-16")
     if b"\x00" in head:
         raise InputError(f"{path}: not a text CSV file (it holds binary data)")
     return open(path, newline="", encoding="utf-8")
@@ -532,7 +536,7 @@ def file_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(
         with _open_text(path) as fh:
             yield from csv_samples(bounded_lines(fh), channels, cols, str(path), True, targets)
     except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text CSV file") from None
+        raise InputError(f"{path}: not a UTF-8 (or UTF-16) text CSV file") from None
     except csv.Error as exc:
         raise InputError(f"{path}: not a readable CSV file ({exc})") from None
 
@@ -600,7 +604,7 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
         with _open_text(path) as fh:
             first = next(cols.reader(fh), [])
     except (UnicodeDecodeError, csv.Error):
-        raise InputError(f"{what}: {path}: not a UTF-8 text CSV file") from None
+        raise InputError(f"{what}: {path}: not a UTF-8 (or UTF-16) text CSV file") from None
     pairs = labelled_pairs(_bare(first))
     names = list(pairs) if pairs is not None else _bare(first)
     if not names or _numeric(names):
