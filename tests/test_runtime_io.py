@@ -3,6 +3,7 @@ pseudo-terminal with pyserial on it, a real TCP socket; no torch on the board si
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -217,6 +218,30 @@ def test_sinks_write_jsonl_and_csv(model, tmp_path):
         else:
             assert lines[0].startswith("step,class_id,label,score,truth,logit_badminton")
             assert len(lines) == 101
+
+
+def test_a_csv_sink_for_excel_where_the_decimal_mark_is_a_comma(model, tmp_path):
+    """`csv:out.csv?sep=;` writes what Excel opens as columns where the decimal mark is a
+    comma (`;` between fields, `0,29` in them): a file of `,` and `.` opened there had been one
+    column of text. Its rows are the plain CSV's, numbers and all; append reads its header
+    with the same separator; other separators keep decimal points."""
+    rows = {}
+    for name, url in (("plain", "csv:{}"), ("excel", "csv:{}?sep=;"), ("tab", "csv:{}?sep=tab")):
+        path = tmp_path / f"{name}.csv"
+        for _ in range(2):  # the second run appends to the first
+            source = open_source(f"replay:{RECORDING}?rate=max&limit=20", model.manifest)
+            run(model.stream(), source, open_sink(url.format(path) + ("&" if "?" in url else "?")
+                                                   + "append=1", model.manifest))
+        rows[name] = list(csv.reader(path.open(), delimiter={"plain": ",", "excel": ";",
+                                                            "tab": "\t"}[name]))
+    assert len(rows["plain"]) == 41 and rows["excel"][0] == rows["plain"][0]
+    assert rows["excel"][1][3].count(",") == 1 and "." not in rows["excel"][1][3]
+    assert [[c.replace(",", ".") for c in r] for r in rows["excel"]] == rows["plain"]
+    assert rows["tab"] == rows["plain"]
+    with pytest.raises(InputError, match="sep='x'; allowed"):
+        open_sink(f"csv:{tmp_path / 'x.csv'}?sep=x", model.manifest)
+    with pytest.raises(InputError, match="unknown"):
+        open_sink(f"jsonl:{tmp_path / 'x.jsonl'}?sep=;", model.manifest)
 
 
 def test_users_can_add_a_scheme(model):

@@ -107,12 +107,8 @@ class Columns:
         unit = params.get("time_unit", "s")
         if unit not in TIME_UNITS:
             raise InputError(f"{where}: time_unit={unit!r}; allowed: {', '.join(TIME_UNITS)}")
-        sep = params.get("sep", ",")
-        if sep not in SEPARATORS:
-            raise InputError(f"{where}: sep={sep!r}; allowed: "
-                             + ", ".join(repr(k) if len(k) == 1 else k for k in SEPARATORS))
         return cls(mapping, params.get("sequence"), params.get("time"), unit,
-                   params.get("label", "label"), SEPARATORS[sep])
+                   params.get("label", "label"), separator(params.get("sep", ","), where))
 
     def reader(self, lines):
         """A CSV reader of ``lines`` split at this table's separator (runs of spaces are one
@@ -122,6 +118,14 @@ class Columns:
     def channels(self, default: tuple[str, ...]) -> tuple[str, ...]:
         """The model's channel names this table serves: the map's, else ``default``."""
         return tuple(c for c, _ in self.mapping) if self.mapping else default
+
+
+def separator(name: str, where: str) -> str:
+    """The field separator ``sep=name`` names (``SEPARATORS``), for tables read and written."""
+    if name not in SEPARATORS:
+        raise InputError(f"{where}: sep={name!r}; allowed: "
+                         + ", ".join(repr(k) if len(k) == 1 else k for k in SEPARATORS))
+    return SEPARATORS[name]
 
 
 def target_columns(signature) -> tuple[str, ...]:

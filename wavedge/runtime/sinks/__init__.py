@@ -52,9 +52,10 @@ class LineFile:
         self._tail_to_check = append and not self.empty
 
     @classmethod
-    def for_url(cls, url, what: str) -> LineFile:
-        """A file sink's file: the URL's path, appended to with ``?append=1``."""
-        url.check_params((APPEND_PARAM,))
+    def for_url(cls, url, what: str, params: tuple[str, ...] = ()) -> LineFile:
+        """A file sink's file: the URL's path, appended to with ``?append=1``; ``params`` the
+        sink's own keys beside it."""
+        url.check_params((APPEND_PARAM, *params))
         return cls(url.path, what, bool(url.get(APPEND_PARAM, 0, int, (0, 1))))
 
     def write(self, line: str, sample=None) -> None:

@@ -5,7 +5,10 @@ Gaussian: ``mean_<i>`` and ``variance_<i>``; tokens: the top 5 ids and probabili
 vocabulary), any other head's columns prefixed by its output name, and ``truth``. ``csv:-``
 writes to standard output. Lines reach the file at least every second (``LineFile``).
 ``append=1`` adds to the file instead of replacing it, the header only when the file was
-empty; a file whose header this model does not write (another model's) is refused at open."""
+empty; a file whose header this model does not write (another model's) is refused at open.
+``sep=;|tab|space||`` (a table's names, ``wavedge.recordings.SEPARATORS``) separates the fields
+otherwise; with ``;`` the numbers have decimal commas, as Excel reads and writes them where
+the decimal mark is a comma (a file of ``,`` and ``.`` opened there is one column of text)."""
 
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ import builtins
 import csv
 import io
 
+import numpy as np
+
 from wavedge.errors import SinkError
-from wavedge.recordings import shown_header
+from wavedge.recordings import separator, shown_header
 from wavedge.runtime.heads import heads_for
 from wavedge.runtime.sinks import APPEND_PARAM  # noqa: F401 (urls.kept reads it)
 from wavedge.runtime.sinks import LineFile, record
@@ -25,10 +30,11 @@ FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
 
 class CsvSink:
     def __init__(self, url, manifest) -> None:
-        self.out = LineFile.for_url(url, "csv sink")
+        self.sep = separator(url.params.get("sep", ","), url.text)
+        self.out = LineFile.for_url(url, "csv sink", ("sep",))
         self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
         self._buf = io.StringIO()
-        self.writer = csv.writer(self._buf)
+        self.writer = csv.writer(self._buf, delimiter=self.sep)
         self.heads = heads_for(manifest.signature)
         primary, *others = self.heads
         columns = primary.columns()
@@ -50,7 +56,7 @@ class CsvSink:
         """The header of the file appended to, refused when no run of this model writes it:
         rows of another model's columns would sit under it (a service's model replaced)."""
         with builtins.open(self.out.path, newline="", encoding="utf-8", errors="replace") as fh:
-            found = next(csv.reader(fh), [])
+            found = next(csv.reader(fh, delimiter=self.sep), [])
         if all(found != self._cells(t, s) for t in (False, True) for s in (False, True)):
             self.out.close()
             raise SinkError(f"{where}: the file's header {shown_header(found)} is not one this "
@@ -69,6 +75,9 @@ class CsvSink:
                             "less); append to another file")
 
     def _row(self, cells: list, sample) -> None:
+        if self.sep == ";":  # Excel's pairing: a ';' file has decimal commas
+            cells = [str(c).replace(".", ",") if isinstance(c, (float, np.floating)) else c
+                     for c in cells]
         self.writer.writerow(cells)
         self.out.write(self._buf.getvalue(), sample)
         self._buf.seek(0)
