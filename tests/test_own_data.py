@@ -145,6 +145,31 @@ def test_excels_unicode_text_export_is_read(tmp_path, model, rows):
     assert table.channels == CHANNELS
 
 
+def test_a_gzipped_table_reads_as_the_table(tmp_path, model):
+    """`replay:log.csv.gz`, `train --data log.csv.gz`: a long recording kept gzipped had been
+    refused as binary data. One cut short (a copy that stopped) runs up to the cut, keeps
+    every result before it, and ends in one line."""
+    import gzip
+
+    packed = tmp_path / "rec.csv.gz"
+    packed.write_bytes(gzip.compress(RECORDING.read_bytes()))
+    got = list(open_source(f"replay:{packed}?rate=max", model.manifest))
+    want = list(open_source(f"replay:{RECORDING}?rate=max", model.manifest))
+    assert [s.values.tolist() for s in got] == [s.values.tolist() for s in want]
+    assert load_table(packed, None, "training data").channels == CHANNELS
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(packed.read_bytes()[:20000])
+    out = tmp_path / "cut.jsonl"
+    proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{cut}?rate=max", "--sink",
+                   f"jsonl:{out}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (f"wavedge: error: {cut}: reading stopped (Compressed "
+                                            "file ended before the end-of-stream marker was "
+                                            "reached)")
+    kept = len(out.read_text().splitlines())
+    assert kept > 500 and f"samples: {kept} in" in proc.stderr
+
+
 def test_another_sample_rate_is_refused_naming_both(tmp_path, model, rows):
     fast = _logger_file(tmp_path / "fast.csv", rows, rate_hz=50.0, n=400)
     proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{fast}?{LOGGER_KEYS}",

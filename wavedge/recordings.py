@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavedge.errors import InputError, not_a_file, query_params
+from wavedge.errors import InputError, not_a_file, query_params, reason
 
 SEQUENCE_NAMES = ("sequence", "session", "recording")
 TIME_NAMES = ("timestamp", "time")
@@ -516,16 +516,27 @@ def in_part(sequence, part: str) -> str:
 
 def _open_text(path: Path):
     """A table's text: UTF-8, or UTF-16 where the file starts with its byte-order mark (Excel's
-    "Unicode Text" export, tab-separated: it had been refused as binary data)."""
+    "Unicode Text" export, tab-separated), either of them gzipped (``log.csv.gz``, a long
+    recording kept small); each had been refused as binary data."""
     if why := not_a_file(path):
         raise InputError(why)
     with open(path, "rb") as fh:
         head = fh.read(4096)
+    opener = open
+    if head[:2] == b"\x1f\x8b":
+        import gzip
+
+        opener = gzip.open
+        try:
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(4096)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{path}: not a readable gzip file ({exc})") from None
     if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return open(path, newline="", encoding="utf-16")
+        return opener(path, "rt", newline="", encoding="utf-16")
     if b"\x00" in head:
         raise InputError(f"{path}: not a text CSV file (it holds binary data)")
-    return open(path, newline="", encoding="utf-8")
+    return opener(path, "rt", newline="", encoding="utf-8")
 
 
 def file_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(),
@@ -543,6 +554,8 @@ def file_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(
         raise InputError(f"{path}: not a UTF-8 (or UTF-16) text CSV file") from None
     except csv.Error as exc:
         raise InputError(f"{path}: not a readable CSV file ({exc})") from None
+    except (EOFError, OSError) as exc:  # gzip's: a file cut short in a copy, or damaged
+        raise InputError(f"{path}: reading stopped ({reason(exc)})") from None
 
 
 def _npy_samples(path: Path, channels: tuple[str, ...]):
