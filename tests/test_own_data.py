@@ -128,21 +128,24 @@ def test_an_excel_bom_header_is_read(tmp_path, model, rows):
 
 def test_excels_unicode_text_export_is_read(tmp_path, model, rows):
     """Excel's "Unicode Text" export: UTF-16 with its byte-order mark, tab-separated. It had
-    been refused as "binary data"; it reads as the recording with sep=tab, and without it
-    the refusal says which separator to give."""
+    been refused as "binary data"; it reads as the recording, tab-separated by its kind as a
+    `.tsv` file is (a `sep=` said wins)."""
     path = tmp_path / "export.txt"
     text = "\t".join(["sequence", "label", *CHANNELS]) + "\r\n" + "".join(
         "\t".join([r["sequence"], r["label"], *(r[c] for c in CHANNELS)]) + "\r\n"
         for r in rows[:30])
     path.write_bytes(text.encode("utf-16"))  # Python writes the BOM, as Excel does
-    got = list(open_source(f"replay:{path}?sep=tab&rate=max", model.manifest))
+    tsv = tmp_path / "export.tsv"
+    tsv.write_text(text)
     want = list(open_source(f"replay:{RECORDING}?rate=max&limit=30", model.manifest))
-    assert [s.values.tolist() for s in got] == [s.values.tolist() for s in want]
-    assert got[0].truth == rows[0]["label"]
+    for url in (f"{path}?sep=tab", path, tsv):
+        got = list(open_source(f"replay:{url}{'&' if '?' in str(url) else '?'}rate=max",
+                               model.manifest))
+        assert [s.values.tolist() for s in got] == [s.values.tolist() for s in want], url
+        assert got[0].truth == rows[0]["label"]
+        assert load_table(url, None, "training data").channels == CHANNELS
     with pytest.raises(SourceError, match=re.escape("add ?sep=tab")):
-        open_source(f"replay:{path}", model.manifest)
-    table = load_table(f"{path}?sep=tab", None, "training data")
-    assert table.channels == CHANNELS
+        open_source(f"replay:{tsv}?sep=,", model.manifest)
 
 
 def test_a_gzipped_table_reads_as_the_table(tmp_path, model):

@@ -15,9 +15,9 @@ A table is CSV text, one sample per row. Which column is what is decided once, b
   checked against the model's;
 - ``label=NAME``: the truth of a class-score model (default ``label``); ``target`` or
   ``target_<i>`` columns for a regression or Gaussian model;
-- ``sep=;|tab|space||``: the field separator (default ``,``). With any other than ``,`` a
-  comma in a number is its decimal mark, as Excel writes ``0,25;9,81`` where the decimal
-  mark is a comma.
+- ``sep=;|tab|space||``: the field separator (default ``,``; a tab in a ``.tsv`` file and in
+  Excel's UTF-16 "Unicode Text" export). With any other than ``,`` a comma in a number is its
+  decimal mark, as Excel writes ``0,25;9,81`` where the decimal mark is a comma.
 
 The same keys go after ``?`` in a source URL (``replay:a.csv?columns=...``) and after a file
 name given to ``--data`` or ``--calibration`` (``'a.csv?sequence=session'``).
@@ -30,7 +30,7 @@ import math
 import re
 from datetime import datetime, timezone
 from itertools import chain, islice
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,7 @@ class Columns:
     time: str | None = None
     time_unit: str = "s"
     label: str = "label"
-    sep: str = ","
+    sep: str | None = None  # None: "," but where the file says otherwise (``for_file``)
 
     @classmethod
     def from_params(cls, params: dict, where: str) -> Columns:
@@ -108,12 +108,27 @@ class Columns:
         if unit not in TIME_UNITS:
             raise InputError(f"{where}: time_unit={unit!r}; allowed: {', '.join(TIME_UNITS)}")
         return cls(mapping, params.get("sequence"), params.get("time"), unit,
-                   params.get("label", "label"), separator(params.get("sep", ","), where))
+                   params.get("label", "label"),
+                   separator(params["sep"], where) if "sep" in params else None)
+
+    @property
+    def decimal_comma(self) -> bool:
+        """A comma in a number is its decimal mark: the fields are apart by something else."""
+        return self.sep not in (None, ",")
 
     def reader(self, lines):
         """A CSV reader of ``lines`` split at this table's separator (runs of spaces are one
         separator, as ``numpy.savetxt`` and aligned columns write them)."""
-        return csv.reader(lines, delimiter=self.sep, skipinitialspace=self.sep == " ")
+        return csv.reader(lines, delimiter=self.sep or ",", skipinitialspace=self.sep == " ")
+
+    def for_file(self, path: Path, fh) -> Columns:
+        """These keys for the file ``path`` open as ``fh``: without a ``sep=``, a ``.tsv``
+        file, and Excel's "Unicode Text" export (UTF-16), are tab-separated by their kind."""
+        if self.sep is not None:
+            return self
+        tabbed = ".tsv" in Path(path).suffixes[-2:] or \
+            getattr(fh, "encoding", "").lower() == "utf-16"
+        return replace(self, sep="\t") if tabbed else self
 
     def channels(self, default: tuple[str, ...]) -> tuple[str, ...]:
         """The model's channel names this table serves: the map's, else ``default``."""
@@ -245,7 +260,7 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
     missing; with ``strict`` False (a serial line cut mid-way) returns None instead, and the
     row is counted as data."""
     first = [f.strip().lstrip("\ufeff") for f in first]  # Excel's "CSV UTF-8" starts with a BOM
-    scale, comma = TIME_UNITS[cols.time_unit], cols.sep != ","
+    scale, comma = TIME_UNITS[cols.time_unit], cols.decimal_comma
     as_numbers = [f.replace(",", ".") for f in first] if comma else first
     column_of = dict(cols.mapping) if cols.mapping else {c: c for c in channels}
     lacking = [c for c in channels if c not in column_of]
@@ -472,7 +487,7 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
             # a cut first line on a live port: data, counted as bad, and the next line decides
             provisional = found is None
             layout = found or layout or Layout(channels, None, False,
-                                               decimal_comma=cols.sep != ",")
+                                               decimal_comma=cols.decimal_comma)
             if layout.header:
                 header = _bare(fields)
                 time_unchecked = strict and layout.time is not None
@@ -549,7 +564,8 @@ def file_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(
         return
     try:
         with _open_text(path) as fh:
-            yield from csv_samples(bounded_lines(fh), channels, cols, str(path), True, targets)
+            yield from csv_samples(bounded_lines(fh), channels, cols.for_file(path, fh),
+                                   str(path), True, targets)
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 (or UTF-16) text CSV file") from None
     except csv.Error as exc:
@@ -619,7 +635,7 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
         return tuple(c for c, _ in cols.mapping)
     try:
         with _open_text(path) as fh:
-            first = next(cols.reader(fh), [])
+            first = next(cols.for_file(path, fh).reader(fh), [])
     except (UnicodeDecodeError, csv.Error):
         raise InputError(f"{what}: {path}: not a UTF-8 (or UTF-16) text CSV file") from None
     pairs = labelled_pairs(_bare(first))
