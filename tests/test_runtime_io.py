@@ -430,16 +430,17 @@ def test_a_board_printing_values_apart_by_spaces_is_told_which_sep(model):
 
 def test_a_board_sending_at_another_rate_than_the_models_is_said(model):
     """Lines without timestamps from a board at 100 Hz into the 10 Hz model had run as if at
-    10 Hz without a word; the arrivals are timed by this host's clock and the summary says
-    so. A model of 100 Hz takes them without a note, and a stated rate is not second-guessed."""
+    10 Hz without a word; the arrivals are timed by this host's clock, and a warning line
+    and the summary say so. A model of 100 Hz takes them without a note, and a stated rate is not second-guessed."""
     import dataclasses
 
     from wavedge.runtime.sources import ARRIVAL_SKIP, RATE_WINDOW
 
     lines = [f"{i % 7},0.5,9.81,0,0,{i / 100}\r\n" for i in range(ARRIVAL_SKIP + RATE_WINDOW + 8)]
-    summary, _ = _board_run(model, lines, pause=0.01)
+    summary, warnings = _board_run(model, lines, pause=0.01)
     note = [n for n in summary.lines() if "samples arrived at about" in n]
     assert len(note) == 1 and "the model's rate is 10 Hz" in note[0], summary.lines()
+    assert note[0].endswith(warnings[0]), warnings  # said as it was found, not only at the end
     hz = float(note[0].split("about ")[1].split(" Hz")[0])
     assert 80 <= hz <= 125, note
     raw = model.manifest.raw

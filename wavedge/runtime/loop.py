@@ -169,6 +169,9 @@ def _drive(loop: "_Loop", sources: list, next_item, feed, signals: bool, started
            stop=None) -> Summary:
     """The loop both runs share: ``next_item()`` (None: the input ended) into ``feed``."""
     stopper = _Stopper(signals)
+    for source in sources:  # a source that finds something while it runs says so at once
+        if hasattr(source, "on_warning"):
+            source.on_warning(loop.warn)
     try:
         feed = loop.guarded(feed)
         if started is not None:

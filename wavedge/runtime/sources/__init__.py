@@ -67,6 +67,7 @@ class TableOptions:
         self.where = url.text
         self.live = live  # samples come as the board makes them: their arrivals are timed
         self.arrival_hz: float | None = None  # set when the arrivals' rate is not the model's
+        self.warn = None  # the run's warning line, for what is found while it runs
 
     def samples(self, samples):
         """``samples`` checked against (or resampled to) the model's sample rate; a live
@@ -90,6 +91,8 @@ class TableOptions:
                 low, high = ARRIVAL_BOUNDS
                 if not low <= hz / self.model_hz <= high:
                     self.arrival_hz = hz
+                    if self.warn is not None:  # as it is found: a service's stop is far off
+                        self.warn(self._arrival_note())
                 break
             yield s
         else:
@@ -112,13 +115,13 @@ class TableOptions:
         """What the source did to the samples, for the run summary."""
         done = self.resampler.describe() if self.resampler is not None else None
         out = [done] if done else []
-        if self.arrival_hz is not None:
-            out.append(f"{self.where}: samples arrived at about {self.arrival_hz:.3g} Hz by this "
-                       f"host's clock, and the model's rate is {self.model_hz:g} Hz: a board "
-                       "sampling at another rate gives wrong predictions; say its rate with "
-                       "sample_rate=HZ (and resample=1 to resample), or set the board to the "
-                       "model's")
-        return out
+        return out + ([self._arrival_note()] if self.arrival_hz is not None else [])
+
+    def _arrival_note(self) -> str:
+        return (f"{self.where}: samples arrived at about {self.arrival_hz:.3g} Hz by this host's "
+                f"clock, and the model's rate is {self.model_hz:g} Hz: a board sampling at "
+                "another rate gives wrong predictions; say its rate with sample_rate=HZ (and "
+                "resample=1 to resample), or set the board to the model's")
 
 
 class Pacer:

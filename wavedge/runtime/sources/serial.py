@@ -91,6 +91,10 @@ class SerialSource:
         return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.port,
                                      strict=False, targets=t.targets))
 
+    def on_warning(self, warn) -> None:
+        """The run's warning line, for what the source finds while it runs."""
+        self.table.warn = warn
+
     def notes(self) -> list[str]:
         return self.table.notes()
 

@@ -71,6 +71,10 @@ class UdpSource:
             self.senders.add(sender[0])
             yield from message_lines(payload, self.table.channels)
 
+    def on_warning(self, warn) -> None:
+        """The run's warning line, for what the source finds while it runs."""
+        self.table.warn = warn
+
     def notes(self) -> list[str]:
         many = (" (their samples interleave in one stream: give each board its own port)"
                 if len(self.senders) > 1 else "")
