@@ -410,6 +410,9 @@ def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
     read = list(open_source(f"replay:{path}?rate=max", model.manifest))
     assert np.array_equal(np.stack([s.values for s in read]), rows)
     assert read[3].time == pytest.approx(0.3) and read[3].truth == "walking"
+    path.write_text(f"time:05:00:00.100,{line(0)}")  # a time of day: no timestamp
+    with pytest.raises(SourceError, match="column 'time' holds '05:00:00.100', not a timestamp"):
+        open_source(f"replay:{path}", model.manifest)
     path.write_text("acc_x:1,acc_y:2\n")
     lack = "the first line's NAME:VALUE pairs (acc_x, acc_y) lack ['acc_z', 'gyr_x', 'gyr_y', "
     with pytest.raises(SourceError, match=re.escape(lack + "'gyr_z']")):

@@ -336,9 +336,13 @@ def _labelled_layout(pairs: dict, mapping, cols: Columns, where: str, strict: bo
         return (name or None) if name is not None else next((n for n in defaults if n in pairs),
                                                             None)
 
+    when = find(cols.time, TIME_NAMES)
+    if strict and when is not None and pairs.get(when):
+        stamp = pairs[when].replace(",", ".") if comma else pairs[when]
+        _check_time(_stamp(stamp, scale), pairs[when], when, where)
     return Layout(channels, None, False, time_scale=scale, decimal_comma=comma,
                   labels=tuple(name for _, name in mapping),
-                  label_names=(find(cols.sequence, SEQUENCE_NAMES), find(cols.time, TIME_NAMES),
+                  label_names=(find(cols.sequence, SEQUENCE_NAMES), when,
                                cols.label if cols.label in pairs else None))
 
 
@@ -513,12 +517,17 @@ def _check_time_column(sample: Sample, cell: list[str], name: str, where: str) -
     no time to judge (an empty cell)."""
     if not cell or not cell[0].strip():
         return True
-    if sample.time is None:
-        raise InputError(f"{where}: column {name!r} holds {cell[0].strip()!r}, not a "
-                         f"timestamp (a number in seconds, time_unit={'|'.join(TIME_UNITS)} for "
-                         "other units, or an ISO 8601 date-time); name the time column with "
-                         "time=NAME, or none with time=")
+    _check_time(sample.time, cell[0].strip(), name, where)
     return False
+
+
+def _check_time(stamp: float | None, text: str, name: str, where: str) -> None:
+    """``text``, the time ``name`` holds, read as ``stamp``: refused when it is no time."""
+    if stamp is None:
+        raise InputError(f"{where}: column {name!r} holds {text!r}, not a timestamp (a number "
+                         f"in seconds, time_unit={'|'.join(TIME_UNITS)} for other units, or an "
+                         "ISO 8601 date-time); name the time column with time=NAME, or none "
+                         "with time=")
 
 
 def in_part(sequence, part: str) -> str:
