@@ -579,6 +579,27 @@ def test_training_data_mistakes_are_one_line(accel, tmp_path):
                                 "them out")
 
 
+def test_a_clock_among_a_new_models_channels_is_refused(accel, tmp_path):
+    """phyphox names its clock "Time (s)", and a phone logger writes "seconds_elapsed" beside
+    its "time": neither is a time column by name, so each had become a channel, and the model
+    learned the time of each sample, not the sensor. A column that rises at every step of
+    every recording is refused as a channel taken from the header; named as the time, or left
+    out of a column map, the same file trains."""
+    from wavedge.models.data import recordings_dataset
+
+    rows = list(csv.reader(accel.open()))
+    phyphox = _write(tmp_path / "phyphox.csv", ["Time (s)", *rows[0][1:]], rows[1:])
+    proc = run_cli("train", "--data", str(phyphox), "--out", tmp_path / "x.pt")
+    assert_one_line_error(proc, "column 'Time (s)' rises at every step of every recording",
+                          "?time=Time (s)")
+    assert not (tmp_path / "x.pt").exists()
+    named = recordings_dataset(f"{phyphox}?time=Time (s)")
+    listed = recordings_dataset(f"{phyphox}?columns=ax,ay,az")
+    plain = recordings_dataset(str(accel))
+    assert named.x_train[0].shape[-1] == listed.x_train[0].shape[-1] == 3
+    assert np.array_equal(named.x_train[0], plain.x_train[0])
+
+
 def test_a_table_is_read_whole_with_its_rate(accel):
     table = load_table(f"{accel}?sequence=session", None, "training data")
     assert table.channels == ("ax", "ay", "az") and table.rate_hz == 50.0

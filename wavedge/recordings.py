@@ -637,6 +637,18 @@ def one_label_each(table: "Table", what: str) -> None:
                      "sequence column (?sequence=COLUMN)")
 
 
+def clock_channel(table: "Table") -> str | None:
+    """A channel that rises at every step of every recording (two or more, of three samples
+    or more), as a clock does: ``Time (s)`` in a phyphox export, ``seconds_elapsed`` beside a
+    phone logger's ``time``. Taken from the header as a channel, it teaches a model the time
+    of each sample, not the sensor. None when there is none."""
+    long = [r.x for r in table.recordings if len(r.x) >= 3]
+    if len(long) < 2:
+        return None
+    rising = np.logical_and.reduce([(np.diff(x, axis=0) > 0).all(axis=0) for x in long])
+    return table.channels[int(np.argmax(rising))] if rising.any() else None
+
+
 def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
     """A new model's channels: the column map's names, else every header column (or name of
     a ``NAME:VALUE`` line) that is not the sequence, time, label or a target."""

@@ -93,12 +93,18 @@ def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Da
     by its last sample's ``label``. A stratified ``validation`` fraction of the recordings
     (seeded) is held out, at least one per class that has two or more."""
     from wavedge.manifest import sha256_of
-    from wavedge.recordings import load_table, one_label_each
+    from wavedge.recordings import clock_channel, load_table, one_label_each
 
     if not 0 < validation < 1:
         raise InputError(f"validation fraction must be in (0, 1), got {validation}")
     table = load_table(spec, None, "training data")
     recs = table.recordings
+    clock = clock_channel(table) if table.columns.mapping is None else None
+    if clock is not None:  # a column map names its channels: a counter there is meant
+        raise InputError(f"training data: {table.path}: column {clock!r} rises at every step "
+                         "of every recording, as a clock does, and a model fed it would learn "
+                         f"the time, not the sensor: name it as the time with ?time={clock}, "
+                         "or list the channels with ?columns=NAME,...")
     if any(t is None for r in recs for t in r.truth):
         how = ("give one per recording with ?labels=LABELS.npy" if table.path.suffix == ".npy"
                else f"no label column '{table.columns.label}' (name it with ?label=COLUMN)")
