@@ -102,8 +102,9 @@ def test_paced_calls_keep_to_their_schedule():
     at = []
     us = _time_paced(lambda: at.append(time.perf_counter()), 200.0, 41)
     assert len(us) == 41 and (us >= 0).all()
-    # an absolute schedule: 40 periods of 5 ms, a late wake-up made up by the next
-    assert 0.19 <= at[-1] - at[0] <= 0.3 and np.median(np.diff(at)) >= 0.004
+    # an absolute schedule: 40 periods of 5 ms (a late wake-up made up by the next, so a busy
+    # machine stretches it little; the bound is loose so that no stall fails it)
+    assert 0.19 <= at[-1] - at[0] <= 1.0 and np.median(np.diff(at)) >= 0.004
 
 
 def test_the_boards_conditions_are_recorded_before_and_after_and_said(report, tmp_path,
