@@ -434,7 +434,8 @@ def test_a_board_printing_values_apart_by_spaces_is_told_which_sep(model):
 def test_a_board_sending_at_another_rate_than_the_models_is_said(model):
     """Lines without timestamps from a board at 100 Hz into the 10 Hz model had run as if at
     10 Hz without a word; the arrivals are timed by this host's clock, and a warning line
-    and the summary say so. A model of 100 Hz takes them without a note, and a stated rate is not second-guessed."""
+    and the summary say so. A model of the board's rate takes them without a note, and a
+    stated rate is not second-guessed."""
     import dataclasses
 
     from wavedge.runtime.sources import ARRIVAL_SKIP, RATE_WINDOW
@@ -445,12 +446,14 @@ def test_a_board_sending_at_another_rate_than_the_models_is_said(model):
     assert len(note) == 1 and "the model's rate is 10 Hz" in note[0], summary.lines()
     assert note[0].endswith(warnings[0]), warnings  # said as it was found, not only at the end
     hz = float(note[0].split("about ")[1].split(" Hz")[0])
-    assert 80 <= hz <= 125, note
+    assert 50 <= hz <= 200, note  # about 100: a busy machine bunches the arrivals a little
+    # a model of 20 Hz fed at 20 Hz (slow enough that a stall of the machine moves the rate
+    # little), and a stated rate, which is not timed: no note
     raw = model.manifest.raw
-    at_100 = dataclasses.replace(model.manifest, raw={**raw, "signature": {
-        **raw["signature"], "sample_rate_hz": 100.0}})
-    for params, manifest in (("", at_100), ("&sample_rate=10", None)):
-        summary, _ = _board_run(model, lines, params, pause=0.01, manifest=manifest)
+    at_20 = dataclasses.replace(model.manifest, raw={**raw, "signature": {
+        **raw["signature"], "sample_rate_hz": 20.0}})
+    for params, manifest, pause in (("", at_20, 0.05), ("&sample_rate=10", None, 0.01)):
+        summary, _ = _board_run(model, lines, params, pause=pause, manifest=manifest)
         assert summary.samples == len(lines)
         assert not [n for n in summary.lines() if "arrived" in n], summary.lines()
 
