@@ -20,10 +20,12 @@ SOURCE_TABLE_PARAMS = (*TABLE_PARAMS, "sample_rate", "resample")
 RATE_RANGE = (1e-3, 1e6)  # Hz: from one sample in 17 minutes to a MHz ADC
 COUNT_RANGE = (0, NO_TOP)
 # a live port's arrivals timed by this host: the first ARRIVAL_SKIP left out (lines the port
-# held come at once), then RATE_WINDOW of them; a rate off the model's by more than the
-# bounds is said (USB and the scheduler bunch lines, so only a plain mismatch: 10 Hz against
-# 50 or 100 Hz is what a board set up for another model sends)
+# held come at once), then RATE_WINDOW of them over ARRIVAL_S at the least (a stall of the
+# machine of 20 ms is a third of 64 samples at 1 kHz); a rate off the model's by more than
+# the bounds is said (USB and the scheduler bunch lines, so only a plain mismatch: 10 Hz
+# against 50 or 100 Hz is what a board set up for another model sends)
 ARRIVAL_SKIP = 16
+ARRIVAL_S = 2.0
 ARRIVAL_BOUNDS = (0.8, 1.25)
 
 
@@ -78,16 +80,17 @@ class TableOptions:
 
     def _timed(self, samples):
         """``samples`` as they come, the rate they arrive at measured once (``ARRIVAL_SKIP``,
-        ``RATE_WINDOW``): a board sending lines without timestamps at another rate than the
-        model's had been run as if at the model's, its predictions wrong without a word."""
+        ``RATE_WINDOW``, ``ARRIVAL_S``): a board sending lines without timestamps at another
+        rate than the model's had been run as if at the model's, its predictions wrong
+        without a word."""
         it, clock = iter(samples), time.monotonic
         for n, s in enumerate(it):
             if s.time is not None:  # timestamps: with_rate checks those
                 break
             if n == ARRIVAL_SKIP:
                 start = clock()
-            elif n == ARRIVAL_SKIP + RATE_WINDOW:
-                hz = RATE_WINDOW / max(clock() - start, 1e-9)
+            elif n >= ARRIVAL_SKIP + RATE_WINDOW and clock() - start >= ARRIVAL_S:
+                hz = (n - ARRIVAL_SKIP) / (clock() - start)
                 low, high = ARRIVAL_BOUNDS
                 if not low <= hz / self.model_hz <= high:
                     self.arrival_hz = hz
