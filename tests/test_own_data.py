@@ -499,6 +499,91 @@ def accel(tmp_path_factory):
     return _write(out / "accel.csv", ["timestamp", "session", "label", "ax", "ay", "az"], rows)
 
 
+def _one_file_each(accel, root, by_folder):
+    """The accel table as one file per recording (``s3.csv``), in a folder per label without a
+    label column when ``by_folder``, else side by side with theirs."""
+    rows = list(csv.reader(accel.open()))
+    for r in rows[1:]:
+        folder = root / r[2] if by_folder else root
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{r[1]}.csv"
+        fields = [r[0], *r[3:]] if by_folder else [r[0], r[2], *r[3:]]
+        head = ["timestamp", "ax", "ay", "az"] if by_folder else ["timestamp", "label", "ax",
+                                                                   "ay", "az"]
+        with path.open("a", newline="") as fh:
+            if fh.tell() == 0:
+                csv.writer(fh).writerow(head)
+            csv.writer(fh).writerow(fields)
+    return root
+
+
+def test_a_folder_of_recordings_is_a_table(accel, tmp_path):
+    """Recordings kept one per file, side by side or in a folder per label (what a phone
+    logger or Edge Impulse's export leaves), had to be joined into one file with a sequence
+    column first. A folder is a table: each file a recording, labelled by its label column
+    or, with label=@folder, by its folder's name."""
+    whole = load_table(f"{accel}?sequence=session", None, "training data")
+    want = {str(r.key): r.x.tolist() for r in whole.recordings}
+    for by_folder in (False, True):
+        root = _one_file_each(accel, tmp_path / f"f{by_folder}", by_folder)
+        table = load_table(f"{root}?label=@folder" if by_folder else root, None, "training data")
+        assert table.channels == ("ax", "ay", "az") and table.rate_hz == 50.0
+        got = {str(r.key).rsplit("/", 1)[-1].removesuffix(".csv"): r for r in table.recordings}
+        assert {k: r.x.tolist() for k, r in got.items()} == want
+        assert {k: r.truth[-1] for k, r in got.items()} == \
+            {str(r.key): r.truth[-1] for r in whole.recordings}
+    bad = tmp_path / "fFalse" / "s5.csv"
+    bad.write_text(bad.read_text().replace("\n", "\n0.5,still,x,1,2\n", 1))
+    with pytest.raises(InputError, match=r"s5\.csv, line 2: not_numeric"):
+        load_table(tmp_path / "fFalse", None, "training data")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="a folder with no table file"):
+        load_table(tmp_path / "empty", None, "training data")
+    with pytest.raises(InputError, match="label=@folder takes each file's label from its folder"):
+        load_table(f"{tmp_path / 'fFalse'}?label=@folder", None, "training data")
+
+
+def test_a_folder_replays_as_its_recordings_in_name_order(tmp_path, model, rows):
+    """`replay:FOLDER`: each file a recording, in name order, each scored at its end as the
+    same recordings in one file are."""
+    folder = tmp_path / "recordings"
+    for r in rows[:1000]:
+        path = folder / r["label"] / f"{int(r['sequence']):03d}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        with path.open("a") as fh:
+            fh.write(",".join(CHANNELS) + "\n" if new else "")
+            fh.write(",".join(r[c] for c in CHANNELS) + "\n")
+    order = sorted(folder.rglob("*.csv"))
+    flat = tmp_path / "flat.csv"
+    flat.write_text("sequence,label," + ",".join(CHANNELS) + "\n" + "".join(
+        f"{f.stem},{f.parent.name},{line}\n" for f in order
+        for line in f.read_text().splitlines()[1:]))
+    said = {}
+    for url in (f"replay:{folder}?label=@folder&rate=max", f"replay:{flat}?rate=max"):
+        summary = run(model.stream(), open_source(url, model.manifest),
+                      open_sink("null:", model.manifest), resets=ResetPolicy(recording=True))
+        said[url] = [ln for ln in summary.lines() if "agreement" in ln or "each recording" in ln]
+    first, second = said.values()
+    assert first == second and len(first) == 3, said
+
+
+@needs_torch
+def test_a_folder_trains_and_exports_and_its_change_is_seen(accel, tmp_path):
+    root = _one_file_each(accel, tmp_path / "data", True)
+    ckpt = tmp_path / "a.pt"
+    proc = run_cli("train", "--data", f"{root}?label=@folder", "--arch", "irnn", "--out", ckpt,
+                   "--epochs", "2", "--quant-aware-epochs", "0", "--config",
+                   '{"hidden_size": 16}', "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("export", ckpt, "--out", tmp_path / "m", "--recording")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "m" / "recording.csv").is_file()
+    (root / "still" / "s0.csv").unlink()  # a recording taken out since
+    proc = run_cli("export", ckpt, "--out", tmp_path / "m2")
+    assert_one_line_error(proc, "has changed since", "--data FILE")
+
+
 @needs_torch
 def test_train_on_own_recordings_and_export_with_no_code(accel, tmp_path):
     ckpt = tmp_path / "a.pt"

@@ -67,7 +67,8 @@ def test_replay_loop_repeats(model):
 
 @pytest.mark.parametrize("url,message", [
     ("replay:/nonexistent.csv", "no such file"),
-    ("replay:{dir}", "{dir} is a directory, not a file"),
+    # a folder is a table of its files (one per recording): one with none is refused
+    ("replay:{dir}", "{dir}: a folder with no table file"),
     ("replay:{rec}?speed=2", "unknown parameter(s) speed"),
     ("replay:{rec}?rate=fast", "rate=fast"),
     ("replay:{rec}?rate=max&limit=5&rate=10", "rate given twice"),  # the last had won

@@ -68,12 +68,13 @@ class Sample:
     line: int | None = None
     row: int | None = None
     detail: str | None = None
+    file: str | None = None  # the file it was read from, when a table is a folder of them
 
     def where(self) -> str | None:
         """Where in its input it sits: a text line counts from 1 (as editors do), a .npy row
         from 0 (as numpy indexes it); None when neither is known."""
         if self.line is not None:
-            return f"line {self.line}"
+            return f"{self.file}, line {self.line}" if self.file else f"line {self.line}"
         if self.row is None:
             return None
         return f"row {self.row}" if self.sequence is None else \
@@ -668,7 +669,7 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
     if hint:  # else one channel named "sequence;label;acc_x;..."
         raise InputError(f"{what}: {path}: header {shown_header(names)}{hint}")
     named = [n for n in (cols.sequence, cols.time) if n] + \
-        ([cols.label] if cols.label != "label" else [])
+        ([cols.label] if cols.label not in ("label", FOLDER_LABEL) else [])
     absent = [n for n in named if n not in names]
     if absent:
         raise InputError(f"{what}: {path}: header {shown_header(names)} has no column "
@@ -711,10 +712,11 @@ def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "
     if path.suffix == ".npy":
         channels = channels or _npy_channels(path, cols, what)
         npy_labels = _npy_labels(path, params, what)
-    channels = channels or header_channels(path, cols, what)
+    files = folder_files(path, what)
+    channels = channels or header_channels(files[0] if files else path, cols, what)
     recs: dict = {}
     try:
-        for n, s in enumerate(file_samples(path, channels, cols, targets), start=1):
+        for n, s in enumerate(table_samples(path, channels, cols, targets), start=1):
             if npy_labels is not None:
                 s.truth = npy_labels[s.sequence or 0]
             if s.problem is not None or not np.isfinite(s.values).all():
@@ -740,6 +742,62 @@ def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "
     rate = rate or found
     check_rate(rate, model_hz, f"{what}: {path}")
     return Table(path, out, cols, channels, rate, params)
+
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")  # a folder's table files (each may be gzipped)
+FOLDER_LABEL = "@folder"  # label=@folder: a folder's files labelled by their folder's name
+
+
+def folder_files(path: Path, what: str | None = None) -> list[Path] | None:
+    """The table files in the folder ``path`` and its subfolders, in name order (one
+    recording per file, or several by its sequence column; a folder per label with
+    ``label=@folder``); None when ``path`` is not a folder."""
+    if not path.is_dir():
+        return None
+    files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")
+                   and Path(f.name.removesuffix(".gz")).suffix in TABLE_SUFFIXES)
+    if not files:
+        raise InputError(f"{what + ': ' if what else ''}{path}: a folder with no table file "
+                         f"({', '.join(TABLE_SUFFIXES)}, gzipped or not) in it")
+    return files
+
+
+def table_digest(path: Path) -> str:
+    """The sha256 of a table file, or of a folder's table files (their names and contents):
+    what a checkpoint records of its data, to see that it has not changed since."""
+    import hashlib
+
+    from wavedge.manifest import sha256_of
+
+    files = folder_files(path)
+    if files is None:
+        return sha256_of(path)
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.relative_to(path).as_posix()}\0{sha256_of(f)}\n".encode())
+    return digest.hexdigest()
+
+
+def table_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(),
+                  targets: tuple[str, ...] = ()):
+    """Every sample of a table: a file (``file_samples``), or a folder's files in name order,
+    each file its own recording (``file.csv``, or ``file.csv:SEQ`` by its sequence column),
+    with ``label=@folder`` each labelled by its folder's name."""
+    files = folder_files(Path(path))
+    if files is None:
+        yield from file_samples(path, channels, cols, targets)
+        return
+    root, by_folder = Path(path), cols.label == FOLDER_LABEL
+    for f in files:
+        name = f.relative_to(root).as_posix()
+        if by_folder and f.parent == root:
+            raise InputError(f"{f}: label=@folder takes each file's label from its folder, "
+                             f"and this one is in {root} itself")
+        for s in file_samples(f, channels, cols, targets):
+            s.file, s.sequence = name, name if s.sequence is None else f"{name}:{s.sequence}"
+            if by_folder:
+                s.truth = f.parent.name
+            yield s
 
 
 def _npy_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:

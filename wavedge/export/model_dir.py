@@ -38,7 +38,7 @@ from wavedge.models import StepModel
 from wavedge.models.checkpoint import Checkpoint
 from wavedge.models.tasks import (ClassificationTask, Task, classification_task, generated_task,
                                   recordings_task)
-from wavedge.recordings import split_spec
+from wavedge.recordings import split_spec, table_digest
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
 from wavedge.stopping import new_folder_removed_if_stopped, put_in_place
@@ -90,7 +90,8 @@ class ExportOptions:
         if self.calibration is not None and "int8" not in self.precisions:
             raise InputError("calibration recordings calibrate int8 graphs, and none is asked "
                              "for: add int8 to the precisions (--precision fp32,int8)")
-        why = self.calibration and not_a_file(split_spec(self.calibration)[0])
+        where = self.calibration and split_spec(self.calibration)[0]
+        why = where and not where.is_dir() and not_a_file(where)  # a file, or a folder of them
         if why:
             raise InputError(f"calibration recordings: {why}")
         bad = sorted(set(self.precisions) - {"fp32", "int8"})
@@ -207,8 +208,8 @@ def default_task(ckpt: Checkpoint, steps: int) -> Task:
     source = ckpt.meta.get("data")
     if source:
         path, _ = split_spec(source["spec"])
-        if not path.is_file() or sha256_of(path) != source.get("sha256"):
-            state = "is gone" if not path.is_file() else "has changed since"
+        if not path.exists() or table_digest(path) != source.get("sha256"):
+            state = "is gone" if not path.exists() else "has changed since"
             raise InputError(f"{ckpt.path}: was trained on {path}, which {state}; give "
                              "--data FILE to check the export against recordings")
         return recordings_task(source["spec"], ckpt.model.signature, source.get("validation"))

@@ -92,8 +92,7 @@ def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Da
     those a ``columns=`` map names), one recording per sequence value, of any length, labelled
     by its last sample's ``label``. A stratified ``validation`` fraction of the recordings
     (seeded) is held out, at least one per class that has two or more."""
-    from wavedge.manifest import sha256_of
-    from wavedge.recordings import clock_channel, load_table, one_label_each
+    from wavedge.recordings import clock_channel, load_table, one_label_each, table_digest
 
     if not 0 < validation < 1:
         raise InputError(f"validation fraction must be in (0, 1), got {validation}")
@@ -149,7 +148,7 @@ def recordings_dataset(spec: str, validation: float = 0.25, seed: int = 0) -> Da
                     f"samples at {rate}, {len(labels)} classes; {len(test)} held out "
                     f"(stratified, seed {seed})",
         source={"spec": str(spec).replace(str(table.path), str(table.path.resolve()), 1),
-                "sha256": sha256_of(table.path),
+                "sha256": table_digest(table.path),
                 "validation": [str(recs[i].key) for i in test]})
 
 

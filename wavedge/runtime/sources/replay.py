@@ -1,5 +1,5 @@
-"""``replay:PATH[?rate=HZ|max&loop=N&limit=N&<table keys>]``: a recorded CSV or .npy file,
-streamed row by row (never loaded whole), paced at the manifest's sample rate by default
+"""``replay:PATH[?rate=HZ|max&loop=N&limit=N&<table keys>]``: a recorded CSV or .npy file (or a
+folder of CSV files, each a recording), streamed row by row (never loaded whole), paced at the manifest's sample rate by default
 (``rate=max``: as fast as possible). ``loop=0`` repeats forever; each pass after the first is
 a recording of its own (``"3 (loop 2)"``), reset and scored as one. Without a path
 (``replay:?rate=max``), the model directory's own recording.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wavedge.errors import InputError, not_a_file
-from wavedge.recordings import file_samples, in_part
+from wavedge.recordings import in_part, table_samples
 from wavedge.runtime.sources import COUNT_RANGE, SOURCE_TABLE_PARAMS, Pacer, SourceError, \
     TableOptions, rate_param
 
@@ -28,7 +28,8 @@ class ReplaySource:
     def __init__(self, url, manifest) -> None:
         url.check_params(("rate", "loop", "limit", *SOURCE_TABLE_PARAMS))
         self.path = Path(url.path) if url.path else _own_recording(url, manifest)
-        if why := not_a_file(self.path):  # replay reads its file twice: its head at open
+        # replay reads its file twice (its head at open): a file, or a folder of them
+        if not self.path.is_dir() and (why := not_a_file(self.path)):
             pipe = self.path.exists() and not self.path.is_dir()
             raise SourceError(f"{url.text}: {why}" + ("; stream from a pipe with stdin: "
                                                       "(... | wavedge run MODEL --source "
@@ -50,7 +51,7 @@ class ReplaySource:
         """The file's samples; those of a later pass (``loop=N``) each in a recording of their
         own, tagged before the rate check and the resampler read the recording boundaries."""
         t = self.table
-        rows = file_samples(self.path, t.channels, t.columns, t.targets)
+        rows = table_samples(self.path, t.channels, t.columns, t.targets)
         if loop:
             for row in rows:
                 row.sequence = in_part(row.sequence, f"loop {loop + 1}")
