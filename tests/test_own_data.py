@@ -664,6 +664,7 @@ def test_training_data_mistakes_are_one_line(accel, tmp_path):
                                 "them out")
 
 
+@needs_torch
 def test_a_clock_among_a_new_models_channels_is_refused(accel, tmp_path):
     """phyphox names its clock "Time (s)", and a phone logger writes "seconds_elapsed" beside
     its "time": neither is a time column by name, so each had become a channel, and the model
