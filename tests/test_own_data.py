@@ -719,6 +719,11 @@ def test_a_new_models_channels_from_name_value_lines(tmp_path):
                            f"label:{'ab'[i // 60 % 2]}\n" for i in range(240)))
     table = load_table(f"{log}?sep=;", None, "training data")
     assert table.channels == ("ax", "ay") and table.rate_hz == 50.0
+    # a time with a decimal comma, as the values have: read as they are
+    comma = tmp_path / "comma.txt"
+    comma.write_text(re.sub(r"time:(\d+)\.", r"time:\1,", log.read_text()))
+    read = load_table(f"{comma}?sep=;", None, "training data")
+    assert read.rate_hz == 50.0 and all(r.times is not None for r in read.recordings)
     assert [r.key for r in table.recordings] == ["0", "1", "2", "3"]
     assert table.recordings[1].x[3].tolist() == [(63 % 7), 1.5]
 

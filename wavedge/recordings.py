@@ -193,11 +193,14 @@ def _number(field: str) -> float:
     return float(field)
 
 
-def _stamp(field: str | None, scale: float) -> float | None:
-    """A time field in seconds: a number in the table's unit (``scale``), or an ISO 8601
-    date-time, which states its own unit; None when it is neither. A date-time without a zone
-    is read as UTC, not as this machine's local time, so that a daylight-saving change here
-    moves no sample (only differences between stamps are used)."""
+def _stamp(field: str | None, scale: float, comma: bool = False) -> float | None:
+    """A time field in seconds: a number in the table's unit (``scale``; with ``comma``, its
+    decimal mark a comma, as the table's numbers have it), or an ISO 8601 date-time, which
+    states its own unit; None when it is neither. A date-time without a zone is read as UTC,
+    not as this machine's local time, so that a daylight-saving change here moves no sample
+    (only differences between stamps are used)."""
+    if comma and field:
+        field = field.replace(",", ".")
     try:
         return _number(field) * scale
     except (TypeError, ValueError):
@@ -339,8 +342,7 @@ def _labelled_layout(pairs: dict, mapping, cols: Columns, where: str, strict: bo
 
     when = find(cols.time, TIME_NAMES)
     if strict and when is not None and pairs.get(when):
-        stamp = pairs[when].replace(",", ".") if comma else pairs[when]
-        _check_time(_stamp(stamp, scale), pairs[when], when, where)
+        _check_time(_stamp(pairs[when], scale, comma), pairs[when], when, where)
     return Layout(channels, None, False, time_scale=scale, decimal_comma=comma,
                   labels=tuple(name for _, name in mapping),
                   label_names=(find(cols.sequence, SEQUENCE_NAMES), when,
@@ -367,7 +369,7 @@ def _parse_labelled(fields: list[str], layout: Layout) -> Sample:
             problem = problem or "not_numeric"
     sequence, when, truth = (None if n is None else pairs.get(n) for n in layout.label_names)
     return Sample(values, "wrong_shape" if lacking else problem, truth, sequence,
-                  _stamp(when, layout.time_scale),
+                  _stamp(when, layout.time_scale, layout.decimal_comma),
                   detail=f"lacks {', '.join(lacking)}" if lacking else None)
 
 
@@ -416,11 +418,8 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     if layout.truth:
         got = [cell(i) for i in layout.truth]
         truth = got[0] if len(got) == 1 else (";".join(got) if None not in got else None)
-    stamp = None
-    if layout.time is not None:
-        when = cell(layout.time)
-        stamp = _stamp(when.replace(",", ".") if layout.decimal_comma and when else when,
-                       layout.time_scale)
+    stamp = None if layout.time is None else \
+        _stamp(cell(layout.time), layout.time_scale, layout.decimal_comma)
     return Sample(values, problem, truth, cell(layout.sequence), stamp,
                   detail=_shape_detail(fields, layout) if problem == "wrong_shape" else None)
 
