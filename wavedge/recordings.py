@@ -263,7 +263,7 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
     of numbers) or, with no map, one field per channel. Raises ``InputError`` naming what is
     missing; with ``strict`` False (a serial line cut mid-way) returns None instead, and the
     row is counted as data."""
-    first = [f.strip().lstrip("\ufeff") for f in first]  # Excel's "CSV UTF-8" starts with a BOM
+    first = _bare(first)  # Excel's "CSV UTF-8" starts with a BOM
     scale, comma = TIME_UNITS[cols.time_unit], cols.decimal_comma
     as_numbers = [f.replace(",", ".") for f in first] if comma else first
     column_of = dict(cols.mapping) if cols.mapping else {c: c for c in channels}

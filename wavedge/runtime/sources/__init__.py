@@ -89,8 +89,8 @@ class TableOptions:
                 break
             if n == ARRIVAL_SKIP:
                 start = clock()
-            elif n >= ARRIVAL_SKIP + RATE_WINDOW and clock() - start >= ARRIVAL_S:
-                hz = (n - ARRIVAL_SKIP) / (clock() - start)
+            elif n >= ARRIVAL_SKIP + RATE_WINDOW and (span := clock() - start) >= ARRIVAL_S:
+                hz = (n - ARRIVAL_SKIP) / span
                 low, high = ARRIVAL_BOUNDS
                 if not low <= hz / self.model_hz <= high:
                     self.arrival_hz = hz

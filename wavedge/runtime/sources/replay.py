@@ -1,8 +1,8 @@
 """``replay:PATH[?rate=HZ|max&loop=N&limit=N&<table keys>]``: a recorded CSV or .npy file (or a
-folder of CSV files, each a recording), streamed row by row (never loaded whole), paced at the manifest's sample rate by default
-(``rate=max``: as fast as possible). ``loop=0`` repeats forever; each pass after the first is
-a recording of its own (``"3 (loop 2)"``), reset and scored as one. Without a path
-(``replay:?rate=max``), the model directory's own recording.
+folder of CSV files, each a recording), streamed row by row (never loaded whole), paced at the
+manifest's sample rate by default (``rate=max``: as fast as possible). ``loop=0`` repeats
+forever; each pass after the first is a recording of its own (``"3 (loop 2)"``), reset and
+scored as one. Without a path (``replay:?rate=max``), the model directory's own recording.
 
 CSV: a header naming the model's channels, or a column map (``columns=acc_x:ax,...``), or no
 header and exactly one column per channel; ``label``, a sequence column and a timestamp
@@ -30,7 +30,7 @@ class ReplaySource:
         self.path = Path(url.path) if url.path else _own_recording(url, manifest)
         # replay reads its file twice (its head at open): a file, or a folder of them
         if not self.path.is_dir() and (why := not_a_file(self.path)):
-            pipe = self.path.exists() and not self.path.is_dir()
+            pipe = self.path.exists()  # and not a folder, which is read
             raise SourceError(f"{url.text}: {why}" + ("; stream from a pipe with stdin: "
                                                       "(... | wavedge run MODEL --source "
                                                       "stdin:)" if pipe else ""))
