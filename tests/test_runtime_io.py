@@ -912,3 +912,44 @@ def test_a_wifi_board_sends_its_samples_in_udp_datagrams(model):
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", f"udp://:{port}",
                                   "--source", f"udp://127.0.0.1:{port}"),
                           f"UDP port {port} is already a source of this run")
+
+
+def _udp_samples(params: str, manifest, datagrams) -> list:
+    port = _free_udp_port()
+    source = open_source(f"udp://127.0.0.1:{port}?idle=0.3&{params}", manifest)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as board:
+            for d in datagrams:
+                board.sendto(d.encode() if isinstance(d, str) else d, ("127.0.0.1", port))
+        return list(source)
+    finally:
+        source.close()
+
+
+def test_a_sensors_json_objects_bring_their_time_and_label(model):
+    """An ESP32 publishing its readings as JSON objects, as most do, sends its own clock and
+    what it is doing beside them, under its own key names: the time is the sample's (the
+    rate checked against the model's), the label its truth (scored), `columns=` maps its
+    keys; a status object is no sample, and a label keeps its comma."""
+    rows = [[float(v) for v in r.split(",")[2:]]
+            for r in (BUNDLED_MODEL / "recording.csv").read_text().splitlines()[1:11]]
+    keys = ("ax", "ay", "az", "gx", "gy", "gz")
+    mapped = "columns=" + ",".join(f"{c}:{k}" for c, k in zip(model.manifest.channels, keys))
+
+    def objects(period_ms):
+        return [json.dumps({"status": "online"})] + [json.dumps(
+            {"board": "esp32-1", "time": 1_733_290_000_000 + k * period_ms, **dict(zip(keys, r)),
+             "label": "walking, then up" if k > 4 else "standing"}) for k, r in enumerate(rows)]
+
+    got = _udp_samples(f"{mapped}&time_unit=ms", model.manifest, objects(100))
+    np.testing.assert_allclose(np.stack([s.values for s in got]), rows, rtol=1e-6)
+    assert [s.problem for s in got] == [None] * 10
+    assert [s.time for s in got] == pytest.approx([1_733_290_000 + k / 10 for k in range(10)])
+    assert [s.truth for s in got] == ["standing"] * 5 + ["walking, then up"] * 5
+    with pytest.raises(InputError, match="samples at 100 Hz, the model's rate is 10 Hz"):
+        _udp_samples(f"{mapped}&time_unit=ms", model.manifest, objects(10))
+    # an object lacking a channel is a bad sample, as a CSV line lacking one is
+    short = json.dumps({**dict(zip(keys, rows[0])), "time": 1_733_290_001_000})
+    shorter = json.dumps({k: v for k, v in zip(keys[:5], rows[1])})
+    got = _udp_samples(f"{mapped}&time_unit=ms&sep=;", model.manifest, [short, shorter])
+    assert [s.problem for s in got] == [None, "not_numeric"] and got[0].time == 1_733_290_001

@@ -2,7 +2,8 @@
 WiFi (an ESP32 sending its IMU's readings to the Pi). Binds HOST (default every address) and
 PORT; each datagram is one sample or several, as an MQTT message is: CSV lines (the table keys
 of the other line sources apply: a header line, ``columns=``, ``sequence=``, ``time=``...), a
-JSON list of numbers in channel order, or a JSON object keyed by channel name. UDP does not say
+JSON list of numbers in channel order, or a JSON object keyed by channel name
+(its ``time`` and ``label`` read as a table's, ``Messages``). UDP does not say
 what it lost; the summary counts the datagrams and their senders (two boards on one port would
 interleave their samples into one stream). The source ends after ``idle`` seconds without a
 datagram (default: never; Ctrl-C stops)."""
@@ -14,7 +15,7 @@ import time
 
 from wavedge.errors import SourceError, reason
 from wavedge.recordings import csv_samples
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, TableOptions, message_lines
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, Messages, TableOptions
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle)
 MAX_DATAGRAM = 65_535
@@ -37,6 +38,7 @@ class UdpSource:
     def __init__(self, url, manifest) -> None:
         url.check_params((*SOURCE_TABLE_PARAMS, "idle"))
         self.table = TableOptions(url, manifest, live=True)
+        self.messages = Messages(self.table)
         self.where = url.text
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         host, port = _address(url)
@@ -69,7 +71,7 @@ class UdpSource:
             last = time.monotonic()
             self.datagrams += 1
             self.senders.add(sender[0])
-            yield from message_lines(payload, self.table.channels)
+            yield from self.messages.lines(payload)
 
     def on_warning(self, warn) -> None:
         """The run's warning line, for what the source finds while it runs."""
