@@ -373,6 +373,54 @@ def test_the_mqtt_source_streams_published_samples_like_a_replay(broker, tmp_pat
     assert "200 messages, 0 dropped" in err
 
 
+def test_a_sensor_publishing_at_another_rate_is_said_and_a_kept_sessions_backlog_is_not(
+        broker):
+    """A sensor publishing at 5x the model's rate is said, as a serial board's is; the
+    backlog a broker hands over on reconnect (the messages kept for the session while the
+    board's runtime was restarting) comes at once and is not read as a fast sensor."""
+    import dataclasses
+
+    from wavedge.runtime import load_model, open_sink, open_source
+    from wavedge.runtime.loop import run
+
+    model = load_model(BUNDLED_MODEL)
+    raw = model.manifest.raw  # the bundled model at 50 Hz: a window of samples is 1.3 s
+    at_50 = dataclasses.replace(model.manifest, raw={**raw, "signature": {
+        **raw["signature"], "sample_rate_hz": 50.0}})
+    rows = [",".join(r.split(",")[2:]) for r in RECORDING.read_text().splitlines()[1:]]
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="imu")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+
+    def arrivals(topic, backlog, hz, seconds):
+        url = broker.url(topic, idle=1, client_id=f"runtime-{topic}")
+        if backlog:  # subscribed once, then away while the sensor published
+            first = open_source(url, at_50)
+            broker.wait_subscribed(topic)
+            first.close()
+            for row in rows[:backlog]:
+                c.publish(topic, row, qos=1).wait_for_publish(5)
+        source = open_source(url, at_50)
+        broker.wait_subscribed(topic)
+
+        def sensor():
+            due = time.monotonic()
+            for row in rows[backlog:backlog + int(hz * seconds)]:
+                c.publish(topic, row, qos=1)
+                due += 1 / hz
+                time.sleep(max(0.0, due - time.monotonic()))
+
+        threading.Thread(target=sensor, daemon=True).start()
+        summary = run(model.stream(), source, open_sink("null:", at_50), warn=lambda m: None)
+        return source.table.arrival_hz, [n for n in summary.lines() if "arrived at about" in n]
+
+    hz, said = arrivals("imu/kept", 1500, 50, 7)
+    assert hz == pytest.approx(50, rel=0.2) and said == []  # timed, and found the model's
+    hz, said = arrivals("imu/fast", 0, 250, 5)
+    assert len(said) == 1 and "the model's rate is 50 Hz" in said[0], said
+    c.loop_stop()
+
+
 def test_two_sensors_topics_run_as_one_group_each_like_its_replay(broker, tmp_path):
     lines = RECORDING.read_text().splitlines()
     rows = {"imu1": lines[1:121], "imu2": lines[2001:2081]}

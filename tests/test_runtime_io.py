@@ -441,9 +441,9 @@ def test_a_board_sending_at_another_rate_than_the_models_is_said(model):
 
     from wavedge.runtime.sources import ARRIVAL_S, ARRIVAL_SKIP
 
-    # enough lines at 100 Hz for ARRIVAL_S of timing after those left out
+    # enough lines at 100 Hz for two windows of ARRIVAL_S after those left out
     lines = [f"{i % 7},0.5,9.81,0,0,{i / 100}\r\n"
-             for i in range(ARRIVAL_SKIP + int(ARRIVAL_S * 100) + 20)]
+             for i in range(ARRIVAL_SKIP + int(2 * ARRIVAL_S * 100) + 20)]
     summary, warnings = _board_run(model, lines, pause=0.01)
     note = [n for n in summary.lines() if "samples arrived at about" in n]
     assert len(note) == 1 and "the model's rate is 10 Hz" in note[0], summary.lines()

@@ -22,14 +22,17 @@ SOURCE_TABLE_PARAMS = (*TABLE_PARAMS, "sample_rate", "resample")
 
 RATE_RANGE = (1e-3, 1e6)  # Hz: from one sample in 17 minutes to a MHz ADC
 COUNT_RANGE = (0, NO_TOP)
-# a live port's arrivals timed by this host: the first ARRIVAL_SKIP left out (lines the port
-# held come at once), then RATE_WINDOW of them over ARRIVAL_S at the least (a stall of the
-# machine of 20 ms is a third of 64 samples at 1 kHz); a rate off the model's by more than
-# the bounds is said (USB and the scheduler bunch lines, so only a plain mismatch: 10 Hz
-# against 50 or 100 Hz is what a board set up for another model sends)
+# a live source's arrivals timed by this host: the first ARRIVAL_SKIP left out (lines the port
+# held come at once), then windows of RATE_WINDOW of them over ARRIVAL_S at the least (a stall of
+# the machine of 20 ms is a third of 64 samples at 1 kHz), until two windows in a row agree
+# within the bounds (a broker hands over a kept session's thousands of messages at once on
+# connect), ARRIVAL_WINDOWS at the most; a rate off the model's by more than the bounds is said
+# (USB and the scheduler bunch lines, so only a plain mismatch: 10 Hz against 50 or 100 Hz is
+# what a board set up for another model sends)
 ARRIVAL_SKIP = 16
 ARRIVAL_S = 2.0
 ARRIVAL_BOUNDS = (0.8, 1.25)
+ARRIVAL_WINDOWS = 8
 
 
 class Messages:
@@ -114,7 +117,7 @@ class TableOptions:
         self.model_hz = manifest.sample_rate_hz
         self.where = url.text
         self.live = live  # samples come as the board makes them: their arrivals are timed
-        self.arrival_hz: float | None = None  # set when the arrivals' rate is not the model's
+        self.arrival_hz: float | None = None  # the arrivals' rate, once timed
         self.warn = None  # the run's warning line, for what is found while it runs
 
     def samples(self, samples):
@@ -126,28 +129,35 @@ class TableOptions:
 
     def _timed(self, samples):
         """``samples`` as they come, the rate they arrive at measured once (``ARRIVAL_SKIP``,
-        ``RATE_WINDOW``, ``ARRIVAL_S``): a board sending lines without timestamps at another
-        rate than the model's had been run as if at the model's, its predictions wrong
-        without a word."""
+        ``RATE_WINDOW``, ``ARRIVAL_S``, ``ARRIVAL_WINDOWS``): a board sending lines without
+        timestamps at another rate than the model's had been run as if at the model's, its
+        predictions wrong without a word."""
         it, clock = iter(samples), time.monotonic
+        begun, last_hz, windows = None, None, 0
         for n, s in enumerate(it):
             if s.time is not None:  # timestamps: with_rate checks those
                 break
             if n == ARRIVAL_SKIP:
-                start = clock()
-            elif n >= ARRIVAL_SKIP + RATE_WINDOW and (span := clock() - start) >= ARRIVAL_S:
-                hz = (n - ARRIVAL_SKIP) / span
-                low, high = ARRIVAL_BOUNDS
-                if not low <= hz / self.model_hz <= high:
-                    self.arrival_hz = hz
-                    if self.warn is not None:  # as it is found: a service's stop is far off
-                        self.warn(self._arrival_note())
-                break
+                begun = (n, clock())
+            elif begun and n - begun[0] >= RATE_WINDOW and \
+                    (now := clock()) - begun[1] >= ARRIVAL_S:
+                hz, begun, windows = (n - begun[0]) / (now - begun[1]), (n, now), windows + 1
+                if last_hz is not None and _within(hz / last_hz):
+                    self._judge(hz)
+                    break
+                if windows == ARRIVAL_WINDOWS:
+                    break  # arrivals too uneven to judge
+                last_hz = hz
             yield s
         else:
             return
         yield s
         yield from it
+
+    def _judge(self, hz: float) -> None:
+        self.arrival_hz = hz
+        if self._off_rate() and self.warn is not None:  # as found: a service's stop is far off
+            self.warn(self._arrival_note())
 
     def head(self, samples, n: int = RATE_WINDOW) -> int:
         """How many of the first ``n`` samples there are, read as ``samples()`` reads them (a
@@ -164,13 +174,31 @@ class TableOptions:
         """What the source did to the samples, for the run summary."""
         done = self.resampler.describe() if self.resampler is not None else None
         out = [done] if done else []
-        return out + ([self._arrival_note()] if self.arrival_hz is not None else [])
+        return out + ([self._arrival_note()] if self._off_rate() else [])
+
+    def _off_rate(self) -> bool:
+        return self.arrival_hz is not None and not _within(self.arrival_hz / self.model_hz)
 
     def _arrival_note(self) -> str:
         return (f"{self.where}: samples arrived at about {self.arrival_hz:.3g} Hz by this host's "
                 f"clock, and the model's rate is {self.model_hz:g} Hz: a board sampling at "
                 "another rate gives wrong predictions; say its rate with sample_rate=HZ (and "
                 "resample=1 to resample), or set the board to the model's")
+
+
+def _within(ratio: float) -> bool:
+    low, high = ARRIVAL_BOUNDS
+    return low <= ratio <= high
+
+
+class LiveSource:
+    """What the sources of a board's live samples share: ``table``, their ``TableOptions``,
+    takes the run's warning line, for what it finds while the run goes on."""
+
+    table: TableOptions
+
+    def on_warning(self, warn) -> None:
+        self.table.warn = warn
 
 
 class Pacer:

@@ -20,7 +20,7 @@ from wavedge.recordings import csv_samples
 from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, client_id, parse_broker,
                                   start, warn_unreached)
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, Messages, TableOptions
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, Messages, TableOptions
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle) and at a stop request
 
@@ -32,10 +32,10 @@ def reader(url) -> tuple[str, str]:
             "each its own ?client_id=")
 
 
-class MqttSource:
+class MqttSource(LiveSource):
     def __init__(self, url, manifest) -> None:
         url.check_params((*COMMON_PARAMS, *SOURCE_TABLE_PARAMS, "queue", "idle"))
-        self.table = TableOptions(url, manifest)
+        self.table = TableOptions(url, manifest, live=True)
         self.messages = Messages(self.table)
         self.broker = b = parse_broker(url, "source")
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))

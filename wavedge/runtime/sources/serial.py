@@ -13,7 +13,7 @@ import time
 
 from wavedge.errors import reason
 from wavedge.recordings import MAX_LINE, TOO_LONG, csv_samples
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, SourceError, TableOptions
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, SourceError, TableOptions
 from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.reader_of)
 from wavedge.runtime.urls import BAUD_RANGE
 
@@ -21,7 +21,7 @@ RETRY_S = 0.2
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
-class SerialSource:
+class SerialSource(LiveSource):
     def __init__(self, url, manifest) -> None:
         url.check_params(("baud", "reconnect_s", *SOURCE_TABLE_PARAMS))
         self.table = TableOptions(url, manifest, live=True)
@@ -90,10 +90,6 @@ class SerialSource:
         t = self.table
         return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.port,
                                      strict=False, targets=t.targets))
-
-    def on_warning(self, warn) -> None:
-        """The run's warning line, for what the source finds while it runs."""
-        self.table.warn = warn
 
     def notes(self) -> list[str]:
         return self.table.notes()

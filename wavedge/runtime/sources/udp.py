@@ -15,7 +15,7 @@ import time
 
 from wavedge.errors import SourceError, reason
 from wavedge.recordings import csv_samples
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, Messages, TableOptions
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, Messages, TableOptions
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle)
 MAX_DATAGRAM = 65_535
@@ -34,7 +34,7 @@ def reader(url) -> tuple[str, str]:
     return f"UDP port {_address(url)[1]}", "two sockets cannot both take its datagrams"
 
 
-class UdpSource:
+class UdpSource(LiveSource):
     def __init__(self, url, manifest) -> None:
         url.check_params((*SOURCE_TABLE_PARAMS, "idle"))
         self.table = TableOptions(url, manifest, live=True)
@@ -72,10 +72,6 @@ class UdpSource:
             self.datagrams += 1
             self.senders.add(sender[0])
             yield from self.messages.lines(payload)
-
-    def on_warning(self, warn) -> None:
-        """The run's warning line, for what the source finds while it runs."""
-        self.table.warn = warn
 
     def notes(self) -> list[str]:
         many = (" (their samples interleave in one stream: give each board its own port)"
