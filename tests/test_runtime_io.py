@@ -783,6 +783,25 @@ def test_standard_input_closed_is_one_line_naming_the_source():
     assert_one_line_error(proc, "stdin source: standard input is closed")
 
 
+@pytest.mark.parametrize("argv", [["inspect", str(BUNDLED_MODEL)], ["--version"], ["--help"],
+                                  ["bench", str(BUNDLED_MODEL), "--samples", "50"]])
+def test_a_command_started_with_standard_output_closed_says_so(argv):
+    """`wavedge inspect MODEL >&-` (a cron line, a unit with StandardOutput=null mistyped)
+    printed into nothing and exited 0, as did `bench` after its whole run; refused now
+    before any work, in one line. `run` into a sink of its own still runs."""
+    from conftest import user_env
+
+    def closed(args):
+        return subprocess.run([sys.executable, "-m", "wavedge.cli", *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=user_env(), timeout=120, preexec_fn=lambda: os.close(1))
+
+    assert_one_line_error(closed(argv), "standard output is closed, so what this command "
+                                        "prints would be lost; redirect it")
+    ran = closed(["run", str(BUNDLED_MODEL), "--limit", "3", "--sink", "null:"])
+    assert ran.returncode == 0 and "samples: 3" in ran.stderr, ran.stderr
+
+
 @pytest.mark.parametrize("sink", ["stdout:", "jsonl:-", "csv:-"])
 def test_standard_output_closed_or_full_is_one_line_naming_the_sink(sink):
     """Started with stdout closed (`>&-`), the stdout sink printed into nothing and exited 0

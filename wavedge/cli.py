@@ -794,7 +794,7 @@ def _add_run(sub) -> None:
     p.add_argument("--sink", default="stdout:", help="sink URL (default stdout:)")
     _add_pipeline_options(p)
     p.add_argument("--limit", type=int, help="stop after this many samples")
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=_cmd_run, output_optional=True)
 
 
 def _add_bench(sub) -> None:
@@ -946,6 +946,19 @@ class _Stdout:
 
 
 STDOUT = "standard output"
+CLOSED = ("standard output is closed, so what this command prints would be lost; redirect it "
+          "(> FILE, or > /dev/null to drop it)")
+
+
+class _Closed:
+    """``sys.stdout`` when the command started with it closed (`>&-`): ``print`` had written
+    nothing, and `inspect`, `bench` and `--version` exited 0 having said nothing."""
+
+    def write(self, text: str) -> int:
+        raise InputError(CLOSED)
+
+    def flush(self) -> None:
+        pass
 
 
 def _named(exc: OSError) -> OSError:
@@ -959,9 +972,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread (an embedding caller's): left as it is
         before = None
     out = sys.stdout  # None: started with it closed (`>&-`), where print writes nothing
-    sys.stdout = _Stdout(out) if out is not None else None
+    sys.stdout = _Stdout(out) if out is not None else _Closed()
     try:
         args = build_parser().parse_args(argv)  # --help and --version write here too
+        if out is None:  # refused before any work: a command's last line would be lost
+            if not getattr(args, "output_optional", False):
+                raise InputError(CLOSED)
+            sys.stdout = None  # `wavedge run`'s output is its sink's: a stdout sink refuses
         code = args.func(args)  # `wavedge run` sets its own handler while it streams
         if sys.stdout is not None:
             sys.stdout.flush()  # a short output meets a full disk here, not at exit
