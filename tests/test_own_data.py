@@ -541,6 +541,20 @@ def test_a_folder_of_recordings_is_a_table(accel, tmp_path):
         load_table(tmp_path / "empty", None, "training data")
     with pytest.raises(InputError, match="label=@folder takes each file's label from its folder"):
         load_table(f"{tmp_path / 'fFalse'}?label=@folder", None, "training data")
+    # a glob (quoted for the shell) is a table as a folder is, of the files it matches
+    by_glob = load_table(f"{tmp_path / 'fTrue'}/*/s*.csv?label=@folder", None, "training data")
+    by_folder = load_table(f"{tmp_path / 'fTrue'}?label=@folder", None, "training data")
+    assert [(r.key, r.truth[-1], r.x.tolist()) for r in by_glob.recordings] == \
+        [(r.key, r.truth[-1], r.x.tolist()) for r in by_folder.recordings]
+    some = load_table(tmp_path / "fFalse" / "s1[0-9].csv", None, "training data")  # ? is a key's
+    assert [r.key for r in some.recordings] == [f"s1{k}.csv" for k in range(6)]
+    with pytest.raises(InputError, match=r"s\*\.tsv: no file matches"):
+        load_table(tmp_path / "fFalse" / "s*.tsv", None, "training data")
+    # the glob unquoted: the shell gave --data its first file and left the rest over
+    files = sorted(map(str, (tmp_path / "fFalse").glob("s*.csv")))
+    proc = run_cli("train", "--data", *files, "--out", tmp_path / "x.pt")
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1].endswith(
+        "a glob the shell expanded? quote it, --data 'logs/*.csv', or give their folder)")
 
 
 def test_a_folder_replays_as_its_recordings_in_name_order(tmp_path, model, rows):
@@ -560,19 +574,21 @@ def test_a_folder_replays_as_its_recordings_in_name_order(tmp_path, model, rows)
         f"{f.stem},{f.parent.name},{line}\n" for f in order
         for line in f.read_text().splitlines()[1:]))
     said = {}
-    for url in (f"replay:{folder}?label=@folder&rate=max", f"replay:{flat}?rate=max"):
+    for url in (f"replay:{folder}?label=@folder&rate=max", f"replay:{flat}?rate=max",
+                f"replay:{folder}/*/*.csv?label=@folder&rate=max"):
         summary = run(model.stream(), open_source(url, model.manifest),
                       open_sink("null:", model.manifest), resets=ResetPolicy(recording=True))
         said[url] = [ln for ln in summary.lines() if "agreement" in ln or "each recording" in ln]
-    first, second = said.values()
-    assert first == second and len(first) == 3, said
+    first, second, third = said.values()
+    assert first == second == third and len(first) == 3, said
 
 
 @needs_torch
-def test_a_folder_trains_and_exports_and_its_change_is_seen(accel, tmp_path):
+@pytest.mark.parametrize("glob", ["", "/*/*.csv"])
+def test_a_folder_trains_and_exports_and_its_change_is_seen(accel, tmp_path, glob):
     root = _one_file_each(accel, tmp_path / "data", True)
     ckpt = tmp_path / "a.pt"
-    proc = run_cli("train", "--data", f"{root}?label=@folder", "--arch", "irnn", "--out", ckpt,
+    proc = run_cli("train", "--data", f"{root}{glob}?label=@folder", "--arch", "irnn", "--out", ckpt,
                    "--epochs", "2", "--quant-aware-epochs", "0", "--config",
                    '{"hidden_size": 16}', "--quiet")
     assert proc.returncode == 0, proc.stderr

@@ -655,6 +655,16 @@ class _Parser(argparse.ArgumentParser):
             out.write(self.format_help())
             out.flush()
 
+    def error(self, message: str):
+        """argparse's one line, with a hint when what is left over are files: an unquoted
+        ``--data logs/*.csv`` is expanded by the shell into one file for ``--data`` and the
+        rest unrecognized."""
+        left = message.partition("unrecognized arguments: ")[2].split()
+        if left and all(Path(a).exists() for a in left):
+            message += (" (files after an option that takes one: a glob the shell expanded? "
+                        "quote it, --data 'logs/*.csv', or give their folder)")
+        super().error(message)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(

@@ -707,15 +707,14 @@ def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "
         raise InputError(f"{what}: {spec}: unknown key(s) {', '.join(unknown)}; allowed: "
                          f"{', '.join(allowed)}")
     cols = Columns.from_params(params, f"{what}: {path}")
-    npy_labels = None
-    if path.suffix == ".npy":
+    npy_labels, listed = None, table_files(path, what)
+    if path.suffix == ".npy" and listed is None:
         channels = channels or _npy_channels(path, cols, what)
         npy_labels = _npy_labels(path, params, what)
-    files = folder_files(path, what)
-    channels = channels or header_channels(files[0] if files else path, cols, what)
+    channels = channels or header_channels(listed[1][0] if listed else path, cols, what)
     recs: dict = {}
     try:
-        for n, s in enumerate(table_samples(path, channels, cols, targets), start=1):
+        for n, s in enumerate(table_samples(path, channels, cols, targets, listed), start=1):
             if npy_labels is not None:
                 s.truth = npy_labels[s.sequence or 0]
             if s.problem is not None or not np.isfinite(s.values).all():
@@ -747,46 +746,65 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".txt")  # a folder's table files (each may be
 FOLDER_LABEL = "@folder"  # label=@folder: a folder's files labelled by their folder's name
 
 
-def folder_files(path: Path, what: str | None = None) -> list[Path] | None:
-    """The table files in the folder ``path`` and its subfolders, in name order (one
-    recording per file, or several by its sequence column; a folder per label with
-    ``label=@folder``); None when ``path`` is not a folder."""
-    if not path.is_dir():
+def table_files(path: Path, what: str | None = None) -> tuple[Path, list[Path]] | None:
+    """The files of a table that is not one file: a folder's table files (its subfolders
+    too), or a glob's matches (``'logs/*.csv'``, ``'logs/**/*.csv'``, quoted for the shell),
+    in name order, with the folder their names are relative to (one recording per file, or
+    several by its sequence column; a folder per label with ``label=@folder``); None when
+    ``path`` is one file."""
+    path = Path(path)
+    where = f"{what + ': ' if what else ''}{path}"
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")
+                       and Path(f.name.removesuffix(".gz")).suffix in TABLE_SUFFIXES)
+        if not files:
+            raise InputError(f"{where}: a folder with no table file "
+                             f"({', '.join(TABLE_SUFFIXES)}, gzipped or not) in it")
+        return path, files
+    glob = next((k for k, part in enumerate(path.parts) if _GLOB.search(part)), None)
+    if glob is None or path.exists():
         return None
-    files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")
-                   and Path(f.name.removesuffix(".gz")).suffix in TABLE_SUFFIXES)
+    root = Path(*path.parts[:glob]) if glob else Path(".")
+    try:
+        files = sorted(f for f in root.glob(str(Path(*path.parts[glob:]))) if f.is_file())
+    except ValueError as exc:  # a pattern pathlib refuses ('a**b')
+        raise InputError(f"{where}: {exc}") from None
     if not files:
-        raise InputError(f"{what + ': ' if what else ''}{path}: a folder with no table file "
-                         f"({', '.join(TABLE_SUFFIXES)}, gzipped or not) in it")
-    return files
+        raise InputError(f"{where}: no file matches")
+    return root, files
+
+
+_GLOB = re.compile(r"[*?[]")
 
 
 def table_digest(path: Path) -> str:
-    """The sha256 of a table file, or of a folder's table files (their names and contents):
-    what a checkpoint records of its data, to see that it has not changed since."""
+    """The sha256 of a table file, or of a folder's or a glob's files (their names and
+    contents): what a checkpoint records of its data, to see that it has not changed since."""
     import hashlib
 
     from wavedge.manifest import sha256_of
 
-    files = folder_files(path)
-    if files is None:
+    listed = table_files(path)
+    if listed is None:
         return sha256_of(path)
+    root, files = listed
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f"{f.relative_to(path).as_posix()}\0{sha256_of(f)}\n".encode())
+        digest.update(f"{f.relative_to(root).as_posix()}\0{sha256_of(f)}\n".encode())
     return digest.hexdigest()
 
 
 def table_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(),
-                  targets: tuple[str, ...] = ()):
-    """Every sample of a table: a file (``file_samples``), or a folder's files in name order,
-    each file its own recording (``file.csv``, or ``file.csv:SEQ`` by its sequence column),
-    with ``label=@folder`` each labelled by its folder's name."""
-    files = folder_files(Path(path))
-    if files is None:
+                  targets: tuple[str, ...] = (), listed=None):
+    """Every sample of a table: a file (``file_samples``), or a folder's or a glob's files in
+    name order (``table_files``, or ``listed`` when the caller has them), each file its own
+    recording (``file.csv``, or ``file.csv:SEQ`` by its sequence column), with
+    ``label=@folder`` each labelled by its folder's name."""
+    listed = listed or table_files(Path(path))
+    if listed is None:
         yield from file_samples(path, channels, cols, targets)
         return
-    root, by_folder = Path(path), cols.label == FOLDER_LABEL
+    (root, files), by_folder = listed, cols.label == FOLDER_LABEL
     for f in files:
         name = f.relative_to(root).as_posix()
         if by_folder and f.parent == root:

@@ -208,8 +208,12 @@ def default_task(ckpt: Checkpoint, steps: int) -> Task:
     source = ckpt.meta.get("data")
     if source:
         path, _ = split_spec(source["spec"])
-        if not path.exists() or table_digest(path) != source.get("sha256"):
-            state = "is gone" if not path.exists() else "has changed since"
+        try:
+            digest = table_digest(path)
+        except (InputError, OSError):  # no such file, or a glob that matches none
+            digest = None
+        if digest != source.get("sha256"):
+            state = "is gone" if digest is None else "has changed since"
             raise InputError(f"{ckpt.path}: was trained on {path}, which {state}; give "
                              "--data FILE to check the export against recordings")
         return recordings_task(source["spec"], ckpt.model.signature, source.get("validation"))

@@ -1,8 +1,9 @@
 """``replay:PATH[?rate=HZ|max&loop=N&limit=N&<table keys>]``: a recorded CSV or .npy file (or a
-folder of CSV files, each a recording), streamed row by row (never loaded whole), paced at the
-manifest's sample rate by default (``rate=max``: as fast as possible). ``loop=0`` repeats
-forever; each pass after the first is a recording of its own (``"3 (loop 2)"``), reset and
-scored as one. Without a path (``replay:?rate=max``), the model directory's own recording.
+folder of CSV files, each a recording, or a quoted glob of them, ``'replay:logs/*.csv'``),
+streamed row by row (never loaded whole), paced at the manifest's sample rate by default
+(``rate=max``: as fast as possible). ``loop=0`` repeats forever; each pass after the first is a
+recording of its own (``"3 (loop 2)"``), reset and scored as one. Without a path
+(``replay:?rate=max``), the model directory's own recording.
 
 CSV: a header naming the model's channels, or a column map (``columns=acc_x:ax,...``), or no
 header and exactly one column per channel; ``label``, a sequence column and a timestamp
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wavedge.errors import InputError, not_a_file
-from wavedge.recordings import in_part, table_samples
+from wavedge.recordings import in_part, table_files, table_samples
 from wavedge.runtime.sources import COUNT_RANGE, SOURCE_TABLE_PARAMS, Pacer, SourceError, \
     TableOptions, rate_param
 
@@ -28,8 +29,12 @@ class ReplaySource:
     def __init__(self, url, manifest) -> None:
         url.check_params(("rate", "loop", "limit", *SOURCE_TABLE_PARAMS))
         self.path = Path(url.path) if url.path else _own_recording(url, manifest)
-        # replay reads its file twice (its head at open): a file, or a folder of them
-        if not self.path.is_dir() and (why := not_a_file(self.path)):
+        # replay reads its file twice (its head at open): a file, or a folder or glob of them
+        try:
+            self.listed = table_files(self.path)  # listed once: a loop rereads the files
+        except InputError as exc:
+            raise SourceError(f"{url.text}: {exc}") from None
+        if self.listed is None and (why := not_a_file(self.path)):
             pipe = self.path.exists()  # and not a folder, which is read
             raise SourceError(f"{url.text}: {why}" + ("; stream from a pipe with stdin: "
                                                       "(... | wavedge run MODEL --source "
@@ -51,7 +56,7 @@ class ReplaySource:
         """The file's samples; those of a later pass (``loop=N``) each in a recording of their
         own, tagged before the rate check and the resampler read the recording boundaries."""
         t = self.table
-        rows = table_samples(self.path, t.channels, t.columns, t.targets)
+        rows = table_samples(self.path, t.channels, t.columns, t.targets, self.listed)
         if loop:
             for row in rows:
                 row.sequence = in_part(row.sequence, f"loop {loop + 1}")
