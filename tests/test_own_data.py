@@ -252,6 +252,34 @@ def test_a_time_column_of_times_it_cannot_read_is_refused(tmp_path, model, rows)
     assert len(list(open_source(f"replay:{late}?rate=max", model.manifest))) == 50
 
 
+def test_a_time_of_day_beside_a_date_column_is_a_timestamp(tmp_path, model, rows):
+    """Excel and many data loggers write the date and the time of day in two columns
+    (`date,time,...`): the time had been refused as a time of day, and the date taken as a
+    channel of a new model. The two are one timestamp, across midnight too; the date is no
+    channel; `date=NAME` names another column; a date in another order is refused naming
+    both columns."""
+    import datetime as dt
+
+    at = [dt.datetime(2026, 12, 3, 23, 59, 58) + dt.timedelta(seconds=i / 10) for i in range(60)]
+    path = _write(tmp_path / "dt.csv", ["date", "time", "sequence", "label", *CHANNELS],
+                  [[t.date().isoformat(), t.strftime("%H:%M:%S.%f")[:-3], r["sequence"],
+                    r["label"], *(r[c] for c in CHANNELS)] for t, r in zip(at, rows)])
+    got = list(open_source(f"replay:{path}?rate=max", model.manifest))
+    assert len(got) == 60 and np.allclose(np.diff([s.time for s in got]), 0.1)
+    assert got[0].time == dt.datetime(2026, 12, 3, 23, 59, 58, tzinfo=dt.timezone.utc).timestamp()
+    table = load_table(path, None, "training data", model_hz=10.0)
+    assert table.channels == CHANNELS and table.rate_hz == 10.0
+    day = tmp_path / "day.csv"
+    day.write_text(path.read_text().replace("date,", "Day,", 1))
+    assert load_table(f"{day}?date=Day", CHANNELS, "training data").rate_hz == 10.0
+    with pytest.raises(InputError, match="column 'time' holds '23:59:58.000', not a timestamp"):
+        load_table(day, CHANNELS, "training data")  # the date's column not named: no date
+    day.write_text(path.read_text().replace("2026-12-03,", "03.12.2026,"))
+    with pytest.raises(InputError, match=r"columns 'date' and 'time' hold '03\.12\.2026 "
+                                         r"23:59:58\.000', not a timestamp"):
+        load_table(day, CHANNELS, "training data")
+
+
 def test_resample_is_done_properly_and_said_in_the_summary(tmp_path, model, rows):
     fast = _logger_file(tmp_path / "fast.csv", rows, rate_hz=50.0, n=500)
     source = open_source(f"replay:{fast}?{LOGGER_KEYS}&resample=1&rate=max", model.manifest)

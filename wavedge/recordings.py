@@ -12,7 +12,8 @@ A table is CSV text, one sample per row. Which column is what is decided once, b
 - ``time=NAME``: a timestamp column (default ``timestamp`` or ``time``): numbers in seconds
   unless ``time_unit=ms|us|ns``, or ISO 8601 date-times (``2026-12-04T05:00:00.020Z``, or
   ``2026-12-04 05:00:00.020`` as pandas writes them); the sample rate is read from it and
-  checked against the model's;
+  checked against the model's; a time of day (``05:00:00.020``) with the date in a column of
+  its own, ``date=NAME`` (default ``date``), as Excel and data loggers write them;
 - ``label=NAME``: the truth of a class-score model (default ``label``); ``target`` or
   ``target_<i>`` columns for a regression or Gaussian model;
 - ``sep=;|tab|space||``: the field separator (default ``,``; a tab in a ``.tsv`` file and in
@@ -39,8 +40,9 @@ from wavedge.errors import InputError, not_a_file, query_params, reason
 
 SEQUENCE_NAMES = ("sequence", "session", "recording")
 TIME_NAMES = ("timestamp", "time")
+DATE_NAME = "date"  # the date of a time column that holds times of day
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-TABLE_PARAMS = ("columns", "sequence", "time", "time_unit", "label", "sep")
+TABLE_PARAMS = ("columns", "sequence", "time", "time_unit", "label", "sep", "date")
 # sep= by name: a tab or a space in a URL is awkward to type and to quote
 SEPARATORS = {",": ",", ";": ";", "tab": "\t", "space": " ", "|": "|"}
 RATE_TOLERANCE = 0.02  # a timestamp rate within 2 % of the model's is the model's rate
@@ -92,6 +94,7 @@ class Columns:
     time_unit: str = "s"
     label: str = "label"
     sep: str | None = None  # None: "," but where the file says otherwise (``for_file``)
+    date: str = DATE_NAME
 
     @classmethod
     def from_params(cls, params: dict, where: str) -> Columns:
@@ -110,7 +113,8 @@ class Columns:
             raise InputError(f"{where}: time_unit={unit!r}; allowed: {', '.join(TIME_UNITS)}")
         return cls(mapping, params.get("sequence"), params.get("time"), unit,
                    params.get("label", "label"),
-                   separator(params["sep"], where) if "sep" in params else None)
+                   separator(params["sep"], where) if "sep" in params else None,
+                   params.get("date", DATE_NAME))
 
     @property
     def decimal_comma(self) -> bool:
@@ -179,6 +183,7 @@ class Layout:
     # truth's names (None where absent); positions mean nothing there
     labels: tuple[str, ...] | None = None
     label_names: tuple[str | None, str | None, str | None] = (None, None, None)
+    date: int | None = None  # the column of the time's date, where the time is of the day
 
     @property
     def width(self) -> int:
@@ -318,9 +323,11 @@ def resolve(first: list[str], channels: tuple[str, ...], cols: Columns = Columns
         truth = ()
     if not targets:
         truth = (names.index(cols.label),) if cols.label in names else ()
+    when = find(cols.time, TIME_NAMES)
+    date = names.index(cols.date) if when is not None and cols.date in names else None
     return Layout(channels, tuple(int(c) if c.isdigit() else names.index(c) for _, c in mapping),
-                  True, find(cols.sequence, SEQUENCE_NAMES), find(cols.time, TIME_NAMES), scale,
-                  truth, len(names), comma)
+                  True, find(cols.sequence, SEQUENCE_NAMES), when, scale, truth, len(names),
+                  comma, date=date)
 
 
 def _labelled_layout(pairs: dict, mapping, cols: Columns, where: str, strict: bool,
@@ -342,7 +349,8 @@ def _labelled_layout(pairs: dict, mapping, cols: Columns, where: str, strict: bo
 
     when = find(cols.time, TIME_NAMES)
     if strict and when is not None and pairs.get(when):
-        _check_time(_stamp(pairs[when], scale, comma), pairs[when], when, where)
+        _check_time(_stamp(pairs[when], scale, comma), pairs[when], f"column {when!r} holds",
+                    where)
     return Layout(channels, None, False, time_scale=scale, decimal_comma=comma,
                   labels=tuple(name for _, name in mapping),
                   label_names=(find(cols.sequence, SEQUENCE_NAMES), when,
@@ -418,10 +426,18 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     if layout.truth:
         got = [cell(i) for i in layout.truth]
         truth = got[0] if len(got) == 1 else (";".join(got) if None not in got else None)
-    stamp = None if layout.time is None else \
-        _stamp(cell(layout.time), layout.time_scale, layout.decimal_comma)
+    stamp = None if layout.time is None else _row_time(cell(layout.time), cell(layout.date), layout)
     return Sample(values, problem, truth, cell(layout.sequence), stamp,
                   detail=_shape_detail(fields, layout) if problem == "wrong_shape" else None)
+
+
+def _row_time(when: str | None, date: str | None, layout: Layout) -> float | None:
+    """A row's time: its time column's, or its time of day on its date (``date=``), as
+    ``2026-12-04`` and ``05:00:00.020`` in two columns."""
+    stamp = _stamp(when, layout.time_scale, layout.decimal_comma)
+    if stamp is None and date and when:
+        stamp = _stamp(f"{date.strip()}T{when.strip()}", 1.0, layout.decimal_comma)
+    return stamp
 
 
 def _shape_detail(fields: list[str], layout: Layout) -> str:
@@ -503,31 +519,36 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
         sample.line = reader.line_num
         if time_unchecked and sample.problem is None:
             # the first good row decides; a later row's bad time is that sample's fault
-            time_unchecked = _check_time_column(sample, fields[layout.time:layout.time + 1],
-                                                header[layout.time], where)
+            time_unchecked = _check_time_column(sample, fields, layout, header, where)
         if part > 1:
             sample.sequence = in_part(sample.sequence, f"part {part}")
         yield sample
 
 
-def _check_time_column(sample: Sample, cell: list[str], name: str, where: str) -> bool:
+def _check_time_column(sample: Sample, fields: list[str], layout: Layout, header: list[str],
+                       where: str) -> bool:
     """Refuse a time column whose first good row holds no time the reader knows (a time of
-    day, a date in another order), where its timestamps would otherwise be left unread
-    without a word and the rate go unchecked. False once decided; True while the row had
-    no time to judge (an empty cell)."""
-    if not cell or not cell[0].strip():
+    day without a date column, a date in another order), where its timestamps would
+    otherwise be left unread without a word and the rate go unchecked. False once decided;
+    True while the row had no time to judge (an empty cell)."""
+    cells = [fields[k].strip() for k in (layout.date, layout.time)
+             if k is not None and k < len(fields)]
+    if not cells or not cells[-1]:
         return True
-    _check_time(sample.time, cell[0].strip(), name, where)
+    names = [repr(header[k]) for k in (layout.date, layout.time) if k is not None]
+    said = f"column {names[0]} holds" if len(names) == 1 else f"columns {' and '.join(names)} hold"
+    _check_time(sample.time, " ".join(cells), said, where)
     return False
 
 
-def _check_time(stamp: float | None, text: str, name: str, where: str) -> None:
-    """``text``, the time ``name`` holds, read as ``stamp``: refused when it is no time."""
+def _check_time(stamp: float | None, text: str, said: str, where: str) -> None:
+    """``text``, the time the columns ``said`` hold, read as ``stamp``: refused when it is no
+    time."""
     if stamp is None:
-        raise InputError(f"{where}: column {name!r} holds {text!r}, not a timestamp (a number "
-                         f"in seconds, time_unit={'|'.join(TIME_UNITS)} for other units, or an "
-                         "ISO 8601 date-time); name the time column with time=NAME, or none "
-                         "with time=")
+        raise InputError(f"{where}: {said} {text!r}, not a timestamp (a number "
+                         f"in seconds, time_unit={'|'.join(TIME_UNITS)} for other units, an "
+                         "ISO 8601 date-time, or a time of day beside an ISO date column, "
+                         "date=NAME); name the time column with time=NAME, or none with time=")
 
 
 def in_part(sequence, part: str) -> str:
@@ -676,6 +697,7 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
     claimed = {cols.label, cols.sequence, cols.time}
     claimed |= set(SEQUENCE_NAMES if cols.sequence is None else ())
     claimed |= set(TIME_NAMES if cols.time is None else ())
+    claimed |= {cols.date} if cols.time != "" else set()  # a time's date is no channel
     return tuple(n for n in names if n not in claimed and not n.startswith("target"))
 
 
