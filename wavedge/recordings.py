@@ -426,18 +426,18 @@ def parse_row(fields: list[str], layout: Layout) -> Sample:
     if layout.truth:
         got = [cell(i) for i in layout.truth]
         truth = got[0] if len(got) == 1 else (";".join(got) if None not in got else None)
-    stamp = None if layout.time is None else _row_time(cell(layout.time), cell(layout.date), layout)
+    stamp = None if layout.time is None else \
+        _stamp(cell(layout.time), layout.time_scale, layout.decimal_comma)
+    if stamp is None and layout.date is not None:
+        stamp = _on_date(cell(layout.time), cell(layout.date), layout.decimal_comma)
     return Sample(values, problem, truth, cell(layout.sequence), stamp,
                   detail=_shape_detail(fields, layout) if problem == "wrong_shape" else None)
 
 
-def _row_time(when: str | None, date: str | None, layout: Layout) -> float | None:
-    """A row's time: its time column's, or its time of day on its date (``date=``), as
-    ``2026-12-04`` and ``05:00:00.020`` in two columns."""
-    stamp = _stamp(when, layout.time_scale, layout.decimal_comma)
-    if stamp is None and date and when:
-        stamp = _stamp(f"{date.strip()}T{when.strip()}", 1.0, layout.decimal_comma)
-    return stamp
+def _on_date(when: str | None, date: str | None, comma: bool) -> float | None:
+    """A time of day on its date (``date=``), as ``2026-12-04`` and ``05:00:00.020`` in two
+    columns."""
+    return _stamp(f"{date.strip()}T{when.strip()}", 1.0, comma) if date and when else None
 
 
 def _shape_detail(fields: list[str], layout: Layout) -> str:
