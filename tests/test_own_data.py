@@ -280,6 +280,28 @@ def test_a_time_of_day_beside_a_date_column_is_a_timestamp(tmp_path, model, rows
         load_table(day, CHANNELS, "training data")
 
 
+def test_a_json_lines_file_is_a_table(tmp_path, accel):
+    """A `.jsonl` file (what a script logging a sensor with `json.dumps` per line leaves) is
+    a table as its CSV is: channels from the first object's keys, time, sequence and label
+    by theirs; a bad line named by its own line number."""
+    csv_table = load_table(f"{accel}?sequence=session", None, "training data")
+    rows = list(csv.DictReader(accel.open()))
+    path = tmp_path / "accel.jsonl"
+    path.write_text("".join(json.dumps({"session": r["session"], "timestamp": float(r["timestamp"]),
+                                        "ax": float(r["ax"]), "ay": float(r["ay"]),
+                                        "az": float(r["az"]), "label": r["label"]}) + "\n"
+                            for r in rows))
+    table = load_table(f"{path}?sequence=session", None, "training data")
+    assert table.channels == ("ax", "ay", "az") and table.rate_hz == csv_table.rate_hz == 50.0
+    assert [(r.key, r.truth[-1], r.x.tolist()) for r in table.recordings] == \
+        [(r.key, r.truth[-1], r.x.tolist()) for r in csv_table.recordings]
+    lines = path.read_text().splitlines()
+    lines[6] = lines[6].replace('"ay": ', '"ay": "x", "was": ')
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"accel\.jsonl, line 7: not_numeric"):
+        load_table(f"{path}?sequence=session", None, "training data")
+
+
 def test_resample_is_done_properly_and_said_in_the_summary(tmp_path, model, rows):
     fast = _logger_file(tmp_path / "fast.csv", rows, rate_hz=50.0, n=500)
     source = open_source(f"replay:{fast}?{LOGGER_KEYS}&resample=1&rate=max", model.manifest)

@@ -267,6 +267,40 @@ def _run_on_stdin(text: str, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+def test_json_lines_are_samples_on_stdin_and_a_serial_port(model):
+    """A script printing JSON Lines, a board printing ArduinoJson's `serializeJson` output:
+    every line had been one bad sample ("header ['{\"acc_x\": 0.0', ...] lacks channel(s)").
+    Each object is a sample by its keys, its time and label read as a table's; after a CSV
+    header, objects fill its columns by name; a sketch's boot message and a first line cut by
+    connecting mid-way are bad samples, and the next object decides."""
+    channels = model.manifest.channels
+    rows = np.round(np.random.default_rng(5).normal(size=(30, 6)), 3)
+
+    def obj(i, **more):
+        return json.dumps({"time": 100 + i / 10, **dict(zip(channels, rows[i])), **more})
+
+    proc = _run_on_stdin("".join(obj(i, label="walking") + "\n" for i in range(30)))
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    assert len(out) == 30 and out[3]["time"] == pytest.approx(100.3)
+    assert out[3]["truth"] == "walking" and "agreement with truth" in proc.stderr
+    # a CSV header first: objects fill its columns by name, in its order
+    header = ",".join(reversed(channels)) + ",time"
+    proc = _run_on_stdin(header + "\n" + obj(0) + "\n" + ",".join(
+        f"{v:g}" for v in reversed(rows[1])) + ",100.1\n")
+    want = _run_on_stdin("".join(",".join(f"{v:g}" for v in rows[i]) + "\n" for i in range(2)))
+    assert [json.loads(ln)["logits"] for ln in proc.stdout.splitlines()] == \
+        [json.loads(ln)["logits"] for ln in want.stdout.splitlines()]
+
+    got = []
+    summary, _ = _board_run(model, [obj(0)[30:] + "\r\n", "IMU ready\r\n",
+                                    *(obj(i, label="idle") + "\r\n" for i in range(1, 30))],
+                            sink=_Kept(got))
+    assert summary.samples == 29 and sum(summary.dropped.values()) == 2, summary
+    assert np.allclose(np.stack([s.values for s in got]), rows[1:].astype(np.float32))
+    assert got[0].time == pytest.approx(100.1) and {s.truth for s in got} == {"idle"}
+
+
 def test_stdin_source_through_the_cli_survives_bad_lines():
     lines = ["acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z"] + ["0.1,-9.8,0.2,0.0,0.1,0.0"] * 5
     lines.insert(3, "0.1,oops,0.2,0.0,0.1,0.0")
@@ -351,6 +385,19 @@ def test_serial_source_on_a_pseudo_terminal_and_the_port_vanishing(model):
     assert time.monotonic() - t0 < 5
 
 
+class _Kept:
+    """A sink that keeps each sample it is given in ``into``."""
+
+    def __init__(self, into: list) -> None:
+        self.into = into
+
+    def write(self, result, sample) -> None:
+        self.into.append(sample)
+
+    def close(self) -> None:
+        pass
+
+
 def _board_run(model, pieces, params="", pause=0.0, sink=None, manifest=None):
     """The model run on a serial source on a pseudo-terminal (``?reconnect_s=0.2`` and
     ``params``) while a board writes ``pieces``, one each ``pause`` on a fixed schedule (each
@@ -391,17 +438,10 @@ def test_serial_plotter_lines_of_name_value_pairs(model, tmp_path):
             pairs.reverse()
         return ("\t" if i % 3 == 0 else " " if i % 3 == 1 else ",").join(pairs) + "\r\n"
 
-    class Keep:
-        def write(self, result, sample):
-            got.append(sample)
-
-        def close(self):
-            pass
-
     got = []
     summary, _ = _board_run(model, [line(0)[17:],  # the tail of a line: connected mid-way
                                     "IMU ready\r\n", *map(line, range(20)),
-                                    ",".join(f"{c}:x" for c in channels) + "\r\n"], sink=Keep())
+                                    ",".join(f"{c}:x" for c in channels) + "\r\n"], sink=_Kept(got))
     assert summary.samples == 20, summary
     assert summary.dropped == {"wrong_shape": 2, "not_numeric": 1}, summary
     assert np.array_equal(np.stack([s.values for s in got]), rows)
@@ -972,3 +1012,8 @@ def test_a_sensors_json_objects_bring_their_time_and_label(model):
     shorter = json.dumps({k: v for k, v in zip(keys[:5], rows[1])})
     got = _udp_samples(f"{mapped}&time_unit=ms&sep=;", model.manifest, [short, shorter])
     assert [s.problem for s in got] == [None, "not_numeric"] and got[0].time == 1_733_290_001
+    # laid out over several lines (json.dumps(..., indent=2)): one message, one sample
+    pretty = json.dumps(dict(zip(model.manifest.channels, rows[0])), indent=2)
+    got = _udp_samples("", model.manifest, [pretty, pretty])
+    assert [s.problem for s in got] == [None, None]
+    np.testing.assert_allclose(got[1].values, rows[0], rtol=1e-6)

@@ -27,6 +27,8 @@ name given to ``--data`` or ``--calibration`` (``'a.csv?sequence=session'``).
 from __future__ import annotations
 
 import csv
+import io
+import json
 import math
 import re
 from datetime import datetime, timezone
@@ -36,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavedge.errors import InputError, not_a_file, query_params, reason
+from wavedge.errors import InputError, not_a_file, parse_json, query_params, reason
 
 SEQUENCE_NAMES = ("sequence", "session", "recording")
 TIME_NAMES = ("timestamp", "time")
@@ -476,8 +478,96 @@ def _bare(fields: list[str]) -> list[str]:
     return [f.strip().lstrip("\ufeff") for f in fields]
 
 
+class Messages:
+    """Lines of JSON as CSV lines, for ``csv_samples``: a sensor on a network (MQTT, UDP)
+    sends a JSON list of numbers in channel order or a JSON object keyed by channel name, and
+    so do a board printing ArduinoJson's output, a script printing JSON Lines, a ``.jsonl``
+    file; other lines (CSV) go as they are.
+
+    An object before the table's layout is known (the first sample) has its other keys made
+    columns by a CSV header (one line more, ``added``): ``time`` (or ``timestamp``),
+    ``label``, ``sequence`` read as a table's would be (a sensor's own timestamps checked
+    against the model's rate, its labels scored), and a ``columns=`` map names its keys.
+    After a CSV header, an object's values go in the header's columns, by name; without
+    one, in channel order. An object holding none of the channels (a status message) is no
+    sample."""
+
+    def __init__(self, channels: tuple[str, ...], cols: Columns) -> None:
+        names = [c for _, c in cols.mapping] if cols.mapping else list(channels)
+        # a map of positions is a CSV line's: an object's values go in channel order
+        self.by_name = not any(n.isdigit() for n in names)
+        self.names = names if self.by_name else list(channels)
+        self.sep = cols.sep or ","
+        self.resolved = False  # set by csv_samples: the table's layout is known
+        self.columns: list[str] | None = None  # and its header's names, when it has one
+        self.added = 0  # lines of CSV made here that were no line's (the header)
+
+    def wrap(self, lines, always: bool):
+        """``lines`` with each JSON one made CSV; unless ``always`` (a live source, where the
+        two may mix), only where the first line that is not blank is JSON (or the tail of an
+        object cut off mid-line): a table's CSV lines go as they are, at no cost."""
+        it, head = iter(lines), []
+        if not always:
+            for line in it:
+                head.append(line)
+                if line.strip():
+                    break
+            first = head[-1].strip() if head else ""
+            if not first or (first[0] not in "[{" and not first.endswith(("}", "]"))):
+                return chain(head, it)
+        return (out for line in chain(head, it) for out in self.lines(line))
+
+    def lines(self, line: str) -> list[str]:
+        text = line.strip()
+        if text[:1] not in "[{":
+            return [line]
+        try:
+            value = parse_json(text)
+        except ValueError:
+            return [line]  # not JSON after all: the line parser names the problem
+        if isinstance(value, list):
+            return [self._row(value)]
+        if not isinstance(value, dict):
+            return [line]
+        if self.names and not any(n in value for n in self.names):
+            return []  # (no names: a new model's, its channels read from the first's keys)
+        if self.resolved or not self.by_name:
+            return [self._row([value.get(k) for k in self.columns or self.names])]
+        keys = [*self.names, *(k for k in value if k not in self.names)]
+        self.added += 1
+        return [self._row(keys, cell=str), self._row([value.get(k) for k in keys])]
+
+    def _row(self, values: list, cell=None) -> str:
+        """One CSV line of ``values`` at the table's separator, a field quoted where it holds
+        the separator (a label "sitting, then up")."""
+        buf = io.StringIO()
+        # a line break inside a quoted field would make the reader take the next line as its rest
+        csv.writer(buf, delimiter=self.sep, lineterminator="").writerow(
+            [" ".join((cell or _cell)(v).splitlines()) for v in values])
+        return buf.getvalue()
+
+
+def _cell(value) -> str:
+    """A JSON value as a CSV field: text as it is, null empty, a number as JSON writes it
+    (``NaN``, ``Infinity`` read back as floats)."""
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def message_lines(payload: bytes) -> list[str]:
+    """A network message (MQTT, UDP) as lines: CSV text's, or its JSON on one line (a
+    sensor may send it laid out over several)."""
+    text = payload.decode("utf-8", errors="replace").strip()
+    if text[:1] in "[{" and "\n" in text:
+        try:
+            return [json.dumps(parse_json(text))]
+        except ValueError:
+            pass
+    return text.splitlines()
+
+
 def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
-                where: str = "input", strict: bool = True, targets: tuple[str, ...] = ()):
+                where: str = "input", strict: bool = True, targets: tuple[str, ...] = (),
+                mixed: bool = False):
     """Samples from CSV text lines (blank lines skipped), the first resolving the layout. A
     line the CSV reader cannot parse is a ``bad_line`` sample, a ``TOO_LONG`` one a
     ``line_too_long`` sample: counted by the stream's policy, never an exception. The header
@@ -486,7 +576,8 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
     not the one its last rows left, and its sequence numbers may start again at 0."""
     layout = header = None
     part, time_unchecked, provisional = 1, False, False
-    reader = cols.reader(lines)
+    made = Messages(channels, cols)  # JSON lines; ``mixed`` with CSV (a live source's)
+    reader = cols.reader(made.wrap(lines, always=mixed))
     while True:
         try:
             fields = next(reader)
@@ -494,11 +585,11 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
             return
         except csv.Error:
             yield Sample(np.full(len(channels), np.nan, np.float32), "bad_line",
-                         line=reader.line_num)
+                         line=reader.line_num - made.added)
             continue
         if fields == [TOO_LONG]:
             yield Sample(np.full(len(channels), np.nan, np.float32), "line_too_long",
-                         line=reader.line_num)
+                         line=reader.line_num - made.added)
             continue
         if not fields or fields == [""] or all(not f.strip() for f in fields):
             continue
@@ -508,15 +599,16 @@ def csv_samples(lines, channels: tuple[str, ...], cols: Columns = Columns(),
             provisional = found is None
             layout = found or layout or Layout(channels, None, False,
                                                decimal_comma=cols.decimal_comma)
+            made.resolved = not provisional
             if layout.header:
-                header = _bare(fields)
+                header = made.columns = _bare(fields)
                 time_unchecked = strict and layout.time is not None
                 continue
         elif header is not None and _bare(fields) == header:
             part += 1
             continue
         sample = parse_row(fields, layout)
-        sample.line = reader.line_num
+        sample.line = reader.line_num - made.added
         if time_unchecked and sample.problem is None:
             # the first good row decides; a later row's bad time is that sample's fault
             time_unchecked = _check_time_column(sample, fields, layout, header, where)
@@ -677,7 +769,8 @@ def header_channels(path: Path, cols: Columns, what: str) -> tuple[str, ...]:
         return tuple(c for c, _ in cols.mapping)
     try:
         with _open_text(path) as fh:
-            first = next(cols.for_file(path, fh).reader(fh), [])
+            cols = cols.for_file(path, fh)
+            first = next(cols.reader(Messages((), cols).wrap(fh, always=False)), [])
     except (UnicodeDecodeError, csv.Error):
         raise InputError(f"{what}: {path}: not a UTF-8 (or UTF-16) text CSV file") from None
     pairs = labelled_pairs(_bare(first))
@@ -764,7 +857,7 @@ def load_table(spec: str | Path, channels: tuple[str, ...] | None, what: str = "
     return Table(path, out, cols, channels, rate, params)
 
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt")  # a folder's table files (each may be gzipped)
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl")  # a folder's table files (each may be gzipped)
 FOLDER_LABEL = "@folder"  # label=@folder: a folder's files labelled by their folder's name
 
 

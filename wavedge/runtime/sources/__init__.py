@@ -3,13 +3,10 @@ returning an iterable of ``Sample`` with a ``close()``; see ``wavedge.runtime.ur
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import time
 from itertools import islice
 
-from wavedge.errors import SourceError, parse_json
+from wavedge.errors import SourceError
 from wavedge.runtime.urls import NO_TOP
 from wavedge.recordings import RATE_WINDOW, TABLE_PARAMS, Columns, Resampler, Sample, \
     target_columns, with_rate
@@ -33,67 +30,6 @@ ARRIVAL_SKIP = 16
 ARRIVAL_S = 2.0
 ARRIVAL_BOUNDS = (0.8, 1.25)
 ARRIVAL_WINDOWS = 8
-
-
-class Messages:
-    """A network source's messages (MQTT, UDP) as CSV lines: CSV text (one line per sample, a
-    header allowed), a JSON list of numbers in channel order, or a JSON object keyed by
-    channel name, what a sensor on a network sends.
-
-    When the stream's first message is an object, its other keys are columns too: ``time``
-    (or ``timestamp``), ``label``, ``sequence`` read as a table's would be (a sensor's own
-    timestamps checked against the model's rate, its labels scored), and a ``columns=`` map
-    names its keys. An object holding none of the channels (a status message) is no sample.
-    After a CSV or list message, objects are read by channel name only, in channel order."""
-
-    def __init__(self, table: "TableOptions") -> None:
-        cols = table.columns
-        names = [c for _, c in cols.mapping] if cols.mapping else list(table.channels)
-        # a map of positions is a CSV line's: an object's values go in channel order
-        self.by_name = not any(n.isdigit() for n in names)
-        self.names = names if self.by_name else list(table.channels)
-        self.sep = cols.sep or ","
-        self.keys: list[str] | None = None  # an object's columns, when the first message was one
-        self.first = True
-
-    def lines(self, payload: bytes) -> list[str]:
-        out = self._lines(payload.decode("utf-8", errors="replace").strip())
-        self.first = self.first and not out
-        return out
-
-    def _lines(self, text: str) -> list[str]:
-        if text[:1] not in "[{" or not text:
-            return text.splitlines()
-        try:
-            value = parse_json(text)
-        except ValueError:
-            return [text]  # not JSON after all: the line parser names the problem
-        if isinstance(value, list):
-            return [self._row(value)]
-        if not isinstance(value, dict):
-            return [text]
-        if not any(n in value for n in self.names):
-            return []
-        header = []
-        if self.first and self.by_name:
-            self.keys = [*self.names, *(k for k in value if k not in self.names)]
-            header = [self._row(self.keys, cell=str)]
-        return header + [self._row([value.get(k) for k in self.keys or self.names])]
-
-    def _row(self, values: list, cell=None) -> str:
-        """One CSV line of ``values`` at the table's separator, a field quoted where it holds
-        the separator (a label "sitting, then up")."""
-        buf = io.StringIO()
-        # a line break inside a quoted field would make the reader take the next line as its rest
-        csv.writer(buf, delimiter=self.sep, lineterminator="").writerow(
-            [" ".join((cell or _cell)(v).splitlines()) for v in values])
-        return buf.getvalue()
-
-
-def _cell(value) -> str:
-    """A JSON value as a CSV field: text as it is, null empty, a number as JSON writes it
-    (``NaN``, ``Infinity`` read back as floats)."""
-    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 def port_reader(url, name: str | None = None) -> tuple[str, str]:

@@ -4,7 +4,7 @@ samples from a broker, for boards whose sensors publish.
 Each message is one sample or several: a CSV line per sample (the table keys of the other
 line sources apply: a header line naming channels, ``columns=``, ``sequence=``, ``time=``...),
 a JSON list of numbers in channel order, or a JSON object keyed by channel name
-(its ``time`` and ``label`` read as a table's, ``Messages``). Messages wait
+(its ``time`` and ``label`` read as a table's, ``recordings.Messages``). Messages wait
 in a bounded queue (``queue``, 10,000 messages, drop-oldest, drops counted) for the model; the
 session is kept on the broker (QoS 1 messages published while we were away arrive on
 reconnect). The source ends after ``idle`` seconds without a message (default: never).
@@ -16,11 +16,11 @@ import queue
 import threading
 import time
 
-from wavedge.recordings import csv_samples
+from wavedge.recordings import csv_samples, message_lines
 from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, client_id, parse_broker,
                                   start, warn_unreached)
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, Messages, TableOptions
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, TableOptions
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle) and at a stop request
 
@@ -36,7 +36,6 @@ class MqttSource(LiveSource):
     def __init__(self, url, manifest) -> None:
         url.check_params((*COMMON_PARAMS, *SOURCE_TABLE_PARAMS, "queue", "idle"))
         self.table = TableOptions(url, manifest, live=True)
-        self.messages = Messages(self.table)
         self.broker = b = parse_broker(url, "source")
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         self.inbox: queue.Queue = queue.Queue(url.get("queue", 10_000, int, (1, 10_000_000)))
@@ -50,7 +49,7 @@ class MqttSource(LiveSource):
     def __iter__(self):
         t = self.table
         return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.broker.where,
-                                     targets=t.targets))
+                                     targets=t.targets, mixed=True))
 
     def _lines(self):
         last = started = time.monotonic()
@@ -67,7 +66,7 @@ class MqttSource(LiveSource):
                     return
                 continue
             last = time.monotonic()
-            yield from self.messages.lines(payload)
+            yield from message_lines(payload)
 
     def _on_message(self, msg) -> None:
         with self.lock:

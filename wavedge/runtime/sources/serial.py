@@ -1,5 +1,6 @@
-"""``serial://PORT[?baud=N&reconnect_s=S&<table keys>]``: CSV text lines from a microcontroller over a serial
-port, through pyserial (so ``PORT`` may be any pyserial URL too: ``loop://``, ``socket://``).
+"""``serial://PORT[?baud=N&reconnect_s=S&<table keys>]``: CSV text lines (or ``NAME:VALUE`` pairs,
+or JSON objects, ``recordings.Messages``) from a microcontroller over a serial port, through
+pyserial (so ``PORT`` may be any pyserial URL too: ``loop://``, ``socket://``).
 
 If the port vanishes (unplugged), the source retries every 0.2 s for ``reconnect_s`` seconds
 (default 10) without busy-looping, counts the gap and carries on where the port came back; if it
@@ -89,7 +90,7 @@ class SerialSource(LiveSource):
         # a first line cut in half by connecting mid-stream is data (counted), not a bad header
         t = self.table
         return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.port,
-                                     strict=False, targets=t.targets))
+                                     strict=False, targets=t.targets, mixed=True))
 
     def notes(self) -> list[str]:
         return self.table.notes()

@@ -1,6 +1,7 @@
 """``stdin:[?<table keys>]``: CSV text lines on standard input, one sample per line. The first
 line may be a header naming the channels (or the columns a ``columns=`` map names); without
-one, each line holds one field per channel. Ends at end of input."""
+one, each line holds one field per channel. A line may be a JSON object by channel name
+instead (``recordings.Messages``). Ends at end of input."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class StdinSource:
     def __iter__(self):
         t = self.table
         return t.samples(csv_samples(bounded_lines(self.stream), t.channels, t.columns,
-                                     "stdin", targets=t.targets))
+                                     "stdin", targets=t.targets, mixed=True))
 
     def notes(self) -> list[str]:
         return self.table.notes()

@@ -3,7 +3,7 @@ WiFi (an ESP32 sending its IMU's readings to the Pi). Binds HOST (default every 
 PORT; each datagram is one sample or several, as an MQTT message is: CSV lines (the table keys
 of the other line sources apply: a header line, ``columns=``, ``sequence=``, ``time=``...), a
 JSON list of numbers in channel order, or a JSON object keyed by channel name
-(its ``time`` and ``label`` read as a table's, ``Messages``). UDP does not say
+(its ``time`` and ``label`` read as a table's, ``recordings.Messages``). UDP does not say
 what it lost; the summary counts the datagrams and their senders (two boards on one port would
 interleave their samples into one stream). The source ends after ``idle`` seconds without a
 datagram (default: never; Ctrl-C stops)."""
@@ -14,8 +14,8 @@ import socket
 import time
 
 from wavedge.errors import SourceError, reason
-from wavedge.recordings import csv_samples
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, Messages, TableOptions
+from wavedge.recordings import csv_samples, message_lines
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, TableOptions
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle)
 MAX_DATAGRAM = 65_535
@@ -38,7 +38,6 @@ class UdpSource(LiveSource):
     def __init__(self, url, manifest) -> None:
         url.check_params((*SOURCE_TABLE_PARAMS, "idle"))
         self.table = TableOptions(url, manifest, live=True)
-        self.messages = Messages(self.table)
         self.where = url.text
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         host, port = _address(url)
@@ -57,7 +56,7 @@ class UdpSource(LiveSource):
     def __iter__(self):
         t = self.table
         return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.where,
-                                     targets=t.targets))
+                                     targets=t.targets, mixed=True))
 
     def _lines(self):
         last = time.monotonic()
@@ -71,7 +70,7 @@ class UdpSource(LiveSource):
             last = time.monotonic()
             self.datagrams += 1
             self.senders.add(sender[0])
-            yield from self.messages.lines(payload)
+            yield from message_lines(payload)
 
     def notes(self) -> list[str]:
         many = (" (their samples interleave in one stream: give each board its own port)"
