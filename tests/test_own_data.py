@@ -604,7 +604,7 @@ def test_a_folder_of_recordings_is_a_table(accel, tmp_path):
     files = sorted(map(str, (tmp_path / "fFalse").glob("s*.csv")))
     proc = run_cli("train", "--data", *files, "--out", tmp_path / "x.pt")
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1].endswith(
-        "a glob the shell expanded? quote it, --data 'logs/*.csv', or give their folder)")
+        "a glob the shell expanded? quote it, 'logs/*.csv', or give their folder)")
 
 
 def test_a_folder_replays_as_its_recordings_in_name_order(tmp_path, model, rows):

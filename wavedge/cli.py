@@ -661,8 +661,8 @@ class _Parser(argparse.ArgumentParser):
         rest unrecognized."""
         left = message.partition("unrecognized arguments: ")[2].split()
         if left and all(Path(a).exists() for a in left):
-            message += (" (files after an option that takes one: a glob the shell expanded? "
-                        "quote it, --data 'logs/*.csv', or give their folder)")
+            message += (" (a table is one argument: a glob the shell expanded? "
+                        "quote it, 'logs/*.csv', or give their folder)")
         super().error(message)
 
 
