@@ -90,7 +90,7 @@ def test_the_step_is_also_timed_paced_at_each_rate(report):
                 p["p50"] / r["configs"][name]["us_per_sample"]["p50"])
             assert re.search(rf"^{re.escape(name)}\s+{rate}\s+{p['samples']}\s+"
                              rf"{p['p50']:.2f}\s", stdout, re.M), stdout
-    assert "paced: push on each rate's schedule for 0.5 s" in stdout
+    assert "paced: push (a group's: a tick) on each rate's schedule for 0.5 s" in stdout
     assert all("paced" not in c for n, c in r["configs"].items() if not n.endswith("/step"))
 
 

@@ -150,12 +150,22 @@ def test_bench_streams_rows(batch_dir):
 
     report = run_bench(batch_dir, BenchOptions(samples=100, repeats=1, warmup=5, streams=4,
                                                backends=("onnxruntime",), precisions=("fp32",),
-                                               paced_s=0))
+                                               paced_s=0.2, rates_hz=(50.0,)))
     names = set(report["configs"])
     for mode in ("round-robin", "group", "group-bare"):
         assert f"onnxruntime/fp32/streams4-{mode}" in names
-    assert report["configs"]["onnxruntime/fp32/streams4-group"]["batch"] == 4
+    group = report["configs"]["onnxruntime/fp32/streams4-group"]
+    assert group["batch"] == 4
     assert "onnxruntime/fp32: group / raw batch call" in report["ratios"]
+    # a group's tick paced as a run of 4 sensors calls it: per sample per stream, as its
+    # back-to-back row, and the duty cycle of the whole tick
+    paced = group["paced"]
+    assert set(paced) == set(report["configs"]["onnxruntime/fp32/step"]["paced"])
+    for rate, p in paced.items():
+        assert p["samples"] >= 10 and 0 < p["p50"] <= p["p99"] <= p["max"]
+        assert p["duty_cycle"] == pytest.approx(4 * p["p50"] * 1e-6 * float(rate))
+        assert report["ratios"][f"onnxruntime/fp32: group paced at {rate} Hz / group"] == \
+            pytest.approx(p["p50"] / group["us_per_sample"]["p50"])
 
 
 def test_poisoned_member_is_reset_and_rerun_the_others_untouched(batch_dir):

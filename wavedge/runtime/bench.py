@@ -138,16 +138,18 @@ def _time_paced(fn, rate_hz: float, calls: int) -> np.ndarray:
     return ts / 1000.0
 
 
-def _paced(push, rates: list[float], options: BenchOptions) -> dict:
+def _paced(push, rates: list[float], options: BenchOptions, per: int = 1) -> dict:
     """``push`` paced at each rate for ``options.paced_s`` seconds (``PACED_MIN`` to
-    ``options.samples`` calls): per-sample latency and the duty cycle it gives."""
+    ``options.samples`` calls): latency per sample (a call holds ``per``: a group's tick, one
+    per stream) and the duty cycle the calls give."""
     out = {}
     for rate in rates:
         us = _time_paced(push, rate, min(options.samples,
                                          max(PACED_MIN, round(rate * options.paced_s))))
         p50, p99 = float(np.percentile(us, 50)), float(np.percentile(us, 99))
-        out[f"{rate:g}"] = {"samples": len(us), "p50": p50, "p99": p99, "max": float(us.max()),
-                            "duty_cycle": p50 * 1e-6 * rate, "duty_cycle_p99": p99 * 1e-6 * rate}
+        out[f"{rate:g}"] = {"samples": len(us), "p50": p50 / per, "p99": p99 / per,
+                            "max": float(us.max()) / per, "duty_cycle": p50 * 1e-6 * rate,
+                            "duty_cycle_p99": p99 * 1e-6 * rate}
     return out
 
 
@@ -474,6 +476,9 @@ def _group_configs(model_dir, backend, precision, bopts, data, options) -> list[
         for cfg, call in zip(out, calls):
             m = per.get(cfg.mode, n)
             cfg.repeats.append(_time_calls(call, max(20, options.samples // m), m))
+    if options.paced_s:  # a tick on each rate's schedule, as a run of N sensors calls it
+        group_cfg = next(c for c in out if c.mode == "group")
+        group_cfg.extra["paced"] = _paced(grouped, options.rates(group_model.manifest), options, n)
     return out
 
 
@@ -606,6 +611,9 @@ def _ratios(s: dict) -> dict:
             gchunk = next((n for n in s if n.startswith(base + "-group-chunk")), None)
             if gchunk:
                 pairs[f"{b}/{prec}: group chunk / group step"] = (p50(gchunk), p50(group))
+            for rate, paced in s[group].get("paced", {}).items():
+                pairs[f"{b}/{prec}: group paced at {rate} Hz / group"] = (paced["p50"],
+                                                                         p50(group))
         for key, (a, bb) in pairs.items():
             if a is not None and bb:
                 out[key] = a / bb
@@ -659,15 +667,18 @@ def format_table(report: dict) -> str:
 
 
 def _paced_table(report: dict) -> list[str]:
-    """The step pushed on each rate's schedule beside its back-to-back p50."""
+    """The step pushed (a group's tick) on each rate's schedule beside its back-to-back p50,
+    both per sample (per stream)."""
     rows = [[name, rate, str(p["samples"]), f"{p['p50']:.2f}", f"{p['p99']:.2f}",
              f"{p['max']:.1f}", f"{p['duty_cycle']:.3%}", f"{p['duty_cycle_p99']:.3%}",
              f"{p['p50'] / c['us_per_sample']['p50']:.2f}"]
             for name, c in report["configs"].items() for rate, p in c.get("paced", {}).items()]
     if not rows:
         return []
-    return [f"paced: push on each rate's schedule for {report['method']['paced_s']:g} s, the "
-            "process asleep between samples as in a run (what a live sensor's run costs):"] + \
+    return [f"paced: push (a group's: a tick) on each rate's schedule for "
+            f"{report['method']['paced_s']:g} s, the process asleep between samples as in a run "
+            "(what a live sensor's run costs; us per sample, a group's per stream; duty: a "
+            "call's p50 / the period):"] + \
         columns(["configuration", "Hz", "samples", "p50", "p99", "max", "duty", "duty p99",
                  "p50 / back to back"], rows, rule=True)
 
