@@ -638,8 +638,8 @@ def test_a_folder_replays_as_its_recordings_in_name_order(tmp_path, model, rows)
 def test_a_folder_trains_and_exports_and_its_change_is_seen(accel, tmp_path, glob):
     root = _one_file_each(accel, tmp_path / "data", True)
     ckpt = tmp_path / "a.pt"
-    proc = run_cli("train", "--data", f"{root}{glob}?label=@folder", "--arch", "irnn", "--out", ckpt,
-                   "--epochs", "2", "--quant-aware-epochs", "0", "--config",
+    proc = run_cli("train", "--data", f"{root}{glob}?label=@folder", "--arch", "irnn",
+                   "--out", ckpt, "--epochs", "2", "--quant-aware-epochs", "0", "--config",
                    '{"hidden_size": 16}', "--quiet")
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("export", ckpt, "--out", tmp_path / "m", "--recording")
