@@ -260,10 +260,10 @@ def test_users_can_add_a_scheme(model):
     assert len(_collect("ones:?n=5", model)) == 5
 
 
-def _run_on_stdin(text: str, *extra: str) -> subprocess.CompletedProcess:
+def _run_on_stdin(text: str, *extra: str, source: str = "stdin:") -> subprocess.CompletedProcess:
     """`wavedge run` on the bundled model, ``text`` piped in, results as JSON lines."""
     return subprocess.run([sys.executable, "-m", "wavedge.cli", "run", str(BUNDLED_MODEL),
-                           "--source", "stdin:", "--sink", "jsonl:-", *extra], input=text,
+                           "--source", source, "--sink", "jsonl:-", *extra], input=text,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -291,6 +291,15 @@ def test_json_lines_are_samples_on_stdin_and_a_serial_port(model):
     want = _run_on_stdin("".join(",".join(f"{v:g}" for v in rows[i]) + "\n" for i in range(2)))
     assert [json.loads(ln)["logits"] for ln in proc.stdout.splitlines()] == \
         [json.loads(ln)["logits"] for ln in want.stdout.splitlines()]
+    # ArduinoJson's nested documents (doc["acc"]["x"], an array of three): dotted keys
+    nested = "".join(json.dumps({"t": 5000 + 100 * i, "acc": dict(zip("xyz", rows[i][:3])),
+                                 "gyr": list(rows[i][3:])}) + "\n" for i in range(2))
+    mapped = ",".join(f"{c}:{k}" for c, k in zip(channels, ("acc.x", "acc.y", "acc.z", "gyr.0",
+                                                            "gyr.1", "gyr.2")))
+    proc = _run_on_stdin(nested, source=f"stdin:?columns={mapped}&time=t&time_unit=ms")
+    assert [json.loads(ln)["logits"] for ln in proc.stdout.splitlines()] == \
+        [json.loads(ln)["logits"] for ln in want.stdout.splitlines()], proc.stderr
+    assert [json.loads(ln)["time"] for ln in proc.stdout.splitlines()] == pytest.approx([5.0, 5.1])
 
     got = []
     summary, _ = _board_run(model, [obj(0)[30:] + "\r\n", "IMU ready\r\n",

@@ -489,8 +489,8 @@ class Messages:
     ``label``, ``sequence`` read as a table's would be (a sensor's own timestamps checked
     against the model's rate, its labels scored), and a ``columns=`` map names its keys.
     After a CSV header, an object's values go in the header's columns, by name; without
-    one, in channel order. An object holding none of the channels (a status message) is no
-    sample."""
+    one, in channel order. Nested objects and lists are dotted keys (``_flat``). An object
+    holding none of the channels (a status message) is no sample."""
 
     def __init__(self, channels: tuple[str, ...], cols: Columns) -> None:
         names = [c for _, c in cols.mapping] if cols.mapping else list(channels)
@@ -536,6 +536,7 @@ class Messages:
             return [self._row(value)]
         if not isinstance(value, dict):
             return [line]
+        value = _flat(value)
         if self.names and not any(n in value for n in self.names):
             return []  # (no names: a new model's, its channels read from the first's keys)
         if self.resolved or not self.by_name:
@@ -552,6 +553,19 @@ class Messages:
         csv.writer(buf, delimiter=self.sep, lineterminator="").writerow(
             [" ".join((cell or _cell)(v).splitlines()) for v in values])
         return buf.getvalue()
+
+
+def _flat(obj: dict | list, prefix: str = "") -> dict:
+    """A JSON object with its nested objects and lists as dotted keys (``{"acc": {"x": 1},
+    "gyr": [4, 5]}`` has ``acc.x``, ``gyr.0``, ``gyr.1``): how ArduinoJson's nested documents
+    (``doc["acc"]["x"]``) are named in a column map, ``columns=acc_x:acc.x,...``."""
+    out = {}
+    for k, v in (obj.items() if isinstance(obj, dict) else enumerate(obj)):
+        if isinstance(v, (dict, list)) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _cell(value) -> str:
