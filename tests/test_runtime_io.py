@@ -982,6 +982,42 @@ def test_a_wifi_board_sends_its_samples_in_udp_datagrams(model):
                           f"UDP port {port} is already a source of this run")
 
 
+def test_results_go_to_a_board_on_wifi_in_udp_datagrams():
+    """`--sink udp://HOST:PORT`: each result one datagram of the jsonl sink's record (an
+    ESP32 acting on the predictions); a send the host refuses (nothing listening) is counted
+    and said, not the end of the run; a broadcast address needs ?broadcast=1, and a host
+    that does not resolve or a missing port is one line before the run."""
+    port = _free_udp_port()
+    board = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    board.bind(("127.0.0.1", port))
+    board.settimeout(5)
+    try:
+        replay = ("--source", f"replay:{BUNDLED_MODEL / 'recording.csv'}?rate=max", "--limit",
+                  "30")
+        proc = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"udp://127.0.0.1:{port}")
+        assert proc.returncode == 0, proc.stderr
+        got = [json.loads(board.recv(65535)) for _ in range(30)]
+    finally:
+        board.close()
+    want = run_cli("run", BUNDLED_MODEL, *replay, "--sink", "jsonl:-").stdout.splitlines()
+    assert got == [json.loads(ln) for ln in want]
+    assert f"udp sink udp://127.0.0.1:{port}: 30 datagrams sent, 0 refused" in proc.stderr
+    # the same port with nothing on it: the host answers each send but one with a refusal
+    nobody = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"udp://127.0.0.1:{port}")
+    assert nobody.returncode == 0, nobody.stderr
+    assert re.search(r"\d+ datagrams sent, [1-9]\d* refused by this host \(the last: "
+                     r"Connection refused: nothing listens on that port\)", nobody.stderr)
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "udp://255.255.255.255:5006"),
+                          "add ?broadcast=1 to send to a broadcast address")
+    loud = run_cli("run", BUNDLED_MODEL, *replay, "--sink",
+                   "udp://127.255.255.255:5006?broadcast=1")
+    assert loud.returncode == 0 and "30 datagrams sent" in loud.stderr, loud.stderr
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "udp://nohost.invalid:5006"),
+                          "cannot resolve nohost.invalid")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "udp://:5006"),
+                          "give the host and port to send to, e.g. udp://192.168.1.20:5006")
+
+
 def _udp_samples(params: str, manifest, datagrams) -> list:
     port = _free_udp_port()
     source = open_source(f"udp://127.0.0.1:{port}?idle=0.3&{params}", manifest)

@@ -23,7 +23,7 @@ _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
                              for s, m in (("stdout", "stdout"), ("jsonl", "jsonl"),
                                           ("csv", "csvfile"), ("null", "null"),
                                           ("link", "link"), ("mqtt", "mqtt"),
-                                          ("mqtts", "mqtt"))}
+                                          ("mqtts", "mqtt"), ("udp", "udp"))}
 
 
 NO_TOP = 2 ** 62  # a count or seed with a top this high has none a user meets
@@ -68,6 +68,17 @@ class URL:
         if unknown:
             raise InputError(f"{self.text}: unknown parameter(s) {', '.join(unknown)}; "
                              f"allowed: {', '.join(allowed) or 'none'}")
+
+
+def host_port(url: URL, need: str, host: str | None = None) -> tuple[str, int]:
+    """``HOST:PORT`` of a UDP URL's path (``[::1]:5005`` too): a port is required, and a host
+    unless ``host`` is the default (a source binds every address); ``need`` says what to give
+    where one is missing."""
+    name, _, port = url.path.rpartition(":")
+    name = name.strip("[]") or host
+    if not port.isdigit() or not 0 < int(port) < 65_536 or not name:
+        raise InputError(f"{url.text}: give {need}")
+    return name, int(port)
 
 
 def parse_url(text: str) -> URL:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import socket
 import time
 
-from wavedge.errors import SourceError, reason
+from wavedge.errors import InputError, SourceError, reason
 from wavedge.recordings import csv_samples, message_lines
+from wavedge.runtime.urls import host_port
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, TableOptions
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle)
@@ -22,11 +23,11 @@ MAX_DATAGRAM = 65_535
 
 
 def _address(url) -> tuple[str, int]:
-    host, _, port = url.path.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65_536:
-        raise SourceError(f"{url.text}: give the port to listen on, e.g. udp://:5005 (every "
-                          "address) or udp://192.168.1.10:5005")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    try:
+        return host_port(url, "the port to listen on, e.g. udp://:5005 (every address) or "
+                              "udp://192.168.1.10:5005", "0.0.0.0")
+    except InputError as exc:
+        raise SourceError(str(exc)) from None
 
 
 def reader(url) -> tuple[str, str]:
