@@ -6,8 +6,8 @@ sample (the same answer or the same error)."""
 from __future__ import annotations
 
 import copy
-import os
 import json
+import os
 import shutil
 
 import numpy as np
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from conftest import BUNDLED_MODEL
 from wavedge.errors import WavedgeError
 from wavedge.manifest import load_manifest
-from wavedge.recordings import Columns, csv_samples
+from wavedge.recordings import SEPARATORS, Columns, csv_samples
 
 CHANNELS = ("acc_x", "acc_y", "acc_z")
 FIELD = st.one_of(st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False).map(repr),
@@ -115,6 +115,28 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                     | st.text(max_size=10),
                     lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=8)
+
+
+OBJECT = st.dictionaries(st.sampled_from([*CHANNELS, "time", "label", "sequence"])
+                         | st.text(max_size=6), JSON, max_size=6)
+
+
+@SETTINGS
+@given(st.lists(OBJECT.map(json.dumps) | JSON.map(json.dumps) | LINE, max_size=10),
+       st.booleans(), st.booleans(), st.sampled_from([",", ";", "tab"]))
+def test_json_lines_yield_samples_or_one_error(lines, strict, mixed, sep):
+    """JSON objects (nested, of any values), lists and CSV lines, in any order, on a live
+    source or in a file: samples, or one line of error (recordings.Messages)."""
+    cols = Columns(sep=SEPARATORS[sep])
+    try:
+        samples = list(csv_samples([ln + "\n" for ln in lines], CHANNELS, cols, strict=strict,
+                                   mixed=mixed))
+    except WavedgeError:
+        return
+    for s in samples:
+        assert s.values.shape == (3,) and s.values.dtype == np.float32
+        assert s.problem in (None, "not_numeric", "wrong_shape", "bad_line", "line_too_long")
+        assert s.time is None or isinstance(s.time, float)
 
 
 def _paths(value, prefix=()):
