@@ -536,7 +536,10 @@ class Messages:
             return [self._row(value)]
         if not isinstance(value, dict):
             return [line]
-        value = _flat(value)
+        try:
+            value = _flat(value)
+        except RecursionError:  # nested as deep as the parser allows: a line, not a sample
+            return [line]
         if self.names and not any(n in value for n in self.names):
             return []  # (no names: a new model's, its channels read from the first's keys)
         if self.resolved or not self.by_name:
