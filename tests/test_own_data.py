@@ -146,6 +146,16 @@ def test_excels_unicode_text_export_is_read(tmp_path, model, rows):
         assert load_table(url, None, "training data").channels == CHANNELS
     with pytest.raises(SourceError, match=re.escape("add ?sep=tab")):
         open_source(f"replay:{tsv}?sep=,", model.manifest)
+    # UTF-16 without its byte-order mark (a .NET or SQL Server export), either byte order
+    for order in ("utf-16-le", "utf-16-be"):
+        bare = tmp_path / f"{order}.csv"
+        bare.write_bytes(text.replace("\t", ",").encode(order))
+        got = list(open_source(f"replay:{bare}?rate=max", model.manifest))
+        assert [s.values.tolist() for s in got] == [s.values.tolist() for s in want], order
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(SourceError, match="not a text CSV file"):
+        open_source(f"replay:{binary}", model.manifest)
 
 
 def test_a_gzipped_table_reads_as_the_table(tmp_path, model):

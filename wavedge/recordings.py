@@ -677,8 +677,9 @@ def in_part(sequence, part: str) -> str:
 
 def _open_text(path: Path):
     """A table's text: UTF-8, or UTF-16 where the file starts with its byte-order mark (Excel's
-    "Unicode Text" export, tab-separated), either of them gzipped (``log.csv.gz``, a long
-    recording kept small); each had been refused as binary data."""
+    "Unicode Text" export, tab-separated) or is that without it (``_utf16_without_mark``), any
+    of them gzipped (``log.csv.gz``, a long recording kept small); each had been refused as
+    binary data."""
     if why := not_a_file(path):
         raise InputError(why)
     with open(path, "rb") as fh:
@@ -695,9 +696,22 @@ def _open_text(path: Path):
             raise InputError(f"{path}: not a readable gzip file ({exc})") from None
     if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return opener(path, "rt", newline="", encoding="utf-16")
+    if order := _utf16_without_mark(head):
+        return opener(path, "rt", newline="", encoding=order)
     if b"\x00" in head:
         raise InputError(f"{path}: not a text CSV file (it holds binary data)")
     return opener(path, "rt", newline="", encoding="utf-8")
+
+
+def _utf16_without_mark(head: bytes) -> str | None:
+    """``utf-16-le`` or ``-be`` where ``head`` is text of that kind without its byte-order
+    mark (what a .NET or SQL Server export writes): every other byte zero, the rest not."""
+    head = head[:len(head) // 2 * 2]
+    for order, zeros, text in (("utf-16-le", head[1::2], head[0::2]),
+                               ("utf-16-be", head[0::2], head[1::2])):
+        if len(head) >= 4 and not zeros.strip(b"\x00") and b"\x00" not in text:
+            return order
+    return None
 
 
 def file_samples(path: Path, channels: tuple[str, ...], cols: Columns = Columns(),
