@@ -221,7 +221,7 @@ def test_a_connack_before_the_client_is_held_loses_nothing(broker, monkeypatch):
         assert sub.wait_for("fleet/b10/status", 1, timeout=10)[0]["state"] == "online"
         sub.client.publish("fleet/b10/command", json.dumps({"command": "stats", "id": 1}), qos=1)
         sub.client.publish("fleet/b10/samples", "1,2,3,4,5,6", qos=1)
-        assert source.inbox.get(timeout=10) == b"1,2,3,4,5,6"
+        assert source.inbox.queue.get(timeout=10) == b"1,2,3,4,5,6"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not sink.inbox:
             time.sleep(0.05)

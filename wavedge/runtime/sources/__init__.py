@@ -3,6 +3,8 @@ returning an iterable of ``Sample`` with a ``close()``; see ``wavedge.runtime.ur
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from itertools import islice
 
@@ -135,6 +137,51 @@ class LiveSource:
 
     def on_warning(self, warn) -> None:
         self.table.warn = warn
+
+
+POLL_S = 0.25  # how often a waiting network source looks at the clock (idle) and at a stop
+
+
+class Inbox:
+    """What a network source's thread receives (an MQTT message, an HTTP POST's body), waiting
+    for the model in a bounded queue that drops its oldest when full (the newest sample is
+    the one that matters), ``received`` and ``dropped`` counted."""
+
+    def __init__(self, capacity: int) -> None:
+        self.queue: queue.Queue = queue.Queue(capacity)
+        self.received = self.dropped = 0
+        self.lock = threading.Lock()
+
+    def put(self, payload: bytes) -> None:
+        with self.lock:
+            self.received += 1
+            while True:
+                try:
+                    self.queue.put_nowait(payload)
+                    return
+                except queue.Full:
+                    try:
+                        self.queue.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+
+    def payloads(self, idle_s: float | None, waiting=None):
+        """Each payload as it comes; ends after ``idle_s`` without one (None: never).
+        ``waiting(seconds since start)`` is called while none comes (a broker not reached)."""
+        last = started = time.monotonic()
+        while True:
+            try:
+                payload = self.queue.get(timeout=POLL_S)
+            except queue.Empty:
+                now = time.monotonic()
+                if waiting is not None:
+                    waiting(now - started)
+                if idle_s is not None and now - last > idle_s:
+                    return
+                continue
+            last = time.monotonic()
+            yield payload
 
 
 class Pacer:

@@ -12,17 +12,11 @@ reconnect). The source ends after ``idle`` seconds without a message (default: n
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
-
 from wavedge.recordings import csv_samples, message_lines
 from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, client_id, parse_broker,
                                   start, warn_unreached)
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, TableOptions
-
-POLL_S = 0.25  # how often a waiting source looks at the clock (idle) and at a stop request
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, Inbox, LiveSource, TableOptions
 
 
 def reader(url) -> tuple[str, str]:
@@ -38,10 +32,10 @@ class MqttSource(LiveSource):
         self.table = TableOptions(url, manifest, live=True)
         self.broker = b = parse_broker(url, "source")
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
-        self.inbox: queue.Queue = queue.Queue(url.get("queue", 10_000, int, (1, 10_000_000)))
-        self.received = self.dropped = self.connects = self.disconnects = 0
+        self.inbox = Inbox(url.get("queue", 10_000, int, (1, 10_000_000)))
+        self.connects = self.disconnects = 0
         self.problem: str | None = None  # why the broker refused us, when it did
-        self.lock = threading.Lock()
+        self.warned = False
         self.client = client(b, clean=False, on_connect=self._on_connect,
                              on_disconnect=self._on_disconnect, on_message=self._on_message)
         start(self.client, b)
@@ -52,35 +46,16 @@ class MqttSource(LiveSource):
                                      targets=t.targets, mixed=True))
 
     def _lines(self):
-        last = started = time.monotonic()
-        warned = False
-        while True:
-            try:
-                payload = self.inbox.get(timeout=POLL_S)
-            except queue.Empty:
-                now = time.monotonic()
-                if not warned and not self.connects and now - started > WARN_AFTER_S:
-                    warned = True  # silent, a wrong host or port looked like a quiet topic
-                    warn_unreached(self.broker, self.problem, "waiting for it")
-                if self.idle_s is not None and now - last > self.idle_s:
-                    return
-                continue
-            last = time.monotonic()
+        for payload in self.inbox.payloads(self.idle_s, self._waiting):
             yield from message_lines(payload)
 
+    def _waiting(self, seconds: float) -> None:
+        if not self.warned and not self.connects and seconds > WARN_AFTER_S:
+            self.warned = True  # silent, a wrong host or port looked like a quiet topic
+            warn_unreached(self.broker, self.problem, "waiting for it")
+
     def _on_message(self, msg) -> None:
-        with self.lock:
-            self.received += 1
-            while True:
-                try:
-                    self.inbox.put_nowait(msg.payload)
-                    return
-                except queue.Full:  # drop the oldest: the newest sample is the one that matters
-                    try:
-                        self.inbox.get_nowait()
-                        self.dropped += 1
-                    except queue.Empty:
-                        pass
+        self.inbox.put(msg.payload)
 
     def _on_connect(self, reason) -> None:
         if reason.is_failure:
@@ -93,9 +68,9 @@ class MqttSource(LiveSource):
         self.disconnects += bool(reason.is_failure)  # not our own at close
 
     def notes(self) -> list[str]:
-        return [f"mqtt source {self.broker.where}: {self.received} messages, {self.dropped} "
-                f"dropped from a full queue; {self.connects} connects, {self.disconnects} "
-                "disconnects"] + self.table.notes()
+        return [f"mqtt source {self.broker.where}: {self.inbox.received} messages, "
+                f"{self.inbox.dropped} dropped from a full queue; {self.connects} connects, "
+                f"{self.disconnects} disconnects"] + self.table.notes()
 
     def close(self) -> None:
         self.client.disconnect()
