@@ -1018,6 +1018,59 @@ def test_results_go_to_a_board_on_wifi_in_udp_datagrams():
                           "give the host and port to send to, e.g. udp://192.168.1.20:5006")
 
 
+def test_a_board_posts_its_samples_over_http(model, monkeypatch):
+    """An ESP32's HTTPClient, a phone app, a script's requests.post: `http://:PORT/PATH` takes
+    each POST's body as an MQTT message (CSV lines, a JSON list or object, laid out over
+    lines or not) and answers 204 at once; a GET is 405, another path 404, a body over the
+    limit 413, each counted in the summary; a port in use is one line."""
+    import urllib.error
+    import urllib.request
+
+    from wavedge.runtime.sources import http as http_source
+
+    monkeypatch.setattr(http_source, "MAX_BODY", 1000)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    source = open_source(f"http://127.0.0.1:{port}/samples?idle=0.5", model.manifest)
+    channels = model.manifest.channels
+    rows = [[float(v) for v in r.split(",")[2:]]
+            for r in (BUNDLED_MODEL / "recording.csv").read_text().splitlines()[1:5]]
+
+    def post(body, path="/samples", method="POST"):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                         data=body.encode() if body is not None else None)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        answers = [post(",".join(channels) + "\n" + ",".join(map(str, rows[0])) + "\n"),
+                   post(json.dumps(dict(zip(channels, rows[1])), indent=2)),
+                   post(json.dumps(rows[2])), post(",".join(map(str, rows[3]))),
+                   post(None, method="GET"), post("1,2,3,4,5,6", "/other"), post("9," * 600)]
+        samples = list(source)
+        notes = source.notes()
+    finally:
+        source.close()
+    assert answers == [204, 204, 204, 204, 405, 404, 413]
+    np.testing.assert_allclose(np.stack([s.values for s in samples]), rows, rtol=1e-6)
+    assert notes == [f"http source http://127.0.0.1:{port}/samples?idle=0.5: 4 POSTs from 1 "
+                     "sender(s), 0 dropped from a full queue; refused: 1 answered 404, 1 "
+                     "answered 405, 1 answered 413"]
+    with socket.socket() as taken:  # another program's server on the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source",
+                                      f"http://127.0.0.1:{taken.getsockname()[1]}"),
+                              "cannot listen on")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", "http://:8080/a",
+                                  "--source", "http://:8080/b"),
+                          "TCP port 8080 is already a source of this run")
+
+
 def _udp_samples(params: str, manifest, datagrams) -> list:
     port = _free_udp_port()
     source = open_source(f"udp://127.0.0.1:{port}?idle=0.3&{params}", manifest)

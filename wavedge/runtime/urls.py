@@ -17,7 +17,7 @@ BAUD_RANGE = (50, 12_000_000)  # serial ports, from a teletype to a USB-CDC boar
 
 _SOURCES: dict[str, object] = {s: f"wavedge.runtime.sources.{s}"
                                for s in ("replay", "stdin", "serial", "synthetic", "link",
-                                         "mqtt", "udp")}
+                                         "mqtt", "udp", "http")}
 _SOURCES["mqtts"] = _SOURCES["mqtt"]
 _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
                              for s, m in (("stdout", "stdout"), ("jsonl", "jsonl"),

@@ -1,0 +1,131 @@
+"""``http://[HOST]:PORT[/PATH][?idle=S&queue=N&<table keys>]``: samples POSTed over HTTP, for
+boards and apps that push their readings (an ESP32's ``HTTPClient``, a phone's sensor logger,
+a script's ``requests.post``). Binds HOST (default every address) and PORT; each POST to PATH
+(default: any path) is a message as an MQTT message is: CSV lines (the table keys of the other
+line sources apply), a JSON list in channel order, or a JSON object keyed by channel name (its
+``time`` and ``label`` read as a table's, ``recordings.Messages``).
+
+Each POST is answered ``204`` at once, before the model has stepped (a board's request must
+not wait on the run); a body over ``MAX_BODY`` bytes ``413``, another path ``404``, another
+method ``405``. Bodies wait in a bounded drop-oldest queue (``queue``, 10,000), drops counted;
+the summary counts the POSTs, their senders and what was refused. Plain HTTP only: put it
+behind a TLS proxy to take samples from beyond the local network. The source ends after
+``idle`` seconds without a POST (default: never; Ctrl-C stops)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from wavedge.errors import InputError, SourceError, reason
+from wavedge.recordings import csv_samples, message_lines
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, Inbox, LiveSource, TableOptions
+from wavedge.runtime.urls import host_port
+
+MAX_BODY = 1 << 20  # bytes in one POST: a second of a 1 kHz IMU as JSON is about 100 kB
+
+
+def _where(url) -> tuple[str, int, str]:
+    """HOST, PORT and PATH (None: any) of an ``http:`` source URL."""
+    address, slash, path = url.path.partition("/")
+    try:
+        host, port = host_port(replace(url, path=address), "the port to listen on, e.g. "
+                               "http://:8080 (every address) or http://:8080/samples", "0.0.0.0")
+    except InputError as exc:
+        raise SourceError(str(exc)) from None
+    return host, port, "/" + path if slash else None
+
+
+def reader(url) -> tuple[str, str]:
+    """For ``urls.reader_of``: one server per port."""
+    return f"TCP port {_where(url)[1]}", "two servers cannot both listen on it"
+
+
+class HttpSource(LiveSource):
+    def __init__(self, url, manifest) -> None:
+        url.check_params((*SOURCE_TABLE_PARAMS, "idle", "queue"))
+        self.table = TableOptions(url, manifest, live=True)
+        self.where = url.text
+        self.idle_s = url.get("idle", None, float, (0.01, 1e9))
+        self.inbox = Inbox(url.get("queue", 10_000, int, (1, 10_000_000)))
+        self.refused: Counter = Counter()  # answers other than 204, by status
+        self.senders: set = set()
+        host, port, path = _where(url)
+        try:
+            self.server = ThreadingHTTPServer((host, port), _handler(self, path))
+        except OSError as exc:
+            raise SourceError(f"{url.text}: cannot listen on {host}:{port} ({reason(exc)})") \
+                from None
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.25,), daemon=True,
+                         name="wavedge-http-source").start()
+
+    def __iter__(self):
+        t = self.table
+        return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.where,
+                                     targets=t.targets, mixed=True))
+
+    def _lines(self):
+        for payload in self.inbox.payloads(self.idle_s):
+            yield from message_lines(payload)
+
+    def notes(self) -> list[str]:
+        refused = ", ".join(f"{n} answered {status}" for status, n in sorted(self.refused.items()))
+        return [f"http source {self.where}: {self.inbox.received} POSTs from "
+                f"{len(self.senders)} sender(s), {self.inbox.dropped} dropped from a full queue"
+                + (f"; refused: {refused}" if refused else "")] + self.table.notes()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _handler(source: HttpSource, path: str | None):
+    """The request handler of ``source``'s server: POSTs to ``path`` into its inbox."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: a board posting 50 times a second
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            if path is not None and self.path.partition("?")[0] != path:
+                return self._answer(404, f"POST samples to {path}")
+            try:
+                size = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                return self._answer(411, "give a Content-Length")
+            if not 0 <= size <= MAX_BODY:
+                return self._answer(413, f"at most {MAX_BODY} bytes a POST")
+            body = self.rfile.read(size)
+            source.senders.add(self.client_address[0])
+            source.inbox.put(body)
+            self._answer(204)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer(405, "POST samples here")
+
+        do_PUT = do_DELETE = do_PATCH = do_GET
+
+        def _answer(self, status: int, text: str = "") -> None:
+            if status != 204:
+                source.refused[status] += 1
+            data = text.encode()
+            self.send_response(status)
+            if status == 405:
+                self.send_header("Allow", "POST")
+            self.send_header("Content-Length", str(len(data)))
+            if status in (411, 413):
+                self.send_header("Connection", "close")  # its body was not read: not reusable
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:  # no line per request on the run's stderr
+            pass
+
+    return Handler
+
+
+def open(url, manifest) -> HttpSource:  # noqa: A001
+    return HttpSource(url, manifest)
