@@ -789,9 +789,11 @@ def _add_run(sub) -> None:
                                    "serial://PORT[?baud=N], synthetic:imu[?n=N&rate=HZ], "
                                    "link:PORT (SENSOR frames from a microcontroller), "
                                    "mqtt://HOST/TOPIC, udp://[HOST]:PORT (datagrams of "
-                                   "CSV or JSON, a board on WiFi). Sinks: "
+                                   "CSV or JSON, a board on WiFi), http://[HOST]:PORT[/PATH] "
+                                   "(POSTs of CSV or JSON). Sinks: "
                                    "stdout:[?every=N], jsonl:FILE, csv:FILE, null:, "
                                    "link:PORT (RESULT frames to a microcontroller), "
+                                   "udp://HOST:PORT (a datagram of JSON per result), "
                                    "mqtt://HOST[:PORT]/TOPIC[?qos=1&board=ID&env=FILE] (a "
                                    "broker; docs/mqtt.md).")
     p.add_argument("model_dir", type=Path)
