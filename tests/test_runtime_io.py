@@ -1023,6 +1023,7 @@ def test_a_board_posts_its_samples_over_http(model, monkeypatch):
     each POST's body as an MQTT message (CSV lines, a JSON list or object, laid out over
     lines or not) and answers 204 at once; a GET is 405, another path 404, a body over the
     limit 413, each counted in the summary; a port in use is one line."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -1051,14 +1052,19 @@ def test_a_board_posts_its_samples_over_http(model, monkeypatch):
                    post(json.dumps(dict(zip(channels, rows[1])), indent=2)),
                    post(json.dumps(rows[2])), post(",".join(map(str, rows[3]))),
                    post(None, method="GET"), post("1,2,3,4,5,6", "/other"), post("9," * 600)]
+        other = http.client.HTTPConnection("127.0.0.1", port, source_address=("127.0.0.2", 0))
+        other.request("POST", "/samples", ",".join(map(str, rows[0])))  # a second board
+        answers.append(other.getresponse().status)
+        other.close()
         samples = list(source)
         notes = source.notes()
     finally:
         source.close()
-    assert answers == [204, 204, 204, 204, 405, 404, 413]
-    np.testing.assert_allclose(np.stack([s.values for s in samples]), rows, rtol=1e-6)
-    assert notes == [f"http source http://127.0.0.1:{port}/samples?idle=0.5: 4 POSTs from 1 "
-                     "sender(s), 0 dropped from a full queue; refused: 1 answered 404, 1 "
+    assert answers == [204, 204, 204, 204, 405, 404, 413, 204]
+    np.testing.assert_allclose(np.stack([s.values for s in samples]), rows + rows[:1], rtol=1e-6)
+    assert notes == [f"http source http://127.0.0.1:{port}/samples?idle=0.5: 5 POSTs from 2 "
+                     "sender(s) (their samples interleave in one stream: give each board its "
+                     "own port), 0 dropped from a full queue; refused: 1 answered 404, 1 "
                      "answered 405, 1 answered 413"]
     with socket.socket() as taken:  # another program's server on the port
         taken.bind(("127.0.0.1", 0))

@@ -184,6 +184,13 @@ class Inbox:
             yield payload
 
 
+def senders(addresses: set) -> str:
+    """How many hosts a network source heard from, and what two or more of them mean."""
+    return f"{len(addresses)} sender(s)" + (
+        " (their samples interleave in one stream: give each board its own port)"
+        if len(addresses) > 1 else "")
+
+
 class Pacer:
     """Releases samples at ``rate_hz`` on an absolute schedule (no drift); ``None`` = no wait."""
 

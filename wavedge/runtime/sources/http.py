@@ -21,7 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from wavedge.errors import InputError, SourceError, reason
 from wavedge.recordings import csv_samples, message_lines
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, Inbox, LiveSource, TableOptions
+from wavedge.runtime.sources import (SOURCE_TABLE_PARAMS, Inbox, LiveSource, TableOptions,
+                                     senders)
 from wavedge.runtime.urls import host_port
 
 MAX_BODY = 1 << 20  # bytes in one POST: a second of a 1 kHz IMU as JSON is about 100 kB
@@ -74,7 +75,7 @@ class HttpSource(LiveSource):
     def notes(self) -> list[str]:
         refused = ", ".join(f"{n} answered {status}" for status, n in sorted(self.refused.items()))
         return [f"http source {self.where}: {self.inbox.received} POSTs from "
-                f"{len(self.senders)} sender(s), {self.inbox.dropped} dropped from a full queue"
+                f"{senders(self.senders)}, {self.inbox.dropped} dropped from a full queue"
                 + (f"; refused: {refused}" if refused else "")] + self.table.notes()
 
     def close(self) -> None:

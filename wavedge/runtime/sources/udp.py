@@ -16,7 +16,7 @@ import time
 from wavedge.errors import InputError, SourceError, reason
 from wavedge.recordings import csv_samples, message_lines
 from wavedge.runtime.urls import host_port
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, TableOptions
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, TableOptions, senders
 
 POLL_S = 0.25  # how often a waiting source looks at the clock (idle)
 MAX_DATAGRAM = 65_535
@@ -74,10 +74,8 @@ class UdpSource(LiveSource):
             yield from message_lines(payload)
 
     def notes(self) -> list[str]:
-        many = (" (their samples interleave in one stream: give each board its own port)"
-                if len(self.senders) > 1 else "")
         return [f"udp source {self.where}: {self.datagrams} datagrams from "
-                f"{len(self.senders)} sender(s){many}"] + self.table.notes()
+                f"{senders(self.senders)}"] + self.table.notes()
 
     def close(self) -> None:
         self.sock.close()
