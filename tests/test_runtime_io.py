@@ -1064,8 +1064,21 @@ def test_a_board_posts_its_samples_over_http(model, monkeypatch):
     np.testing.assert_allclose(np.stack([s.values for s in samples]), rows + rows[:1], rtol=1e-6)
     assert notes == [f"http source http://127.0.0.1:{port}/samples?idle=0.5: 5 POSTs from 2 "
                      "sender(s) (their samples interleave in one stream: give each board its "
-                     "own port), 0 dropped from a full queue; refused: 1 answered 404, 1 "
-                     "answered 405, 1 answered 413"]
+                     "own path), 0 dropped from a full queue; refused on its port: 1 answered "
+                     "404, 1 answered 405, 1 answered 413"]
+    # two boards, a path each on one port: a stream each, one server
+    imu = {k: open_source(f"http://127.0.0.1:{port}/imu{k}?idle=0.3", model.manifest)
+           for k in (1, 2)}
+    try:
+        with pytest.raises(SourceError, match=f"port {port} already takes POSTs to /imu1, /imu2; "
+                                              "give each source its own path"):
+            open_source(f"http://127.0.0.1:{port}", model.manifest)
+        assert [post(",".join(map(str, rows[k])), f"/imu{k}") for k in (1, 2, 2)] == [204] * 3
+        got = {k: [s.values.tolist() for s in source] for k, source in imu.items()}
+    finally:
+        for source in imu.values():
+            source.close()
+    assert got == {1: [np.float32(rows[1]).tolist()], 2: [np.float32(rows[2]).tolist()] * 2}
     with socket.socket() as taken:  # another program's server on the port
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -1073,8 +1086,8 @@ def test_a_board_posts_its_samples_over_http(model, monkeypatch):
                                       f"http://127.0.0.1:{taken.getsockname()[1]}"),
                               "cannot listen on")
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", "http://:8080/a",
-                                  "--source", "http://:8080/b"),
-                          "TCP port 8080 is already a source of this run")
+                                  "--source", "http://:8080/a"),
+                          "TCP port 8080, path /a is already a source of this run")
 
 
 def _udp_samples(params: str, manifest, datagrams) -> list:

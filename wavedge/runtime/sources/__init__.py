@@ -184,10 +184,11 @@ class Inbox:
             yield payload
 
 
-def senders(addresses: set) -> str:
-    """How many hosts a network source heard from, and what two or more of them mean."""
+def senders(addresses: set, own: str = "port") -> str:
+    """How many hosts a network source heard from, and what two or more of them mean (each
+    board should have its ``own`` port, or path)."""
     return f"{len(addresses)} sender(s)" + (
-        " (their samples interleave in one stream: give each board its own port)"
+        f" (their samples interleave in one stream: give each board its own {own})"
         if len(addresses) > 1 else "")
 
 

@@ -3,7 +3,9 @@ boards and apps that push their readings (an ESP32's ``HTTPClient``, a phone's s
 a script's ``requests.post``). Binds HOST (default every address) and PORT; each POST to PATH
 (default: any path) is a message as an MQTT message is: CSV lines (the table keys of the other
 line sources apply), a JSON list in channel order, or a JSON object keyed by channel name (its
-``time`` and ``label`` read as a table's, ``recordings.Messages``).
+``time`` and ``label`` read as a table's, ``recordings.Messages``). Several sources of a run
+on one port, each with its own path, share its server (``/imu1``, ``/imu2``: a stream per
+board).
 
 Each POST is answered ``204`` at once, before the model has stepped (a board's request must
 not wait on the run); a body over ``MAX_BODY`` bytes ``413``, another path ``404``, another
@@ -40,8 +42,10 @@ def _where(url) -> tuple[str, int, str]:
 
 
 def reader(url) -> tuple[str, str]:
-    """For ``urls.reader_of``: one server per port."""
-    return f"TCP port {_where(url)[1]}", "two servers cannot both listen on it"
+    """For ``urls.reader_of``: one stream per path of a port (one server serves them all)."""
+    _, port, path = _where(url)
+    return (f"TCP port {port}" + (f", path {path}" if path else ""),
+            "two streams would split its POSTs; give each board its own path")
 
 
 class HttpSource(LiveSource):
@@ -51,17 +55,9 @@ class HttpSource(LiveSource):
         self.where = url.text
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         self.inbox = Inbox(url.get("queue", 10_000, int, (1, 10_000_000)))
-        self.refused: Counter = Counter()  # answers other than 204, by status
         self.senders: set = set()
-        host, port, path = _where(url)
-        try:
-            self.server = ThreadingHTTPServer((host, port), _handler(self, path))
-        except OSError as exc:
-            raise SourceError(f"{url.text}: cannot listen on {host}:{port} ({reason(exc)})") \
-                from None
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.25,), daemon=True,
-                         name="wavedge-http-source").start()
+        host, port, self.path = _where(url)
+        self.server = _Server.serving(host, port, self.path, self)
 
     def __iter__(self):
         t = self.table
@@ -73,25 +69,72 @@ class HttpSource(LiveSource):
             yield from message_lines(payload)
 
     def notes(self) -> list[str]:
-        refused = ", ".join(f"{n} answered {status}" for status, n in sorted(self.refused.items()))
+        refused = ", ".join(f"{n} answered {status}"
+                            for status, n in sorted(self.server.refused.items()))
         return [f"http source {self.where}: {self.inbox.received} POSTs from "
-                f"{senders(self.senders)}, {self.inbox.dropped} dropped from a full queue"
-                + (f"; refused: {refused}" if refused else "")] + self.table.notes()
+                f"{senders(self.senders, 'path')}, {self.inbox.dropped} dropped from a full queue"
+                + (f"; refused on its port: {refused}" if refused else "")] + self.table.notes()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.leave(self.path)
 
 
-def _handler(source: HttpSource, path: str | None):
-    """The request handler of ``source``'s server: POSTs to ``path`` into its inbox."""
+class _Server:
+    """One HTTP server per port, its POSTs routed by path to the sources of the run (several
+    boards posting to ``/imu1``, ``/imu2``; a source without a path takes every POST);
+    ``refused`` counts the answers other than 204, by status."""
+
+    _open: dict = {}  # (host, port) -> _Server
+    _lock = threading.Lock()
+
+    def __init__(self, host: str, port: int, where: str) -> None:
+        self.key, self.routes = (host, port), {}
+        self.refused: Counter = Counter()
+        try:
+            self.http = ThreadingHTTPServer((host, port), _handler(self))
+        except OSError as exc:
+            raise SourceError(f"{where}: cannot listen on {host}:{port} ({reason(exc)})") \
+                from None
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, args=(0.25,), daemon=True,
+                         name=f"wavedge-http-{port}").start()
+
+    @classmethod
+    def serving(cls, host: str, port: int, path: str | None, source: HttpSource) -> _Server:
+        """The server of ``host:port``, started for the first source, with ``source`` at
+        ``path``; a path taken, or every path beside one, is refused in one line."""
+        with cls._lock:
+            server = cls._open.get((host, port)) or cls(host, port, source.where)
+            if path in server.routes or (server.routes and None in (path, *server.routes)):
+                raise SourceError(f"{source.where}: port {port} already takes POSTs to "
+                                  + ", ".join(p or "any path" for p in server.routes)
+                                  + "; give each source its own path")
+            cls._open[server.key] = server
+            server.routes[path] = source
+            return server
+
+    def route(self, path: str) -> HttpSource | None:
+        return self.routes.get(path.partition("?")[0]) or self.routes.get(None)
+
+    def leave(self, path: str | None) -> None:
+        with self._lock:
+            self.routes.pop(path, None)
+            if not self.routes:
+                self._open.pop(self.key, None)
+                self.http.shutdown()
+                self.http.server_close()
+
+
+def _handler(server: _Server):
+    """The request handler of ``server``: a POST's body into its path's source's inbox."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: a board posting 50 times a second
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-            if path is not None and self.path.partition("?")[0] != path:
-                return self._answer(404, f"POST samples to {path}")
+            source = server.route(self.path)
+            if source is None:
+                return self._answer(404, "POST samples to " + ", ".join(server.routes))
             try:
                 size = int(self.headers.get("Content-Length", ""))
             except ValueError:
@@ -110,7 +153,7 @@ def _handler(source: HttpSource, path: str | None):
 
         def _answer(self, status: int, text: str = "") -> None:
             if status != 204:
-                source.refused[status] += 1
+                server.refused[status] += 1
             data = text.encode()
             self.send_response(status)
             if status == 405:
