@@ -1018,6 +1018,16 @@ def test_results_go_to_a_board_on_wifi_in_udp_datagrams():
                           "give the host and port to send to, e.g. udp://192.168.1.20:5006")
 
 
+def _ipv6_loopback() -> bool:
+    """Whether this host (a container may not) has the IPv6 loopback address."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def test_a_board_posts_its_samples_over_http(model, monkeypatch):
     """An ESP32's HTTPClient, a phone app, a script's requests.post: `http://:PORT/PATH` takes
     each POST's body as an MQTT message (CSV lines, a JSON list or object, laid out over
@@ -1079,6 +1089,15 @@ def test_a_board_posts_its_samples_over_http(model, monkeypatch):
         for source in imu.values():
             source.close()
     assert got == {1: [np.float32(rows[1]).tolist()], 2: [np.float32(rows[2]).tolist()] * 2}
+    if _ipv6_loopback():  # [::1]: an IPv6 address too
+        source = open_source(f"http://[::1]:{port}?idle=0.3", model.manifest)
+        try:
+            request = urllib.request.Request(f"http://[::1]:{port}/", method="POST",
+                                             data=",".join(map(str, rows[0])).encode())
+            assert urllib.request.urlopen(request, timeout=10).status == 204
+            assert len(list(source)) == 1
+        finally:
+            source.close()
     with socket.socket() as taken:  # another program's server on the port
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -16,6 +16,7 @@ behind a TLS proxy to take samples from beyond the local network. The source end
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections import Counter
 from dataclasses import replace
@@ -90,8 +91,9 @@ class _Server:
     def __init__(self, host: str, port: int, where: str) -> None:
         self.key, self.routes = (host, port), {}
         self.refused: Counter = Counter()
+        kind = _Server6 if ":" in host else ThreadingHTTPServer  # [::]:8080, [::1]:8080
         try:
-            self.http = ThreadingHTTPServer((host, port), _handler(self))
+            self.http = kind((host, port), _handler(self))
         except OSError as exc:
             raise SourceError(f"{where}: cannot listen on {host}:{port} ({reason(exc)})") \
                 from None
@@ -123,6 +125,10 @@ class _Server:
                 self._open.pop(self.key, None)
                 self.http.shutdown()
                 self.http.server_close()
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _handler(server: _Server):
