@@ -71,9 +71,9 @@ class URL:
 
 
 def host_port(url: URL, need: str, host: str | None = None) -> tuple[str, int]:
-    """``HOST:PORT`` of a UDP URL's path (``[::1]:5005`` too): a port is required, and a host
-    unless ``host`` is the default (a source binds every address); ``need`` says what to give
-    where one is missing."""
+    """``HOST:PORT`` of a network URL's path (``udp:``, ``http:``; ``[::1]:5005`` too): a port
+    is required, and a host unless ``host`` is the default (a source binds every address);
+    ``need`` says what to give where one is missing."""
     name, _, port = url.path.rpartition(":")
     name = name.strip("[]") or host
     if not port.isdigit() or not 0 < int(port) < 65_536 or not name:
