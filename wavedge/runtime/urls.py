@@ -70,14 +70,15 @@ class URL:
                              f"allowed: {', '.join(allowed) or 'none'}")
 
 
-def host_port(url: URL, need: str, host: str | None = None) -> tuple[str, int]:
+def host_port(url: URL, need: str, host: str | None = None,
+              error: type[Exception] = InputError) -> tuple[str, int]:
     """``HOST:PORT`` of a network URL's path (``udp:``, ``http:``; ``[::1]:5005`` too): a port
     is required, and a host unless ``host`` is the default (a source binds every address);
-    ``need`` says what to give where one is missing."""
+    ``need`` says what to give where one is missing, as ``error`` (a source's, a sink's)."""
     name, _, port = url.path.rpartition(":")
     name = name.strip("[]") or host
     if not port.isdigit() or not 0 < int(port) < 65_536 or not name:
-        raise InputError(f"{url.text}: give {need}")
+        raise error(f"{url.text}: give {need}")
     return name, int(port)
 
 

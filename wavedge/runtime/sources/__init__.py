@@ -11,7 +11,7 @@ from itertools import islice
 from wavedge.errors import SourceError
 from wavedge.runtime.urls import NO_TOP
 from wavedge.recordings import RATE_WINDOW, TABLE_PARAMS, Columns, Resampler, Sample, \
-    target_columns, with_rate
+    csv_samples, target_columns, with_rate
 
 __all__ = ["Pacer", "Sample", "SourceError", "TableOptions", "rate_param"]
 
@@ -57,6 +57,13 @@ class TableOptions:
         self.live = live  # samples come as the board makes them: their arrivals are timed
         self.arrival_hz: float | None = None  # the arrivals' rate, once timed
         self.warn = None  # the run's warning line, for what is found while it runs
+
+    def lines(self, lines, where: str, strict: bool = True):
+        """The samples of a source's text ``lines`` (``recordings.csv_samples``: CSV,
+        ``NAME:VALUE`` pairs or JSON, mixed as a live source may send them), through
+        ``samples``; ``strict`` False where a first line may be cut (a port opened mid-line)."""
+        return self.samples(csv_samples(lines, self.channels, self.columns, where, strict,
+                                        self.targets, mixed=True))
 
     def samples(self, samples):
         """``samples`` checked against (or resampled to) the model's sample rate; a live

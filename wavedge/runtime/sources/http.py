@@ -22,8 +22,8 @@ from collections import Counter
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from wavedge.errors import InputError, SourceError, reason
-from wavedge.recordings import csv_samples, message_lines
+from wavedge.errors import SourceError, reason
+from wavedge.recordings import message_lines
 from wavedge.runtime.sources import (SOURCE_TABLE_PARAMS, Inbox, LiveSource, TableOptions,
                                      senders)
 from wavedge.runtime.urls import host_port
@@ -34,11 +34,9 @@ MAX_BODY = 1 << 20  # bytes in one POST: a second of a 1 kHz IMU as JSON is abou
 def _where(url) -> tuple[str, int, str]:
     """HOST, PORT and PATH (None: any) of an ``http:`` source URL."""
     address, slash, path = url.path.partition("/")
-    try:
-        host, port = host_port(replace(url, path=address), "the port to listen on, e.g. "
-                               "http://:8080 (every address) or http://:8080/samples", "0.0.0.0")
-    except InputError as exc:
-        raise SourceError(str(exc)) from None
+    host, port = host_port(replace(url, path=address), "the port to listen on, e.g. "
+                           "http://:8080 (every address) or http://:8080/samples", "0.0.0.0",
+                           SourceError)
     return host, port, "/" + path if slash else None
 
 
@@ -61,9 +59,7 @@ class HttpSource(LiveSource):
         self.server = _Server.serving(host, port, self.path, self)
 
     def __iter__(self):
-        t = self.table
-        return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.where,
-                                     targets=t.targets, mixed=True))
+        return self.table.lines(self._lines(), self.where)
 
     def _lines(self):
         for payload in self.inbox.payloads(self.idle_s):

@@ -12,7 +12,7 @@ reconnect). The source ends after ``idle`` seconds without a message (default: n
 
 from __future__ import annotations
 
-from wavedge.recordings import csv_samples, message_lines
+from wavedge.recordings import message_lines
 from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, client_id, parse_broker,
                                   start, warn_unreached)
@@ -41,9 +41,7 @@ class MqttSource(LiveSource):
         start(self.client, b)
 
     def __iter__(self):
-        t = self.table
-        return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.broker.where,
-                                     targets=t.targets, mixed=True))
+        return self.table.lines(self._lines(), self.broker.where)
 
     def _lines(self):
         for payload in self.inbox.payloads(self.idle_s, self._waiting):

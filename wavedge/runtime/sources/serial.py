@@ -13,7 +13,7 @@ import re
 import time
 
 from wavedge.errors import reason
-from wavedge.recordings import MAX_LINE, TOO_LONG, csv_samples
+from wavedge.recordings import MAX_LINE, TOO_LONG
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, SourceError, TableOptions
 from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.reader_of)
 from wavedge.runtime.urls import BAUD_RANGE
@@ -88,9 +88,7 @@ class SerialSource(LiveSource):
 
     def __iter__(self):
         # a first line cut in half by connecting mid-stream is data (counted), not a bad header
-        t = self.table
-        return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.port,
-                                     strict=False, targets=t.targets, mixed=True))
+        return self.table.lines(self._lines(), self.port, strict=False)
 
     def notes(self) -> list[str]:
         return self.table.notes()

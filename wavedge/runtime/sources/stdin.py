@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from wavedge.recordings import bounded_lines, csv_samples
+from wavedge.recordings import bounded_lines
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, SourceError, TableOptions, port_reader
 
 
@@ -30,9 +30,7 @@ class StdinSource:
             self.stream.reconfigure(newline="")
 
     def __iter__(self):
-        t = self.table
-        return t.samples(csv_samples(bounded_lines(self.stream), t.channels, t.columns,
-                                     "stdin", targets=t.targets, mixed=True))
+        return self.table.lines(bounded_lines(self.stream), "stdin")
 
     def notes(self) -> list[str]:
         return self.table.notes()

@@ -13,8 +13,8 @@ from __future__ import annotations
 import socket
 import time
 
-from wavedge.errors import InputError, SourceError, reason
-from wavedge.recordings import csv_samples, message_lines
+from wavedge.errors import SourceError, reason
+from wavedge.recordings import message_lines
 from wavedge.runtime.urls import host_port
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, TableOptions, senders
 
@@ -23,11 +23,8 @@ MAX_DATAGRAM = 65_535
 
 
 def _address(url) -> tuple[str, int]:
-    try:
-        return host_port(url, "the port to listen on, e.g. udp://:5005 (every address) or "
-                              "udp://192.168.1.10:5005", "0.0.0.0")
-    except InputError as exc:
-        raise SourceError(str(exc)) from None
+    return host_port(url, "the port to listen on, e.g. udp://:5005 (every address) or "
+                          "udp://192.168.1.10:5005", "0.0.0.0", SourceError)
 
 
 def reader(url) -> tuple[str, str]:
@@ -55,9 +52,7 @@ class UdpSource(LiveSource):
         self.senders: set = set()
 
     def __iter__(self):
-        t = self.table
-        return t.samples(csv_samples(self._lines(), t.channels, t.columns, self.where,
-                                     targets=t.targets, mixed=True))
+        return self.table.lines(self._lines(), self.where)
 
     def _lines(self):
         last = time.monotonic()
