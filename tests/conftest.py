@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -55,6 +56,31 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@contextlib.contextmanager
+def sigint_inside_a_lock_wait(caller: str):
+    """SIGINT delivered once in the main thread inside a ``threading.Condition.wait`` called
+    by a function named ``caller``, just after the wait let go of its lock and before its
+    ``try`` (where a signal may land, once in some hundred Ctrl-Cs); yields a list that holds
+    True once it was delivered."""
+    import signal
+    import threading
+
+    wait, fired = threading.Condition.wait.__code__, []
+
+    def at_line(frame, event, arg):
+        if event == "line" and not fired and "saved_state" in frame.f_locals \
+                and frame.f_back.f_code.co_name == caller:
+            fired.append(True)
+            signal.raise_signal(signal.SIGINT)
+        return at_line
+
+    sys.settrace(lambda frame, event, arg: at_line if frame.f_code is wait else None)
+    try:
+        yield fired
+    finally:
+        sys.settrace(None)
 
 
 def diverge(stream) -> None:

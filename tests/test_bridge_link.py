@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import BUNDLED_MODEL, assert_one_line_error, run_cli
+from conftest import BUNDLED_MODEL, assert_one_line_error, run_cli, sigint_inside_a_lock_wait
 from wavedge.firmware_bridge.link import Link, LinkError
 from wavedge.firmware_bridge.messages import SCHEMA_HASH, Ack, Command, Hello
 from wavedge.firmware_bridge.standin import StandIn, build
@@ -266,6 +266,37 @@ def test_sensor_frames_from_a_board_feed_the_stream():
     assert warnings == ["step 33: sample rejected by the source: wrong_shape (a frame of 5 "
                         "channel(s), the model takes 6)"]
     assert sink_rows == list(model.stream().push_chunk(np.stack(x)).class_ids)
+
+
+def test_ctrl_c_while_a_quiet_board_is_awaited_ends_with_the_summary():
+    """`--source link:` waiting on a board that answered HELLO and sends nothing yet: a Ctrl-C
+    landing inside the link's wait on its lock had left the lock released under its `with`
+    (a traceback instead of the summary). The source now waits in slices and polls for it."""
+    import os
+    import threading
+    import tty
+
+    from wavedge.firmware_bridge.framing import Frame, FrameDecoder, encode_frame
+    from wavedge.firmware_bridge.messages import MAX_PAYLOAD, pack
+
+    model = load_model(BUNDLED_MODEL)
+    master, slave = os.openpty()
+    tty.setraw(slave)
+
+    def board():
+        dec = FrameDecoder()
+        while not any(f.type == 1 for f in dec.feed(os.read(master, 256))):
+            pass
+        os.write(master, encode_frame(Frame(*pack(Hello(1, SCHEMA_HASH, MAX_PAYLOAD, 3)), 0)))
+
+    threading.Thread(target=board, daemon=True).start()
+    source = open_source(f"link:{os.ttyname(slave)}", model.manifest)
+    with sigint_inside_a_lock_wait("receive") as fired:
+        summary = run(model.stream(), source, open_sink("null:", model.manifest), signals=True)
+    os.close(master)
+    os.close(slave)
+    assert fired and summary.interrupted and summary.stopped_by == "SIGINT"
+    assert summary.error is None
 
 
 def test_one_board_on_one_port_is_the_runs_sensor_and_its_results_reader(standin_exe,

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_MODEL, assert_one_line_error, run_cli
+from conftest import BUNDLED_MODEL, assert_one_line_error, run_cli, sigint_inside_a_lock_wait
 from wavedge.runtime import SourceError, load_model, open_sink, open_source
 from wavedge.runtime.loop import run, run_many
 
@@ -161,6 +161,21 @@ def test_ctrl_c_stops_a_run_of_several_sources_with_a_summary():
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "(stopped by SIGINT)" in err and "streams: 2" in err and "Traceback" not in err
+
+
+def test_ctrl_c_inside_a_ticks_wait_still_ends_with_the_summary():
+    """Raised inside the tick's wait on its lock, the stop had left the lock released under
+    its `with`: the run ended in "RuntimeError: cannot release un-acquired lock" and a
+    traceback instead of its summary (CI, once). The wait now polls for the stop."""
+    model = load_model(BUNDLED_MODEL)
+    sources = [open_source(f"synthetic:imu?n=0&rate=50&seed={k}", model.manifest)
+               for k in range(2)]
+    streams = [model.stream(seed=k) for k in range(2)]
+    with sigint_inside_a_lock_wait("next_tick") as fired:
+        summary = run_many(streams, sources, open_sink("null:", model.manifest),
+                           signals=True, tick_wait_ms=2.0)
+    assert fired and summary.interrupted and summary.stopped_by == "SIGINT"
+    assert summary.error is None
 
 
 def test_one_port_or_stdin_cannot_feed_two_streams():

@@ -17,7 +17,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli
+from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli, \
+    sigint_inside_a_lock_wait
 from wavedge.errors import InputError, LinkError
 from wavedge.manifest import Manifest
 from wavedge.runtime import SourceError, load_model, open_sink, open_source, register_source
@@ -1026,6 +1027,20 @@ def _ipv6_loopback() -> bool:
         return True
     except OSError:
         return False
+
+
+def test_ctrl_c_while_a_network_source_waits_ends_with_the_summary(model):
+    """A Ctrl-C landing inside the wait of the inbox's queue (an http:, mqtt:// source with no
+    sample coming) had left the queue's lock released under its `with`: a traceback ending in
+    "cannot release un-acquired lock" instead of the summary. The wait now polls for it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    source = open_source(f"http://127.0.0.1:{port}/samples", model.manifest)
+    with sigint_inside_a_lock_wait("get") as fired:
+        summary = run(model.stream(), source, open_sink("null:", model.manifest), signals=True)
+    assert fired and summary.interrupted and summary.stopped_by == "SIGINT"
+    assert summary.error is None
 
 
 def test_a_board_posts_its_samples_over_http(model, monkeypatch):

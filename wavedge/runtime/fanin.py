@@ -22,6 +22,8 @@ import time
 from collections import deque
 
 from wavedge.errors import WavedgeError
+from wavedge.runtime import interrupts
+from wavedge.runtime.interrupts import POLL_S
 
 QUEUE_PER_SOURCE = 64  # samples read ahead per source before its reader waits
 TICK_WAIT_MS = 2.0  # the longest default wait of a tick for its late sources
@@ -108,11 +110,12 @@ class FanIn:
                             self._pending[k].popleft()
                         self._cond.notify_all()  # room for the readers
                         return [(k, sample) for k, (_, sample) in heads.items()]
-                    self._cond.wait(left)
+                    self._cond.wait(min(left, POLL_S))
                 elif not self._live:
                     return None
                 else:
-                    self._cond.wait()
+                    self._cond.wait(POLL_S)
+                interrupts.check()
 
     def _heads(self) -> dict:
         """Each source's first waiting sample, by source; an end (or failure) at the head is

@@ -21,6 +21,7 @@ import numpy as np
 
 from wavedge.errors import InputError, WavedgeError
 from wavedge.resets import ResetPolicy, Resetter
+from wavedge.runtime import interrupts
 
 LATENCY_WINDOW = 1 << 17  # percentiles over the most recent 131,072 samples
 WARN_LIMIT = 5  # warning lines per reason before going quiet (all are still counted)
@@ -224,13 +225,18 @@ class _Stopper:
 
     def _handle(self, signum, frame) -> None:
         self.requested = signal.Signals(signum).name
-        if self.waiting:
-            raise KeyboardInterrupt
+        if not self.waiting:
+            return
+        if interrupts.in_lock_code(frame):  # raised there, it can break the lock: the wait
+            interrupts.asked = self.requested  # polls ``interrupts.check()`` instead
+            return
+        raise KeyboardInterrupt
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+        interrupts.asked = None
 
 
 class _Keeper:

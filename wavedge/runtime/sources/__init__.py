@@ -9,6 +9,8 @@ import time
 from itertools import islice
 
 from wavedge.errors import SourceError
+from wavedge.runtime import interrupts
+from wavedge.runtime.interrupts import POLL_S
 from wavedge.runtime.urls import NO_TOP
 from wavedge.recordings import RATE_WINDOW, TABLE_PARAMS, Columns, Resampler, Sample, \
     csv_samples, target_columns, with_rate
@@ -146,9 +148,6 @@ class LiveSource:
         self.table.warn = warn
 
 
-POLL_S = 0.25  # how often a waiting network source looks at the clock (idle) and at a stop
-
-
 class Inbox:
     """What a network source's thread receives (an MQTT message, an HTTP POST's body), waiting
     for the model in a bounded queue that drops its oldest when full (the newest sample is
@@ -181,6 +180,7 @@ class Inbox:
             try:
                 payload = self.queue.get(timeout=POLL_S)
             except queue.Empty:
+                interrupts.check()
                 now = time.monotonic()
                 if waiting is not None:
                     waiting(now - started)

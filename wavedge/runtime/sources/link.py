@@ -7,10 +7,13 @@ when no SENSOR frame arrives for that long (default: wait forever; Ctrl-C stops)
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from wavedge.errors import InputError
-from wavedge.runtime.sources import COUNT_RANGE, Sample
+from wavedge.runtime import interrupts
+from wavedge.runtime.sources import COUNT_RANGE, POLL_S, Sample
 from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.reader_of)
 from wavedge.runtime.urls import BAUD_RANGE
 
@@ -44,13 +47,17 @@ class LinkSource:
     def __iter__(self):
         from wavedge.firmware_bridge.messages import Sensor
 
-        count = 0
+        quiet = self.timeout_s or float("inf")
+        count, end = 0, time.monotonic() + quiet
         while self.limit is None or count < self.limit:
-            msg = self.link.receive(self.timeout_s if self.timeout_s else 3600.0, Sensor)
+            # in slices: a stop asked during the wait (``interrupts``) is acted on
+            msg = self.link.receive(min(POLL_S, end - time.monotonic()), Sensor)
             if msg is None:
-                if self.timeout_s:
+                interrupts.check()
+                if time.monotonic() >= end:
                     return
                 continue
+            end = time.monotonic() + quiet
             self.frames += 1
             values = np.asarray(msg.values, np.float32)
             if msg.channels != self.channels:

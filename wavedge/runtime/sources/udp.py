@@ -16,9 +16,9 @@ import time
 from wavedge.errors import SourceError, reason
 from wavedge.recordings import message_lines
 from wavedge.runtime.urls import host_port
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, TableOptions, senders
+from wavedge.runtime.sources import POLL_S, SOURCE_TABLE_PARAMS, LiveSource, TableOptions, \
+    senders
 
-POLL_S = 0.25  # how often a waiting source looks at the clock (idle)
 MAX_DATAGRAM = 65_535
 
 
