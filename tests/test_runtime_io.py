@@ -1029,18 +1029,44 @@ def _ipv6_loopback() -> bool:
         return False
 
 
-def test_ctrl_c_while_a_network_source_waits_ends_with_the_summary(model):
-    """A Ctrl-C landing inside the wait of the inbox's queue (an http:, mqtt:// source with no
-    sample coming) had left the queue's lock released under its `with`: a traceback ending in
-    "cannot release un-acquired lock" instead of the summary. The wait now polls for it."""
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/samples", "serial:loop://"])
+def test_ctrl_c_while_a_source_waits_on_a_queue_ends_with_the_summary(model, url):
+    """A Ctrl-C landing inside the wait of a queue (an http: or mqtt:// source's inbox, a
+    pyserial loop:// port, with no sample coming) had left the queue's lock released under
+    its `with`: a traceback ending in "cannot release un-acquired lock" instead of the
+    summary. The source now polls for the stop."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    source = open_source(f"http://127.0.0.1:{port}/samples", model.manifest)
+    source = open_source(url.format(port=port), model.manifest)
     with sigint_inside_a_lock_wait("get") as fired:
         summary = run(model.stream(), source, open_sink("null:", model.manifest), signals=True)
     assert fired and summary.interrupted and summary.stopped_by == "SIGINT"
     assert summary.error is None
+
+
+def test_a_second_ctrl_c_stops_a_source_that_never_looks_for_one(model):
+    """A user's own source that waits on a lock and never returns: the first Ctrl-C inside
+    that wait only marks the stop (raised there it can break the lock), so a second one
+    must stop the run, as users press it."""
+    import os
+    import signal
+    import threading
+
+    class Stuck:
+        def __iter__(self):
+            threading.Event().wait()
+            yield from ()
+
+        def close(self):
+            pass
+
+    again = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    again.start()
+    with sigint_inside_a_lock_wait("wait") as fired:
+        summary = run(model.stream(), Stuck(), open_sink("null:", model.manifest), signals=True)
+    again.join()
+    assert fired and summary.interrupted and summary.stopped_by == "SIGINT"
 
 
 def test_a_board_posts_its_samples_over_http(model, monkeypatch):

@@ -227,8 +227,10 @@ class _Stopper:
         self.requested = signal.Signals(signum).name
         if not self.waiting:
             return
-        if interrupts.in_lock_code(frame):  # raised there, it can break the lock: the wait
-            interrupts.asked = self.requested  # polls ``interrupts.check()`` instead
+        # raised there, it can break the lock: the wait polls ``interrupts.check()`` instead
+        # (a second signal raises anyway: a wait that never polls must not hold a run)
+        if interrupts.asked is None and interrupts.in_lock_code(frame):
+            interrupts.asked = self.requested
             return
         raise KeyboardInterrupt
 

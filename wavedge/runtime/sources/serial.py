@@ -14,6 +14,7 @@ import time
 
 from wavedge.errors import reason
 from wavedge.recordings import MAX_LINE, TOO_LONG
+from wavedge.runtime import interrupts
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, SourceError, TableOptions
 from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.reader_of)
 from wavedge.runtime.urls import BAUD_RANGE
@@ -70,7 +71,8 @@ class SerialSource(LiveSource):
                 self.conn = self._reopen(down_since)
                 buf = b""  # a line cut by the unplug is dropped, never half-used
                 continue
-            if not chunk:
+            if not chunk:  # a pyserial URL's port (loop://) may wait on a lock: ``interrupts``
+                interrupts.check()
                 continue
             down_since = None
             if after_cr and chunk[:1] == b"\n":
