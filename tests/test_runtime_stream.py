@@ -371,6 +371,59 @@ def test_an_accelerator_provider_that_is_not_built_in_is_a_clear_error():
 
 
 @pytest.mark.skipif(not available().get("litert"), reason="LiteRT is not installed here")
+def _has_cuda() -> bool:
+    if not available()["onnxruntime"]:
+        return False
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.skipif(not _has_cuda(), reason="needs onnxruntime-gpu and an NVIDIA GPU")
+def test_on_cuda_stepping_chunks_and_a_group_give_the_cpus_answers(model, recording):
+    """`--provider cuda` (a Jetson; any NVIDIA GPU with onnxruntime-gpu) runs the graphs on
+    CUDA, and a stream stepped, fed in chunks or stepped in a group of 8 gives the CPU's
+    classes, with logits within the manifest's tolerance of the CPU's."""
+    from wavedge.runtime.backends import BackendOptions
+
+    cuda = BackendOptions(providers=("cuda",))
+    gpu = load_model(BUNDLED_MODEL, options=cuda)
+    assert gpu.step_graph.detail["providers"][0] == "CUDAExecutionProvider"
+    x = recording[:400]
+    cpu_stream = model.stream()
+    want = np.stack([cpu_stream.push(v).logits for v in x])
+    scale, tol = max(1.0, float(np.abs(want).max())), _tolerance(model)
+    gpu_stream = gpu.stream()
+    stepped = np.stack([gpu_stream.push(v).logits for v in x])
+    chunked = gpu.stream().push_chunk(x)
+    group = load_model(BUNDLED_MODEL, options=cuda, streams=8).group()
+    for k in range(8):
+        group.add(k)
+    grouped = np.stack([group.push(np.repeat(v[None], 8, 0))[3].logits for v in x])
+    errors = {how: float(np.abs(got - want).max() / scale) for how, got in
+              (("stepped", stepped), ("chunks", chunked.logits), ("group", grouped))}
+    for got in (stepped, chunked.logits, grouped):
+        assert (got.argmax(-1) == want.argmax(-1)).all()
+    assert max(errors.values()) <= tol, errors
+
+
+def test_the_accelerator_path_gives_the_cpus_answers(monkeypatch, model, recording):
+    """On CUDA or TensorRT, ONNX Runtime copies an input in host memory to the device when
+    it is bound, so there the runner binds each call's inputs again (the test above checks
+    it on a GPU). That path, run here on the CPU, steps, chunks and resets as the CPU's."""
+    from wavedge.runtime import backend_onnxruntime
+
+    monkeypatch.setattr(backend_onnxruntime, "on_accelerator", lambda session: True)
+    bound_again = load_model(BUNDLED_MODEL)
+    x = recording[:300]
+    cpu, other = model.stream(), bound_again.stream()
+    want = np.stack([cpu.push(v).logits for v in x])
+    np.testing.assert_array_equal(np.stack([other.push(v).logits for v in x]), want)
+    other.reset()
+    np.testing.assert_array_equal(other.push_chunk(x).logits, model.stream().push_chunk(x).logits)
+
+
+@pytest.mark.skipif(not available()["litert"], reason="litert is not installed")
 def test_a_provider_the_backend_lacks_is_refused_not_ignored(tmp_path):
     """`--backend litert --provider cuda` ran on the CPU without a word."""
     from wavedge.runtime import BackendOptions
