@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from conftest import (BUNDLED_CHECKPOINT, BUNDLED_MODEL, HAS_TORCH, assert_one_line_error,
-                      needs_torch, run_cli)
+from conftest import (BUNDLED_CHECKPOINT, BUNDLED_MODEL, BUNDLED_MPL, HAS_TORCH,
+                      assert_one_line_error, needs_torch, run_cli)
 from wavedge.runtime import available
 
 
@@ -333,3 +333,35 @@ def test_a_report_that_does_not_fit_on_the_disk_leaves_the_last_one_whole(report
         "File too large" in proc.stderr.splitlines()[-1], proc.stderr
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert sorted(after) == sorted(before) and after == before, sorted(after)
+
+
+@pytest.mark.parametrize("model_dir, verdict", [
+    (BUNDLED_MODEL, r"the CPU's classes, the outputs up to \S+ of their scale off \(the "
+                    r"export's check allows 1e-05; stepped and in chunks, 4 runs from reset\)"),
+    (BUNDLED_MPL, r"NOT the CPU's answers \(largest difference \S+ of the output's scale, "
+                  r"[1-9]\d* of 256 classes differ; stepped and in chunks, 4 runs from "
+                  r"reset\): do not deploy on it")])
+def test_an_accelerator_is_checked_against_the_cpus_answers(monkeypatch, model_dir, verdict):
+    """`bench --provider cuda` says whether the graphs give the CPU's answers there: CUDA had
+    given every sample the first one's answer, which the times alone never showed. Stood in
+    for here by the float32 graphs again (the same) and the int8 graphs (the wave-encoder's
+    classes hold, its outputs are off by more than the export's check allows; the
+    spike-and-slab RNN's classes differ)."""
+    from wavedge.runtime import bench, load_model
+    from wavedge.runtime.backends import BackendOptions
+
+    data = bench._Samples(load_model(model_dir).manifest.signature)
+    cpu = BackendOptions(providers=("cpu",))
+    assert bench.against_cpu(model_dir, "onnxruntime", "fp32", cpu, data) == (
+        "onnxruntime/fp32 on cpu: the CPU's answers (largest difference 0 of the output's "
+        "scale, 0 of 256 classes differ; stepped and in chunks, 4 runs from reset)")
+    loads = []
+
+    def other_precision(model_dir, backend, precision, options):
+        loads.append(options)  # the CPU's first, then the accelerator's: int8 there
+        return load_model(model_dir, backend, "int8" if len(loads) == 2 else precision,
+                          options)
+
+    monkeypatch.setattr(bench, "load_model", other_precision)
+    note = bench.against_cpu(model_dir, "onnxruntime", "fp32", cpu, data)
+    assert re.fullmatch("onnxruntime/fp32 on cpu: " + verdict, note), note

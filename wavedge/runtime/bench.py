@@ -249,6 +249,8 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
             try:
                 configs += _stream_configs(model_dir, manifest, backend, precision, bopts,
                                            data, options, artefacts)
+                if bopts.providers != ("cpu",):
+                    notes.append(against_cpu(model_dir, backend, precision, bopts, data))
                 if options.streams > 1:
                     configs += _group_configs(model_dir, backend, precision, bopts, data,
                                               options)
@@ -289,6 +291,45 @@ def run_bench(model_dir: str | Path, options: BenchOptions = BenchOptions(),
             "notes": notes,
             "configs": summaries,
             "ratios": _ratios(summaries)}
+
+
+AGAINST_CPU_RUNS = 4  # runs from reset, of one chunk graph call's samples (32 at least) each
+
+
+def against_cpu(model_dir, backend: str, precision: str, bopts: BackendOptions,
+                data: "_Samples") -> str:
+    """Whether the graphs give the CPU's answers on an accelerator (``--provider cuda``): a
+    note of the largest difference of the first output, relative to its scale, and of the
+    classes that differ, stepped and in chunks, over runs from reset. CUDA had given every
+    sample the first one's answer (an input bound once was copied to the GPU once), which the
+    bench's times alone never showed; TensorRT may round to TF32 or float16."""
+    cpu = load_model(model_dir, backend, precision, BackendOptions(threads=bopts.threads))
+    accelerated = load_model(model_dir, backend, precision, bopts)
+    length = max(32, accelerated.chunk_samples)
+    worst, differ, total = 0.0, 0, 0
+    for run in range(AGAINST_CPU_RUNS):
+        rows = [data[k] for k in range(run * length, (run + 1) * length)]
+        block = np.stack(rows) if data.single is not None else \
+            {name: np.stack([r[name] for r in rows]) for name in data.names}
+        want = cpu.stream().push_chunk(block).values[0]
+        stream = accelerated.stream()
+        for got in (np.stack([stream.push(r).values[0] for r in rows]),
+                    accelerated.stream().push_chunk(block).values[0]):
+            scale = max(1.0, float(np.abs(want).max()))
+            worst = max(worst, float(np.abs(got - want).max()) / scale)
+            if want.ndim > 1 and want.shape[-1] > 1:  # scores over classes
+                differ += int((got.argmax(-1) != want.argmax(-1)).sum())
+            total += len(want)
+    tolerance = cpu.manifest.raw.get("check", {}).get("tolerance", 1e-5)
+    how = f"stepped and in chunks, {AGAINST_CPU_RUNS} runs from reset"
+    said = f"largest difference {worst:.2g} of the output's scale, {differ} of {total} classes"
+    where = f"{backend}/{precision} on {', '.join(bopts.providers)}"
+    if differ or worst > 0.01:
+        return f"{where}: NOT the CPU's answers ({said} differ; {how}): do not deploy on it"
+    if worst > 10 * tolerance:  # rounding of its own (TF32, float16): the classes hold
+        return (f"{where}: the CPU's classes, the outputs up to {worst:.2g} of their scale off "
+                f"(the export's check allows {tolerance:g}; {how})")
+    return f"{where}: the CPU's answers ({said} differ; {how})"
 
 
 def _pusher(stream, data: "_Samples"):
