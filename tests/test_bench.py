@@ -365,3 +365,18 @@ def test_an_accelerator_is_checked_against_the_cpus_answers(monkeypatch, model_d
     monkeypatch.setattr(bench, "load_model", other_precision)
     note = bench.against_cpu(model_dir, "onnxruntime", "fp32", cpu, data)
     assert re.fullmatch("onnxruntime/fp32 on cpu: " + verdict, note), note
+
+
+@pytest.mark.parametrize("model_dir", [BUNDLED_MODEL, BUNDLED_MPL])
+def test_the_bare_loop_for_a_gpu_keeps_the_state_there_and_gives_the_same_answers(model_dir):
+    """On an accelerator the bench's bare row is the loop a careful user writes there, the
+    state kept in the device's memory; run on the CPU's memory here, its answers are the
+    runner's, call after call."""
+    from wavedge.runtime import load_model
+
+    graph = load_model(model_dir).step_graph
+    feeds = [np.random.default_rng(0).normal(size=(50, *graph.inputs[0].shape))
+             .astype(np.float32)]
+    host, device = graph.bare_call(feeds), graph.bare_call_on_device(feeds, "cpu")
+    for _ in range(120):
+        np.testing.assert_array_equal(device()[0], host()[0])
