@@ -62,8 +62,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 def sigint_inside_a_lock_wait(caller: str):
     """SIGINT delivered once in the main thread inside a ``threading.Condition.wait`` called
     by a function named ``caller``, just after the wait let go of its lock and before its
-    ``try`` (where a signal may land, once in some hundred Ctrl-Cs); yields a list that holds
-    True once it was delivered."""
+    ``try`` (where a signal can land: CI met it once); yields a list that holds True once it
+    was delivered."""
     import signal
     import threading
 

@@ -137,8 +137,8 @@ class OrtGraph(Graph):
     def bare_call_on_device(self, feeds: list[np.ndarray], device: str):
         """The loop a careful user writes for a GPU: the inputs and the state in the device's
         memory (the state ping-ponged between two bindings, never copied back), each call's
-        sample copied over in place, the outputs bound in host memory. On an H200 a step took
-        128 us against 144 us with the state in host memory (wavedge's runner there)."""
+        sample copied over in place, the outputs bound in host memory. On an H200 wavedge's
+        runner, which keeps the state in host memory, took 1.18x its time (docs/benchmarks.md)."""
         import onnxruntime as ort
 
         def on_device(spec):

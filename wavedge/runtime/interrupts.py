@@ -4,8 +4,8 @@ A run stops at a signal by raising KeyboardInterrupt from its handler while the 
 waits for a sample (``loop._Stopper``). Raised inside ``threading.Condition.wait`` (which
 ``queue.Queue.get`` is built on), it can land between the wait's release of its lock and its
 ``try``, and the ``with`` around the wait then fails to release the lock: the run ended in
-"RuntimeError: cannot release un-acquired lock" instead of its summary (CI: Ctrl-C to a run of
-two sources, once in some hundred runs). So the handler does not raise inside the threading or
+"RuntimeError: cannot release un-acquired lock" instead of its summary (CI, once: Ctrl-C to a
+run of two sources). So the handler does not raise inside the threading or
 queue modules' code; it leaves the stop ``asked`` instead, and each of our waits on a lock
 (a tick's, a network source's inbox, a link's) waits at most ``POLL_S`` at a time and calls
 ``check()`` between, which raises from plain code.
