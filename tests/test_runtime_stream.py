@@ -365,8 +365,11 @@ def test_an_accelerator_provider_that_is_not_built_in_is_a_clear_error():
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
-    with pytest.raises(BackendError, match="provider 'cuda' is not available in this "
-                                           "onnxruntime build"):
+    with pytest.raises(BackendError, match=r"provider 'cuda' is not available in this "
+                                           r"onnxruntime build; available: .*CPUExecution"
+                                           r"Provider.* \(a PC needs onnxruntime-gpu in place "
+                                           r"of onnxruntime, a Jetson NVIDIA's wheel for its "
+                                           r"JetPack: docs/boards.md\)$"):
         load_model(BUNDLED_MODEL, options=BackendOptions(providers=("cuda",)))
 
 

@@ -79,8 +79,9 @@ def resolve_providers(names: tuple[str, ...], trt_cache: str | None = None) -> l
         provider = PROVIDERS.get(name, name)
         if provider not in have:
             raise BackendError(f"onnxruntime provider {name!r} is not available in this "
-                               f"onnxruntime build; available: {', '.join(have)} (a Jetson "
-                               "needs NVIDIA's onnxruntime-gpu for its JetPack: docs/boards.md)")
+                               f"onnxruntime build; available: {', '.join(have)} (a PC needs "
+                               "onnxruntime-gpu in place of onnxruntime, a Jetson NVIDIA's "
+                               "wheel for its JetPack: docs/boards.md)")
         if provider == PROVIDERS["cuda"]:
             # float32 as on the CPU: CUDA's default TF32 matmuls and convolutions round to 10
             # bits, and a recurrence carries the rounding from step to step
