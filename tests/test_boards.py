@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
+
 from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli
 
 
@@ -103,3 +105,41 @@ def test_the_pure_python_board_wheel_builds_without_a_packaging_warning(tmp_path
         assert "License-Expression: MIT" in zf.read(meta).decode()
     assert "wavedge/bundled/wave_basic_motions/model.step.tflite" in names
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
+
+
+def test_a_provider_that_does_not_start_is_refused_and_its_banner_kept_off_stdout(
+        tmp_path, monkeypatch, capsys):
+    """TensorRT asked for where its libraries are missing: ONNX Runtime's Python API prints a
+    banner on standard output (where `--sink jsonl:-` writes results) and retries on CUDA and
+    the CPU (seen on an H200: `--provider tensorrt` alone ran on CUDA). Stood in for here by
+    its banner and a session on the CPU; the run now refuses in one line, stdout clean."""
+    import onnxruntime as ort
+
+    from wavedge.runtime import BackendError, BackendOptions, load_model
+
+    real = ort.InferenceSession
+
+    def falls_back(path, options, providers):
+        print("*************** EP Error ***************")
+        print("EP Error /onnxruntime_src/onnxruntime/python/onnxruntime_pybind_state.cc:729 void"
+              " onnxruntime::python::RegisterTensorRTPluginsAsCustomOps(PySessionOptions&, "
+              "const onnxruntime::ProviderOptions&) Please install TensorRT libraries as "
+              "mentioned in the GPU requirements page, make sure they're in the PATH or "
+              "LD_LIBRARY_PATH, and that your GPU is supported.\n when using "
+              f"{providers}")
+        print("Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider'] and retrying.")
+        print("****************************************")
+        return real(path, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", falls_back)
+    with pytest.raises(BackendError) as caught:
+        load_model(BUNDLED_MODEL, options=BackendOptions(providers=("tensorrt",),
+                                                         trt_cache=str(tmp_path)))
+    assert str(caught.value).endswith(
+        "model.step.onnx: onnxruntime could not start provider tensorrt: Please install TensorRT "
+        "libraries as mentioned in the GPU requirements page, make sure they're in the PATH or "
+        "LD_LIBRARY_PATH, and that your GPU is supported. (leave --provider tensorrt out to "
+        "run without it)")
+    assert capsys.readouterr().out == ""

@@ -8,7 +8,10 @@ copies nothing in or out and allocates nothing; the state ping-pongs between two
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +275,24 @@ def _bind(method, spec: TensorSpec, buf: np.ndarray) -> None:
     method(spec.name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
 
 
+def _started(path: Path, session, providers: list, said: str) -> None:
+    """Refuse a session that runs without a provider it was asked for. ONNX Runtime's Python
+    API, when a provider fails to start (TensorRT without its libraries), prints a banner on
+    standard output, where `wavedge run --sink jsonl:-` writes its results, and retries on
+    CUDA and the CPU: on an H200, `--provider tensorrt` alone ran on CUDA, said only by that
+    banner."""
+    asked = [p[0] if isinstance(p, tuple) else p for p in providers]
+    lost = [short for short, name in PROVIDERS.items()
+            if name in asked and name not in session.get_providers()]
+    if lost:
+        why = re.search(r"^EP Error (.*?)\s+when using", said, re.S | re.M)
+        why = re.sub(r"^\S+:\d+ .*?\) (?=[A-Z])", "", why.group(1)).strip() if why else \
+            "it did not start"
+        raise BackendError(f"{path}: onnxruntime could not start provider "
+                           f"{', '.join(lost)}: {why.splitlines()[0]} (leave "
+                           f"{' '.join('--provider ' + p for p in lost)} out to run without it)")
+
+
 def load(path: Path, options: BackendOptions) -> OrtGraph:
     """Create a session for ``path``; raises ``BackendError`` naming the file on failure."""
     try:
@@ -280,10 +301,14 @@ def load(path: Path, options: BackendOptions) -> OrtGraph:
         raise BackendError("backend 'onnxruntime' needs the onnxruntime package: "
                            "pip install onnxruntime") from None
     providers = resolve_providers(options.providers, options.trt_cache)
+    said = io.StringIO()
     try:
-        session = ort.InferenceSession(str(path), session_options(options), providers=providers)
+        with contextlib.redirect_stdout(said):  # its fallback's banner: see _started
+            session = ort.InferenceSession(str(path), session_options(options),
+                                           providers=providers)
     except Exception as exc:  # ORT raises its own exception types for bad files
         raise BackendError(f"{path}: onnxruntime cannot load it: {reason(exc)}") from None
+    _started(path, session, providers, said.getvalue())
     inputs, outputs = [], []
     for group, target in ((session.get_inputs(), inputs), (session.get_outputs(), outputs)):
         for t in group:
