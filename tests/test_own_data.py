@@ -815,3 +815,26 @@ def test_a_new_models_table_of_another_separator_is_named_as_such(tmp_path, sep)
     name = {";": ";", "\t": "tab", " ": "space"}[sep]
     table = load_table(f"{tmp_path / 't.csv'}?sep={name}", None, "training data")
     assert table.channels == ("acc_x", "acc_y") and table.recordings[0].x.tolist() == [[1.5, 2.5]]
+
+
+def test_a_json_line_nested_deeper_than_it_can_be_read_is_one_bad_line(monkeypatch):
+    """An object nested 1200 deep (a garbled or hostile message): from Python 3.12 the JSON
+    parser reads it and the flattening into dotted keys then runs out of recursion (Python
+    3.11's parser refuses it first). It is one bad line, and the next object a sample; on
+    3.11 the flattening's failure is stood in for."""
+    import sys
+
+    from wavedge import recordings
+
+    deep = '{"a": ' + '{"x": ' * 1200 + "1" + "}" * 1200 + ', "b": 2}'
+    if sys.version_info < (3, 12):  # the flattening's failure, stood in for
+        deep = '{"a": {"x": 1}, "b": 2}'
+        flat = recordings._flat
+
+        def runs_out(obj, prefix=""):
+            if isinstance(obj.get("a"), dict):
+                raise RecursionError
+            return flat(obj, prefix)
+        monkeypatch.setattr(recordings, "_flat", runs_out)
+    got = list(recordings.Messages(("a", "b"), Columns()).wrap([deep, '{"a": 1, "b": 2}'], True))
+    assert got == [deep, "a,b", "1,2"]
