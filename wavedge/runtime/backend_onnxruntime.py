@@ -155,16 +155,7 @@ class OrtGraph(Graph):
         ins = [on_device(spec) for spec in self.inputs[:n_in]]
         state = [[on_device(spec) for spec in self.inputs[n_in:]] for _ in (0, 1)]
         outputs = [np.zeros(t.shape, t.host_dtype) for t in self.outputs[:n_out]]
-        bindings = []
-        for k in (0, 1):
-            b = self.session.io_binding()
-            for spec, value in zip(self.inputs, ins + state[k]):
-                b.bind_ortvalue_input(spec.name, value)
-            for spec, buf in zip(self.outputs, outputs):
-                _bind(b.bind_output, spec, buf)
-            for spec, value in zip(self.outputs[n_out:], state[1 - k]):
-                b.bind_ortvalue_output(spec.name, value)
-            bindings.append(b)
+        bindings = _ping_pong(self, ins, outputs, state)
         rows = [(value, np.ascontiguousarray(f.reshape(len(f), *spec.shape)))
                 for value, spec, f in zip(ins, self.inputs, feeds)]
         run, i = self.session.run_with_iobinding, [0]
@@ -189,25 +180,14 @@ class OrtRunner:
     def __init__(self, graph: OrtGraph) -> None:
         session = graph.session
         ins, state_in = graph.inputs[:graph.n_inputs], graph.inputs[graph.n_inputs:]
-        outs, state_out = graph.outputs[:graph.n_outputs], graph.outputs[graph.n_outputs:]
+        outs = graph.outputs[:graph.n_outputs]
         self.inputs = [np.zeros(t.shape, t.host_dtype) for t in ins]
         self.x = self.inputs[0]
         self._outputs = [np.zeros(t.shape, t.host_dtype) for t in outs]
         self._rows = [y[0] for y in self._outputs]  # row 0 of each, for run_row
         self._buffers = ([np.zeros(t.shape, t.host_dtype) for t in state_in],
                          [np.zeros(t.shape, t.host_dtype) for t in state_in])
-        self._bindings = []
-        for k in (0, 1):
-            b = session.io_binding()
-            for spec, buf in zip(ins, self.inputs):
-                _bind(b.bind_input, spec, buf)
-            for spec, buf in zip(outs, self._outputs):
-                _bind(b.bind_output, spec, buf)
-            for spec, buf in zip(state_in, self._buffers[k]):
-                _bind(b.bind_input, spec, buf)
-            for spec, buf in zip(state_out, self._buffers[1 - k]):
-                _bind(b.bind_output, spec, buf)
-            self._bindings.append(b)
+        self._bindings = _ping_pong(graph, self.inputs, self._outputs, self._buffers)
         self._k = 0
         if on_accelerator(session):
             self._calls = [self._bind_inputs_and_run(session, k, ins, state_in) for k in (0, 1)]
@@ -273,6 +253,27 @@ def on_accelerator(session) -> bool:
 
 def _bind(method, spec: TensorSpec, buf: np.ndarray) -> None:
     method(spec.name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
+
+
+def _ping_pong(graph: OrtGraph, inputs: list, outputs: list, states) -> list:
+    """The two IOBindings that ping-pong the state: binding ``k`` reads ``states[k]`` and
+    writes ``states[1 - k]``. Each value is a host buffer (bound by its address) or an
+    ``OrtValue`` in a device's memory."""
+    def bind(b, output: bool, spec: TensorSpec, value) -> None:
+        if isinstance(value, np.ndarray):
+            _bind(b.bind_output if output else b.bind_input, spec, value)
+        else:
+            (b.bind_ortvalue_output if output else b.bind_ortvalue_input)(spec.name, value)
+
+    bindings = []
+    for k in (0, 1):
+        b = graph.session.io_binding()
+        for spec, value in zip(graph.inputs, [*inputs, *states[k]]):
+            bind(b, False, spec, value)
+        for spec, value in zip(graph.outputs, [*outputs, *states[1 - k]]):
+            bind(b, True, spec, value)
+        bindings.append(b)
+    return bindings
 
 
 def _started(path: Path, session, providers: list, said: str) -> None:
