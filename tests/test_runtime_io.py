@@ -3,6 +3,7 @@ pseudo-terminal with pyserial on it, a real TCP socket; no torch on the board si
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -17,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli, \
+from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli, user_env, \
     sigint_inside_a_lock_wait
 from wavedge.errors import InputError, LinkError
 from wavedge.manifest import Manifest
@@ -1148,6 +1149,98 @@ def test_a_board_posts_its_samples_over_http(model, monkeypatch):
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", "http://:8080/a",
                                   "--source", "http://:8080/a"),
                           "TCP port 8080, path /a is already a source of this run")
+
+
+def _chunked(port: int, path: str = "/imu") -> socket.socket:
+    """A connection that has sent the head of a chunked POST to ``path``."""
+    board = socket.create_connection(("127.0.0.1", port), timeout=10)
+    board.sendall(f"POST {path} HTTP/1.1\r\nHost: pi\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  .encode())
+    return board
+
+
+def _chunk(board: socket.socket, text: str) -> None:
+    board.sendall(b"%x\r\n%s\r\n" % (len(text.encode()), text.encode()))
+
+
+def _status(board: socket.socket) -> int:
+    answer = board.recv(4096)
+    board.close()
+    return int(answer.split()[1])
+
+
+def test_a_board_streams_its_samples_in_one_chunked_post(model, monkeypatch):
+    """`sensor | curl -T - http://pi:8080/imu`, an ESP32 streaming with esp_http_client: one
+    POST (or PUT) whose chunked body runs as long as the sensor does. Its lines reach the
+    model as their chunks come, not at the body's end (a line cut between chunks waits for
+    its rest); it is answered 204 when it ends. A JSON document over several chunks is one
+    sample; a stream cut short keeps what came before; a line over the limit is 413."""
+    import shutil
+
+    from wavedge.runtime.sources import http as http_source
+
+    monkeypatch.setattr(http_source, "MAX_BODY", 1000)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rows = [r.split(",", 2)[2] for r in
+            (BUNDLED_MODEL / "recording.csv").read_text().splitlines()[1:7]]
+    values = [[float(v) for v in r.split(",")] for r in rows]
+    channels = model.manifest.channels
+    source = open_source(f"http://127.0.0.1:{port}/imu?idle=1", model.manifest)
+    try:
+        samples = iter(source)
+        board = _chunked(port)
+        _chunk(board, ",".join(channels) + "\n" + rows[0] + "\n" + rows[1][:5])
+        first = next(samples)  # while the POST is still open
+        _chunk(board, rows[1][5:] + "\n" + rows[2])
+        board.sendall(b"0\r\nX-Trailer: 1\r\n\r\n")
+        streamed = _status(board)
+        board = _chunked(port)
+        pretty = json.dumps(dict(zip(channels, values[3])), indent=2)
+        for k in range(0, len(pretty), 20):
+            _chunk(board, pretty[k:k + 20])
+        board.sendall(b"0\r\n\r\n")
+        document = _status(board)
+        board = _chunked(port)
+        _chunk(board, (rows[0] + "\n") * 20)  # a chunk over the limit, its lines under it
+        board.sendall(b"0\r\n\r\n")
+        many = _status(board)
+        board = _chunked(port)
+        _chunk(board, rows[4] + "\n" + rows[5][:3])
+        board.sendall(b"zz\r\n")  # not a chunk size
+        cut = _status(board)
+        board = _chunked(port)
+        _chunk(board, "9," * 600)
+        too_long = _status(board)
+        rest = list(samples)
+        notes = source.notes()
+    finally:
+        source.close()
+    assert (streamed, document, many, cut, too_long) == (204, 204, 204, 400, 413)
+    np.testing.assert_allclose(first.values, values[0], rtol=1e-6)
+    np.testing.assert_allclose(np.stack([s.values for s in rest]),
+                               values[1:4] + values[:1] * 20 + values[4:5], rtol=1e-6)
+    assert notes[0] == (f"http source http://127.0.0.1:{port}/imu?idle=1: 5 POSTs (3 streamed, "
+                        "2 cut short) from 1 sender(s), 0 dropped from a full queue; refused on "
+                        "its port: 1 answered 400, 1 answered 413")
+    if shutil.which("curl") is None:
+        return
+    out = subprocess.Popen([sys.executable, "-m", "wavedge.cli", "run", BUNDLED_MODEL,
+                            "--source", f"http://127.0.0.1:{port}/imu?idle=2", "--sink",
+                            "jsonl:-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=user_env())
+    for _ in range(300):  # its server up
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+            break
+        time.sleep(0.05)
+    lines = "\n".join([",".join(channels), *rows]) + "\n"
+    curl = subprocess.run(["curl", "-sS", "-T", "-", "-w", "%{http_code}",
+                           f"http://127.0.0.1:{port}/imu"], input=lines.encode(),
+                          capture_output=True, timeout=30)
+    stdout, stderr = out.communicate(timeout=30)
+    assert curl.stdout == b"204", curl.stderr
+    assert [json.loads(line)["step"] for line in stdout.splitlines()] == list(range(6)), stderr
 
 
 def _udp_samples(params: str, manifest, datagrams) -> list:

@@ -9,13 +9,19 @@ board).
 
 Each POST is answered ``204`` at once, before the model has stepped (a board's request must
 not wait on the run); a body over ``MAX_BODY`` bytes ``413``, another path ``404``, another
-method ``405``. Bodies wait in a bounded drop-oldest queue (``queue``, 10,000), drops counted;
-the summary counts the POSTs, their senders and what was refused. Plain HTTP only: put it
+method ``405`` (a PUT is taken as a POST: ``curl -T``). A chunked POST (``sensor | curl -T -
+URL``, an ESP32 streaming with ``esp_http_client``) is a live stream: its lines go to the
+model as their chunks come, up to the last whole line, and it is answered when it ends; a JSON
+document laid out over lines is taken whole at its end. Bodies wait in a bounded drop-oldest
+queue (``queue``, 10,000), drops counted; the summary counts the POSTs, their senders and what
+was refused. Plain HTTP only: put it
 behind a TLS proxy to take samples from beyond the local network. The source ends after
 ``idle`` seconds without a POST (default: never; Ctrl-C stops)."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import threading
 from collections import Counter
@@ -55,6 +61,7 @@ class HttpSource(LiveSource):
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         self.inbox = Inbox(url.get("queue", 10_000, int, (1, 10_000_000)))
         self.senders: set = set()
+        self.posts: Counter = Counter()  # "whole", "streamed", "cut short"
         host, port, self.path = _where(url)
         self.server = _Server.serving(host, port, self.path, self)
 
@@ -68,9 +75,18 @@ class HttpSource(LiveSource):
     def notes(self) -> list[str]:
         refused = ", ".join(f"{n} answered {status}"
                             for status, n in sorted(self.server.refused.items()))
-        return [f"http source {self.where}: {self.inbox.received} POSTs from "
-                f"{senders(self.senders, 'path')}, {self.inbox.dropped} dropped from a full queue"
-                + (f"; refused on its port: {refused}" if refused else "")] + self.table.notes()
+        streamed = ", ".join(f"{n} {how}" for how, n in self.posts.items() if how != "whole")
+        return [f"http source {self.where}: {sum(self.posts.values())} POSTs"
+                + (f" ({streamed})" if streamed else "")
+                + f" from {senders(self.senders, 'path')}, {self.inbox.dropped} dropped from a "
+                "full queue" + (f"; refused on its port: {refused}" if refused else "")] \
+            + self.table.notes()
+
+    def took(self, sender: str, how: str) -> None:
+        """A POST from ``sender`` taken ``how`` (counted from the server's threads)."""
+        with self.inbox.lock:
+            self.senders.add(sender)
+            self.posts[how] += 1
 
     def close(self) -> None:
         self.server.leave(self.path)
@@ -137,6 +153,8 @@ def _handler(server: _Server):
             source = server.route(self.path)
             if source is None:
                 return self._answer(404, "POST samples to " + ", ".join(server.routes))
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return self._stream(source)
             try:
                 size = int(self.headers.get("Content-Length", ""))
             except ValueError:
@@ -144,14 +162,32 @@ def _handler(server: _Server):
             if not 0 <= size <= MAX_BODY:
                 return self._answer(413, f"at most {MAX_BODY} bytes a POST")
             body = self.rfile.read(size)
-            source.senders.add(self.client_address[0])
+            source.took(self.client_address[0], "whole")
             source.inbox.put(body)
+            self._answer(204)
+
+        do_PUT = do_POST  # noqa: N815 (curl -T, some loggers' uploads)
+
+        def _stream(self, source: HttpSource) -> None:
+            """A chunked body into ``source`` as its lines complete; what came before a
+            connection lost or a malformed chunk is kept, the line it cut is not."""
+            lines = _Lines()
+            try:
+                for data in _chunks(self.rfile):
+                    for piece in lines.add(data):
+                        source.inbox.put(piece)
+            except (ValueError, OSError) as exc:
+                source.took(self.client_address[0], "cut short")
+                return self._answer(413 if isinstance(exc, _TooLong) else 400, str(exc))
+            source.took(self.client_address[0], "streamed")
+            if lines.pending.strip():
+                source.inbox.put(lines.pending)
             self._answer(204)
 
         def do_GET(self) -> None:  # noqa: N802
             self._answer(405, "POST samples here")
 
-        do_PUT = do_DELETE = do_PATCH = do_GET
+        do_DELETE = do_PATCH = do_GET
 
         def _answer(self, status: int, text: str = "") -> None:
             if status != 204:
@@ -161,16 +197,76 @@ def _handler(server: _Server):
             if status == 405:
                 self.send_header("Allow", "POST")
             self.send_header("Content-Length", str(len(data)))
-            if status in (411, 413):
-                self.send_header("Connection", "close")  # its body was not read: not reusable
+            if status != 204:  # its body was not read, or not whole: the connection is spent
+                self.send_header("Connection", "close")
                 self.close_connection = True
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the board hung up (a stream cut short): nothing to tell it
+                self.close_connection = True
 
         def log_message(self, *args) -> None:  # no line per request on the run's stderr
             pass
 
     return Handler
+
+
+class _TooLong(ValueError):
+    pass
+
+
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})[ \t]*(;.*)?\r?\n")
+
+
+def _chunks(rfile):
+    """A chunked body's data, chunk by chunk as they come (RFC 9112 7.1), its trailer read and
+    dropped; ``ValueError`` for a size line that is not one, or a body cut short."""
+    while True:
+        size = _CHUNK_SIZE.fullmatch(rfile.readline(1024))
+        if size is None:
+            raise ValueError("a chunked body cut short, or a chunk size that is not hex")
+        if int(size[1], 16) == 0:  # the last chunk, then trailer lines to a blank one
+            while rfile.readline(MAX_BODY) not in (b"\r\n", b"\n", b""):
+                pass
+            return
+        left = int(size[1], 16)
+        while left:  # a big chunk in pieces, each through the line limit as it comes
+            data = rfile.read(min(left, 1 << 16))
+            if not data:
+                break
+            left -= len(data)
+            yield data
+        if left or rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise ValueError("a chunked body cut short, or a chunk longer than its size")
+
+
+class _Lines:
+    """A streamed body cut at whole lines, as a sensor's lines are; one JSON document laid out
+    over lines (its first line not one by itself) is held whole to the body's end."""
+
+    def __init__(self) -> None:
+        self.pending, self.whole = b"", None
+
+    def add(self, data: bytes) -> list[bytes]:
+        self.pending += data
+        if self.whole is None:
+            first, newline, _ = self.pending.lstrip().partition(b"\n")
+            if newline:
+                self.whole = first.strip()[:1] in (b"[", b"{") and not _is_json(first)
+        cut = self.pending.rfind(b"\n") + 1 if self.whole is False else 0
+        piece, self.pending = self.pending[:cut], self.pending[cut:]
+        if len(self.pending) > MAX_BODY:
+            raise _TooLong(f"at most {MAX_BODY} bytes a line, or a JSON document")
+        return [piece] if piece else []
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except ValueError:
+        return False
 
 
 def open(url, manifest) -> HttpSource:  # noqa: A001
