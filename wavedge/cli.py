@@ -224,6 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     model, how = _load_for_run(args, options, len(urls))
     resets = resets or model.manifest.reset_policy
     _check_noise(args, model.manifest)
+    events = _events(args).check(model.manifest.signature)
     urls = [u if u is not None else _recording_url(model, args.model_dir) for u in urls]
     sources, sink = [], None
     try:
@@ -238,16 +239,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 opened.close()
         raise
     wait_ms = _tick_wait_ms(args, model)
-    line = _run_line(model, args, urls, resets, how, wait_ms)
+    line = _run_line(model, args, urls, resets, how, wait_ms, events)
     started = lambda: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if len(urls) == 1:
         stream = model.stream(args.policy, noise=args.noise, seed=args.seed)
         summary = run(stream, sources[0], sink, limit=args.limit, resets=resets,
-                      signals=True, started=started, status_every_s=args.status_every)
+                      signals=True, started=started, status_every_s=args.status_every,
+                      events=events)
     else:
         summary = run_many(_streams(model, args, len(urls)), sources, sink, limit=args.limit,
                            resets=resets, signals=True, started=started,
-                           tick_wait_ms=wait_ms, status_every_s=args.status_every)
+                           tick_wait_ms=wait_ms, status_every_s=args.status_every,
+                           events=events)
     try:
         if sys.stdout is not None:  # None: started with it closed (`>&-`), a null sink
             sys.stdout.flush()
@@ -289,6 +292,14 @@ def _run_checks(args: argparse.Namespace):
     return resets
 
 
+def _events(args: argparse.Namespace):
+    """What the run writes of a classifier's results (``wavedge.runtime.events``)."""
+    from wavedge.runtime.events import Events
+
+    return Events(1 if args.smooth is None else args.smooth, bool(args.on_change),
+                  args.min_score or 0.0)
+
+
 def _check_noise(args: argparse.Namespace, manifest) -> None:
     if args.noise == "sample" and not manifest.signature.noise:
         raise InputError(f"--noise sample: {manifest.name} has no noise input (it is "
@@ -318,6 +329,7 @@ def _check_service_run(svc, model_here: Path) -> None:
     verify_file(manifest, step_entry(manifest, args.backend, args.precision, len(args.source),
                                      in_turn=args.group != "always"))
     _check_noise(args, manifest)
+    _events(args).check(manifest.signature)
     named = [(f"--{kind} {url}", path) for kind, urls in (("source", args.source),
                                                           ("sink", [args.sink]))
              for url in urls for path in files_of(url, kind)]
@@ -415,7 +427,8 @@ def _streams(model, args, n: int):
     return group
 
 
-def _run_line(model, args, urls: list, resets, how: str | None, wait_ms: float) -> str:
+def _run_line(model, args, urls: list, resets, how: str | None, wait_ms: float,
+              events) -> str:
     """The line a run starts with: model, backend, graphs, sources, sink, policies."""
     g = model.step_graph
     providers = f" {', '.join(g.detail['providers'])}" if g.detail.get("providers") else ""
@@ -432,6 +445,8 @@ def _run_line(model, args, urls: list, resets, how: str | None, wait_ms: float) 
     if model.signature.noise:
         line += f", noise {args.noise}" + (f" (seed {args.seed})" if args.noise == "sample"
                                            else " (the mean network)")
+    if events.active:
+        line += f", writes results {events.describe()}"
     return line
 
 
@@ -624,6 +639,15 @@ def _add_pipeline_options(p: argparse.ArgumentParser, defaults: bool = True) -> 
              "sequence column, and at its header sent again), every:N samples, gap:SECONDS "
              "between samples; comma-separated (default: the model directory's, which says "
              "how it was trained and checked)")
+    add("--smooth", type=int, metavar="N",
+        help="a classifier: each result's class probabilities averaged over the last N "
+             "samples of its stream, in every sink (default 1: none)")
+    add("--on-change", action="store_true",
+        help="a classifier: write a result only when its class changes (after --smooth), "
+             "for a board that acts on it; the summary still scores every sample")
+    add("--min-score", type=float, metavar="P",
+        help="a classifier: write a result only when its score (after --smooth) is at least "
+             "P, between 0 and 1")
     add("--status-every", type=float, metavar="SECONDS",
         help="a status line on stderr every SECONDS while the run lasts: samples, their rate, "
              "drops and repairs, latency (a service's journal; default: the summary at the "

@@ -92,10 +92,11 @@ class Service:
                 "--sink", self.sink, *self.option_words()]
 
     def option_words(self) -> list[str]:
-        """The options as command-line words: ``--k v``, once per value of a list."""
+        """The options as command-line words: ``--k v``, once per value of a list; a flag
+        (``--on-change``) as its name alone."""
         return [w for k, v in self.options.items()
                 for one in (v if isinstance(v, (list, tuple)) else [v])
-                for w in (f"--{k}", str(one))]
+                for w in ((f"--{k}",) if one is True else (f"--{k}", str(one)))]
 
     def executable(self) -> list[str]:
         """The command's words: ``--wavedge`` split as a shell splits it, else the install

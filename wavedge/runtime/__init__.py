@@ -10,12 +10,13 @@ Needs numpy and one inference runtime (onnxruntime or ai-edge-litert); never tor
 """
 
 from wavedge.runtime.backends import BackendError, BackendOptions, available
+from wavedge.runtime.events import Events
 from wavedge.runtime.group import GroupResults, Member, StreamGroup
 from wavedge.runtime.model import Model, load_model
 from wavedge.runtime.sources import Sample, SourceError
 from wavedge.runtime.stream import POLICIES, Result, Results, Stream
 from wavedge.runtime.urls import open_sink, open_source, register_sink, register_source
 
-__all__ = ["POLICIES", "BackendError", "BackendOptions", "GroupResults", "Member", "Model",
+__all__ = ["POLICIES", "BackendError", "BackendOptions", "Events", "GroupResults", "Member", "Model",
            "Result", "Results", "Sample", "SourceError", "Stream", "StreamGroup", "available",
            "load_model", "open_sink", "open_source", "register_sink", "register_source"]

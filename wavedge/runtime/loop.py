@@ -22,6 +22,7 @@ import numpy as np
 from wavedge.errors import InputError, WavedgeError
 from wavedge.resets import ResetPolicy, Resetter
 from wavedge.runtime import interrupts
+from wavedge.runtime.events import Events
 
 LATENCY_WINDOW = 1 << 17  # percentiles over the most recent 131,072 samples
 WARN_LIMIT = 5  # warning lines per reason before going quiet (all are still counted)
@@ -70,6 +71,8 @@ class Summary:
     one_call: bool = False  # ... stepped by one call of a batch graph, not in turn
     ticks: int = 0  # ... calls of the group, or rounds of pushes in turn
     tick_wait_ms: float = 0.0  # how long a tick waited for every source, at most
+    written: int | None = None  # results written, where ``events`` chose them
+    events: str = ""  # ``Events.describe()``
 
     def lines(self, error: bool = True) -> list[str]:
         """The summary, a line each; without ``error``, no ``stopped:`` line (a caller that
@@ -94,6 +97,8 @@ class Summary:
                 if faults:  # which sensor it was
                     out.append(f"  stream {k}: " + ", ".join(
                         f"{what} {n}" for what, n in sorted(faults.items())))
+        if self.written is not None:
+            out.append(f"written: {self.written} of {self.samples} results ({self.events})")
         if self.latency_us:
             lat = self.latency_us
             per, with_sink = ("tick", "tick with the sink's writes") if self.streams else \
@@ -131,15 +136,18 @@ class Summary:
 
 def run(stream, source, sink, limit: int | None = None, warn=None,
         resets: ResetPolicy | None = None, signals: bool = False, started=None,
-        status_every_s: float | None = None) -> Summary:
+        status_every_s: float | None = None, events: Events | None = None) -> Summary:
     """Feed ``source`` through ``stream`` into ``sink`` until the source ends, ``limit``
     samples were fed, or Ctrl-C; the state reset where ``resets`` says (before the sample
     that makes it due). With ``signals`` (the main thread only), SIGTERM and SIGINT stop it
     after the result in flight is written; ``started()`` is called once they are installed
     (so that a caller who signals as soon as it sees the start line cannot race them). Returns
     the summary; never raises for bad input, a full disk or a closed pipe. With
-    ``status_every_s``, a status line goes to ``warn``'s stderr that often (``_Reporter``)."""
-    loop = _Loop([stream], sink, limit, warn, resets, status_every_s=status_every_s)
+    ``status_every_s``, a status line goes to ``warn``'s stderr that often (``_Reporter``).
+    With ``events``, the sink gets the results they choose, averaged as they say
+    (``wavedge.runtime.events``)."""
+    loop = _Loop([stream], sink, limit, warn, resets, status_every_s=status_every_s,
+                 events=events)
     it = iter(source)
     return _drive(loop, [source], lambda: next(it, None), loop.feed, signals, started)
 
@@ -147,7 +155,7 @@ def run(stream, source, sink, limit: int | None = None, warn=None,
 def run_many(streams, sources: list, sink, limit: int | None = None, warn=None,
              resets: ResetPolicy | None = None, signals: bool = False,
              started=None, tick_wait_ms: float = 0.0,
-             status_every_s: float | None = None) -> Summary:
+             status_every_s: float | None = None, events: Events | None = None) -> Summary:
     """``run`` for several sources, source ``k`` into stream ``k``: ``streams`` is a
     ``StreamGroup`` whose members are keyed 0..n-1 (one backend call per tick for all) or a
     list of ``Stream`` objects (stepped in turn). Each source is read by its own thread; a
@@ -159,7 +167,7 @@ def run_many(streams, sources: list, sink, limit: int | None = None, warn=None,
 
     group = None if isinstance(streams, list) else streams
     members = streams if group is None else [group.member(k) for k in range(len(sources))]
-    loop = _Loop(members, sink, limit, warn, resets, group, status_every_s)
+    loop = _Loop(members, sink, limit, warn, resets, group, status_every_s, events)
     fanin = FanIn(sources, loop.lane_ended, loop.source_failed, tick_wait_ms / 1000.0)
     loop.summary.tick_wait_ms = tick_wait_ms
     return _drive(loop, sources, fanin.next_tick, loop.feed_tick, signals, started,
@@ -315,14 +323,20 @@ def _seconds(s: float) -> str:
 
 
 class _Lane:
-    """One stream of a run: its resets and the last sample and result (to see where a
-    labelled recording ends)."""
+    """One stream of a run: its resets, what it writes (``events``) and the last sample and
+    result (to see where a labelled recording ends)."""
 
-    def __init__(self, k: int, stream, policy: ResetPolicy) -> None:
+    def __init__(self, k: int, stream, policy: ResetPolicy, events: Events | None) -> None:
         self.k, self.stream, self.resetter = k, stream, Resetter(policy)
+        self.events = events.start() if events is not None and events.active else None
         self.prev = self.prev_result = None
         self.samples = 0
         self.ended = False  # its source ended, failed, or it reached the limit
+
+    def reset(self) -> None:
+        self.stream.reset()
+        if self.events is not None:
+            self.events.reset()
 
 
 class _Loop:
@@ -330,7 +344,7 @@ class _Loop:
     stream, ``feed_tick`` one sample each through several (a group's call, or in turn)."""
 
     def __init__(self, streams: list, sink, limit, warn, resets, group=None,
-                 status_every_s: float | None = None) -> None:
+                 status_every_s: float | None = None, events: Events | None = None) -> None:
         self.sink, self.limit, self.group = sink, limit, group
         self.status_every_s = status_every_s
         self.warn = warn or (lambda msg: print(f"wavedge: warning: {msg}", file=sys.stderr))
@@ -338,7 +352,9 @@ class _Loop:
         self.say = warn or (lambda msg: print(f"wavedge: {msg}", file=sys.stderr, flush=True))
         self.summary = Summary()
         policy = resets or ResetPolicy()
-        self.lanes = [_Lane(k, s, policy) for k, s in enumerate(streams)]
+        self.lanes = [_Lane(k, s, policy, events) for k, s in enumerate(streams)]
+        if self.lanes[0].events is not None:
+            self.summary.written, self.summary.events = 0, events.describe()
         self.lane = self.lanes[0]
         self.stream = self.lane.stream
         self.summary.reset_policy = policy.describe()
@@ -377,7 +393,7 @@ class _Loop:
             self._commands()
         if lane.resetter.due(sample.sequence, sample.time if sample.time is not None
                              else time.monotonic()):
-            stream.reset()
+            lane.reset()
         t0 = time.perf_counter_ns()
         try:
             result = stream.push(sample.values, sample.problem)
@@ -401,7 +417,7 @@ class _Loop:
         for lane, sample in tick:
             if lane.resetter.due(sample.sequence, sample.time if sample.time is not None
                                  else time.monotonic()):
-                lane.stream.reset()
+                lane.reset()
         t0 = time.perf_counter_ns()
         results = self._push_tick(tick)
         at = self.pushes % LATENCY_WINDOW
@@ -460,7 +476,13 @@ class _Loop:
         summary = self.summary
         summary.samples += 1
         lane.samples += 1
-        self.sink.write(result, sample)
+        if lane.events is None:
+            self.sink.write(result, sample)
+        else:
+            result, write = lane.events(result)
+            if write:
+                self.sink.write(result, sample)
+                summary.written += 1
         if sample.truth is not None:
             _score_truth(summary, result, sample.truth)
         prev = lane.prev
@@ -501,7 +523,7 @@ class _Loop:
         self.summary.commands[name] += 1
         if name == "reset":
             for lane in self.lanes:
-                lane.stream.reset()
+                lane.reset()
             reply(command, {"ok": True, "step": self.summary.samples})
             return
         reply(command, {"ok": True, **self.snapshot()})

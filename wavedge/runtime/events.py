@@ -1,0 +1,103 @@
+"""What a run writes of a classifier's results (``wavedge run --smooth N --on-change
+--min-score P``; ``Events`` in the API), as streaming classifiers are deployed. A gesture or
+activity model's class flickers between neighbouring samples, and a board that acts on it (a
+relay, an LED, the microcontroller behind ``link:``, a dashboard over MQTT) wants the class when
+it changes, held long enough to trust, not a message at every sample. TensorFlow's streaming
+speech commands (``RecognizeCommands``: an averaging window and a detection threshold) and Edge
+Impulse's continuous mode (a moving average of the results) do the same.
+
+- ``smooth``: each result's class probabilities averaged over the last N results of its
+  stream (fewer just after a reset). The result then reads as the average in every sink: its
+  ``label`` and ``score`` are the averaged ones, its ``logits`` the log of the averaged
+  probabilities (softmax gives the average back); a variance output is the sample's own.
+- ``min_score``: a result is written only when its (averaged) score is at least P.
+- ``on_change``: a result is written only when its class differs from the last one written
+  for its stream; after a reset, the first is written once N results have been averaged.
+
+Every result still counts in the run's summary and its agreement with truth, smoothed as
+written: what a user tunes N on. A reset of the stream (``--reset``, the ``reset`` command)
+starts its average and its last class anew."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wavedge.errors import InputError, check_count
+from wavedge.runtime.heads import ClassHead, heads_for, softmax
+from wavedge.runtime.stream import Result
+
+MAX_SMOOTH = 100_000  # samples averaged: past it a typo, not a window (a ring of as many rows)
+
+
+@dataclass(frozen=True)
+class Events:
+    smooth: int = 1
+    on_change: bool = False
+    min_score: float = 0.0
+
+    def check(self, signature) -> "Events":
+        """Itself, or ``InputError`` for settings out of range or a model whose first output
+        is not class scores (nothing to average or to change)."""
+        check_count(self.smooth, "--smooth", 1, MAX_SMOOTH)
+        if not 0.0 <= self.min_score <= 1.0:
+            raise InputError(f"--min-score: a probability between 0 and 1, got "
+                             f"{self.min_score:g}")
+        head = heads_for(signature)[0]
+        if self.active and not isinstance(head, ClassHead):
+            raise InputError(f"--smooth, --on-change and --min-score: for a model whose first "
+                             f"output is class scores; {head.name} is {head.kind}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.smooth > 1 or self.on_change or self.min_score > 0.0
+
+    def describe(self) -> str:
+        return ", ".join(
+            ([f"averaged over {self.smooth} samples"] if self.smooth > 1 else [])
+            + (["on a change of class"] if self.on_change else [])
+            + ([f"score at least {self.min_score:g}"] if self.min_score > 0 else []))
+
+    def start(self) -> "StreamEvents":
+        """The filter of one stream."""
+        return StreamEvents(self)
+
+
+class StreamEvents:
+    """``Events`` over one stream's results: ``__call__(result)`` gives the result as it is
+    written (averaged) and whether it is written."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self._ring: np.ndarray | None = None  # the last ``smooth`` results' probabilities
+        self.reset()
+
+    def reset(self) -> None:
+        self._count, self._last = 0, None
+
+    def __call__(self, result: Result) -> tuple[Result, bool]:
+        ev, head = self.events, result.head
+        self._count += 1
+        if ev.smooth > 1:
+            result = self._averaged(result, head.reads[0])
+        top, score = head.top(result.values)
+        if score < ev.min_score:
+            return result, False
+        if ev.on_change:
+            if top == self._last or self._count < ev.smooth:
+                return result, False
+            self._last = top
+        return result, True
+
+    def _averaged(self, result: Result, at: int) -> Result:
+        logits = result.values[at]
+        p = softmax(np.asarray(logits, np.float64).reshape(-1))
+        if self._ring is None:
+            self._ring = np.empty((self.events.smooth, p.size))
+        self._ring[(self._count - 1) % self.events.smooth] = p
+        mean = self._ring[:min(self._count, self.events.smooth)].mean(axis=0)
+        values = list(result.values)
+        values[at] = np.log(np.maximum(mean, 1e-30)).astype(logits.dtype).reshape(logits.shape)
+        return Result(result.step, values, result._heads)
