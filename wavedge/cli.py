@@ -475,6 +475,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         backends=tuple(args.backend or ()), precisions=tuple(args.precision or ()),
         streams=args.streams, paced_s=args.paced)
     options.validate()
+    if args.profile:
+        return _profile(args, options)
     _out_folder(args.out)  # after the options' checks: a refused run leaves no folder
     baselines = None
     if args.checkpoint is not None:
@@ -491,6 +493,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.out is not None:
         for path in bench.write_report(report, args.out):
             print(f"wrote {path}")
+    return 0
+
+
+def _profile(args: argparse.Namespace, options) -> int:
+    """`bench --profile`: ONNX Runtime's per-node profile of each graph, as a table."""
+    from wavedge.runtime.profile import format_profile, run_profile
+
+    for flag, given in (("--checkpoint", args.checkpoint), ("--streams", args.streams > 1),
+                        ("--rate", args.rate), ("--pin", args.pin is not None)):
+        if given:
+            raise InputError(f"bench --profile: {flag} is for the timing bench, not the profile")
+    _out_folder(args.out)
+    report = run_profile(args.model_dir, options, args.out,
+                         progress=lambda m: print(f"wavedge: bench {m}", file=sys.stderr))
+    print(format_profile(report))
+    if args.out is not None:
+        path = args.out / "profile.json"
+        stopping.write_whole(path, json.dumps(report, indent=1) + "\n")
+        print(f"wrote {path}")
     return 0
 
 
@@ -866,6 +887,10 @@ def _add_bench(sub) -> None:
     p.add_argument("--out", type=Path, help="folder for bench.json and bench.png")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
                    help="compare two saved reports instead of measuring")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of timing: where each ONNX graph's time goes, by op type, "
+                        "from ONNX Runtime's profiler (--samples calls after --warmup; with "
+                        "--out, profile.json and the traces, which ui.perfetto.dev opens)")
     p.set_defaults(func=_cmd_bench)
 
 

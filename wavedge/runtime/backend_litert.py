@@ -399,6 +399,9 @@ def load(path: Path, options: BackendOptions) -> LiteRTGraph:
     if factory is None:
         raise BackendError("backend 'litert' needs ai-edge-litert (or tflite-runtime): "
                            "pip install ai-edge-litert")
+    if options.profile:
+        raise BackendError(f"{package}: no per-operator profile from its Python interpreter "
+                           "(LiteRT's benchmark_model --enable_op_profiling=true gives one)")
     content = Path(path).read_bytes()
     try:
         interp = load_interpreter(content, options.threads)

@@ -42,7 +42,9 @@ def providers_here() -> list[str]:
     return [short for short, provider in PROVIDERS.items() if provider in have]
 
 
-def session_options(options: BackendOptions):
+def session_options(options: BackendOptions, path: Path | None = None):
+    """The session settings above; with ``options.profile``, ONNX Runtime's profiler on,
+    its trace named after ``path``'s graph."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -54,6 +56,9 @@ def session_options(options: BackendOptions):
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     so.add_session_config_entry("session.set_denormal_as_zero", "1")
     so.log_severity_level = 3
+    if options.profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(options.profile) / Path(path or "graph").stem)
     return so
 
 
@@ -305,7 +310,7 @@ def load(path: Path, options: BackendOptions) -> OrtGraph:
     said = io.StringIO()
     try:
         with contextlib.redirect_stdout(said):  # its fallback's banner: see _started
-            session = ort.InferenceSession(str(path), session_options(options),
+            session = ort.InferenceSession(str(path), session_options(options, path),
                                            providers=providers)
     except Exception as exc:  # ORT raises its own exception types for bad files
         raise BackendError(f"{path}: onnxruntime cannot load it: {reason(exc)}") from None

@@ -87,6 +87,8 @@ class BackendOptions:
     providers: tuple[str, ...] = ("cpu",)  # onnxruntime: cpu, cuda, tensorrt (in preference order)
     # onnxruntime's TensorRT engine cache (default: backend_onnxruntime.trt_cache_dir)
     trt_cache: str | None = None
+    # onnxruntime: each session's per-node trace written under this folder (bench --profile)
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         check_threads(self.threads)
