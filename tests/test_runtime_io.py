@@ -1151,6 +1151,70 @@ def test_a_board_posts_its_samples_over_http(model, monkeypatch):
                           "TCP port 8080, path /a is already a source of this run")
 
 
+def test_several_sinks_each_get_every_result(tmp_path):
+    """`--sink jsonl:FILE --sink csv:FILE --sink udp://BOARD`: a file that keeps every result
+    beside a board that acts on them; each sink gets every result, as it would alone, and
+    the summary has each one's notes. Two sinks on one target are refused, and a sink
+    refused at open leaves a file sink's existing file as it was."""
+    from wavedge.runtime.sinks import Sinks
+
+    port = _free_udp_port()
+    board = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    board.bind(("127.0.0.1", port))
+    board.settimeout(5)
+    replay = ("--source", "replay:?rate=max&limit=30")
+    try:
+        proc = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"jsonl:{tmp_path / 'a.jsonl'}",
+                       "--sink", f"csv:{tmp_path / 'a.csv'}", "--sink", f"udp://127.0.0.1:{port}")
+        assert proc.returncode == 0, proc.stderr
+        sent = [json.loads(board.recv(65535)) for _ in range(30)]
+    finally:
+        board.close()
+    alone = [json.loads(ln) for ln in run_cli("run", BUNDLED_MODEL, *replay, "--sink",
+                                               "jsonl:-").stdout.splitlines()]
+    assert [json.loads(ln) for ln in (tmp_path / "a.jsonl").read_text().splitlines()] == \
+        alone == sent
+    rows = list(csv.DictReader((tmp_path / "a.csv").open()))
+    assert [(int(r["step"]), r["label"]) for r in rows] == [(r["step"], r["label"]) for r in alone]
+    assert f"sinks jsonl:{tmp_path / 'a.jsonl'}, csv:" in proc.stderr
+    assert f"udp sink udp://127.0.0.1:{port}: 30 datagrams sent" in proc.stderr
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("yesterday's results\n")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"jsonl:{kept}",
+                                  "--sink", "udp://127.0.0.1:9?every=2"), "unknown parameter")
+    assert kept.read_text() == "yesterday's results\n"
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "jsonl:-", "--sink",
+                                  "stdout:"), "standard output is already written by --sink "
+                                              "jsonl:-")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", f"jsonl:{kept}", "--sink",
+                                  f"csv:{tmp_path}/../{tmp_path.name}/kept.jsonl"),
+                          f"the file {kept} is already written by")
+    # from Python: counters named by their sink's kind; a user's own sinks' commands, one inbox
+    from collections import deque
+
+    class Commanded:
+        def __init__(self, *commands):
+            self.inbox, self.closed = deque(commands), False
+
+        def write(self, result, sample):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    manifest = load_model(BUNDLED_MODEL).manifest
+    udp = [open_sink(f"udp://127.0.0.1:{port}", manifest) for _ in range(2)]
+    a, b = Commanded("reset"), Commanded("stats", "reset")
+    both = Sinks([*udp, a, b])
+    assert both.counters() == {"udp 1 sent": 0, "udp 1 refused": 0, "udp 2 sent": 0,
+                               "udp 2 refused": 0}
+    assert Sinks(udp[:1] + [a]).counters() == {"udp sent": 0, "udp refused": 0}
+    assert [both.inbox.popleft() for _ in range(3)] == ["reset", "stats", "reset"]
+    assert not both.inbox and not hasattr(both, "flush_due")
+    both.close()
+    assert a.closed and b.closed
+
+
 def _chunked(port: int, path: str = "/imu") -> socket.socket:
     """A connection that has sent the head of a chunked POST to ``path``."""
     board = socket.create_connection(("127.0.0.1", port), timeout=10)

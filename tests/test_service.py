@@ -83,6 +83,29 @@ def test_a_jetson_service_runs_on_its_providers_with_its_engines_kept_across_res
     assert "--trt-cache /data/trt" in (tmp_path / "root/etc/wavedge/bm.env").read_text()
 
 
+def test_a_service_writes_to_several_sinks(tmp_path):
+    """`service install ... --sink jsonl:FILE --sink link:/dev/ttyUSB0`: the log that keeps
+    every result and the board that acts on them; the first sink in WAVEDGE_SINK, the others
+    with the options, the file appending, the board's device waited for."""
+    from wavedge.cli import build_parser
+
+    proc = _install(tmp_path, "--source", "serial:///dev/ttyACM0", "--sink",
+                    "jsonl:/var/lib/wavedge/bm.jsonl", "--sink", "link:/dev/ttyUSB0",
+                    "--on-change")
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path / "root"
+    env = (root / "etc/wavedge/bm.env").read_text()
+    assert "WAVEDGE_SINK=jsonl:/var/lib/wavedge/bm.jsonl?append=1\n" in env
+    options = re.search(r"^WAVEDGE_OPTIONS=(.*)$", env, re.M).group(1).split()
+    args = build_parser().parse_args(["run", "m", "--sink", "jsonl:/x", *options])
+    assert (args.sink, args.on_change) == (["jsonl:/x", "link:/dev/ttyUSB0"], True)
+    unit = (root / "etc/systemd/system/wavedge-bm.service").read_text()
+    assert "dev-ttyACM0.device dev-ttyUSB0.device" in unit
+    assert "--sink jsonl:/var/lib/wavedge/bm.jsonl?append=1: appends" in proc.stderr
+    assert_one_line_error(_install(tmp_path, "--source", "stdin:", "--sink", "jsonl:/a.jsonl",
+                                   "--sink", "csv:/a.jsonl"), "the file /a.jsonl is already")
+
+
 @pytest.mark.parametrize("sink, written", [
     ("jsonl:/var/lib/wavedge/bm.jsonl", "jsonl:/var/lib/wavedge/bm.jsonl?append=1"),
     ("csv:/var/lib/wavedge/bm.csv?append=0", "csv:/var/lib/wavedge/bm.csv?append=0"),

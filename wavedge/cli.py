@@ -216,6 +216,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from wavedge.runtime import BackendOptions, open_sink, open_source
     from wavedge.runtime.loop import run, run_many
+    from wavedge.runtime.sinks import Sinks
+    from wavedge.runtime.urls import files_of
 
     options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)),
                              trt_cache=args.trt_cache)
@@ -226,17 +228,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_noise(args, model.manifest)
     events = _events(args).check(model.manifest.signature)
     urls = [u if u is not None else _recording_url(model, args.model_dir) for u in urls]
-    sources, sink = [], None
+    sources, sinks = [], {}
     try:
         for url in urls:
             sources.append(open_source(url, model.manifest))
-        sink = open_sink(args.sink, model.manifest)
+        # a file is started anew as its sink opens: after the others, which may be refused
+        for k in sorted(range(len(args.sink)), key=lambda k: bool(files_of(args.sink[k], "sink"))):
+            sinks[k] = open_sink(args.sink[k], model.manifest)
+        sink = sinks[0] if len(sinks) == 1 else Sinks([sinks[k] for k in sorted(sinks)])
         if (check := getattr(sink, "check_streams", None)) is not None:
             check(len(urls))  # a sink that numbers the sources (link:?stream=S): now, not later
     except BaseException:
-        for opened in [*sources, sink]:
-            if opened is not None:
-                opened.close()
+        for opened in [*sources, *sinks.values()]:
+            opened.close()
         raise
     wait_ms = _tick_wait_ms(args, model)
     line = _run_line(model, args, urls, resets, how, wait_ms, events)
@@ -288,7 +292,10 @@ def _run_checks(args: argparse.Namespace):
         if given and len(urls) == 1:
             raise InputError(f"{flag}: for a run of several sources (repeat --source)")
     _one_reader_each([u for u in urls if u is not None])  # the recording is no device
-    _one_protocol_a_port([u for u in urls if u is not None], args.sink)
+    args.sink = args.sink or ["stdout:"]
+    _one_target_each(args.sink)
+    for sink in args.sink:
+        _one_protocol_a_port([u for u in urls if u is not None], sink)
     return resets
 
 
@@ -331,7 +338,7 @@ def _check_service_run(svc, model_here: Path) -> None:
     _check_noise(args, manifest)
     _events(args).check(manifest.signature)
     named = [(f"--{kind} {url}", path) for kind, urls in (("source", args.source),
-                                                          ("sink", [args.sink]))
+                                                          ("sink", args.sink))
              for url in urls for path in files_of(url, kind)]
     if args.trt_cache:
         named.append(("--trt-cache", args.trt_cache))
@@ -352,6 +359,26 @@ def _one_reader_each(urls: list) -> None:
         if what is not None and what in seen:
             raise InputError(f"--source {url}: {what} is already a source of this run ({why})")
         seen.add(what)
+
+
+def _one_target_each(sinks: list) -> None:
+    """Two sinks of a run on one target would interleave their records in it: standard
+    output (``stdout:``, ``jsonl:-``, ``csv:-``), one file, one port."""
+    from wavedge.runtime.urls import files_of, parse_url, reader_of
+
+    seen: dict = {}
+    for url in sinks:
+        files = files_of(url, "sink")
+        if files:
+            target = f"the file {Path(files[0]).resolve()}"
+        elif parse_url(url).scheme in ("stdout", "jsonl", "csv"):
+            target = "standard output"
+        else:
+            target = (reader_of(url, "sink") or (None,))[0]
+        if target is not None and target in seen:
+            raise InputError(f"--sink {url}: {target} is already written by --sink "
+                             f"{seen[target]}; give each sink its own")
+        seen[target] = url
 
 
 def _one_protocol_a_port(urls: list, sink: str) -> None:
@@ -440,8 +467,9 @@ def _run_line(model, args, urls: list, resets, how: str | None, wait_ms: float,
         where = f"{len(urls)} streams, {how}; sources " + ", ".join(
             f"[{k}] {u}" for k, u in enumerate(urls))
     line = (f"wavedge: {model.manifest.name} on {g.detail.get('library', model.backend)}"
-            f"{providers}, {model.precision}, step graph; {where}, sink "
-            f"{args.sink}, policy {args.policy}, resets {resets.text()}")
+            f"{providers}, {model.precision}, step graph; {where}, "
+            f"sink{'s' if len(args.sink) > 1 else ''} {', '.join(args.sink)}, policy "
+            f"{args.policy}, resets {resets.text()}")
     if model.signature.noise:
         line += f", noise {args.noise}" + (f" (seed {args.seed})" if args.noise == "sample"
                                            else " (the mean network)")
@@ -557,9 +585,9 @@ def _cmd_service(args: argparse.Namespace) -> int:
         args.reset = ResetPolicy.parse(args.reset, "--reset").text()
     options = {a.option_strings[0][2:]: getattr(args, a.dest) for a in _pipeline_actions()
                if getattr(args, a.dest) is not None}
-    sink = kept(args.sink)
+    sinks = tuple(kept(s) for s in args.sink)
     svc = service.Service(args.name, service.target_path(args.model_dir, root),
-                          tuple(args.source), sink, options, args.user, args.wavedge or "")
+                          tuple(args.source), sinks, options, args.user, args.wavedge or "")
     _check_service_run(svc, args.model_dir)
     if args.print:
         env = service.paths(svc.name, Path("/"))["env"]
@@ -576,9 +604,10 @@ def _cmd_service(args: argparse.Namespace) -> int:
             state = "enabled and restarted" if again else "enabled and started"
         print(f"{svc.unit_name}: {'replaced' if again else 'written'}, {state}; "
               f"{', '.join(map(str, written))}")
-    if sink != args.sink:  # said after the install: a refusal stays one line
-        print(f"wavedge: --sink {sink}: appends, so the file keeps its results across the "
-              "service's restarts (give append=0 to start it anew at each)", file=sys.stderr)
+    for sink, given in zip(sinks, args.sink):  # said after the install: a refusal stays one line
+        if sink != given:
+            print(f"wavedge: --sink {sink}: appends, so the file keeps its results across the "
+                  "service's restarts (give append=0 to start it anew at each)", file=sys.stderr)
     return 0
 
 
@@ -848,7 +877,9 @@ def _add_run(sub) -> None:
                         "when the model has a batch graph for them (`export --batch N`) and "
                         "that measures cheaper (--group), stepped in turn otherwise; --limit "
                         "then counts per source")
-    p.add_argument("--sink", default="stdout:", help="sink URL (default stdout:)")
+    p.add_argument("--sink", action="append",
+                   help="sink URL (default stdout:); repeat it for several, each given every "
+                        "result (a file that keeps them all beside a board that acts on them)")
     _add_pipeline_options(p)
     p.add_argument("--limit", type=int, help="stop after this many samples")
     p.set_defaults(func=_cmd_run, output_optional=True)
@@ -936,8 +967,9 @@ def _add_service(sub) -> None:
     p.add_argument("--source", action="append",
                    help="install: the source URL, as for `wavedge run` (repeat it for several "
                         "sensors: one stream each)")
-    p.add_argument("--sink", help="install: the sink URL (a file sink appends across "
-                        "restarts: append=1 is added unless the URL gives append=0)")
+    p.add_argument("--sink", action="append",
+                   help="install: the sink URL (repeat it for several; a file sink appends "
+                        "across restarts: append=1 is added unless the URL gives append=0)")
     _add_pipeline_options(p, defaults=False)  # given ones go into the unit, as for run
     p.add_argument("--user", help="run as this user (and the dialout group), not root")
     p.add_argument("--wavedge", help="the wavedge command the unit runs (default: this install's)")

@@ -48,7 +48,7 @@ class Service:
     name: str
     model_dir: Path
     sources: tuple[str, ...]  # source k feeds stream k (one source: one stream)
-    sink: str
+    sinks: tuple[str, ...]  # each gets every result
     # run option -> value (backend, precision...), or a list of values for a repeated one
     options: dict = field(default_factory=dict)
     user: str | None = None
@@ -57,11 +57,17 @@ class Service:
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise InputError(f"service name {self.name!r}: letters, digits, '-' and '_' only")
-        if isinstance(self.sources, str):
-            object.__setattr__(self, "sources", (self.sources,))
-        bad = [u for u in self.sources if not u or any(c.isspace() for c in u)]
-        if bad or not self.sources:
-            raise InputError(f"service source {bad[0] if bad else ''!r}: a URL without spaces")
+        for kind in ("sources", "sinks"):
+            urls = getattr(self, kind)
+            if isinstance(urls, str):
+                object.__setattr__(self, kind, urls := (urls,))
+            # the first sink is one argument of its own (${WAVEDGE_SINK}); the others go
+            # with the options, which systemd splits on whitespace
+            bad = [u for k, u in enumerate(urls)
+                   if not u or (any(c.isspace() for c in u) and (kind, k) != ("sinks", 0))]
+            if bad or not urls:
+                raise InputError(f"service {kind[:-1]} {bad[0] if bad else ''!r}: a URL "
+                                 "without spaces (systemd splits the unit's options on them)")
         # systemd splits $WAVEDGE_OPTIONS on whitespace and takes quotes literally: a value
         # with a space ('recording, gap:2') reached the run as two words at every start
         words = self.option_words()
@@ -78,7 +84,7 @@ class Service:
     def devices(self) -> list[str]:
         """The serial device paths the pipeline needs, in order."""
         out = []
-        urls = [(u, "serial://") for u in self.sources] + [(self.sink, "link:")]
+        urls = [(u, "serial://") for u in self.sources] + [(u, "link:") for u in self.sinks]
         for url, scheme in urls:
             if url.startswith(scheme):
                 path = url[len(scheme):].split("?", 1)[0]
@@ -89,7 +95,7 @@ class Service:
     def run_argv(self) -> list[str]:
         """The unit's ``wavedge run`` arguments, as its environment file gives them."""
         return ["run", str(self.model_dir), *(a for u in self.sources for a in ("--source", u)),
-                "--sink", self.sink, *self.option_words()]
+                *(a for u in self.sinks for a in ("--sink", u)), *self.option_words()]
 
     def option_words(self) -> list[str]:
         """The options as command-line words: ``--k v``, once per value of a list; a flag
@@ -158,8 +164,9 @@ def _device_unit(path: str) -> str:
 def env_text(svc: Service) -> str:
     # systemd splits $WAVEDGE_OPTIONS on whitespace and does not unquote: the further sources
     # and the options go there as plain words (Service refuses a space in any)
-    flags = " ".join([*(f"--source {u}" for u in svc.sources[1:]), *svc.option_words()])
-    values = {"WAVEDGE_SOURCE": svc.sources[0], "WAVEDGE_SINK": svc.sink,
+    flags = " ".join([*(f"--source {u}" for u in svc.sources[1:]),
+                      *(f"--sink {u}" for u in svc.sinks[1:]), *svc.option_words()])
+    values = {"WAVEDGE_SOURCE": svc.sources[0], "WAVEDGE_SINK": svc.sinks[0],
               "WAVEDGE_OPTIONS": flags}
     head = f"# wavedge service {svc.name}: edit, then `systemctl restart {svc.unit_name}`"
     return "\n".join([head, *(f"{k}={_env_value(v)}" for k, v in values.items())]) + "\n"

@@ -171,3 +171,71 @@ def _finite(value):
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+class Sinks:
+    """The sinks of one run (``--sink`` repeated: a file that keeps every result beside the
+    board or broker that acts on them), each given every result in the order named. One that
+    cannot write (a full disk) ends the run as a single sink's failure does; at the end every
+    one is closed, the first failure raised after. What the loop asks of a sink it gets from
+    any of them: commands (an MQTT sink's), due lines (a file sink's), their counters."""
+
+    def __init__(self, sinks: list) -> None:
+        self.sinks = sinks
+        inboxes = [s.inbox for s in sinks if getattr(s, "inbox", None) is not None]
+        if inboxes:
+            self.inbox = inboxes[0] if len(inboxes) == 1 else _Inboxes(inboxes)
+        self._due = [s.flush_due for s in sinks if hasattr(s, "flush_due")]
+        if self._due:
+            self.flush_due = self._flush_due
+
+    def write(self, result, sample) -> None:
+        for sink in self.sinks:
+            sink.write(result, sample)
+
+    def _flush_due(self, check: bool = False) -> bool:
+        return any([due(check) for due in self._due])  # a list: every one is written out
+
+    def check_streams(self, n: int) -> None:
+        for sink in self.sinks:
+            if hasattr(sink, "check_streams"):
+                sink.check_streams(n)
+
+    def counters(self) -> dict:
+        """Each sink's counters, named by its kind (``link posted``, ``udp refused``), and its
+        place among those of its kind where there are several (``udp 2 sent``)."""
+        kinds = [type(s).__name__.removesuffix("Sink").lower() for s in self.sinks]
+        out = {}
+        for k, (sink, kind) in enumerate(zip(self.sinks, kinds)):
+            if kinds.count(kind) > 1:
+                kind += f" {kinds[:k].count(kind) + 1}"
+            out.update({f"{kind} {name}": v
+                        for name, v in getattr(sink, "counters", dict)().items()})
+        return out
+
+    def notes(self) -> list[str]:
+        return [n for s in self.sinks for n in getattr(s, "notes", list)()]
+
+    def close(self) -> None:
+        failed = None
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except BaseException as exc:  # the others still flush and close
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+
+class _Inboxes:
+    """The commands of several sinks (two brokers), as one inbox: a deque's ``popleft`` and
+    truth."""
+
+    def __init__(self, inboxes: list) -> None:
+        self.inboxes = inboxes
+
+    def __bool__(self) -> bool:
+        return any(self.inboxes)
+
+    def popleft(self):
+        return next(q for q in self.inboxes if q).popleft()
