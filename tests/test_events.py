@@ -138,3 +138,43 @@ def test_a_service_passes_the_flags_on(tmp_path):
     assert_one_line_error(run_cli("service", "install", "bm", BUNDLED_MODEL, "--root",
                                   tmp_path / "root", "--no-activate", "--source", "stdin:",
                                   "--sink", "null:", "--smooth", "0"), "--smooth")
+
+
+def test_one_sink_given_its_own_choice_beside_a_file_that_keeps_every_result(tmp_path):
+    """`--sink jsonl:all.jsonl --sink 'jsonl:-?smooth=5&on_change=1&min_score=0.6'`: the file
+    keeps every result while the other sink (a board's link:) is given the changes alone,
+    chosen per stream and started anew at each reset as the run's flags are; its summary
+    line counts them. A sink's key out of range, or on a model without class scores, is one
+    line, and an unknown key names them beside the sink's own."""
+    rows = list(csv.reader((BUNDLED_MODEL / "recording.csv").open()))[1:]
+    recordings = [r[0] for r in rows]
+    plain = run_cli("run", BUNDLED_MODEL, "--source", "replay:?rate=max", "--sink", "jsonl:-",
+                    "--reset", "recording")
+    logits = [json.loads(line)["logits"] for line in plain.stdout.splitlines()]
+    want = [w[0] for w in _expected(logits, recordings, 5, True, 0.6)]
+    chosen = "jsonl:-?smooth=5&on_change=1&min_score=0.6"
+    for sources in (["replay:?rate=max"], ["replay:?rate=max"] * 2):
+        everything = tmp_path / "all.jsonl"
+        proc = run_cli("run", BUNDLED_MODEL, *(a for s in sources for a in ("--source", s)),
+                       "--sink", f"jsonl:{everything}", "--sink", chosen, "--reset", "recording")
+        assert proc.returncode == 0, proc.stderr
+        assert len(everything.read_text().splitlines()) == len(logits) * len(sources)
+        got = [json.loads(line) for line in proc.stdout.splitlines()]
+        for k in range(len(sources)):
+            assert [r["step"] for r in got if r.get("stream", 0) == k] == want
+        assert f"sink {chosen}: written {len(want) * len(sources)} of " \
+               f"{len(logits) * len(sources)} results (averaged over 5 samples, on a change " \
+               "of class, score at least 0.6)" in proc.stderr
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "stdout:?min_score=2"),
+                          "stdout:?min_score=2: parameter min_score=2")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "stdout:?smooth=2&x=1"),
+                          "unknown parameter(s) x; allowed: every, smooth, on_change, min_score")
+    regression = Signature((InputSpec("x", (3,)),), (OutputSpec("y", (2,), "regression"),), ())
+    from wavedge.runtime import open_sink
+
+    class Own:
+        signature = regression
+
+    with pytest.raises(InputError, match=r"null:\?on_change=1: smooth, on_change and min_score: "
+                                         "for a model whose first output is class scores"):
+        open_sink("null:?on_change=1", Own())

@@ -16,7 +16,11 @@ Impulse's continuous mode (a moving average of the results) do the same.
 
 Every result still counts in the run's summary and its agreement with truth, smoothed as
 written: what a user tunes N on. A reset of the stream (``--reset``, the ``reset`` command)
-starts its average and its last class anew."""
+starts its average and its last class anew.
+
+The same keys on one sink's URL (``link:/dev/ttyACM0?smooth=20&on_change=1&min_score=0.8``,
+``urls.open_sink``) choose what that sink alone is given (``Selected``): a file beside it may
+keep every result."""
 
 from __future__ import annotations
 
@@ -37,17 +41,17 @@ class Events:
     on_change: bool = False
     min_score: float = 0.0
 
-    def check(self, signature) -> "Events":
+    def check(self, signature, what: str = "--smooth, --on-change and --min-score") -> "Events":
         """Itself, or ``InputError`` for settings out of range or a model whose first output
-        is not class scores (nothing to average or to change)."""
+        is not class scores (nothing to average or to change), naming them as ``what``."""
         check_count(self.smooth, "--smooth", 1, MAX_SMOOTH)
         if not 0.0 <= self.min_score <= 1.0:
             raise InputError(f"--min-score: a probability between 0 and 1, got "
                              f"{self.min_score:g}")
         head = heads_for(signature)[0]
         if self.active and not isinstance(head, ClassHead):
-            raise InputError(f"--smooth, --on-change and --min-score: for a model whose first "
-                             f"output is class scores; {head.name} is {head.kind}")
+            raise InputError(f"{what}: for a model whose first output is class scores; "
+                             f"{head.name} is {head.kind}")
         return self
 
     @property
@@ -101,3 +105,50 @@ class StreamEvents:
         values = list(result.values)
         values[at] = np.log(np.maximum(mean, 1e-30)).astype(logits.dtype).reshape(logits.shape)
         return Result(result.step, values, result._heads)
+
+
+SINK_PARAMS = ("smooth", "on_change", "min_score")  # any sink URL's: what it alone is given
+
+
+def from_url(url, manifest) -> Events | None:
+    """The ``Events`` a sink URL's keys ask for, or None where it gives none."""
+    if not any(k in url.params for k in SINK_PARAMS):
+        return None
+    return Events(url.get("smooth", 1, int, (1, MAX_SMOOTH)),
+                  bool(url.get("on_change", 0, int, (0, 1))),
+                  url.get("min_score", 0.0, float, (0.0, 1.0))).check(
+                      manifest.signature, f"{url.text}: smooth, on_change and min_score")
+
+
+class Selected:
+    """A sink given what ``events`` choose of each stream's results (its URL's keys); the
+    loop's reset of a stream (``reset(stream)``) starts that stream's average anew."""
+
+    def __init__(self, sink, events: Events, where: str) -> None:
+        self.sink, self.events, self.where = sink, events, where
+        self._streams: dict = {}  # a sample's stream (None: the run's only one) -> its filter
+        self.written = self.results = 0
+        for name in ("inbox", "flush_due", "check_streams", "counters"):
+            if hasattr(sink, name):
+                setattr(self, name, getattr(sink, name))
+
+    def write(self, result, sample) -> None:
+        k = sample.stream if sample is not None else None
+        chosen = self._streams.get(k) or self._streams.setdefault(k, self.events.start())
+        self.results += 1
+        result, write = chosen(result)
+        if write:
+            self.sink.write(result, sample)
+            self.written += 1
+
+    def reset(self, stream=None) -> None:
+        if stream in self._streams:
+            self._streams[stream].reset()
+
+    def notes(self) -> list[str]:
+        return [*getattr(self.sink, "notes", list)(),
+                f"sink {self.where}: written {self.written} of {self.results} results "
+                f"({self.events.describe()})"]
+
+    def close(self) -> None:
+        self.sink.close()

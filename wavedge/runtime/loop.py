@@ -329,6 +329,8 @@ class _Lane:
     def __init__(self, k: int, stream, policy: ResetPolicy, events: Events | None) -> None:
         self.k, self.stream, self.resetter = k, stream, Resetter(policy)
         self.events = events.start() if events is not None and events.active else None
+        self.sink_reset = None  # a sink's ``reset(stream)``: one that averages per stream
+        self.key = None  # the stream's index in samples (None: the run's only one)
         self.prev = self.prev_result = None
         self.samples = 0
         self.ended = False  # its source ended, failed, or it reached the limit
@@ -337,6 +339,8 @@ class _Lane:
         self.stream.reset()
         if self.events is not None:
             self.events.reset()
+        if self.sink_reset is not None:
+            self.sink_reset(self.key)
 
 
 class _Loop:
@@ -353,6 +357,9 @@ class _Loop:
         self.summary = Summary()
         policy = resets or ResetPolicy()
         self.lanes = [_Lane(k, s, policy, events) for k, s in enumerate(streams)]
+        for lane in self.lanes:
+            lane.sink_reset = getattr(sink, "reset", None)
+            lane.key = lane.k if len(self.lanes) > 1 else None
         if self.lanes[0].events is not None:
             self.summary.written, self.summary.events = 0, events.describe()
         self.lane = self.lanes[0]

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from wavedge.errors import InputError, query_params
 
@@ -47,6 +47,7 @@ class URL:
     scheme: str
     path: str
     params: dict = field(default_factory=dict)
+    shared: tuple[str, ...] = ()  # keys every URL of its kind takes (a sink's: events')
 
     def get(self, key: str, default=None, kind=str, within: tuple | None = None):
         """The query parameter ``key`` converted with ``kind`` and, with ``within`` (low,
@@ -64,6 +65,7 @@ class URL:
         return value
 
     def check_params(self, allowed: tuple[str, ...]) -> None:
+        allowed = (*allowed, *self.shared)
         unknown = sorted(set(self.params) - set(allowed))
         if unknown:
             raise InputError(f"{self.text}: unknown parameter(s) {', '.join(unknown)}; "
@@ -155,11 +157,15 @@ def reader_of(text: str, kind: str = "source") -> tuple[str, str] | None:
     return port_name(what), why
 
 
-def _open(table: dict, kind: str, text: str, context):
+def _opener(table: dict, kind: str, text: str):
+    """A URL, parsed, and the function that opens it: ``f(url, context)``."""
     url, target = _target(table, kind, text)
-    if isinstance(target, str):
-        target = importlib.import_module(target).open
-    return target(url, context)
+    return url, importlib.import_module(target).open if isinstance(target, str) else target
+
+
+def _open(table: dict, kind: str, text: str, context):
+    url, opener = _opener(table, kind, text)
+    return opener(url, context)
 
 
 def open_source(text: str, context):
@@ -168,5 +174,15 @@ def open_source(text: str, context):
 
 
 def open_sink(text: str, context):
-    """Open a sink URL; ``context`` is the manifest (labels)."""
-    return _open(_SINKS, "sink", text, context)
+    """Open a sink URL; ``context`` is the manifest (labels). Any sink's URL may choose what
+    it is given of a classifier's results (``events.SINK_PARAMS``): the sink's module then
+    sees the URL without those keys."""
+    from wavedge.runtime import events
+
+    url, opener = _opener(_SINKS, "sink", text)
+    url = replace(url, shared=events.SINK_PARAMS)
+    chosen = events.from_url(url, context)
+    if chosen is None:
+        return opener(url, context)
+    own = {k: v for k, v in url.params.items() if k not in events.SINK_PARAMS}
+    return events.Selected(opener(replace(url, params=own), context), chosen, text)

@@ -188,6 +188,9 @@ class Sinks:
         self._due = [s.flush_due for s in sinks if hasattr(s, "flush_due")]
         if self._due:
             self.flush_due = self._flush_due
+        self._resets = [s.reset for s in sinks if hasattr(s, "reset")]
+        if self._resets:  # a sink that averages each stream's results (events.Selected)
+            self.reset = self._reset
 
     def write(self, result, sample) -> None:
         for sink in self.sinks:
@@ -195,6 +198,10 @@ class Sinks:
 
     def _flush_due(self, check: bool = False) -> bool:
         return any([due(check) for due in self._due])  # a list: every one is written out
+
+    def _reset(self, stream=None) -> None:
+        for reset in self._resets:
+            reset(stream)
 
     def check_streams(self, n: int) -> None:
         for sink in self.sinks:
