@@ -44,6 +44,21 @@ def _expected(logits: list, recordings: list, smooth: int, on_change: bool, min_
     return out
 
 
+def _found_line(labels: list, steps: list, truth: list) -> str:
+    """The summary's line on what the written results found, read independently: each run
+    of one true class found by the first result written with it, so many samples in."""
+    runs = [k for k in range(len(truth)) if k == 0 or truth[k] != truth[k - 1]]
+    delays = []
+    for start, end in zip(runs, runs[1:] + [len(truth)]):
+        hit = [s for s, lab in zip(steps, labels) if start <= s < end and lab == truth[start]]
+        delays += [hit[0] - start] if hit else []
+    false = sum(lab != truth[s] for s, lab in zip(steps, labels))
+    delays.sort()
+    return (f"written against truth: found {len(delays)} of {len(runs)} runs of a true class, "
+            f"{delays[0]}-{delays[-1]} samples after (median {delays[len(delays) // 2]}); "
+            f"{false} written with another class")
+
+
 def test_a_classifier_writes_its_class_when_it_changes_averaged_as_asked():
     """`wavedge run --smooth 5 --on-change --min-score 0.6 --reset recording`: the sink
     gets the steps an independent reading of the rules picks from the unfiltered run's
@@ -72,6 +87,8 @@ def test_a_classifier_writes_its_class_when_it_changes_averaged_as_asked():
                                    [w[2] for w in want], atol=2e-6)
         assert f"wavedge: written: {len(want)} of {len(logits)} results (" in proc.stderr
         assert "agreement with truth: " in proc.stderr
+        assert _found_line([labels[w[1]] for w in want], [w[0] for w in want],
+                           [r[1] for r in rows]) in proc.stderr
     # two sensors: each stream averages and changes on its own
     proc = run_cli("run", BUNDLED_MODEL, "--source", "replay:?rate=max", "--source",
                    "replay:?rate=max", "--sink", "jsonl:-", "--reset", "recording",

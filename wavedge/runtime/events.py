@@ -107,6 +107,46 @@ class StreamEvents:
         return Result(result.step, values, result._heads)
 
 
+class Found:
+    """The written results of a stream against its source's truth, as streaming detectors are
+    judged (a keyword spotter's hits, misses and false alarms over a long stream): each run
+    of samples of one true class is a change to find; the first result written with that
+    class inside it finds it, so many samples after its start; a result written with a
+    class other than the truth's is false."""
+
+    def __init__(self) -> None:
+        self.changes = self.false = 0
+        self.delays: list[int] = []  # samples from a change to the result that found it
+        self._truth, self._since, self._found = None, 0, False
+
+    def sample(self, truth: str) -> None:
+        """A sample of the stream, with its truth (before its result is judged)."""
+        if truth != self._truth:
+            self._truth, self._since, self._found = truth, 0, False
+            self.changes += 1
+        else:
+            self._since += 1
+
+    def written(self, label: str) -> None:
+        if label != self._truth:
+            self.false += 1
+        elif not self._found:
+            self._found = True
+            self.delays.append(self._since)
+
+    @staticmethod
+    def line(all_found: list["Found"]) -> str | None:
+        """One summary line over every stream's, or None where no truth came."""
+        changes = sum(f.changes for f in all_found)
+        if not changes:
+            return None
+        delays = sorted(d for f in all_found for d in f.delays)
+        after = (f", {delays[0]}-{delays[-1]} samples after (median "
+                 f"{delays[len(delays) // 2]})") if delays else ""
+        return (f"written against truth: found {len(delays)} of {changes} runs of a true "
+                f"class{after}; {sum(f.false for f in all_found)} written with another class")
+
+
 SINK_PARAMS = ("smooth", "on_change", "min_score")  # any sink URL's: what it alone is given
 
 

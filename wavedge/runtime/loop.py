@@ -22,7 +22,7 @@ import numpy as np
 from wavedge.errors import InputError, WavedgeError
 from wavedge.resets import ResetPolicy, Resetter
 from wavedge.runtime import interrupts
-from wavedge.runtime.events import Events
+from wavedge.runtime.events import Events, Found
 
 LATENCY_WINDOW = 1 << 17  # percentiles over the most recent 131,072 samples
 WARN_LIMIT = 5  # warning lines per reason before going quiet (all are still counted)
@@ -73,6 +73,7 @@ class Summary:
     tick_wait_ms: float = 0.0  # how long a tick waited for every source, at most
     written: int | None = None  # results written, where ``events`` chose them
     events: str = ""  # ``Events.describe()``
+    found: str | None = None  # what they found of the truth (``events.Found``)
 
     def lines(self, error: bool = True) -> list[str]:
         """The summary, a line each; without ``error``, no ``stopped:`` line (a caller that
@@ -99,6 +100,8 @@ class Summary:
                         f"{what} {n}" for what, n in sorted(faults.items())))
         if self.written is not None:
             out.append(f"written: {self.written} of {self.samples} results ({self.events})")
+            if self.found:
+                out.append(self.found)
         if self.latency_us:
             lat = self.latency_us
             per, with_sink = ("tick", "tick with the sink's writes") if self.streams else \
@@ -329,6 +332,7 @@ class _Lane:
     def __init__(self, k: int, stream, policy: ResetPolicy, events: Events | None) -> None:
         self.k, self.stream, self.resetter = k, stream, Resetter(policy)
         self.events = events.start() if events is not None and events.active else None
+        self.found = Found()
         self.sink_reset = None  # a sink's ``reset(stream)``: one that averages per stream
         self.key = None  # the stream's index in samples (None: the run's only one)
         self.prev = self.prev_result = None
@@ -487,9 +491,13 @@ class _Loop:
             self.sink.write(result, sample)
         else:
             result, write = lane.events(result)
+            if sample.truth is not None:
+                lane.found.sample(sample.truth)
             if write:
                 self.sink.write(result, sample)
                 summary.written += 1
+                if sample.truth is not None:
+                    lane.found.written(result.head.label(result.values))
         if sample.truth is not None:
             _score_truth(summary, result, sample.truth)
         prev = lane.prev
@@ -603,6 +611,8 @@ class _Loop:
             summary.notes.append(f"resets at each recording: {which} gave no recording "
                                  "(sequence) column, so the state was never reset at one")
         summary.dropped, summary.repaired, summary.state_resets = self._counts()
+        if summary.written is not None:
+            summary.found = Found.line([lane.found for lane in self.lanes])
         if len(self.lanes) > 1:
             summary.streams = [lane.samples for lane in self.lanes]
             summary.stream_faults = [
