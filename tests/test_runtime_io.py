@@ -1215,6 +1215,98 @@ def test_several_sinks_each_get_every_result(tmp_path):
     assert a.closed and b.closed
 
 
+class _Hook:
+    """A webhook's server on the loopback (plain, or TLS with ``cert``): the bodies POSTed to
+    /hook, answered 204; any other path answered 500."""
+
+    def __init__(self, cert=None) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies = self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                ok = self.path == "/hook"
+                if ok:
+                    bodies.append(json.loads(body))
+                self.send_response(204 if ok else 500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if cert is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert[0], cert[1])
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_results_posted_to_a_webhook(tmp_path):
+    """`--sink http://HOST:PORT/PATH` (Home Assistant's webhook, Node-RED): each result one
+    JSON POST, the jsonl sink's record, in order, on one kept-alive connection; with the
+    sink's own choice only the changes. A hook that answers 500, or nothing listening, is
+    counted with its reason, the run unhurt; https:// checks the server's certificate."""
+    import shutil
+
+    replay = ("--source", "replay:?rate=max&limit=60")
+    alone = [json.loads(ln) for ln in run_cli("run", BUNDLED_MODEL, *replay, "--sink",
+                                               "jsonl:-").stdout.splitlines()]
+    hook = _Hook()
+    try:
+        url = f"http://127.0.0.1:{hook.port}"
+        every = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}/hook")
+        posted = list(hook.bodies)
+        changes = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}/hook?on_change=1")
+        changed = hook.bodies[len(posted):]
+        failing = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}/other")
+    finally:
+        hook.close()
+    assert every.returncode == 0 and posted == alone, every.stderr
+    assert f"http sink {url}/hook: 60 results posted, 60 answered 2xx, 0 failed" in every.stderr
+    labels = [r["label"] for r in alone]
+    assert [r["step"] for r in changed] == [k for k in range(60)
+                                            if k == 0 or labels[k] != labels[k - 1]]
+    assert f"written {len(changed)} of 60 results (on a change of class)" in changes.stderr
+    assert failing.returncode == 0 and "60 failed (the last: answered 500 Internal Server "         "Error)" in failing.stderr
+    nobody = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}/hook")
+    assert nobody.returncode == 0 and "0 answered 2xx" in nobody.stderr
+    assert "(the last: Connection refused)" in nobody.stderr
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "http:///hook"),
+                          "give the host to post to")
+    if shutil.which("openssl") is None:
+        return
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    hook = _Hook((cert, key))
+    try:
+        argv = [sys.executable, "-m", "wavedge.cli", "run", BUNDLED_MODEL, *replay, "--sink",
+                f"https://127.0.0.1:{hook.port}/hook"]
+        trusted = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                                 env={**user_env(), "SSL_CERT_FILE": str(cert)})
+        untrusted = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                                   env=user_env())
+    finally:
+        hook.close()
+    assert "60 answered 2xx" in trusted.stderr and hook.bodies == alone, trusted.stderr
+    assert "0 answered 2xx" in untrusted.stderr and "(the last: TLS certificate not " \
+        "trusted: " in untrusted.stderr, untrusted.stderr
+
+
 def _chunked(port: int, path: str = "/imu") -> socket.socket:
     """A connection that has sent the head of a chunked POST to ``path``."""
     board = socket.create_connection(("127.0.0.1", port), timeout=10)

@@ -869,7 +869,10 @@ def _add_run(sub) -> None:
                                    "link:PORT (RESULT frames to a microcontroller), "
                                    "udp://HOST:PORT (a datagram of JSON per result), "
                                    "mqtt://HOST[:PORT]/TOPIC[?qos=1&board=ID&env=FILE] (a "
-                                   "broker; docs/mqtt.md).")
+                                   "broker; docs/mqtt.md), http://HOST[:PORT]/PATH or "
+                                   "https: (a JSON POST per result, a webhook). Any sink takes "
+                                   "?smooth=N&on_change=1&min_score=P: of a classifier's "
+                                   "results, what it alone is given.")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--source", action="append",
                    help="source URL (default: the model directory's recording); repeat it for "

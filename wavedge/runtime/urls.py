@@ -23,7 +23,8 @@ _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
                              for s, m in (("stdout", "stdout"), ("jsonl", "jsonl"),
                                           ("csv", "csvfile"), ("null", "null"),
                                           ("link", "link"), ("mqtt", "mqtt"),
-                                          ("mqtts", "mqtt"), ("udp", "udp"))}
+                                          ("mqtts", "mqtt"), ("udp", "udp"),
+                                          ("http", "http"), ("https", "http"))}
 
 
 NO_TOP = 2 ** 62  # a count or seed with a top this high has none a user meets

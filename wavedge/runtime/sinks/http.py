@@ -1,0 +1,136 @@
+"""``http://HOST[:PORT]/PATH[?queue=N&timeout=S]`` (or ``https://``): each result POSTed as one
+JSON body (the jsonl sink's record) to a webhook: Home Assistant's ``/api/webhook/ID``,
+Node-RED's ``http in``, a dashboard's API. Given a sink's own choice
+(``?smooth=20&on_change=1&min_score=0.8``, docs/runtime.md) the hook hears of the class when it
+changes, not at every sample.
+
+A POST never holds the run: results wait in a bounded drop-oldest queue (``queue``, 1,000) for
+the sink's own thread, which keeps one connection alive and posts them in order. One that fails
+(refused, no answer within ``timeout`` seconds, 2 by default, or answered other than 2xx) is
+counted with the reason of the last and not sent again (a hook acts on the newest); after a
+connection fails the next attempt waits 0.5 s, doubling to 8 s, never busily. At close the
+queue gets ``CLOSE_S`` to drain; the summary says what was posted, answered 2xx, failed,
+dropped and left unsent. ``https://`` checks the server's certificate against the system's
+(``SSL_CERT_FILE`` names another bundle). A webhook's secret is its path; there is no other
+authentication."""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import threading
+from collections import deque
+from urllib.parse import urlsplit
+
+from wavedge.errors import SinkError, reason
+from wavedge.runtime.sinks import json_text, record
+
+CLOSE_S = 2.0
+RETRY_S = (0.5, 8.0)  # the wait after a failed connection: first, and at most
+
+
+class HttpSink:
+    def __init__(self, url, manifest) -> None:
+        url.check_params(("queue", "timeout"))
+        self.where = url.text
+        try:
+            parts = urlsplit(f"{url.scheme}://{url.path}")
+            self.host, self.port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise SinkError(f"{url.text}: {exc}") from None
+        if not self.host:
+            raise SinkError(f"{url.text}: give the host to post to, e.g. "
+                            "http://homeassistant.local:8123/api/webhook/ID")
+        self.path = parts.path or "/"
+        self.tls = url.scheme == "https"
+        self.capacity = url.get("queue", 1000, int, (1, 1_000_000))
+        self.timeout = url.get("timeout", 2.0, float, (0.05, 60.0))
+        self.pending: deque = deque()
+        self.cond = threading.Condition()
+        self.posted = self.answered = self.failed = self.dropped = self.left = 0
+        self.why: str | None = None
+        self.closing = False
+        self.sender = threading.Thread(target=self._send, name="wavedge-http-sink", daemon=True)
+        self.sender.start()
+
+    def write(self, result, sample) -> None:
+        body = json_text(record(result, sample)).encode()
+        with self.cond:
+            if len(self.pending) >= self.capacity:
+                self.pending.popleft()
+                self.dropped += 1
+            self.pending.append(body)
+            self.cond.notify()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.tls:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                               context=ssl.create_default_context())
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def _send(self) -> None:
+        conn, wait = None, 0.0
+        while True:
+            with self.cond:
+                while not self.pending and not self.closing:
+                    self.cond.wait()
+                if not self.pending:
+                    return
+                body = self.pending.popleft()
+                self.posted += 1
+            try:
+                conn = conn or self._connection()
+                conn.request("POST", self.path, body, {"Content-Type": "application/json"})
+                answer = conn.getresponse()
+                answer.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self._failed(_why(exc))
+                if conn is not None:
+                    conn.close()
+                conn, wait = None, min(max(RETRY_S[0], 2 * wait), RETRY_S[1])
+                with self.cond:  # a close cuts the wait short
+                    self.cond.wait_for(lambda: self.closing, wait)
+                continue
+            wait = 0.0
+            if 200 <= answer.status < 300:
+                self.answered += 1
+            else:
+                self._failed(f"answered {answer.status} {answer.reason}".strip())
+
+    def _failed(self, why: str) -> None:
+        self.failed += 1
+        self.why = why
+
+    def counters(self) -> dict:
+        return {"posted": self.posted, "answered": self.answered, "failed": self.failed,
+                "dropped": self.dropped}
+
+    def notes(self) -> list[str]:
+        last = f" (the last: {self.why})" if self.why else ""
+        return [f"http sink {self.where}: {self.posted} results posted, {self.answered} "
+                f"answered 2xx, {self.failed} failed{last}, {self.dropped} dropped from a full "
+                f"queue, {self.left} not sent at close"]
+
+    def close(self) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+        self.sender.join(CLOSE_S)
+        with self.cond:
+            self.left = len(self.pending)
+            self.pending.clear()
+
+
+def _why(exc: BaseException) -> str:
+    """A failed POST's reason; a TLS error in its own words (its errno is OpenSSL's code,
+    which ``os.strerror`` had read as "Operation not permitted")."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS certificate not trusted: {exc.verify_message} (SSL_CERT_FILE names a "
+                "bundle that has it)")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    return reason(exc)
+
+
+def open(url, manifest) -> HttpSink:  # noqa: A001
+    return HttpSink(url, manifest)
