@@ -195,3 +195,18 @@ def test_one_sink_given_its_own_choice_beside_a_file_that_keeps_every_result(tmp
     with pytest.raises(InputError, match=r"null:\?on_change=1: smooth, on_change and min_score: "
                                          "for a model whose first output is class scores"):
         open_sink("null:?on_change=1", Own())
+
+
+def test_a_services_status_lines_say_how_many_results_were_written():
+    """`--status-every` with events: a service's journal shows what reached the sink as it
+    happens (the run's choice, and a sink's own), as the MQTT `stats` command's counters."""
+    proc = run_cli("run", BUNDLED_MODEL, "--source", "replay:?rate=100&limit=60", "--sink",
+                   "null:?on_change=1", "--smooth", "2", "--status-every", "0.2")
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("wavedge: status: ")]
+    assert lines, proc.stderr
+    for line in lines:
+        samples = int(line.split()[2])
+        written, given = map(int, re.search(r"; written (\d+); sink: written (\d+)$",
+                                            line).groups())
+        assert written == samples >= given  # the run writes all, the sink takes the changes

@@ -168,7 +168,7 @@ class Selected:
         self.sink, self.events, self.where = sink, events, where
         self._streams: dict = {}  # a sample's stream (None: the run's only one) -> its filter
         self.written = self.results = 0
-        for name in ("inbox", "flush_due", "check_streams", "counters"):
+        for name in ("inbox", "flush_due", "check_streams"):
             if hasattr(sink, name):
                 setattr(self, name, getattr(sink, name))
 
@@ -180,6 +180,11 @@ class Selected:
         if write:
             self.sink.write(result, sample)
             self.written += 1
+
+    def counters(self) -> dict:
+        """The sink's own, and the results it was given (a status line's, a ``stats``
+        command's)."""
+        return {**getattr(self.sink, "counters", dict)(), "written": self.written}
 
     def reset(self, stream=None) -> None:
         if stream in self._streams:

@@ -309,6 +309,8 @@ def status_line(now: dict, before: dict | None) -> str:
     streams = f" (per stream {', '.join(map(str, now['streams']))})" if "streams" in now else ""
     timing = f"latency p50 {lat['p50']:.1f} us, p99 {lat['p99']:.1f} us" if now["samples"] \
         else "no sample yet"
+    if "written" in now:  # --on-change and the like: what reached the sink
+        timing += f"; written {now['written']}"
     sink = "; sink: " + ", ".join(f"{k} {v}" for k, v in now["sink"].items()) \
         if now.get("sink") else ""  # a link's or a broker's losses, as they happen
     return (f"status: {now['samples']} samples in {_seconds(now['seconds'])}{streams}, "
@@ -557,6 +559,8 @@ class _Loop:
                 "latency_us": {"p50": lat["p50"], "p99": lat["p99"]},
                 **({"streams": [lane.samples for lane in self.lanes]}
                    if len(self.lanes) > 1 else {}),
+                **({"written": self.summary.written} if self.summary.written is not None
+                   else {}),
                 "sink": getattr(self.sink, "counters", dict)()}
 
     def _counts(self) -> tuple[Counter, Counter, Counter]:
