@@ -214,10 +214,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from wavedge.runtime import BackendOptions, open_sink, open_source
+    from wavedge.runtime import BackendOptions
     from wavedge.runtime.loop import run, run_many
-    from wavedge.runtime.sinks import Sinks
-    from wavedge.runtime.urls import files_of
 
     options = BackendOptions(threads=args.threads, providers=tuple(args.provider or ("cpu",)),
                              trt_cache=args.trt_cache)
@@ -228,20 +226,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_noise(args, model.manifest)
     events = _events(args).check(model.manifest.signature)
     urls = [u if u is not None else _recording_url(model, args.model_dir) for u in urls]
-    sources, sinks = [], {}
-    try:
-        for url in urls:
-            sources.append(open_source(url, model.manifest))
-        # a file is started anew as its sink opens: after the others, which may be refused
-        for k in sorted(range(len(args.sink)), key=lambda k: bool(files_of(args.sink[k], "sink"))):
-            sinks[k] = open_sink(args.sink[k], model.manifest)
-        sink = sinks[0] if len(sinks) == 1 else Sinks([sinks[k] for k in sorted(sinks)])
-        if (check := getattr(sink, "check_streams", None)) is not None:
-            check(len(urls))  # a sink that numbers the sources (link:?stream=S): now, not later
-    except BaseException:
-        for opened in [*sources, *sinks.values()]:
-            opened.close()
-        raise
+    sources, sink = _open_ends(urls, args.sink, model.manifest)
     wait_ms = _tick_wait_ms(args, model)
     line = _run_line(model, args, urls, resets, how, wait_ms, events)
     started = lambda: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -271,6 +256,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"channel(s) ({', '.join(model.manifest.channels)})", file=sys.stderr)
         return 1
     return 0
+
+
+def _open_ends(urls: list, sink_urls: list, manifest):
+    """The run's sources and its sink (``Sinks`` for several), or nothing left open."""
+    from wavedge.runtime import open_sink, open_source
+    from wavedge.runtime.sinks import Sinks
+    from wavedge.runtime.urls import files_of
+
+    sources, sinks = [], {}
+    try:
+        for url in urls:
+            sources.append(open_source(url, manifest))
+        # a file is started anew as its sink opens: after the others, which may be refused
+        for k in sorted(range(len(sink_urls)), key=lambda k: bool(files_of(sink_urls[k], "sink"))):
+            sinks[k] = open_sink(sink_urls[k], manifest)
+        sink = sinks[0] if len(sinks) == 1 else Sinks([sinks[k] for k in sorted(sinks)])
+        if (check := getattr(sink, "check_streams", None)) is not None:
+            check(len(urls))  # a sink that numbers the sources (link:?stream=S): now, not later
+    except BaseException:
+        for opened in [*sources, *sinks.values()]:
+            opened.close()
+        raise
+    return sources, sink
 
 
 def _run_checks(args: argparse.Namespace):
