@@ -1443,3 +1443,30 @@ def test_a_sensors_json_objects_bring_their_time_and_label(model):
     got = _udp_samples("", model.manifest, [pretty, pretty])
     assert [s.problem for s in got] == [None, None]
     np.testing.assert_allclose(got[1].values, rows[0], rtol=1e-6)
+
+
+def test_a_file_sink_begins_a_new_file_at_its_size_limit(tmp_path):
+    """A service appending results for months filled the board's card: `rotate=SIZE&keep=N`
+    renames the file PATH.1 once a batch has taken it past SIZE (the older ones up a number,
+    the oldest beyond N removed) and begins a new one, a CSV one with its header. No line is
+    cut between files: the files kept, oldest first, are the run's last results."""
+    replay = ("--source", "replay:?rate=max")
+    every = run_cli("run", BUNDLED_MODEL, *replay, "--sink", "jsonl:-").stdout.splitlines()
+    jsonl, table = tmp_path / "r.jsonl", tmp_path / "r.csv"
+    proc = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"jsonl:{jsonl}?rotate=64k&keep=2",
+                   "--sink", f"csv:{table}?rotate=64k")
+    assert proc.returncode == 0, proc.stderr
+    kept = [tmp_path / f"r.jsonl.{k}" for k in (2, 1)] + [jsonl]
+    assert not (tmp_path / "r.jsonl.3").exists() and all(p.stat().st_size for p in kept)
+    lines = [ln for p in kept for ln in p.read_text().splitlines()]
+    assert lines == every[-len(lines):] and len(lines) < len(every)
+    assert all(p.stat().st_size < 64 * 1024 + 20_000 for p in kept)  # a batch past the limit
+    header = table.read_text().splitlines()[0]
+    files = sorted(tmp_path.glob("r.csv*"))
+    assert len(files) > 2 and all(p.read_text().splitlines()[0] == header for p in files)
+    assert re.search(rf"jsonl sink {jsonl}: began a new file \d+ time\(s\) at 65536 bytes, "
+                     "keeping 2 full ones", proc.stderr)
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "jsonl:-?rotate=1M"),
+                          "rotate= is for a file")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", f"csv:{table}?rotate=10"),
+                          "rotate=10 is not a size of 1k or more")

@@ -15,6 +15,8 @@ from wavedge.errors import SinkError
 
 FLUSH_S = 1.0  # a file sink's lines reach the file at least this often, and at each recording end
 APPEND_PARAM = "append"  # a file sink's key that keeps the file across runs (urls.kept adds it)
+ROTATE_PARAMS = ("rotate", "keep")  # a file sink's size limit, and how many full files it keeps
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 class LineFile:
@@ -23,10 +25,19 @@ class LineFile:
     keeper: ``flush_due``), at a recording's end and at close. So a SIGKILL loses at most the
     last second (and, in the rare case it lands inside a write of several pages, which Linux
     may cut at a page boundary, leaves part of a line, which an appending run cuts first),
-    and a full disk is a ``SinkError`` naming the file, not a traceback."""
+    and a full disk is a ``SinkError`` naming the file, not a traceback.
 
-    def __init__(self, path: str, what: str, append: bool = False) -> None:
+    With ``rotate`` (bytes), a file that has reached that size after a batch is renamed
+    ``PATH.1`` (the older ones ``PATH.2`` ... up to ``keep``, the oldest removed) and a new one
+    begun with ``head`` (a CSV header): a service appending for months fills no card, and no
+    line is ever cut between two files."""
+
+    def __init__(self, path: str, what: str, append: bool = False, rotate: int | None = None,
+                 keep: int = 5) -> None:
         self.what, self.path = what, path
+        self.rotate, self.keep, self.rotated = rotate, keep, 0
+        self.head: str | None = None  # the line a new file starts with (a CSV header)
+        self._closing = False
         self._owned = path not in ("", "-")
         self.empty = True  # nothing in the file before this run (a CSV header is due)
         if self._owned:
@@ -55,8 +66,12 @@ class LineFile:
     def for_url(cls, url, what: str, params: tuple[str, ...] = ()) -> LineFile:
         """A file sink's file: the URL's path, appended to with ``?append=1``; ``params`` the
         sink's own keys beside it."""
-        url.check_params((APPEND_PARAM, *params))
-        return cls(url.path, what, bool(url.get(APPEND_PARAM, 0, int, (0, 1))))
+        url.check_params((APPEND_PARAM, *ROTATE_PARAMS, *params))
+        rotate = _size(url, "rotate") if "rotate" in url.params else None
+        if rotate is not None and url.path in ("", "-"):
+            raise SinkError(f"{url.text}: rotate= is for a file; standard output has no size")
+        return cls(url.path, what, bool(url.get(APPEND_PARAM, 0, int, (0, 1))), rotate,
+                   url.get("keep", 5, int, (1, 1000)))
 
     def write(self, line: str, sample=None) -> None:
         """Queue one line (with its newline); flush when a second has passed or the sample
@@ -96,6 +111,32 @@ class LineFile:
             lost = data.count(b"\n", done)
             raise SinkError(f"{self.what} {self.path}: cannot write ({exc.strerror}); the last "
                             f"{lost} line{'s' if lost != 1 else ''} did not reach it") from None
+        if self.rotate is not None and not self._closing and \
+                os.fstat(self.fd).st_size >= self.rotate:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """``PATH`` to ``PATH.1``, each older one up a number (the last beyond ``keep``
+        removed), and a new ``PATH`` begun with ``head``."""
+        try:
+            os.close(self.fd)
+            for k in range(self.keep, 0, -1):
+                older = f"{self.path}.{k - 1}" if k > 1 else self.path
+                if os.path.exists(older):
+                    os.replace(older, f"{self.path}.{k}")
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            if self.head:
+                os.write(self.fd, self.head.encode("utf-8"))
+        except OSError as exc:
+            self._owned = False  # nothing open to close
+            raise SinkError(f"{self.what} {self.path}: cannot start the next file "
+                            f"({exc.strerror})") from None
+        self.rotated += 1
+
+    def notes(self) -> list[str]:
+        return [f"{self.what} {self.path}: began a new file {self.rotated} time(s) at "
+                f"{self.rotate} bytes, keeping {self.keep} full ones ({self.path}.1 the newest)"
+                ] if self.rotated else []
 
     def _cut_partial_line(self, data: bytes, done: int) -> None:
         """A disk that fills (or a file-size limit) mid-batch takes part of a line: cut the
@@ -133,12 +174,27 @@ class LineFile:
               "last line (a stop mid-write left it) before appending", file=sys.stderr)
 
     def close(self) -> None:
+        self._closing = True  # no rotation at the end: a new run begins the next file
         try:
             self.flush()
         finally:
             if self._owned:
                 os.close(self.fd)
                 self._owned = False
+
+
+def _size(url, key: str) -> int:
+    """A size in bytes from a URL key: ``100M``, ``64k``, ``1G`` or bytes (at least 1 KiB)."""
+    text = url.params[key].strip().lower().removesuffix("b")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in SIZE_UNITS else (text, "")
+    try:
+        size = int(float(number) * SIZE_UNITS[unit])
+    except ValueError:
+        size = 0
+    if size < 1024:
+        raise SinkError(f"{url.text}: {key}={url.params[key]} is not a size of 1k or more "
+                        "(bytes, or with k, M or G)")
+    return size
 
 
 def record(result, sample) -> dict:

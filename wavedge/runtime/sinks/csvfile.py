@@ -5,7 +5,8 @@ Gaussian: ``mean_<i>`` and ``variance_<i>``; tokens: the top 5 ids and probabili
 vocabulary), any other head's columns prefixed by its output name, and ``truth``. ``csv:-``
 writes to standard output. Lines reach the file at least every second (``LineFile``).
 ``append=1`` adds to the file instead of replacing it, the header only when the file was
-empty; a file whose header this model does not write (another model's) is refused at open.
+empty; ``rotate=100M&keep=5`` begins a new file (with the header) at that size, keeping 5 full
+ones (``PATH.1`` ...); a file whose header this model does not write (another model's) is refused at open.
 ``sep=;|tab|space||`` (a table's names, ``wavedge.recordings.SEPARATORS``) separates the fields
 otherwise; with ``;`` the numbers have decimal commas, as Excel reads and writes them where
 the decimal mark is a comma (a file of ``,`` and ``.`` opened there is one column of text)."""
@@ -67,6 +68,7 @@ class CsvSink:
     def _header(self, timed: bool, lanes: bool) -> None:
         self._timed, self._lanes = timed, lanes
         cells = self._cells(timed, lanes)
+        self.out.head = self._line(cells)  # each file a rotation begins starts with it
         if self._found is None:
             self._row(cells, None)
         elif self._found != cells:
@@ -74,14 +76,18 @@ class CsvSink:
                             f"this run's {shown_header(cells)} (a time or stream column more or "
                             "less); append to another file")
 
-    def _row(self, cells: list, sample) -> None:
+    def _line(self, cells: list) -> str:
         if self.sep == ";":  # Excel's pairing: a ';' file has decimal commas
             cells = [str(c).replace(".", ",") if isinstance(c, (float, np.floating)) else c
                      for c in cells]
         self.writer.writerow(cells)
-        self.out.write(self._buf.getvalue(), sample)
+        line = self._buf.getvalue()
         self._buf.seek(0)
         self._buf.truncate()
+        return line
+
+    def _row(self, cells: list, sample) -> None:
+        self.out.write(self._line(cells), sample)
 
     def write(self, result, sample) -> None:
         r = record(result, sample)
@@ -96,6 +102,9 @@ class CsvSink:
         lane = [r.get("stream", "")] if self._lanes else []
         self._row([*lane, r["step"], *stamp, *cells[:self._at - 1], r.get("truth", ""),
                    *cells[self._at - 1:]], sample)
+
+    def notes(self) -> list[str]:
+        return self.out.notes()
 
     def close(self) -> None:
         if self._timed is None:

@@ -2,7 +2,8 @@
 has one, each head's fields: ``class_id, label, score, logits`` for class scores, and ``truth``
 when the source knows it). ``jsonl:-`` writes to standard output. Non-finite numbers are written
 as ``null`` (bare ``NaN`` is not JSON). Lines reach the file at least every second
-(``LineFile``). ``append=1`` adds to the file instead of replacing it (a service restarted)."""
+(``LineFile``). ``append=1`` adds to the file instead of replacing it (a service restarted);
+``rotate=100M&keep=5`` begins a new file at that size, keeping 5 full ones (``PATH.1`` ...)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ class JsonlSink:
 
     def write(self, result, sample) -> None:
         self.out.write(json_text(record(result, sample)) + "\n", sample)
+
+    def notes(self) -> list[str]:
+        return self.out.notes()
 
     def close(self) -> None:
         self.out.close()
