@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -15,6 +16,7 @@ from conftest import BUNDLED_MODEL, assert_one_line_error, run_cli
 from wavedge.errors import InputError
 from wavedge.runtime import load_model
 from wavedge.runtime import Events
+from wavedge.runtime.events import Found
 from wavedge.runtime.heads import heads_for
 from wavedge.runtime.stream import Result
 from wavedge.signature import InputSpec, OutputSpec, Signature
@@ -210,3 +212,40 @@ def test_a_services_status_lines_say_how_many_results_were_written():
         written, given = map(int, re.search(r"; written (\d+); sink: written (\d+)$",
                                             line).groups())
         assert written == samples >= given  # the run writes all, the sink takes the changes
+
+
+def test_the_runs_summary_as_json_for_a_script(tmp_path):
+    """`wavedge run ... --summary FILE`: the end's summary as JSON, the numbers of its lines
+    by name (a nightly check on recorded data reads it, not the text); written when the run
+    fails too; a place it cannot be written is refused before the run, in one line."""
+    path = tmp_path / "runs" / "last.json"
+    proc = run_cli("run", BUNDLED_MODEL, "--source", "replay:?rate=max", "--sink", "null:",
+                   "--smooth", "20", "--on-change", "--min-score", "0.8", "--summary", path)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(path.read_text())
+    share = float(re.search(r"agreement with truth: ([\d.]+)% of 4000", proc.stderr).group(1))
+    assert got["samples"] == 4000 and got["truth"]["metric"] == "agreement"
+    assert round(got["truth"]["value"] * 100, 1) == share
+    assert got["recording_ends"] == {"recordings": 40, "correct": int(re.search(
+        r"recording: (\d+)/40", proc.stderr).group(1))}
+    found = got["written"]["against_truth"]
+    assert Found.line(found) in proc.stderr and got["written"]["results"] == int(
+        re.search(r"written: (\d+) of 4000", proc.stderr).group(1))
+    assert got["latency_us"]["p50"] > 0 and got["dropped"] == {} and got["error"] is None
+    def fed(lines):
+        return subprocess.run([sys.executable, "-m", "wavedge.cli", "run", BUNDLED_MODEL,
+                               "--source", "stdin:", "--sink", "null:", "--summary", path],
+                              input=lines, capture_output=True, text=True, timeout=120)
+
+    channels = ",".join(load_model(BUNDLED_MODEL).manifest.channels)
+    rejected = fed(f"{channels}\na,b,c,d,e,f\n")
+    assert rejected.returncode == 1 and json.loads(path.read_text())["dropped"] == {
+        "not_numeric": 1}
+    refused = fed("1,2\n")  # refused before the run: the file tells of it, not the last run
+    assert refused.returncode == 1 and json.loads(path.read_text())["samples"] == 0
+    assert json.loads(path.read_text())["error"] in refused.stderr
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--summary", tmp_path), "is a folder")
+    assert_one_line_error(run_cli("service", "install", "bm", BUNDLED_MODEL, "--root",
+                                  tmp_path / "root", "--no-activate", "--source", "stdin:",
+                                  "--sink", "null:", "--summary", "last.json"),
+                          "--summary: last.json is a relative path")

@@ -214,6 +214,21 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """`wavedge run`; with ``--summary``, a run refused before it began writes its error
+    there too, so that the file always tells of this run, not the one before."""
+    from wavedge.runtime.loop import Summary
+
+    if not args.summary:
+        return _run(args)
+    _summary_folder(Path(args.summary))
+    try:
+        return _run(args)
+    except WavedgeError as exc:
+        _wrote_summary(Path(args.summary), Summary(error=str(exc)))
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     from wavedge.runtime import BackendOptions
     from wavedge.runtime.loop import run, run_many
 
@@ -247,8 +262,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _drop_stdout()
     for line in summary.lines(error=False):  # the error is the last line, once
         print(f"wavedge: {line}", file=sys.stderr)
+    written = not args.summary or _wrote_summary(Path(args.summary), summary)
     if summary.error:
         print(f"wavedge: error: {summary.error}", file=sys.stderr)
+        return 1
+    if not written:
         return 1
     if summary.all_rejected:
         print(f"wavedge: error: every one of the {sum(summary.dropped.values())} samples from "
@@ -256,6 +274,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"channel(s) ({', '.join(model.manifest.channels)})", file=sys.stderr)
         return 1
     return 0
+
+
+def _summary_folder(path: Path) -> None:
+    """The folder ``--summary`` writes in, made now, so that a run that could not write its
+    summary finds out before it runs, not after."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--summary {path}: cannot make its folder ({reason(exc)})") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        raise InputError(f"--summary {path}: " + ("is a folder; give a file name"
+                                                  if path.is_dir() else
+                                                  f"cannot write in {path.parent}"))
+
+
+def _wrote_summary(path: Path, summary) -> bool:
+    """The summary as JSON, whole or not at all (a script never reads half of one); False,
+    said in one line, where it could not be written."""
+    try:
+        stopping.write_whole(path, json.dumps(summary.to_json(), indent=1, sort_keys=True)
+                             + "\n")
+    except OSError as exc:
+        print(f"wavedge: error: --summary {path}: cannot write ({reason(exc)})", file=sys.stderr)
+        return False
+    return True
 
 
 def _open_ends(urls: list, sink_urls: list, manifest):
@@ -348,8 +391,8 @@ def _check_service_run(svc, model_here: Path) -> None:
     named = [(f"--{kind} {url}", path) for kind, urls in (("source", args.source),
                                                           ("sink", args.sink))
              for url in urls for path in files_of(url, kind)]
-    if args.trt_cache:
-        named.append(("--trt-cache", args.trt_cache))
+    named += [(flag, path) for flag, path in (("--trt-cache", args.trt_cache),
+                                              ("--summary", args.summary)) if path]
     for flag, path in named:
         if not Path(path).is_absolute():
             raise InputError(f"{flag}: {path} is a relative path, and a service runs in /; "
@@ -706,6 +749,9 @@ def _add_pipeline_options(p: argparse.ArgumentParser, defaults: bool = True) -> 
     add("--min-score", type=float, metavar="P",
         help="a classifier: write a result only when its score (after --smooth) is at least "
              "P, between 0 and 1")
+    add("--summary", metavar="FILE",
+        help="also write the end's summary to FILE as JSON (samples, drops, latency, the "
+             "truth's score, what was written), for a script or a service's last run")
     add("--status-every", type=float, metavar="SECONDS",
         help="a status line on stderr every SECONDS while the run lasts: samples, their rate, "
              "drops and repairs, latency (a service's journal; default: the summary at the "

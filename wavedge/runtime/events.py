@@ -135,16 +135,26 @@ class Found:
             self.delays.append(self._since)
 
     @staticmethod
-    def line(all_found: list["Found"]) -> str | None:
-        """One summary line over every stream's, or None where no truth came."""
+    def totals(all_found: list["Found"]) -> dict | None:
+        """Every stream's counts together, or None where no truth came: runs of a true class,
+        those found, the samples to find them (min, median, max) and the results written
+        with another class."""
         changes = sum(f.changes for f in all_found)
         if not changes:
             return None
         delays = sorted(d for f in all_found for d in f.delays)
-        after = (f", {delays[0]}-{delays[-1]} samples after (median "
-                 f"{delays[len(delays) // 2]})") if delays else ""
-        return (f"written against truth: found {len(delays)} of {changes} runs of a true "
-                f"class{after}; {sum(f.false for f in all_found)} written with another class")
+        return {"runs": changes, "found": len(delays),
+                "delay_samples": {"min": delays[0], "median": delays[len(delays) // 2],
+                                  "max": delays[-1]} if delays else None,
+                "false": sum(f.false for f in all_found)}
+
+    @staticmethod
+    def line(totals: dict) -> str:
+        """The summary's line of ``totals``."""
+        d = totals["delay_samples"]
+        after = f", {d['min']}-{d['max']} samples after (median {d['median']})" if d else ""
+        return (f"written against truth: found {totals['found']} of {totals['runs']} runs of a "
+                f"true class{after}; {totals['false']} written with another class")
 
 
 SINK_PARAMS = ("smooth", "on_change", "min_score")  # any sink URL's: what it alone is given

@@ -73,7 +73,7 @@ class Summary:
     tick_wait_ms: float = 0.0  # how long a tick waited for every source, at most
     written: int | None = None  # results written, where ``events`` chose them
     events: str = ""  # ``Events.describe()``
-    found: str | None = None  # what they found of the truth (``events.Found``)
+    found: dict | None = None  # what they found of the truth (``events.Found.totals``)
 
     def lines(self, error: bool = True) -> list[str]:
         """The summary, a line each; without ``error``, no ``stopped:`` line (a caller that
@@ -101,7 +101,7 @@ class Summary:
         if self.written is not None:
             out.append(f"written: {self.written} of {self.samples} results ({self.events})")
             if self.found:
-                out.append(self.found)
+                out.append(Found.line(self.found))
         if self.latency_us:
             lat = self.latency_us
             per, with_sink = ("tick", "tick with the sink's writes") if self.streams else \
@@ -129,6 +129,29 @@ class Summary:
         out += self.notes
         if self.error and error:
             out.append(f"stopped: {self.error}")
+        return out
+
+    def to_json(self) -> dict:
+        """The summary for a script (``wavedge run --summary FILE``): the lines' numbers, by
+        name; the truth's score as agreement or mean squared error."""
+        out = {k: getattr(self, k) for k in (
+            "samples", "seconds", "interrupted", "stopped_by", "broken_pipe", "error",
+            "latency_us", "with_sink_us", "resets", "reset_policy", "notes")}
+        out.update({k: dict(getattr(self, k)) for k in ("dropped", "repaired", "state_resets",
+                                                          "commands")})
+        if self.truth_samples:
+            score = self.truth_correct if self.truth_metric == "agreement" else \
+                self.truth_sq_error
+            out["truth"] = {"metric": self.truth_metric, "samples": self.truth_samples,
+                            "value": score / self.truth_samples}
+        if self.ends:
+            out["recording_ends"] = {"recordings": self.ends, "correct": self.ends_correct}
+        if self.streams:
+            out["streams"] = {"samples": self.streams, "one_call": self.one_call,
+                              "ticks": self.ticks}
+        if self.written is not None:
+            out["written"] = {"results": self.written, "how": self.events,
+                              "against_truth": self.found}
         return out
 
     @property
@@ -616,7 +639,7 @@ class _Loop:
                                  "(sequence) column, so the state was never reset at one")
         summary.dropped, summary.repaired, summary.state_resets = self._counts()
         if summary.written is not None:
-            summary.found = Found.line([lane.found for lane in self.lanes])
+            summary.found = Found.totals([lane.found for lane in self.lanes])
         if len(self.lanes) > 1:
             summary.streams = [lane.samples for lane in self.lanes]
             summary.stream_faults = [
