@@ -1229,7 +1229,8 @@ class _Hook:
 
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                ok = self.path == "/hook"
+                ok = self.path == "/hook" or (self.path == "/api" and self.headers.get(
+                    "Authorization") == "Bearer s3cret")
                 if ok:
                     bodies.append(json.loads(body))
                 self.send_response(204 if ok else 500)
@@ -1272,15 +1273,31 @@ def test_results_posted_to_a_webhook(tmp_path):
         changes = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}/hook?on_change=1")
         changed = hook.bodies[len(posted):]
         failing = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}/other")
+        secrets = tmp_path / "hook.env"  # a token, never on the command line
+        secrets.write_text("# the API's token\nWAVEDGE_HTTP_AUTHORIZATION='Bearer s3cret'\n")
+        token = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}/api?env={secrets}")
+        argv = [sys.executable, "-m", "wavedge.cli", "run", BUNDLED_MODEL, *replay, "--sink",
+                f"{url}/api"]
+        environ = subprocess.run(argv, capture_output=True, text=True, timeout=120, env={
+            **user_env(), "WAVEDGE_HTTP_AUTHORIZATION": "Bearer s3cret"})
+        wrong = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                               env={**user_env(), "WAVEDGE_HTTP_AUTHORIZATION": "Bearer guess"})
     finally:
         hook.close()
+    assert "60 answered 2xx" in token.stderr and "60 answered 2xx" in environ.stderr, \
+        token.stderr + environ.stderr
+    assert "60 failed (the last: answered 500" in wrong.stderr, wrong.stderr
+    secrets.write_text("TOKEN=x\n")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", f"{url}/api?env={secrets}"),
+                          "line 1: expected KEY=VALUE with KEY one of WAVEDGE_HTTP_AUTHORIZATION")
     assert every.returncode == 0 and posted == alone, every.stderr
     assert f"http sink {url}/hook: 60 results posted, 60 answered 2xx, 0 failed" in every.stderr
     labels = [r["label"] for r in alone]
     assert [r["step"] for r in changed] == [k for k in range(60)
                                             if k == 0 or labels[k] != labels[k - 1]]
     assert f"written {len(changed)} of 60 results (on a change of class)" in changes.stderr
-    assert failing.returncode == 0 and "60 failed (the last: answered 500 Internal Server "         "Error)" in failing.stderr
+    assert failing.returncode == 0 and "60 failed (the last: answered 500 Internal Server " \
+        "Error)" in failing.stderr
     nobody = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}/hook")
     assert nobody.returncode == 0 and "0 answered 2xx" in nobody.stderr
     assert "(the last: Connection refused)" in nobody.stderr

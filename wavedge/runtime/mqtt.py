@@ -15,14 +15,13 @@ source's also a hash of its topic),
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from wavedge.errors import InputError, SinkError
+from wavedge.runtime.urls import env_secrets
 
 RECONNECT_DELAY_S = (0.5, 8.0)  # paho doubles the wait between attempts within this range
 WARN_AFTER_S = 5.0  # a broker not reached this long after start gets one warning line
@@ -90,26 +89,7 @@ def client_id(url, role: str) -> str:
 
 
 def _secrets(env_file: str | None, where: str) -> dict:
-    if env_file is None:
-        return {k: os.environ[k] for k in ENV_KEYS if os.environ.get(k)}
-    try:
-        lines = Path(env_file).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"{where}: env file {env_file}: {exc.strerror}") from None
-    out = {}
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, eq, value = line.partition("=")
-        if not eq or key.strip() not in ENV_KEYS:
-            raise InputError(f"{where}: env file {env_file}, line {n}: expected KEY=VALUE with "
-                             f"KEY one of {', '.join(ENV_KEYS)}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":  # as systemd's
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
+    return env_secrets(env_file, where, ENV_KEYS)
 
 
 def client(broker: Broker, clean: bool, on_connect, on_disconnect, on_message=None,

@@ -9,7 +9,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field, replace
+
+from pathlib import Path
 
 from wavedge.errors import InputError, query_params
 
@@ -187,3 +190,29 @@ def open_sink(text: str, context):
         return opener(url, context)
     own = {k: v for k, v in url.params.items() if k not in events.SINK_PARAMS}
     return events.Selected(opener(replace(url, params=own), context), chosen, text)
+
+
+def env_secrets(env_file: str | None, where: str, keys: tuple[str, ...]) -> dict:
+    """A URL's secrets (``keys``) from its ``?env=FILE`` of ``KEY=VALUE`` lines, quoted as
+    systemd's environment files may be, or else from the process environment: never from
+    the command line, where ``ps`` and the journal show them."""
+    if env_file is None:
+        return {k: os.environ[k] for k in keys if os.environ.get(k)}
+    try:
+        lines = Path(env_file).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"{where}: env file {env_file}: {exc.strerror}") from None
+    out = {}
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, eq, value = line.partition("=")
+        if not eq or key.strip() not in keys:
+            raise InputError(f"{where}: env file {env_file}, line {n}: expected KEY=VALUE with "
+                             f"KEY one of {', '.join(keys)}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":  # as systemd's
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out

@@ -1,6 +1,6 @@
-"""``http://HOST[:PORT]/PATH[?queue=N&timeout=S]`` (or ``https://``): each result POSTed as one
-JSON body (the jsonl sink's record) to a webhook: Home Assistant's ``/api/webhook/ID``,
-Node-RED's ``http in``, a dashboard's API. Given a sink's own choice
+"""``http://HOST[:PORT]/PATH[?queue=N&timeout=S&env=FILE]`` (or ``https://``): each result
+POSTed as one JSON body (the jsonl sink's record) to a webhook: Home Assistant's
+``/api/webhook/ID``, Node-RED's ``http in``, a dashboard's API. Given a sink's own choice
 (``?smooth=20&on_change=1&min_score=0.8``, docs/runtime.md) the hook hears of the class when it
 changes, not at every sample.
 
@@ -11,8 +11,10 @@ counted with the reason of the last and not sent again (a hook acts on the newes
 connection fails the next attempt waits 0.5 s, doubling to 8 s, never busily. At close the
 queue gets ``CLOSE_S`` to drain; the summary says what was posted, answered 2xx, failed,
 dropped and left unsent. ``https://`` checks the server's certificate against the system's
-(``SSL_CERT_FILE`` names another bundle). A webhook's secret is its path; there is no other
-authentication."""
+(``SSL_CERT_FILE`` names another bundle). A webhook's secret is its path; an API that wants a
+token (Home Assistant's REST API: ``Bearer TOKEN``) gets the ``Authorization`` header from
+``WAVEDGE_HTTP_AUTHORIZATION``, in the ``env`` file (``KEY=VALUE`` lines, as the MQTT sink's
+credentials) or else the process environment: never on the command line."""
 
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ from urllib.parse import urlsplit
 
 from wavedge.errors import SinkError, reason
 from wavedge.runtime.sinks import json_text, record
+from wavedge.runtime.urls import env_secrets
+
+FILE_PARAMS = ("env",)  # keys whose value is a file (wavedge service wants it absolute)
+AUTHORIZATION = "WAVEDGE_HTTP_AUTHORIZATION"  # the Authorization header's value, a secret
 
 CLOSE_S = 2.0
 RETRY_S = (0.5, 8.0)  # the wait after a failed connection: first, and at most
@@ -31,7 +37,7 @@ RETRY_S = (0.5, 8.0)  # the wait after a failed connection: first, and at most
 
 class HttpSink:
     def __init__(self, url, manifest) -> None:
-        url.check_params(("queue", "timeout"))
+        url.check_params(("queue", "timeout", "env"))
         self.where = url.text
         try:
             parts = urlsplit(f"{url.scheme}://{url.path}")
@@ -45,6 +51,9 @@ class HttpSink:
         self.tls = url.scheme == "https"
         self.capacity = url.get("queue", 1000, int, (1, 1_000_000))
         self.timeout = url.get("timeout", 2.0, float, (0.05, 60.0))
+        secrets = env_secrets(url.get("env"), url.text, (AUTHORIZATION,))
+        self.headers = {"Content-Type": "application/json",
+                        **({"Authorization": secrets[AUTHORIZATION]} if secrets else {})}
         self.pending: deque = deque()
         self.cond = threading.Condition()
         self.posted = self.answered = self.failed = self.dropped = self.left = 0
@@ -80,7 +89,7 @@ class HttpSink:
                 self.posted += 1
             try:
                 conn = conn or self._connection()
-                conn.request("POST", self.path, body, {"Content-Type": "application/json"})
+                conn.request("POST", self.path, body, self.headers)
                 answer = conn.getresponse()
                 answer.read()
             except (OSError, http.client.HTTPException) as exc:
