@@ -1209,6 +1209,9 @@ def test_several_sinks_each_get_every_result(tmp_path):
     assert both.counters() == {"udp 1 sent": 0, "udp 1 refused": 0, "udp 2 sent": 0,
                                "udp 2 refused": 0}
     assert Sinks(udp[:1] + [a]).counters() == {"udp sent": 0, "udp refused": 0}
+    chosen = Sinks([open_sink(f"udp://127.0.0.1:{port}?on_change=1", manifest), a])
+    assert chosen.counters() == {"udp sent": 0, "udp refused": 0, "udp written": 0}
+    chosen.close()  # named by the sink it wraps, not as "selected"
     assert [both.inbox.popleft() for _ in range(3)] == ["reset", "stats", "reset"]
     assert not both.inbox and not hasattr(both, "flush_due")
     both.close()

@@ -30,6 +30,7 @@ import numpy as np
 
 from wavedge.errors import InputError, check_count
 from wavedge.runtime.heads import ClassHead, heads_for, softmax
+from wavedge.runtime.sinks import sink_kind
 from wavedge.runtime.stream import Result
 
 MAX_SMOOTH = 100_000  # samples averaged: past it a typo, not a window (a ring of as many rows)
@@ -176,6 +177,7 @@ class Selected:
 
     def __init__(self, sink, events: Events, where: str) -> None:
         self.sink, self.events, self.where = sink, events, where
+        self.kind = sink_kind(sink)  # a run of several sinks names its counters by it
         self._streams: dict = {}  # a sample's stream (None: the run's only one) -> its filter
         self.written = self.results = 0
         for name in ("inbox", "flush_due", "check_streams"):

@@ -267,7 +267,7 @@ class Sinks:
     def counters(self) -> dict:
         """Each sink's counters, named by its kind (``link posted``, ``udp refused``), and its
         place among those of its kind where there are several (``udp 2 sent``)."""
-        kinds = [type(s).__name__.removesuffix("Sink").lower() for s in self.sinks]
+        kinds = [sink_kind(s) for s in self.sinks]
         out = {}
         for k, (sink, kind) in enumerate(zip(self.sinks, kinds)):
             if kinds.count(kind) > 1:
@@ -288,6 +288,12 @@ class Sinks:
                 failed = failed or exc
         if failed is not None:
             raise failed
+
+
+def sink_kind(sink) -> str:
+    """A sink's kind in words (``udp``, ``link``): its class's name, or the sink's it
+    wraps (``kind``: a sink's own choice of results, ``events.Selected``)."""
+    return getattr(sink, "kind", None) or type(sink).__name__.removesuffix("Sink").lower()
 
 
 class _Inboxes:
