@@ -14,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-startup bench-sources fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-train bench-startup bench-sources fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -131,6 +131,13 @@ probe: $(STAMP)
 # weights), ONNX Runtime and LiteRT, interleaved; $(OUT)/bench-scale (docs/benchmarks.md).
 bench-scale: $(STAMP) $(TFLITE_STAMP)
 	$(TFLITE_VENV)/bin/python scripts/bench_scale.py --repeats 7 --out $(OUT)/bench-scale
+
+# Training time per epoch on each device, interleaved: DEVICES="cpu cuda" on a workstation with
+# a GPU (the CUDA build of torch); $(OUT)/bench-train (docs/benchmarks.md).
+DEVICES ?= cpu
+bench-train: $(STAMP)
+	$(BIN)/python scripts/bench_train.py $(foreach d,$(DEVICES),--device $(d)) --repeats 3 \
+		--out $(OUT)/bench-train
 
 # Start-up of `wavedge run --limit 1` in the torch-free venv (a board's install), both backends
 # interleaved, wall time and peak RSS (a few seconds); $(OUT)/bench/startup.json.

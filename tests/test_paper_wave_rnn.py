@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import skip_module_without_torch
 
 skip_module_without_torch()
@@ -78,3 +80,38 @@ def test_the_experiment_writes_results_table_and_curves(tmp_path, monkeypatch):
     assert {r["arch"] for r in results["summary"]} == {"wave_rnn", "irnn"}
     assert "adding T=20" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_seeds_run_apart_merge_into_one_table(tmp_path, monkeypatch):
+    """One process per seed (a GPU runs them side by side), then --merge: the table of the
+    three, as one process would have written it."""
+    tiny = paper.Profile((0, 1), (paper.Run("adding", 20, {"wave_rnn": 4, "irnn": 4},
+                                            log_every=2),))
+    monkeypatch.setitem(paper.PROFILES, "tiny", tiny)
+    for seed in (0, 1, 5):
+        assert paper.main(["--profile", "tiny", "--out", str(tmp_path / f"s{seed}"),
+                           "--seeds", str(seed), "--arch", "wave_rnn", "--iterations", "6",
+                           "--threads", "1"]) == 0
+    assert paper.main(["--merge", *(str(tmp_path / f"s{s}") for s in (0, 1, 5)),
+                       "--out", str(tmp_path / "all")]) == 0
+    results = json.loads((tmp_path / "all" / "results.json").read_text())
+    (row,) = results["summary"]
+    assert row["arch"] == "wave_rnn" and row["seeds"] == [0, 1, 5] and row["iterations"] == 6
+    assert [p["iteration"] for p in results["runs"][0]["curve"]] == [0, 2, 4, 6]
+    assert results["runs"][2]["device"] == "cpu"
+    with pytest.raises(SystemExit) as stop:  # seed 0 twice would count it twice
+        paper.main(["--merge", str(tmp_path / "s0"), str(tmp_path / "all"),
+                    "--out", str(tmp_path / "x")])
+    assert stop.value.code == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_a_run_follows_the_cpus():
+    """The same data and initial weights (drawn on the CPU), float32 on both: the learning
+    curves agree until rounding has had many steps to grow."""
+    run = paper.Run("adding", 30, {"wave_rnn": 20, "irnn": 20}, log_every=10)
+    cpu = paper.train_one(run, "wave_rnn", 0, progress=False)
+    gpu = paper.train_one(run, "wave_rnn", 0, progress=False, device="cuda")
+    assert gpu["device"].startswith("cuda:0 (")
+    for a, b in zip(cpu["curve"], gpu["curve"]):
+        assert abs(a["train_loss"] - b["train_loss"]) <= 1e-3 * a["train_loss"], (a, b)

@@ -91,3 +91,66 @@ def test_cli_train_settings_no_run_can_take_are_one_line(flags, fragments, tmp_p
 def test_cli_rejects_an_unknown_task():
     proc = run_cli("train", "--task", "mnist", "--out", "x.pt")
     assert_one_line_error(proc, "no recipe for task 'mnist' with arch 'wave_rnn'; known: ")
+
+
+@pytest.mark.parametrize("device, fragments", [
+    ("tpu", ["--device tpu: not a device; give cpu, cuda, cuda:N, mps or auto"]),
+    ("cuda:x", ["--device cuda:x: not a device"]),
+    ("meta", ["--device meta: wavedge trains on cpu, cuda or mps"]),
+    pytest.param("cuda", ["--device cuda: this torch sees no CUDA GPU ("],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
+    pytest.param("cuda:7", ["--device cuda:7: "],
+                 marks=pytest.mark.skipif(torch.cuda.device_count() > 7, reason="8 GPUs")),
+])
+def test_cli_train_on_a_device_this_machine_lacks_is_one_line(device, fragments, tmp_path):
+    """Refused before the data is read, nothing written (the flag did not exist: a
+    workstation's GPU could not be trained on)."""
+    out = tmp_path / "x.pt"
+    assert_one_line_error(run_cli("train", "--device", device, "--epochs", "1", "--out", out,
+                                  "--quiet"), *fragments)
+    assert not out.exists()
+
+
+def test_the_checkpoint_says_where_it_was_trained(tmp_path):
+    out = tmp_path / "bm.pt"
+    proc = run_cli("train", "--arch", "irnn", "--epochs", "1", "--device", "auto",
+                   "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    where = load_checkpoint(out).meta["device"]
+    assert where == ("cpu" if not torch.cuda.is_available() else
+                     f"cuda:0 ({torch.cuda.get_device_name(0)})")
+    assert f"s on {where}, " in proc.stdout
+
+
+def _weights_apart(a, b) -> float:
+    """The largest difference between two models' weights, relative to the largest weight."""
+    return max(float((pa - pb).abs().max() / pa.abs().max().clamp(min=1e-12))
+               for pa, pb in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("task, arch, overrides", [
+    ("basic_motions", "wave_rnn", {"epochs": 3, "quant_aware_epochs": 2,
+                                   "model": {"channels": 4, "ring_size": 16}}),
+    ("basic_motions", "gru", {"epochs": 3, "model": {"hidden_size": 16}}),
+    ("digit_rows", "mpl", {"epochs": 1, "model": {"hidden_size": 16}}),
+])
+def test_on_a_gpu_training_gives_the_cpus_model_up_to_rounding(task, arch, overrides, tmp_path):
+    """The same batches, noise and initial weights as on the CPU (drawn there), float32
+    arithmetic on both: the weights after training agree closely, the checkpoint holds CPU
+    tensors that load anywhere, and it exports and checks like the CPU's."""
+    from wavedge.models.data import load_dataset
+
+    data = _small(load_dataset(task), 64)
+    recipe = replace(default_recipe(task, arch), **overrides)
+    cpu, cpu_meta = train(recipe, progress=False, dataset=data)
+    gpu, meta = train(recipe, out=tmp_path / "g.pt", progress=False, dataset=data,
+                      device="cuda")
+    assert meta["device"].startswith("cuda:0 (") and cpu_meta["device"] == "cpu"
+    assert all(t.device.type == "cpu" for t in gpu.state_dict().values())
+    assert _weights_apart(cpu, gpu) < 1e-3, _weights_apart(cpu, gpu)
+    assert abs(meta["metrics"]["test_accuracy"] - cpu_meta["metrics"]["test_accuracy"]) <= 0.05
+    loaded = load_checkpoint(tmp_path / "g.pt", expect_arch=arch)
+    assert all(t.device.type == "cpu" for t in loaded.model.state_dict().values())
+    proc = run_cli("export", tmp_path / "g.pt", "--out", tmp_path / "m")
+    assert proc.returncode == 0, proc.stderr

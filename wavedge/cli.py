@@ -30,10 +30,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     torch = _torch("train")
 
-    from wavedge.models.train import default_recipe, train
+    from wavedge.models.train import default_recipe, torch_device, train
     from wavedge.runtime.backends import check_threads
 
     check_threads(args.threads, "--threads")
+    torch_device(args.device)  # before the data is read
     if args.seed is not None:  # it splits the data before the recipe checks it
         check_count(args.seed, "--seed", 0)
     torch.set_num_threads(args.threads)
@@ -57,12 +58,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.config is not None:
         overrides["model"] = {**recipe.model, **_json_object(args.config, "--config")}
     recipe = replace(recipe, **overrides)
-    _, meta = train(recipe, out=args.out, progress=not args.quiet, dataset=dataset)
+    _, meta = train(recipe, out=args.out, progress=not args.quiet, dataset=dataset,
+                    device=args.device)
     m = meta["metrics"]
     print(f"{meta['task']}/{args.arch}: test accuracy {m['test_accuracy']:.3f} "
           f"(final step, {m['n_test']} held-out recordings, from reset; "
           f"{m['test_stream_accuracy']:.3f} never reset), train {m['train_accuracy']:.3f}, "
-          f"{m['n_parameters']} parameters, {m['train_seconds']} s, reset policy "
+          f"{m['n_parameters']} parameters, {m['train_seconds']} s on {meta['device']}, "
+          "reset policy "
           f"{meta['reset']['policy']} -> {args.out}")
     return 0
 
@@ -841,6 +844,10 @@ def _add_train(sub) -> None:
                    help="override the recipe's int8-aware fine-tuning epochs (0 for none)")
     p.add_argument("--seed", type=int, help="override the recipe's seed (default 0)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--device", default="cpu",
+                   help="where torch trains: cpu (default), cuda, cuda:N, mps, or auto (a GPU "
+                        "where torch sees one); the checkpoint is the same either way, up to "
+                        "rounding")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 

@@ -211,7 +211,8 @@ class MetaPredictive(StepModel):
             return super().training_loss(x, y, mask, learning, gen)
         if learning != "pc":
             raise InputError(f"mpl: learning {learning!r} is not one of backprop, pc")
-        eps_h, eps_z = self.noise_for(x.shape[0], x.shape[1], gen)
+        # drawn by the (CPU) generator wherever the model is: a GPU run sees the CPU's noise
+        eps_h, eps_z = (e.to(x.device) for e in self.noise_for(x.shape[0], x.shape[1], gen))
         beliefs = relax(self, x, y, eps_h, eps_z, mask)
         return energy(self, x, y, beliefs, eps_h, eps_z, mask, PC_NUDGE) / mask.sum()
 

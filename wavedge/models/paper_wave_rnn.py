@@ -18,14 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from wavedge.errors import InputError
 from wavedge.models import build_model
+from wavedge.models.train import float32_arithmetic, device_name, torch_device
 from wavedge.stopping import write_figure, write_whole
 
 MEMORY = 10  # the copy task's digits to remember (the authors' mem_len)
@@ -120,6 +122,7 @@ MODELS = {"copy": {"wave_rnn": {"channels": 6, "ring_size": 100}, "irnn": {"hidd
           "adding": {"wave_rnn": {"channels": 27, "ring_size": 100},
                      "irnn": {"hidden_size": 100}}}
 TASKS = {"copy": Copy, "adding": Adding}
+ARCHS = ("wave_rnn", "irnn")
 
 
 @dataclass(frozen=True)
@@ -160,20 +163,29 @@ def parameters(model: nn.Module) -> dict:
     return {"with_biases": total, "weights_only": total - biases}
 
 
-def train_one(run: Run, arch: str, seed: int, progress: bool = True) -> dict:
+def train_one(run: Run, arch: str, seed: int, progress: bool = True,
+              device: str = "cpu") -> dict:
     """One model on one task from one seed: the authors' loop (fresh batch per iteration,
     Adam, clipping, a fresh test batch at every log step), then a final test on 1,000 fresh
-    sequences."""
+    sequences. On any ``device`` the batches are drawn on the CPU from the seed, so a GPU run
+    sees the CPU run's data (and starts from its weights)."""
     task = TASKS[run.task](run.T)
+    where = torch_device(device)
     torch.manual_seed(seed)
     model = build_model(arch, input_size=task.input_size, output_size=task.output_size,
-                        **MODELS[run.task][arch])
+                        **MODELS[run.task][arch]).to(where)
+    with float32_arithmetic(where):
+        return _train_one(run, task, model, arch, seed, progress, where)
+
+
+def _train_one(run: Run, task, model: nn.Module, arch: str, seed: int, progress: bool,
+               where: torch.device) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=run.lr)
     train_gen = torch.Generator().manual_seed(seed)
     test_gen = torch.Generator().manual_seed(10_000 + seed)
     curve, solved, t0 = [], None, time.perf_counter()
     for i in range(run.iterations[arch] + 1):
-        x, y = task.batch(128, train_gen)
+        x, y = (t.to(where) for t in task.batch(128, train_gen))
         loss = task.loss(task.outputs(model, x), y)
         opt.zero_grad()
         loss.backward()
@@ -193,13 +205,15 @@ def train_one(run: Run, arch: str, seed: int, progress: bool = True) -> dict:
     return {"task": run.task, "name": task.name, "T_code": run.T, "arch": arch, "seed": seed,
             "iterations": run.iterations[arch], "lr": run.lr, "clip": run.clip,
             "parameters": parameters(model), "curve": curve, "final": final,
-            "solved_iteration": solved, "seconds": round(time.perf_counter() - t0, 1)}
+            "solved_iteration": solved, "seconds": round(time.perf_counter() - t0, 1),
+            "device": device_name(where)}
 
 
 def _test(model: nn.Module, task, gen: torch.Generator, n: int | None = None) -> dict:
     model.eval()
     with torch.no_grad():
-        x, y = task.batch(n or task.test_batch, gen)
+        x, y = (t.to(next(model.parameters()).device) for t in
+                task.batch(n or task.test_batch, gen))
         out = task.metrics(task.outputs(model, x), y)
     model.train()
     return out
@@ -208,8 +222,8 @@ def _test(model: nn.Module, task, gen: torch.Generator, n: int | None = None) ->
 def summarise(results: list[dict]) -> list[dict]:
     """Per task and model: the final test loss (and recall) as mean, spread over seeds."""
     rows = []
-    for key in dict.fromkeys((r["name"], r["arch"]) for r in results):
-        group = [r for r in results if (r["name"], r["arch"]) == key]
+    for key in dict.fromkeys((r["name"], r["arch"], r["iterations"]) for r in results):
+        group = [r for r in results if (r["name"], r["arch"], r["iterations"]) == key]
         losses = np.array([r["final"]["test_loss"] for r in group])
         row = {"task": key[0], "arch": key[1], "seeds": [r["seed"] for r in group],
                "iterations": group[0]["iterations"], "parameters": group[0]["parameters"],
@@ -264,26 +278,74 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--out", type=Path, default=Path("out/paper-wave-rnn"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu",
+                    help="where torch trains: cpu (default), cuda, cuda:N, mps or auto")
+    ap.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                    help="these seeds instead of the profile's (one process per seed runs "
+                         "them side by side; --merge joins their results)")
+    ap.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS),
+                    help="the models to train (default both)")
+    ap.add_argument("--iterations", type=int, metavar="N",
+                    help="every run's budget instead of the profile's (the paper: 60000)")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                    help="train nothing: join these folders' results.json into --out")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    profile, results = PROFILES[args.profile], []
-    for run in profile.runs:
-        for seed in profile.seeds:
-            for arch in ("wave_rnn", "irnn"):
-                results.append(train_one(run, arch, seed))
-                _write(args, results)  # after every run: a long run stopped keeps what it did
+    try:
+        results = _merged(args.merge) if args.merge else _trained(args)
+    except InputError as exc:
+        ap.exit(1, f"paper_wave_rnn: {exc}\n")
+    if args.merge:
+        _write(args, results)
     print(table(summarise(results)))
     plot(results, args.out / "curves.png")
     print(f"wrote {args.out}/results.json, results.md, curves.png")
     return 0
 
 
+def _trained(args) -> list[dict]:
+    torch_device(args.device)  # refused before the first run, not after it
+    if args.iterations is not None and args.iterations < 1:
+        raise InputError(f"--iterations must be at least 1, got {args.iterations}")
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    profile, results = PROFILES[args.profile], []
+    for run in profile.runs:
+        if args.iterations is not None:
+            run = replace(run, iterations={a: args.iterations for a in ARCHS})
+        for seed in args.seeds if args.seeds is not None else profile.seeds:
+            for arch in args.arch:
+                results.append(train_one(run, arch, seed, device=args.device))
+                _write(args, results)  # after every run: a long run stopped keeps what it did
+    return results
+
+
+def _merged(folders: list[Path]) -> list[dict]:
+    """Every run of the folders' results.json, in the order given (a folder twice, or a run
+    in two folders, is refused: it would count one seed twice)."""
+    results, seen = [], set()
+    for folder in folders:
+        try:
+            runs = json.loads((folder / "results.json").read_text())["runs"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"--merge {folder}: no results.json of a run here ({exc})") \
+                from None
+        for r in runs:
+            key = (r["name"], r["arch"], r["seed"])
+            if key in seen:
+                raise InputError(f"--merge: {r['name']} {r['arch']} seed {r['seed']} is in "
+                                 f"two folders (the second: {folder})")
+            seen.add(key)
+            results.append(r)
+    return results
+
+
 def _write(args, results: list[dict]) -> None:
     rows = summarise(results)
+    made = {"merged": [str(f) for f in args.merge]} if args.merge else \
+        {"profile": args.profile, "threads": args.threads}
+    args.out.mkdir(parents=True, exist_ok=True)
     write_whole(args.out / "results.json", json.dumps(
-        {"profile": args.profile, "threads": args.threads, "summary": rows, "runs": results},
-        indent=1) + "\n")
+        {**made, "summary": rows, "runs": results}, indent=1) + "\n")
     write_whole(args.out / "results.md", table(rows) + "\n")
 
 

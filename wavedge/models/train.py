@@ -8,6 +8,7 @@ this, weight decay and input noise are what keep the model from overfitting.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -111,6 +112,45 @@ def default_recipe(task: str, arch: str) -> Recipe:
         raise InputError(f"no recipe for task {task!r} with arch {arch!r}; known: {known}") from None
 
 
+def torch_device(name: str = "cpu") -> torch.device:
+    """The device ``name`` names: ``cpu``, ``cuda``, ``cuda:N``, ``mps``, or ``auto`` (the
+    first GPU torch sees, else the CPU); ``InputError`` in one line for one this torch cannot
+    use, before anything is trained (torch itself says so at the first tensor moved, or, for a
+    misspelling, in a paragraph)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else \
+            "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name}: not a device; give cpu, cuda, cuda:N, mps or "
+                         "auto") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            build = f"a CPU build, {torch.__version__}" if torch.version.cuda is None else \
+                f"built for CUDA {torch.version.cuda}, no GPU or driver found"
+            raise InputError(f"--device {name}: this torch sees no CUDA GPU ({build}); "
+                             "leave --device out to train on the CPU")
+        if (device.index or 0) >= count:
+            raise InputError(f"--device {name}: this machine has {count} CUDA GPU(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {name}: this torch sees no Apple GPU (MPS)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device {name}: wavedge trains on cpu, cuda or mps")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """``cpu``, or the device and the GPU's name (``cuda:0 (NVIDIA H200)``), for the
+    checkpoint's record of where it was trained."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return device.type
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -137,7 +177,7 @@ def _batch(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, t0: int,
     idx = torch.randint(n, (recipe.batch_size, segments), generator=gen)
     xb = x[idx].reshape(recipe.batch_size, segments * t, d)
     yb = y[idx].repeat_interleave(t, dim=1)
-    mask = (torch.arange(segments * t) % t >= t0).expand(recipe.batch_size, -1)
+    mask = (torch.arange(segments * t, device=x.device) % t >= t0).expand(recipe.batch_size, -1)
     return xb, yb, mask
 
 
@@ -152,7 +192,8 @@ def _ragged_batch(xs: list[torch.Tensor], y: torch.Tensor, recipe: Recipe, t0: i
         parts.append(xs[i][start:start + window])
     xb = torch.stack(parts).reshape(recipe.batch_size, segments * window, -1)
     yb = y[idx].reshape(recipe.batch_size, segments).repeat_interleave(window, dim=1)
-    mask = (torch.arange(segments * window) % window >= t0).expand(recipe.batch_size, -1)
+    mask = (torch.arange(segments * window, device=xb.device) % window >= t0).expand(
+        recipe.batch_size, -1)
     return xb, yb, mask
 
 
@@ -186,7 +227,9 @@ def final_step_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor) -> f
 def _fit(model: StepModel, recipe: Recipe, x_tr, y_tr: torch.Tensor, t0: int,
          gen: torch.Generator, epochs: int, lr: float, progress: bool, desc: str,
          window: int) -> None:
-    """``epochs`` of AdamW (cosine decay to 0 when the recipe says so) on random streams."""
+    """``epochs`` of AdamW (cosine decay to 0 when the recipe says so) on random streams. The
+    batches and their noise are drawn by ``gen`` on the CPU wherever the model is, so a run
+    on a GPU sees the CPU run's data and differs from it by rounding alone."""
     from tqdm.auto import tqdm
 
     opt = torch.optim.AdamW(model.param_groups(lr), lr=lr, weight_decay=recipe.weight_decay)
@@ -196,12 +239,12 @@ def _fit(model: StepModel, recipe: Recipe, x_tr, y_tr: torch.Tensor, t0: int,
     steps_per_epoch = -(-len(x_tr) // recipe.batch_size)
     for _ in bar:
         model.train()
-        total = 0.0
+        total = 0.0  # a tensor on the model's device: read once an epoch, not a sync a batch
         for _ in range(steps_per_epoch):
             xb, yb, mask = _ragged_batch(x_tr, y_tr, recipe, t0, gen, window) \
                 if isinstance(x_tr, list) else _batch(x_tr, y_tr, recipe, t0, gen)
             if recipe.input_noise > 0:
-                xb = xb + recipe.input_noise * torch.randn(xb.shape, generator=gen)
+                xb = xb + recipe.input_noise * torch.randn(xb.shape, generator=gen).to(xb.device)
             with parametrize.cached():  # int8-grid weights: rounded once per batch, not per step
                 loss = model.training_loss(xb, yb, mask, recipe.learning, gen)
             opt.zero_grad()
@@ -210,16 +253,16 @@ def _fit(model: StepModel, recipe: Recipe, x_tr, y_tr: torch.Tensor, t0: int,
                 nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_norm)
             opt.step()
             model.after_update()
-            total += loss.item()
+            total = total + loss.detach()
         if sched is not None:
             sched.step()
-        bar.set_postfix(loss=f"{total / steps_per_epoch:.4f}")
+        bar.set_postfix(loss=f"{float(total) / steps_per_epoch:.4f}")
 
 
-def _normalised(x, mean: np.ndarray, std: np.ndarray):
+def _normalised(x, mean: np.ndarray, std: np.ndarray, device: torch.device):
     if isinstance(x, list):
-        return [torch.from_numpy((xi - mean) / std) for xi in x]
-    return torch.from_numpy((x - mean) / std)
+        return [torch.from_numpy((xi - mean) / std).to(device) for xi in x]
+    return torch.from_numpy((x - mean) / std).to(device)
 
 
 def _window(x_tr, recipe: Recipe) -> int:
@@ -238,23 +281,50 @@ def _window(x_tr, recipe: Recipe) -> int:
     return recipe.window or shortest
 
 
+@contextlib.contextmanager
+def float32_arithmetic(device: torch.device):
+    """float32 arithmetic on a GPU, as on the CPU: cuDNN's convolutions and RNNs default to
+    TF32 (10 bits of mantissa) on Ampere and later, and a recurrence carries each step's
+    rounding into the next (ONNX Runtime's CUDA provider runs without TF32 for the same
+    reason). torch's matmuls are float32 unless a user has asked otherwise."""
+    cudnn = torch.backends.cudnn
+    was = cudnn.allow_tf32
+    cudnn.allow_tf32 = was and device.type != "cuda"
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32 = was
+
+
 def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
-          dataset: Dataset | None = None) -> tuple[StepModel, dict]:
-    """Train ``recipe``; write a checkpoint to ``out`` when given. Returns (model, meta).
+          dataset: Dataset | None = None, device: str = "cpu") -> tuple[StepModel, dict]:
+    """Train ``recipe`` on ``device`` (``torch_device``); write a checkpoint to ``out`` when
+    given. Returns (model, meta), the model on the CPU.
 
     ``meta`` carries the test accuracy at the final step, the normalisation and the provenance
-    that export copies into the manifest.
+    that export copies into the manifest. The recipe, and so the weights up to rounding, do
+    not depend on the device (``_fit``); ``meta["device"]`` says where it ran.
     """
     recipe.validate()
+    where = torch_device(device)
     if out is not None:
         check_writable(out)
     data = dataset if dataset is not None else load_dataset(recipe.task)
     seed_everything(recipe.seed)
     mean, std = normalisation(data.x_train)
-    x_tr, x_te = (_normalised(x, mean, std) for x in (data.x_train, data.x_test))
-    y_tr, y_te = torch.from_numpy(data.y_train), torch.from_numpy(data.y_test)
+    x_tr, x_te = (_normalised(x, mean, std, where) for x in (data.x_train, data.x_test))
+    y_tr, y_te = (torch.from_numpy(y).to(where) for y in (data.y_train, data.y_test))
     model = build_model(recipe.arch, input_size=len(mean), output_size=len(data.labels),
-                        **recipe.model)
+                        **recipe.model).to(where)  # initialised on the CPU: the CPU's weights
+    with float32_arithmetic(where):
+        return _train_on(model, recipe, data, (x_tr, y_tr, x_te, y_te), (mean, std), out,
+                         progress, where)
+
+
+def _train_on(model: StepModel, recipe: Recipe, data: Dataset, tensors, normal, out,
+              progress: bool, where: torch.device) -> tuple[StepModel, dict]:
+    x_tr, y_tr, x_te, y_te = tensors
+    mean, std = normal
     window = _window(x_tr, recipe)
     t0 = int(recipe.loss_from * window) if recipe.loss_from < 1.0 else window - 1
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -290,7 +360,9 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
             "int8_grid_error": round(grid_error(model), 4),
         },
         "torch_version": torch.__version__,
+        "device": device_name(where),
     }
+    model.cpu()  # a checkpoint of CPU tensors, and the model returned where export reads it
     annotate_from_meta(model, meta)
     if out is not None:
         save_checkpoint(out, model, meta)
