@@ -128,17 +128,48 @@ def _weights_apart(a, b) -> float:
                for pa, pb in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_train_seconds_count_the_training_alone(monkeypatch):
+    """The checkpoint's train_seconds (and make bench-train's seconds per epoch) had counted
+    the accuracy measured after training: on sequential digits a never-reset stream of
+    144,000 one-sample steps, most of a GPU epoch's time on an H200. A fake clock: the fit
+    takes 7 s, the never-reset accuracy 1000 s."""
+    import types
+
+    import wavedge.models.train as trainer
+
+    clock = [0.0]
+
+    def taking(seconds, real):
+        def f(*args, **kwargs):
+            clock[0] += seconds
+            return real(*args, **kwargs)
+        return f
+
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(trainer, "_fit", taking(7.0, trainer._fit))
+    monkeypatch.setattr(trainer, "stream_accuracy", taking(1000.0, trainer.stream_accuracy))
+    recipe = replace(default_recipe("basic_motions", "irnn"), epochs=1, quant_aware_epochs=0,
+                     model={"hidden_size": 8})
+    _, meta = train(recipe, progress=False, dataset=_small(basic_motions(), 8))
+    assert meta["metrics"]["train_seconds"] == 7.0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("task, arch, overrides", [
+@pytest.mark.parametrize("task, arch, overrides, apart", [
     ("basic_motions", "wave_rnn", {"epochs": 3, "quant_aware_epochs": 2,
-                                   "model": {"channels": 4, "ring_size": 16}}),
-    ("basic_motions", "gru", {"epochs": 3, "model": {"hidden_size": 16}}),
-    ("digit_rows", "mpl", {"epochs": 1, "model": {"hidden_size": 16}}),
+                                   "model": {"channels": 4, "ring_size": 16}}, 1e-3),
+    ("basic_motions", "gru", {"epochs": 3, "model": {"hidden_size": 16}}, 1e-3),
+    # predictive coding relaxes its beliefs by L-BFGS, whose line search turns rounding into
+    # other steps: on an H200's host, one CPU thread against 16 left the weights 0.20 apart
+    # after this epoch, as far as the GPU from the CPU (the GPU against itself: 0.0)
+    ("digit_rows", "mpl", {"epochs": 1, "model": {"hidden_size": 16}}, None),
 ])
-def test_on_a_gpu_training_gives_the_cpus_model_up_to_rounding(task, arch, overrides, tmp_path):
+def test_on_a_gpu_training_gives_the_cpus_model_up_to_rounding(task, arch, overrides, apart,
+                                                                tmp_path):
     """The same batches, noise and initial weights as on the CPU (drawn there), float32
-    arithmetic on both: the weights after training agree closely, the checkpoint holds CPU
-    tensors that load anywhere, and it exports and checks like the CPU's."""
+    arithmetic on both: the weights after training agree closely (where the learning rule
+    does not amplify rounding), the checkpoint holds CPU tensors that load anywhere, and it
+    exports and checks like the CPU's."""
     from wavedge.models.data import load_dataset
 
     data = _small(load_dataset(task), 64)
@@ -148,7 +179,7 @@ def test_on_a_gpu_training_gives_the_cpus_model_up_to_rounding(task, arch, overr
                       device="cuda")
     assert meta["device"].startswith("cuda:0 (") and cpu_meta["device"] == "cpu"
     assert all(t.device.type == "cpu" for t in gpu.state_dict().values())
-    assert _weights_apart(cpu, gpu) < 1e-3, _weights_apart(cpu, gpu)
+    assert apart is None or _weights_apart(cpu, gpu) < apart, _weights_apart(cpu, gpu)
     assert abs(meta["metrics"]["test_accuracy"] - cpu_meta["metrics"]["test_accuracy"]) <= 0.05
     loaded = load_checkpoint(tmp_path / "g.pt", expect_arch=arch)
     assert all(t.device.type == "cpu" for t in loaded.model.state_dict().values())

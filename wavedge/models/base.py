@@ -152,13 +152,17 @@ class StepModel(nn.Module):
         if len(inputs) == len(sig.fed) < len(sig.inputs):
             given = iter(inputs)
             lead = inputs[0].shape[:2]
-            inputs = tuple(next(given) if i.role != "noise" else
-                           (torch.randn if self.training else torch.zeros)(
-                               *lead, *i.shape, device=inputs[0].device)
-                           for i in sig.inputs)
+            inputs = tuple(next(given) if i.role != "noise" else self._noise(
+                (*lead, *i.shape), inputs[0].device) for i in sig.inputs)
         outs = self.sequence(*inputs, *self.init_state(inputs[0].shape[0]))
         n = len(self.signature.outputs)
         return outs[0] if n == 1 else outs[:n]
+
+    def _noise(self, shape: tuple, device: torch.device) -> torch.Tensor:
+        # drawn by torch's CPU generator and moved: on a GPU, its own generator would give a
+        # run other noise than the CPU run of the same seed (wavedge.models.train._fit)
+        return torch.randn(shape).to(device) if self.training else \
+            torch.zeros(shape, device=device)
 
     def scores(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The first output over the sequence from reset (a classifier's logits)."""
