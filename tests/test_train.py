@@ -185,3 +185,16 @@ def test_on_a_gpu_training_gives_the_cpus_model_up_to_rounding(task, arch, overr
     assert all(t.device.type == "cpu" for t in loaded.model.state_dict().values())
     proc = run_cli("export", tmp_path / "g.pt", "--out", tmp_path / "m")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_train_all_refuses_a_recipe_it_does_not_have(tmp_path, capsys):
+    """`--only basic_motion/gru` (a typo) had trained nothing and printed an empty table,
+    exit 0."""
+    from wavedge.models import train_all
+
+    with pytest.raises(SystemExit) as stop:
+        train_all.main(["--out", str(tmp_path), "--only", "basic_motion/gru"])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "--only basic_motion/gru: no such recipe; known: basic_motions/gru" in err
+    assert not any(tmp_path.iterdir())

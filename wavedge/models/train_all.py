@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from wavedge.models.data import DATASETS
-from wavedge.models.train import RECIPES, train
+from wavedge.errors import InputError
+from wavedge.models.train import RECIPES, torch_device, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,21 +23,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", metavar="TASK/ARCH",
                         help="train only these recipes, e.g. basic_motions/gru")
+    parser.add_argument("--device", default="cpu",
+                        help="where torch trains: cpu (default), cuda, cuda:N, mps or auto")
     args = parser.parse_args(argv)
+    # the "recordings" recipes are for the user's own data (wavedge train --data)
+    known = [f"{task}/{arch}" for task, arch in sorted(RECIPES) if task in DATASETS]
+    try:
+        torch_device(args.device)
+        unknown = [name for name in args.only or () if name not in known]
+        if unknown:  # had trained nothing and printed an empty table
+            raise InputError(f"--only {' '.join(unknown)}: no such recipe; known: "
+                             f"{', '.join(known)}")
+    except InputError as exc:
+        parser.exit(1, f"train_all: {exc}\n")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for (task, arch), recipe in sorted(RECIPES.items()):
-        # the "recordings" recipes are for the user's own data (wavedge train --data)
-        if task not in DATASETS or (args.only and f"{task}/{arch}" not in args.only):
+    for name in known:
+        if args.only and name not in args.only:
             continue
-        _, meta = train(recipe, out=args.out / f"{task}-{arch}.pt")
+        task, arch = name.split("/")
+        recipe = RECIPES[(task, arch)]
+        _, meta = train(recipe, out=args.out / f"{task}-{arch}.pt", device=args.device)
         m = meta["metrics"]
         rows.append({"task": task, "arch": arch, "test_accuracy": m["test_accuracy"],
                      "test_stream_accuracy": m["test_stream_accuracy"],
                      "train_accuracy": m["train_accuracy"], "n_parameters": m["n_parameters"],
                      "train_seconds": m["train_seconds"], "epochs": recipe.epochs,
-                     "seed": recipe.seed})
+                     "seed": recipe.seed, "device": meta["device"]})
         (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("| task | model | test acc. (final step) | stream acc. | parameters | train time |")
     print("|---|---|---|---|---|---|")
