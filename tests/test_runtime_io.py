@@ -1222,10 +1222,12 @@ class _Hook:
     """A webhook's server on the loopback (plain, or TLS with ``cert``): the bodies POSTed to
     /hook, answered 204; any other path answered 500."""
 
-    def __init__(self, cert=None) -> None:
+    def __init__(self, cert=None, busy_at: int | None = None) -> None:
+        """``busy_at``: the first POST of that step is answered 503 (a hook restarting)."""
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         bodies = self.bodies = []
+        busy = [busy_at]
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -1234,6 +1236,12 @@ class _Hook:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 ok = self.path == "/hook" or (self.path == "/api" and self.headers.get(
                     "Authorization") == "Bearer s3cret")
+                if ok and json.loads(body)["step"] == busy[0]:
+                    busy[0] = None
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if ok:
                     bodies.append(json.loads(body))
                 self.send_response(204 if ok else 500)
@@ -1325,6 +1333,26 @@ def test_results_posted_to_a_webhook(tmp_path):
     assert "60 answered 2xx" in trusted.stderr and hook.bodies == alone, trusted.stderr
     assert "0 answered 2xx" in untrusted.stderr and "(the last: TLS certificate not " \
         "trusted: " in untrusted.stderr, untrusted.stderr
+
+
+def test_a_webhook_told_only_of_changes_gets_the_last_one_after_a_failure():
+    """`?on_change=1`: the hook hears of a class once. Its answer 503 (restarting) to the
+    last change had left it on the class before, for good (a failed POST was never sent
+    again); the newest is now sent again after a wait."""
+    replay = ("--source", "replay:?rate=max&limit=60")
+    labels = [json.loads(ln)["label"] for ln in run_cli(
+        "run", BUNDLED_MODEL, *replay, "--sink", "jsonl:-").stdout.splitlines()]
+    changes = [k for k in range(60) if k == 0 or labels[k] != labels[k - 1]]
+    hook = _Hook(busy_at=changes[-1])
+    try:
+        run = run_cli("run", BUNDLED_MODEL, *replay, "--sink",
+                      f"http://127.0.0.1:{hook.port}/hook?on_change=1")
+    finally:
+        hook.close()
+    assert run.returncode == 0, run.stderr
+    assert [b["step"] for b in hook.bodies] == changes, hook.bodies
+    assert f"{len(changes)} results posted, {len(changes)} answered 2xx, 0 failed, 1 sent " \
+        "again (the last: answered 503 Service Unavailable)" in run.stderr, run.stderr
 
 
 def _chunked(port: int, path: str = "/imu") -> socket.socket:

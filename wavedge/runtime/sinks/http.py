@@ -7,10 +7,12 @@ changes, not at every sample.
 A POST never holds the run: results wait in a bounded drop-oldest queue (``queue``, 1,000) for
 the sink's own thread, which keeps one connection alive and posts them in order. One that fails
 (refused, no answer within ``timeout`` seconds, 2 by default, or answered other than 2xx) is
-counted with the reason of the last and not sent again (a hook acts on the newest); after a
-connection fails the next attempt waits 0.5 s, doubling to 8 s, never busily. At close the
-queue gets ``CLOSE_S`` to drain; the summary says what was posted, answered 2xx, failed,
-dropped and left unsent. ``https://`` checks the server's certificate against the system's
+sent again only while it is the newest and the failure may pass (no answer, 5xx, 408, 429): a
+hook acts on the newest, and one told only of changes would otherwise keep the old class until
+the next change. After a failed connection or such an answer the next attempt waits 0.5 s,
+doubling to 8 s, never busily. At close the queue gets ``CLOSE_S`` to drain; the summary says
+what was posted, answered 2xx, failed (given up), sent again, dropped and left unsent.
+``https://`` checks the server's certificate against the system's
 (``SSL_CERT_FILE`` names another bundle). A webhook's secret is its path; an API that wants a
 token (Home Assistant's REST API: ``Bearer TOKEN``) gets the ``Authorization`` header from
 ``WAVEDGE_HTTP_AUTHORIZATION``, in the ``env`` file (``KEY=VALUE`` lines, as the MQTT sink's
@@ -56,7 +58,8 @@ class HttpSink:
                         **({"Authorization": secrets[AUTHORIZATION]} if secrets else {})}
         self.pending: deque = deque()
         self.cond = threading.Condition()
-        self.posted = self.answered = self.failed = self.dropped = self.left = 0
+        self.posted = self.answered = self.failed = self.retried = self.dropped = 0
+        self.left = 0
         self.why: str | None = None
         self.closing = False
         self.sender = threading.Thread(target=self._send, name="wavedge-http-sink", daemon=True)
@@ -65,10 +68,13 @@ class HttpSink:
     def write(self, result, sample) -> None:
         body = json_text(record(result, sample)).encode()
         with self.cond:
+            if self.pending and self.pending[0][1]:  # a failed one waiting: no longer the newest
+                self.pending.popleft()
+                self.failed += 1
             if len(self.pending) >= self.capacity:
                 self.pending.popleft()
                 self.dropped += 1
-            self.pending.append(body)
+            self.pending.append((body, False))
             self.cond.notify()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -85,48 +91,61 @@ class HttpSink:
                     self.cond.wait()
                 if not self.pending:
                     return
-                body = self.pending.popleft()
-                self.posted += 1
+                body, again = self.pending.popleft()
+                self.posted += not again
             try:
                 conn = conn or self._connection()
                 conn.request("POST", self.path, body, self.headers)
                 answer = conn.getresponse()
                 answer.read()
             except (OSError, http.client.HTTPException) as exc:
-                self._failed(_why(exc))
                 if conn is not None:
                     conn.close()
-                conn, wait = None, min(max(RETRY_S[0], 2 * wait), RETRY_S[1])
-                with self.cond:  # a close cuts the wait short
-                    self.cond.wait_for(lambda: self.closing, wait)
+                conn = None
+                wait = self._failed(body, _why(exc), True, wait)
                 continue
-            wait = 0.0
             if 200 <= answer.status < 300:
                 self.answered += 1
+                wait = 0.0
             else:
-                self._failed(f"answered {answer.status} {answer.reason}".strip())
+                wait = self._failed(body, f"answered {answer.status} {answer.reason}".strip(),
+                                    answer.status >= 500 or answer.status in (408, 429), wait)
 
-    def _failed(self, why: str) -> None:
-        self.failed += 1
+    def _failed(self, body: bytes, why: str, may_pass: bool, wait: float) -> float:
+        """Count a failed POST, or queue it again while it is the newest and its failure may
+        pass; then wait (0.5 s, doubling to 8 s; a close cuts it short). The wait to use next."""
         self.why = why
+        with self.cond:
+            if may_pass and not self.pending and not self.closing:
+                self.pending.appendleft((body, True))
+                self.retried += 1
+            else:
+                self.failed += 1
+            if not may_pass:
+                return wait
+            wait = min(max(RETRY_S[0], 2 * wait), RETRY_S[1])
+            self.cond.wait_for(lambda: self.closing, wait)
+        return wait
 
     def counters(self) -> dict:
         return {"posted": self.posted, "answered": self.answered, "failed": self.failed,
-                "dropped": self.dropped}
+                "sent again": self.retried, "dropped": self.dropped}
 
     def notes(self) -> list[str]:
         last = f" (the last: {self.why})" if self.why else ""
+        failed, again = (last, "") if self.failed else ("", last)  # the reason where it counts
         return [f"http sink {self.where}: {self.posted} results posted, {self.answered} "
-                f"answered 2xx, {self.failed} failed{last}, {self.dropped} dropped from a full "
-                f"queue, {self.left} not sent at close"]
+                f"answered 2xx, {self.failed} failed{failed}, {self.retried} sent again{again}, "
+                f"{self.dropped} dropped from a full queue, {self.left} not sent at close"]
 
     def close(self) -> None:
         with self.cond:
             self.closing = True
             self.cond.notify_all()
         self.sender.join(CLOSE_S)
-        with self.cond:
-            self.left = len(self.pending)
+        with self.cond:  # a newest one still failing at close failed; the others were not sent
+            self.failed += sum(again for _, again in self.pending)
+            self.left = sum(not again for _, again in self.pending)
             self.pending.clear()
 
 
