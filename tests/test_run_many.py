@@ -335,3 +335,37 @@ def test_a_choice_that_cannot_be_measured_keeps_the_group(monkeypatch):
     assert model.batch == 8
     assert how == ("one call of the batch-8 step graph per tick (not measured against in turn: "
                    "sample outside the bounds of channel(s) [0])")
+
+
+def test_a_stop_asked_while_readers_wait_ends_them_without_a_traceback(monkeypatch):
+    """A SIGTERM to a run of two MQTT sources: the stop, left for the waits to see, was raised
+    in the reader threads too (their inboxes poll the same check), each died printing a
+    traceback as the run ended, and the interpreter aborted on stderr's lock (exit -6, CI).
+    The main thread alone stops; a reader ends at the fan-in's stop."""
+    import threading
+    import time
+
+    from wavedge.runtime import interrupts
+    from wavedge.runtime.fanin import FanIn
+
+    died, over = [], threading.Event()
+    monkeypatch.setattr(threading, "excepthook", died.append)
+
+    class Polling:  # a network source's inbox waiting for a message that does not come
+        def __iter__(self):
+            while not over.is_set():
+                interrupts.check()
+                time.sleep(0.01)
+            yield from ()
+
+    monkeypatch.setattr(interrupts, "asked", "SIGTERM")
+    fan = FanIn([Polling(), Polling()], lambda *a: None, lambda *a: None)
+    time.sleep(0.2)
+    with pytest.raises(KeyboardInterrupt):  # the main thread still stops
+        interrupts.check()
+    fan.stop()
+    assert all(t.is_alive() for t in fan._threads)  # still waiting, as daemons: gone at exit
+    over.set()
+    for t in fan._threads:
+        t.join(5)
+    assert not died, [d.exc_type for d in died]

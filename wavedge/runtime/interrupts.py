@@ -32,6 +32,11 @@ def in_lock_code(frame) -> bool:
 
 
 def check() -> None:
-    """Raise KeyboardInterrupt if a signal asked for a stop during a lock's wait."""
-    if asked is not None:
+    """Raise KeyboardInterrupt if a signal asked for a stop during a lock's wait, in the main
+    thread, which runs the loop and says the summary. The reader threads of several sources
+    poll the same waits (a network source's inbox); raised there, it ended each with a
+    traceback on stderr while the run ended, and the interpreter, finalizing, aborted on
+    stderr's lock (SIGABRT, exit -6: CI, once, a SIGTERM to a run of two MQTT sources). A
+    reader ends at the fan-in's stop instead."""
+    if asked is not None and threading.current_thread() is threading.main_thread():
         raise KeyboardInterrupt
