@@ -121,8 +121,8 @@ class HttpSink:
                 self.retried += 1
             else:
                 self.failed += 1
-            if not may_pass:
-                return wait
+            if not may_pass:  # answered: the connection is well
+                return 0.0
             wait = min(max(RETRY_S[0], 2 * wait), RETRY_S[1])
             self.cond.wait_for(lambda: self.closing, wait)
         return wait
