@@ -1223,7 +1223,7 @@ class _Hook:
     /hook, answered 204; any other path answered 500."""
 
     def __init__(self, cert=None, busy_at: int | None = None) -> None:
-        """``busy_at``: the first POST of that step is answered 503 (a hook restarting)."""
+        """``busy_at``: the first POST of that step is answered 503 (a hook restarting), late."""
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         bodies = self.bodies = []
@@ -1238,6 +1238,7 @@ class _Hook:
                     "Authorization") == "Bearer s3cret")
                 if ok and json.loads(body)["step"] == busy[0]:
                     busy[0] = None
+                    time.sleep(0.3)  # the run has ended and its sink is closing
                     self.send_response(503)
                     self.send_header("Content-Length", "0")
                     self.end_headers()

@@ -10,7 +10,8 @@ the sink's own thread, which keeps one connection alive and posts them in order.
 sent again only while it is the newest and the failure may pass (no answer, 5xx, 408, 429): a
 hook acts on the newest, and one told only of changes would otherwise keep the old class until
 the next change. After a failed connection or such an answer the next attempt waits 0.5 s,
-doubling to 8 s, never busily. At close the queue gets ``CLOSE_S`` to drain; the summary says
+doubling to 8 s, never busily. At close the queue gets ``CLOSE_S`` to drain (the newest sent
+again within it, after its wait); the summary says
 what was posted, answered 2xx, failed (given up), sent again, dropped and left unsent.
 ``https://`` checks the server's certificate against the system's
 (``SSL_CERT_FILE`` names another bundle). A webhook's secret is its path; an API that wants a
@@ -113,10 +114,14 @@ class HttpSink:
 
     def _failed(self, body: bytes, why: str, may_pass: bool, wait: float) -> float:
         """Count a failed POST, or queue it again while it is the newest and its failure may
-        pass; then wait (0.5 s, doubling to 8 s; a close cuts it short). The wait to use next."""
+        pass; then wait (0.5 s, doubling to 8 s). A close cuts the wait short, but for the
+        newest waiting to be sent again: the last result of a run is the one a hook told of
+        changes must not miss, and the close's ``CLOSE_S`` bounds its chances (a run ends
+        well before its sink's last POST is answered). The wait to use next."""
         self.why = why
         with self.cond:
-            if may_pass and not self.pending and not self.closing:
+            again = may_pass and not self.pending
+            if again:
                 self.pending.appendleft((body, True))
                 self.retried += 1
             else:
@@ -124,7 +129,7 @@ class HttpSink:
             if not may_pass:  # answered: the connection is well
                 return 0.0
             wait = min(max(RETRY_S[0], 2 * wait), RETRY_S[1])
-            self.cond.wait_for(lambda: self.closing, wait)
+            self.cond.wait_for(lambda: self.closing and not again, wait)
         return wait
 
     def counters(self) -> dict:
