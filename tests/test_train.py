@@ -198,3 +198,29 @@ def test_train_all_refuses_a_recipe_it_does_not_have(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--only basic_motion/gru: no such recipe; known: basic_motions/gru" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_bench_train_times_each_device_and_refuses_one_it_lacks(tmp_path):
+    """`make bench-train`: seconds per epoch per size and device, written after each repeat."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, user_env
+
+    script = [sys.executable, str(ROOT / "scripts" / "bench_train.py")]
+    proc = subprocess.run([*script, "--repeats", "1", "--size", "basic_motions 16x64", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env=user_env())
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "train.json").read_text())
+    (run,) = report["results"]["basic_motions 16x64"]["cpu"]
+    assert run["seconds_per_epoch"] > 0 and 0 <= run["test_accuracy"] <= 1
+    assert report["device_names"] == {"cpu": "cpu"} and report["repeats"] == 1
+    assert (tmp_path / "train.md").read_text().splitlines()[2].startswith(
+        "| basic_motions 16x64 | ")
+    if not torch.cuda.is_available():
+        lacking = subprocess.run([*script, "--device", "cuda"], capture_output=True, text=True,
+                                 timeout=120, env=user_env())
+        assert lacking.returncode == 1 and lacking.stderr.startswith(
+            "bench_train: --device cuda: this torch sees no CUDA GPU"), lacking.stderr
