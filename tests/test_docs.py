@@ -82,7 +82,12 @@ def test_every_link_and_make_target_the_docs_name_exists():
 def test_the_mqtt_pages_credentials_file_reads_as_written(tmp_path):
     """Its example had comments after the values, which were read as part of them (a CA path
     ending in "# mqtts: the broker's CA"), as systemd's EnvironmentFile= reads them too."""
-    from wavedge.runtime.mqtt import _secrets
+    from functools import partial
+
+    from wavedge.runtime.mqtt import ENV_KEYS
+    from wavedge.runtime.urls import env_secrets
+
+    _secrets = partial(env_secrets, keys=ENV_KEYS)  # the MQTT URLs' reading of ?env=
 
     text = (ROOT / "docs" / "mqtt.md").read_text()
     (block,) = re.findall(r"```sh\n(# /etc/wavedge/mqtt.env.*?)```", text, re.S)

@@ -70,7 +70,7 @@ def parse_broker(url, role: str) -> Broker:
     return Broker(host=host, port=port, topic=topic, tls=tls, qos=url.get("qos", 1, int, (0, 2)),
                   board=_board(url), client_id=client_id(url, role),
                   keepalive=url.get("keepalive", 30, int, (5, 3600)),
-                  secrets=_secrets(url.get("env"), url.text))
+                  secrets=env_secrets(url.get("env"), url.text, ENV_KEYS))
 
 
 def _board(url) -> str:
@@ -86,10 +86,6 @@ def client_id(url, role: str) -> str:
     default = f"wavedge-{board}-{role}" if role != "source" else \
         f"wavedge-{board}-source-{zlib.crc32(topic.encode()) & 0xFFFFFF:06x}"
     return url.get("client_id", default)
-
-
-def _secrets(env_file: str | None, where: str) -> dict:
-    return env_secrets(env_file, where, ENV_KEYS)
 
 
 def client(broker: Broker, clean: bool, on_connect, on_disconnect, on_message=None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field, replace
-
 from pathlib import Path
 
 from wavedge.errors import InputError, query_params

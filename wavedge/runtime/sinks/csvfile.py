@@ -6,7 +6,8 @@ vocabulary), any other head's columns prefixed by its output name, and ``truth``
 writes to standard output. Lines reach the file at least every second (``LineFile``).
 ``append=1`` adds to the file instead of replacing it, the header only when the file was
 empty; ``rotate=100M&keep=5`` begins a new file (with the header) at that size, keeping 5 full
-ones (``PATH.1`` ...); a file whose header this model does not write (another model's) is refused at open.
+ones (``PATH.1`` ...); a file whose header this model does not write (another model's) is
+refused at open.
 ``sep=;|tab|space||`` (a table's names, ``wavedge.recordings.SEPARATORS``) separates the fields
 otherwise; with ``;`` the numbers have decimal commas, as Excel reads and writes them where
 the decimal mark is a comma (a file of ``,`` and ``.`` opened there is one column of text)."""

@@ -11,13 +11,13 @@ sent again only while it is the newest and the failure may pass (no answer, 5xx,
 hook acts on the newest, and one told only of changes would otherwise keep the old class until
 the next change. After a failed connection or such an answer the next attempt waits 0.5 s,
 doubling to 8 s, never busily. At close the queue gets ``CLOSE_S`` to drain (the newest sent
-again within it, after its wait); the summary says
-what was posted, answered 2xx, failed (given up), sent again, dropped and left unsent.
-``https://`` checks the server's certificate against the system's
-(``SSL_CERT_FILE`` names another bundle). A webhook's secret is its path; an API that wants a
-token (Home Assistant's REST API: ``Bearer TOKEN``) gets the ``Authorization`` header from
-``WAVEDGE_HTTP_AUTHORIZATION``, in the ``env`` file (``KEY=VALUE`` lines, as the MQTT sink's
-credentials) or else the process environment: never on the command line."""
+again within it, after its wait); the summary says what was posted, answered 2xx, failed
+(given up), sent again, dropped and left unsent. ``https://`` checks the server's certificate
+against the system's (``SSL_CERT_FILE`` names another bundle). A webhook's secret is its path;
+an API that wants a token (Home Assistant's REST API: ``Bearer TOKEN``) gets the
+``Authorization`` header from ``WAVEDGE_HTTP_AUTHORIZATION``, in the ``env`` file
+(``KEY=VALUE`` lines, as the MQTT sink's credentials) or else the process environment: never
+on the command line."""
 
 from __future__ import annotations
 
