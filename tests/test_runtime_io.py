@@ -1218,6 +1218,50 @@ def test_several_sinks_each_get_every_result(tmp_path):
     assert a.closed and b.closed
 
 
+def test_a_file_sink_is_started_anew_only_when_the_run_begins(tmp_path, model):
+    """A run refused before it began (a second file sink that cannot open, another model's
+    CSV to append to) had already started the first file sink's file anew, losing
+    yesterday's results; it is left as it was now. A run that begins with no result still
+    starts it anew (a CSV with its header only); from Python, a sink's first line does."""
+    kept = tmp_path / "kept.jsonl"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    other = tmp_path / "other.csv"
+    other.write_text("step,speed\n1,2\n")
+    replay = ("--source", "replay:?rate=max&limit=3")
+    for second in (f"csv:{blocker}/x.csv", f"csv:{other}?append=1",
+                   f"jsonl:{blocker}/y.jsonl"):
+        for order in ((f"jsonl:{kept}", second), (second, f"jsonl:{kept}")):
+            kept.write_text("yesterday's results\n")
+            sinks = [a for url in order for a in ("--sink", url)]
+            assert_one_line_error(run_cli("run", BUNDLED_MODEL, *replay, *sinks))
+            assert kept.read_text() == "yesterday's results\n", order
+    assert other.read_text() == "step,speed\n1,2\n"
+    out = tmp_path / "out.csv"
+    out.write_text("an old run's rows, longer than a header line is, longer still\n" * 3)
+    proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", BUNDLED_MODEL,
+                           "--source", "stdin:", "--sink", f"jsonl:{kept}", "--sink",
+                           f"csv:{out}"], input="", capture_output=True, text=True,
+                          timeout=300, env=user_env())
+    assert proc.returncode == 0, proc.stderr  # a sensor that sent nothing
+    assert kept.read_text() == "" and out.read_text().count("\n") == 1, proc.stderr
+    assert out.read_text().startswith("step,")
+    kept.write_text("yesterday's results, a long line of them\n")
+    sink = open_sink(f"jsonl:{kept}", model.manifest)
+    sink.close()  # closed before any result: as it was
+    assert kept.read_text() == "yesterday's results, a long line of them\n"
+    summary = run(model.stream(), open_source("replay:?limit=2", model.manifest),
+                  sink := open_sink(f"jsonl:{kept}", model.manifest))
+    assert summary.samples == 2
+    assert [json.loads(ln)["step"] for ln in kept.read_text().splitlines()] == [0, 1]
+    kept.write_text("yesterday's results, a long line of them\n")
+    sink = open_sink(f"jsonl:{kept}", model.manifest)
+    sink.write(*next((r, s) for s in open_source("replay:?limit=1", model.manifest)
+                     for r in [model.stream().push(s.values)]))
+    sink.close()  # written from Python, no run: its first line starts the file anew
+    assert len(kept.read_text().splitlines()) == 1 and "yesterday" not in kept.read_text()
+
+
 class _Hook:
     """A webhook's server on the loopback (plain, or TLS with ``cert``): the bodies POSTed to
     /hook, answered 204; any other path answered 500."""

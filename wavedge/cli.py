@@ -308,20 +308,18 @@ def _open_ends(urls: list, sink_urls: list, manifest):
     """The run's sources and its sink (``Sinks`` for several), or nothing left open."""
     from wavedge.runtime import open_sink, open_source
     from wavedge.runtime.sinks import Sinks
-    from wavedge.runtime.urls import files_of
 
-    sources, sinks = [], {}
+    sources, sinks = [], []
     try:
         for url in urls:
             sources.append(open_source(url, manifest))
-        # a file is started anew as its sink opens: after the others, which may be refused
-        for k in sorted(range(len(sink_urls)), key=lambda k: bool(files_of(sink_urls[k], "sink"))):
-            sinks[k] = open_sink(sink_urls[k], manifest)
-        sink = sinks[0] if len(sinks) == 1 else Sinks([sinks[k] for k in sorted(sinks)])
+        for url in sink_urls:  # a file sink's file is started anew as the run begins
+            sinks.append(open_sink(url, manifest))
+        sink = sinks[0] if len(sinks) == 1 else Sinks(sinks)
         if (check := getattr(sink, "check_streams", None)) is not None:
             check(len(urls))  # a sink that numbers the sources (link:?stream=S): now, not later
     except BaseException:
-        for opened in [*sources, *sinks.values()]:
+        for opened in [*sources, *sinks]:
             opened.close()
         raise
     return sources, sink

@@ -180,7 +180,7 @@ class Selected:
         self.kind = sink_kind(sink)  # a run of several sinks names its counters by it
         self._streams: dict = {}  # a sample's stream (None: the run's only one) -> its filter
         self.written = self.results = 0
-        for name in ("inbox", "flush_due", "check_streams"):
+        for name in ("inbox", "flush_due", "check_streams", "begin"):
             if hasattr(sink, name):
                 setattr(self, name, getattr(sink, name))
 

@@ -208,6 +208,8 @@ def _drive(loop: "_Loop", sources: list, next_item, feed, signals: bool, started
         if hasattr(source, "on_warning"):
             source.on_warning(loop.warn)
     try:
+        if (begin := getattr(loop.sink, "begin", None)) is not None:
+            begin()  # a file sink starts its file anew now, not when it was opened
         feed = loop.guarded(feed)
         if started is not None:
             started()

@@ -1,5 +1,6 @@
 """Sinks: where results go. One module per URL scheme, each with ``open(url, manifest)``
-returning an object with ``write(result, sample)`` and ``close()``."""
+returning an object with ``write(result, sample)`` and ``close()``; and ``begin()`` where it
+does something as the run begins (a file sink starts its file anew)."""
 
 from __future__ import annotations
 
@@ -40,14 +41,18 @@ class LineFile:
         self._closing = False
         self._owned = path not in ("", "-")
         self.empty = True  # nothing in the file before this run (a CSV header is due)
+        # started anew at ``begin``, not here: a run refused after this sink opened (another
+        # sink that cannot, a model that fails) leaves yesterday's results as they were
+        self._anew = self._owned and not append
+        self.begun = False
         if self._owned:
             p = Path(path)
             # append: a service restarted after a failure adds to what it wrote before
-            mode = os.O_APPEND if append else os.O_TRUNC
+            mode = os.O_APPEND if append else 0
             try:
                 p.parent.mkdir(parents=True, exist_ok=True)
                 self.fd = os.open(p, os.O_WRONLY | os.O_CREAT | mode, 0o644)
-                self.empty = os.fstat(self.fd).st_size == 0
+                self.empty = self._anew or os.fstat(self.fd).st_size == 0
             except OSError as exc:
                 raise SinkError(f"{what} {path}: cannot write ({exc.strerror})") from None
         else:
@@ -73,9 +78,22 @@ class LineFile:
         return cls(url.path, what, bool(url.get(APPEND_PARAM, 0, int, (0, 1))), rotate,
                    url.get("keep", 5, int, (1, 1000)))
 
+    def begin(self) -> None:
+        """The run has begun: the file is started anew (unless appended to). A run calls
+        this; from Python, the first line does."""
+        self.begun = True
+        if self._anew:
+            self._anew = False
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:  # not a regular file (a FIFO, /dev/null): nothing to cut
+                pass
+
     def write(self, line: str, sample=None) -> None:
         """Queue one line (with its newline); flush when a second has passed or the sample
         starts another recording."""
+        if not self.begun:
+            self.begin()
         seq = sample.sequence if sample is not None else None
         ended = seq != self._sequence and bool(self._lines)
         self._sequence = seq
@@ -247,6 +265,11 @@ class Sinks:
         self._resets = [s.reset for s in sinks if hasattr(s, "reset")]
         if self._resets:  # a sink that averages each stream's results (events.Selected)
             self.reset = self._reset
+
+    def begin(self) -> None:
+        for sink in self.sinks:
+            if hasattr(sink, "begin"):
+                sink.begin()
 
     def write(self, result, sample) -> None:
         for sink in self.sinks:

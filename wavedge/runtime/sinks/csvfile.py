@@ -35,6 +35,7 @@ class CsvSink:
         self.sep = separator(url.params.get("sep", ","), url.text)
         self.out = LineFile.for_url(url, "csv sink", ("sep",))
         self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
+        self.begin = self.out.begin  # the file started anew as the run begins
         self._buf = io.StringIO()
         self.writer = csv.writer(self._buf, delimiter=self.sep)
         self.heads = heads_for(manifest.signature)
@@ -108,7 +109,7 @@ class CsvSink:
         return self.out.notes()
 
     def close(self) -> None:
-        if self._timed is None:
+        if self._timed is None and self.out.begun:  # a run without results: its header
             self._header(False, False)
         self.out.close()
 

@@ -18,6 +18,7 @@ class JsonlSink:
     def __init__(self, url, manifest) -> None:
         self.out = LineFile.for_url(url, "jsonl sink")
         self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
+        self.begin = self.out.begin  # the file started anew as the run begins
 
     def write(self, result, sample) -> None:
         self.out.write(json_text(record(result, sample)) + "\n", sample)
