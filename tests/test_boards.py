@@ -78,9 +78,10 @@ def test_the_arm64_comparison_holds_labels_exactly_and_logits_to_the_precisions_
 
 def test_the_pure_python_board_wheel_builds_without_a_packaging_warning(tmp_path):
     """docs/boards.md's wheel for a board without a compiler, built from a copy of the sources
-    as a user's `pip wheel .` would: pure Python, the bundled model inside, the license stated,
-    and no warning from setuptools (the table form of `license` warned that builds stop
-    working from 2027-02-18)."""
+    as a user's `pip wheel .` would: pure Python, the bundled model inside, the license stated
+    and its text inside (MIT asks that it travel with every copy), and no warning from
+    setuptools (the table form of `license` warned that builds stop working from
+    2027-02-18)."""
     import os
     import shutil
     import subprocess
@@ -90,7 +91,7 @@ def test_the_pure_python_board_wheel_builds_without_a_packaging_warning(tmp_path
     src = tmp_path / "src"
     shutil.copytree(ROOT / "wavedge", src / "wavedge",
                     ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, src / name)
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w",
                            str(tmp_path / "dist"), str(src)], capture_output=True, text=True,
@@ -103,6 +104,9 @@ def test_the_pure_python_board_wheel_builds_without_a_packaging_warning(tmp_path
         names = zf.namelist()
         (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         assert "License-Expression: MIT" in zf.read(meta).decode()
+        assert "License-File: LICENSE" in zf.read(meta).decode()
+        (text,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        assert b"Permission is hereby granted" in zf.read(text)  # MIT asks its text be kept
     assert "wavedge/bundled/wave_basic_motions/model.step.tflite" in names
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
 
