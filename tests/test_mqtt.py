@@ -241,7 +241,10 @@ def test_a_full_queue_drops_the_oldest_and_counts_them_without_a_busy_loop(broke
     proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
                    "--sink", broker.url("fleet/b4", queue=100), "--limit", 300, timeout_s=60)
     after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - t0
-    assert proc.returncode == 0, proc.stderr
+    # the whole run ran, then ended in an error: none of it reached the broker (it had been 0)
+    assert proc.returncode == 1 and proc.stderr.endswith(
+        "none of the 300 results reached the broker (never connected: no answer)\n"), \
+        proc.stderr
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert wall > 5 and cpu < wall / 2, (cpu, wall)  # it waited 5 s for the broker, idly
     assert "300 results, 0 delivered" in proc.stderr
@@ -493,6 +496,8 @@ def test_a_password_protected_broker_takes_the_env_files_credentials(tmp_path):
         refused = run_cli("run", BUNDLED_MODEL, "--source", src, "--limit", 20,
                           "--sink", b.url("fleet/b7", env=env), timeout_s=60)
         assert "0 delivered" in refused.stderr and "refused" in refused.stderr, refused.stderr
+        assert refused.returncode == 1 and "none of the 20 results reached the broker " \
+            "(never connected: refused: " in refused.stderr, refused.stderr
     finally:
         b.stop()
 
@@ -549,6 +554,6 @@ def test_mqtts_checks_the_brokers_certificate_against_the_env_files_ca(tmp_path)
         assert ok.returncode == 0 and "20 delivered" in ok.stderr, ok.stderr
         plain = run_cli("run", BUNDLED_MODEL, "--source", src, "--limit", 20, "--sink",
                         f"mqtts://127.0.0.1:{b.port}/fleet/b8", timeout_s=60)  # no CA given
-        assert "0 delivered" in plain.stderr, plain.stderr
+        assert "0 delivered" in plain.stderr and plain.returncode == 1, plain.stderr
     finally:
         b.stop()

@@ -1315,7 +1315,9 @@ def test_results_posted_to_a_webhook(tmp_path):
     """`--sink http://HOST:PORT/PATH` (Home Assistant's webhook, Node-RED): each result one
     JSON POST, the jsonl sink's record, in order, on one kept-alive connection; with the
     sink's own choice only the changes. A hook that answers 500, or nothing listening, is
-    counted with its reason, the run unhurt; https:// checks the server's certificate."""
+    counted with its reason, the run unhurt to its end, which is then an error (exit 1, one
+    line after the summary: it had ended 0, a wrong URL passing as a success in a script);
+    https:// checks the server's certificate."""
     import shutil
 
     replay = ("--source", "replay:?rate=max&limit=60")
@@ -1352,13 +1354,18 @@ def test_results_posted_to_a_webhook(tmp_path):
     assert [r["step"] for r in changed] == [k for k in range(60)
                                             if k == 0 or labels[k] != labels[k - 1]]
     assert f"written {len(changed)} of 60 results (on a change of class)" in changes.stderr
-    assert failing.returncode == 0 and "60 failed (the last: answered 500 Internal Server " \
-        "Error)" in failing.stderr
+    assert "60 failed (the last: answered 500 Internal Server Error)" in failing.stderr
+    assert failing.stderr.splitlines()[-1] == f"wavedge: error: http sink {url}/other: none " \
+        "of the 60 results reached the hook (the last: answered 500 Internal Server Error)"
+    assert failing.returncode == 1 and "samples: 60 in" in failing.stderr
     nobody = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}/hook")
-    assert nobody.returncode == 0 and "0 answered 2xx" in nobody.stderr
-    assert "(the last: Connection refused)" in nobody.stderr
+    assert nobody.returncode == 1 and "0 answered 2xx" in nobody.stderr
+    assert nobody.stderr.endswith("none of the 60 results reached the hook (the last: "
+                                  "Connection refused)\n"), nobody.stderr
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "http:///hook"),
                           "give the host to post to")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", "http://ha.local/my hook"),
+                          "a space or control character in the host or path", "%20")
     if shutil.which("openssl") is None:
         return
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
@@ -1378,6 +1385,7 @@ def test_results_posted_to_a_webhook(tmp_path):
     assert "60 answered 2xx" in trusted.stderr and hook.bodies == alone, trusted.stderr
     assert "0 answered 2xx" in untrusted.stderr and "(the last: TLS certificate not " \
         "trusted: " in untrusted.stderr, untrusted.stderr
+    assert untrusted.returncode == 1 and "error: http sink" in untrusted.stderr
 
 
 def test_a_webhook_told_only_of_changes_gets_the_last_one_after_a_failure():

@@ -12,7 +12,8 @@ hook acts on the newest, and one told only of changes would otherwise keep the o
 the next change. After a failed connection or such an answer the next attempt waits 0.5 s,
 doubling to 8 s, never busily. At close the queue gets ``CLOSE_S`` to drain (the newest sent
 again within it, after its wait); the summary says what was posted, answered 2xx, failed
-(given up), sent again, dropped and left unsent. ``https://`` checks the server's certificate
+(given up), sent again, dropped and left unsent. A run none of whose results a hook answered
+2xx ends in an error (exit 1): a wrong host, path or token is not a success. ``https://`` checks the server's certificate
 against the system's (``SSL_CERT_FILE`` names another bundle). A webhook's secret is its path;
 an API that wants a token (Home Assistant's REST API: ``Bearer TOKEN``) gets the
 ``Authorization`` header from ``WAVEDGE_HTTP_AUTHORIZATION``, in the ``env`` file
@@ -50,6 +51,9 @@ class HttpSink:
         if not self.host:
             raise SinkError(f"{url.text}: give the host to post to, e.g. "
                             "http://homeassistant.local:8123/api/webhook/ID")
+        if any(c <= " " or c == "\x7f" for c in url.path):  # else each POST fails alike
+            raise SinkError(f"{url.text}: a space or control character in the host or path "
+                            "(write a space in a path as %20)")
         self.path = parts.path or "/"
         self.tls = url.scheme == "https"
         self.capacity = url.get("queue", 1000, int, (1, 1_000_000))
@@ -60,6 +64,7 @@ class HttpSink:
         self.pending: deque = deque()
         self.cond = threading.Condition()
         self.posted = self.answered = self.failed = self.retried = self.dropped = 0
+        self.results = 0
         self.left = 0
         self.why: str | None = None
         self.closing = False
@@ -68,6 +73,7 @@ class HttpSink:
 
     def write(self, result, sample) -> None:
         body = json_text(record(result, sample)).encode()
+        self.results += 1
         with self.cond:
             if self.pending and self.pending[0][1]:  # a failed one waiting: no longer the newest
                 self.pending.popleft()
@@ -152,6 +158,9 @@ class HttpSink:
             self.failed += sum(again for _, again in self.pending)
             self.left = sum(not again for _, again in self.pending)
             self.pending.clear()
+        if self.results and not self.answered:  # a wrong host, path or token: exit 1
+            raise SinkError(f"http sink {self.where}: none of the {self.results} results "
+                            f"reached the hook (the last: {self.why or 'not sent at close'})")
 
 
 def _why(exc: BaseException) -> str:

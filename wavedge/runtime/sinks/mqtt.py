@@ -13,7 +13,9 @@
 - **Offline**: results wait in a bounded queue (``queue``, 10,000 results, drop-oldest, drops
   counted) while the broker is away; the client retries with a growing delay (0.5 s to 8 s),
   never busily. At close the queue gets 5 s to drain; the summary says what was delivered
-  (acknowledged by the broker at QoS 1), dropped and left undelivered.
+  (acknowledged by the broker at QoS 1), dropped and left undelivered. A run none of whose
+  results reached the broker ends in an error (exit 1): a wrong host, port or account is not
+  a success.
 
 Credentials and TLS files come from ``?env=FILE`` or the environment (``wavedge.runtime.mqtt``).
 """
@@ -24,7 +26,7 @@ import threading
 import time
 from collections import deque
 
-from wavedge.errors import parse_json
+from wavedge.errors import SinkError, parse_json
 from wavedge.runtime.loop import COMMANDS
 from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, parse_broker, start,
@@ -103,6 +105,11 @@ class MqttSink:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+        if self.seq and not self.delivered:  # a wrong host, port or account: exit 1
+            why = (f"connected {self.connects} time(s), nothing acknowledged" if self.connects
+                   else f"never connected: {self.problem or 'no answer'}")
+            raise SinkError(f"mqtt {self.broker.where}: none of the {self.seq} results reached "
+                            f"the broker ({why})")
 
     def notes(self) -> list[str]:
         c = self.counters()
