@@ -13,12 +13,12 @@ the next change. After a failed connection or such an answer the next attempt wa
 doubling to 8 s, never busily. At close the queue gets ``CLOSE_S`` to drain (the newest sent
 again within it, after its wait); the summary says what was posted, answered 2xx, failed
 (given up), sent again, dropped and left unsent. A run none of whose results a hook answered
-2xx ends in an error (exit 1): a wrong host, path or token is not a success. ``https://`` checks the server's certificate
-against the system's (``SSL_CERT_FILE`` names another bundle). A webhook's secret is its path;
-an API that wants a token (Home Assistant's REST API: ``Bearer TOKEN``) gets the
-``Authorization`` header from ``WAVEDGE_HTTP_AUTHORIZATION``, in the ``env`` file
-(``KEY=VALUE`` lines, as the MQTT sink's credentials) or else the process environment: never
-on the command line."""
+2xx ends in an error (exit 1): a wrong host, path or token is not a success. ``https://``
+checks the server's certificate against the system's (``SSL_CERT_FILE`` names another bundle).
+A webhook's secret is its path; an API that wants a token (Home Assistant's REST API:
+``Bearer TOKEN``) gets the ``Authorization`` header from ``WAVEDGE_HTTP_AUTHORIZATION``, in
+the ``env`` file (``KEY=VALUE`` lines, as the MQTT sink's credentials) or else the process
+environment: never on the command line."""
 
 from __future__ import annotations
 
