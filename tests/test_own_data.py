@@ -17,6 +17,7 @@ from conftest import BUNDLED_MODEL, assert_one_line_error, needs_torch, run_cli
 from wavedge.errors import InputError, ManifestError
 from wavedge.manifest import load_manifest
 from wavedge.recordings import Columns, Resampler, Sample, header_channels, load_table
+from wavedge.runtime.sinks import iso_time
 from wavedge.resets import ResetPolicy, Resetter
 from wavedge.runtime import SourceError, load_model, open_sink, open_source
 from wavedge.runtime.loop import run
@@ -241,6 +242,30 @@ def test_date_times_and_nanoseconds_are_timestamps(tmp_path, model, rows, monkey
         open_source(f"replay:{ns}", model.manifest)
     table = load_table(f"{ns}?time_unit=ns", CHANNELS, "recordings", model_hz=10.0)
     assert table.rate_hz == 10.0 and sum(len(r.x) for r in table.recordings) == 100
+
+
+def test_results_carry_a_logs_date_times_with_time_iso(tmp_path, rows):
+    """A logger's ISO 8601 times came back as epoch seconds in the results (1796360400.1),
+    which a spreadsheet shows as a number and a join to the log cannot match; with
+    ``time=iso`` a file sink writes them as date-times, the log's own at millisecond steps."""
+    import datetime as dt
+
+    start = dt.datetime(2026, 12, 4, 5, 0, 0)
+    stamps = [(start + dt.timedelta(seconds=i / 10)).isoformat(timespec="milliseconds") + "Z"
+              for i in range(30)]
+    log = _stamped(tmp_path / "log.csv", rows, stamps)
+    source = ("--source", f"replay:{log}?rate=max")
+    jsonl = run_cli("run", BUNDLED_MODEL, *source, "--sink", "jsonl:-?time=iso")
+    assert [json.loads(ln)["time"] for ln in jsonl.stdout.splitlines()] == stamps, jsonl.stderr
+    out = tmp_path / "results.csv"
+    run_cli("run", BUNDLED_MODEL, *source, "--sink", f"csv:{out}?time=iso&sep=;")
+    got = list(csv.DictReader(out.open(), delimiter=";"))
+    assert [r["time"] for r in got] == stamps and "," in got[0]["score"]  # decimal commas
+    seconds = run_cli("run", BUNDLED_MODEL, *source, "--sink", "jsonl:-")  # as before
+    assert json.loads(seconds.stdout.splitlines()[1])["time"] == pytest.approx(1796360400.1)
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, *source, "--sink", "csv:-?time=utc"),
+                          "time= takes s (seconds", "not 'utc'")
+    assert iso_time(0.000123) == "1970-01-01T00:00:00.000123Z" and iso_time(1e300) == 1e300
 
 
 def test_a_time_column_of_times_it_cannot_read_is_refused(tmp_path, model, rows):

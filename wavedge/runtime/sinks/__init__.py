@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from wavedge.errors import SinkError
@@ -18,6 +19,7 @@ FLUSH_S = 1.0  # a file sink's lines reach the file at least this often, and at 
 APPEND_PARAM = "append"  # a file sink's key that keeps the file across runs (urls.kept adds it)
 ROTATE_PARAMS = ("rotate", "keep")  # a file sink's size limit, and how many full files it keeps
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+TIME_PARAM = "time"  # a file sink's form of a sample's time: s (as read) or iso (date-times)
 
 
 class LineFile:
@@ -215,18 +217,42 @@ def _size(url, key: str) -> int:
     return size
 
 
-def record(result, sample) -> dict:
+def record(result, sample, when=None) -> dict:
     """The fields every structured sink writes for one result: the step, each output head's
-    fields (``wavedge.runtime.heads``), and the sample's ``time`` and ``truth`` when the
-    source knows them; ``stream`` (its source's index) when the run reads several."""
+    fields (``wavedge.runtime.heads``), and the sample's ``time`` (in seconds, or as ``when``
+    writes them: ``time_form``) and ``truth`` when the source knows them; ``stream`` (its
+    source's index) when the run reads several."""
     row = result.record()
     if sample is not None and sample.stream is not None:
         row = {"stream": sample.stream, **row}
     if sample is not None and sample.time is not None:
-        row["time"] = sample.time
+        row["time"] = sample.time if when is None else when(sample.time)
     if sample is not None and sample.truth is not None:
         row["truth"] = sample.truth
     return row
+
+
+def time_form(url):
+    """A file sink's ``time=``: ``s`` (None: seconds, as the source's timestamps read) or
+    ``iso``, UTC ISO 8601 date-times (``iso_time``), for a log of date-times whose results are
+    joined to it by time, or read in a spreadsheet."""
+    form = url.params.get(TIME_PARAM, "s")
+    if form not in ("s", "iso"):
+        raise SinkError(f"{url.text}: time= takes s (seconds, as the source's timestamps "
+                        f"read) or iso (UTC ISO 8601 date-times), not {form!r}")
+    return iso_time if form == "iso" else None
+
+
+def iso_time(seconds: float):
+    """Epoch seconds as ``2026-12-04T05:00:00.020Z``: milliseconds, or microseconds where
+    they are not whole; a time no date-time holds (a sensor's seconds since boot are 1970's)
+    stays seconds."""
+    try:
+        text = datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
+    except (OverflowError, OSError, ValueError):
+        return seconds
+    text = text.removesuffix("+00:00")
+    return (text[:-3] if text.endswith("000") else text) + "Z"
 
 
 def json_text(row: dict) -> str:

@@ -7,7 +7,8 @@ writes to standard output. Lines reach the file at least every second (``LineFil
 ``append=1`` adds to the file instead of replacing it, the header only when the file was
 empty; ``rotate=100M&keep=5`` begins a new file (with the header) at that size, keeping 5 full
 ones (``PATH.1`` ...); a file whose header this model does not write (another model's) is
-refused at open.
+refused at open. ``time=iso`` writes the time as a UTC ISO 8601 date-time
+(``sinks.time_form``).
 ``sep=;|tab|space||`` (a table's names, ``wavedge.recordings.SEPARATORS``) separates the fields
 otherwise; with ``;`` the numbers have decimal commas, as Excel reads and writes them where
 the decimal mark is a comma (a file of ``,`` and ``.`` opened there is one column of text)."""
@@ -24,7 +25,7 @@ from wavedge.errors import SinkError
 from wavedge.recordings import separator, shown_header
 from wavedge.runtime.heads import heads_for
 from wavedge.runtime.sinks import APPEND_PARAM  # noqa: F401 (urls.kept reads it)
-from wavedge.runtime.sinks import LineFile, record
+from wavedge.runtime.sinks import TIME_PARAM, LineFile, record, time_form
 
 
 FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
@@ -33,7 +34,8 @@ FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
 class CsvSink:
     def __init__(self, url, manifest) -> None:
         self.sep = separator(url.params.get("sep", ","), url.text)
-        self.out = LineFile.for_url(url, "csv sink", ("sep",))
+        self.out = LineFile.for_url(url, "csv sink", ("sep", TIME_PARAM))
+        self.when = time_form(url)
         self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
         self.begin = self.out.begin  # the file started anew as the run begins
         self._buf = io.StringIO()
@@ -92,7 +94,7 @@ class CsvSink:
         self.out.write(self._line(cells), sample)
 
     def write(self, result, sample) -> None:
-        r = record(result, sample)
+        r = record(result, sample, self.when)
         if self._timed is None:
             self._header("time" in r, "stream" in r)
         primary, *others = self.heads
