@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_MODEL, assert_one_line_error, needs_torch, run_cli
+from conftest import BUNDLED_MODEL, assert_one_line_error, needs_torch, run_cli, user_env
 from wavedge.errors import InputError, ManifestError
 from wavedge.manifest import load_manifest
 from wavedge.recordings import Columns, Resampler, Sample, header_channels, load_table
@@ -266,6 +266,42 @@ def test_results_carry_a_logs_date_times_with_time_iso(tmp_path, rows):
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, *source, "--sink", "csv:-?time=utc"),
                           "time= takes s (seconds", "not 'utc'")
     assert iso_time(0.000123) == "1970-01-01T00:00:00.000123Z" and iso_time(1e300) == 1e300
+
+
+def test_a_live_sensors_results_carry_the_hosts_time_with_host_time(tmp_path):
+    """A sensor without timestamps (a board's lines on a port, stdin) gave results without
+    any time, so a service's file of them could not say when a class was predicted;
+    ``host_time=1`` adds this host's clock as each result was made, in the ``time=`` form."""
+    import subprocess
+    import sys
+    import time
+
+    lines = "acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n" + "0.1,0.2,0.3,0.4,0.5,0.6\n" * 5
+    out = tmp_path / "live.csv"
+    before = time.time()
+    for sink in ("jsonl:-?host_time=1", "jsonl:-?host_time=1&time=iso",
+                 f"csv:{out}?host_time=1"):
+        proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", BUNDLED_MODEL,
+                               "--source", "stdin:", "--sink", sink], input=lines,
+                              capture_output=True, text=True, timeout=120, env=user_env())
+        assert proc.returncode == 0, proc.stderr
+        if sink.endswith("time=iso"):
+            iso = [json.loads(ln)["host_time"] for ln in proc.stdout.splitlines()]
+        elif sink.startswith("jsonl"):
+            got = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    after = time.time()
+    assert len(got) == 5 and "time" not in got[0]
+    assert before <= got[0]["host_time"] <= got[-1]["host_time"] <= after
+    assert all(t.endswith("Z") and before - 1 <= _seconds_of(t) <= after for t in iso), iso
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0])[:3] == ["step", "host_time", "class_id"] and len(rows) == 5
+    assert before <= float(rows[0]["host_time"]) <= after
+
+
+def _seconds_of(text: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def test_a_time_column_of_times_it_cannot_read_is_refused(tmp_path, model, rows):

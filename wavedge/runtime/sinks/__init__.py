@@ -19,7 +19,7 @@ FLUSH_S = 1.0  # a file sink's lines reach the file at least this often, and at 
 APPEND_PARAM = "append"  # a file sink's key that keeps the file across runs (urls.kept adds it)
 ROTATE_PARAMS = ("rotate", "keep")  # a file sink's size limit, and how many full files it keeps
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-TIME_PARAM = "time"  # a file sink's form of a sample's time: s (as read) or iso (date-times)
+STAMP_PARAMS = ("time", "host_time")  # a file sink's keys for the times it writes (Stamps)
 
 
 class LineFile:
@@ -220,7 +220,7 @@ def _size(url, key: str) -> int:
 def record(result, sample, when=None) -> dict:
     """The fields every structured sink writes for one result: the step, each output head's
     fields (``wavedge.runtime.heads``), and the sample's ``time`` (in seconds, or as ``when``
-    writes them: ``time_form``) and ``truth`` when the source knows them; ``stream`` (its
+    writes them: ``Stamps``) and ``truth`` when the source knows them; ``stream`` (its
     source's index) when the run reads several."""
     row = result.record()
     if sample is not None and sample.stream is not None:
@@ -232,15 +232,28 @@ def record(result, sample, when=None) -> dict:
     return row
 
 
-def time_form(url):
-    """A file sink's ``time=``: ``s`` (None: seconds, as the source's timestamps read) or
-    ``iso``, UTC ISO 8601 date-times (``iso_time``), for a log of date-times whose results are
-    joined to it by time, or read in a spreadsheet."""
-    form = url.params.get(TIME_PARAM, "s")
-    if form not in ("s", "iso"):
-        raise SinkError(f"{url.text}: time= takes s (seconds, as the source's timestamps "
-                        f"read) or iso (UTC ISO 8601 date-times), not {form!r}")
-    return iso_time if form == "iso" else None
+class Stamps:
+    """A file sink's times: the sample's ``time`` in seconds, as the source's timestamps read,
+    or with ``time=iso`` as UTC ISO 8601 date-times (``iso_time``: a logger's log of
+    date-times, joined to the results by time, or read in a spreadsheet); with
+    ``host_time=1``, also this host's clock as each result was made, in the same form (a live
+    sensor's results have no time of their own: a service's months of them would not say
+    when)."""
+
+    def __init__(self, url) -> None:
+        form = url.params.get("time", "s")
+        if form not in ("s", "iso"):
+            raise SinkError(f"{url.text}: time= takes s (seconds, as the source's timestamps "
+                            f"read) or iso (UTC ISO 8601 date-times), not {form!r}")
+        self.when = iso_time if form == "iso" else None
+        self.host = bool(url.get("host_time", 0, int, (0, 1)))
+
+    def record(self, result, sample) -> dict:
+        row = record(result, sample, self.when)
+        if self.host:
+            now = time.time()
+            row["host_time"] = now if self.when is None else self.when(now)
+        return row
 
 
 def iso_time(seconds: float):

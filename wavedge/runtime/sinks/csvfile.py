@@ -7,8 +7,8 @@ writes to standard output. Lines reach the file at least every second (``LineFil
 ``append=1`` adds to the file instead of replacing it, the header only when the file was
 empty; ``rotate=100M&keep=5`` begins a new file (with the header) at that size, keeping 5 full
 ones (``PATH.1`` ...); a file whose header this model does not write (another model's) is
-refused at open. ``time=iso`` writes the time as a UTC ISO 8601 date-time
-(``sinks.time_form``).
+refused at open. ``time=iso`` writes the time as a UTC ISO 8601 date-time, ``host_time=1``
+adds a column of this host's clock as each result was made (``sinks.Stamps``).
 ``sep=;|tab|space||`` (a table's names, ``wavedge.recordings.SEPARATORS``) separates the fields
 otherwise; with ``;`` the numbers have decimal commas, as Excel reads and writes them where
 the decimal mark is a comma (a file of ``,`` and ``.`` opened there is one column of text)."""
@@ -25,7 +25,7 @@ from wavedge.errors import SinkError
 from wavedge.recordings import separator, shown_header
 from wavedge.runtime.heads import heads_for
 from wavedge.runtime.sinks import APPEND_PARAM  # noqa: F401 (urls.kept reads it)
-from wavedge.runtime.sinks import TIME_PARAM, LineFile, record, time_form
+from wavedge.runtime.sinks import STAMP_PARAMS, LineFile, Stamps
 
 
 FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
@@ -34,8 +34,8 @@ FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
 class CsvSink:
     def __init__(self, url, manifest) -> None:
         self.sep = separator(url.params.get("sep", ","), url.text)
-        self.out = LineFile.for_url(url, "csv sink", ("sep", TIME_PARAM))
-        self.when = time_form(url)
+        self.out = LineFile.for_url(url, "csv sink", ("sep", *STAMP_PARAMS))
+        self.stamps = Stamps(url)
         self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
         self.begin = self.out.begin  # the file started anew as the run begins
         self._buf = io.StringIO()
@@ -55,7 +55,8 @@ class CsvSink:
     def _cells(self, timed: bool, lanes: bool) -> list[str]:
         c = self._columns
         return [*(["stream"] if lanes else []), "step", *(["time"] if timed else []),
-                *c[:self._at - 1], "truth", *c[self._at - 1:]]
+                *(["host_time"] if self.stamps.host else []), *c[:self._at - 1], "truth",
+                *c[self._at - 1:]]
 
     def _existing_header(self, where: str) -> list[str]:
         """The header of the file appended to, refused when no run of this model writes it:
@@ -94,7 +95,7 @@ class CsvSink:
         self.out.write(self._line(cells), sample)
 
     def write(self, result, sample) -> None:
-        r = record(result, sample, self.when)
+        r = self.stamps.record(result, sample)
         if self._timed is None:
             self._header("time" in r, "stream" in r)
         primary, *others = self.heads
@@ -103,6 +104,8 @@ class CsvSink:
             rec = r[h.name]
             cells += h.row(rec if isinstance(rec, dict) else {h.name: rec})
         stamp = [r.get("time", "")] if self._timed else []
+        if self.stamps.host:
+            stamp.append(r["host_time"])
         lane = [r.get("stream", "")] if self._lanes else []
         self._row([*lane, r["step"], *stamp, *cells[:self._at - 1], r.get("truth", ""),
                    *cells[self._at - 1:]], sample)

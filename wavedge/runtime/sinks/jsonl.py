@@ -4,12 +4,13 @@ when the source knows it). ``jsonl:-`` writes to standard output. Non-finite num
 as ``null`` (bare ``NaN`` is not JSON). Lines reach the file at least every second
 (``LineFile``). ``append=1`` adds to the file instead of replacing it (a service restarted);
 ``rotate=100M&keep=5`` begins a new file at that size, keeping 5 full ones (``PATH.1`` ...);
-``time=iso`` writes the time as a UTC ISO 8601 date-time (``sinks.time_form``)."""
+``time=iso`` writes the time as a UTC ISO 8601 date-time, ``host_time=1`` adds this host's clock
+as each result was made (``sinks.Stamps``)."""
 
 from __future__ import annotations
 
 from wavedge.runtime.sinks import APPEND_PARAM  # noqa: F401 (urls.kept reads it)
-from wavedge.runtime.sinks import TIME_PARAM, LineFile, json_text, record, time_form
+from wavedge.runtime.sinks import STAMP_PARAMS, LineFile, Stamps, json_text
 
 
 FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
@@ -17,13 +18,13 @@ FILE_PATH = True  # the URL's path is a file (wavedge service wants it absolute)
 
 class JsonlSink:
     def __init__(self, url, manifest) -> None:
-        self.out = LineFile.for_url(url, "jsonl sink", (TIME_PARAM,))
-        self.when = time_form(url)
+        self.out = LineFile.for_url(url, "jsonl sink", STAMP_PARAMS)
+        self.stamps = Stamps(url)
         self.flush_due = self.out.flush_due  # the loop writes the lines out in a pause
         self.begin = self.out.begin  # the file started anew as the run begins
 
     def write(self, result, sample) -> None:
-        self.out.write(json_text(record(result, sample, self.when)) + "\n", sample)
+        self.out.write(json_text(self.stamps.record(result, sample)) + "\n", sample)
 
     def notes(self) -> list[str]:
         return self.out.notes()
