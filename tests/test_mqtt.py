@@ -148,11 +148,14 @@ def _run(*args, **popen):
 
 def test_every_result_reaches_a_subscriber_with_model_board_and_step(broker):
     sub = Subscriber(broker, "fleet/b1/#")
+    before = time.time()
     proc = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{RECORDING}?rate=max",
-                   "--sink", broker.url("fleet/b1", board="b1"), "--limit", 500)
+                   "--sink", broker.url("fleet/b1", board="b1", host_time=1), "--limit", 500)
     assert proc.returncode == 0, proc.stderr
     rows = sub.wait_for("fleet/b1", 500)
     sub.close()
+    # host_time=1: the board's clock as each result was made (a sensor's own has none)
+    assert before <= rows[0]["host_time"] <= rows[-1]["host_time"] <= time.time()
     assert [r["seq"] for r in rows] == list(range(500))
     assert [r["step"] for r in rows] == list(range(500))
     assert {r["model"] for r in rows} == {"wave_rnn-basic_motions"} and \

@@ -247,7 +247,7 @@ def test_date_times_and_nanoseconds_are_timestamps(tmp_path, model, rows, monkey
 def test_results_carry_a_logs_date_times_with_time_iso(tmp_path, rows):
     """A logger's ISO 8601 times came back as epoch seconds in the results (1796360400.1),
     which a spreadsheet shows as a number and a join to the log cannot match; with
-    ``time=iso`` a file sink writes them as date-times, the log's own at millisecond steps."""
+    ``time_format=iso`` a file sink writes them as date-times, the log's own at millisecond steps."""
     import datetime as dt
 
     start = dt.datetime(2026, 12, 4, 5, 0, 0)
@@ -255,23 +255,23 @@ def test_results_carry_a_logs_date_times_with_time_iso(tmp_path, rows):
               for i in range(30)]
     log = _stamped(tmp_path / "log.csv", rows, stamps)
     source = ("--source", f"replay:{log}?rate=max")
-    jsonl = run_cli("run", BUNDLED_MODEL, *source, "--sink", "jsonl:-?time=iso")
+    jsonl = run_cli("run", BUNDLED_MODEL, *source, "--sink", "jsonl:-?time_format=iso")
     assert [json.loads(ln)["time"] for ln in jsonl.stdout.splitlines()] == stamps, jsonl.stderr
     out = tmp_path / "results.csv"
-    run_cli("run", BUNDLED_MODEL, *source, "--sink", f"csv:{out}?time=iso&sep=;")
+    run_cli("run", BUNDLED_MODEL, *source, "--sink", f"csv:{out}?time_format=iso&sep=;")
     got = list(csv.DictReader(out.open(), delimiter=";"))
     assert [r["time"] for r in got] == stamps and "," in got[0]["score"]  # decimal commas
     seconds = run_cli("run", BUNDLED_MODEL, *source, "--sink", "jsonl:-")  # as before
     assert json.loads(seconds.stdout.splitlines()[1])["time"] == pytest.approx(1796360400.1)
-    assert_one_line_error(run_cli("run", BUNDLED_MODEL, *source, "--sink", "csv:-?time=utc"),
-                          "time= takes s (seconds", "not 'utc'")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, *source, "--sink", "csv:-?time_format=utc"),
+                          "time_format= takes s (seconds", "not 'utc'")
     assert iso_time(0.000123) == "1970-01-01T00:00:00.000123Z" and iso_time(1e300) == 1e300
 
 
 def test_a_live_sensors_results_carry_the_hosts_time_with_host_time(tmp_path):
     """A sensor without timestamps (a board's lines on a port, stdin) gave results without
     any time, so a service's file of them could not say when a class was predicted;
-    ``host_time=1`` adds this host's clock as each result was made, in the ``time=`` form."""
+    ``host_time=1`` adds this host's clock as each result was made, in the ``time_format=`` form."""
     import subprocess
     import sys
     import time
@@ -279,13 +279,13 @@ def test_a_live_sensors_results_carry_the_hosts_time_with_host_time(tmp_path):
     lines = "acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n" + "0.1,0.2,0.3,0.4,0.5,0.6\n" * 5
     out = tmp_path / "live.csv"
     before = time.time()
-    for sink in ("jsonl:-?host_time=1", "jsonl:-?host_time=1&time=iso",
+    for sink in ("jsonl:-?host_time=1", "jsonl:-?host_time=1&time_format=iso",
                  f"csv:{out}?host_time=1"):
         proc = subprocess.run([sys.executable, "-m", "wavedge.cli", "run", BUNDLED_MODEL,
                                "--source", "stdin:", "--sink", sink], input=lines,
                               capture_output=True, text=True, timeout=120, env=user_env())
         assert proc.returncode == 0, proc.stderr
-        if sink.endswith("time=iso"):
+        if sink.endswith("time_format=iso"):
             iso = [json.loads(ln)["host_time"] for ln in proc.stdout.splitlines()]
         elif sink.startswith("jsonl"):
             got = [json.loads(ln) for ln in proc.stdout.splitlines()]

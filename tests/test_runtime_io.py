@@ -20,7 +20,7 @@ import pytest
 
 from conftest import BUNDLED_MODEL, ROOT, assert_one_line_error, run_cli, user_env, \
     sigint_inside_a_lock_wait
-from wavedge.errors import InputError, LinkError
+from wavedge.errors import InputError, LinkError, SinkError
 from wavedge.manifest import Manifest
 from wavedge.runtime import SourceError, load_model, open_sink, open_source, register_source
 from wavedge.runtime.loop import _latency, run
@@ -1260,6 +1260,41 @@ def test_a_file_sink_is_started_anew_only_when_the_run_begins(tmp_path, model):
                      for r in [model.stream().push(s.values)]))
     sink.close()  # written from Python, no run: its first line starts the file anew
     assert len(kept.read_text().splitlines()) == 1 and "yesterday" not in kept.read_text()
+
+
+def test_network_sinks_carry_the_hosts_time_with_host_time():
+    """A UDP board's and a webhook's records of a live sensor had no time; with
+    ``host_time=1`` (and ``time_format=iso``) they carry this host's clock as each result was
+    made, as the file sinks do."""
+    import datetime as dt
+
+    model = load_model(BUNDLED_MODEL)
+    port = _free_udp_port()
+    board = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    board.bind(("127.0.0.1", port))
+    board.settimeout(5)
+    hook = _Hook()
+    before = time.time()
+    try:
+        udp = open_sink(f"udp://127.0.0.1:{port}?host_time=1", model.manifest)
+        http = open_sink(f"http://127.0.0.1:{hook.port}/hook?host_time=1&time_format=iso",
+                         model.manifest)
+        sample = next(iter(open_source("replay:?limit=1", model.manifest)))
+        result = model.stream().push(sample.values)
+        for sink in (udp, http):
+            sink.write(result, sample)
+            sink.close()
+        sent = json.loads(board.recv(65535))
+    finally:
+        board.close()
+        hook.close()
+    after = time.time()
+    assert before <= sent["host_time"] <= after and "time" not in sent
+    (posted,) = hook.bodies
+    at = dt.datetime.fromisoformat(posted["host_time"].replace("Z", "+00:00")).timestamp()
+    assert posted["host_time"].endswith("Z") and before - 0.001 <= at <= after
+    with pytest.raises(SinkError, match="time_format= takes s"):
+        open_sink("udp://127.0.0.1:9?time_format=local", model.manifest)
 
 
 class _Hook:

@@ -19,7 +19,7 @@ FLUSH_S = 1.0  # a file sink's lines reach the file at least this often, and at 
 APPEND_PARAM = "append"  # a file sink's key that keeps the file across runs (urls.kept adds it)
 ROTATE_PARAMS = ("rotate", "keep")  # a file sink's size limit, and how many full files it keeps
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-STAMP_PARAMS = ("time", "host_time")  # a file sink's keys for the times it writes (Stamps)
+STAMP_PARAMS = ("time_format", "host_time")  # every record sink's keys for its times (Stamps)
 
 
 class LineFile:
@@ -233,17 +233,18 @@ def record(result, sample, when=None) -> dict:
 
 
 class Stamps:
-    """A file sink's times: the sample's ``time`` in seconds, as the source's timestamps read,
-    or with ``time=iso`` as UTC ISO 8601 date-times (``iso_time``: a logger's log of
+    """A record sink's times (files, MQTT, a webhook, UDP): the sample's ``time`` in seconds,
+    as the source's timestamps read,
+    or with ``time_format=iso`` as UTC ISO 8601 date-times (``iso_time``: a logger's log of
     date-times, joined to the results by time, or read in a spreadsheet); with
     ``host_time=1``, also this host's clock as each result was made, in the same form (a live
     sensor's results have no time of their own: a service's months of them would not say
     when)."""
 
     def __init__(self, url) -> None:
-        form = url.params.get("time", "s")
+        form = url.params.get("time_format", "s")
         if form not in ("s", "iso"):
-            raise SinkError(f"{url.text}: time= takes s (seconds, as the source's timestamps "
+            raise SinkError(f"{url.text}: time_format= takes s (seconds, as the source's timestamps "
                             f"read) or iso (UTC ISO 8601 date-times), not {form!r}")
         self.when = iso_time if form == "iso" else None
         self.host = bool(url.get("host_time", 0, int, (0, 1)))

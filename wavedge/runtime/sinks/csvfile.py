@@ -7,7 +7,7 @@ writes to standard output. Lines reach the file at least every second (``LineFil
 ``append=1`` adds to the file instead of replacing it, the header only when the file was
 empty; ``rotate=100M&keep=5`` begins a new file (with the header) at that size, keeping 5 full
 ones (``PATH.1`` ...); a file whose header this model does not write (another model's) is
-refused at open. ``time=iso`` writes the time as a UTC ISO 8601 date-time, ``host_time=1``
+refused at open. ``time_format=iso`` writes the time as a UTC ISO 8601 date-time, ``host_time=1``
 adds a column of this host's clock as each result was made (``sinks.Stamps``).
 ``sep=;|tab|space||`` (a table's names, ``wavedge.recordings.SEPARATORS``) separates the fields
 otherwise; with ``;`` the numbers have decimal commas, as Excel reads and writes them where

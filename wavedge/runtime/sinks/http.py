@@ -1,5 +1,6 @@
 """``http://HOST[:PORT]/PATH[?queue=N&timeout=S&env=FILE]`` (or ``https://``): each result
-POSTed as one JSON body (the jsonl sink's record) to a webhook: Home Assistant's
+POSTed as one JSON body (the jsonl sink's record, with its ``time_format`` and ``host_time``) to
+a webhook: Home Assistant's
 ``/api/webhook/ID``, Node-RED's ``http in``, a dashboard's API. Given a sink's own choice
 (``?smooth=20&on_change=1&min_score=0.8``, docs/runtime.md) the hook hears of the class when it
 changes, not at every sample.
@@ -29,7 +30,7 @@ from collections import deque
 from urllib.parse import urlsplit
 
 from wavedge.errors import SinkError, reason
-from wavedge.runtime.sinks import json_text, record
+from wavedge.runtime.sinks import STAMP_PARAMS, Stamps, json_text
 from wavedge.runtime.urls import env_secrets
 
 FILE_PARAMS = ("env",)  # keys whose value is a file (wavedge service wants it absolute)
@@ -41,7 +42,8 @@ RETRY_S = (0.5, 8.0)  # the wait after a failed connection: first, and at most
 
 class HttpSink:
     def __init__(self, url, manifest) -> None:
-        url.check_params(("queue", "timeout", "env"))
+        url.check_params(("queue", "timeout", "env", *STAMP_PARAMS))
+        self.stamps = Stamps(url)
         self.where = url.text
         try:
             parts = urlsplit(f"{url.scheme}://{url.path}")
@@ -72,7 +74,7 @@ class HttpSink:
         self.sender.start()
 
     def write(self, result, sample) -> None:
-        body = json_text(record(result, sample)).encode()
+        body = json_text(self.stamps.record(result, sample)).encode()
         self.results += 1
         with self.cond:
             if self.pending and self.pending[0][1]:  # a failed one waiting: no longer the newest

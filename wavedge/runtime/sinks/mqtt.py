@@ -2,8 +2,8 @@
 ``mqtts://`` for TLS): each result as one JSON message on TOPIC, for a fleet's broker.
 
 - **Results** on ``TOPIC``: the jsonl sink's record (``step``, each head's fields, ``time`` and
-  ``truth`` when the source has them) plus ``model``, ``board`` and ``seq`` (0, 1, 2, ... per
-  run). At ``qos=1`` (the default) delivery is at least once: after a reconnect the broker may
+  ``truth`` when the source has them; ``host_time`` with ``host_time=1``: ``sinks.Stamps``) plus
+  ``model``, ``board`` and ``seq`` (0, 1, 2, ... per run). At ``qos=1`` (the default) delivery is at least once: after a reconnect the broker may
   see a message twice, and a subscriber that drops repeated ``seq`` gets each exactly once.
 - **Status**, retained, on ``TOPIC/status``: ``online`` at every connect, every
   ``status_every`` seconds (10) and ``stopped`` at the end, with the manifest's identity and the
@@ -31,7 +31,7 @@ from wavedge.runtime.loop import COMMANDS
 from wavedge.runtime.mqtt import FILE_PARAMS  # noqa: F401 (wavedge service reads it)
 from wavedge.runtime.mqtt import (COMMON_PARAMS, WARN_AFTER_S, client, parse_broker, start,
                                   warn_unreached)
-from wavedge.runtime.sinks import json_text, record
+from wavedge.runtime.sinks import STAMP_PARAMS, Stamps, json_text
 
 WINDOW = 64  # results handed to the client and not yet acknowledged
 CLOSE_FLUSH_S = 5.0
@@ -39,7 +39,8 @@ CLOSE_FLUSH_S = 5.0
 
 class MqttSink:
     def __init__(self, url, manifest) -> None:
-        url.check_params((*COMMON_PARAMS, "queue", "status_every"))
+        url.check_params((*COMMON_PARAMS, "queue", "status_every", *STAMP_PARAMS))
+        self.stamps = Stamps(url)
         self.broker = b = parse_broker(url, "sink")
         self.capacity = url.get("queue", 10_000, int, (1, 10_000_000))
         self.status_every = url.get("status_every", 10.0, float, (0.5, 86_400))
@@ -69,7 +70,7 @@ class MqttSink:
 
     # -- the loop's side ----------------------------------------------------------------------
     def write(self, result, sample) -> None:
-        row = {**record(result, sample), "model": self.identity["model"],
+        row = {**self.stamps.record(result, sample), "model": self.identity["model"],
                "board": self.broker.board, "seq": self.seq}
         self.seq += 1
         with self.cond:

@@ -1,5 +1,5 @@
 """``udp://HOST:PORT[?broadcast=1]``: each result as one UDP datagram of JSON (the jsonl
-sink's record), for a board on WiFi that acts on the predictions (an ESP32 listening on a
+sink's record, with its ``time_format`` and ``host_time``), for a board on WiFi that acts on the predictions (an ESP32 listening on a
 port, the counterpart of the ``udp:`` source) or a dashboard. A send never waits: one the
 host's network stack refuses (no route, a full buffer, nothing listening on a host that says
 so) is counted, not the end of the run, and the summary says how many were sent and refused,
@@ -13,13 +13,14 @@ import errno
 import socket
 
 from wavedge.errors import SinkError, reason
-from wavedge.runtime.sinks import json_text, record
+from wavedge.runtime.sinks import STAMP_PARAMS, Stamps, json_text
 from wavedge.runtime.urls import host_port
 
 
 class UdpSink:
     def __init__(self, url, manifest) -> None:
-        url.check_params(("broadcast",))
+        url.check_params(("broadcast", *STAMP_PARAMS))
+        self.stamps = Stamps(url)
         self.where = url.text
         host, port = host_port(url, "the host and port to send to, e.g. udp://192.168.1.20:5006")
         try:
@@ -45,7 +46,7 @@ class UdpSink:
 
     def write(self, result, sample) -> None:
         try:
-            self.sock.send(json_text(record(result, sample)).encode())
+            self.sock.send(json_text(self.stamps.record(result, sample)).encode())
             self.sent += 1
         except OSError as exc:  # the last send's ICMP answer among them: nothing listens
             self.refused += 1
