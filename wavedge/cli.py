@@ -931,7 +931,11 @@ def _add_run(sub) -> None:
                                    "broker; docs/mqtt.md), http://HOST[:PORT]/PATH or "
                                    "https: (a JSON POST per result, a webhook). Any sink takes "
                                    "?smooth=N&on_change=1&min_score=P: of a classifier's "
-                                   "results, what it alone is given.")
+                                   "results, what it alone is given. A sink of records (all "
+                                   "but stdout:, null: and link:) takes ?host_time=1 (this "
+                                   "host's clock as each result was made) and "
+                                   "?time_format=iso (UTC date-times); a file sink ?append=1 "
+                                   "and ?rotate=SIZE&keep=N.")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--source", action="append",
                    help="source URL (default: the model directory's recording); repeat it for "
