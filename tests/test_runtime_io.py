@@ -1262,6 +1262,29 @@ def test_a_file_sink_is_started_anew_only_when_the_run_begins(tmp_path, model):
     assert len(kept.read_text().splitlines()) == 1 and "yesterday" not in kept.read_text()
 
 
+def test_a_file_sink_over_a_file_the_run_reads_is_refused(tmp_path):
+    """`--source replay:log.csv --sink csv:log.csv` had started the recording anew before it
+    was read: the run read nothing, ended 0, and left the user's log a header. A sink on a
+    file a source reads (by any path to it, appended to or not), or in a folder or glob it
+    replays (read as a recording the next time), is refused in one line, the file as it was."""
+    log = tmp_path / "logs" / "log.csv"
+    log.parent.mkdir()
+    log.write_text(RECORDING.read_text())
+    for source, sink in ((log, f"csv:{log}"), (log, f"jsonl:{tmp_path}/logs/../logs/log.csv"),
+                         (log, f"csv:{log}?append=1"), (log.parent, f"csv:{log}"),
+                         (log.parent, f"jsonl:{log.parent}/day2/results.jsonl"),
+                         (f"{log.parent}/*.csv", f"csv:{log.parent}/results.csv")):
+        assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source",
+                                      f"replay:{source}?rate=max", "--sink", sink),
+                              f"is read by --source replay:{source}",
+                              "write the results to another file")
+        assert log.read_text() == RECORDING.read_text() and os.listdir(log.parent) == \
+            ["log.csv"], sink
+    beside = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{log.parent}/*.csv?limit=3",
+                     "--sink", f"jsonl:{log.parent}/results.jsonl")  # not a file it matches
+    assert beside.returncode == 0, beside.stderr
+
+
 def test_network_sinks_carry_the_hosts_time_with_host_time():
     """A UDP board's and a webhook's records of a live sensor had no time; with
     ``host_time=1`` (and ``time_format=iso``) they carry this host's clock as each result was

@@ -244,6 +244,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_noise(args, model.manifest)
     events = _events(args).check(model.manifest.signature)
     urls = [u if u is not None else _recording_url(model, args.model_dir) for u in urls]
+    _no_sink_over_a_source(urls, args.sink)
     sources, sink = _open_ends(urls, args.sink, model.manifest)
     wait_ms = _tick_wait_ms(args, model)
     line = _run_line(model, args, urls, resets, how, wait_ms, events)
@@ -431,6 +432,23 @@ def _one_target_each(sinks: list) -> None:
             raise InputError(f"--sink {url}: {target} is already written by --sink "
                              f"{seen[target]}; give each sink its own")
         seen[target] = url
+
+
+def _no_sink_over_a_source(urls: list, sinks: list) -> None:
+    """A file sink on a file a source reads (the recording replayed, one in its folder or its
+    glob's) would start it anew before it was read, or add results to the samples:
+    `--source replay:log.csv --sink csv:log.csv` had read nothing and left the user's
+    recording a header; a results file in a replayed folder is read as a recording next time."""
+    from wavedge.recordings import reads
+    from wavedge.runtime.urls import files_of
+
+    read = [(reads(Path(name)), url) for url in urls for name in files_of(url, "source")]
+    for sink in sinks:
+        for name in files_of(sink, "sink"):
+            source = next((url for takes, url in read if takes(Path(name))), None)
+            if source is not None:
+                raise InputError(f"--sink {sink}: {name} is read by --source {source}; write "
+                                 "the results to another file")
 
 
 def _one_protocol_a_port(urls: list, sink: str) -> None:

@@ -30,6 +30,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from datetime import datetime, timezone
 from itertools import chain, islice
@@ -900,6 +901,25 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl")  # a folder's table files (e
 FOLDER_LABEL = "@folder"  # label=@folder: a folder's files labelled by their folder's name
 
 
+def reads(path: Path):
+    """Whether a file is one that a table ``path`` reads: the file itself, a table file in
+    the folder (its subfolders too), or a file its glob matches (a results file written there
+    would be read as a recording the next time)."""
+    path = Path(path)
+    whole = Path(os.path.abspath(path))
+    if path.is_dir():
+        return lambda p: _table_file(p) and whole in Path(os.path.abspath(p)).parents
+    if _GLOB.search(str(path)) and not path.exists():
+        return lambda p: Path(os.path.abspath(p)).match(str(whole))
+    real = path.resolve()
+    return lambda p: Path(p).resolve() == real
+
+
+def _table_file(path: Path) -> bool:
+    return not path.name.startswith(".") and \
+        Path(path.name.removesuffix(".gz")).suffix in TABLE_SUFFIXES
+
+
 def table_files(path: Path, what: str | None = None) -> tuple[Path, list[Path]] | None:
     """The files of a table that is not one file: a folder's table files (its subfolders
     too), or a glob's matches (``'logs/*.csv'``, ``'logs/**/*.csv'``, quoted for the shell),
@@ -909,8 +929,7 @@ def table_files(path: Path, what: str | None = None) -> tuple[Path, list[Path]] 
     path = Path(path)
     where = f"{what + ': ' if what else ''}{path}"
     if path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")
-                       and Path(f.name.removesuffix(".gz")).suffix in TABLE_SUFFIXES)
+        files = sorted(f for f in path.rglob("*") if f.is_file() and _table_file(f))
         if not files:
             raise InputError(f"{where}: a folder with no table file "
                              f"({', '.join(TABLE_SUFFIXES)}, gzipped or not) in it")
