@@ -1277,12 +1277,20 @@ def test_a_file_sink_over_a_file_the_run_reads_is_refused(tmp_path):
         assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source",
                                       f"replay:{source}?rate=max", "--sink", sink),
                               f"is read by --source replay:{source}",
-                              "write the results to another file")
+                              "give it a file of its own")
         assert log.read_text() == RECORDING.read_text() and os.listdir(log.parent) == \
             ["log.csv"], sink
     beside = run_cli("run", BUNDLED_MODEL, "--source", f"replay:{log.parent}/*.csv?limit=3",
                      "--sink", f"jsonl:{log.parent}/results.jsonl")  # not a file it matches
     assert beside.returncode == 0, beside.stderr
+    # --summary FILE had replaced the recording, or the results, with the summary at the end
+    results = log.parent / "results.jsonl"
+    kept = results.read_text()
+    for summary, fragment in ((log, "is read by --source"), (results, "is written by --sink")):
+        assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source", f"replay:{log}?limit=3",
+                                      "--sink", f"jsonl:{results}", "--summary", summary),
+                              f"--summary {summary}: {summary} {fragment}")
+        assert log.read_text() == RECORDING.read_text() and results.read_text() == kept
 
 
 def test_network_sinks_carry_the_hosts_time_with_host_time():

@@ -224,6 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.summary:
         return _run(args)
     _summary_folder(Path(args.summary))
+    _no_file_written_twice(args.source or [], args.sink or [], args.summary)
     try:
         return _run(args)
     except WavedgeError as exc:
@@ -244,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_noise(args, model.manifest)
     events = _events(args).check(model.manifest.signature)
     urls = [u if u is not None else _recording_url(model, args.model_dir) for u in urls]
-    _no_sink_over_a_source(urls, args.sink)
+    _no_file_written_twice(urls, args.sink)
     sources, sink = _open_ends(urls, args.sink, model.manifest)
     wait_ms = _tick_wait_ms(args, model)
     line = _run_line(model, args, urls, resets, how, wait_ms, events)
@@ -434,21 +435,25 @@ def _one_target_each(sinks: list) -> None:
         seen[target] = url
 
 
-def _no_sink_over_a_source(urls: list, sinks: list) -> None:
-    """A file sink on a file a source reads (the recording replayed, one in its folder or its
-    glob's) would start it anew before it was read, or add results to the samples:
-    `--source replay:log.csv --sink csv:log.csv` had read nothing and left the user's
-    recording a header; a results file in a replayed folder is read as a recording next time."""
+def _no_file_written_twice(urls: list, sinks: list, summary: str | None = None) -> None:
+    """A file sink, or ``--summary``, on a file a source reads (the recording replayed, one
+    in its folder or its glob's) would start it anew before it was read, or add results to
+    the samples: `--source replay:log.csv --sink csv:log.csv` had read nothing and left the
+    user's recording a header; a results file in a replayed folder is read as a recording next
+    time. A summary on a sink's file had replaced the results at the end."""
     from wavedge.recordings import reads
     from wavedge.runtime.urls import files_of
 
-    read = [(reads(Path(name)), url) for url in urls for name in files_of(url, "source")]
-    for sink in sinks:
-        for name in files_of(sink, "sink"):
-            source = next((url for takes, url in read if takes(Path(name))), None)
-            if source is not None:
-                raise InputError(f"--sink {sink}: {name} is read by --source {source}; write "
-                                 "the results to another file")
+    taken = [(reads(Path(name)), f"is read by --source {url}")
+             for url in urls for name in files_of(url, "source")]
+    written = [(f"--sink {sink}", name) for sink in sinks for name in files_of(sink, "sink")]
+    if summary:  # the sinks' files are the summary's to keep off too (each other's: _run_checks)
+        taken += [(reads(Path(name)), f"is written by {flag}") for flag, name in written]
+        written = [(f"--summary {summary}", summary)]
+    for flag, name in written:
+        why = next((why for takes, why in taken if takes(Path(name))), None)
+        if why is not None:
+            raise InputError(f"{flag}: {name} {why}; give it a file of its own")
 
 
 def _one_protocol_a_port(urls: list, sink: str) -> None:
