@@ -1262,6 +1262,16 @@ def test_a_file_sink_is_started_anew_only_when_the_run_begins(tmp_path, model):
     assert len(kept.read_text().splitlines()) == 1 and "yesterday" not in kept.read_text()
 
 
+def test_a_file_sink_under_a_compressed_name_is_refused(tmp_path):
+    """`--sink jsonl:results.jsonl.gz` had written plain text under a gzip name, which
+    replay: ("holds no samples"), zcat and pandas then refuse; it is refused at open now."""
+    for url in (f"jsonl:{tmp_path}/r.jsonl.gz", f"csv:{tmp_path}/r.csv.XZ?append=1"):
+        assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source",
+                                      "replay:?rate=max&limit=3", "--sink", url),
+                              "write plain text, not", f"name it {tmp_path}/r.")
+    assert not list(tmp_path.glob("r.*"))
+
+
 def test_a_file_sink_over_a_file_the_run_reads_is_refused(tmp_path):
     """`--source replay:log.csv --sink csv:log.csv` had started the recording anew before it
     was read: the run read nothing, ended 0, and left the user's log a header. A sink on a

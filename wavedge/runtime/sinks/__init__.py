@@ -19,6 +19,7 @@ FLUSH_S = 1.0  # a file sink's lines reach the file at least this often, and at 
 APPEND_PARAM = "append"  # a file sink's key that keeps the file across runs (urls.kept adds it)
 ROTATE_PARAMS = ("rotate", "keep")  # a file sink's size limit, and how many full files it keeps
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+PACKED = (".gz", ".bz2", ".xz", ".zst", ".zip")  # names a file sink refuses (it writes text)
 STAMP_PARAMS = ("time_format", "host_time")  # every record sink's keys for its times (Stamps)
 
 
@@ -74,6 +75,11 @@ class LineFile:
         """A file sink's file: the URL's path, appended to with ``?append=1``; ``params`` the
         sink's own keys beside it."""
         url.check_params((APPEND_PARAM, *ROTATE_PARAMS, *params))
+        packed = next((s for s in PACKED if url.path.lower().endswith(s)), None)
+        if packed:  # plain text under a compressed name: replay:, zcat and pandas refuse it
+            raise SinkError(f"{url.text}: {what}s write plain text, not {packed[1:]}; name it "
+                            f"{url.path[:-len(packed)]} (rotate=SIZE&keep=N bounds it; "
+                            "compress the full files it keeps)")
         rotate = _size(url, "rotate") if "rotate" in url.params else None
         if rotate is not None and url.path in ("", "-"):
             raise SinkError(f"{url.text}: rotate= is for a file; standard output has no size")
