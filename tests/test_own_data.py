@@ -247,7 +247,8 @@ def test_date_times_and_nanoseconds_are_timestamps(tmp_path, model, rows, monkey
 def test_results_carry_a_logs_date_times_with_time_iso(tmp_path, rows):
     """A logger's ISO 8601 times came back as epoch seconds in the results (1796360400.1),
     which a spreadsheet shows as a number and a join to the log cannot match; with
-    ``time_format=iso`` a file sink writes them as date-times, the log's own at millisecond steps."""
+    ``time_format=iso`` a file sink writes them as date-times, the log's own at millisecond
+    steps."""
     import datetime as dt
 
     start = dt.datetime(2026, 12, 4, 5, 0, 0)

@@ -240,18 +240,17 @@ def record(result, sample, when=None) -> dict:
 
 class Stamps:
     """A record sink's times (files, MQTT, a webhook, UDP): the sample's ``time`` in seconds,
-    as the source's timestamps read,
-    or with ``time_format=iso`` as UTC ISO 8601 date-times (``iso_time``: a logger's log of
-    date-times, joined to the results by time, or read in a spreadsheet); with
-    ``host_time=1``, also this host's clock as each result was made, in the same form (a live
-    sensor's results have no time of their own: a service's months of them would not say
-    when)."""
+    as the source's timestamps read, or with ``time_format=iso`` as UTC ISO 8601 date-times
+    (``iso_time``: a logger's log of date-times, joined to the results by time, or read in a
+    spreadsheet); with ``host_time=1``, also this host's clock as each result was made, in the
+    same form (a live sensor's results have no time of their own: a service's months of them
+    would not say when)."""
 
     def __init__(self, url) -> None:
         form = url.params.get("time_format", "s")
         if form not in ("s", "iso"):
-            raise SinkError(f"{url.text}: time_format= takes s (seconds, as the source's timestamps "
-                            f"read) or iso (UTC ISO 8601 date-times), not {form!r}")
+            raise SinkError(f"{url.text}: time_format= takes s (seconds, as the source's "
+                            f"timestamps read) or iso (UTC ISO 8601 date-times), not {form!r}")
         self.when = iso_time if form == "iso" else None
         self.host = bool(url.get("host_time", 0, int, (0, 1)))
 

@@ -1,9 +1,8 @@
 """``http://HOST[:PORT]/PATH[?queue=N&timeout=S&env=FILE]`` (or ``https://``): each result
 POSTed as one JSON body (the jsonl sink's record, with its ``time_format`` and ``host_time``) to
-a webhook: Home Assistant's
-``/api/webhook/ID``, Node-RED's ``http in``, a dashboard's API. Given a sink's own choice
-(``?smooth=20&on_change=1&min_score=0.8``, docs/runtime.md) the hook hears of the class when it
-changes, not at every sample.
+a webhook: Home Assistant's ``/api/webhook/ID``, Node-RED's ``http in``, a dashboard's API.
+Given a sink's own choice (``?smooth=20&on_change=1&min_score=0.8``, docs/runtime.md) the hook
+hears of the class when it changes, not at every sample.
 
 A POST never holds the run: results wait in a bounded drop-oldest queue (``queue``, 1,000) for
 the sink's own thread, which keeps one connection alive and posts them in order. One that fails

@@ -3,8 +3,9 @@
 
 - **Results** on ``TOPIC``: the jsonl sink's record (``step``, each head's fields, ``time`` and
   ``truth`` when the source has them; ``host_time`` with ``host_time=1``: ``sinks.Stamps``) plus
-  ``model``, ``board`` and ``seq`` (0, 1, 2, ... per run). At ``qos=1`` (the default) delivery is at least once: after a reconnect the broker may
-  see a message twice, and a subscriber that drops repeated ``seq`` gets each exactly once.
+  ``model``, ``board`` and ``seq`` (0, 1, 2, ... per run). At ``qos=1`` (the default) delivery
+  is at least once: after a reconnect the broker may see a message twice, and a subscriber
+  that drops repeated ``seq`` gets each exactly once.
 - **Status**, retained, on ``TOPIC/status``: ``online`` at every connect, every
   ``status_every`` seconds (10) and ``stopped`` at the end, with the manifest's identity and the
   run's counters; ``offline`` is the last will, published by the broker if we vanish.

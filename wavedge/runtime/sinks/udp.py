@@ -1,9 +1,9 @@
 """``udp://HOST:PORT[?broadcast=1]``: each result as one UDP datagram of JSON (the jsonl
-sink's record, with its ``time_format`` and ``host_time``), for a board on WiFi that acts on the predictions (an ESP32 listening on a
-port, the counterpart of the ``udp:`` source) or a dashboard. A send never waits: one the
-host's network stack refuses (no route, a full buffer, nothing listening on a host that says
-so) is counted, not the end of the run, and the summary says how many were sent and refused,
-and why the last was; UDP does not say what arrived.
+sink's record, with its ``time_format`` and ``host_time``), for a board on WiFi that acts on
+the predictions (an ESP32 listening on a port, the counterpart of the ``udp:`` source) or a
+dashboard. A send never waits: one the host's network stack refuses (no route, a full buffer,
+nothing listening on a host that says so) is counted, not the end of the run, and the summary
+says how many were sent and refused, and why the last was; UDP does not say what arrived.
 ``broadcast=1`` lets HOST be a broadcast address (``192.168.1.255``: every board on the
 network hears), which the system refuses otherwise."""
 
