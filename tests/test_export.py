@@ -19,7 +19,7 @@ from conftest import skip_module_without_torch
 skip_module_without_torch()  # before the imports that need torch
 import torch
 
-from conftest import BUNDLED_CHECKPOINT, assert_one_line_error, run_cli, user_env
+from conftest import BUNDLED_CHECKPOINT, BUNDLED_MODEL, assert_one_line_error, run_cli, user_env
 from wavedge.errors import ExportError, InputError
 from wavedge.export import ExportOptions, export_model_dir
 from wavedge.export.check import check_stream, torch_reference
@@ -124,6 +124,29 @@ def test_export_will_not_overwrite_a_foreign_directory(tmp_path):
     with pytest.raises(ExportError, match="not a wavedge model directory"):
         export_model_dir(load_checkpoint(BUNDLED_CHECKPOINT), out)
     assert (out / "holiday.jpg").exists()
+
+
+def test_export_over_a_model_folder_keeps_what_the_user_put_in_it(tmp_path):
+    """A model folder exported over is replaced whole: a bench's report written into it
+    (`wavedge bench m --out m/bench`) or notes beside the model had gone with the old model
+    without a word. Refused before anything is exported, the folder as it was; a folder of
+    export's files alone (the bundled one) is replaced as before."""
+    import shutil
+
+    from wavedge.export.model_dir import _nothing_of_the_users
+
+    out = tmp_path / "m"
+    shutil.copytree(BUNDLED_MODEL, out)
+    _nothing_of_the_users(out)  # export's own files only: nothing to keep
+    (out / "bench").mkdir()
+    (out / "bench" / "bench.json").write_text("{}")
+    (out / "notes.txt").write_text("trained on the March data")
+    before = sorted(p.name for p in out.iterdir())
+    proc = run_cli("export", BUNDLED_CHECKPOINT, "--out", out)
+    assert_one_line_error(proc, f"{out}: holds bench/, notes.txt, which export did not write",
+                          "move them out, or export to another folder")
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert (out / "notes.txt").read_text() == "trained on the March data"
 
 
 def test_tflite_export_matches_torch(tmp_path):

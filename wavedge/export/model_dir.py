@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import json
 import math
 import shutil
 from dataclasses import asdict, dataclass, field, replace
@@ -258,6 +259,7 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
     if out_dir.exists() and not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir}: exists and is not a wavedge model directory; "
                           "refusing to overwrite it")
+    _nothing_of_the_users(out_dir)
     sig = checked_signature(ckpt.model)
     task = task or default_task(ckpt, options.check_steps)
     resets = reset_policy(ckpt, options)
@@ -317,6 +319,26 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / MANIFEST_NAME
+
+
+def _nothing_of_the_users(out_dir: Path) -> None:
+    """A model folder exported over is replaced whole (``put_in_place``): what export did not
+    write in it (a bench's report, notes, a calibration file kept beside the model) had gone
+    with the old model, without a word."""
+    if not (out_dir / MANIFEST_NAME).is_file():
+        return
+    try:
+        listed = {f["path"] for f in json.loads((out_dir / MANIFEST_NAME).read_text())["files"]}
+    except (OSError, ValueError, TypeError, KeyError):  # a manifest of another version, or none
+        listed = set()
+    theirs = sorted(p.name + "/" * p.is_dir() for p in out_dir.iterdir()
+                    if p.name not in {*listed, MANIFEST_NAME, RECORDING_NAME}
+                    and not p.name.startswith(("model.", "bench.identity.")))
+    if theirs:
+        shown = ", ".join(theirs[:4]) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
+        raise ExportError(f"{out_dir}: holds {shown}, which export did not write and would "
+                          "remove with the old model (the folder is replaced whole); move them "
+                          "out, or export to another folder")
 
 
 def _export_graphs(ckpt, tmp: Path, fmt: str, batch: int, stream, ref, options: ExportOptions,
