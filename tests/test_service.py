@@ -312,6 +312,10 @@ def test_a_reinstall_on_the_board_restarts_the_running_unit_on_its_new_files(
      "--trt-cache: trt is a relative path"),
     (("--source", "stdin:", "--sink", "null:", "--backend", "litert", "--provider", "cuda"),
      "backend litert has no provider cuda"),
+    (("--source", "replay:/data/log.csv", "--sink", "csv:/data/log.csv?append=1"),
+     "--sink csv:/data/log.csv?append=1: /data/log.csv is read by --source replay:"),
+    (("--source", "stdin:", "--sink", "jsonl:/data/bm.jsonl", "--summary", "/data/bm.jsonl"),
+     "--summary /data/bm.jsonl: /data/bm.jsonl is written by --sink jsonl:/data/bm.jsonl"),
 ])
 def test_a_unit_whose_run_would_fail_at_every_restart_is_refused_before_anything_is_written(
         tmp_path, extra, message):

@@ -384,6 +384,7 @@ def _check_service_run(svc, model_here: Path) -> None:
 
     args = build_parser().parse_args(svc.run_argv())
     _run_checks(args)
+    _no_file_written_twice(args.source or [], args.sink, args.summary)
     # by the backend's list, not this machine's build: an image may be made elsewhere
     check_providers(args.backend, tuple(args.provider or ("cpu",)))
     manifest = load_manifest(model_here, verify_files=False)  # the run checks what it loads
