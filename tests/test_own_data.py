@@ -297,6 +297,17 @@ def test_a_live_sensors_results_carry_the_hosts_time_with_host_time(tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0])[:3] == ["step", "host_time", "class_id"] and len(rows) == 5
     assert before <= float(rows[0]["host_time"]) <= after
+    # appending without it to the file written with it (or the other way) says which it was
+    kept = out.read_text()
+    for url, was in ((f"csv:{out}?append=1", 1), (f"csv:{tmp_path}/plain.csv?append=1&"
+                                                  "host_time=1", 0)):
+        if was == 0:
+            run_cli("run", BUNDLED_MODEL, "--source", "replay:?rate=max&limit=2", "--sink",
+                    f"csv:{tmp_path}/plain.csv")
+        assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source",
+                                      "replay:?rate=max&limit=2", "--sink", url),
+                              f"the file was written with host_time={was}; give the same")
+    assert out.read_text() == kept
 
 
 def _seconds_of(text: str) -> float:

@@ -52,10 +52,11 @@ class CsvSink:
         self._lanes = False  # likewise: a run of several sources (a stream column)
         self._found = None if self.out.empty else self._existing_header(url.text)
 
-    def _cells(self, timed: bool, lanes: bool) -> list[str]:
+    def _cells(self, timed: bool, lanes: bool, host: bool | None = None) -> list[str]:
         c = self._columns
+        host = self.stamps.host if host is None else host
         return [*(["stream"] if lanes else []), "step", *(["time"] if timed else []),
-                *(["host_time"] if self.stamps.host else []), *c[:self._at - 1], "truth",
+                *(["host_time"] if host else []), *c[:self._at - 1], "truth",
                 *c[self._at - 1:]]
 
     def _existing_header(self, where: str) -> list[str]:
@@ -65,6 +66,10 @@ class CsvSink:
             found = next(csv.reader(fh, delimiter=self.sep), [])
         if all(found != self._cells(t, s) for t in (False, True) for s in (False, True)):
             self.out.close()
+            other = not self.stamps.host  # the run that wrote it had the other host_time=
+            if any(found == self._cells(t, s, other) for t in (False, True) for s in (False, True)):
+                raise SinkError(f"{where}: the file was written with host_time={int(other)}; "
+                                "give the same, or append to another file")
             raise SinkError(f"{where}: the file's header {shown_header(found)} is not one this "
                             f"model writes ({shown_header(self._cells(False, False))}); append "
                             "to another file")
