@@ -137,6 +137,7 @@ def test_export_over_a_model_folder_keeps_what_the_user_put_in_it(tmp_path):
 
     out = tmp_path / "m"
     shutil.copytree(BUNDLED_MODEL, out)
+    (out / ".DS_Store").write_bytes(b"\0")  # a desktop's, not the user's
     _nothing_of_the_users(out)  # export's own files only: nothing to keep
     (out / "bench").mkdir()
     (out / "bench" / "bench.json").write_text("{}")

@@ -324,7 +324,7 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
 def _nothing_of_the_users(out_dir: Path) -> None:
     """A model folder exported over is replaced whole (``put_in_place``): what export did not
     write in it (a bench's report, notes, a calibration file kept beside the model) had gone
-    with the old model, without a word."""
+    with the old model, without a word. Hidden files (a desktop's ``.DS_Store``) go."""
     if not (out_dir / MANIFEST_NAME).is_file():
         return
     try:
@@ -333,7 +333,7 @@ def _nothing_of_the_users(out_dir: Path) -> None:
         listed = set()
     theirs = sorted(p.name + "/" * p.is_dir() for p in out_dir.iterdir()
                     if p.name not in {*listed, MANIFEST_NAME, RECORDING_NAME}
-                    and not p.name.startswith(("model.", "bench.identity.")))
+                    and not p.name.startswith(("model.", "bench.identity.", ".")))
     if theirs:
         shown = ", ".join(theirs[:4]) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
         raise ExportError(f"{out_dir}: holds {shown}, which export did not write and would "
