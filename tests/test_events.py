@@ -244,6 +244,9 @@ def test_the_runs_summary_as_json_for_a_script(tmp_path):
     refused = fed("1,2\n")  # refused before the run: the file tells of it, not the last run
     assert refused.returncode == 1 and json.loads(path.read_text())["samples"] == 0
     assert json.loads(path.read_text())["error"] in refused.stderr
+    for url in (("--source", "serail:///dev/ttyACM0"), ("--sink", "fil:out.csv")):  # a typo
+        typo = run_cli("run", BUNDLED_MODEL, *url, "--summary", path)
+        assert typo.returncode == 1 and json.loads(path.read_text())["error"] in typo.stderr
     assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--summary", tmp_path), "is a folder")
     assert_one_line_error(run_cli("service", "install", "bm", BUNDLED_MODEL, "--root",
                                   tmp_path / "root", "--no-activate", "--source", "stdin:",

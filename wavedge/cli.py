@@ -224,7 +224,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.summary:
         return _run(args)
     _summary_folder(Path(args.summary))
-    _no_file_written_twice(args.source or [], args.sink or [], args.summary)
+    # before the file is written: a URL of an unknown scheme is left to the run, which is
+    # refused in its own words and writes them there
+    _no_file_written_twice(args.source or [], args.sink or [], args.summary, known_only=True)
     try:
         return _run(args)
     except WavedgeError as exc:
@@ -436,7 +438,8 @@ def _one_target_each(sinks: list) -> None:
         seen[target] = url
 
 
-def _no_file_written_twice(urls: list, sinks: list, summary: str | None = None) -> None:
+def _no_file_written_twice(urls: list, sinks: list, summary: str | None = None,
+                           known_only: bool = False) -> None:
     """A file sink, or ``--summary``, on a file a source reads (the recording replayed, one
     in its folder or its glob's) would start it anew before it was read, or add results to
     the samples: `--source replay:log.csv --sink csv:log.csv` had read nothing and left the
@@ -445,9 +448,17 @@ def _no_file_written_twice(urls: list, sinks: list, summary: str | None = None) 
     from wavedge.recordings import reads
     from wavedge.runtime.urls import files_of
 
+    def files(url: str, kind: str) -> list[str]:
+        try:
+            return files_of(url, kind)
+        except InputError:
+            if known_only:
+                return []
+            raise
+
     taken = [(reads(Path(name)), f"is read by --source {url}")
-             for url in urls for name in files_of(url, "source")]
-    written = [(f"--sink {sink}", name) for sink in sinks for name in files_of(sink, "sink")]
+             for url in urls for name in files(url, "source")]
+    written = [(f"--sink {sink}", name) for sink in sinks for name in files(sink, "sink")]
     if summary:  # the sinks' files are the summary's to keep off too (each other's: _run_checks)
         taken += [(reads(Path(name)), f"is written by {flag}") for flag, name in written]
         written = [(f"--summary {summary}", summary)]
