@@ -909,7 +909,7 @@ def reads(path: Path):
     whole = Path(os.path.abspath(path))
     if path.is_dir():
         return lambda p: _table_file(p) and whole in Path(os.path.abspath(p)).parents
-    if _GLOB.search(str(path)) and not path.exists():
+    if _glob_at(path) is not None:
         return lambda p: Path(os.path.abspath(p)).match(str(whole))
     real = path.resolve()
     return lambda p: Path(p).resolve() == real
@@ -934,8 +934,8 @@ def table_files(path: Path, what: str | None = None) -> tuple[Path, list[Path]] 
             raise InputError(f"{where}: a folder with no table file "
                              f"({', '.join(TABLE_SUFFIXES)}, gzipped or not) in it")
         return path, files
-    glob = next((k for k, part in enumerate(path.parts) if _GLOB.search(part)), None)
-    if glob is None or path.exists():
+    glob = _glob_at(path)
+    if glob is None:
         return None
     root = Path(*path.parts[:glob]) if glob else Path(".")
     try:
@@ -948,6 +948,14 @@ def table_files(path: Path, what: str | None = None) -> tuple[Path, list[Path]] 
 
 
 _GLOB = re.compile(r"[*?[]")
+
+
+def _glob_at(path: Path) -> int | None:
+    """The index of ``path``'s first part with a wildcard, None when it has none or names a
+    file that is there (``data[1].csv``)."""
+    if path.exists():
+        return None
+    return next((k for k, part in enumerate(path.parts) if _GLOB.search(part)), None)
 
 
 def table_digest(path: Path) -> str:
