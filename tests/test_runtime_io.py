@@ -1283,7 +1283,10 @@ def test_a_file_sink_over_a_file_the_run_reads_is_refused(tmp_path):
     for source, sink in ((log, f"csv:{log}"), (log, f"jsonl:{tmp_path}/logs/../logs/log.csv"),
                          (log, f"csv:{log}?append=1"), (log.parent, f"csv:{log}"),
                          (log.parent, f"jsonl:{log.parent}/day2/results.jsonl"),
-                         (f"{log.parent}/*.csv", f"csv:{log.parent}/results.csv")):
+                         (f"{log.parent}/*.csv", f"csv:{log.parent}/results.csv"),
+                         # '**' is any depth, none too (it had been read as one folder)
+                         (f"{tmp_path}/**/*.csv", f"csv:{log.parent}/day2/results.csv"),
+                         (f"{log.parent}/**/*.csv", f"csv:{log.parent}/results.csv")):
         assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source",
                                       f"replay:{source}?rate=max", "--sink", sink),
                               f"is read by --source replay:{source}",

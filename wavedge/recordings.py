@@ -27,6 +27,7 @@ name given to ``--data`` or ``--calibration`` (``'a.csv?sequence=session'``).
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
 import math
@@ -910,7 +911,7 @@ def reads(path: Path):
     if path.is_dir():
         return lambda p: _table_file(p) and whole in Path(os.path.abspath(p)).parents
     if _glob_at(path) is not None:
-        return lambda p: Path(os.path.abspath(p)).match(str(whole))
+        return lambda p: _glob_matches(whole.parts, Path(os.path.abspath(p)).parts)
     real = path.resolve()
     return lambda p: Path(p).resolve() == real
 
@@ -956,6 +957,18 @@ def _glob_at(path: Path) -> int | None:
     if path.exists():
         return None
     return next((k for k, part in enumerate(path.parts) if _GLOB.search(part)), None)
+
+
+def _glob_matches(pattern: tuple, parts: tuple) -> bool:
+    """Whether a path's ``parts`` match a glob's as ``Path.glob`` finds them, ``**`` any
+    depth (none too): ``Path.match`` takes ``**`` for one folder, so a results file written
+    two folders down a ``'logs/**/*.csv'`` replay had not been seen as one it reads."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_glob_matches(pattern[1:], parts[k:]) for k in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and \
+        _glob_matches(pattern[1:], parts[1:])
 
 
 def table_digest(path: Path) -> str:
