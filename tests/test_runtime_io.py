@@ -1350,6 +1350,7 @@ class _Hook:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         bodies = self.bodies = []
+        sent = self.sent = []  # (Content-Type, body) of every POST to /hook, JSON or not
         busy = [busy_at]
 
         class Handler(BaseHTTPRequestHandler):
@@ -1359,14 +1360,18 @@ class _Hook:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 ok = self.path == "/hook" or (self.path == "/api" and self.headers.get(
                     "Authorization") == "Bearer s3cret")
-                if ok and json.loads(body)["step"] == busy[0]:
+                if self.path == "/hook":
+                    sent.append((self.headers["Content-Type"], body.decode()))
+                record = ok and self.headers["Content-Type"] == "application/json" and \
+                    "step" in json.loads(body)
+                if record and json.loads(body)["step"] == busy[0]:
                     busy[0] = None
                     time.sleep(0.3)  # the run has ended and its sink is closing
                     self.send_response(503)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                if ok:
+                if record:
                     bodies.append(json.loads(body))
                 self.send_response(204 if ok else 500)
                 self.send_header("Content-Length", "0")
@@ -1465,6 +1470,36 @@ def test_results_posted_to_a_webhook(tmp_path):
     assert "0 answered 2xx" in untrusted.stderr and "(the last: TLS certificate not " \
         "trusted: " in untrusted.stderr, untrusted.stderr
     assert untrusted.returncode == 1 and "error: http sink" in untrusted.stderr
+
+
+def test_a_chat_or_a_phone_gets_one_line_a_result():
+    """Slack answers a record's JSON fields "invalid payload", ntfy shows them as a blob:
+    ``body=text`` posts each result as one plain line, ``body=slack`` as ``{"text": LINE}``,
+    ``body=discord`` as ``{"content": LINE}``; the line is the model's name and the result as
+    ``stdout:`` reads it."""
+    replay = ("--source", "replay:?rate=max&limit=30")
+    shown = [" ".join(ln.split()[2:4]) for ln in run_cli(
+        "run", BUNDLED_MODEL, *replay, "--sink", "stdout:").stdout.splitlines()]
+    name = load_model(BUNDLED_MODEL).manifest.name
+    lines = [f"{name}: {text}" for text in shown]
+    hook = _Hook()
+    try:
+        url = f"http://127.0.0.1:{hook.port}/hook"
+        for body in ("text", "slack", "discord"):
+            ran = run_cli("run", BUNDLED_MODEL, *replay, "--sink", f"{url}?body={body}")
+            assert ran.returncode == 0 and "30 answered 2xx" in ran.stderr, ran.stderr
+    finally:
+        hook.close()
+    kinds = {kind for kind, _ in hook.sent}
+    assert kinds == {"text/plain; charset=utf-8", "application/json"}, kinds
+    assert [b for _, b in hook.sent[:30]] == lines
+    assert [json.loads(b) for _, b in hook.sent[30:60]] == [{"text": ln} for ln in lines]
+    assert [json.loads(b) for _, b in hook.sent[60:]] == [{"content": ln} for ln in lines]
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink", f"{url}?body=teams"),
+                          "body= takes json (the record), text", "not 'teams'")
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink",
+                                  f"{url}?body=text&host_time=1"),
+                          "body=text posts one line, dated as it arrives")
 
 
 def test_a_webhook_told_only_of_changes_gets_the_last_one_after_a_failure():

@@ -1,6 +1,10 @@
-"""``http://HOST[:PORT]/PATH[?queue=N&timeout=S&env=FILE]`` (or ``https://``): each result
-POSTed as one JSON body (the jsonl sink's record, with its ``time_format`` and ``host_time``) to
-a webhook: Home Assistant's ``/api/webhook/ID``, Node-RED's ``http in``, a dashboard's API.
+"""``http://HOST[:PORT]/PATH[?queue=N&timeout=S&env=FILE&body=B]`` (or ``https://``): each
+result POSTed as one JSON body (the jsonl sink's record, with its ``time_format`` and
+``host_time``) to a webhook: Home Assistant's ``/api/webhook/ID``, Node-RED's ``http in``, a
+dashboard's API. A chat or a phone reads a line instead (``BODIES``): ``body=text`` posts it as
+plain text (ntfy), ``body=slack`` as ``{"text": LINE}`` (Slack, Mattermost, Rocket.Chat, Google
+Chat), ``body=discord`` as ``{"content": LINE}``; a record's fields in JSON had been shown as
+"invalid payload" (Slack) or nothing at all.
 Given a sink's own choice (``?smooth=20&on_change=1&min_score=0.8``, docs/runtime.md) the hook
 hears of the class when it changes, not at every sample.
 
@@ -23,6 +27,7 @@ environment: never on the command line."""
 from __future__ import annotations
 
 import http.client
+import json
 import ssl
 import threading
 from collections import deque
@@ -34,6 +39,8 @@ from wavedge.runtime.urls import env_secrets
 
 FILE_PARAMS = ("env",)  # keys whose value is a file (wavedge service wants it absolute)
 AUTHORIZATION = "WAVEDGE_HTTP_AUTHORIZATION"  # the Authorization header's value, a secret
+# body=: what a POST carries; None the record, else the key a chat's JSON takes the line under
+BODIES = {"json": None, "text": None, "slack": "text", "discord": "content"}
 
 CLOSE_S = 2.0
 RETRY_S = (0.5, 8.0)  # the wait after a failed connection: first, and at most
@@ -41,9 +48,10 @@ RETRY_S = (0.5, 8.0)  # the wait after a failed connection: first, and at most
 
 class HttpSink:
     def __init__(self, url, manifest) -> None:
-        url.check_params(("queue", "timeout", "env", *STAMP_PARAMS))
+        url.check_params(("queue", "timeout", "env", "body", *STAMP_PARAMS))
         self.stamps = Stamps(url)
         self.where = url.text
+        self.body, self.title = _body(url), manifest.name
         try:
             parts = urlsplit(f"{url.scheme}://{url.path}")
             self.host, self.port = parts.hostname, parts.port
@@ -60,7 +68,8 @@ class HttpSink:
         self.capacity = url.get("queue", 1000, int, (1, 1_000_000))
         self.timeout = url.get("timeout", 2.0, float, (0.05, 60.0))
         secrets = env_secrets(url.get("env"), url.text, (AUTHORIZATION,))
-        self.headers = {"Content-Type": "application/json",
+        kind = "text/plain; charset=utf-8" if self.body == "text" else "application/json"
+        self.headers = {"Content-Type": kind,
                         **({"Authorization": secrets[AUTHORIZATION]} if secrets else {})}
         self.pending: deque = deque()
         self.cond = threading.Condition()
@@ -73,7 +82,7 @@ class HttpSink:
         self.sender.start()
 
     def write(self, result, sample) -> None:
-        body = json_text(self.stamps.record(result, sample)).encode()
+        body = self._text(result, sample).encode()
         self.results += 1
         with self.cond:
             if self.pending and self.pending[0][1]:  # a failed one waiting: no longer the newest
@@ -84,6 +93,15 @@ class HttpSink:
                 self.dropped += 1
             self.pending.append((body, False))
             self.cond.notify()
+
+    def _text(self, result, sample) -> str:
+        if self.body == "json":
+            return json_text(self.stamps.record(result, sample))
+        lane = f", stream {sample.stream}" if sample is not None and sample.stream is not None \
+            else ""
+        line = f"{self.title}{lane}: {' '.join(result.text().split())}"
+        key = BODIES[self.body]
+        return line if key is None else json.dumps({key: line})
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.tls:
@@ -162,6 +180,18 @@ class HttpSink:
         if self.results and not self.answered:  # a wrong host, path or token: exit 1
             raise SinkError(f"http sink {self.where}: none of the {self.results} results "
                             f"reached the hook (the last: {self.why or 'not sent at close'})")
+
+
+def _body(url) -> str:
+    body = url.get("body", "json")
+    if body not in BODIES:
+        raise SinkError(f"{url.text}: body= takes json (the record), text (one line, plain: "
+                        "ntfy), slack ({\"text\": LINE}: Slack, Mattermost, Google Chat) or "
+                        f"discord ({{\"content\": LINE}}), not {body!r}")
+    if body != "json" and any(k in url.params for k in STAMP_PARAMS):
+        raise SinkError(f"{url.text}: body={body} posts one line, dated as it arrives; "
+                        f"{' and '.join(STAMP_PARAMS)} are the record's (body=json)")
+    return body
 
 
 def _why(exc: BaseException) -> str:
