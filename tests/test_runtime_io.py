@@ -1151,6 +1151,130 @@ def test_a_board_posts_its_samples_over_http(model, monkeypatch):
                           "TCP port 8080, path /a is already a source of this run")
 
 
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(port: int, body: str, path: str = "/imu") -> tuple[int, str, str]:
+    """A board's POST: (status, Content-Type, body) of its answer."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("POST", path, body.encode())
+        answer = conn.getresponse()
+        return answer.status, answer.getheader("Content-Type") or "", answer.read().decode()
+    finally:
+        conn.close()
+
+
+def _running(target, *args, **kwargs):
+    """``target`` on a thread; its return value in the list once joined."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(target(*args, **kwargs)), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_board_posts_its_samples_and_gets_the_prediction_back(model):
+    """A board posting its readings to `http://:PORT/PATH?reply=last` and acting on the
+    class had had `204` and no result: it needed a UDP listener at an address the run knew
+    as well. Now the POST is answered once the model has taken its samples: the last one's
+    jsonl record, as a stream fed the same samples gives it (state carried across POSTs);
+    `reply=all` every sample's, a refused one's line of the POST and why; a body with no
+    sample 204, one whose every sample is refused 422. Through several sources too (a
+    stream per board), and counted in the summary."""
+    from wavedge.runtime.loop import run_many
+    from wavedge.runtime.sinks import json_text, record
+
+    rows = [",".join(r.split(",")[2:]) for r in RECORDING.read_text().splitlines()[1:9]]
+    alone, expected = model.stream(), []
+    for row in rows:
+        result = alone.push(np.array(row.split(","), np.float32))
+        expected.append(json.loads(json_text(record(result, None))))
+    port = _free_tcp_port()
+    source = open_source(f"http://127.0.0.1:{port}/imu?reply=last&idle=1", model.manifest)
+    thread, summary = _running(run, model.stream(), source, open_sink("null:", model.manifest))
+    answers = [_post(port, ",".join(model.manifest.channels)),
+               _post(port, "\n".join(rows[:3])), _post(port, "\n".join(rows[3:5])),
+               _post(port, "1,2,x,4,5,6")]
+    thread.join(30)
+    assert answers[0][0] == 204 and summary[0].samples == 5
+    assert answers[1:3] == [(200, "application/json", json_text(expected[k])) for k in (2, 4)]
+    assert answers[3] == (422, "text/plain; charset=utf-8", "no sample taken (line 1: step 5: "
+                          "sample rejected by the source: not_numeric)")
+    assert source.notes()[0].endswith("; reply=last: 2 answered 200, 1 answered 204, "
+                                      "1 answered 422"), source.notes()
+    # reply=all, a source per board: each POST its own stream's records, refusals by line
+    urls = [f"http://127.0.0.1:{port}/imu{k}?reply=all&idle=1" for k in (0, 1)]
+    sources = [open_source(u, model.manifest) for u in urls]
+    thread, _ = _running(run_many, [model.stream(), model.stream()], sources,
+                         open_sink("null:", model.manifest))
+    both = [_post(port, "\n".join([rows[0], "1,2\n", rows[1]]), "/imu0"),
+            _post(port, "\n".join(rows[:3]), "/imu1")]
+    thread.join(30)
+    assert [status for status, _, _ in both] == [200, 200]
+    assert json.loads(both[0][2]) == [{"stream": 0, **expected[0]},
+                                      {"line": 2, "refused": "step 1: sample rejected by the "
+                                       "source: wrong_shape"}, {"stream": 0, **expected[1]}]
+    assert json.loads(both[1][2]) == [{"stream": 1, **r} for r in expected[:3]]
+
+
+def test_a_post_waiting_on_its_prediction_is_never_left_hanging(model):
+    """A POST that waits on its results (`reply=`) is answered 504 when the model has not
+    taken them within `wait` seconds, 503 when the run ends before it takes them; the keys
+    are checked at open."""
+    rows = [",".join(r.split(",")[2:]) for r in RECORDING.read_text().splitlines()[1:5]]
+
+    class Slow:  # a sink that holds the run
+        def write(self, result, sample):
+            time.sleep(0.5)
+
+        def close(self):
+            pass
+
+    port = _free_tcp_port()
+    source = open_source(f"http://127.0.0.1:{port}/imu?reply=last&wait=0.2&idle=1",
+                         model.manifest)
+    thread, _ = _running(run, model.stream(), source, Slow())
+    late = _post(port, "\n".join(rows))
+    thread.join(30)
+    assert late == (504, "text/plain; charset=utf-8",
+                    "the model had not taken the samples within 0.2 s")
+    source = open_source(f"http://127.0.0.1:{port}/imu?reply=last&idle=1", model.manifest)
+    thread, summary = _running(run, model.stream(), source, open_sink("null:", model.manifest),
+                               limit=2)
+    ended = _post(port, "\n".join(rows))
+    thread.join(30)
+    assert ended == (503, "text/plain; charset=utf-8",
+                     "the run ended before it took the samples") and summary[0].samples == 2
+    # a full queue (queue=1) drops its oldest POST, which is told so at once
+    source = open_source(f"http://127.0.0.1:{port}/imu?reply=last&queue=1&idle=1",
+                         model.manifest)
+    slow = Slow()
+    slow.writing = threading.Event()
+    slow.write = lambda result, sample: (slow.writing.set(), time.sleep(0.3))
+    thread, _ = _running(run, model.stream(), source, slow)
+    first = _running(_post, port, rows[0])
+    assert slow.writing.wait(20)  # the first POST is in the model; the queue is empty
+    second = _running(_post, port, rows[1])
+    deadline = time.monotonic() + 20
+    while source.inbox.queue.empty() and time.monotonic() < deadline:  # the second waits
+        time.sleep(0.01)
+    third = _running(_post, port, rows[2])
+    for posting in (first, second, third, (thread, None)):
+        posting[0].join(30)
+    assert [p[1][0][0] for p in (first, second, third)] == [200, 503, 200]
+    assert second[1][0][2] == "dropped from the source's full queue"
+    for url, words in (("reply=yes", "reply= takes last (the last sample's result) or all"),
+                       ("wait=5", "wait= is how long a POST waits for its results"),
+                       ("reply=last&resample=1", "resample=1 makes other samples of them")):
+        assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source",
+                                      f"http://127.0.0.1:{port}/imu?{url}"), words)
+
+
 def test_several_sinks_each_get_every_result(tmp_path):
     """`--sink jsonl:FILE --sink csv:FILE --sink udp://BOARD`: a file that keeps every result
     beside a board that acts on them; each sink gets every result, as it would alone, and

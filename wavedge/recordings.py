@@ -75,6 +75,9 @@ class Sample:
     row: int | None = None
     detail: str | None = None
     file: str | None = None  # the file it was read from, when a table is a folder of them
+    # called as the run takes it, ``(sample, result)`` or ``(sample, None, why it was
+    # refused)``: an ``http:`` source answers a POST with its samples' results
+    receipt: object = None
 
     def where(self) -> str | None:
         """Where in its input it sits: a text line counts from 1 (as editors do), a .npy row

@@ -501,6 +501,8 @@ class _Loop:
         several and its line or .npy row where it came from one (the step alone cannot find
         it: a refused sample takes no step)."""
         reason = _last_reason(lane.stream)
+        if sample.receipt is not None:
+            sample.receipt(sample, None, str(exc))
         self.warned[reason] += 1
         if self.warned[reason] <= WARN_LIMIT:
             where = f"stream {lane.k}: " if len(self.lanes) > 1 else ""
@@ -514,6 +516,8 @@ class _Loop:
         summary = self.summary
         summary.samples += 1
         lane.samples += 1
+        if sample.receipt is not None:
+            sample.receipt(sample, result)
         if lane.events is None:
             self.sink.write(result, sample)
         else:

@@ -167,10 +167,12 @@ class Inbox:
                     return
                 except queue.Full:
                     try:
-                        self.queue.get_nowait()
+                        old = self.queue.get_nowait()
                         self.dropped += 1
                     except queue.Empty:
-                        pass
+                        continue
+                    if hasattr(old, "refuse"):  # a POST waiting on its answer (http: reply=)
+                        old.refuse(503, "dropped from the source's full queue")
 
     def payloads(self, idle_s: float | None, waiting=None):
         """Each payload as it comes; ends after ``idle_s`` without one (None: never).
