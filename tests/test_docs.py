@@ -100,3 +100,21 @@ def test_the_mqtt_pages_credentials_file_reads_as_written(tmp_path):
     (tmp_path / "q.env").write_text("WAVEDGE_MQTT_PASSWORD='a b#c'\nWAVEDGE_MQTT_USERNAME=x\"\n")
     assert _secrets(str(tmp_path / "q.env"), "t") == {"WAVEDGE_MQTT_PASSWORD": "a b#c",
                                                         "WAVEDGE_MQTT_USERNAME": 'x"'}
+
+
+def test_the_quickstart_gives_what_its_later_commands_read():
+    """The quickstart's `wavedge probe runs/bm-model` ended in "has no recording of its own":
+    a command that reads a model directory's own recording (`probe DIR` without DATA, `run
+    DIR` without --source) needs that directory exported with --recording (or bundled)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.partition("## Quickstart")[2].partition("\n## ")[0]
+    commands = [line.partition("#")[0].split() for block in re.findall(r"```sh\n(.*?)```",
+                                                                          section, re.S)
+                for line in block.splitlines()]
+    recorded = {c[c.index("--out") + 1] for c in commands
+                if c[:2] == ["wavedge", "export"] and "--recording" in c}
+    readers = [c[2] for c in commands if c[:2] == ["wavedge", "probe"]
+               and all(a.startswith("--") for a in c[3::2])]  # options and values: no DATA
+    readers += [c[2] for c in commands if c[:2] == ["wavedge", "run"] and "--source" not in c]
+    assert readers and all(r in recorded or r.startswith("wavedge/bundled/") for r in readers), \
+        (readers, recorded)

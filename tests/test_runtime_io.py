@@ -99,7 +99,8 @@ def test_replay_without_a_path_replays_the_model_directorys_own_recording(model)
     bare = Manifest(model.manifest.directory, {k: v for k, v in model.manifest.raw.items()
                                                if k != "recording"})
     with pytest.raises(SourceError, match=r"^replay:\?rate=max: .* has no recording of its "
-                                          r"own; give one \(replay:FILE\)$"):
+                                          r"own \(`wavedge export --recording` writes its "
+                                          r"test split there\); give one \(replay:FILE\)$"):
         open_source("replay:?rate=max", bare)
 
 

@@ -278,7 +278,8 @@ def test_the_standin_on_a_model_without_a_recording_says_so(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "wavedge.firmware_bridge.standin", str(m)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "has no recording of its own; export it with --recording" in proc.stderr
+    assert "has no recording of its own (`wavedge export --recording` writes its test " \
+        "split there)" in proc.stderr
 
 
 def test_inspect_loads_what_run_loads(tmp_path):

@@ -107,7 +107,8 @@ class Manifest:
         and what to give ``instead``: a board's pruned copy may list it without holding it."""
         path = self.recording
         if path is None:
-            raise InputError(f"{self.directory} has no recording of its own; {instead}")
+            raise InputError(f"{self.directory} has no recording of its own (`wavedge "
+                             f"export --recording` writes its test split there); {instead}")
         if not path.is_file():
             raise InputError(f"{self.directory}'s recording {path.name} is listed in its "
                              f"manifest but not here (a board's pruned copy?); {instead}")

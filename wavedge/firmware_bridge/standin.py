@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"standin: error: {exc}", file=sys.stderr)
         return 1
     try:
-        rec = model.manifest.own_recording("export it with --recording")
+        rec = model.manifest.own_recording("the stand-in replays it to the host")
     except WavedgeError as exc:
         print(f"standin: error: {exc}", file=sys.stderr)
         return 1
