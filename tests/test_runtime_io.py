@@ -1071,6 +1071,51 @@ def test_a_second_ctrl_c_stops_a_source_that_never_looks_for_one(model):
     assert fired and summary.interrupted and summary.stopped_by == "SIGINT"
 
 
+def test_a_wifi_board_gets_its_prediction_back_on_the_socket_it_sends_from(model):
+    """An ESP32 sending datagrams had to listen at an address the run was given (a `udp://`
+    sink; DHCP may change it) to act on the class. With `udp://:PORT?reply=last` each
+    datagram is answered to its sender's address and port, once the model has taken its
+    samples, with the last one's jsonl record (`reply=all`: every sample's, a refusal by its
+    line); one whose samples were all refused with why; one with no sample not at all."""
+    from wavedge.runtime.sinks import json_text, record
+
+    rows = [",".join(r.split(",")[2:]) for r in RECORDING.read_text().splitlines()[1:6]]
+    alone = model.stream()
+    expected = [json.loads(json_text(record(alone.push(np.array(r.split(","), np.float32)),
+                                            None))) for r in rows]
+    port = _free_udp_port()
+    got = {}
+    for reply in ("last", "all"):
+        source = open_source(f"udp://127.0.0.1:{port}?reply={reply}&idle=1", model.manifest)
+        thread, summary = _running(run, model.stream(), source,
+                                   open_sink("null:", model.manifest))
+        board = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        board.settimeout(10)
+        try:
+            answers = []
+            for body in (",".join(model.manifest.channels), "\n".join(rows[:3]),
+                         "1,2,x,4,5,6", "\n".join([rows[3], "1,2", rows[4]])):
+                board.sendto(body.encode(), ("127.0.0.1", port))
+                if body != ",".join(model.manifest.channels):  # a header alone: no answer
+                    answers.append(json.loads(board.recv(65535)))
+        finally:
+            board.close()
+        thread.join(30)
+        got[reply] = answers, source.notes()[0]
+    last, notes = got["last"]
+    assert last == [expected[2], {"refused": "no sample taken (line 1: step 3: sample "
+                                              "rejected by the source: not_numeric)"},
+                    expected[4]]
+    assert notes.endswith("; reply=last: 3 answered"), notes
+    every, _ = got["all"]
+    assert every[0] == expected[:3] and every[2] == [
+        expected[3], {"line": 2, "refused": "step 4: sample rejected by the source: "
+                                            "wrong_shape"}, expected[4]]
+    assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--source",
+                                  f"udp://127.0.0.1:{port}?reply=first"),
+                          "reply= takes last (the last sample's result) or all")
+
+
 def test_a_board_posts_its_samples_over_http(model, monkeypatch):
     """An ESP32's HTTPClient, a phone app, a script's requests.post: `http://:PORT/PATH` takes
     each POST's body as an MQTT message (CSV lines, a JSON list or object, laid out over

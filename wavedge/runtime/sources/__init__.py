@@ -13,7 +13,7 @@ from wavedge.runtime import interrupts
 from wavedge.runtime.interrupts import POLL_S
 from wavedge.runtime.urls import NO_TOP
 from wavedge.recordings import RATE_WINDOW, TABLE_PARAMS, Columns, Resampler, Sample, \
-    csv_samples, target_columns, with_rate
+    csv_samples, message_lines, target_columns, with_rate
 
 __all__ = ["Pacer", "Sample", "SourceError", "TableOptions", "rate_param"]
 
@@ -228,3 +228,116 @@ def rate_param(url, manifest) -> float | None:
     if raw == "max":
         return None
     return url.get("rate", kind=float, within=RATE_RANGE)
+
+
+REPLIES = ("last", "all")  # reply=: a message answered with its last sample's result, or all
+_TEXT = "text/plain; charset=utf-8"
+
+
+def reply_mode(url, table) -> str | None:
+    """A network source's ``reply=`` (None: not asked), refused where it cannot hold."""
+    reply = url.get("reply")
+    if reply is not None and reply not in REPLIES:
+        raise SourceError(f"{url.text}: reply= takes last (the last sample's result) or all "
+                          f"(every sample's), not {reply!r}")
+    if reply is not None and table.resampler is not None:
+        raise SourceError(f"{url.text}: reply= answers a message with its samples' results, "
+                          "and resample=1 makes other samples of them; send at the model's "
+                          "rate")
+    return reply
+
+
+class Awaited:
+    """A message whose sender waits on its answer (``reply=``): its samples out of the table
+    (``out``, final at ``all_out``) and taken by the run (``took``, from the loop's thread),
+    each as its jsonl record or why it was refused, in order; ``done`` once all are taken, or
+    it is refused, when ``then(self)`` is called too (a datagram sent back)."""
+
+    def __init__(self, body: bytes, then=None) -> None:
+        self.body, self.lines, self.then = body, (0, 0), then
+        self.out, self.records, self.first_refusal = 0, [], None
+        self.whole = False
+        self.refused: tuple[int, str] | None = None
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def took(self, sample, result, why: str | None = None) -> None:
+        from wavedge.runtime.sinks import record
+
+        line = sample.line - self.lines[0]  # its line of the message, as the board counts
+        row = record(result, sample) if result is not None else {"line": line, "refused": why}
+        with self.lock:
+            self.records.append(row)
+            if result is None and self.first_refusal is None:
+                self.first_refusal = f"line {line}: {why}"
+            self._check()
+
+    def all_out(self) -> None:
+        with self.lock:
+            self.whole = True
+            self._check()
+
+    def _check(self) -> None:
+        if self.whole and len(self.records) == self.out:
+            self._finish()
+
+    def refuse(self, status: int, why: str) -> None:
+        with self.lock:
+            if not self.done.is_set():
+                self.refused = (status, why)
+                self._finish()
+
+    def _finish(self) -> None:
+        self.done.set()
+        if self.then is not None:
+            self.then(self)
+
+    def answer(self, reply: str) -> tuple[int, str, str]:
+        """(HTTP status, body, content type): 200 and the last taken sample's record (or
+        every sample's, refusals by line), 204 when the message held no sample, 422 when the
+        run refused them all, or the status it was refused with."""
+        from wavedge.runtime.sinks import json_text
+
+        if self.refused is not None:
+            return self.refused[0], self.refused[1], _TEXT
+        taken = [r for r in self.records if "refused" not in r]
+        if not self.records:
+            return 204, "", ""
+        if not taken:
+            return 422, f"no sample taken ({self.first_refusal})", _TEXT
+        body = json_text(taken[-1]) if reply == "last" else \
+            "[" + ", ".join(json_text(r) for r in self.records) + "]"
+        return 200, body, "application/json"
+
+
+class Replies:
+    """The messages of a source that answers them (``reply=``): their lines to the table,
+    each one's span of lines kept, and each sample tied to the message it came from (the
+    table pipeline reads no line ahead of the sample it yields, so the message being read
+    is the sample's)."""
+
+    def __init__(self) -> None:
+        self.reading: Awaited | None = None
+
+    def lines(self, messages):
+        """The lines of ``messages``: payloads, or ``Awaited`` ones, in order."""
+        read = 0
+        for message in messages:
+            awaited = message if isinstance(message, Awaited) else None
+            lines = message_lines(message if awaited is None else awaited.body)
+            if awaited is not None:
+                awaited.lines, self.reading = (read, read + len(lines)), awaited
+            yield from lines
+            read += len(lines)
+            if awaited is not None:  # the table asks past its last line: its samples are out
+                self.reading = None
+                awaited.all_out()
+
+    def receipted(self, samples):
+        for sample in samples:
+            awaited = self.reading
+            if awaited is not None and sample.line is not None and \
+                    awaited.lines[0] < sample.line <= awaited.lines[1]:
+                awaited.out += 1
+                sample.receipt = awaited.took
+            yield sample

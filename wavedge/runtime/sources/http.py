@@ -39,15 +39,11 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from wavedge.errors import SourceError, reason
-from wavedge.recordings import message_lines
-from wavedge.runtime.sinks import json_text, record
-from wavedge.runtime.sources import (SOURCE_TABLE_PARAMS, Inbox, LiveSource, TableOptions,
-                                     senders)
+from wavedge.runtime.sources import (SOURCE_TABLE_PARAMS, Awaited, Inbox, LiveSource,
+                                     Replies, TableOptions, reply_mode, senders)
 from wavedge.runtime.urls import host_port
 
 MAX_BODY = 1 << 20  # bytes in one POST: a second of a 1 kHz IMU as JSON is about 100 kB
-_TEXT = "text/plain; charset=utf-8"
-REPLIES = ("last", "all")  # reply=: a POST answered with its last sample's result, or all
 
 
 def _where(url) -> tuple[str, int, str]:
@@ -71,10 +67,14 @@ class HttpSource(LiveSource):
         url.check_params((*SOURCE_TABLE_PARAMS, "idle", "queue", "reply", "wait"))
         self.table = TableOptions(url, manifest, live=True)
         self.where = url.text
-        self.reply, self.wait_s = _reply(url, self.table)
+        self.reply = reply_mode(url, self.table)
+        if self.reply is None and "wait" in url.params:
+            raise SourceError(f"{url.text}: wait= is how long a POST waits for its results: "
+                              "give reply=last or reply=all")
+        self.wait_s = url.get("wait", 10.0, float, (0.01, 3600.0))
+        self.replies = Replies()
         self.waiting: set = set()  # POSTs waiting on their answer (reply=)
         self.answered: Counter = Counter()  # their answers, by status
-        self.reading: _Post | None = None  # the POST whose lines the table is reading
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         self.inbox = Inbox(url.get("queue", 10_000, int, (1, 10_000_000)))
         self.senders: set = set()
@@ -83,34 +83,11 @@ class HttpSource(LiveSource):
         self.server = _Server.serving(host, port, self.path, self)
 
     def __iter__(self):
-        samples = self.table.lines(self._lines(), self.where)
-        return samples if self.reply is None else self._receipted(samples)
+        lines = self.replies.lines(self.inbox.payloads(self.idle_s))
+        samples = self.table.lines(lines, self.where)
+        return samples if self.reply is None else self.replies.receipted(samples)
 
-    def _lines(self):
-        read = 0
-        for payload in self.inbox.payloads(self.idle_s):
-            post = payload if isinstance(payload, _Post) else None
-            lines = message_lines(payload if post is None else post.body)
-            if post is not None:
-                post.lines, self.reading = (read, read + len(lines)), post
-            yield from lines
-            read += len(lines)
-            if post is not None:  # the table asks past its last line: its samples are out
-                self.reading = None
-                post.all_out()
-
-    def _receipted(self, samples):
-        """Each sample of a POST that waits on its answer tied to it (the table pipeline
-        reads no line ahead of the sample it yields, so the POST read is the sample's)."""
-        for sample in samples:
-            post = self.reading
-            if post is not None and sample.line is not None and \
-                    post.lines[0] < sample.line <= post.lines[1]:
-                post.out += 1
-                sample.receipt = post.took
-            yield sample
-
-    def wait(self, post: _Post) -> tuple[int, str, str]:
+    def wait(self, post: Awaited) -> tuple[int, str, str]:
         """A POST's answer (status, body, content type) once the run has taken its samples,
         or when it gives up on them."""
         with self.inbox.lock:
@@ -149,71 +126,6 @@ class HttpSource(LiveSource):
         for post in waiting:
             post.refuse(503, "the run ended before it took the samples")
         self.server.leave(self.path)
-
-
-def _reply(url, table) -> tuple[str | None, float]:
-    reply = url.get("reply")
-    if reply is not None and reply not in REPLIES:
-        raise SourceError(f"{url.text}: reply= takes last (the last sample's result) or all "
-                          f"(every sample's), not {reply!r}")
-    if reply is not None and table.resampler is not None:
-        raise SourceError(f"{url.text}: reply= answers a POST with its samples' results, "
-                          "and resample=1 makes other samples of them; send at the model's "
-                          "rate")
-    if reply is None and "wait" in url.params:
-        raise SourceError(f"{url.text}: wait= is how long a POST waits for its results: "
-                          "give reply=last or reply=all")
-    return reply, url.get("wait", 10.0, float, (0.01, 3600.0))
-
-
-class _Post:
-    """A POST that waits on its answer (``reply=``): its samples out of the table (``out``,
-    final at ``all_out``) and taken by the run (``took``, from the loop's thread), each as its
-    jsonl record or why it was refused, in order; ``done`` once all are taken, or refused."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body, self.lines = body, (0, 0)
-        self.out, self.records, self.first_refusal = 0, [], None
-        self.whole = False
-        self.refused: tuple[int, str] | None = None
-        self.done = threading.Event()
-        self.lock = threading.Lock()
-
-    def took(self, sample, result, why: str | None = None) -> None:
-        line = sample.line - self.lines[0]  # its line of the POST, as the board counts
-        row = record(result, sample) if result is not None else {"line": line, "refused": why}
-        with self.lock:
-            self.records.append(row)
-            if result is None and self.first_refusal is None:
-                self.first_refusal = f"line {line}: {why}"
-            self._check()
-
-    def all_out(self) -> None:
-        with self.lock:
-            self.whole = True
-            self._check()
-
-    def _check(self) -> None:
-        if self.whole and len(self.records) == self.out:
-            self.done.set()
-
-    def refuse(self, status: int, why: str) -> None:
-        with self.lock:
-            if not self.done.is_set():
-                self.refused = (status, why)
-                self.done.set()
-
-    def answer(self, reply: str) -> tuple[int, str, str]:
-        if self.refused is not None:
-            return self.refused[0], self.refused[1], _TEXT
-        taken = [r for r in self.records if "refused" not in r]
-        if not self.records:
-            return 204, "", ""
-        if not taken:
-            return 422, f"no sample taken ({self.first_refusal})", _TEXT
-        body = json_text(taken[-1]) if reply == "last" else \
-            "[" + ", ".join(json_text(r) for r in self.records) + "]"
-        return 200, body, "application/json"
 
 
 class _Server:
@@ -290,7 +202,7 @@ def _handler(server: _Server):
             if source.reply is None:
                 source.inbox.put(body)
                 return self._answer(204)
-            self._answer(*source.wait(_Post(body)))
+            self._answer(*source.wait(Awaited(body)))
 
         do_PUT = do_POST  # noqa: N815 (curl -T, some loggers' uploads)
 

@@ -6,18 +6,26 @@ JSON list of numbers in channel order, or a JSON object keyed by channel name
 (its ``time`` and ``label`` read as a table's, ``recordings.Messages``). UDP does not say
 what it lost; the summary counts the datagrams and their senders (two boards on one port would
 interleave their samples into one stream). The source ends after ``idle`` seconds without a
-datagram (default: never; Ctrl-C stops)."""
+datagram (default: never; Ctrl-C stops).
+
+With ``reply=last`` each datagram is answered, once the model has taken its samples, by a
+datagram to its sender's address and port with the jsonl record of its last sample's result
+(``reply=all``: a JSON list of every sample's, ``{"line": N, "refused": WHY}`` for one the run
+refused; ``{"refused": WHY}`` when it refused them all): a board reads its prediction on the
+socket it sends from (an ESP32's ``WiFiUDP``), where a ``udp://`` sink needed its address, which
+DHCP may change. A datagram with no sample in it is not answered."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+from functools import partial
 
 from wavedge.errors import SourceError, reason
-from wavedge.recordings import message_lines
 from wavedge.runtime.urls import host_port
-from wavedge.runtime.sources import POLL_S, SOURCE_TABLE_PARAMS, LiveSource, TableOptions, \
-    senders
+from wavedge.runtime.sources import POLL_S, SOURCE_TABLE_PARAMS, Awaited, LiveSource, Replies, \
+    TableOptions, reply_mode, senders
 
 MAX_DATAGRAM = 65_535
 
@@ -34,9 +42,12 @@ def reader(url) -> tuple[str, str]:
 
 class UdpSource(LiveSource):
     def __init__(self, url, manifest) -> None:
-        url.check_params((*SOURCE_TABLE_PARAMS, "idle"))
+        url.check_params((*SOURCE_TABLE_PARAMS, "idle", "reply"))
         self.table = TableOptions(url, manifest, live=True)
         self.where = url.text
+        self.reply, self.replies = reply_mode(url, self.table), Replies()
+        self.answered = self.unanswered = 0  # datagrams sent back, and those that failed
+        self.why: str | None = None
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         host, port = _address(url)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -52,9 +63,10 @@ class UdpSource(LiveSource):
         self.senders: set = set()
 
     def __iter__(self):
-        return self.table.lines(self._lines(), self.where)
+        samples = self.table.lines(self.replies.lines(self._messages()), self.where)
+        return samples if self.reply is None else self.replies.receipted(samples)
 
-    def _lines(self):
+    def _messages(self):
         last = time.monotonic()
         while True:
             try:
@@ -66,11 +78,29 @@ class UdpSource(LiveSource):
             last = time.monotonic()
             self.datagrams += 1
             self.senders.add(sender[0])
-            yield from message_lines(payload)
+            yield payload if self.reply is None else Awaited(payload, partial(self._send,
+                                                                                 sender))
+
+    def _send(self, sender, awaited: Awaited) -> None:
+        """A datagram's answer to its sender (from the loop's thread, as its last sample is
+        taken); one that cannot go is counted, never the end of the run."""
+        status, text, kind = awaited.answer(self.reply)
+        if status == 204:
+            return
+        data = text if kind == "application/json" else json.dumps({"refused": text})
+        try:
+            self.sock.sendto(data.encode(), sender)
+            self.answered += 1
+        except OSError as exc:  # too long for a datagram (reply=all), no route, closed
+            self.unanswered += 1
+            self.why = reason(exc)
 
     def notes(self) -> list[str]:
+        answers = f"; reply={self.reply}: {self.answered} answered" + (
+            f", {self.unanswered} could not be (the last: {self.why})" if self.unanswered
+            else "") if self.reply else ""
         return [f"udp source {self.where}: {self.datagrams} datagrams from "
-                f"{senders(self.senders)}"] + self.table.notes()
+                f"{senders(self.senders)}{answers}"] + self.table.notes()
 
     def close(self) -> None:
         self.sock.close()
