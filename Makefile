@@ -14,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-train bench-startup bench-sources fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-train bench-startup bench-sources bench-reply fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -148,6 +148,11 @@ bench-startup: $(RUNTIME_STAMP)
 # turn, and the tick's wait for every source (about 75 seconds); $(OUT)/bench/sources.json.
 bench-sources: $(STAMP)
 	$(BIN)/python scripts/bench_sources.py --out $(OUT)/bench/sources.json
+
+# A board's round trip: a sample sent, its prediction back (`?reply=last`), over HTTP and UDP
+# against HTTP's own round trip, interleaved (about 10 seconds); $(OUT)/bench/reply.json.
+bench-reply: $(STAMP)
+	$(BIN)/python scripts/bench_reply.py --out $(OUT)/bench/reply.json
 
 # Throughput of the Python frame codec against a 921600-baud link (a few seconds).
 bench-bridge: $(STAMP)
