@@ -1266,6 +1266,20 @@ def test_a_board_posts_its_samples_and_gets_the_prediction_back(model):
                                       {"line": 2, "refused": "step 1: sample rejected by the "
                                        "source: wrong_shape"}, {"stream": 0, **expected[1]}]
     assert json.loads(both[1][2]) == [{"stream": 1, **r} for r in expected[:3]]
+    # the run's --smooth N --on-change: the answer is the averaged result, given every time
+    from wavedge.runtime.events import Events
+
+    events = Events(smooth=4, on_change=True)
+    averaged, ev = model.stream(), events.start()
+    smoothed = [json.loads(json_text(record(ev(averaged.push(
+        np.array(r.split(","), np.float32)))[0], None))) for r in rows]
+    source = open_source(f"http://127.0.0.1:{port}/imu?reply=last&idle=1", model.manifest)
+    thread, _ = _running(run, model.stream(), source, open_sink("null:", model.manifest),
+                         events=events)
+    answers = [_post(port, row) for row in rows]
+    thread.join(30)
+    assert [json.loads(body) for _, _, body in answers] == smoothed
+    assert smoothed != expected
 
 
 def test_a_post_waiting_on_its_prediction_is_never_left_hanging(model):

@@ -516,8 +516,6 @@ class _Loop:
         summary = self.summary
         summary.samples += 1
         lane.samples += 1
-        if sample.receipt is not None:
-            sample.receipt(sample, result)
         if lane.events is None:
             self.sink.write(result, sample)
         else:
@@ -529,6 +527,8 @@ class _Loop:
                 summary.written += 1
                 if sample.truth is not None:
                     lane.found.written(result.head.label(result.values))
+        if sample.receipt is not None:  # its sender's answer: averaged as written, never held
+            sample.receipt(sample, result)
         if sample.truth is not None:
             _score_truth(summary, result, sample.truth)
         prev = lane.prev
