@@ -278,8 +278,8 @@ class Awaited:
             self._check()
 
     def _check(self) -> None:
-        if self.whole and len(self.records) == self.out:
-            self._finish()
+        if self.whole and len(self.records) == self.out and not self.done.is_set():
+            self._finish()  # once: a sample taken after a 504 answers nothing again
 
     def refuse(self, status: int, why: str) -> None:
         with self.lock:
@@ -334,6 +334,7 @@ class Replies:
                 awaited.all_out()
 
     def receipted(self, samples):
+        """``samples``, each of an awaited message carrying its ``receipt``."""
         for sample in samples:
             awaited = self.reading
             if awaited is not None and sample.line is not None and \
