@@ -1254,7 +1254,7 @@ def test_a_board_posts_its_samples_and_gets_the_prediction_back(model):
     assert source.notes()[0].endswith("; reply=last: 2 answered 200, 1 answered 204, "
                                       "1 answered 422"), source.notes()
     # reply=all, a source per board: each POST its own stream's records, refusals by line
-    urls = [f"http://127.0.0.1:{port}/imu{k}?reply=all&idle=1" for k in (0, 1)]
+    urls = [f"http://127.0.0.1:{port}/imu{k}?reply=all&idle=3" for k in (0, 1)]  # slack: CI
     sources = [open_source(u, model.manifest) for u in urls]
     thread, _ = _running(run_many, [model.stream(), model.stream()], sources,
                          open_sink("null:", model.manifest))
@@ -1266,6 +1266,15 @@ def test_a_board_posts_its_samples_and_gets_the_prediction_back(model):
                                       {"line": 2, "refused": "step 1: sample rejected by the "
                                        "source: wrong_shape"}, {"stream": 0, **expected[1]}]
     assert json.loads(both[1][2]) == [{"stream": 1, **r} for r in expected[:3]]
+    # a source whose stream reached --limit while another runs on: its POSTs told at once
+    sources = [open_source(u.replace("reply=all", "reply=last"), model.manifest) for u in urls]
+    thread, _ = _running(run_many, [model.stream(), model.stream()], sources,
+                         open_sink("null:", model.manifest), limit=1)
+    over = [_post(port, rows[0], "/imu0"), _post(port, rows[1], "/imu0"),
+            _post(port, rows[2], "/imu1")]
+    thread.join(30)
+    assert [status for status, _, _ in over] == [200, 422, 200]
+    assert over[1][2] == "no sample taken (line 1: its stream has ended (--limit))"
     # the run's --smooth N --on-change: the answer is the averaged result, given every time
     from wavedge.runtime.events import Events
 

@@ -451,6 +451,9 @@ class _Loop:
         """``tick``: (stream index, sample) pairs, at most one per stream."""
         if self.inbox:
             self._commands()
+        for k, sample in tick:
+            if self.lanes[k].ended and sample.receipt is not None:  # its sender is told now
+                sample.receipt(sample, None, "its stream has ended (--limit)")
         tick = [(self.lanes[k], sample) for k, sample in tick if not self.lanes[k].ended]
         for lane, sample in tick:
             if lane.resetter.due(sample.sequence, sample.time if sample.time is not None
