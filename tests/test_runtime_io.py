@@ -397,6 +397,49 @@ def test_serial_source_on_a_pseudo_terminal_and_the_port_vanishing(model):
     assert time.monotonic() - t0 < 5
 
 
+def test_a_board_on_a_serial_port_reads_its_prediction_back_on_it(model):
+    """A sketch printing its readings (`Serial.println`) had no way to hear the class on the
+    same port without the bridge's framing (`link:`), and a `serial://` source beside a sink
+    of another scheme on its port is refused. With `?reply=last` each line is answered by a
+    line on the port: its result's jsonl record, or why it was refused; a header is not."""
+    import select
+
+    from wavedge.runtime.sinks import json_text, record
+
+    rows = [",".join(r.split(",")[2:]) for r in RECORDING.read_text().splitlines()[1:4]]
+    alone = model.stream()
+    expected = [json_text(record(alone.push(np.array(r.split(","), np.float32)), None))
+                for r in rows]
+    master, slave = os.openpty()
+    source = open_source(f"serial://{os.ttyname(slave)}?reply=last&reconnect_s=0.2",
+                         model.manifest)
+    thread, summary = _running(run, model.stream(), source, open_sink("null:", model.manifest),
+                               warn=lambda m: None)
+
+    def answer() -> str:
+        got = b""
+        while not got.endswith(b"\n"):
+            assert select.select([master], [], [], 10)[0], got
+            got += os.read(master, 4096)
+        return got.decode().rstrip("\n")
+
+    try:
+        os.write(master, (",".join(model.manifest.channels) + "\r\n").encode())
+        answers = []
+        for line in (*rows, "1,2,x,4,5,6"):
+            os.write(master, (line + "\r\n").encode())
+            answers.append(answer())
+    finally:
+        os.close(master)  # unplugged: the run ends
+        os.close(slave)
+    thread.join(30)
+    assert answers[:3] == expected
+    assert json.loads(answers[3]) == {"refused": "no sample taken (line 1: step 3: sample "
+                                                 "rejected by the source: not_numeric)"}
+    assert summary[0].samples == 3
+    assert any(n.endswith("; reply=last: 4 answered") for n in source.notes()), source.notes()
+
+
 class _Kept:
     """A sink that keeps each sample it is given in ``into``."""
 

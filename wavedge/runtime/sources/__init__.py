@@ -3,12 +3,13 @@ returning an iterable of ``Sample`` with a ``close()``; see ``wavedge.runtime.ur
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
 from itertools import islice
 
-from wavedge.errors import SourceError
+from wavedge.errors import SourceError, reason
 from wavedge.runtime import interrupts
 from wavedge.runtime.interrupts import POLL_S
 from wavedge.runtime.urls import NO_TOP
@@ -308,6 +309,33 @@ class Awaited:
         body = json_text(taken[-1]) if reply == "last" else \
             "[" + ", ".join(json_text(r) for r in self.records) + "]"
         return 200, body, "application/json"
+
+
+class Answers:
+    """What a source that answers on its own channel (``reply=`` over a datagram, a serial
+    line) sent back: each awaited message's answer as one JSON text (its record, or
+    ``{"refused": WHY}``; nothing for a message with no sample), counted, and one that cannot
+    go counted with its reason, never the end of the run."""
+
+    def __init__(self, reply: str | None) -> None:
+        self.reply, self.sent, self.failed, self.why = reply, 0, 0, None
+
+    def send(self, awaited: Awaited, write) -> None:
+        status, text, kind = awaited.answer(self.reply)
+        if status == 204:
+            return
+        try:
+            write(text if kind == "application/json" else json.dumps({"refused": text}))
+            self.sent += 1
+        except OSError as exc:  # too long for a datagram, no route, a port gone, closed
+            self.failed += 1
+            self.why = reason(exc)
+
+    def note(self) -> str:
+        if self.reply is None:
+            return ""
+        return f"; reply={self.reply}: {self.sent} answered" + (
+            f", {self.failed} could not be (the last: {self.why})" if self.failed else "")
 
 
 class Replies:

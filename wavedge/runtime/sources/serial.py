@@ -5,6 +5,12 @@ pyserial (so ``PORT`` may be any pyserial URL too: ``loop://``, ``socket://``).
 If the port vanishes (unplugged), the source retries every 0.2 s for ``reconnect_s`` seconds
 (default 10) without busy-looping, counts the gap and carries on where the port came back; if it
 does not, it ends with ``SourceError``. Framed SENSOR messages arrive with the firmware bridge.
+
+With ``reply=last`` each line is answered on the same port, once the model has taken its
+sample, by one line: the jsonl record of its result (``{"refused": WHY}`` when the run refused
+it; a header or blank line is not answered), so a sketch that prints its readings reads the
+prediction back with ``Serial.readStringUntil('\\n')`` and ArduinoJson, without the bridge's
+framing. ``reply=all`` is the same for a line of one sample.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import time
 from wavedge.errors import reason
 from wavedge.recordings import MAX_LINE, TOO_LONG
 from wavedge.runtime import interrupts
-from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, LiveSource, SourceError, TableOptions
+from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, Answers, Awaited, LiveSource, Replies, \
+    SourceError, TableOptions, reply_mode
 from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.reader_of)
 from wavedge.runtime.urls import BAUD_RANGE
 
@@ -25,8 +32,10 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 class SerialSource(LiveSource):
     def __init__(self, url, manifest) -> None:
-        url.check_params(("baud", "reconnect_s", *SOURCE_TABLE_PARAMS))
+        url.check_params(("baud", "reconnect_s", "reply", *SOURCE_TABLE_PARAMS))
         self.table = TableOptions(url, manifest, live=True)
+        self.reply, self.replies = reply_mode(url, self.table), Replies()
+        self.answers = Answers(self.reply)
         try:
             import serial
         except ImportError:
@@ -90,10 +99,19 @@ class SerialSource(LiveSource):
 
     def __iter__(self):
         # a first line cut in half by connecting mid-stream is data (counted), not a bad header
-        return self.table.lines(self._lines(), self.port, strict=False)
+        if self.reply is None:
+            return self.table.lines(self._lines(), self.port, strict=False)
+        awaited = (Awaited(line.encode(), self._send) for line in self._lines())
+        samples = self.table.lines(self.replies.lines(awaited), self.port, strict=False)
+        return self.replies.receipted(samples)
+
+    def _send(self, awaited: Awaited) -> None:
+        """A line's answer on the port (from the loop's thread, as its sample is taken)."""
+        self.answers.send(awaited, lambda text: self.conn.write(text.encode() + b"\n"))
 
     def notes(self) -> list[str]:
-        return self.table.notes()
+        said = self.answers.note()
+        return ([f"serial source {self.port}{said}"] if said else []) + self.table.notes()
 
     def close(self) -> None:
         self.conn.close()

@@ -17,15 +17,14 @@ DHCP may change. A datagram with no sample in it is not answered."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from functools import partial
 
 from wavedge.errors import SourceError, reason
 from wavedge.runtime.urls import host_port
-from wavedge.runtime.sources import POLL_S, SOURCE_TABLE_PARAMS, Awaited, LiveSource, Replies, \
-    TableOptions, reply_mode, senders
+from wavedge.runtime.sources import POLL_S, SOURCE_TABLE_PARAMS, Answers, Awaited, LiveSource, \
+    Replies, TableOptions, reply_mode, senders
 
 MAX_DATAGRAM = 65_535
 
@@ -46,8 +45,7 @@ class UdpSource(LiveSource):
         self.table = TableOptions(url, manifest, live=True)
         self.where = url.text
         self.reply, self.replies = reply_mode(url, self.table), Replies()
-        self.answered = self.unanswered = 0  # datagrams sent back, and those that failed
-        self.why: str | None = None
+        self.answers = Answers(self.reply)
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         host, port = _address(url)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -83,24 +81,12 @@ class UdpSource(LiveSource):
 
     def _send(self, sender, awaited: Awaited) -> None:
         """A datagram's answer to its sender (from the loop's thread, as its last sample is
-        taken); one that cannot go is counted, never the end of the run."""
-        status, text, kind = awaited.answer(self.reply)
-        if status == 204:
-            return
-        data = text if kind == "application/json" else json.dumps({"refused": text})
-        try:
-            self.sock.sendto(data.encode(), sender)
-            self.answered += 1
-        except OSError as exc:  # too long for a datagram (reply=all), no route, closed
-            self.unanswered += 1
-            self.why = reason(exc)
+        taken)."""
+        self.answers.send(awaited, lambda text: self.sock.sendto(text.encode(), sender))
 
     def notes(self) -> list[str]:
-        answers = f"; reply={self.reply}: {self.answered} answered" + (
-            f", {self.unanswered} could not be (the last: {self.why})" if self.unanswered
-            else "") if self.reply else ""
         return [f"udp source {self.where}: {self.datagrams} datagrams from "
-                f"{senders(self.senders)}{answers}"] + self.table.notes()
+                f"{senders(self.senders)}{self.answers.note()}"] + self.table.notes()
 
     def close(self) -> None:
         self.sock.close()
