@@ -76,7 +76,7 @@ class Sample:
     detail: str | None = None
     file: str | None = None  # the file it was read from, when a table is a folder of them
     # called as the run takes it, ``(sample, result)`` or ``(sample, None, why it was
-    # refused)``: an ``http:`` source answers a POST with its samples' results
+    # refused)``: a source with ``reply=`` answers its sender (``sources.Awaited``)
     receipt: object = None
 
     def where(self) -> str | None:
