@@ -1240,6 +1240,59 @@ def test_a_board_posts_its_samples_over_http(model, monkeypatch):
                           "TCP port 8080, path /a is already a source of this run")
 
 
+def test_the_latest_result_served_to_whoever_asks(model):
+    """Home Assistant's RESTful sensor, a dashboard or `curl` poll a URL rather than listen:
+    `--sink serve://:PORT/PATH` answers each GET with the latest result's jsonl record (or a
+    stream's, `?stream=K`); 503 before the first, 404 elsewhere, 405 for another method; a
+    port in use is one line."""
+    import http.client
+
+    from wavedge.runtime.sinks import json_text, record
+
+    port = _free_tcp_port()
+    sink = open_sink(f"serve://127.0.0.1:{port}/latest?host_time=1", model.manifest)
+
+    def get(target: str, method: str = "GET") -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(method, target)
+            answer = conn.getresponse()
+            return answer.status, answer.read().decode()
+        finally:
+            conn.close()
+
+    try:
+        before = get("/latest")
+        streams = [model.stream(), model.stream()]
+        rows = [np.array(r.split(",")[2:], np.float32)
+                for r in RECORDING.read_text().splitlines()[1:4]]
+        made = []
+        for k, values in enumerate(rows):
+            result = streams[k % 2].push(values)
+            sink.write(result, Sample(values, stream=k % 2))
+            made.append(json.loads(json_text(record(result, Sample(values, stream=k % 2)))))
+        latest, first, other = get("/latest"), get("/latest?stream=1"), get("/other")
+        unknown, posted = get("/latest?stream=7"), get("/latest", "POST")
+        notes = sink.notes()
+    finally:
+        sink.close()
+    assert before == (503, "no result yet")
+    got = json.loads(latest[1])
+    assert latest[0] == 200 and {k: v for k, v in got.items() if k != "host_time"} == made[2]
+    assert abs(got["host_time"] - time.time()) < 60
+    assert json.loads(first[1])["step"] == made[1]["step"] and json.loads(first[1])["stream"] == 1
+    assert other[0] == 404 and unknown == (404, "no result of stream 7 (streams: 0, 1)")
+    assert posted[0] == 405
+    assert notes == [f"serve sink serve://127.0.0.1:{port}/latest?host_time=1: 5 GETs from 1 "
+                     "host(s)"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink",
+                                      f"serve://127.0.0.1:{taken.getsockname()[1]}/latest"),
+                              "cannot listen on")
+
+
 def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -26,7 +26,8 @@ _SINKS: dict[str, object] = {s: f"wavedge.runtime.sinks.{m}"
                                           ("csv", "csvfile"), ("null", "null"),
                                           ("link", "link"), ("mqtt", "mqtt"),
                                           ("mqtts", "mqtt"), ("udp", "udp"),
-                                          ("http", "http"), ("https", "http"))}
+                                          ("http", "http"), ("https", "http"),
+                                          ("serve", "serve"))}
 
 
 NO_TOP = 2 ** 62  # a count or seed with a top this high has none a user meets
@@ -85,6 +86,15 @@ def host_port(url: URL, need: str, host: str | None = None,
     if not port.isdigit() or not 0 < int(port) < 65_536 or not name:
         raise error(f"{url.text}: give {need}")
     return name, int(port)
+
+
+def host_port_path(url: URL, need: str, host: str | None = None,
+                   error: type[Exception] = InputError) -> tuple[str, int, str | None]:
+    """``HOST:PORT/PATH`` of an HTTP server's URL (``http://:8080/imu``): ``host_port``'s,
+    and the path (None where none is given)."""
+    address, slash, path = url.path.partition("/")
+    name, port = host_port(replace(url, path=address), need, host, error)
+    return name, port, "/" + path if slash else None
 
 
 def parse_url(text: str) -> URL:

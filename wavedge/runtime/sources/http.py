@@ -32,27 +32,23 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 from collections import Counter
-from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from wavedge.errors import SourceError, reason
+from wavedge.errors import SourceError
+from wavedge.runtime import httpd
 from wavedge.runtime.sources import (SOURCE_TABLE_PARAMS, Awaited, Inbox, LiveSource,
                                      Replies, TableOptions, reply_mode, senders)
-from wavedge.runtime.urls import host_port
+from wavedge.runtime.urls import host_port_path
 
 MAX_BODY = 1 << 20  # bytes in one POST: a second of a 1 kHz IMU as JSON is about 100 kB
 
 
 def _where(url) -> tuple[str, int, str]:
     """HOST, PORT and PATH (None: any) of an ``http:`` source URL."""
-    address, slash, path = url.path.partition("/")
-    host, port = host_port(replace(url, path=address), "the port to listen on, e.g. "
-                           "http://:8080 (every address) or http://:8080/samples", "0.0.0.0",
-                           SourceError)
-    return host, port, "/" + path if slash else None
+    return host_port_path(url, "the port to listen on, e.g. http://:8080 (every address) or "
+                          "http://:8080/samples", "0.0.0.0", SourceError)
 
 
 def reader(url) -> tuple[str, str]:
@@ -139,15 +135,7 @@ class _Server:
     def __init__(self, host: str, port: int, where: str) -> None:
         self.key, self.routes = (host, port), {}
         self.refused: Counter = Counter()
-        kind = _Server6 if ":" in host else ThreadingHTTPServer  # [::]:8080, [::1]:8080
-        try:
-            self.http = kind((host, port), _handler(self))
-        except OSError as exc:
-            raise SourceError(f"{where}: cannot listen on {host}:{port} ({reason(exc)})") \
-                from None
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, args=(0.25,), daemon=True,
-                         name=f"wavedge-http-{port}").start()
+        self.http = httpd.start(host, port, _handler(self), where, SourceError)
 
     @classmethod
     def serving(cls, host: str, port: int, path: str | None, source: HttpSource) -> _Server:
@@ -173,10 +161,6 @@ class _Server:
                 self._open.pop(self.key, None)
                 self.http.shutdown()
                 self.http.server_close()
-
-
-class _Server6(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
 
 
 def _handler(server: _Server):
