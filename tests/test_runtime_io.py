@@ -1291,6 +1291,19 @@ def test_the_latest_result_served_to_whoever_asks(model):
         assert_one_line_error(run_cli("run", BUNDLED_MODEL, "--sink",
                                       f"serve://127.0.0.1:{taken.getsockname()[1]}/latest"),
                               "cannot listen on")
+    # a health check during a run: its counters so far, from the run itself
+    sink = open_sink(f"serve://127.0.0.1:{port}/latest", model.manifest)
+    source = open_source("replay:?rate=20&limit=60", model.manifest)
+    thread, summary = _running(run, model.stream(), source, sink)
+    deadline = time.monotonic() + 20
+    while get("/latest")[0] == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status, body = get("/latest/stats")
+    thread.join(30)
+    stats = json.loads(body)
+    assert status == 200 and stats["ok"] and 0 < stats["samples"] < 60, body
+    assert set(stats["latency_us"]) == {"p50", "p99"} and stats["dropped"] == {}
+    assert summary[0].samples == 60 and summary[0].commands["stats"] == 1
 
 
 def _free_tcp_port() -> int:

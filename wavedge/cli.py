@@ -968,7 +968,7 @@ def _add_run(sub) -> None:
                                    "https: (a JSON POST per result, a webhook; ?body=text, slack "
                                    "or discord: one line a result, for ntfy or a chat), "
                                    "serve://[HOST]:PORT[/PATH] (the latest result to whoever "
-                                   "GETs it). Any "
+                                   "GETs it; PATH/stats the run's counters). Any "
                                    "sink takes "
                                    "?smooth=N&on_change=1&min_score=P: of a classifier's "
                                    "results, what it alone is given. A sink of records (all "

@@ -4,12 +4,16 @@ record of the latest result (its ``time_format`` and ``host_time`` as the file s
 latest of any stream, or stream K's with ``?stream=K``. For what polls rather than listens:
 Home Assistant's RESTful sensor (``value_template: "{{ value_json.label }}"``), a dashboard, a
 phone's browser, ``curl`` on another machine. Before the first result ``503``; another path
-``404``; another method ``405``. Binds HOST (default every address); plain HTTP (a TLS proxy
+``404``; another method ``405``. ``GET PATH/stats`` answers the run's counters so far (the MQTT
+sink's ``stats`` command's answer: samples, seconds, dropped, repaired, resets, latency, the
+sinks' counters), for a health check that asks whether the service is alive and well. Binds HOST (default every address); plain HTTP (a TLS proxy
 in front for beyond the local network). A result costs its record's JSON when it is made
 (about 10 us), and nothing more: the server's thread answers from the last one."""
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,6 +21,8 @@ from wavedge.errors import SinkError
 from wavedge.runtime import httpd
 from wavedge.runtime.sinks import STAMP_PARAMS, Stamps, json_text
 from wavedge.runtime.urls import host_port_path
+
+STATS_WAIT_S = 2.0  # how long a GET of the counters waits for the run to give them
 
 
 def _where(url) -> tuple[str, int, str | None]:
@@ -38,6 +44,7 @@ class ServeSink:
         self.latest: dict = {}  # stream (None: the run has one) -> its latest record's JSON
         self.last: str | None = None
         self.gets, self.askers = 0, set()
+        self.inbox: deque = deque()  # ``stats`` commands for the loop (``wavedge.runtime.loop``)
         self.server = httpd.start(host, port, _handler(self), url.text, SinkError)
 
     def write(self, result, sample) -> None:
@@ -48,8 +55,10 @@ class ServeSink:
     def answer(self, target: str) -> tuple[int, str]:
         """A GET of ``target`` (its path and query): the status and the body."""
         parts = urlsplit(target)
+        if parts.path == f"{self.path or ''}/stats":
+            return self._stats()
         if self.path is not None and parts.path != self.path:
-            return 404, f"GET {self.path}"
+            return 404, f"GET {self.path} (the latest result) or {self.path}/stats"
         stream = parse_qs(parts.query).get("stream", [None])[-1]
         if stream is None:
             text = self.last
@@ -59,6 +68,20 @@ class ServeSink:
                 known = ", ".join(str(k) for k in sorted(self.latest, key=str))
                 return 404, f"no result of stream {stream} (streams: {known})"
         return (200, text) if text is not None else (503, "no result yet")
+
+    def _stats(self) -> tuple[int, str]:
+        """The run's counters, from the loop's thread (between two samples, or while the
+        source is quiet) as the MQTT sink's ``stats`` command has them."""
+        given, answered = {}, threading.Event()
+
+        def reply(command: dict, payload: dict) -> None:
+            given.update(payload)
+            answered.set()
+
+        self.inbox.append(({"command": "stats"}, reply))
+        if not answered.wait(STATS_WAIT_S):
+            return 503, f"the run did not give its counters within {STATS_WAIT_S:g} s"
+        return 200, json_text(given)
 
     def notes(self) -> list[str]:
         return [f"serve sink {self.where}: {self.gets} GETs from {len(self.askers)} host(s)"]
