@@ -1299,7 +1299,9 @@ def test_the_latest_result_served_to_whoever_asks(model):
     while get("/latest")[0] == 503 and time.monotonic() < deadline:
         time.sleep(0.05)
     status, body = get("/latest/stats")
+    one = get("/latest?stream=0")  # a run of one stream: stream 0, as its records number it
     thread.join(30)
+    assert one[0] == 200 and "step" in json.loads(one[1])
     stats = json.loads(body)
     assert status == 200 and stats["ok"] and 0 < stats["samples"] < 60, body
     assert set(stats["latency_us"]) == {"p50", "p99"} and stats["dropped"] == {}

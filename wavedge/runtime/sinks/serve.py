@@ -41,7 +41,7 @@ class ServeSink:
         self.stamps = Stamps(url)
         self.where = url.text
         host, port, self.path = _where(url)
-        self.latest: dict = {}  # stream (None: the run has one) -> its latest record's JSON
+        self.latest: dict = {}  # stream (0 where the run has one) -> its latest record's JSON
         self.last: str | None = None
         self.gets, self.askers = 0, set()
         self.inbox: deque = deque()  # ``stats`` commands for the loop (``wavedge.runtime.loop``)
@@ -49,7 +49,7 @@ class ServeSink:
 
     def write(self, result, sample) -> None:
         text = json_text(self.stamps.record(result, sample))
-        self.latest[sample.stream if sample is not None else None] = text
+        self.latest[(sample.stream or 0) if sample is not None else 0] = text
         self.last = text  # one assignment: the server's threads read it as it stands
 
     def answer(self, target: str) -> tuple[int, str]:
@@ -65,7 +65,7 @@ class ServeSink:
         else:
             text = self.latest.get(int(stream) if stream.isdigit() else stream)
             if text is None and self.last is not None:
-                known = ", ".join(str(k) for k in sorted(self.latest, key=str))
+                known = ", ".join(str(k) for k in sorted(self.latest))
                 return 404, f"no result of stream {stream} (streams: {known})"
         return (200, text) if text is not None else (503, "no result yet")
 
