@@ -1,7 +1,7 @@
-"""``jsonl:PATH[?append=1]``: one JSON object per result (``step``, the sample's ``time`` when
-the source has one, each head's fields: ``class_id, label, score, logits`` for class scores,
-and ``truth`` when the source knows it). ``jsonl:-`` writes to standard output. Non-finite numbers are written
-as ``null`` (bare ``NaN`` is not JSON). Lines reach the file at least every second
+"""``jsonl:PATH[?append=1]``: one JSON object per result (``step``, the sample's ``time`` when the
+source has one, each head's fields: ``class_id, label, score, logits`` for class scores, and
+``truth`` when the source knows it). ``jsonl:-`` writes to standard output. Non-finite numbers
+are written as ``null`` (bare ``NaN`` is not JSON). Lines reach the file at least every second
 (``LineFile``). ``append=1`` adds to the file instead of replacing it (a service restarted);
 ``rotate=100M&keep=5`` begins a new file at that size, keeping 5 full ones (``PATH.1`` ...);
 ``time_format=iso`` writes the time as a UTC ISO 8601 date-time, ``host_time=1`` adds this

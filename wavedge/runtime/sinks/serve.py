@@ -1,14 +1,15 @@
-"""``serve://[HOST]:PORT[/PATH][?time_format=iso&host_time=1]``: the latest result for whoever
-asks over HTTP: each ``GET PATH`` (default: any path) is answered ``200`` with the jsonl
-record of the latest result (its ``time_format`` and ``host_time`` as the file sinks'), the
-latest of any stream, or stream K's with ``?stream=K``. For what polls rather than listens:
-Home Assistant's RESTful sensor (``value_template: "{{ value_json.label }}"``), a dashboard, a
-phone's browser, ``curl`` on another machine. Before the first result ``503``; another path
-``404``; another method ``405``. ``GET PATH/stats`` answers the run's counters so far (the MQTT
-sink's ``stats`` command's answer: samples, seconds, dropped, repaired, resets, latency, the
-sinks' counters), for a health check that asks whether the service is alive and well. Binds HOST (default every address); plain HTTP (a TLS proxy
-in front for beyond the local network). A result costs its record's JSON when it is made
-(about 10 us), and nothing more: the server's thread answers from the last one."""
+"""``serve://[HOST]:PORT[/PATH][?time_format=iso&host_time=1]``: the latest result for whoever asks
+over HTTP: each ``GET PATH`` (default: any path) is answered ``200`` with the jsonl record of
+the latest result (its ``time_format`` and ``host_time`` as the file sinks'), the latest of any
+stream, or stream K's with ``?stream=K``. For what polls rather than listens: Home Assistant's
+RESTful sensor (``value_template: "{{ value_json.label }}"``), a dashboard, a phone's browser,
+``curl`` on another machine. Before the first result ``503``; another path ``404``; another
+method ``405``. ``GET PATH/stats`` answers the run's counters so far (the MQTT sink's ``stats``
+command's answer: samples, seconds, dropped, repaired, resets, latency, the sinks' counters),
+for a health check that asks whether the service is alive and well. Binds HOST (default every
+address); plain HTTP (a TLS proxy in front for beyond the local network). A result costs its
+record's JSON when it is made (about 10 us), and nothing more: the server's thread answers from
+the last one."""
 
 from __future__ import annotations
 

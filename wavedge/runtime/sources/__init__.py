@@ -339,13 +339,20 @@ class Answers:
 
 
 class Replies:
-    """The messages of a source that answers them (``reply=``): their lines to the table,
-    each one's span of lines kept, and each sample tied to the message it came from (the
-    table pipeline reads no line ahead of the sample it yields, so the message being read
-    is the sample's)."""
+    """The messages of a source that may answer them (``reply=``, its ``mode``; None: it does
+    not): their lines to the table, each one's span of lines kept, and each sample tied to
+    the message it came from (the table pipeline reads no line ahead of the sample it yields,
+    so the message being read is the sample's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, url, table: TableOptions) -> None:
+        self.mode = reply_mode(url, table)
         self.reading: Awaited | None = None
+
+    def samples(self, table: TableOptions, messages, where: str, strict: bool = True):
+        """The samples of ``messages`` through ``table``, each of an awaited message carrying
+        its ``receipt`` when the source answers."""
+        samples = table.lines(self.lines(messages), where, strict)
+        return samples if self.mode is None else self.receipted(samples)
 
     def lines(self, messages):
         """The lines of ``messages``: payloads, or ``Awaited`` ones, in order."""

@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler
 from wavedge.errors import SourceError
 from wavedge.runtime import httpd
 from wavedge.runtime.sources import (SOURCE_TABLE_PARAMS, Awaited, Inbox, LiveSource,
-                                     Replies, TableOptions, reply_mode, senders)
+                                     Replies, TableOptions, senders)
 from wavedge.runtime.urls import host_port_path
 
 MAX_BODY = 1 << 20  # bytes in one POST: a second of a 1 kHz IMU as JSON is about 100 kB
@@ -63,12 +63,12 @@ class HttpSource(LiveSource):
         url.check_params((*SOURCE_TABLE_PARAMS, "idle", "queue", "reply", "wait"))
         self.table = TableOptions(url, manifest, live=True)
         self.where = url.text
-        self.reply = reply_mode(url, self.table)
+        self.replies = Replies(url, self.table)
+        self.reply = self.replies.mode
         if self.reply is None and "wait" in url.params:
             raise SourceError(f"{url.text}: wait= is how long a POST waits for its results: "
                               "give reply=last or reply=all")
         self.wait_s = url.get("wait", 10.0, float, (0.01, 3600.0))
-        self.replies = Replies()
         self.waiting: set = set()  # POSTs waiting on their answer (reply=)
         self.answered: Counter = Counter()  # their answers, by status
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
@@ -79,9 +79,7 @@ class HttpSource(LiveSource):
         self.server = _Server.serving(host, port, self.path, self)
 
     def __iter__(self):
-        lines = self.replies.lines(self.inbox.payloads(self.idle_s))
-        samples = self.table.lines(lines, self.where)
-        return samples if self.reply is None else self.replies.receipted(samples)
+        return self.replies.samples(self.table, self.inbox.payloads(self.idle_s), self.where)
 
     def wait(self, post: Awaited) -> tuple[int, str, str]:
         """A POST's answer (status, body, content type) once the run has taken its samples,

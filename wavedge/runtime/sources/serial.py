@@ -22,7 +22,7 @@ from wavedge.errors import reason
 from wavedge.recordings import MAX_LINE, TOO_LONG
 from wavedge.runtime import interrupts
 from wavedge.runtime.sources import SOURCE_TABLE_PARAMS, Answers, Awaited, LiveSource, Replies, \
-    SourceError, TableOptions, reply_mode
+    SourceError, TableOptions
 from wavedge.runtime.sources import port_reader as reader  # noqa: F401 (urls.reader_of)
 from wavedge.runtime.urls import BAUD_RANGE
 
@@ -34,8 +34,8 @@ class SerialSource(LiveSource):
     def __init__(self, url, manifest) -> None:
         url.check_params(("baud", "reconnect_s", "reply", *SOURCE_TABLE_PARAMS))
         self.table = TableOptions(url, manifest, live=True)
-        self.reply, self.replies = reply_mode(url, self.table), Replies()
-        self.answers = Answers(self.reply)
+        self.replies = Replies(url, self.table)
+        self.answers = Answers(self.replies.mode)
         try:
             import serial
         except ImportError:
@@ -99,11 +99,10 @@ class SerialSource(LiveSource):
 
     def __iter__(self):
         # a first line cut in half by connecting mid-stream is data (counted), not a bad header
-        if self.reply is None:
+        if self.replies.mode is None:  # its lines as they are read, not a message each
             return self.table.lines(self._lines(), self.port, strict=False)
         awaited = (Awaited(line.encode(), self._send) for line in self._lines())
-        samples = self.table.lines(self.replies.lines(awaited), self.port, strict=False)
-        return self.replies.receipted(samples)
+        return self.replies.samples(self.table, awaited, self.port, strict=False)
 
     def _send(self, awaited: Awaited) -> None:
         """A line's answer on the port (from the loop's thread, as its sample is taken)."""

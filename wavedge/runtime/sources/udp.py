@@ -24,7 +24,7 @@ from functools import partial
 from wavedge.errors import SourceError, reason
 from wavedge.runtime.urls import host_port
 from wavedge.runtime.sources import POLL_S, SOURCE_TABLE_PARAMS, Answers, Awaited, LiveSource, \
-    Replies, TableOptions, reply_mode, senders
+    Replies, TableOptions, senders
 
 MAX_DATAGRAM = 65_535
 
@@ -44,8 +44,8 @@ class UdpSource(LiveSource):
         url.check_params((*SOURCE_TABLE_PARAMS, "idle", "reply"))
         self.table = TableOptions(url, manifest, live=True)
         self.where = url.text
-        self.reply, self.replies = reply_mode(url, self.table), Replies()
-        self.answers = Answers(self.reply)
+        self.replies = Replies(url, self.table)
+        self.answers = Answers(self.replies.mode)
         self.idle_s = url.get("idle", None, float, (0.01, 1e9))
         host, port = _address(url)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -61,8 +61,7 @@ class UdpSource(LiveSource):
         self.senders: set = set()
 
     def __iter__(self):
-        samples = self.table.lines(self.replies.lines(self._messages()), self.where)
-        return samples if self.reply is None else self.replies.receipted(samples)
+        return self.replies.samples(self.table, self._messages(), self.where)
 
     def _messages(self):
         last = time.monotonic()
@@ -76,8 +75,8 @@ class UdpSource(LiveSource):
             last = time.monotonic()
             self.datagrams += 1
             self.senders.add(sender[0])
-            yield payload if self.reply is None else Awaited(payload, partial(self._send,
-                                                                                 sender))
+            yield payload if self.replies.mode is None else Awaited(payload, partial(
+                self._send, sender))
 
     def _send(self, sender, awaited: Awaited) -> None:
         """A datagram's answer to its sender (from the loop's thread, as its last sample is
