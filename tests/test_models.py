@@ -17,6 +17,10 @@ CONFIGS = {
                  {"channels": 2, "ring_size": 8, "shift_init": False, "solo_init": False}],
     "irnn": [{"hidden_size": 32}, {"hidden_size": 16, "mlp_hidden": 8}],
     "gru": [{"hidden_size": 32}, {"hidden_size": 16, "mlp_hidden": 8}],
+    # a window shorter than the 200 samples, so the caches wrap many times
+    "residual_attention": [{"d_model": 16, "heads": 2, "layers": 2, "window": 7},
+                           {"d_model": 12, "heads": 3, "layers": 3, "window": 64,
+                            "value_residual": False}],
 }
 
 

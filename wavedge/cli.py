@@ -866,8 +866,9 @@ def _add_train(sub) -> None:
     p.add_argument("--config", help="override the recipe's architecture arguments, as JSON "
                                     "(e.g. '{\"channels\": 8, \"ring_size\": 32}')")
     p.add_argument("--arch", default="wave_rnn",
-                   help="wave_rnn (default), irnn, gru; mpl (the spike-and-slab RNN) on "
-                        "digit_rows")
+                   help="wave_rnn (default), irnn, gru, residual_attention (a transformer "
+                        "with the value stream, docs/attention.md; basic_motions and --data); "
+                        "mpl (the spike-and-slab RNN) on digit_rows")
     p.add_argument("--learning", choices=["backprop", "pc"],
                    help="override the recipe's learning rule: backprop (BPTT), or pc "
                         "(predictive coding, the mpl family's default)")

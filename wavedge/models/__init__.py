@@ -6,17 +6,19 @@ from __future__ import annotations
 import inspect
 
 from wavedge.errors import CheckpointError, InputError, reason
+from wavedge.models.attention import ResidualAttention
 from wavedge.models.base import StateSpec, StepModel
 from wavedge.models.baselines import GRU, IRNN
 from wavedge.models.mpl import MetaPredictive
 from wavedge.models.wave_rnn import WaveRNN
 
-ARCHITECTURES: dict[str, type[StepModel]] = {cls.arch: cls for cls in (WaveRNN, IRNN, GRU,
-                                                                      MetaPredictive)}
+ARCHITECTURES: dict[str, type[StepModel]] = {
+    cls.arch: cls for cls in (WaveRNN, IRNN, GRU, MetaPredictive, ResidualAttention)}
 
 
 def build_model(arch: str, **config) -> StepModel:
-    """Build a model by architecture name (``wave_rnn``, ``irnn``, ``gru``, ``mpl``)."""
+    """Build a model by architecture name (``wave_rnn``, ``irnn``, ``gru``, ``mpl``,
+    ``residual_attention``)."""
     try:
         cls = ARCHITECTURES[arch]
     except KeyError:
@@ -37,5 +39,6 @@ def build_model(arch: str, **config) -> StepModel:
     return model
 
 
-__all__ = ["ARCHITECTURES", "GRU", "IRNN", "MetaPredictive", "StateSpec", "StepModel", "WaveRNN",
+__all__ = ["ARCHITECTURES", "GRU", "IRNN", "MetaPredictive", "ResidualAttention", "StateSpec",
+           "StepModel", "WaveRNN",
            "build_model"]

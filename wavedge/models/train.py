@@ -95,11 +95,16 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("digit_rows", "mpl"): Recipe("digit_rows", "mpl", {"hidden_size": 100}, epochs=10,
                                   batch_size=100, lr=1e-2, weight_decay=0.0, clip_norm=10.0,
                                   loss_from=1.0, learning="pc"),
+    # a causal transformer over the last 32 samples with the value stream (docs/attention.md)
+    ("basic_motions", "residual_attention"): Recipe(
+        "basic_motions", "residual_attention", {"d_model": 32, "heads": 2, "layers": 2,
+                                                "window": 32}, epochs=40, input_noise=0.3,
+        stream_segments=4),
 }
 # the user's own recordings (`wavedge train --data`): the BasicMotions recipes, which train on
 # a few dozen short recordings; 10 int8-aware epochs (without them a 2,000-parameter Wave-RNN
 # on a 3-axis accelerometer set lost 25 points at int8; with them, none)
-for _arch in ("wave_rnn", "irnn", "gru"):
+for _arch in ("wave_rnn", "irnn", "gru", "residual_attention"):
     RECIPES[("recordings", _arch)] = replace(RECIPES[("basic_motions", _arch)],
                                              task="recordings", quant_aware_epochs=10)
 
