@@ -15,16 +15,17 @@ augmented ``v'_{n-1}``: identical for two layers); this adds the raw one, as the
 figure draws it.
 
 **Streaming.** A step attends over the last ``window`` samples, its own included. The state
-is each layer's key and value cache, ``[window, d_model]`` rings written at slot
-``pos % window``, and ``pos`` (int64), the samples seen since the reset while fewer than
-``window``, then kept below ``2 window`` (``_fold``). Positions are
-ALiBi's linear recency bias (Press et al. 2022) on each key's age: no position embedding
-grows with the stream, so a stream runs for ever on a fixed state. A slot not yet written is
-masked by multiplying its weight by zero after the exponential, not by a large negative
-constant, which an int8 graph could not hold (seeds.md section 6).
+is each layer's keys and values for those samples, oldest first (keys ``[heads, d_head,
+window]``, values ``[heads, window, d_head]``): a step drops the oldest and appends its own.
+Positions are ALiBi's linear recency bias (Press et al. 2022) on each key's age, so the state
+is the same size at every sample and a stream runs for ever; the receptive field is
+``layers * (window - 1) + 1`` samples. After a reset the slots hold zero keys and values,
+which the model attends to as a zero-padded convolution sees its padding (trained the same
+way), so a step needs no mask and no position counter: one ``Softmax`` per head, and no state
+of integers for an int8 or int32 graph to hold.
 
 ``sequence`` runs T samples at once from any state (the cached keys and the new ones in one
-attention), equal to T steps: training and the exported chunk graph both use it.
+masked attention), equal to T steps: training and the exported chunk graph both use it.
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
            visible: torch.Tensor) -> torch.Tensor:
-    """Attention of queries ``[B, H, T, d]`` over keys and values ``[B, H, S, d]``, with an
-    additive ``bias`` and a float 0/1 ``visible`` mask, both broadcast to ``[B, H, T, S]``.
+    """Attention of queries ``[B, H, T, d]`` over keys ``[B, H, d, S]`` (transposed) and
+    values ``[B, H, S, d]``, with an additive ``bias`` and a float 0/1 ``visible`` mask, both
+    broadcast to ``[B, H, T, S]``; masked by a product after the exponential, not by a large
+    negative constant, which an int8 graph could not hold (seeds.md section 6).
     The shift before the exponential is the largest *visible* score (a hidden one stands in
-    at the row's least): a later sample's key has a negative age, so a bias far above any
-    visible one, and with it in the maximum every visible weight underflowed to 0 (a
-    20,000-sample stream scored at chance)."""
-    s = q @ k.transpose(-1, -2) * (1.0 / math.sqrt(q.shape[-1])) + bias
+    at the row's least): a hidden key may score far above every visible one, and with it in
+    the maximum every visible weight underflowed to 0 (a 20,000-sample stream, whose later
+    keys had negative ages and so large biases, scored at chance)."""
+    s = q @ k * (1.0 / math.sqrt(q.shape[-1])) + bias
     shown = torch.where(visible > 0, s, s.amin(dim=-1, keepdim=True))
     e = torch.exp(shown - shown.amax(dim=-1, keepdim=True)) * visible  # never inf * 0
     return (e / e.sum(dim=-1, keepdim=True)) @ v
@@ -105,9 +108,12 @@ class ResidualAttention(StepModel):
         self.blocks = nn.ModuleList(Block(d_model, heads, mlp_ratio) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, output_size)
+        self.scale = 1.0 / math.sqrt(d_model // heads)
         self.register_buffer("slopes", alibi_slopes(heads).view(1, heads, 1, 1),
                              persistent=False)
-        self.register_buffer("slots", torch.arange(window), persistent=False)
+        # a step's keys are in time order, the oldest first: ages window - 1 .. 0
+        self.register_buffer("step_bias", -self.slopes * torch.arange(window - 1, -1, -1.0),
+                             persistent=False)
 
     @property
     def config(self) -> dict:
@@ -118,41 +124,31 @@ class ResidualAttention(StepModel):
 
     @property
     def state_spec(self) -> tuple[StateSpec, ...]:
-        caches = tuple(StateSpec(f"{kv}{i}", (self.window, self.d_model))
-                       for i in range(self.layers) for kv in "kv")
-        return (*caches, StateSpec("pos", (1,), "int64", 0))
+        h, dh, w = self.heads, self.d_model // self.heads, self.window
+        return tuple(spec for i in range(self.layers) for spec in (
+            StateSpec(f"k{i}", (h, dh, w)), StateSpec(f"v{i}", (h, w, dh))))
 
-    def _layers(self, h, caches, key_bias, visible, merge):
-        """Every block over ``h`` ``[B, T, d]``: each attends over its cached keys and values
-        and this call's (``merge(cache, new)`` gives what is attended to and the new cache).
-        Returns the top layer's ``h`` and the new caches."""
-        new_caches, v_prev = [], None
+    def _values(self, block: Block, h: torch.Tensor, v_prev):
+        """One block's query, key and value over ``h`` ``[B, T, d]``, the value stream's
+        term added; and the raw value the next block adds."""
+        q, k, v_raw = block.qkv(block.ln1(h)).chunk(3, dim=-1)
+        v = v_raw if v_prev is None else v_raw + v_prev
+        return q, k, v, (v_raw if self.value_residual else None)
+
+    def step(self, x_t: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b, hd = x_t.shape[0], (self.heads, self.d_model // self.heads)
+        h, v_prev, new = self.embed(x_t), None, []
         for i, block in enumerate(self.blocks):
-            q, k, v_raw = block.qkv(block.ln1(h)).chunk(3, dim=-1)
-            v = v_raw if v_prev is None else v_raw + v_prev
-            v_prev = v_raw if self.value_residual else None
-            keys, k_cache = merge(caches[2 * i], k)
-            values, v_cache = merge(caches[2 * i + 1], v)
-            o = attend(block.split(q), block.split(keys), block.split(values), key_bias,
-                       visible)
-            h = block.finish(h, o)
-            new_caches += [k_cache, v_cache]
-        return h, new_caches
-
-    def step(self, x_t: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        *caches, pos = state
-        age = torch.remainder(pos - self.slots, self.window)  # [B, W]: 0 for this sample
-        visible = (age <= pos).to(x_t.dtype)[:, None, None, :]  # slots written so far
-        bias = -self.slopes * age[:, None, None, :].to(x_t.dtype)
-        write = (age == 0).to(x_t.dtype).unsqueeze(-1)  # [B, W, 1]: this sample's slot
-
-        def merge(cache, new):
-            cache = cache * (1.0 - write) + new * write
-            return cache, cache
-
-        h, new_caches = self._layers(self.embed(x_t).unsqueeze(1), caches, bias, visible, merge)
-        y = self.head(self.ln_f(h[:, 0]))
-        return (y, *new_caches, self._fold(pos + 1))
+            q, k, v, v_prev = self._values(block, h, v_prev)
+            # the oldest slot out, this sample's in: keys [H, d_head, W] so the scores need
+            # no transpose, values [H, W, d_head]
+            keys = torch.cat([caches[2 * i][..., 1:], k.view(b, *hd, 1)], dim=-1)
+            values = torch.cat([caches[2 * i + 1][:, :, 1:], v.view(b, hd[0], 1, hd[1])], 2)
+            s = q.view(b, hd[0], 1, hd[1]) @ keys * self.scale + self.step_bias
+            o = torch.softmax(s, dim=-1) @ values  # [B, H, 1, d_head]
+            h = block.finish(h.unsqueeze(1), o)[:, 0]
+            new += [keys, values]
+        return (self.head(self.ln_f(h)), *new)
 
     def sequence(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """In blocks of at most ``BLOCK`` samples, the state carried: the attention's memory
@@ -166,32 +162,20 @@ class ResidualAttention(StepModel):
             ys.append(y)
         return (torch.cat(ys, dim=1), *state)
 
-    def _sequence(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        *caches, pos = state
-        w, t = self.window, x.shape[1]
-        steps = torch.arange(t, device=x.device)
-        # the time each cached slot was written (negative: never) and each new sample's
-        cached = pos - 1 - torch.remainder(pos - 1 - self.slots, w)  # [B, W]
-        times = torch.cat([cached, pos + steps], dim=1)  # [B, W + T]
-        age = (pos + steps)[:, :, None] - times[:, None, :]  # [B, T, W + T]
-        visible = ((age >= 0) & (age < w) & (times[:, None, :] >= 0)).to(x.dtype)[:, None]
-        bias = -self.slopes * age[:, None].to(x.dtype)
-        # each slot's last writer among the new samples (negative: none, the cache stays)
-        last = (t - 1) - torch.remainder(pos + t - 1 - self.slots, w)  # [B, W]
-        taken = (last >= 0).unsqueeze(-1)
-        index = last.clamp(min=0).unsqueeze(-1).expand(-1, -1, self.d_model)
-
-        def merge(cache, new):
-            return (torch.cat([cache, new], dim=1),
-                    torch.where(taken, new.gather(1, index), cache))
-
-        h, new_caches = self._layers(self.embed(x), caches, bias, visible, merge)
-        return (self.head(self.ln_f(h)), *new_caches, self._fold(pos + t))
-
-    def _fold(self, pos: torch.Tensor) -> torch.Tensor:
-        """``pos`` past ``window`` kept in ``[window, 2 window)``: the slot (``pos % window``)
-        and "every slot written" are all a step reads of it, and an ever-growing count would
-        overflow TFLite's int32 (which holds the int64 state) after 2^31 samples, 25 days at
-        1 kHz."""
-        w = self.window
-        return torch.where(pos < w, pos, w + torch.remainder(pos - w, w))
+    def _sequence(self, x: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        (b, t, _), w = x.shape, self.window
+        # key j of the w cached and t new ones (time order) is t + w - j samples older than
+        # query t; seen when 0 <= age < w, as a step sees its window
+        age = (torch.arange(t, device=x.device)[:, None] + w
+               - torch.arange(w + t, device=x.device)[None, :])
+        visible = ((age >= 0) & (age < w)).to(x.dtype)
+        bias = -self.slopes * age.clamp(min=0).to(x.dtype)
+        h, v_prev, new = self.embed(x), None, []
+        for i, block in enumerate(self.blocks):
+            q, k, v, v_prev = self._values(block, h, v_prev)
+            keys = torch.cat([caches[2 * i], block.split(k).transpose(-1, -2)], dim=-1)
+            values = torch.cat([caches[2 * i + 1], block.split(v)], dim=2)
+            o = attend(block.split(q), keys, values, bias, visible)
+            h = block.finish(h, o)
+            new += [keys[..., t:], values[:, :, t:]]
+        return (self.head(self.ln_f(h)), *new)
