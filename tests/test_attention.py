@@ -61,7 +61,7 @@ def test_a_layers_cached_values_carry_the_layer_belows(residual):
         s = torch.cat([torch.zeros(1, 2, 1, 4),
                        heads(q0) @ heads(k0_raw).transpose(-1, -2) * model.scale], -1)
         o = torch.softmax(s + model.step_bias, -1)[..., -1:] @ heads(v0_raw)
-        h1 = b0.finish(h[:, None], o)[:, 0]
+        h1 = b0.finish(h, o)
         v1_own = b1.qkv(b1.ln1(h1)).chunk(3, -1)[2]
     newest = (slice(None), -1)  # [H, W, d_head]: every head's newest slot
     torch.testing.assert_close(v0[0][newest].reshape(-1), v0_raw[0])

@@ -80,9 +80,9 @@ class Block(nn.Module):
         return x.view(b, s, self.heads, d // self.heads).transpose(1, 2)
 
     def finish(self, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-        """The residual adds after attention output ``o`` ``[B, H, T, d_head]``."""
-        b, _, t, _ = o.shape
-        h = h + self.proj(o.transpose(1, 2).reshape(b, t, -1))
+        """The residual adds after attention output ``o`` ``[B, H, T, d_head]``, onto ``h``
+        ``[B, T, d]``, or ``[B, d]`` for one sample (2-D, so the layers export as ``Gemm``)."""
+        h = h + self.proj(o.transpose(1, 2).reshape(h.shape))
         return h + self.mlp(self.ln2(h))
 
 
@@ -146,7 +146,7 @@ class ResidualAttention(StepModel):
             values = torch.cat([caches[2 * i + 1][:, :, 1:], v.view(b, hd[0], 1, hd[1])], 2)
             s = q.view(b, hd[0], 1, hd[1]) @ keys * self.scale + self.step_bias
             o = torch.softmax(s, dim=-1) @ values  # [B, H, 1, d_head]
-            h = block.finish(h.unsqueeze(1), o)[:, 0]
+            h = block.finish(h, o)
             new += [keys, values]
         return (self.head(self.ln_f(h)), *new)
 
@@ -163,7 +163,7 @@ class ResidualAttention(StepModel):
         return (torch.cat(ys, dim=1), *state)
 
     def _sequence(self, x: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        (b, t, _), w = x.shape, self.window
+        t, w = x.shape[1], self.window
         # key j of the w cached and t new ones (time order) is t + w - j samples older than
         # query t; seen when 0 <= age < w, as a step sees its window
         age = (torch.arange(t, device=x.device)[:, None] + w
