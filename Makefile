@@ -14,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-train bench-startup bench-sources bench-reply fuzz soak clean paper-wave-rnn paper-wave-rnn-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-train bench-startup bench-sources bench-reply fuzz soak clean paper-wave-rnn paper-wave-rnn-quick paper-attention paper-attention-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -118,6 +118,17 @@ paper-mpl: $(STAMP)
 
 paper-mpl-quick: $(STAMP)
 	$(BIN)/python -m wavedge.models.paper_mpl --profile quick --out $(OUT)/paper-mpl-quick
+
+# Residual attention streams against their paper (Burns, Fukai & Earls 2024): on Reddy's
+# in-context classification task, the training steps a two-layer transformer takes to learn in
+# context, with and without the value stream, the same seeds, data and initial weights for
+# both, 5 seeds; results.json and icl.png in $(OUT)/paper-attention. The numbers in
+# docs/attention.md. The quick version: 2 seeds.
+paper-attention: $(STAMP)
+	$(BIN)/python -m wavedge.models.paper_attention --profile full --out $(OUT)/paper-attention
+
+paper-attention-quick: $(STAMP)
+	$(BIN)/python -m wavedge.models.paper_attention --profile quick --out $(OUT)/paper-attention-quick
 
 # The intra-neuronal attention probe on the bundled wave-encoder (docs/probe.md): its exported
 # graph over its recording, the same from the checkpoint after each recording's first half,

@@ -192,3 +192,32 @@ def test_run_and_bench_take_the_family_from_the_command_line(trained):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out.parent / "bench" / "bench.json").read_text())
     assert any(c.startswith("onnxruntime") for c in report["configs"])
+
+
+def test_reddys_sequences_tell_the_querys_label_only_where_they_should():
+    """The paper experiment's task: a bursty sequence holds its query's class with the label
+    it carries (so in-context learning can answer); unseen classes get labels drawn afresh per
+    sequence (only the context tells them); trained classes keep k mod L."""
+    from wavedge.models.paper_attention import Task, World
+
+    task = Task(classes=64)
+    world = World(task, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    for kind in ("train", "icl"):
+        x, y = world.sequences(200, gen, kind)
+        assert x.shape == (200, 2 * task.pairs + 1, task.positions + task.dim)
+        content = x[..., task.positions:]
+        items, labels, query = content[:, 0:-1:2], content[:, 1::2], content[:, -1]
+        nearest = ((items - query[:, None]) ** 2).sum(-1).argmin(1)  # the query's class
+        given = labels[torch.arange(200), nearest]
+        want = world.label_vectors[y]
+        torch.testing.assert_close(given, want)  # the context carries the query's label
+        positions = x[..., :task.positions].argmax(-1)
+        assert (positions.diff(dim=1) == 1).all()  # one-hot positions, consecutive
+    x, y = world.sequences(200, gen, "iwl")
+    query = x[:, -1, task.positions:]
+    cls = torch.cdist(query, world.means / (1 + task.eps ** 2) ** 0.5).argmin(1)
+    assert torch.equal(y, cls % task.labels)  # a trained class answers by its own label
+    relabelled = [world.sequences(1, torch.Generator().manual_seed(s), "icl")[1].item()
+                  for s in range(40)]
+    assert len(set(relabelled)) > 10  # unseen classes' labels vary from sequence to sequence
