@@ -1159,6 +1159,35 @@ def test_a_wifi_board_gets_its_prediction_back_on_the_socket_it_sends_from(model
                           "reply= takes last (the last sample's result) or all")
 
 
+def test_a_reply_too_long_for_a_datagram_comes_in_several(model, monkeypatch):
+    """`reply=all` to a datagram of many samples: its list of records went as one datagram,
+    and one past UDP's 65,507 bytes (600 samples: 74 KB) as nothing. It comes as lists of
+    whole records, in order, each within the limit (here set to 400 bytes)."""
+    from wavedge.runtime.sources import udp
+
+    monkeypatch.setattr(udp, "MAX_REPLY", 400, raising=False)
+    rows = [",".join(r.split(",")[2:]) for r in RECORDING.read_text().splitlines()[1:9]]
+    port = _free_udp_port()
+    source = open_source(f"udp://127.0.0.1:{port}?reply=all&idle=1", model.manifest)
+    thread, _ = _running(run, model.stream(), source, open_sink("null:", model.manifest))
+    board = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    board.settimeout(10)
+    try:
+        board.sendto("\n".join(rows).encode(), ("127.0.0.1", port))
+        parts = []
+        while sum(map(len, parts)) < len(rows):
+            data = board.recv(65535)
+            assert len(data) <= 400, len(data)
+            parts.append(json.loads(data))
+    finally:
+        board.close()
+    thread.join(30)
+    alone = model.stream()
+    steps = [alone.push(np.array(r.split(","), np.float32)).step for r in rows]
+    assert len(parts) > 1 and [r["step"] for p in parts for r in p] == steps
+    assert source.notes()[0].endswith("; reply=all: 1 answered"), source.notes()
+
+
 def test_a_board_posts_its_samples_over_http(model, monkeypatch):
     """An ESP32's HTTPClient, a phone app, a script's requests.post: `http://:PORT/PATH` takes
     each POST's body as an MQTT message (CSV lines, a JSON list or object, laid out over

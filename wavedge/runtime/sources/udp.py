@@ -13,10 +13,12 @@ datagram to its sender's address and port with the jsonl record of its last samp
 (``reply=all``: a JSON list of every sample's, ``{"line": N, "refused": WHY}`` for one the run
 refused; ``{"refused": WHY}`` when it refused them all): a board reads its prediction on the
 socket it sends from (an ESP32's ``WiFiUDP``), where a ``udp://`` sink needed its address, which
-DHCP may change. A datagram with no sample in it is not answered."""
+DHCP may change. A datagram with no sample in it is not answered. A ``reply=all`` list longer
+than a datagram holds comes as several lists of whole records, in order (``datagrams``)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from functools import partial
@@ -27,6 +29,30 @@ from wavedge.runtime.sources import POLL_S, SOURCE_TABLE_PARAMS, Answers, Awaite
     Replies, TableOptions, senders
 
 MAX_DATAGRAM = 65_535
+MAX_REPLY = 65_507  # the most one UDP datagram carries over IPv4
+
+
+def datagrams(text: str, limit: int | None = None) -> list[bytes]:
+    """An answer as datagrams of at most ``limit`` bytes (``MAX_REPLY``): whole where it
+    fits, else lists of whole records, in order (a ``reply=all`` list of 600 of the bundled
+    model's samples, 33 KB of CSV in one datagram, came to 74 KB of records and went as
+    nothing); a record longer than a datagram goes alone, and fails as it did."""
+    from wavedge.runtime.sinks import json_text
+
+    limit = MAX_REPLY if limit is None else limit
+    data = text.encode()
+    if len(data) <= limit or not text.startswith("["):
+        return [data]
+    out: list[bytes] = []
+    part: list[bytes] = []
+    size = 2  # the brackets
+    for item in (json_text(r).encode() for r in json.loads(text)):
+        if part and size + 2 + len(item) > limit:  # ", " and the record
+            out.append(b"[" + b", ".join(part) + b"]")
+            part, size = [], 2
+        size += len(item) + (2 if part else 0)
+        part.append(item)
+    return [*out, b"[" + b", ".join(part) + b"]"]
 
 
 def _address(url) -> tuple[str, int]:
@@ -81,7 +107,8 @@ class UdpSource(LiveSource):
     def _send(self, sender, awaited: Awaited) -> None:
         """A datagram's answer to its sender (from the loop's thread, as its last sample is
         taken)."""
-        self.answers.send(awaited, lambda text: self.sock.sendto(text.encode(), sender))
+        self.answers.send(awaited, lambda text: [self.sock.sendto(d, sender)
+                                                 for d in datagrams(text)])
 
     def notes(self) -> list[str]:
         return [f"udp source {self.where}: {self.datagrams} datagrams from "
