@@ -108,7 +108,7 @@ class HttpSource(LiveSource):
                    if self.answered else "")] \
             + self.table.notes()
 
-    def took(self, sender: str, how: str) -> None:
+    def received(self, sender: str, how: str) -> None:
         """A POST from ``sender`` taken ``how`` (counted from the server's threads)."""
         with self.inbox.lock:
             self.senders.add(sender)
@@ -184,7 +184,7 @@ def _handler(server: _Server):
             if not 0 <= size <= MAX_BODY:
                 return self._answer(413, f"at most {MAX_BODY} bytes a POST")
             body = self.rfile.read(size)
-            source.took(self.client_address[0], "whole")
+            source.received(self.client_address[0], "whole")
             if source.reply is None:
                 source.inbox.put(body)
                 return self._answer(204)
@@ -201,9 +201,9 @@ def _handler(server: _Server):
                     for piece in lines.add(data):
                         source.inbox.put(piece)
             except (ValueError, OSError) as exc:
-                source.took(self.client_address[0], "cut short")
+                source.received(self.client_address[0], "cut short")
                 return self._answer(413 if isinstance(exc, _TooLong) else 400, str(exc))
-            source.took(self.client_address[0], "streamed")
+            source.received(self.client_address[0], "streamed")
             if lines.pending.strip():
                 source.inbox.put(lines.pending)
             self._answer(204)
