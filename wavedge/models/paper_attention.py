@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wavedge.errors import InputError
 from wavedge.models.attention import ResidualAttention
 from wavedge.stopping import write_figure, write_whole
 
@@ -156,7 +157,7 @@ def summarise(rows: list[dict], recipe: Recipe) -> dict:
     where both reached the threshold, and the largest the ratio can be where the baseline did
     not (its steps then counted as the whole budget, so the ratio is an upper bound)."""
     by = {(r["seed"], r["value_residual"]): r["steps_to_threshold"] for r in rows}
-    seeds = sorted({r["seed"] for r in rows})
+    seeds = sorted(s for s, v in by if v and (s, False) in by)  # both of the seed's runs
     pairs = [(by[(s, False)], by[(s, True)]) for s in seeds]
     ratios = [v / b for b, v in pairs if b is not None and v is not None]
     bounds = [v / recipe.steps for b, v in pairs if b is None and v is not None]
@@ -194,29 +195,58 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("out/paper-attention"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, help="override the profile's most steps per run")
+    ap.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                    help="these seeds instead of the profile's (one process per few seeds "
+                         "runs them side by side; --merge joins their results)")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                    help="train nothing: join these folders' results.json into --out")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
     profile = PROFILES[args.profile]
     recipe = profile["recipe"] if args.steps is None else replace(profile["recipe"],
                                                                   steps=args.steps)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.steps is not None and args.steps < recipe.eval_every:
+            raise InputError(f"--steps must be at least {recipe.eval_every}, got {args.steps}")
+        rows = _merged(args.merge) if args.merge else _trained(args, recipe, profile)
+    except InputError as exc:
+        ap.exit(1, f"paper_attention: {exc}\n")
+    summary = _write(args.out, rows, recipe)
+    plot(rows, args.out / "icl.png")
+    print(json.dumps(summary))
+    print(f"wrote {args.out}/results.json, icl.png")
+    return 0
+
+
+def _trained(args, recipe: Recipe, profile: dict) -> list[dict]:
+    torch.set_num_threads(args.threads)
     rows = []
-    for seed in profile["seeds"]:
-        for value_residual in (False, True):  # interleaved, so a slow spell hits both
+    for seed in args.seeds if args.seeds is not None else profile["seeds"]:
+        for value_residual in (False, True):  # in turn, so a slow spell hits both
             r = run(seed, value_residual, recipe)
             r["threshold"] = recipe.threshold
             rows.append(r)
+            _write(args.out, rows, recipe)  # after every run: a long run stopped keeps it
             print(f"seed {seed} {'value stream' if value_residual else 'baseline    '}: "
                   f"ICL {recipe.threshold:.0%} at step {r['steps_to_threshold']} "
                   f"(last ICL {r['final']['icl']:.3f}, IWL {r['final']['iwl']:.3f}, "
                   f"{r['seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def _merged(folders: list[Path]) -> list[dict]:
+    from wavedge.models.paper_wave_rnn import merged_runs
+
+    return merged_runs(folders, lambda r: (r["seed"], r["value_residual"]),
+                       lambda r: f"seed {r['seed']}")
+
+
+def _write(out: Path, rows: list[dict], recipe: Recipe) -> dict:
     summary = summarise(rows, recipe)
-    result = {"task": asdict(Task()), "recipe": asdict(recipe), "runs": rows,
-              "summary": summary}
-    write_whole(args.out / "results.json", json.dumps(result, indent=1) + "\n")
-    plot(rows, args.out / "icl.png")
-    print(json.dumps(summary))
-    return 0
+    out.mkdir(parents=True, exist_ok=True)
+    write_whole(out / "results.json", json.dumps(
+        {"task": asdict(Task()), "recipe": asdict(recipe), "summary": summary, "runs": rows},
+        indent=1) + "\n")
+    return summary
 
 
 if __name__ == "__main__":

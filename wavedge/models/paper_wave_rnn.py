@@ -320,8 +320,14 @@ def _trained(args) -> list[dict]:
 
 
 def _merged(folders: list[Path]) -> list[dict]:
+    return merged_runs(folders, lambda r: (r["name"], r["arch"], r["seed"]),
+                       lambda r: f"{r['name']} {r['arch']} seed {r['seed']}")
+
+
+def merged_runs(folders: list[Path], key, name) -> list[dict]:
     """Every run of the folders' results.json, in the order given (a folder twice, or a run
-    in two folders, is refused: it would count one seed twice)."""
+    in two folders, is refused: it would count one seed twice); ``key(run)`` tells runs
+    apart, ``name(run)`` says which in the refusal. The paper experiments' ``--merge``."""
     results, seen = [], set()
     for folder in folders:
         try:
@@ -330,11 +336,10 @@ def _merged(folders: list[Path]) -> list[dict]:
             raise InputError(f"--merge {folder}: no results.json of a run here ({exc})") \
                 from None
         for r in runs:
-            key = (r["name"], r["arch"], r["seed"])
-            if key in seen:
-                raise InputError(f"--merge: {r['name']} {r['arch']} seed {r['seed']} is in "
-                                 f"two folders (the second: {folder})")
-            seen.add(key)
+            if key(r) in seen:
+                raise InputError(f"--merge: {name(r)} is in two folders (the second: "
+                                 f"{folder})")
+            seen.add(key(r))
             results.append(r)
     return results
 
