@@ -124,7 +124,7 @@ paper-mpl-quick: $(STAMP)
 # context, with and without the value stream, the same seeds, data and initial weights for
 # both, 5 seeds, up to 20,000 steps a run (about an hour on one core; --seeds and --merge run
 # them side by side); results.json and icl.png in $(OUT)/paper-attention. The numbers in
-# docs/attention.md. The quick version: 2 seeds, up to 8,000 steps (about 10 minutes).
+# docs/attention.md. The quick version: 2 seeds, up to 8,000 steps (11 min 40 s here).
 paper-attention: $(STAMP)
 	$(BIN)/python -m wavedge.models.paper_attention --profile full --out $(OUT)/paper-attention
 
