@@ -45,9 +45,10 @@ def alibi_slopes(heads: int) -> torch.Tensor:
     return torch.tensor([2.0 ** (-8.0 * (i + 1) / heads) for i in range(heads)])
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bias: torch.Tensor,
            visible: torch.Tensor) -> torch.Tensor:
-    """Attention of queries ``[B, H, T, d]`` over keys ``[B, H, d, S]`` (transposed) and
+    """Attention of queries ``[B, H, T, d]`` over keys ``[B, H, d, S]`` (transposed), scaled by
+    ``scale``, and
     values ``[B, H, S, d]``, with an additive ``bias`` and a float 0/1 ``visible`` mask, both
     broadcast to ``[B, H, T, S]``; masked by a product after the exponential, not by a large
     negative constant, which an int8 graph could not hold (seeds.md section 6).
@@ -55,7 +56,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     at the row's least): a hidden key may score far above every visible one, and with it in
     the maximum every visible weight underflowed to 0 (a 20,000-sample stream, whose later
     keys had negative ages and so large biases, scored at chance)."""
-    s = q @ k * (1.0 / math.sqrt(q.shape[-1])) + bias
+    s = q @ k * scale + bias
     shown = torch.where(visible > 0, s, s.amin(dim=-1, keepdim=True))
     e = torch.exp(shown - shown.amax(dim=-1, keepdim=True)) * visible  # never inf * 0
     return (e / e.sum(dim=-1, keepdim=True)) @ v
@@ -175,7 +176,7 @@ class ResidualAttention(StepModel):
             q, k, v, v_prev = self._values(block, h, v_prev)
             keys = torch.cat([caches[2 * i], block.split(k).transpose(-1, -2)], dim=-1)
             values = torch.cat([caches[2 * i + 1], block.split(v)], dim=2)
-            o = attend(block.split(q), keys, values, bias, visible)
+            o = attend(block.split(q), keys, values, self.scale, bias, visible)
             h = block.finish(h, o)
             new += [keys[..., t:], values[:, :, t:]]
         return (self.head(self.ln_f(h)), *new)
