@@ -47,10 +47,9 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bias: torch.Tensor,
            visible: torch.Tensor) -> torch.Tensor:
-    """Attention of queries ``[B, H, T, d]`` over keys ``[B, H, d, S]`` (transposed), scaled by
-    ``scale``, and
-    values ``[B, H, S, d]``, with an additive ``bias`` and a float 0/1 ``visible`` mask, both
-    broadcast to ``[B, H, T, S]``; masked by a product after the exponential, not by a large
+    """Attention of queries ``[B, H, T, d]`` over keys ``[B, H, d, S]`` (transposed) and
+    values ``[B, H, S, d]``, the scores times ``scale``, with an additive ``bias`` and a float
+    0/1 ``visible`` mask, both broadcast to ``[B, H, T, S]``; masked by a product after the exponential, not by a large
     negative constant, which an int8 graph could not hold (seeds.md section 6).
     The shift before the exponential is the largest *visible* score (a hidden one stands in
     at the row's least): a hidden key may score far above every visible one, and with it in
