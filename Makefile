@@ -14,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-train bench-startup bench-sources bench-reply fuzz soak clean paper-wave-rnn paper-wave-rnn-quick paper-attention paper-attention-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-train bench-startup bench-sources bench-reply fuzz soak clean paper-wave-rnn paper-wave-rnn-quick paper-attention paper-attention-quick paper-tem paper-tem-quick probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -130,6 +130,17 @@ paper-attention: $(STAMP)
 
 paper-attention-quick: $(STAMP)
 	$(BIN)/python -m wavedge.models.paper_attention --profile quick --out $(OUT)/paper-attention-quick
+
+# TEM-t against its paper (Whittington, Warren & Behrens 2022): zero-shot accuracy on 5x5 grid
+# worlds against gradient updates, TEM-t and the same model without path integration, the
+# same seeds and walks, then a 20,000-step stream never reset; 5 seeds of 3,000 updates
+# (about an hour; --seeds and --merge run them side by side); results.json and zero-shot.png
+# in $(OUT)/paper-tem. The numbers in docs/tem.md. The quick version: 2 seeds, 1,500 updates.
+paper-tem: $(STAMP)
+	$(BIN)/python -m wavedge.models.paper_tem --profile full --out $(OUT)/paper-tem
+
+paper-tem-quick: $(STAMP)
+	$(BIN)/python -m wavedge.models.paper_tem --profile quick --out $(OUT)/paper-tem-quick
 
 # The intra-neuronal attention probe on the bundled wave-encoder (docs/probe.md): its exported
 # graph over its recording, the same from the checkpoint after each recording's first half,

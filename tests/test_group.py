@@ -11,6 +11,7 @@ pytest.importorskip("torch")
 from conftest import diverge  # noqa: E402
 from wavedge.errors import InputError, ManifestError  # noqa: E402
 from wavedge.export.model_dir import ExportOptions, export_model_dir  # noqa: E402
+from wavedge.models.base import StepModel  # noqa: E402
 from wavedge.models.checkpoint import load_checkpoint  # noqa: E402
 from wavedge.runtime.model import load_model  # noqa: E402
 
@@ -30,7 +31,7 @@ def _same(actual, desired):
     (rounding, which the recurrence carries along: 3.5e-6 after 300 steps). The ONNX graphs of
     several streams run the ring convolution as a 2-D Conv (wavedge.models.wave_rnn._ring),
     whose sums ONNX Runtime orders otherwise; a wrong row or state is off by far more."""
-    tol = ExportOptions().tolerance
+    tol = StepModel.export_tolerance
     np.testing.assert_allclose(actual, desired, rtol=tol, atol=tol)
 
 

@@ -24,8 +24,9 @@ CONFIGS = {
 }
 
 
-# the spike-and-slab RNN takes two inputs (tokens and noise): its contract is in test_mpl.py
-TWO_INPUTS = {"mpl"}
+# the spike-and-slab RNN takes two inputs (tokens and noise), TEM-t two integer ids
+# (observation and action): their contracts are in test_mpl.py and test_tem.py
+TWO_INPUTS = {"mpl", "tem_t"}
 
 
 def test_every_architecture_is_covered():

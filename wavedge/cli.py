@@ -61,11 +61,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _, meta = train(recipe, out=args.out, progress=not args.quiet, dataset=dataset,
                     device=args.device)
     m = meta["metrics"]
-    print(f"{meta['task']}/{args.arch}: test accuracy {m['test_accuracy']:.3f} "
-          f"(final step, {m['n_test']} held-out recordings, from reset; "
-          f"{m['test_stream_accuracy']:.3f} never reset), train {m['train_accuracy']:.3f}, "
-          f"{m['n_parameters']} parameters, {m['train_seconds']} s on {meta['device']}, "
-          "reset policy "
+    print(f"{meta['task']}/{args.arch}: {meta['summary']}, {m['n_parameters']} parameters, "
+          f"{m['train_seconds']} s on {meta['device']}, reset policy "
           f"{meta['reset']['policy']} -> {args.out}")
     return 0
 
@@ -111,7 +108,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             continue  # the benchmark floor graph: no model in it to compare
         e = f["error_vs_torch"]
         quality = f.get("accuracy") or f.get("quality")
-        gate = (f"tolerance {options.tolerance:g}" if f["precision"] == "fp32"
+        gate = (f"tolerance {raw['check']['tolerance']:g}" if f["precision"] == "fp32"
                 else "recorded, not gated")
         agree = (f", argmax agreement {e['argmax_agreement']:.4f}"
                  if e.get("argmax_agreement") is not None else "")
@@ -919,8 +916,9 @@ def _add_export(sub) -> None:
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="also write step and chunk graphs of N streams per call, for stream "
                         "groups (`wavedge run` with several sources, `bench --streams`)")
-    p.add_argument("--tolerance", type=float, default=1e-5,
-                   help="largest allowed error of either graph vs torch (1e-5)")
+    p.add_argument("--tolerance", type=float,
+                   help="largest allowed error of either graph vs torch (default: the "
+                        "model's, 1e-5 unless its family says otherwise)")
     p.add_argument("--check-steps", type=int, default=2048,
                    help="length of the held-out check stream (2048; 1000 to 1000000)")
     p.add_argument("--recording", action="store_true",

@@ -64,19 +64,16 @@ class Manifest:
     def signature(self) -> Signature:
         return Signature.from_json(self.raw["signature"])
 
-    # shorthands for the first float input and the first output, which line-oriented sources
-    # (CSV replay, serial, SENSOR frames) and the class-score sinks serve
+    # shorthands for a sample's values as a row, which line-oriented sources (CSV replay,
+    # serial, SENSOR frames) serve (``Signature.row``), and the first output, which the
+    # class-score sinks serve
     @property
     def channels(self) -> tuple[str, ...]:
-        sensor = self.signature.sensor
-        if sensor is None:
-            return ()
-        return sensor.channels or tuple(f"{sensor.name}_{i}" for i in range(sensor.size))
+        return self.signature.row
 
     @property
     def input_size(self) -> int:
-        sensor = self.signature.sensor
-        return sensor.size if sensor is not None else 0
+        return len(self.channels)
 
     @property
     def sample_rate_hz(self) -> float | None:

@@ -178,6 +178,17 @@ class Signature:
         return next((i for i in self.fed if i.dtype == "float32"), None)
 
     @property
+    def row(self) -> tuple[str, ...]:
+        """A line source's columns (CSV, JSON lines, serial, SENSOR frames), one per value of
+        a sample: every fed input's values in order, each named by its channel, by the
+        input's name where it is one value of several inputs, else ``<input>_<i>``. A flat
+        row of these values is a sample (``Stream.push`` splits it)."""
+        several = len(self.fed) > 1
+        return tuple(name for i in self.fed for name in (
+            i.channels or ((i.name,) if several and i.size == 1 else
+                           tuple(f"{i.name}_{k}" for k in range(i.size)))))
+
+    @property
     def fed(self) -> tuple[InputSpec, ...]:
         """The inputs a sample carries: all but the ``noise`` inputs, which the stream fills."""
         return tuple(i for i in self.inputs if i.role != "noise")

@@ -38,7 +38,7 @@ from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_
 from wavedge.models import StepModel
 from wavedge.models.checkpoint import Checkpoint
 from wavedge.models.tasks import (ClassificationTask, Task, classification_task, generated_task,
-                                  recordings_task)
+                                  generator, recordings_task)
 from wavedge.recordings import split_spec, table_digest
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
@@ -57,7 +57,9 @@ class ExportOptions:
     """How to export and how strictly to check."""
 
     chunk_samples: int = 32  # K, samples per call of the chunk graph
-    tolerance: float = 1e-5  # largest allowed error of either graph (see wavedge.export.check)
+    # largest allowed error of either graph (see wavedge.export.check); None: the model's
+    # ``StepModel.export_tolerance`` (1e-5 unless its family says why not)
+    tolerance: float | None = None
     check_steps: int = 2048  # length of the held-out check stream, state carried throughout
     opset: int = DEFAULT_OPSET
     recording: bool = False  # also write the test split as recording.csv
@@ -219,6 +221,9 @@ def default_task(ckpt: Checkpoint, steps: int) -> Task:
                              "--data FILE to check the export against recordings")
         return recordings_task(source["spec"], ckpt.model.signature, source.get("validation"))
     name = ckpt.meta.get("task")
+    maker = generator(name)
+    if maker is not None:
+        return maker.task(ckpt.meta)
     if name in DATASETS:
         sig = ckpt.model.signature
         return classification_task(load_dataset(name), sig.inputs[0].name, sig.outputs[0].name)
@@ -252,9 +257,11 @@ def export_model_dir(ckpt: Checkpoint | StepModel, out_dir: str | Path,
     artefact misses the task's quality gate; nothing is written then. Returns the path of the
     written manifest.
     """
-    options.validate()
     if isinstance(ckpt, StepModel):
         ckpt = Checkpoint(path=Path(f"<{type(ckpt).__name__}>"), model=ckpt.eval(), meta={})
+    if options.tolerance is None:
+        options = replace(options, tolerance=ckpt.model.export_tolerance)
+    options.validate()
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir}: exists and is not a wavedge model directory; "
@@ -562,9 +569,10 @@ def _manifest(ckpt: Checkpoint, sig, task: Task, files: list[dict], options: Exp
                      "test_accuracy": metrics.get("test_accuracy"),
                      "test_stream_accuracy": metrics.get("test_stream_accuracy"),
                      "train_accuracy": metrics.get("train_accuracy"),
-                     "metric": "accuracy of the prediction at the final step of each sequence "
-                               "(from reset; stream: 5 shuffled passes, never reset)"
-                               if metrics else None,
+                     "metric": metrics.get("metric") or (
+                         "accuracy of the prediction at the final step of each sequence "
+                         "(from reset; stream: 5 shuffled passes, never reset)"
+                         if metrics else None),
                      "n_train": metrics.get("n_train"), "n_test": metrics.get("n_test"),
                      "recipe": meta.get("recipe"), "torch_version": meta.get("torch_version")},
     }

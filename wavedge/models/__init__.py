@@ -10,15 +10,17 @@ from wavedge.models.attention import ResidualAttention
 from wavedge.models.base import StateSpec, StepModel
 from wavedge.models.baselines import GRU, IRNN
 from wavedge.models.mpl import MetaPredictive
+from wavedge.models.tem import TEMTransformer
 from wavedge.models.wave_rnn import WaveRNN
 
 ARCHITECTURES: dict[str, type[StepModel]] = {
-    cls.arch: cls for cls in (WaveRNN, IRNN, GRU, MetaPredictive, ResidualAttention)}
+    cls.arch: cls for cls in (WaveRNN, IRNN, GRU, MetaPredictive, ResidualAttention,
+                              TEMTransformer)}
 
 
 def build_model(arch: str, **config) -> StepModel:
     """Build a model by architecture name (``wave_rnn``, ``irnn``, ``gru``, ``mpl``,
-    ``residual_attention``)."""
+    ``residual_attention``, ``tem_t``)."""
     try:
         cls = ARCHITECTURES[arch]
     except KeyError:
@@ -40,5 +42,4 @@ def build_model(arch: str, **config) -> StepModel:
 
 
 __all__ = ["ARCHITECTURES", "GRU", "IRNN", "MetaPredictive", "ResidualAttention", "StateSpec",
-           "StepModel", "WaveRNN",
-           "build_model"]
+           "StepModel", "TEMTransformer", "WaveRNN", "build_model"]

@@ -61,6 +61,9 @@ class StepModel(nn.Module):
     # export the chunk graph from ``sequence`` (plain ops); False where ``sequence`` uses a
     # fused op that exporters get wrong or converters lack (the GRU)
     chunk_via_sequence: bool = True
+    # the export check's largest allowed error of a graph against torch, unless the user gives
+    # one (wavedge.export.check: relative to the output's magnitude, at least 1)
+    export_tolerance: float = 1e-5
 
     def __init__(self, input_size: int = 0, output_size: int = 0) -> None:
         super().__init__()
@@ -172,13 +175,14 @@ class StepModel(nn.Module):
     # -- training hooks (wavedge.models.train; a family overrides what its learning needs) ---
     def training_loss(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                       learning: str = "backprop", gen: torch.Generator | None = None):
-        """The loss of one batch (inputs ``[B, T, D]``, per-step targets ``[B, T]``, the steps
-        that count ``[B, T]``), whose gradient the recipe's optimiser follows: cross-entropy
-        through the whole sequence (``backprop``) unless the family learns otherwise."""
+        """The loss of one batch (inputs ``[B, T, D]``, or a tuple of each input's, per-step
+        targets ``[B, T]``, the steps that count ``[B, T]``), whose gradient the recipe's
+        optimiser follows: cross-entropy through the whole sequence (``backprop``) unless the
+        family learns otherwise."""
         if learning != "backprop":
             raise InputError(f"{self.arch or type(self).__name__}: learns by backprop only, "
                              f"not {learning!r}")
-        logits = self.scores(x)
+        logits = self.scores(*x) if isinstance(x, tuple) else self.scores(x)
         return nn.functional.cross_entropy(logits[mask], y[mask])
 
     def param_groups(self, lr: float) -> list[dict]:

@@ -81,6 +81,18 @@ def classification_task(data, input_name: str = "x", output_name: str = "y") -> 
         targets=[int(y) for y in data.y_test], output=output_name)
 
 
+# tasks whose data a module generates (no dataset, no recordings): name -> the module, with
+# ``train(recipe, out, progress, device) -> (model, meta)`` and ``task(meta) -> Task``
+GENERATORS = {"grid_walks": "wavedge.models.gridworld"}
+
+
+def generator(name: str | None):
+    """The module that generates task ``name``'s data, or None."""
+    import importlib
+
+    return importlib.import_module(GENERATORS[name]) if name in GENERATORS else None
+
+
 def generated_task(signature: Signature, steps: int = 2048, seed: int = 0) -> Task:
     rec = signature.example_inputs(steps, seed)
     return Task(name="generated", description=f"{steps} samples generated from the signature "

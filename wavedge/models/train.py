@@ -24,6 +24,7 @@ from wavedge.models import StepModel, build_model
 from wavedge.models.checkpoint import annotate_from_meta, check_writable, save_checkpoint
 from wavedge.models.data import Dataset, load_dataset
 from wavedge.models.quant_aware import grid_error, int8_weight_grid
+from wavedge.models.tasks import generator
 from wavedge.resets import ResetPolicy
 
 
@@ -100,6 +101,10 @@ RECIPES: dict[tuple[str, str], Recipe] = {
         "basic_motions", "residual_attention", {"d_model": 32, "heads": 2, "layers": 2,
                                                 "window": 32}, epochs=40, input_noise=0.3,
         stream_segments=4),
+    # TEM-t on walks in a 5x5 grid world (docs/tem.md): an epoch is 50 batches of 16 fresh
+    # walks of 200 steps; 30 epochs, 3 minutes on a 2-core CPU
+    ("grid_walks", "tem_t"): Recipe("grid_walks", "tem_t", {"memory": 256}, epochs=30,
+                                    batch_size=16, weight_decay=0.0, window=200),
 }
 # the user's own recordings (`wavedge train --data`): the BasicMotions recipes, which train on
 # a few dozen short recordings; 10 int8-aware epochs (without them a 2,000-parameter Wave-RNN
@@ -229,25 +234,24 @@ def final_step_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor) -> f
     return int((model.scores(x)[:, -1].argmax(-1) == y).sum()) / len(y)
 
 
-def _fit(model: StepModel, recipe: Recipe, x_tr, y_tr: torch.Tensor, t0: int,
-         gen: torch.Generator, epochs: int, lr: float, progress: bool, desc: str,
-         window: int) -> None:
-    """``epochs`` of AdamW (cosine decay to 0 when the recipe says so) on random streams. The
-    batches and their noise are drawn by ``gen`` on the CPU wherever the model is, so a run
-    on a GPU sees the CPU run's data and differs from it by rounding alone."""
+def _fit(model: StepModel, recipe: Recipe, draw, gen: torch.Generator, epochs: int, lr: float,
+         progress: bool, desc: str, steps_per_epoch: int, on_epoch=None) -> None:
+    """``epochs`` of AdamW (cosine decay to 0 when the recipe says so) on the batches
+    ``draw(gen)`` returns (inputs, per-step targets, the steps that count), calling
+    ``on_epoch(epochs done)`` after each when given. The batches and their noise are drawn by
+    ``gen`` on the CPU wherever the model is, so a run on a GPU sees the CPU run's data and
+    differs from it by rounding alone."""
     from tqdm.auto import tqdm
 
     opt = torch.optim.AdamW(model.param_groups(lr), lr=lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) \
         if recipe.cosine else None
     bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch")
-    steps_per_epoch = -(-len(x_tr) // recipe.batch_size)
-    for _ in bar:
+    for epoch in bar:
         model.train()
         total = 0.0  # a tensor on the model's device: read once an epoch, not a sync a batch
         for _ in range(steps_per_epoch):
-            xb, yb, mask = _ragged_batch(x_tr, y_tr, recipe, t0, gen, window) \
-                if isinstance(x_tr, list) else _batch(x_tr, y_tr, recipe, t0, gen)
+            xb, yb, mask = draw(gen)
             if recipe.input_noise > 0:
                 xb = xb + recipe.input_noise * torch.randn(xb.shape, generator=gen).to(xb.device)
             with parametrize.cached():  # int8-grid weights: rounded once per batch, not per step
@@ -261,6 +265,8 @@ def _fit(model: StepModel, recipe: Recipe, x_tr, y_tr: torch.Tensor, t0: int,
             total = total + loss.detach()
         if sched is not None:
             sched.step()
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
         bar.set_postfix(loss=f"{float(total) / steps_per_epoch:.4f}")
 
 
@@ -314,6 +320,10 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
     where = torch_device(device)
     if out is not None:
         check_writable(out)
+    maker = generator(recipe.task) if dataset is None else None
+    if maker is not None:  # a task that generates its data (the grid world's walks)
+        with float32_arithmetic(where):
+            return maker.train(recipe, out, progress, where)
     data = dataset if dataset is not None else load_dataset(recipe.task)
     seed_everything(recipe.seed)
     mean, std = normalisation(data.x_train)
@@ -334,13 +344,18 @@ def _train_on(model: StepModel, recipe: Recipe, data: Dataset, tensors, normal, 
     t0 = int(recipe.loss_from * window) if recipe.loss_from < 1.0 else window - 1
     gen = torch.Generator().manual_seed(recipe.seed)
     started = time.perf_counter()
-    _fit(model, recipe, x_tr, y_tr, t0, gen, recipe.epochs, recipe.lr, progress,
-         f"{data.name}/{recipe.arch}", window)
+
+    def draw(g: torch.Generator):
+        return _ragged_batch(x_tr, y_tr, recipe, t0, g, window) if isinstance(x_tr, list) \
+            else _batch(x_tr, y_tr, recipe, t0, g)
+
+    per_epoch = -(-len(x_tr) // recipe.batch_size)
+    _fit(model, recipe, draw, gen, recipe.epochs, recipe.lr, progress,
+         f"{data.name}/{recipe.arch}", per_epoch)
     if recipe.quant_aware_epochs > 0:
         with int8_weight_grid(model):
-            _fit(model, recipe, x_tr, y_tr, t0, gen, recipe.quant_aware_epochs,
-                 recipe.quant_aware_lr, progress, f"{data.name}/{recipe.arch} int8-aware",
-                 window)
+            _fit(model, recipe, draw, gen, recipe.quant_aware_epochs, recipe.quant_aware_lr,
+                 progress, f"{data.name}/{recipe.arch} int8-aware", per_epoch)
     # training alone (each epoch ends reading its loss: the GPU has finished); the metrics
     # below had been counted in, and on sequential digits a never-reset stream of 144,000
     # one-sample steps was most of a GPU epoch's "training" time
@@ -371,6 +386,10 @@ def _train_on(model: StepModel, recipe: Recipe, data: Dataset, tensors, normal, 
         "torch_version": torch.__version__,
         "device": device_name(where),
     }
+    m = meta["metrics"]
+    meta["summary"] = (f"test accuracy {m['test_accuracy']:.3f} (final step, {m['n_test']} "
+                       f"held-out recordings, from reset; {m['test_stream_accuracy']:.3f} "
+                       f"never reset), train {m['train_accuracy']:.3f}")
     model.cpu()  # a checkpoint of CPU tensors, and the model returned where export reads it
     annotate_from_meta(model, meta)
     if out is not None:

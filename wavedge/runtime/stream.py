@@ -283,6 +283,10 @@ class Stream:
         self._xs = [b.reshape(i.shape) for b, i in zip(self._step.inputs, sig.inputs)]
         self._x = self._xs[0]
         self._fed = sig.fed
+        self._row = sum(i.size for i in sig.fed)
+        ends = np.cumsum([i.size if i.role != "noise" else 0 for i in sig.inputs])
+        self._cuts = [slice(e - i.size, e) if i.role != "noise" else None
+                      for e, i in zip(ends.tolist(), sig.inputs)]
         self._noise = [k for k, i in enumerate(sig.inputs) if i.role == "noise"]
         self._rng = np.random.default_rng(seed) if noise == "sample" and self._noise else None
         self._noise_given = False
@@ -539,8 +543,12 @@ class Stream:
             given = dict(zip([i.name for i in (specs if len(sample) == len(specs) else fed)],
                              sample))
             return [given.get(i.name) for i in specs]
+        if isinstance(sample, np.ndarray) and sample.shape == (self._row,):
+            # a line source's row: the fed inputs' values in order (Signature.row)
+            return [sample[cut] if cut is not None else None for cut in self._cuts]
         self._wrong_shape(f"the model takes {len(fed)} inputs "
-                          f"({', '.join(i.name for i in fed)}): push a dict or a tuple")
+                          f"({', '.join(i.name for i in fed)}): push a dict, a tuple, or a "
+                          f"row of their {self._row} values")
 
     def _by_channel(self, sample: Mapping) -> list:
         """A sample keyed by channel name (a JSON object from a sensor), in channel order;

@@ -13,6 +13,11 @@ class SyntheticSource:
         url.check_params(("n", "seed", "rate"))
         if url.path not in ("imu", ""):
             raise SourceError(f"{url.text}: unknown generator {url.path!r}; known: imu")
+        fed = manifest.signature.fed
+        if len(fed) != 1 or fed[0].dtype != "float32":  # had failed on the missing sensor
+            raise SourceError(f"{url.text} draws float sensor channels, and this model's "
+                              "samples are " + ", ".join(f"{i.name} ({i.dtype})" for i in fed)
+                              + ": replay a recording of them instead")
         self.n = url.get("n", 1000, int, COUNT_RANGE)
         self.rate_hz = rate_param(url, manifest)
         # the signal's own clock is the model's rate, whatever the pacing: rate=max gives the

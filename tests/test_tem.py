@@ -1,0 +1,223 @@
+"""TEM-t (``wavedge.models.tem``) and its grid world (``wavedge.models.gridworld``): the walks'
+masks, the step contract with a memory that wraps, a hand-built path integrator that knows
+every place it has been (and, with its moves scrambled, does not), and the family end to end:
+trained and exported from the command line, streamed from a CSV of (observation, action)
+rows by ``wavedge run``."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import skip_module_without_torch
+
+skip_module_without_torch()  # before the imports that need torch
+import torch
+
+from wavedge.export.model_dir import ExportOptions, export_model_dir
+from wavedge.models import TEMTransformer
+from wavedge.models.gridworld import ACTIONS, MOVES, Grid, task, walks
+from wavedge.runtime import available, load_model
+
+BACKENDS = [b for b in ("onnxruntime", "litert") if available().get(b)]
+HAS_CONVERTER = importlib.util.find_spec("litert_torch") is not None
+CLI = [sys.executable, "-m", "wavedge.cli"]
+
+
+def _inputs(w, lo=0, hi=None):
+    return tuple(torch.from_numpy(a[:, lo:hi, None]) for a in (w.observation, w.action))
+
+
+def test_walks_keep_to_the_grid_and_mark_visited_and_zero_shot_steps():
+    grid = Grid(4, 3)
+    w = walks(grid, 6, 300, np.random.default_rng(0))
+    nb = grid.neighbours()
+    assert nb[0, ACTIONS.index("north")] == -1 and nb[0, ACTIONS.index("east")] == 1
+    for b in range(6):
+        seen, taken, place = set(), set(), w.place[b]
+        for t, a in enumerate(w.action[b]):
+            assert nb[place[t], a] == place[t + 1] >= 0  # never through a wall
+            seen.add(place[t])
+            assert w.visited[b, t] == (place[t + 1] in seen)
+            zero = w.visited[b, t] and (place[t], a) not in taken and ACTIONS[a] != "stay"
+            assert w.zero_shot[b, t] == zero
+            taken.add((place[t], a))
+    assert w.zero_shot.any() and (w.visited & ~w.zero_shot).any()
+    assert (w.target[:, :-1] == w.observation[:, 1:]).all()
+
+
+def _model(memory=8, **config) -> TEMTransformer:
+    torch.manual_seed(0)
+    model = TEMTransformer(observations=7, actions=5, d_position=12, d_key=10, d_value=6,
+                           hidden=8, memory=memory, **config)
+    return model.eval()
+
+
+@pytest.mark.parametrize("path_integration", [True, False])
+def test_steps_equal_sequence_in_blocks_with_a_memory_that_wraps(path_integration):
+    model = _model(path_integration=path_integration)
+    model.BLOCK = 16  # 300 samples: many blocks, and the 8-slot memory wraps many times
+    rng = np.random.default_rng(1)
+    obs = torch.from_numpy(rng.integers(0, 7, (2, 300, 1)))
+    act = torch.from_numpy(rng.integers(0, 5, (2, 300, 1)))
+    with torch.no_grad():
+        state = model.init_state(2)
+        ys = []
+        for t in range(300):
+            y, *state = model.step(obs[:, t], act[:, t], *state)
+            ys.append(y)
+        y_seq, *s_seq = model.sequence(obs, act, *model.init_state(2))
+        y_a, *s_half = model.sequence(obs[:, :111], act[:, :111], *model.init_state(2))
+        y_b, *s_half = model.sequence(obs[:, 111:], act[:, 111:], *s_half)
+    torch.testing.assert_close(torch.stack(ys, 1), y_seq, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([y_a, y_b], 1), y_seq, atol=1e-5, rtol=1e-5)
+    for a, b, c in zip(state, s_seq, s_half):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(c, b, atol=1e-5, rtol=1e-5)
+
+
+def test_the_memory_holds_the_last_places_and_the_position_stays_bounded():
+    """After 5 steps 5 slots are filled, the newest last; after 20, all 8 hold the last 8
+    observations in order; 20,000 steps later the position code is still of unit size (a
+    stream that never resets must not grow)."""
+    model = _model()
+    obs = torch.arange(20).remainder(7).view(1, 20, 1)
+    act = torch.ones(1, 20, 1, dtype=torch.int64)
+    with torch.no_grad():
+        _, e, keys, values, filled = model.sequence(obs[:, :5], act[:, :5], *model.init_state(1))
+        assert filled.tolist() == [[0.0] * 3 + [1.0] * 5]
+        _, e, keys, values, filled = model.sequence(obs, act, *model.init_state(1))
+        assert filled.min() == 1.0
+        torch.testing.assert_close(values[0], model.embed(obs[0, -8:, 0]))
+        long = torch.from_numpy(np.random.default_rng(2).integers(0, 5, (1, 20_000, 1)))
+        _, e, *_ = model.sequence(long.remainder(7), long, *model.init_state(1))
+    assert torch.isfinite(e).all()
+    assert e.pow(2).mean().sqrt().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def _path_integrator(grid: Grid, scrambled: bool = False) -> TEMTransformer:
+    """TEM-t by hand: positions one-hot on a torus of the grid's size (a walk's displacements
+    are the same there, and it has no walls), each action the permutation that moves it, keys
+    the positions, values the observations one-hot, attention sharp: it predicts every place
+    it has seen, from any start. ``scrambled``: north moves as east does (a mirror image,
+    north and south swapped, would integrate paths as well as the real moves)."""
+    w, h, n = grid.width, grid.height, grid.places
+    model = TEMTransformer(grid.observations, len(ACTIONS), d_position=n, d_key=n,
+                           d_value=grid.observations, hidden=grid.observations, memory=512)
+    moves = list(MOVES)
+    if scrambled:
+        moves[ACTIONS.index("north")] = moves[ACTIONS.index("east")]
+    with torch.no_grad():
+        model.transition.zero_()
+        for a, (dx, dy) in enumerate(moves):
+            for p in range(n):
+                x, y = p % w, p // w
+                model.transition[a, p, ((y + dy) % h) * w + (x + dx) % w] = 1.0
+        model.start.copy_(torch.nn.functional.one_hot(torch.tensor(0), n).float())
+        model.key.weight.copy_(torch.eye(n))
+        model.embed.weight.copy_(torch.eye(grid.observations))
+        model.log_beta.fill_(np.log(10.0))
+        for layer in (model.readout[0], model.readout[2]):
+            layer.weight.copy_(torch.eye(grid.observations))
+            layer.bias.zero_()
+    return model.eval()
+
+
+def test_a_path_integrator_is_right_on_every_zero_shot_step_and_scrambled_moves_are_not():
+    grid = Grid()
+    w = walks(grid, 16, 400, np.random.default_rng(3))
+    scores = {}
+    for scrambled in (False, True):
+        with torch.no_grad():
+            y = _path_integrator(grid, scrambled).scores(*_inputs(w)).argmax(-1).numpy()
+        scores[scrambled] = (y == w.target)[w.zero_shot].mean()
+    assert scores[False] == 1.0
+    assert scores[True] < 0.5
+
+
+@pytest.fixture(scope="module")
+def integrator_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tem") / "model"
+    fmts = ("onnx", "tflite") if HAS_CONVERTER else ("onnx",)
+    export_model_dir(_path_integrator(Grid()), d, ExportOptions(formats=fmts, reset="recording"),
+                     task=task({}))  # a new environment per walk
+    return d
+
+
+def test_export_checks_the_walks_task_and_integer_inputs(integrator_dir):
+    raw = json.loads((integrator_dir / "manifest.json").read_text())
+    assert raw["quality"]["torch_fp32"] == 1.0 and "visited before" in raw["quality"]["metric"]
+    assert [(i["name"], i["dtype"], i["range"]) for i in raw["signature"]["inputs"]] == [
+        ("observation", "int64", [0, 45]), ("action", "int64", [0, 5])]
+    for f in raw["files"]:
+        if f["graph"] != "identity":
+            assert f["accuracy"]["test"] == 1.0, f["path"]
+            assert f["error_vs_torch"]["error"] <= raw["check"]["tolerance"] == 1e-4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stream_takes_rows_dicts_and_chunks_and_refuses_a_move_out_of_range(
+        integrator_dir, backend):
+    if backend == "litert" and not HAS_CONVERTER:
+        pytest.skip("TFLite export needs litert-torch")
+    w = walks(Grid(), 1, 120, np.random.default_rng(4))
+    with torch.no_grad():
+        ref = _path_integrator(Grid()).scores(*_inputs(w))[0].numpy()
+    loaded = load_model(integrator_dir, backend)
+    rows = np.stack([w.observation[0], w.action[0]], 1).astype(np.float32)  # as a CSV's
+    stream = loaded.stream()
+    got = np.stack([stream.push(r).logits for r in rows])
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+    as_dicts = loaded.stream()
+    same = [as_dicts.push({"observation": [o], "action": [a]}).logits
+            for o, a in zip(w.observation[0], w.action[0])]
+    np.testing.assert_array_equal(np.stack(same), got)
+    chunk = loaded.stream().push_chunk({"observation": w.observation[0, :, None],
+                                        "action": w.action[0, :, None]})
+    np.testing.assert_allclose(chunk.outputs["next_observation"], ref, atol=1e-3)
+    with pytest.raises(Exception, match=r"outside \[0, 5\)"):
+        stream.push(np.array([3, 7], np.float32))
+    with pytest.raises(Exception, match=r"outside \[0, 5\)"):
+        stream.push(np.array([3, 1.5], np.float32))  # not a whole action
+
+
+def test_wavedge_run_streams_a_csv_of_observations_and_actions(integrator_dir, tmp_path):
+    w = walks(Grid(), 1, 300, np.random.default_rng(5))
+    src, out = tmp_path / "walk.csv", tmp_path / "out.csv"
+    with src.open("w") as f:
+        f.write("observation,action,label\n")
+        f.writelines(f"{o},{a},{t}\n" for o, a, t in zip(w.observation[0], w.action[0],
+                                                         w.target[0]))
+    proc = subprocess.run([*CLI, "run", str(integrator_dir), "--source", f"replay:{src}",
+                           "--sink", f"csv:{out}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    with out.open() as f:
+        got = np.array([int(r["class_id"]) for r in csv.DictReader(f)])
+    hit = got == w.target[0]
+    assert hit[w.visited[0]].all() and len(got) == 300
+    assert f"agreement with truth: {hit.mean():.1%} of 300 samples" in proc.stderr
+
+
+def test_train_and_export_from_the_command_line(tmp_path):
+    ckpt, d = tmp_path / "tem.pt", tmp_path / "model"
+    proc = subprocess.run([*CLI, "train", "--task", "grid_walks", "--arch", "tem_t",
+                           "--epochs", "1", "--window", "60", "--quiet", "--config",
+                           '{"memory": 64, "d_position": 16, "d_key": 16}', "--out",
+                           str(ckpt)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "of next observations right on visited steps" in proc.stdout
+    assert "on zero-shot steps (chance 0.022" in proc.stdout
+    proc = subprocess.run([*CLI, "export", str(ckpt), "--out", str(d)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    raw = json.loads((d / "manifest.json").read_text())
+    assert raw["training"]["task"] == "grid_walks"
+    assert "zero" not in raw["training"]["metric"] and "visited" in raw["training"]["metric"]
+    assert raw["quality"]["task"].startswith("8 walks of 400 steps on a 5x5 grid")
+    assert raw["model"]["config"]["memory"] == 64

@@ -1,0 +1,209 @@
+"""The grid world task of TEM and TEM-t: random walks on 2-D grids whose places show random
+observations, a fresh assignment per environment (``jbakermans/torch_tem``'s ``world.py``:
+4-connected, not periodic, 5 actions, 45 observations, a random policy that repeats its last
+action twice as often).
+
+At step ``t`` the agent stands at place ``p_t``, sees ``x_t``, takes action ``a_t`` and
+arrives at ``p_{t+1}``: a model is given ``(x_t, a_t)`` and predicts ``x_{t+1}``. A step is
+
+- *visited* when ``p_{t+1}`` was seen before in the walk (only then can it be known), and
+- *zero-shot* when it is visited and reached by a move (not "stay") never taken from ``p_t``
+  before in the walk: knowing it needs the structure of space (N + E + S + W = 0), not a
+  remembered transition. The "node agent" (remembers each place) is right on every such
+  step; the "edge agent" (remembers each transition) is at chance, 1/45.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from wavedge.models import build_model
+from wavedge.models.checkpoint import save_checkpoint
+from wavedge.models.tasks import Task
+from wavedge.models.train import _fit, device_name, seed_everything
+from wavedge.resets import ResetPolicy
+
+ACTIONS = ("stay", "north", "east", "south", "west")
+MOVES = ((0, 0), (0, -1), (1, 0), (0, 1), (-1, 0))  # (dx, dy) per action, y down
+HELD_OUT_SEED = 10_000  # the test walks' seed; training draws from the recipe's (below it)
+
+
+@dataclass(frozen=True)
+class Grid:
+    width: int = 5
+    height: int = 5
+    observations: int = 45
+    repeat_bias: float = 2.0  # the last action's weight in the random policy (others 1)
+
+    @property
+    def places(self) -> int:
+        return self.width * self.height
+
+    def neighbours(self) -> np.ndarray:
+        """``[places, actions]``: the place each action leads to, -1 where a wall is."""
+        out = np.full((self.places, len(ACTIONS)), -1, np.int64)
+        for p in range(self.places):
+            x, y = p % self.width, p // self.width
+            for a, (dx, dy) in enumerate(MOVES):
+                if 0 <= x + dx < self.width and 0 <= y + dy < self.height:
+                    out[p, a] = (y + dy) * self.width + x + dx
+        return out
+
+
+@dataclass
+class Walks:
+    """``B`` walks of ``T`` steps: inputs ``observation`` and ``action`` ``[B, T]``, the
+    ``target`` ``[B, T]`` (the next observation), the ``visited`` and ``zero_shot`` masks
+    ``[B, T]``, and the ``place`` of each step and the last ``[B, T + 1]``."""
+
+    observation: np.ndarray
+    action: np.ndarray
+    target: np.ndarray
+    visited: np.ndarray
+    zero_shot: np.ndarray
+    place: np.ndarray
+
+    def recording(self, i: int) -> dict:
+        """Walk ``i`` as a recording, ``{input name: [T, 1]}``."""
+        return {"observation": self.observation[i, :, None],
+                "action": self.action[i, :, None]}
+
+
+def walks(grid: Grid, batch: int, steps: int, rng: np.random.Generator) -> Walks:
+    """``batch`` walks of ``steps`` steps, each in a fresh environment (its own random
+    observation per place) from a random start."""
+    nb = grid.neighbours()
+    world = rng.integers(0, grid.observations, (batch, grid.places))
+    place = np.empty((batch, steps + 1), np.int64)
+    action = np.empty((batch, steps), np.int64)
+    place[:, 0] = rng.integers(0, grid.places, batch)
+    last = rng.integers(0, len(ACTIONS), batch)
+    rows = np.arange(batch)
+    for t in range(steps):
+        ok = nb[place[:, t]] >= 0
+        weight = ok * (1.0 + (grid.repeat_bias - 1.0) * (np.arange(len(ACTIONS)) == last[:, None]))
+        cum = np.cumsum(weight, axis=1)
+        a = (cum < rng.random(batch)[:, None] * cum[:, -1:]).sum(axis=1)
+        action[:, t], last = a, a
+        place[:, t + 1] = nb[place[:, t], a]
+    seen = _seen_before(place, grid.places)
+    taken = _seen_before(place[:, :-1] * len(ACTIONS) + action, grid.places * len(ACTIONS))
+    obs = world[rows[:, None], place]
+    visited = seen[:, 1:]
+    return Walks(obs[:, :-1], action, obs[:, 1:], visited,
+                 visited & ~taken & (action != ACTIONS.index("stay")), place)
+
+
+def _seen_before(ids: np.ndarray, n: int) -> np.ndarray:
+    """``[B, T]``: whether ``ids[b, t]`` occurred at an earlier ``t`` of row ``b``."""
+    out = np.zeros(ids.shape, bool)
+    seen = np.zeros((ids.shape[0], n), bool)
+    rows = np.arange(ids.shape[0])
+    for t in range(ids.shape[1]):
+        out[:, t] = seen[rows, ids[:, t]]
+        seen[rows, ids[:, t]] = True
+    return out
+
+
+@dataclass
+class WalksTask(Task):
+    """Walks in fresh environments as an export task: the metric is the accuracy of the
+    next observation on the visited steps, each walk from reset (a new environment)."""
+
+    output: str = "next_observation"
+    masks: list = field(default_factory=list)  # per walk, the steps that count
+
+    def score(self, outputs) -> float:
+        hits = [np.argmax(o[self.output], axis=-1)[m] == t[m]
+                for o, t, m in zip(outputs, self.targets, self.masks)]
+        return float(np.concatenate(hits).mean())
+
+
+def task(meta: dict, walks_held: int = 8, steps: int = 400) -> WalksTask:
+    """The task a checkpoint trained on walks names (its grid from ``meta``): held-out walks
+    in environments training never drew (another seed's), more to calibrate."""
+    grid = Grid(**meta.get("grid", {}))
+    held = walks(grid, walks_held, steps, np.random.default_rng(HELD_OUT_SEED))
+    calib = walks(grid, walks_held, steps, np.random.default_rng(HELD_OUT_SEED + 1))
+    return WalksTask(
+        name="grid_walks", description=f"{walks_held} walks of {steps} steps on a "
+        f"{grid.width}x{grid.height} grid, each in a fresh environment (seed {HELD_OUT_SEED})",
+        held_out=[held.recording(i) for i in range(walks_held)],
+        calibration=[calib.recording(i) for i in range(walks_held)],
+        calibration_description=f"{walks_held} more walks (seed {HELD_OUT_SEED + 1})",
+        metric="accuracy of the next observation on steps into places visited before, "
+               "each walk from reset", targets=list(held.target), masks=list(held.visited))
+
+
+BATCHES_PER_EPOCH = 50  # an "epoch" of generated walks: 50 batches, each of fresh ones
+TEST_WALKS = 64  # the metrics at the end of training: this many walks of ``TEST_STEPS``
+TEST_STEPS = 400
+
+
+def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
+    """``wavedge train --task grid_walks``: ``recipe.epochs`` of ``BATCHES_PER_EPOCH`` batches
+    of ``recipe.batch_size`` fresh walks of ``recipe.window`` steps (drawn from the recipe's
+    seed), the loss on the visited steps; then the metrics on walks in environments training
+    never drew. ``on_epoch(model, epochs done)``: called after each epoch. Returns (model,
+    meta) as ``wavedge.models.train.train`` does."""
+    grid = Grid()
+    seed_everything(recipe.seed)
+    model = build_model(recipe.arch, observations=grid.observations, actions=len(ACTIONS),
+                        **recipe.model).to(where)
+    rng = np.random.default_rng(recipe.seed)
+    steps = recipe.window or 200
+
+    def draw(_gen):
+        w = walks(grid, recipe.batch_size, steps, rng)
+        x = tuple(torch.from_numpy(a[..., None]).to(where) for a in (w.observation, w.action))
+        return x, torch.from_numpy(w.target).to(where), torch.from_numpy(w.visited).to(where)
+
+    started = time.perf_counter()
+    _fit(model, recipe, draw, torch.Generator().manual_seed(recipe.seed), recipe.epochs,
+         recipe.lr, progress, f"grid_walks/{recipe.arch}", BATCHES_PER_EPOCH,
+         on_epoch and (lambda n: on_epoch(model, n)))
+    seconds = round(time.perf_counter() - started, 1)
+    model.eval().cpu()
+    scores = evaluate(model, grid, TEST_WALKS, TEST_STEPS)
+    meta = {
+        "task": "grid_walks", "grid": asdict(grid),
+        "dataset": f"random walks on a {grid.width}x{grid.height} grid, a fresh random "
+                   f"observation (of {grid.observations}) per place per environment",
+        "labels": [], "channels": [], "sample_rate_hz": None, "sequence_length": steps,
+        "data": None, "reset": ResetPolicy(recording=True).to_json(),
+        "normalisation": None, "recipe": asdict(recipe),
+        "metrics": {"test_accuracy": scores["visited"], "zero_shot_accuracy":
+                    scores["zero_shot"], "zero_shot_steps": scores["zero_shot_steps"],
+                    "metric": f"accuracy of the next observation on steps into places visited "
+                              f"before, {TEST_WALKS} walks of {TEST_STEPS} steps in fresh "
+                              "environments, each from reset",
+                    "n_test": TEST_WALKS, "train_seconds": seconds,
+                    "n_parameters": model.n_parameters()},
+        "summary": f"{scores['visited']:.3f} of next observations right on visited steps, "
+                   f"{scores['zero_shot']:.3f} on zero-shot steps (chance "
+                   f"{1 / grid.observations:.3f}; {TEST_WALKS} walks in fresh environments)",
+        "torch_version": torch.__version__, "device": device_name(where),
+    }
+    if out is not None:
+        save_checkpoint(out, model, meta)
+    return model, meta
+
+
+def evaluate(model, grid: Grid, n: int, steps: int, seed: int = HELD_OUT_SEED) -> dict:
+    """The model's accuracy on the visited and the zero-shot steps of ``n`` walks in fresh
+    environments, each from reset."""
+    w = walks(grid, n, steps, np.random.default_rng(seed))
+    where = next(model.parameters()).device
+    with torch.inference_mode():
+        y = model.scores(*(torch.from_numpy(a[..., None]).to(where)
+                           for a in (w.observation, w.action)))
+    hit = y.argmax(-1).cpu().numpy() == w.target
+    return {"visited": float(hit[w.visited].mean()), "zero_shot": float(hit[w.zero_shot].mean()),
+            "zero_shot_steps": int(w.zero_shot.sum())}
+
+
+__all__ = ["ACTIONS", "Grid", "HELD_OUT_SEED", "Walks", "WalksTask", "task", "walks"]
