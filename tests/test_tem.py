@@ -181,10 +181,20 @@ def test_a_stream_takes_rows_dicts_and_chunks_and_refuses_a_move_out_of_range(
     chunk = loaded.stream().push_chunk({"observation": w.observation[0, :, None],
                                         "action": w.action[0, :, None]})
     np.testing.assert_allclose(chunk.outputs["next_observation"], ref, atol=1e-3)
-    with pytest.raises(Exception, match=r"outside \[0, 5\)"):
-        stream.push(np.array([3, 7], np.float32))
-    with pytest.raises(Exception, match=r"outside \[0, 5\)"):
-        stream.push(np.array([3, 1.5], np.float32))  # not a whole action
+    # numpy integers and 2-D values take the full check, Python numbers a shorter one: the same
+    slow = loaded.stream()
+    np.testing.assert_array_equal(np.stack([slow.push(
+        {"observation": np.array([[o]]), "action": [np.int64(a)]}).logits
+        for o, a in zip(w.observation[0], w.action[0])]), got)
+    before = stream.state
+    for bad in ([3, 7], [3, 1.5], [3, np.nan], [3, -1], [45, 1]):  # 1.5: not a whole action
+        with pytest.raises(Exception, match=r"outside \[0, (5|45)\)"):
+            stream.push(np.array(bad, np.float32))
+    with pytest.raises(Exception, match="expected 1 values"):
+        stream.push({"observation": 3, "action": [1]})  # a bare number, as before
+    for a, b in zip(stream.state, before):  # nothing refused reached the state
+        np.testing.assert_array_equal(a, b)
+    assert stream.stats.dropped["out_of_range"] == 5
 
 
 def test_wavedge_run_streams_a_csv_of_observations_and_actions(integrator_dir, tmp_path):
