@@ -231,3 +231,15 @@ def test_train_and_export_from_the_command_line(tmp_path):
     assert "zero" not in raw["training"]["metric"] and "visited" in raw["training"]["metric"]
     assert raw["quality"]["task"].startswith("8 walks of 400 steps on a 5x5 grid")
     assert raw["model"]["config"]["memory"] == 64
+
+
+def test_bench_measures_it_and_says_its_push_runs_in_python(integrator_dir):
+    """Two integer inputs take the Python push; the bench had said "push in C" for every
+    model wherever the C module was built."""
+    from wavedge.runtime.bench import BenchOptions, format_table, run_bench
+
+    report = run_bench(integrator_dir, BenchOptions(samples=50, repeats=1, warmup=5,
+                                                     window=4, backends=("onnxruntime",)))
+    assert report["method"]["fast_path"] is False
+    assert "push in Python" in format_table(report).splitlines()[0]
+    assert report["configs"]["onnxruntime/fp32/chunk32"]["us_per_sample"]["p50"] > 0
