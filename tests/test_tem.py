@@ -243,3 +243,27 @@ def test_bench_measures_it_and_says_its_push_runs_in_python(integrator_dir):
     assert report["method"]["fast_path"] is False
     assert "push in Python" in format_table(report).splitlines()[0]
     assert report["configs"]["onnxruntime/fp32/chunk32"]["us_per_sample"]["p50"] > 0
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--reset", "never"], "it takes no --reset never"),
+    (["--quant-aware-epochs", "2"], "it takes no --quant-aware-epochs"),
+    (["--window", "1"], "--window (steps per training walk) must be at least 2"),
+])
+def test_train_refuses_what_the_walks_would_ignore(tmp_path, flags, says):
+    """Each had been ignored without a word (the grid world trains walks from reset, in
+    float), and a checkpoint written as if it had been honoured."""
+    from conftest import assert_one_line_error, run_cli
+
+    out = tmp_path / "tem.pt"
+    proc = run_cli("train", "--task", "grid_walks", "--arch", "tem_t", "--quiet", "--out", out,
+                   *flags)
+    assert_one_line_error(proc, says)
+    assert not out.exists()
+
+
+def test_a_synthetic_sensor_is_refused_for_a_model_of_ids(integrator_dir):
+    from conftest import assert_one_line_error, run_cli
+
+    assert_one_line_error(run_cli("run", integrator_dir, "--source", "synthetic:imu"),
+                          "synthetic:imu draws float sensor channels", "observation (int64)")

@@ -845,7 +845,8 @@ def _add_train(sub) -> None:
                        description="Train a model with its default recipe; writes a checkpoint "
                                    "holding the test accuracy.")
     p.add_argument("--task", help="a bundled dataset: basic_motions (default), digits, "
-                                  "digit_rows (each with its recipes, wavedge.models.train)")
+                                  "digit_rows (each with its recipes, wavedge.models.train); "
+                                  "or generated walks: grid_walks (for tem_t)")
     p.add_argument("--data", metavar="FILE",
                    help="train on your own labelled recordings instead: a CSV with a header, "
                         "one sample per row, a 'label' column, a sequence column splitting "
@@ -865,7 +866,8 @@ def _add_train(sub) -> None:
     p.add_argument("--arch", default="wave_rnn",
                    help="wave_rnn (default), irnn, gru, residual_attention (a transformer "
                         "with the value stream, docs/attention.md; basic_motions and --data); "
-                        "mpl (the spike-and-slab RNN) on digit_rows")
+                        "mpl (the spike-and-slab RNN) on digit_rows; tem_t (TEM-t, "
+                        "docs/tem.md) on grid_walks")
     p.add_argument("--learning", choices=["backprop", "pc"],
                    help="override the recipe's learning rule: backprop (BPTT), or pc "
                         "(predictive coding, the mpl family's default)")

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from wavedge.errors import InputError
 from wavedge.models import build_model
 from wavedge.models.checkpoint import save_checkpoint
 from wavedge.models.tasks import Task
@@ -150,6 +151,15 @@ def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
     seed), the loss on the visited steps; then the metrics on walks in environments training
     never drew. ``on_epoch(model, epochs done)``: called after each epoch. Returns (model,
     meta) as ``wavedge.models.train.train`` does."""
+    ignored = [flag for flag, on in (("--reset never", recipe.stream_segments != 1),
+                                     ("--quant-aware-epochs", recipe.quant_aware_epochs > 0),
+                                     ("input noise", recipe.input_noise > 0)) if on]
+    if ignored:  # each would have been ignored without a word
+        raise InputError(f"grid_walks: trains each walk from reset (a new environment) in "
+                         f"float; it takes no {', '.join(ignored)}")
+    if recipe.window is not None and recipe.window < 2:
+        raise InputError(f"grid_walks: --window (steps per training walk) must be at least 2, "
+                         f"got {recipe.window}")
     grid = Grid()
     seed_everything(recipe.seed)
     model = build_model(recipe.arch, observations=grid.observations, actions=len(ACTIONS),
