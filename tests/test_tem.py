@@ -249,6 +249,7 @@ def test_bench_measures_it_and_says_its_push_runs_in_python(integrator_dir):
     (["--reset", "never"], "it takes no --reset never"),
     (["--quant-aware-epochs", "2"], "it takes no --quant-aware-epochs"),
     (["--window", "1"], "--window (steps per training walk) must be at least 2"),
+    (["--config", '{"observations": 9}'], "observations come from the grid world"),
 ])
 def test_train_refuses_what_the_walks_would_ignore(tmp_path, flags, says):
     """Each had been ignored without a word (the grid world trains walks from reset, in

@@ -157,6 +157,10 @@ def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
     if ignored:  # each would have been ignored without a word
         raise InputError(f"grid_walks: trains each walk from reset (a new environment) in "
                          f"float; it takes no {', '.join(ignored)}")
+    fixed = sorted({"observations", "actions"} & set(recipe.model))
+    if fixed:  # had been a TypeError (the keyword given twice)
+        raise InputError(f"grid_walks: {', '.join(fixed)} come from the grid world (45 "
+                         f"observations, {len(ACTIONS)} actions), not --config")
     if recipe.window is not None and recipe.window < 2:
         raise InputError(f"grid_walks: --window (steps per training walk) must be at least 2, "
                          f"got {recipe.window}")

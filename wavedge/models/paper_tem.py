@@ -33,8 +33,9 @@ from wavedge.models.gridworld import HELD_OUT_SEED, Grid, evaluate, train, walks
 from wavedge.models.train import default_recipe
 from wavedge.stopping import write_figure, write_whole
 
-PROFILES = {"quick": dict(seeds=(0, 1), epochs=30),  # 1,500 updates a run
-            "full": dict(seeds=(0, 1, 2, 3, 4), epochs=60)}
+# the default recipe's 30 epochs (1,500 updates) a run: the model `wavedge train` gives
+PROFILES = {"quick": dict(seeds=(0, 1), epochs=30),
+            "full": dict(seeds=(0, 1, 2, 3, 4), epochs=30)}
 EVAL_EVERY = 5  # epochs (250 updates)
 EVAL_WALKS, EVAL_STEPS = 32, 400
 LONG_STEPS = 20_000
