@@ -250,6 +250,7 @@ def test_bench_measures_it_and_says_its_push_runs_in_python(integrator_dir):
     (["--quant-aware-epochs", "2"], "it takes no --quant-aware-epochs"),
     (["--window", "1"], "--window (steps per training walk) must be at least 2"),
     (["--config", '{"observations": 9}'], "observations come from the grid world"),
+    (["--seed", "10000"], "--seed must be below 10000"),
 ])
 def test_train_refuses_what_the_walks_would_ignore(tmp_path, flags, says):
     """Each had been ignored without a word (the grid world trains walks from reset, in
@@ -268,3 +269,21 @@ def test_a_synthetic_sensor_is_refused_for_a_model_of_ids(integrator_dir):
 
     assert_one_line_error(run_cli("run", integrator_dir, "--source", "synthetic:imu"),
                           "synthetic:imu draws float sensor channels", "observation (int64)")
+
+
+def test_the_paper_experiment_runs_both_conditions_and_writes_its_results(tmp_path,
+                                                                          monkeypatch):
+    """``make paper-tem``'s pieces at one epoch and a 1,000-step stream: each run's final
+    metrics and TEM-t's long stream, summarised per condition beside the agents, merged from
+    folders."""
+    import wavedge.models.paper_tem as paper
+
+    monkeypatch.setattr(paper, "LONG_STEPS", 1000)
+    rows = [paper.run(0, pi, epochs=1) for pi in (False, True)]
+    assert "long_stream" not in rows[0] and len(rows[1]["long_stream"]["visited_accuracy"]) == 4
+    summary = paper._write(tmp_path / "a", rows, paper.PROFILES["quick"])
+    assert summary["edge_agent_zero_shot"] == pytest.approx(1 / 45)
+    assert summary["tem_t"]["seeds"] == [0] and summary["no_path_integration"]["seeds"] == [0]
+    assert 0 <= summary["tem_t"]["zero_shot_mean"] <= 1
+    merged = paper._merged([tmp_path / "a"])
+    assert [(r["seed"], r["path_integration"]) for r in merged] == [(0, False), (0, True)]

@@ -151,20 +151,8 @@ def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
     seed), the loss on the visited steps; then the metrics on walks in environments training
     never drew. ``on_epoch(model, epochs done)``: called after each epoch. Returns (model,
     meta) as ``wavedge.models.train.train`` does."""
-    ignored = [flag for flag, on in (("--reset never", recipe.stream_segments != 1),
-                                     ("--quant-aware-epochs", recipe.quant_aware_epochs > 0),
-                                     ("input noise", recipe.input_noise > 0)) if on]
-    if ignored:  # each would have been ignored without a word
-        raise InputError(f"grid_walks: trains each walk from reset (a new environment) in "
-                         f"float; it takes no {', '.join(ignored)}")
-    fixed = sorted({"observations", "actions"} & set(recipe.model))
-    if fixed:  # had been a TypeError (the keyword given twice)
-        raise InputError(f"grid_walks: {', '.join(fixed)} come from the grid world (45 "
-                         f"observations, {len(ACTIONS)} actions), not --config")
-    if recipe.window is not None and recipe.window < 2:
-        raise InputError(f"grid_walks: --window (steps per training walk) must be at least 2, "
-                         f"got {recipe.window}")
     grid = Grid()
+    _check(recipe, grid)
     seed_everything(recipe.seed)
     model = build_model(recipe.arch, observations=grid.observations, actions=len(ACTIONS),
                         **recipe.model).to(where)
@@ -182,8 +170,37 @@ def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
          on_epoch and (lambda n: on_epoch(model, n)))
     seconds = round(time.perf_counter() - started, 1)
     model.eval().cpu()
+    meta = _meta(model, recipe, grid, steps, seconds, where)
+    if out is not None:
+        save_checkpoint(out, model, meta)
+    return model, meta
+
+
+def _check(recipe, grid: Grid) -> None:
+    """``InputError`` for a setting the walks would ignore or cannot take, before training."""
+    ignored = [flag for flag, on in (("--reset never", recipe.stream_segments != 1),
+                                     ("--quant-aware-epochs", recipe.quant_aware_epochs > 0),
+                                     ("input noise", recipe.input_noise > 0)) if on]
+    if ignored:  # each would have been ignored without a word
+        raise InputError(f"grid_walks: trains each walk from reset (a new environment) in "
+                         f"float; it takes no {', '.join(ignored)}")
+    fixed = sorted({"observations", "actions"} & set(recipe.model))
+    if fixed:  # had been a TypeError (the keyword given twice)
+        raise InputError(f"grid_walks: {', '.join(fixed)} come from the grid world "
+                         f"({grid.observations} observations, {len(ACTIONS)} actions), not "
+                         "--config")
+    if recipe.window is not None and recipe.window < 2:
+        raise InputError(f"grid_walks: --window (steps per training walk) must be at least 2, "
+                         f"got {recipe.window}")
+    if recipe.seed >= HELD_OUT_SEED:  # its walks would be the test walks' environments
+        raise InputError(f"grid_walks: --seed must be below {HELD_OUT_SEED} (the seeds from "
+                         f"{HELD_OUT_SEED} draw the held-out walks), got {recipe.seed}")
+
+
+def _meta(model, recipe, grid: Grid, steps: int, seconds: float, where) -> dict:
+    """The checkpoint's meta: the task, how it was trained, the metrics on fresh walks."""
     scores = evaluate(model, grid, TEST_WALKS, TEST_STEPS)
-    meta = {
+    return {
         "task": "grid_walks", "grid": asdict(grid),
         "dataset": f"random walks on a {grid.width}x{grid.height} grid, a fresh random "
                    f"observation (of {grid.observations}) per place per environment",
@@ -202,9 +219,6 @@ def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
                    f"{1 / grid.observations:.3f}; {TEST_WALKS} walks in fresh environments)",
         "torch_version": torch.__version__, "device": device_name(where),
     }
-    if out is not None:
-        save_checkpoint(out, model, meta)
-    return model, meta
 
 
 def evaluate(model, grid: Grid, n: int, steps: int, seed: int = HELD_OUT_SEED) -> dict:
