@@ -287,3 +287,25 @@ def test_the_paper_experiment_runs_both_conditions_and_writes_its_results(tmp_pa
     assert 0 <= summary["tem_t"]["zero_shot_mean"] <= 1
     merged = paper._merged([tmp_path / "a"])
     assert [(r["seed"], r["path_integration"]) for r in merged] == [(0, False), (0, True)]
+
+
+def test_export_writes_its_walks_as_a_recording_that_run_replays(tmp_path):
+    """``--recording`` had been refused for any model but one float input's: the held-out
+    walks now go out as ``sequence,label,observation,action`` rows, each step's label its
+    next observation, and ``wavedge run DIR --source replay:`` scores against them."""
+    from conftest import run_cli
+
+    d = tmp_path / "model"
+    export_model_dir(_path_integrator(Grid()), d, ExportOptions(reset="recording",
+                                                                recording=True),
+                     task=task({}))
+    held = task({})
+    with (d / "recording.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["sequence", "label", "observation", "action"] and len(rows) == 3200
+    first = [r for r in rows if r["sequence"] == "0"]
+    assert [int(r["label"]) for r in first] == held.labels(0)
+    assert [int(r["action"]) for r in first] == held.held_out[0]["action"][:, 0].tolist()
+    proc = run_cli("run", d, "--source", "replay:", "--sink", "null:")
+    assert proc.returncode == 0, proc.stderr
+    assert "resets: 7 (state reset at each recording boundary)" in proc.stderr

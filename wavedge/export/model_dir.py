@@ -37,7 +37,7 @@ from wavedge.export.tflite_export import export_tflite_graph, quantize_tflite
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
 from wavedge.models import StepModel
 from wavedge.models.checkpoint import Checkpoint
-from wavedge.models.tasks import (ClassificationTask, Task, classification_task, generated_task,
+from wavedge.models.tasks import (Task, classification_task, generated_task,
                                   generator, recordings_task)
 from wavedge.recordings import split_spec, table_digest
 from wavedge.resets import ResetPolicy
@@ -379,6 +379,10 @@ def _export_graphs(ckpt, tmp: Path, fmt: str, batch: int, stream, ref, options: 
     return files
 
 
+def _cell(v) -> str:
+    return str(int(v)) if np.issubdtype(type(v), np.integer) else f"{v:.6g}"
+
+
 def _channels(sig) -> tuple[str, ...]:
     sensor = sig.inputs[0]
     return sensor.channels or tuple(f"{sensor.name}_{i}" for i in range(sensor.size))
@@ -579,21 +583,23 @@ def _manifest(ckpt: Checkpoint, sig, task: Task, files: list[dict], options: Exp
 
 
 def write_recording(path: Path, task: Task, sig) -> dict:
-    """Write the task's held-out recordings, raw, as CSV: ``sequence,label,<channels...>``,
-    one row per sample, recordings back to back (a class-score task with one float input).
+    """Write the task's held-out recordings, raw, as CSV: ``sequence,label,<row...>``, one
+    row per sample (``Signature.row``: every fed input's values), recordings back to back,
+    each sample's true class in ``label`` (a task with a class per sample, ``Task.labels``).
     Returns the manifest's ``recording`` entry."""
-    if not isinstance(task, ClassificationTask) or len(sig.fed) != 1:
-        raise InputError("--recording writes a class-score task's recordings of one float "
-                         "input; this model or task has none")
-    labels = sig.output(task.output).labels
-    name, channels = sig.inputs[0].name, _channels(sig)
+    if task.labels(0) is None or sig.output(task.output).kind != "class_scores":
+        raise InputError("--recording writes a class-score task's recordings; this model or "
+                         "task has none")
+    names = sig.output(task.output).labels
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["sequence", "label", *channels])
-        for i, (rec, label) in enumerate(zip(task.held_out, task.targets)):
-            for sample in rec[name]:
-                w.writerow([i, labels[label] if labels else label, *(f"{v:.6g}" for v in sample)])
-    samples = sum(len(r[name]) for r in task.held_out)
+        w.writerow(["sequence", "label", *sig.row])
+        for i, rec in enumerate(task.held_out):
+            columns = [np.asarray(rec[f.name]).reshape(len(rec[f.name]), -1) for f in sig.fed]
+            for label, *values in zip(task.labels(i), *columns):
+                w.writerow([i, names[label] if names else label,
+                            *(_cell(v) for part in values for v in part)])
+    samples = sum(len(r[sig.fed[0].name]) for r in task.held_out)
     return {"path": path.name, "sha256": sha256_of(path), "size_bytes": path.stat().st_size,
             "sequences": len(task.held_out), "samples": int(samples),
             "description": f"{task.description}, raw sensor units, one row per sample"}

@@ -118,6 +118,10 @@ class WalksTask(Task):
     output: str = "next_observation"
     masks: list = field(default_factory=list)  # per walk, the steps that count
 
+    def labels(self, i: int) -> list:
+        """Each step's next observation (a recording's ``label``: the truth to score by)."""
+        return [int(t) for t in self.targets[i]]
+
     def score(self, outputs) -> float:
         hits = [np.argmax(o[self.output], axis=-1)[m] == t[m]
                 for o, t, m in zip(outputs, self.targets, self.masks)]

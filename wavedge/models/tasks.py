@@ -42,6 +42,11 @@ class Task:
         """The metric over the held-out recordings, given each one's outputs from reset."""
         raise NotImplementedError
 
+    def labels(self, i: int) -> list | None:
+        """Held-out recording ``i``'s true class at each sample (what ``export --recording``
+        writes beside it), or None: a task without a class per sample."""
+        return None
+
     def loss_points(self, reference: float, value: float) -> float:
         """How much worse ``value`` is than ``reference``, in points: accuracy points, or the
         percentage by which an error grew."""
@@ -53,6 +58,10 @@ class Task:
 @dataclass
 class ClassificationTask(Task):
     output: str = "y"
+
+    def labels(self, i: int) -> list:
+        rec = self.held_out[i]
+        return [self.targets[i]] * len(next(iter(rec.values())))
 
     def score(self, outputs) -> float:
         hits = [int(np.argmax(o[self.output][-1]) == t) for o, t in zip(outputs, self.targets)]
