@@ -30,10 +30,6 @@ HAS_CONVERTER = importlib.util.find_spec("litert_torch") is not None
 CLI = [sys.executable, "-m", "wavedge.cli"]
 
 
-def _inputs(w, lo=0, hi=None):
-    return tuple(torch.from_numpy(a[:, lo:hi, None]) for a in (w.observation, w.action))
-
-
 def test_walks_keep_to_the_grid_and_mark_visited_and_zero_shot_steps():
     grid = Grid(4, 3)
     w = walks(grid, 6, 300, np.random.default_rng(0))
@@ -135,7 +131,7 @@ def test_a_path_integrator_is_right_on_every_zero_shot_step_and_scrambled_moves_
     scores = {}
     for scrambled in (False, True):
         with torch.no_grad():
-            y = _path_integrator(grid, scrambled).scores(*_inputs(w)).argmax(-1).numpy()
+            y = _path_integrator(grid, scrambled).scores(*w.inputs()).argmax(-1).numpy()
         scores[scrambled] = (y == w.target)[w.zero_shot].mean()
     assert scores[False] == 1.0
     assert scores[True] < 0.5
@@ -168,7 +164,7 @@ def test_a_stream_takes_rows_dicts_and_chunks_and_refuses_a_move_out_of_range(
         pytest.skip("TFLite export needs litert-torch")
     w = walks(Grid(), 1, 120, np.random.default_rng(4))
     with torch.no_grad():
-        ref = _path_integrator(Grid()).scores(*_inputs(w))[0].numpy()
+        ref = _path_integrator(Grid()).scores(*w.inputs())[0].numpy()
     loaded = load_model(integrator_dir, backend)
     rows = np.stack([w.observation[0], w.action[0]], 1).astype(np.float32)  # as a CSV's
     stream = loaded.stream()

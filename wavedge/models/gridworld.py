@@ -68,6 +68,12 @@ class Walks:
     zero_shot: np.ndarray
     place: np.ndarray
 
+    def inputs(self, where="cpu", lo: int = 0, hi: int | None = None) -> tuple:
+        """The model's inputs over steps ``lo:hi``: ``(observation, action)`` as tensors
+        ``[B, T, 1]`` on ``where``."""
+        return tuple(torch.from_numpy(a[:, lo:hi, None]).to(where)
+                     for a in (self.observation, self.action))
+
     def recording(self, i: int) -> dict:
         """Walk ``i`` as a recording, ``{input name: [T, 1]}``."""
         return {"observation": self.observation[i, :, None],
@@ -165,8 +171,8 @@ def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
 
     def draw(_gen):
         w = walks(grid, recipe.batch_size, steps, rng)
-        x = tuple(torch.from_numpy(a[..., None]).to(where) for a in (w.observation, w.action))
-        return x, torch.from_numpy(w.target).to(where), torch.from_numpy(w.visited).to(where)
+        return (w.inputs(where), torch.from_numpy(w.target).to(where),
+                torch.from_numpy(w.visited).to(where))
 
     started = time.perf_counter()
     _fit(model, recipe, draw, torch.Generator().manual_seed(recipe.seed), recipe.epochs,
@@ -231,8 +237,7 @@ def evaluate(model, grid: Grid, n: int, steps: int, seed: int = HELD_OUT_SEED) -
     w = walks(grid, n, steps, np.random.default_rng(seed))
     where = next(model.parameters()).device
     with torch.inference_mode():
-        y = model.scores(*(torch.from_numpy(a[..., None]).to(where)
-                           for a in (w.observation, w.action)))
+        y = model.scores(*w.inputs(where))
     hit = y.argmax(-1).cpu().numpy() == w.target
     return {"visited": float(hit[w.visited].mean()), "zero_shot": float(hit[w.zero_shot].mean()),
             "zero_shot_steps": int(w.zero_shot.sum())}

@@ -76,8 +76,7 @@ def long_stream(model, grid: Grid, steps: int) -> dict:
     state = model.init_state(1)
     hits, peak = [], 0.0
     for lo in range(0, steps, 1000):
-        y, *state = model.sequence(torch.from_numpy(w.observation[:, lo:lo + 1000, None]),
-                                   torch.from_numpy(w.action[:, lo:lo + 1000, None]), *state)
+        y, *state = model.sequence(*w.inputs(lo=lo, hi=lo + 1000), *state)
         hits.append(y[0].argmax(-1).numpy() == w.target[0, lo:lo + 1000])
         peak = max(peak, float(state[0].abs().max()))
     hit, seen = np.concatenate(hits), w.visited[0]

@@ -296,7 +296,7 @@ class Stream:
         self._xs = [b.reshape(i.shape) for b, i in zip(self._step.inputs, sig.inputs)]
         self._x = self._xs[0]
         self._fed = sig.fed
-        self._row = sum(i.size for i in sig.fed)
+        self._row = len(sig.row)  # a line source's row: every fed input's values
         ends = np.cumsum([i.size if i.role != "noise" else 0 for i in sig.inputs])
         self._cuts = [slice(e - i.size, e) if i.role != "noise" else None
                       for e, i in zip(ends.tolist(), sig.inputs)]
