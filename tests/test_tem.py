@@ -97,6 +97,54 @@ def test_the_memory_holds_the_last_places_and_the_position_stays_bounded():
     assert e.pow(2).mean().sqrt().item() == pytest.approx(1.0, abs=1e-3)
 
 
+def test_a_sequence_runs_from_a_given_state_and_a_wandered_one_has_only_moved():
+    """Training starts batches from a state (``StepModel.scores(..., state=)``); TEM-t's
+    wandered state is reset's with the position moved, as the steps move it, memory empty."""
+    model = _model()
+    rng = np.random.default_rng(4)
+    act = torch.from_numpy(rng.integers(0, 5, (2, 30, 1)))
+    obs = act.remainder(7)
+    with torch.no_grad():
+        start = model.wandered(act)
+        state = model.init_state(2)
+        for t in range(30):
+            _, *state = model.step(obs[:, t], act[:, t], *state)
+        torch.testing.assert_close(start[0], state[0], atol=1e-6, rtol=1e-6)
+        for got, reset in zip(start[1:], model.init_state(2)[1:]):
+            assert torch.equal(got, reset)
+        from_start = model.scores(obs, act, state=start)
+        torch.testing.assert_close(from_start, model.sequence(obs, act, *start)[0])
+        assert not torch.allclose(from_start, model.scores(obs, act))
+
+
+def test_training_starts_half_its_batches_from_a_code_a_long_walk_has_moved(monkeypatch):
+    """Trained from reset alone, the position code drifts on a stream of thousands of steps
+    until places alias (docs/tem.md); so about half the batches start from the code up to
+    ``WANDER`` moves on the grid leave, in a new environment (memory empty)."""
+    from dataclasses import replace
+
+    from wavedge.models.gridworld import train
+    from wavedge.models.train import default_recipe
+
+    starts = []
+    real = TEMTransformer.training_loss
+
+    def spy(self, x, y, mask, learning="backprop", gen=None, state=None):
+        starts.append(state)
+        return real(self, x, y, mask, learning, gen, state)
+
+    monkeypatch.setattr(TEMTransformer, "training_loss", spy)
+    recipe = replace(default_recipe("grid_walks", "tem_t"), epochs=1, window=10,
+                     model={"memory": 16, "d_position": 8, "d_key": 8})
+    model, _ = train(recipe, None, False, torch.device("cpu"))
+    wandered = [s for s in starts if s is not None]
+    assert len(starts) == 50 and 12 <= len(wandered) <= 38
+    reset = model.init_state(16)
+    for position, *memory in wandered:
+        assert position.shape == reset[0].shape and not torch.allclose(position, reset[0])
+        assert all(torch.equal(m, r) for m, r in zip(memory, reset[1:]))
+
+
 def _path_integrator(grid: Grid, scrambled: bool = False) -> TEMTransformer:
     """TEM-t by hand: positions one-hot on a torus of the grid's size (a walk's displacements
     are the same there, and it has no walls), each action the permutation that moves it, keys

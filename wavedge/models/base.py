@@ -146,18 +146,20 @@ class StepModel(nn.Module):
         outputs = tuple(torch.stack(ys, dim=1) for ys in zip(*per_step))
         return (*outputs, *state)
 
-    def forward(self, *inputs: torch.Tensor):
-        """``sequence`` from reset over the inputs a sample carries (``Signature.fed``), or
-        over every input. Noise inputs not given are drawn standard normal in training mode
-        (a stochastic network trains through its noisy pass) and zero in eval mode (the mean
-        network, as a stream runs it by default)."""
+    def forward(self, *inputs: torch.Tensor, state: tuple | None = None):
+        """``sequence`` from ``state`` (default: reset) over the inputs a sample carries
+        (``Signature.fed``), or over every input. Noise inputs not given are drawn standard
+        normal in training mode (a stochastic network trains through its noisy pass) and zero
+        in eval mode (the mean network, as a stream runs it by default)."""
         sig = self.signature
         if len(inputs) == len(sig.fed) < len(sig.inputs):
             given = iter(inputs)
             lead = inputs[0].shape[:2]
             inputs = tuple(next(given) if i.role != "noise" else self._noise(
                 (*lead, *i.shape), inputs[0].device) for i in sig.inputs)
-        outs = self.sequence(*inputs, *self.init_state(inputs[0].shape[0]))
+        if state is None:
+            state = self.init_state(inputs[0].shape[0])
+        outs = self.sequence(*inputs, *state)
         n = len(self.signature.outputs)
         return outs[0] if n == 1 else outs[:n]
 
@@ -167,22 +169,24 @@ class StepModel(nn.Module):
         return torch.randn(shape).to(device) if self.training else \
             torch.zeros(shape, device=device)
 
-    def scores(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """The first output over the sequence from reset (a classifier's logits)."""
-        out = self(*inputs)
+    def scores(self, *inputs: torch.Tensor, state: tuple | None = None) -> torch.Tensor:
+        """The first output over the sequence from ``state`` (default: reset; a classifier's
+        logits)."""
+        out = self(*inputs, state=state)
         return out if isinstance(out, torch.Tensor) else out[0]
 
     # -- training hooks (wavedge.models.train; a family overrides what its learning needs) ---
     def training_loss(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
-                      learning: str = "backprop", gen: torch.Generator | None = None):
+                      learning: str = "backprop", gen: torch.Generator | None = None,
+                      state: tuple | None = None):
         """The loss of one batch (inputs ``[B, T, D]``, or a tuple of each input's, per-step
-        targets ``[B, T]``, the steps that count ``[B, T]``), whose gradient the recipe's
-        optimiser follows: cross-entropy through the whole sequence (``backprop``) unless the
-        family learns otherwise."""
+        targets ``[B, T]``, the steps that count ``[B, T]``, the state the batch starts from,
+        default reset), whose gradient the recipe's optimiser follows: cross-entropy through
+        the whole sequence (``backprop``) unless the family learns otherwise."""
         if learning != "backprop":
             raise InputError(f"{self.arch or type(self).__name__}: learns by backprop only, "
                              f"not {learning!r}")
-        logits = self.scores(*x) if isinstance(x, tuple) else self.scores(x)
+        logits = self.scores(*(x if isinstance(x, tuple) else (x,)), state=state)
         return nn.functional.cross_entropy(logits[mask], y[mask])
 
     def param_groups(self, lr: float) -> list[dict]:

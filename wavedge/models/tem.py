@@ -138,6 +138,15 @@ class TEMTransformer(StepModel):
             ys.append(y)
         return (torch.cat(ys, dim=1), e, keys, values, filled)
 
+    @torch.no_grad()
+    def wandered(self, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The reset state with its position moved by ``action`` ``[B, T, 1]`` (no gradient):
+        a new environment entered with the code a long stream leaves, to train from."""
+        e, *memory = self.init_state(action.shape[0])
+        for i in range(action.shape[1]):
+            e = self.move(e, action[:, i])
+        return (e, *memory)
+
     def _block(self, observation, action, e, keys, values, filled):
         t, m = observation.shape[1], self.memory
         here = [e]

@@ -237,7 +237,8 @@ def final_step_accuracy(model: StepModel, x: torch.Tensor, y: torch.Tensor) -> f
 def _fit(model: StepModel, recipe: Recipe, draw, gen: torch.Generator, epochs: int, lr: float,
          progress: bool, desc: str, steps_per_epoch: int, on_epoch=None) -> None:
     """``epochs`` of AdamW (cosine decay to 0 when the recipe says so) on the batches
-    ``draw(gen)`` returns (inputs, per-step targets, the steps that count), calling
+    ``draw(gen)`` returns (inputs, per-step targets, the steps that count, and optionally the
+    state the batch starts from; else each starts from reset), calling
     ``on_epoch(epochs done)`` after each when given. The batches and their noise are drawn by
     ``gen`` on the CPU wherever the model is, so a run on a GPU sees the CPU run's data and
     differs from it by rounding alone."""
@@ -251,11 +252,12 @@ def _fit(model: StepModel, recipe: Recipe, draw, gen: torch.Generator, epochs: i
         model.train()
         total = 0.0  # a tensor on the model's device: read once an epoch, not a sync a batch
         for _ in range(steps_per_epoch):
-            xb, yb, mask = draw(gen)
+            xb, yb, mask, *start = draw(gen)
             if recipe.input_noise > 0:
                 xb = xb + recipe.input_noise * torch.randn(xb.shape, generator=gen).to(xb.device)
             with parametrize.cached():  # int8-grid weights: rounded once per batch, not per step
-                loss = model.training_loss(xb, yb, mask, recipe.learning, gen)
+                loss = model.training_loss(xb, yb, mask, recipe.learning, gen,
+                                           **({"state": start[0]} if start else {}))
             opt.zero_grad()
             loss.backward()
             if recipe.clip_norm > 0:
