@@ -91,6 +91,21 @@ def test_predictive_coding_at_a_small_nudge_gives_the_bptt_gradient():
         assert cos > 0.999 and abs(float(a.norm() / nudge / b.norm()) - 1) < 0.01
 
 
+def test_a_batch_from_a_given_state_trains_by_backprop_and_is_refused_by_predictive_coding():
+    """A task may start a batch from a state (TEM-t's walks do); backprop trains from it,
+    predictive coding's beliefs relax from reset only, so it says so rather than ignore it."""
+    torch.manual_seed(0)
+    model = MetaPredictive(output_size=6, hidden_size=12, vocab=6)
+    x, y = torch.randint(0, 6, (3, 4, 1)), torch.randint(0, 6, (3, 4))
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    state = tuple(torch.randn_like(s) for s in model.init_state(3))
+    with torch.no_grad():
+        assert float(model.training_loss(x, y, mask, state=state)) != pytest.approx(
+            float(model.training_loss(x, y, mask)))
+    with pytest.raises(InputError, match="from reset, not from a given state"):
+        model.training_loss(x, y, mask, "pc", state=state)
+
+
 def test_the_toy_language_and_its_rule_accuracy():
     seqs = mpl.toy_sequences()
     assert seqs.shape == (26 * 2 ** 10, 11) and len({tuple(s) for s in seqs}) == len(seqs)

@@ -206,11 +206,14 @@ class MetaPredictive(StepModel):
         return (torch.randn(batch, steps, self.hidden_size, generator=gen),
                 torch.randn(batch, steps, self.output_size, generator=gen))
 
-    def training_loss(self, x, y, mask, learning: str = "backprop", gen=None):
+    def training_loss(self, x, y, mask, learning: str = "backprop", gen=None, state=None):
         if learning == "backprop":
-            return super().training_loss(x, y, mask, learning, gen)
+            return super().training_loss(x, y, mask, learning, gen, state)
         if learning != "pc":
             raise InputError(f"mpl: learning {learning!r} is not one of backprop, pc")
+        if state is not None:  # the beliefs relax from a free run from reset
+            raise InputError("mpl: predictive coding trains each sequence from reset, not from "
+                             "a given state")
         # drawn by the (CPU) generator wherever the model is: a GPU run sees the CPU's noise
         eps_h, eps_z = (e.to(x.device) for e in self.noise_for(x.shape[0], x.shape[1], gen))
         beliefs = relax(self, x, y, eps_h, eps_z, mask)
