@@ -259,22 +259,26 @@ def test_wavedge_run_streams_a_csv_of_observations_and_actions(integrator_dir, t
 
 
 def test_train_and_export_from_the_command_line(tmp_path):
+    """On a grid the task's options name (a 4x3 grid of 9 observations, not the 5x5 default):
+    the model's ids, the metrics and the export's check walks are that grid's."""
     ckpt, d = tmp_path / "tem.pt", tmp_path / "model"
-    proc = subprocess.run([*CLI, "train", "--task", "grid_walks", "--arch", "tem_t",
+    proc = subprocess.run([*CLI, "train", "--task", "grid_walks?width=4&height=3&observations=9",
+                           "--arch", "tem_t",
                            "--epochs", "1", "--window", "60", "--quiet", "--config",
                            '{"memory": 64, "d_position": 16, "d_key": 16}', "--out",
                            str(ckpt)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "of next observations right on visited steps" in proc.stdout
-    assert "on zero-shot steps (chance 0.022" in proc.stdout
+    assert "on zero-shot steps (chance 0.111" in proc.stdout
     proc = subprocess.run([*CLI, "export", str(ckpt), "--out", str(d)], capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
     raw = json.loads((d / "manifest.json").read_text())
     assert raw["training"]["task"] == "grid_walks"
     assert "zero" not in raw["training"]["metric"] and "visited" in raw["training"]["metric"]
-    assert raw["quality"]["task"].startswith("8 walks of 400 steps on a 5x5 grid")
-    assert raw["model"]["config"]["memory"] == 64
+    assert raw["quality"]["task"].startswith("8 walks of 400 steps on a 4x3 grid")
+    assert raw["model"]["config"]["memory"] == 64 and raw["model"]["config"]["observations"] == 9
+    assert raw["signature"]["inputs"][0]["range"] == [0, 9]
 
 
 def test_bench_measures_it_and_says_its_push_runs_in_python(integrator_dir):
@@ -295,6 +299,9 @@ def test_bench_measures_it_and_says_its_push_runs_in_python(integrator_dir):
     (["--window", "1"], "--window (steps per training walk) must be at least 2"),
     (["--config", '{"observations": 9}'], "observations come from the grid world"),
     (["--seed", "10000"], "--seed must be below 10000"),
+    (["--task", "grid_walks?size=7"], "no option size; a grid takes width, height,"),
+    (["--task", "grid_walks?width=0"], "a grid needs a width and height of 1 or more"),
+    (["--task", "grid_walks?width=2.5"], "width, height and observations are whole numbers"),
 ])
 def test_train_refuses_what_the_walks_would_ignore(tmp_path, flags, says):
     """Each had been ignored without a word (the grid world trains walks from reset, in
@@ -302,10 +309,19 @@ def test_train_refuses_what_the_walks_would_ignore(tmp_path, flags, says):
     from conftest import assert_one_line_error, run_cli
 
     out = tmp_path / "tem.pt"
-    proc = run_cli("train", "--task", "grid_walks", "--arch", "tem_t", "--quiet", "--out", out,
-                   *flags)
+    task = [] if "--task" in flags else ["--task", "grid_walks"]
+    proc = run_cli("train", *task, "--arch", "tem_t", "--quiet", "--out", out, *flags)
     assert_one_line_error(proc, says)
     assert not out.exists()
+
+
+def test_a_dataset_task_refuses_options(tmp_path):
+    """Only a generated task reads options after '?'; a bundled dataset would drop them."""
+    from conftest import assert_one_line_error, run_cli
+
+    assert_one_line_error(run_cli("train", "--task", "basic_motions?width=3", "--arch",
+                                  "wave_rnn", "--out", tmp_path / "m.pt"),
+                          "basic_motions is a dataset and takes no options after '?'")
 
 
 def test_a_synthetic_sensor_is_refused_for_a_model_of_ids(integrator_dir):

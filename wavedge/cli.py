@@ -846,7 +846,9 @@ def _add_train(sub) -> None:
                                    "holding the test accuracy.")
     p.add_argument("--task", help="a bundled dataset: basic_motions (default), digits, "
                                   "digit_rows (each with its recipes, wavedge.models.train); "
-                                  "or generated walks: grid_walks (for tem_t)")
+                                  "or generated walks: grid_walks (for tem_t; 5x5 grids of "
+                                  "45 observations, or grid_walks?width=W&height=H&"
+                                  "observations=N)")
     p.add_argument("--data", metavar="FILE",
                    help="train on your own labelled recordings instead: a CSV with a header, "
                         "one sample per row, a 'label' column, a sequence column splitting "

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from wavedge.errors import InputError
+from wavedge.errors import InputError, query_params
 from wavedge.models import build_model
 from wavedge.models.checkpoint import save_checkpoint
 from wavedge.models.tasks import Task
@@ -39,6 +39,34 @@ class Grid:
     height: int = 5
     observations: int = 45
     repeat_bias: float = 2.0  # the last action's weight in the random policy (others 1)
+
+    def __post_init__(self) -> None:
+        if min(self.width, self.height) < 1 or self.places < 2 or self.observations < 2 \
+                or not self.repeat_bias > 0:
+            raise InputError(f"a grid needs a width and height of 1 or more, 2 places or more, 2 "
+                             f"observations or more and a repeat_bias above 0; got "
+                             f"{self.width}x{self.height}, {self.observations} observations, "
+                             f"repeat_bias {self.repeat_bias}")
+
+    @classmethod
+    def named(cls, task: str) -> "Grid":
+        """The grid ``task`` names: ``grid_walks``, the 5x5 default, or with options
+        ``grid_walks?width=W&height=H&observations=N&repeat_bias=B`` (any of them)."""
+        given = query_params(task.partition("?")[2], f"task {task!r}")
+        kinds = {"width": int, "height": int, "observations": int, "repeat_bias": float}
+        unknown = sorted(set(given) - set(kinds))
+        if unknown:
+            raise InputError(f"task {task!r}: no option {', '.join(unknown)}; a grid takes "
+                             f"{', '.join(kinds)}")
+        try:
+            values = {k: kinds[k](v) for k, v in given.items()}
+        except ValueError:
+            raise InputError(f"task {task!r}: width, height and observations are whole "
+                             "numbers, repeat_bias a number") from None
+        try:
+            return cls(**values)
+        except InputError as exc:
+            raise InputError(f"task {task!r}: {exc}") from None
 
     @property
     def places(self) -> int:
@@ -168,7 +196,7 @@ def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
     seed), every other batch from a position code a long walk has moved (``WANDER``), the loss
     on the visited steps; then the metrics on walks in environments training never drew. ``on_epoch(model, epochs done)``: called after each epoch. Returns (model,
     meta) as ``wavedge.models.train.train`` does."""
-    grid = Grid()
+    grid = Grid.named(recipe.task)
     _check(recipe, grid)
     seed_everything(recipe.seed)
     model = build_model(recipe.arch, observations=grid.observations, actions=len(ACTIONS),

@@ -96,9 +96,11 @@ GENERATORS = {"grid_walks": "wavedge.models.gridworld"}
 
 
 def generator(name: str | None):
-    """The module that generates task ``name``'s data, or None."""
+    """The module that generates task ``name``'s data (options after a ``?`` aside), or
+    None."""
     import importlib
 
+    name = (name or "").partition("?")[0]
     return importlib.import_module(GENERATORS[name]) if name in GENERATORS else None
 
 

@@ -115,11 +115,17 @@ for _arch in ("wave_rnn", "irnn", "gru", "residual_attention"):
 
 
 def default_recipe(task: str, arch: str) -> Recipe:
+    """The recipe for ``task`` (a generated task's options after ``?``: its module reads
+    them from ``Recipe.task``) and ``arch``."""
+    name, options, _ = task.partition("?")
     try:
-        return RECIPES[(task, arch)]
+        recipe = RECIPES[(name, arch)]
     except KeyError:
         known = ", ".join(f"{t}/{a}" for t, a in sorted(RECIPES))
-        raise InputError(f"no recipe for task {task!r} with arch {arch!r}; known: {known}") from None
+        raise InputError(f"no recipe for task {name!r} with arch {arch!r}; known: {known}") from None
+    if options and generator(name) is None:  # else dropped without a word
+        raise InputError(f"task {task!r}: {name} is a dataset and takes no options after '?'")
+    return replace(recipe, task=task)
 
 
 def torch_device(name: str = "cpu") -> torch.device:
