@@ -122,7 +122,8 @@ def default_recipe(task: str, arch: str) -> Recipe:
         recipe = RECIPES[(name, arch)]
     except KeyError:
         known = ", ".join(f"{t}/{a}" for t, a in sorted(RECIPES))
-        raise InputError(f"no recipe for task {name!r} with arch {arch!r}; known: {known}") from None
+        raise InputError(f"no recipe for task {name!r} with arch {arch!r}; known: "
+                         f"{known}") from None
     if options and generator(name) is None:  # else dropped without a word
         raise InputError(f"task {task!r}: {name} is a dataset and takes no options after '?'")
     return replace(recipe, task=task)
