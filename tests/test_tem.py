@@ -21,6 +21,7 @@ skip_module_without_torch()  # before the imports that need torch
 import torch
 
 from wavedge.export.model_dir import ExportOptions, export_model_dir
+from wavedge.export.quantize import QuantOptions
 from wavedge.models import TEMTransformer
 from wavedge.models.gridworld import ACTIONS, MOVES, Grid, task, walks
 from wavedge.runtime import available, load_model
@@ -203,6 +204,26 @@ def test_export_checks_the_walks_task_and_integer_inputs(integrator_dir):
         if f["graph"] != "identity":
             assert f["accuracy"]["test"] == 1.0, f["path"]
             assert f["error_vs_torch"]["error"] <= raw["check"]["tolerance"] == 1e-4
+
+
+@pytest.mark.skipif(not HAS_CONVERTER, reason="TFLite export needs litert-torch")
+def test_int8_tflite_keeps_a_sharp_attention(tmp_path):
+    """A sharp softmax leaves other slots weights of one int16 step (about 3e-5); LiteRT's
+    int16 DIV returned its maximum for such a numerator, so every faint slot weighed 1 and
+    the trained default lost 12 points. The weights are now the exponentials times the sum's
+    reciprocal."""
+    model = _path_integrator(Grid())
+    with torch.no_grad():
+        # keys are z-scored one-hots: another place scores 26 below the match, times the
+        # scale 2 / sqrt(25): exp(-10.4) = 3e-5 of the match's weight, one int16 step
+        model.log_beta.fill_(np.log(2.0))
+    d = tmp_path / "model"
+    export_model_dir(model, d, ExportOptions(formats=("tflite",), precisions=("fp32", "int8"),
+                                             reset="recording", quant=QuantOptions(force=True)),
+                     task=task({}))
+    files = {f["path"]: f for f in json.loads((d / "manifest.json").read_text())["files"]}
+    assert files["model.step.int8.tflite"]["accuracy"]["test"] == 1.0
+    assert files["model.step.int8.tflite"]["error_vs_torch"]["argmax_agreement"] > 0.99
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -49,16 +49,19 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bias
            visible: torch.Tensor) -> torch.Tensor:
     """Attention of queries ``[B, H, T, d]`` over keys ``[B, H, d, S]`` (transposed) and
     values ``[B, H, S, d]``, the scores times ``scale``, with an additive ``bias`` and a float
-    0/1 ``visible`` mask, both broadcast to ``[B, H, T, S]``; masked by a product after the exponential, not by a large
-    negative constant, which an int8 graph could not hold (seeds.md section 6).
-    The shift before the exponential is the largest *visible* score (a hidden one stands in
-    at the row's least): a hidden key may score far above every visible one, and with it in
-    the maximum every visible weight underflowed to 0 (a 20,000-sample stream, whose later
-    keys had negative ages and so large biases, scored at chance)."""
+    0/1 ``visible`` mask, both broadcast to ``[B, H, T, S]``; masked by a product after the
+    exponential, not by a large negative constant, which an int8 graph could not hold
+    (seeds.md section 6). The shift before the exponential is the largest *visible* score (a
+    hidden one stands in at the row's least): a hidden key may score far above every visible
+    one, and with it in the maximum every visible weight underflowed to 0 (a 20,000-sample
+    stream, whose later keys had negative ages and so large biases, scored at chance).
+    Normalised by the sum's reciprocal, not divided by the sum: LiteRT's int16 ``DIV`` gave
+    its largest value for a numerator of one step, so in int8 TFLite every faint weight
+    (3e-5 beside a sharp match) became 1 and TEM-t lost 12 points (docs/tem.md)."""
     s = q @ k * scale + bias
     shown = torch.where(visible > 0, s, s.amin(dim=-1, keepdim=True))
     e = torch.exp(shown - shown.amax(dim=-1, keepdim=True)) * visible  # never inf * 0
-    return (e / e.sum(dim=-1, keepdim=True)) @ v
+    return (e * torch.reciprocal(e.sum(dim=-1, keepdim=True))) @ v
 
 
 class Block(nn.Module):
