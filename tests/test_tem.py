@@ -206,6 +206,25 @@ def test_export_checks_the_walks_task_and_integer_inputs(integrator_dir):
             assert f["error_vs_torch"]["error"] <= raw["check"]["tolerance"] == 1e-4
 
 
+def test_the_same_seed_trains_the_same_model_on_two_threads():
+    """A user retraining with the same seed gets the same weights: the moves' gradient had
+    accumulated in an order that varied from run to run on 2 threads."""
+    from dataclasses import replace
+
+    from wavedge.models.gridworld import train
+    from wavedge.models.train import default_recipe
+
+    recipe = replace(default_recipe("grid_walks", "tem_t"), epochs=1, window=40)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, b = (train(recipe, None, False, torch.device("cpu"))[0] for _ in range(2))
+    finally:
+        torch.set_num_threads(threads)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
 @pytest.mark.skipif(not HAS_CONVERTER, reason="TFLite export needs litert-torch")
 def test_int8_tflite_keeps_a_sharp_attention(tmp_path):
     """A sharp softmax leaves other slots weights of one int16 step (about 3e-5); LiteRT's

@@ -194,8 +194,9 @@ def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
     """``wavedge train --task grid_walks``: ``recipe.epochs`` of ``BATCHES_PER_EPOCH`` batches
     of ``recipe.batch_size`` fresh walks of ``recipe.window`` steps (drawn from the recipe's
     seed), every other batch from a position code a long walk has moved (``WANDER``), the loss
-    on the visited steps; then the metrics on walks in environments training never drew. ``on_epoch(model, epochs done)``: called after each epoch. Returns (model,
-    meta) as ``wavedge.models.train.train`` does."""
+    on the visited steps; then the metrics on walks in environments training never drew.
+    ``on_epoch(model, epochs done)``: called after each epoch. Returns (model, meta) as
+    ``wavedge.models.train.train`` does."""
     grid = Grid.named(recipe.task)
     _check(recipe, grid)
     seed_everything(recipe.seed)

@@ -49,8 +49,8 @@ class TEMTransformer(StepModel):
     arch = "tem_t"
     BLOCK = 256  # queries per attention in ``sequence`` (memory grows with T * (memory + T))
     # the export check's: a query matches its place's keys sharply, and float32 rounding moves
-    # the logits of the trained 5x5 model by 1.5e-5 of their size (torch float32 against
-    # float64, 8 walks of 400 steps); the graphs differ from torch by 1.3e-5, as much
+    # the logits of trained 5x5 models by 7e-6 to 1.5e-5 of their size (torch float32 against
+    # float64, 8 walks of 400 steps); the graphs differ from torch by as much
     export_tolerance = 1e-4
 
     def __init__(self, observations: int = 45, actions: int = 5, d_position: int = 64,
@@ -104,8 +104,11 @@ class TEMTransformer(StepModel):
     # -- pieces ------------------------------------------------------------------------------
     def move(self, e: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``e`` ``[B, d]`` after actions ``[B, 1]``."""
-        w = self.transition[action[:, 0] if self.path_integration else
-                            torch.zeros_like(action[:, 0])]
+        # index_select, not transition[action]: the indexing's gradient accumulates in an
+        # order that varies from run to run on 2 threads (the same seed gave another model,
+        # 0.979 and 0.982 zero-shot); index_select's sums in a fixed order
+        w = torch.index_select(self.transition, 0, action[:, 0] if self.path_integration else
+                               torch.zeros_like(action[:, 0]))
         return unit_rms((e[:, None] @ w)[:, 0])
 
     def address(self, e: torch.Tensor) -> torch.Tensor:
