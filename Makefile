@@ -134,9 +134,9 @@ paper-attention-quick: $(STAMP)
 # TEM-t against its paper (Whittington, Warren & Behrens 2022): zero-shot accuracy on 5x5 grid
 # worlds against gradient updates, TEM-t and the same model without path integration, the
 # same seeds and walks, then a 20,000-step stream never reset; 5 seeds of the default
-# recipe's 1,500 updates (48 minutes on one core; --seeds and --merge run them side by side);
+# recipe's 1,500 updates (36 minutes on one core; --seeds and --merge run them side by side);
 # results.json and zero-shot.png in $(OUT)/paper-tem. The numbers in docs/tem.md. The quick
-# version: 2 seeds (about 19 minutes).
+# version: 2 seeds (about 15 minutes).
 paper-tem: $(STAMP)
 	$(BIN)/python -m wavedge.models.paper_tem --profile full --out $(OUT)/paper-tem
 
