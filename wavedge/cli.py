@@ -38,15 +38,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.seed is not None:  # it splits the data before the recipe checks it
         check_count(args.seed, "--seed", 0)
     torch.set_num_threads(args.threads)
-    dataset = None
+    task, dataset = args.task or "basic_motions", None
     if args.data is not None:
-        from wavedge.models.data import recordings_dataset
+        from wavedge.models.train import user_data
 
         if args.task is not None:
             raise InputError("train: give --task (a bundled dataset) or --data FILE, not both")
-        dataset = recordings_dataset(args.data, args.validation, args.seed or 0)
-    recipe = default_recipe(args.task or ("recordings" if dataset else "basic_motions"),
-                            args.arch)
+        task, dataset = user_data(args.data, args.arch, args.validation, args.seed or 0)
+    recipe = default_recipe(task, args.arch)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed),
                                    ("window", args.window),
                                    ("quant_aware_epochs", args.quant_aware_epochs),
@@ -86,9 +85,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     ckpt = _load_exportable(args)
     task = None
     if args.data is not None:
-        from wavedge.models.tasks import recordings_task
+        from wavedge.models.tasks import data_task
 
-        task = recordings_task(args.data, checked_signature(ckpt.model))
+        task = data_task(args.data, checked_signature(ckpt.model), ckpt.meta.get("task"))
     options = ExportOptions(chunk_samples=args.chunk, tolerance=args.tolerance,
                             check_steps=args.check_steps, recording=args.recording,
                             formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
@@ -853,9 +852,12 @@ def _add_train(sub) -> None:
                    help="train on your own labelled recordings instead: a CSV with a header, "
                         "one sample per row, a 'label' column, a sequence column splitting "
                         "recordings of any length, optionally a timestamp column; keys after "
-                        "'?' map columns; or X.npy?labels=y.npy (docs/own-data.md)")
+                        "'?' map columns; or X.npy?labels=y.npy (docs/own-data.md). With "
+                        "--arch tem_t: your logged walks, rows of observation and action ids, "
+                        "a sequence column splitting walks, optionally place and label "
+                        "(docs/tem.md)")
     p.add_argument("--validation", type=float, default=0.25,
-                   help="--data: fraction of the recordings held out, stratified (0.25)")
+                   help="--data: fraction of the recordings (stratified) or walks held out (0.25)")
     p.add_argument("--reset", choices=["never", "recording"],
                    help="train for streams that never reset (recordings back to back, the "
                         "state carried) or that reset at each recording (default: the "
@@ -869,7 +871,7 @@ def _add_train(sub) -> None:
                    help="wave_rnn (default), irnn, gru, residual_attention (a transformer "
                         "with the value stream, docs/attention.md; basic_motions and --data); "
                         "mpl (the spike-and-slab RNN) on digit_rows; tem_t (TEM-t, "
-                        "docs/tem.md) on grid_walks")
+                        "docs/tem.md) on grid_walks or --data walks")
     p.add_argument("--learning", choices=["backprop", "pc"],
                    help="override the recipe's learning rule: backprop (BPTT), or pc "
                         "(predictive coding, the mpl family's default)")

@@ -37,8 +37,8 @@ from wavedge.export.tflite_export import export_tflite_graph, quantize_tflite
 from wavedge.manifest import MANIFEST_NAME, MODEL_FORMAT, MODEL_VERSION, sha256_of, write_manifest
 from wavedge.models import StepModel
 from wavedge.models.checkpoint import Checkpoint
-from wavedge.models.tasks import (Task, classification_task, generated_task,
-                                  generator, recordings_task)
+from wavedge.models.tasks import (Task, classification_task, data_task, generated_task,
+                                  generator)
 from wavedge.recordings import split_spec, table_digest
 from wavedge.resets import ResetPolicy
 from wavedge.signature import Signature
@@ -203,12 +203,12 @@ def reset_policy(ckpt: Checkpoint, options: ExportOptions) -> ResetPolicy:
 
 
 def default_task(ckpt: Checkpoint, steps: int) -> Task:
-    """The checkpoint's data as a task: the user's recordings it was trained on (its
+    """The checkpoint's data as a task: the user's recordings or walks it was trained on (its
     validation recordings held out, the rest to calibrate), its bundled dataset, or
     generated streams when it names neither."""
     from wavedge.models.data import DATASETS, load_dataset
 
-    source = ckpt.meta.get("data")
+    source, name = ckpt.meta.get("data"), ckpt.meta.get("task")
     if source:
         path, _ = split_spec(source["spec"])
         try:
@@ -219,8 +219,7 @@ def default_task(ckpt: Checkpoint, steps: int) -> Task:
             state = "is gone" if digest is None else "has changed since"
             raise InputError(f"{ckpt.path}: was trained on {path}, which {state}; give "
                              "--data FILE to check the export against recordings")
-        return recordings_task(source["spec"], ckpt.model.signature, source.get("validation"))
-    name = ckpt.meta.get("task")
+        return data_task(source["spec"], ckpt.model.signature, name, source.get("validation"))
     maker = generator(name)
     if maker is not None:
         return maker.task(ckpt.meta)

@@ -159,8 +159,9 @@ class WalksTask(Task):
     masks: list = field(default_factory=list)  # per walk, the steps that count
 
     def labels(self, i: int) -> list:
-        """Each step's next observation (a recording's ``label``: the truth to score by)."""
-        return [int(t) for t in self.targets[i]]
+        """Each step's next observation (a recording's ``label``: the truth to score by),
+        None where unknown (a logged walk's last step)."""
+        return [int(t) if t >= 0 else None for t in self.targets[i]]
 
     def score(self, outputs) -> float:
         hits = [np.argmax(o[self.output], axis=-1)[m] == t[m]
@@ -184,20 +185,30 @@ def task(meta: dict, walks_held: int = 8, steps: int = 400) -> WalksTask:
                "each walk from reset", targets=list(held.target), masks=list(held.visited))
 
 
+def data_task(spec: str, signature, held_out_keys: list | None = None) -> Task:
+    """A user's logged walks to check a grid-trained model against
+    (``wavedge.models.walk_logs``)."""
+    from wavedge.models.walk_logs import data_task as logged
+
+    return logged(spec, signature, held_out_keys)
+
+
 BATCHES_PER_EPOCH = 50  # an "epoch" of generated walks: 50 batches, each of fresh ones
 TEST_WALKS = 64  # the metrics at the end of training: this many walks of ``TEST_STEPS``
 TEST_STEPS = 400
 WANDER = 2000  # the most moves a batch's start may have wandered (train's draw)
 
 
-def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
+def train(recipe, out, progress: bool, where, data=None, on_epoch=None) -> tuple:
     """``wavedge train --task grid_walks``: ``recipe.epochs`` of ``BATCHES_PER_EPOCH`` batches
     of ``recipe.batch_size`` fresh walks of ``recipe.window`` steps (drawn from the recipe's
-    seed), every other batch from a position code a long walk has moved (``WANDER``), the loss
+    seed), every other batch from a position code a long walk has moved (``wander``), the loss
     on the visited steps; then the metrics on walks in environments training never drew.
     ``on_epoch(model, epochs done)``: called after each epoch. Returns (model, meta) as
     ``wavedge.models.train.train`` does."""
     grid = Grid.named(recipe.task)
+    if data is not None:  # the user's walks train by wavedge.models.walk_logs
+        raise InputError("grid_walks generates its walks; it takes no data")
     _check(recipe, grid)
     seed_everything(recipe.seed)
     model = build_model(recipe.arch, observations=grid.observations, actions=len(ACTIONS),
@@ -206,71 +217,92 @@ def train(recipe, out, progress: bool, where, on_epoch=None) -> tuple:
     steps = recipe.window or 200
 
     def draw(_gen):
-        # every other batch starts from a position code up to WANDER moves have taken
-        # (memory empty, no gradient): trained from reset alone, the code drifts on a long
-        # stream until places alias (docs/tem.md: 0.93 falls to 0.79 over 20,000 steps)
-        n = int(rng.integers(1, WANDER + 1)) if rng.random() < 0.5 else 0
-        start = model.wandered(torch.from_numpy(moves(grid, recipe.batch_size, n, rng)[1]
-                                                [..., None]).to(where)) if n else None
+        start = wander(model, rng, lambda n: moves(grid, recipe.batch_size, n, rng)[1], where)
         w = walks(grid, recipe.batch_size, steps, rng)
         return (w.inputs(where), torch.from_numpy(w.target).to(where),
                 torch.from_numpy(w.visited).to(where), start)
 
+    seconds = fit_walks(model, recipe, draw, f"grid_walks/{recipe.arch}", progress, on_epoch)
+    model.eval().cpu()
+    scores = evaluate(model, grid, TEST_WALKS, TEST_STEPS)
+    return trained_on_walks(
+        model, recipe, where, out, task="grid_walks", grid=asdict(grid),
+        dataset=f"random walks on a {grid.width}x{grid.height} grid, a fresh random "
+                f"observation (of {grid.observations}) per place per environment",
+        sample_rate_hz=None, sequence_length=steps, data=None,
+        metrics={"test_accuracy": scores["visited"], "zero_shot_accuracy":
+                 scores["zero_shot"], "zero_shot_steps": scores["zero_shot_steps"],
+                 "metric": f"accuracy of the next observation on steps into places visited "
+                           f"before, {TEST_WALKS} walks of {TEST_STEPS} steps in fresh "
+                           "environments, each from reset",
+                 "n_test": TEST_WALKS, "train_seconds": seconds},
+        summary=f"{scores['visited']:.3f} of next observations right on visited steps, "
+                f"{scores['zero_shot']:.3f} on zero-shot steps (chance "
+                f"{1 / grid.observations:.3f}; {TEST_WALKS} walks in fresh environments)")
+
+
+def wander(model, rng: np.random.Generator, actions, where):
+    """A training batch's start: on every other batch (at random) the reset state with its
+    code moved by ``actions(n)`` ``[B, n]``, ``n`` up to ``WANDER`` (memory empty, no
+    gradient), else None (reset). Trained from reset alone, the code drifts on a long stream
+    until places alias (docs/tem.md: 0.93 falls to 0.79 over 20,000 steps)."""
+    n = int(rng.integers(1, WANDER + 1)) if rng.random() < 0.5 else 0
+    return model.wandered(torch.from_numpy(actions(n)[..., None]).to(where)) if n else None
+
+
+def fit_walks(model, recipe, draw, desc: str, progress: bool, on_epoch=None) -> float:
+    """``recipe.epochs`` of ``BATCHES_PER_EPOCH`` batches ``draw(gen)`` returns
+    (``wavedge.models.train._fit``), ``on_epoch(model, epochs done)`` after each; returns the
+    seconds it took."""
     started = time.perf_counter()
     _fit(model, recipe, draw, torch.Generator().manual_seed(recipe.seed), recipe.epochs,
-         recipe.lr, progress, f"grid_walks/{recipe.arch}", BATCHES_PER_EPOCH,
+         recipe.lr, progress, desc, BATCHES_PER_EPOCH,
          on_epoch and (lambda n: on_epoch(model, n)))
-    seconds = round(time.perf_counter() - started, 1)
-    model.eval().cpu()
-    meta = _meta(model, recipe, grid, steps, seconds, where)
+    return round(time.perf_counter() - started, 1)
+
+
+def trained_on_walks(model, recipe, where, out, **fields) -> tuple:
+    """``(model, meta)`` of a model trained on walks, its checkpoint written to ``out`` when
+    given: the meta's ``fields`` (the task, data and metrics) and what every such model
+    shares: ids in, no channels or normalisation, a reset at each walk (a new
+    environment)."""
+    meta = {"labels": [], "channels": [], "normalisation": None,
+            "reset": ResetPolicy(recording=True).to_json(), "recipe": asdict(recipe),
+            "torch_version": torch.__version__, "device": device_name(where), **fields}
+    meta["metrics"] = {**fields["metrics"], "n_parameters": model.n_parameters()}
     if out is not None:
         save_checkpoint(out, model, meta)
     return model, meta
 
 
-def _check(recipe, grid: Grid) -> None:
-    """``InputError`` for a setting the walks would ignore or cannot take, before training."""
+def check_walk_recipe(recipe, what: str) -> None:
+    """``InputError`` for a setting walks from reset in float would ignore, or a window too
+    short to train on, before training."""
     ignored = [flag for flag, on in (("--reset never", recipe.stream_segments != 1),
                                      ("--quant-aware-epochs", recipe.quant_aware_epochs > 0),
                                      ("input noise", recipe.input_noise > 0)) if on]
     if ignored:  # each would have been ignored without a word
-        raise InputError(f"grid_walks: trains each walk from reset (a new environment) in "
+        raise InputError(f"{what}: trains each walk from reset (a new environment) in "
                          f"float; it takes no {', '.join(ignored)}")
+    if recipe.window is not None and recipe.window < 2:
+        raise InputError(f"{what}: --window (steps per training walk) must be at least 2, "
+                         f"got {recipe.window}")
+
+
+def _check(recipe, grid: Grid) -> None:
+    """``InputError`` for a setting the walks would ignore or cannot take, before training."""
+    check_walk_recipe(recipe, "grid_walks")
     fixed = sorted({"observations", "actions"} & set(recipe.model))
     if fixed:  # had been a TypeError (the keyword given twice)
         raise InputError(f"grid_walks: {', '.join(fixed)} come from the grid world "
                          f"({grid.observations} observations, {len(ACTIONS)} actions), not "
                          "--config")
-    if recipe.window is not None and recipe.window < 2:
-        raise InputError(f"grid_walks: --window (steps per training walk) must be at least 2, "
-                         f"got {recipe.window}")
+    if recipe.relabel:  # every walk is drawn in a new environment already
+        raise InputError("grid_walks: draws a new environment for every walk; relabel is for "
+                         "logged walks")
     if recipe.seed >= HELD_OUT_SEED:  # its walks would be the test walks' environments
         raise InputError(f"grid_walks: --seed must be below {HELD_OUT_SEED} (the seeds from "
                          f"{HELD_OUT_SEED} draw the held-out walks), got {recipe.seed}")
-
-
-def _meta(model, recipe, grid: Grid, steps: int, seconds: float, where) -> dict:
-    """The checkpoint's meta: the task, how it was trained, the metrics on fresh walks."""
-    scores = evaluate(model, grid, TEST_WALKS, TEST_STEPS)
-    return {
-        "task": "grid_walks", "grid": asdict(grid),
-        "dataset": f"random walks on a {grid.width}x{grid.height} grid, a fresh random "
-                   f"observation (of {grid.observations}) per place per environment",
-        "labels": [], "channels": [], "sample_rate_hz": None, "sequence_length": steps,
-        "data": None, "reset": ResetPolicy(recording=True).to_json(),
-        "normalisation": None, "recipe": asdict(recipe),
-        "metrics": {"test_accuracy": scores["visited"], "zero_shot_accuracy":
-                    scores["zero_shot"], "zero_shot_steps": scores["zero_shot_steps"],
-                    "metric": f"accuracy of the next observation on steps into places visited "
-                              f"before, {TEST_WALKS} walks of {TEST_STEPS} steps in fresh "
-                              "environments, each from reset",
-                    "n_test": TEST_WALKS, "train_seconds": seconds,
-                    "n_parameters": model.n_parameters()},
-        "summary": f"{scores['visited']:.3f} of next observations right on visited steps, "
-                   f"{scores['zero_shot']:.3f} on zero-shot steps (chance "
-                   f"{1 / grid.observations:.3f}; {TEST_WALKS} walks in fresh environments)",
-        "torch_version": torch.__version__, "device": device_name(where),
-    }
 
 
 def evaluate(model, grid: Grid, n: int, steps: int, seed: int = HELD_OUT_SEED) -> dict:

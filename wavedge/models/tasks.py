@@ -90,9 +90,11 @@ def classification_task(data, input_name: str = "x", output_name: str = "y") -> 
         targets=[int(y) for y in data.y_test], output=output_name)
 
 
-# tasks whose data a module generates (no dataset, no recordings): name -> the module, with
-# ``train(recipe, out, progress, device) -> (model, meta)`` and ``task(meta) -> Task``
-GENERATORS = {"grid_walks": "wavedge.models.gridworld"}
+# tasks whose data a module makes or reads (no bundled dataset, no classifier's recordings):
+# name -> the module, with ``train(recipe, out, progress, device, data) -> (model, meta)``,
+# ``task(meta) -> Task`` and ``data_task(spec, signature, held_out_keys) -> Task`` (a user's
+# file to check an export against): the grid world's walks, and a user's logged walks
+GENERATORS = {"grid_walks": "wavedge.models.gridworld", "walks": "wavedge.models.walk_logs"}
 
 
 def generator(name: str | None):
@@ -102,6 +104,17 @@ def generator(name: str | None):
 
     name = (name or "").partition("?")[0]
     return importlib.import_module(GENERATORS[name]) if name in GENERATORS else None
+
+
+def data_task(spec: str | Path, signature: Signature, task: str | None = None,
+              held_out_keys: list | None = None) -> Task:
+    """A user's file as the task to check a model against: read as the checkpoint's
+    ``task`` reads its data (a generator's ``data_task``: walks for TEM-t), else as labelled
+    recordings (``recordings_task``)."""
+    maker = generator(task)
+    if maker is not None:
+        return maker.data_task(spec, signature, held_out_keys)
+    return recordings_task(spec, signature, held_out_keys)
 
 
 def generated_task(signature: Signature, steps: int = 2048, seed: int = 0) -> Task:

@@ -519,24 +519,26 @@ class _Loop:
         summary = self.summary
         summary.samples += 1
         lane.samples += 1
+        truth = _known(sample.truth)
         if lane.events is None:
             self.sink.write(result, sample)
         else:
             result, write = lane.events(result)
-            if sample.truth is not None:
-                lane.found.sample(sample.truth)
+            if truth is not None:
+                lane.found.sample(truth)
             if write:
                 self.sink.write(result, sample)
                 summary.written += 1
-                if sample.truth is not None:
+                if truth is not None:
                     lane.found.written(result.head.label(result.values))
         if sample.receipt is not None:  # its sender's answer: averaged as written, never held
             sample.receipt(sample, result)
-        if sample.truth is not None:
-            _score_truth(summary, result, sample.truth)
+        if truth is not None:
+            _score_truth(summary, result, truth)
         prev = lane.prev
         # a change from no sequence too: the first part of a source that sent its header again
-        if prev is not None and prev.truth is not None and sample.sequence != prev.sequence:
+        if prev is not None and _known(prev.truth) is not None and \
+                sample.sequence != prev.sequence:
             _score_end(summary, lane.prev_result, prev.truth)
         lane.prev, lane.prev_result = sample, result
 
@@ -556,7 +558,7 @@ class _Loop:
 
     def _close_recording(self, lane: _Lane) -> None:
         prev = lane.prev
-        if prev is not None and prev.sequence is not None and prev.truth is not None:
+        if prev is not None and prev.sequence is not None and _known(prev.truth) is not None:
             _score_end(self.summary, lane.prev_result, prev.truth)
             lane.prev = None
 
@@ -663,6 +665,12 @@ class _Loop:
             for name, ring in (("latency_us", self.ring), ("with_sink_us", self.sink_ring)):
                 setattr(summary, name, _latency(ring[:n]))
         return summary
+
+
+def _known(truth: str | None) -> str | None:
+    """A sample's truth, None when its label is blank: nobody knows it (a logged walk's last
+    step, whose next observation nobody saw), and it had been scored as a disagreement."""
+    return truth if truth is None or str(truth).strip() else None
 
 
 def _score_truth(summary: Summary, result, truth: str) -> None:
