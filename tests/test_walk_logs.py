@@ -36,6 +36,8 @@ def _write(path, w, places=False, labels=False, n=None):
 def test_places_count_the_grid_worlds_visited_steps_and_observations_a_superset():
     w = walks(Grid(), 8, 300, np.random.default_rng(1))
     assert (counted(w.observation, w.target, w.place) == w.visited).all()
+    far = w.place * 1000 + 10 ** 7  # a log's own place ids, large and sparse
+    assert (counted(w.observation, w.target, far) == w.visited).all()
     by_observation = counted(w.observation, w.target)
     assert by_observation[w.visited].all() and (by_observation & ~w.visited).any()
     for b in range(8):  # each counted target was seen at this step or before
@@ -72,6 +74,39 @@ def test_windows_are_steps_of_the_walks_counted_from_their_own_start():
             seen.add(w.place[b, lo + t])
             want.append(w.place[b, lo + t + 1] in seen)
         np.testing.assert_array_equal(mask[row], want)
+
+
+def test_relabelled_windows_are_the_same_walks_in_new_environments():
+    """Each window's observation ids permuted, the same permutation for its targets: the
+    steps that count and the structure are unchanged, the identities are new."""
+    from wavedge.models.walk_logs import relabel
+
+    w = walks(Grid(), 16, 60, np.random.default_rng(7))
+    target = w.target.copy()
+    target[:, -1] = -1  # unknown stays unknown
+    obs, tgt = relabel(w.observation, target, 45, np.random.default_rng(0))
+    assert (tgt == -1).sum() == 16 and (tgt[:, -1] == -1).all()
+    for b in range(16):
+        mapping = dict(zip(w.observation[b], obs[b])) | dict(zip(target[b], tgt[b]))
+        mapping.pop(-1)
+        assert len(set(mapping.values())) == len(mapping)  # one to one
+        assert all(mapping[o] == n for o, n in zip(w.observation[b], obs[b]))
+    assert (counted(obs, tgt) == counted(w.observation, target)).all()
+    assert (obs != w.observation).mean() > 0.9
+
+
+@pytest.mark.parametrize("task, says", [("grid_walks", "grid_walks: draws a new environment"),
+                                        ("digits", "digits: relabel permutes logged walks'")])
+def test_relabel_is_refused_where_there_are_no_logged_walks(task, says):
+    from dataclasses import replace
+
+    from wavedge.errors import InputError
+    from wavedge.models.train import default_recipe, train
+
+    recipe = replace(default_recipe(task, "tem_t" if task == "grid_walks" else "gru"),
+                     relabel=True)
+    with pytest.raises(InputError, match=says):
+        train(recipe, progress=False)
 
 
 def test_short_walks_are_padded_with_steps_that_never_count():

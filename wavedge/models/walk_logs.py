@@ -142,13 +142,14 @@ def counted(observation: np.ndarray, target: np.ndarray,
     earlier one. Places give the grid world's ``visited`` steps exactly."""
     b, t = observation.shape
     ids, look = (observation, target) if place is None else (place[:, :-1], place[:, 1:])
-    n = int(max(ids.max(initial=0), look.max(initial=0))) + 1
+    # ids made dense first: a log's place ids may be large (a table of [B, largest id])
+    uniq, dense = np.unique(np.concatenate([ids, look], axis=1), return_inverse=True)
+    dense = dense.reshape(b, -1)
     when = np.broadcast_to(np.arange(t), (b, t))
     rows = np.broadcast_to(np.arange(b)[:, None], (b, t))
-    first = np.full((b, n + 1), t, np.int64)  # column n: the unknown id's, never seen
-    np.minimum.at(first, (rows, np.where(ids >= 0, ids, n)), when)
-    seen = first[rows, np.where(look >= 0, look, n)] <= when
-    return seen & (target >= 0) & (look >= 0)
+    first = np.full((b, len(uniq)), t, np.int64)  # the first step each id is stood at
+    np.minimum.at(first, (rows, dense[:, :t]), when)
+    return (first[rows, dense[:, t:]] <= when) & (target >= 0) & (look >= 0)
 
 
 def walk_arrays(walks: list[Walk], spans: list[tuple[int, int]], width: int) -> tuple:
@@ -183,9 +184,9 @@ def logged_walks(spec: str, validation: float = 0.25, seed: int = 0) -> LoggedWa
     held = sorted(np.random.default_rng(seed).permutation(len(walks))[:k].tolist())
     if not counted_steps([walks[i] for i in held]) or not counted_steps(
             [w for i, w in enumerate(walks) if i not in held]):
-        raise InputError(f"training data: {table.path}: no step into a place visited before "
-                         "in the walks held out or those left (nothing to learn or score); "
-                         "log longer walks")
+        raise InputError(f"training data: {table.path}: no step a memory of the walk could "
+                         "know (into a place, or to an observation, seen before in it) in the "
+                         "walks held out or in those left; log longer walks")
     lengths = sorted(len(w) for w in walks)
     places = walks[0].place is not None
     data = LoggedWalks(
