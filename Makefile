@@ -14,7 +14,7 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-stamp
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
 
-.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-train bench-startup bench-sources bench-reply fuzz soak clean paper-wave-rnn paper-wave-rnn-quick paper-attention paper-attention-quick paper-tem paper-tem-quick probe
+.PHONY: venv broker demo test paper-mpl paper-mpl-quick test-runtime test-repeat bench bench-sequence bench-bridge train-all bundle bundle-mpl test-arm64 test-tflite-runtime bench-scale bench-train bench-startup bench-sources bench-reply fuzz soak clean paper-wave-rnn paper-wave-rnn-quick paper-attention paper-attention-quick paper-tem paper-tem-quick tem-own-walks probe
 
 # The venv: runtime (numpy, onnxruntime, pyserial) + LiteRT interpreter + export extra
 # (torch==2.13.0 CPU, onnx, scikit-learn, sktime) + TFLite Micro's interpreter + matplotlib
@@ -142,6 +142,13 @@ paper-tem: $(STAMP)
 
 paper-tem-quick: $(STAMP)
 	$(BIN)/python -m wavedge.models.paper_tem --profile quick --out $(OUT)/paper-tem-quick
+
+# TEM-t trained on logged walks as a user's own data (`wavedge train --arch tem_t --data`):
+# logs of 4, 10 and 40 walks in fresh 5x5 grid worlds, with and without a place column, and
+# without the recipe's relabelling; each model scored on walks in environments no log holds
+# (about 30 minutes); $(OUT)/tem-own-walks/results.json (docs/tem.md#your-own-walks).
+tem-own-walks: $(STAMP)
+	$(BIN)/python scripts/tem_own_walks.py --walks 4,10,40 --out $(OUT)/tem-own-walks
 
 # The intra-neuronal attention probe on the bundled wave-encoder (docs/probe.md): its exported
 # graph over its recording, the same from the checkpoint after each recording's first half,
