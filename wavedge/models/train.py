@@ -343,9 +343,11 @@ def float32_arithmetic(device: torch.device):
 
 
 def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
-          dataset: Dataset | None = None, device: str = "cpu") -> tuple[StepModel, dict]:
-    """Train ``recipe`` on ``device`` (``torch_device``); write a checkpoint to ``out`` when
-    given. Returns (model, meta), the model on the CPU.
+          dataset=None, device: str = "cpu") -> tuple[StepModel, dict]:
+    """Train ``recipe`` on ``device`` (``torch_device``) on ``dataset`` (what ``user_data``
+    reads: a ``Dataset``, or logged walks for the ``walks`` task), else the task's bundled or
+    generated data; write a checkpoint to ``out`` when given. Returns (model, meta), the model
+    on the CPU.
 
     ``meta`` carries the test accuracy at the final step, the normalisation and the provenance
     that export copies into the manifest. The recipe, and so the weights up to rounding, do
