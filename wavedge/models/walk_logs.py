@@ -76,7 +76,8 @@ class LoggedWalks:
 
     @property
     def training(self) -> list[Walk]:
-        return [w for i, w in enumerate(self.walks) if i not in set(self.held)]
+        held = set(self.held)
+        return [w for i, w in enumerate(self.walks) if i not in held]
 
     @property
     def held_out(self) -> list[Walk]:
