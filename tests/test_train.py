@@ -197,6 +197,7 @@ def test_train_all_refuses_a_recipe_it_does_not_have(tmp_path, capsys):
     assert stop.value.code == 1
     err = capsys.readouterr().err
     assert "--only basic_motion/gru: no such recipe; known: basic_motions/gru" in err
+    assert "grid_walks/tem_t" in err and "walks/" not in err.replace("grid_walks/", "")
     assert not any(tmp_path.iterdir())
 
 

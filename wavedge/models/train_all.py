@@ -14,7 +14,8 @@ import torch
 
 from wavedge.models.data import DATASETS
 from wavedge.errors import InputError
-from wavedge.models.train import RECIPES, torch_device, train
+from wavedge.models.tasks import generator
+from wavedge.models.train import RECIPES, USER_DATA, torch_device, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu",
                         help="where torch trains: cpu (default), cuda, cuda:N, mps or auto")
     args = parser.parse_args(argv)
-    # the "recordings" recipes are for the user's own data (wavedge train --data)
-    known = [f"{task}/{arch}" for task, arch in sorted(RECIPES) if task in DATASETS]
+    # the "recordings" and "walks" recipes are for the user's own data (wavedge train --data)
+    known = [f"{task}/{arch}" for task, arch in sorted(RECIPES)
+             if task in DATASETS or (generator(task) and task not in USER_DATA)]
     try:
         torch_device(args.device)
         unknown = [name for name in args.only or () if name not in known]
@@ -46,17 +48,21 @@ def main(argv: list[str] | None = None) -> int:
         recipe = RECIPES[(task, arch)]
         _, meta = train(recipe, out=args.out / f"{task}-{arch}.pt", device=args.device)
         m = meta["metrics"]
+        # a generated task's metrics are its own (TEM-t's walks: zero-shot, no stream pass)
         rows.append({"task": task, "arch": arch, "test_accuracy": m["test_accuracy"],
-                     "test_stream_accuracy": m["test_stream_accuracy"],
-                     "train_accuracy": m["train_accuracy"], "n_parameters": m["n_parameters"],
+                     "test_stream_accuracy": m.get("test_stream_accuracy"),
+                     "train_accuracy": m.get("train_accuracy"),
+                     "zero_shot_accuracy": m.get("zero_shot_accuracy"),
+                     "n_parameters": m["n_parameters"],
                      "train_seconds": m["train_seconds"], "epochs": recipe.epochs,
                      "seed": recipe.seed, "device": meta["device"]})
         (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("| task | model | test acc. (final step) | stream acc. | parameters | train time |")
+    print("| task | model | test acc. | stream acc. | parameters | train time |")
     print("|---|---|---|---|---|---|")
     for r in rows:
+        stream = r["test_stream_accuracy"]
         print(f"| {r['task']} | {r['arch']} | {r['test_accuracy']:.3f} "
-              f"| {r['test_stream_accuracy']:.3f} | {r['n_parameters']:,} "
+              f"| {'-' if stream is None else f'{stream:.3f}'} | {r['n_parameters']:,} "
               f"| {r['train_seconds']:.0f} s |")
     return 0
 
