@@ -144,9 +144,10 @@ paper-tem-quick: $(STAMP)
 	$(BIN)/python -m wavedge.models.paper_tem --profile quick --out $(OUT)/paper-tem-quick
 
 # TEM-t trained on logged walks as a user's own data (`wavedge train --arch tem_t --data`):
-# logs of 4, 10 and 40 walks in fresh 5x5 grid worlds, with and without a place column, and
-# without the recipe's relabelling; each model scored on walks in environments no log holds
-# (about 30 minutes); $(OUT)/tem-own-walks/results.json (docs/tem.md#your-own-walks).
+# logs of 4, 10 and 40 walks in fresh 5x5 grid worlds, with and without a place column,
+# without the recipe's relabelling, and with a tenth of the logged moves failed; each model
+# scored on walks in environments no log holds (about 36 minutes);
+# $(OUT)/tem-own-walks/results.json (docs/tem.md#your-own-walks).
 tem-own-walks: $(STAMP)
 	$(BIN)/python scripts/tem_own_walks.py --walks 4,10,40 --out $(OUT)/tem-own-walks
 

@@ -5,8 +5,9 @@
 For each count of walks: that many walks of ``--steps`` steps, each in a fresh 5x5 grid
 world (seed 1), are written as a user's log (``sequence,observation,action``, and a second
 log with a ``place`` column), and ``wavedge train --arch tem_t --data LOG`` trains on each
-(the default recipe, a quarter of the walks held out), and on the log with places without
-the recipe's relabelling. Each model is then scored as the generated default is
+(the default recipe, a quarter of the walks held out), on the log with places without the
+recipe's relabelling, and on a log in which a tenth of the moves logged failed (the agent
+stayed). Each model is then scored as the generated default is
 (``gridworld.evaluate``): on 64 walks of 400 steps in environments no log holds (seed
 10,000), on visited and zero-shot steps. Writes ``results.json``.
 """
@@ -28,15 +29,27 @@ from wavedge.models.gridworld import TEST_STEPS, TEST_WALKS, Grid, evaluate, wal
 from wavedge.models.train import default_recipe, train, user_data  # noqa: E402
 
 
-def write_log(path: Path, n: int, steps: int, places: bool, seed: int) -> Path:
+def write_log(path: Path, n: int, steps: int, places: bool, seed: int,
+              failed: float = 0.0) -> Path:
+    """``n`` walks as a log; ``failed``: before that share of steps, a commanded move that
+    did not happen (a random move logged, the agent where it was), as a robot that logs the
+    command rather than the move made would write it."""
     w = walks(Grid(), n, steps, np.random.default_rng(seed))
+    fail = np.random.default_rng(seed + 1)
     with path.open("w") as f:
         f.write("sequence,observation,action" + ",place" * places + "\n")
         for b in range(n):
             for t in range(steps):
-                f.write(f"{b},{w.observation[b, t]},{w.action[b, t]}"
-                        + f",{w.place[b, t]}" * places + "\n")
+                here = f"{b},{w.observation[b, t]},{{}}" + f",{w.place[b, t]}" * places + "\n"
+                if failed and fail.random() < failed:
+                    f.write(here.format(int(fail.integers(1, 5))))
+                f.write(here.format(w.action[b, t]))
     return path
+
+
+# name: (a place column, the recipe's relabelling, the share of commanded moves that failed)
+CONDITIONS = {"places": (True, True, 0.0), "no-places": (False, True, 0.0),
+              "no-relabel": (True, False, 0.0), "failed-moves": (True, True, 0.1)}
 
 
 def one(log: Path, epochs: int | None, relabel: bool) -> dict:
@@ -56,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--walks", default="4,10,40",
                    help="counts of logged walks, comma-separated")
     p.add_argument("--steps", type=int, default=300, help="steps per logged walk")
+    p.add_argument("--conditions", default=",".join(CONDITIONS),
+                   help=f"comma-separated, of {', '.join(CONDITIONS)}")
     p.add_argument("--epochs", type=int, help="override the recipe's 30")
     p.add_argument("--seed", type=int, default=1, help="the logs' walks and environments")
     p.add_argument("--threads", type=int, default=2)
@@ -65,10 +80,12 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in (int(v) for v in args.walks.split(",")):
-        for places, relabel in ((True, True), (False, True), (True, False)):
-            log = write_log(args.out / f"walks{n}{'-places' if places else ''}.csv", n,
-                            args.steps, places, args.seed)
-            row = {"walks": n, "steps": args.steps, "places": places, "relabel": relabel,
+        for name in args.conditions.split(","):
+            places, relabel, failed = CONDITIONS[name]
+            log = write_log(args.out / f"walks{n}-{name}.csv", n, args.steps, places,
+                            args.seed, failed)
+            row = {"walks": n, "steps": args.steps, "condition": name, "places": places,
+                   "relabel": relabel, "failed_moves": failed,
                    **one(log, args.epochs, relabel)}
             print(row, flush=True)
             rows.append(row)
