@@ -162,6 +162,9 @@ def test_train_export_and_run_on_a_users_walks_from_the_command_line(tmp_path):
      ["--config", '{"observations": 2}'], "--config observations 2: the walks hold ids up to 2"),
     ("sequence,observation,action", ["a,1,2", "a,2,1", "a,1,0", "b,1,2", "b,2,1", "b,1,0"],
      ["--window", "4"], "--window 4 is longer than the longest training walk (3 steps)"),
+    ("sequence,observation,action", ["a,0,1", "a,1,1", "a,2,1", "a,3,1", "a,0,1", "b,0,1",
+                                     "b,1,1", "b,2,1", "b,3,1", "b,0,1"],
+     ["--window", "2"], "held no step a memory of the window could know"),
     ("sequence,observation,action", ["a,1,2"], ["--arch", "mpl"],
      "--data: no recipe trains 'mpl' on your own data"),
 ])

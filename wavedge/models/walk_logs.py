@@ -38,6 +38,7 @@ from wavedge.models.train import seed_everything
 COLUMNS = ("observation", "action", "place")  # a walk's channels; place is optional
 MAX_ID = 2 ** 24  # ids are read as float32, exact below this
 DEFAULT_WINDOW = 200  # steps per training window (the grid world's walks)
+TRIES = 100  # batches drawn in a row without a counted step before a window is too short
 
 
 @dataclass
@@ -213,9 +214,8 @@ def train(recipe, out, progress: bool, where, data: LoggedWalks | None = None,
     """``wavedge train --arch tem_t --data FILE``: ``recipe.epochs`` of ``BATCHES_PER_EPOCH``
     batches of ``recipe.batch_size`` windows of the training walks (``sample``, ``relabel``),
     every other from a code the logged actions have moved (``wander``), the loss on the
-    counted steps;
-    then the accuracy on the held-out walks, each whole from reset. Returns (model, meta) as
-    ``wavedge.models.train.train`` does."""
+    counted steps; then the accuracy on the held-out walks, each whole from reset. Returns
+    (model, meta) as ``wavedge.models.train.train`` does."""
     if data is None:
         raise InputError("walks: trains on your logged walks; give --data FILE (rows of "
                          "observation and action ids, a sequence column splitting walks)")
@@ -286,7 +286,7 @@ def sample(walks: list[Walk], batch: int, width: int, rng: np.random.Generator) 
     proportion to its length (every step equally likely) at a random step; drawn again
     until some step counts (a batch of none has no loss)."""
     p = np.array([len(w) for w in walks], np.float64)
-    while True:
+    for _ in range(TRIES):
         picked = rng.choice(len(walks), batch, p=p / p.sum())
         lo = [int(rng.integers(0, max(1, len(walks[i]) - width + 1))) for i in picked]
         out = walk_arrays([walks[i] for i in picked],
@@ -294,6 +294,9 @@ def sample(walks: list[Walk], batch: int, width: int, rng: np.random.Generator) 
                           width)
         if out[3].any():
             return out
+    raise InputError(f"tem_t on walks: {TRIES} batches of windows of {width} steps held no step "
+                     "a memory of the window could know (a revisit within it); give a longer "
+                     "--window")
 
 
 def relabel(observation: np.ndarray, target: np.ndarray, n: int,
