@@ -59,6 +59,10 @@ class Walk:
         """The walk as a recording, ``{input name: [T, 1]}``."""
         return {"observation": self.observation[:, None], "action": self.action[:, None]}
 
+    def counted(self) -> np.ndarray:
+        """``[T]``: the steps that count (``counted``) of the whole walk, from reset."""
+        return walk_arrays([self], [(0, len(self))], len(self))[3][0]
+
 
 @dataclass
 class LoggedWalks:
@@ -206,7 +210,7 @@ def logged_walks(spec: str, validation: float = 0.25, seed: int = 0) -> LoggedWa
 
 def counted_steps(walks: list[Walk]) -> int:
     """How many steps of ``walks`` (each whole, from reset) count (``counted``)."""
-    return sum(int(walk_arrays([w], [(0, len(w))], len(w))[3].sum()) for w in walks)
+    return sum(int(w.counted().sum()) for w in walks)
 
 
 def train(recipe, out, progress: bool, where, data: LoggedWalks | None = None,
@@ -329,14 +333,13 @@ def walks_task(name: str, held: list[Walk], calibration: list[Walk], description
                calibration_description: str) -> WalksTask:
     """Walks as an export task: the held-out ones streamed each from reset, scored on their
     counted steps; the others calibrate."""
-    masks = [walk_arrays([w], [(0, len(w))], len(w))[3][0] for w in held]
     return WalksTask(name=name, description=description,
                      held_out=[w.recording() for w in held],
                      calibration=[w.recording() for w in calibration],
                      calibration_description=calibration_description,
                      metric="accuracy of the next observation on the steps a memory of the "
                             "walk can know, each walk from reset",
-                     targets=[w.target for w in held], masks=masks)
+                     targets=[w.target for w in held], masks=[w.counted() for w in held])
 
 
 def task(meta: dict) -> WalksTask:
